@@ -1,0 +1,755 @@
+//! The dispatcher owns the daemon's one writer connection. Each turn of its loop takes
+//! every command waiting on its channel (worker reports, enqueue requests, signals) and
+//! writes them in one `BEGIN IMMEDIATE` transaction, together with a claim for every free
+//! slot, heartbeats and the reaper's work: group commit, so throughput holds even with
+//! `synchronous=FULL`.
+
+use super::workers::{Assignment, Report, Ticket};
+use super::{notify::Notifier, JobHooks, SharedConfig};
+use crate::clock::{after, SharedClock};
+use crate::config::{Config, ConfigSource};
+use crate::handlers::StopReason;
+use crate::job::{Completion, Job, JobId, JobState, NewJob, Outcome, Resolution, UnixMillis};
+use crate::retry::{FailedAttempt, RetryDecision};
+use crate::store::{Applied, ClaimSpec, Db, Enqueued, StoreError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The most commands folded into one transaction.
+const MAX_BATCH: usize = 4096;
+/// How long a failed write waits before it is tried again (disk full, database busy).
+const WRITE_RETRY: Duration = Duration::from_secs(1);
+/// Chunk size for retention deletes, so purging never holds the lock for long.
+const PURGE_CHUNK: usize = 5000;
+/// How often `STATUS=` is refreshed for `systemctl status`.
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+/// After the grace period, how long stopped handlers get to report before their jobs are
+/// released regardless.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+/// What reaches the dispatcher.
+pub enum Command {
+    /// Enqueue jobs all or nothing; the reply comes after the commit.
+    Enqueue {
+        jobs: Vec<NewJob>,
+        reply: Sender<Result<Vec<Enqueued>, String>>,
+    },
+    /// A worker finished (or gave back) an attempt.
+    Finished(Report),
+    /// SIGTERM / SIGINT: drain. A second one forces the exit.
+    Shutdown,
+    /// SIGHUP: reload the configuration.
+    Reload,
+}
+
+/// How the dispatcher ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Drained within the grace period, or `--once` found nothing more to do.
+    Clean,
+    /// A second stop signal cut the drain short; unfinished jobs were put back.
+    Forced,
+}
+
+struct InFlight {
+    job: Job,
+    ticket: Arc<Ticket>,
+}
+
+/// Counters for logs, STATUS= and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    pub succeeded: u64,
+    pub retried: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+}
+
+pub struct Dispatcher {
+    db: Db,
+    config: Arc<Config>,
+    shared_config: SharedConfig,
+    config_source: ConfigSource,
+    clock: SharedClock,
+    hooks: Vec<Arc<dyn JobHooks>>,
+    /// This daemon's name in `jobs.worker`: host and pid.
+    name: String,
+    commands: Receiver<Command>,
+    work: Sender<Assignment>,
+    in_flight: HashMap<JobId, InFlight>,
+    queue_load: HashMap<String, usize>,
+    /// Completions whose write failed; written again on the next turn.
+    held: Vec<Report>,
+    write_retry_at: Option<Instant>,
+    /// The next time a waiting job becomes due, as far as we know.
+    next_due: Option<UnixMillis>,
+    /// Something may be ready that has not been claimed: look on the next turn.
+    look_for_work: bool,
+    data_version: i64,
+    next_poll: Instant,
+    next_heartbeat: Instant,
+    next_reap: Instant,
+    next_status: Instant,
+    next_watchdog: Option<Instant>,
+    draining: Option<Drain>,
+    once: bool,
+    notifier: Notifier,
+    pub counters: Counters,
+}
+
+struct Drain {
+    grace_until: Instant,
+    interrupted_until: Option<Instant>,
+}
+
+impl Dispatcher {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        db: Db,
+        shared_config: SharedConfig,
+        config_source: ConfigSource,
+        clock: SharedClock,
+        hooks: Vec<Arc<dyn JobHooks>>,
+        commands: Receiver<Command>,
+        work: Sender<Assignment>,
+        once: bool,
+        notifier: Notifier,
+    ) -> Dispatcher {
+        let config = shared_config.read().expect("config lock").clone();
+        let now = Instant::now();
+        let next_watchdog = notifier.watchdog_interval().map(|_| now);
+        Dispatcher {
+            db,
+            config,
+            shared_config,
+            config_source,
+            clock,
+            hooks,
+            name: format!("{}:{}", hostname(), std::process::id()),
+            commands,
+            work,
+            in_flight: HashMap::new(),
+            queue_load: HashMap::new(),
+            held: Vec::new(),
+            write_retry_at: None,
+            next_due: None,
+            look_for_work: true,
+            data_version: 0,
+            next_poll: now,
+            next_heartbeat: now,
+            next_reap: now,
+            next_status: now,
+            next_watchdog,
+            draining: None,
+            once,
+            notifier,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Runs until drained. Returns how it ended.
+    pub fn run(mut self) -> Result<(Exit, Counters), StoreError> {
+        self.data_version = self.db.data_version()?;
+        loop {
+            let wait = self.time_to_wait();
+            let mut batch = Vec::new();
+            match self.commands.recv_timeout(wait) {
+                Ok(command) => batch.push(command),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Nobody can talk to us any more: drain as if told to stop.
+                    if self.draining.is_none() {
+                        self.begin_drain();
+                    }
+                }
+            }
+            while batch.len() < MAX_BATCH {
+                match self.commands.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            if let Some(exit) = self.turn(batch)? {
+                return Ok((exit, self.counters));
+            }
+        }
+    }
+
+    /// One turn: everything waiting, in one transaction. Returns an exit when done.
+    fn turn(&mut self, batch: Vec<Command>) -> Result<Option<Exit>, StoreError> {
+        let mut reports = std::mem::take(&mut self.held);
+        let mut enqueues = Vec::new();
+        for command in batch {
+            match command {
+                Command::Finished(report) => reports.push(report),
+                Command::Enqueue { jobs, reply } => enqueues.push((jobs, reply)),
+                Command::Reload => self.reload(),
+                Command::Shutdown => {
+                    if self.draining.is_some() {
+                        tracing::warn!(
+                            "second stop signal: putting unfinished jobs back and exiting now"
+                        );
+                        self.release_all()?;
+                        return Ok(Some(Exit::Forced));
+                    }
+                    self.begin_drain();
+                }
+            }
+        }
+        let instant = Instant::now();
+        if let Some(retry_at) = self.write_retry_at {
+            if instant < retry_at && enqueues.is_empty() {
+                self.held = reports;
+                return Ok(None);
+            }
+        }
+        if let Some(exit) = self.advance_drain(instant)? {
+            return Ok(Some(exit));
+        }
+        let now = self.clock.now_ms();
+        if instant >= self.next_poll {
+            self.next_poll = instant + self.config.daemon.poll_interval;
+            let version = self.db.data_version()?;
+            if version != self.data_version {
+                self.data_version = version;
+                self.look_for_work = true;
+            }
+        }
+        if self.next_due.is_some_and(|due| due <= now) {
+            self.next_due = None;
+            self.look_for_work = true;
+        }
+        let heartbeat_due = instant >= self.next_heartbeat;
+        let reap_due = instant >= self.next_reap;
+        let free = self.free_slots(reports.len());
+        let claim = free > 0 && (self.look_for_work || !reports.is_empty() || !enqueues.is_empty());
+        let quiet =
+            reports.is_empty() && enqueues.is_empty() && !claim && !heartbeat_due && !reap_due;
+        if quiet {
+            self.housekeeping(instant);
+            return Ok(self.finished_once(false));
+        }
+
+        let lease_until = after(now, self.config.daemon.lease);
+        let resolved: Vec<(Completion, Option<StopReason>)> = reports
+            .iter()
+            .filter_map(|r| self.resolve(r, now))
+            .collect();
+        let spec = self.claim_spec(free);
+        let heartbeat: Vec<(JobId, u32)> = if heartbeat_due {
+            self.live_leases(now)
+        } else {
+            Vec::new()
+        };
+        let policy_config = self.config.clone();
+        let max_attempts_of = move |kind: &str| policy_config.policy_for(kind).max_attempts;
+        let retention_cutoff = now - self.config.daemon.retention.as_millis() as i64;
+        let name = self.name.clone();
+        let write = self.db.write(|tx| {
+            let mut applied = Vec::with_capacity(resolved.len());
+            for (completion, _) in &resolved {
+                applied.push(tx.complete(completion, now)?);
+            }
+            let enqueued: Vec<Result<Vec<Enqueued>, String>> = enqueues
+                .iter()
+                .map(|(jobs, _)| tx.enqueue(jobs, now).map_err(|e| e.to_string()))
+                .collect();
+            let mut rescued = Vec::new();
+            let mut cancel_requests = Vec::new();
+            if heartbeat_due {
+                tx.extend_leases(&heartbeat, &name, lease_until, now)?;
+                cancel_requests = tx.cancel_requests()?;
+            }
+            if reap_due {
+                rescued = tx.rescue_expired(now, false, &max_attempts_of)?;
+                tx.purge_finished(JobState::Succeeded, retention_cutoff, PURGE_CHUNK)?;
+            }
+            let claimed = if claim {
+                tx.claim(&spec, &name, lease_until, now)?
+            } else {
+                Vec::new()
+            };
+            let next_due = if claimed.len() < spec.limit {
+                tx.next_due()?
+            } else {
+                None
+            };
+            Ok((
+                applied,
+                enqueued,
+                rescued,
+                cancel_requests,
+                claimed,
+                next_due,
+            ))
+        });
+        match write {
+            Err(e) => {
+                tracing::error!("cannot write to the queue database: {e}; holding {} outcome(s) in memory and trying again", reports.len());
+                for (_, reply) in enqueues {
+                    let _ = reply.send(Err(format!("not enqueued: {e}")));
+                }
+                self.held = reports;
+                self.write_retry_at = Some(instant + WRITE_RETRY);
+                Ok(None)
+            }
+            Ok((applied, enqueued, rescued, cancel_requests, claimed, next_due)) => {
+                if self.write_retry_at.take().is_some() {
+                    tracing::info!("the queue database is writable again");
+                }
+                for ((completion, _), applied) in resolved.iter().zip(&applied) {
+                    self.finish(completion, applied);
+                }
+                for ((_, reply), result) in enqueues.into_iter().zip(enqueued) {
+                    let _ = reply.send(result);
+                }
+                for (id, state) in rescued {
+                    if self.in_flight.contains_key(&id) {
+                        tracing::warn!(job = id, "job {id} outran its timeout and lease; it is {state} now and its worker is abandoned");
+                        self.forget(id);
+                    } else {
+                        tracing::warn!(job = id, "job {id}'s lease expired; it is {state} now");
+                    }
+                }
+                for id in cancel_requests {
+                    if let Some(flight) = self.in_flight.get(&id) {
+                        flight.ticket.stop.raise(StopReason::Cancelled);
+                    }
+                }
+                if heartbeat_due {
+                    self.next_heartbeat = instant + self.config.daemon.lease / 3;
+                }
+                if reap_due {
+                    self.next_reap = instant + self.config.daemon.reap_interval;
+                }
+                let found_nothing = claim && claimed.is_empty();
+                if claim {
+                    // Fewer than asked means the ready rows ran out; wait for news.
+                    self.look_for_work = claimed.len() == spec.limit;
+                    self.next_due = next_due.filter(|due| *due > now);
+                }
+                for job in claimed {
+                    self.dispatch(job);
+                }
+                self.housekeeping(instant);
+                Ok(self.finished_once(found_nothing))
+            }
+        }
+    }
+
+    /// In `--once` mode: done when nothing runs and a claim found nothing.
+    fn finished_once(&self, found_nothing: bool) -> Option<Exit> {
+        let idle = self.in_flight.is_empty() && self.held.is_empty();
+        if self.once && idle && (found_nothing || !self.look_for_work) {
+            return Some(Exit::Clean);
+        }
+        if self.draining.is_some() && idle {
+            return Some(Exit::Clean);
+        }
+        None
+    }
+
+    fn free_slots(&self, finishing: usize) -> usize {
+        if self.draining.is_some() {
+            return 0;
+        }
+        let capacity = self.config.daemon.workers + self.config.daemon.prefetch;
+        capacity.saturating_sub(self.in_flight.len().saturating_sub(finishing))
+    }
+
+    fn claim_spec(&self, free: usize) -> ClaimSpec {
+        let limited_queues = self
+            .config
+            .queues
+            .iter()
+            .map(|(name, q)| {
+                let load = self.queue_load.get(name).copied().unwrap_or(0);
+                (name.clone(), q.concurrency.saturating_sub(load))
+            })
+            .collect();
+        ClaimSpec {
+            limit: free,
+            limited_queues,
+        }
+    }
+
+    /// Leases to extend: every job in flight except one that has outrun its timeout by
+    /// more than a lease, whose worker is presumed hung; letting its lease lapse hands the
+    /// job to the reaper.
+    fn live_leases(&self, now: UnixMillis) -> Vec<(JobId, u32)> {
+        let lease = self.config.daemon.lease.as_millis() as i64;
+        self.in_flight
+            .values()
+            .filter(|f| {
+                let started = f.ticket.started_at.load(Ordering::SeqCst);
+                let timeout = self.config.timeout_for(&f.job.kind).as_millis() as i64;
+                started == 0 || now <= started + timeout + lease
+            })
+            .map(|f| (f.job.id, f.job.attempts))
+            .collect()
+    }
+
+    /// Turns a worker's report into the one store transition it calls for.
+    fn resolve(
+        &self,
+        report: &Report,
+        now: UnixMillis,
+    ) -> Option<(Completion, Option<StopReason>)> {
+        let flight = self.in_flight.get(&report.job_id)?;
+        let job = &flight.job;
+        let stop = flight.ticket.stop.reason();
+        let (resolution, detail) = match report.outcome.clone() {
+            Outcome::Success { follow_ups, detail } => {
+                (Resolution::Succeeded { follow_ups }, detail)
+            }
+            Outcome::Permanent { error, detail } => (self.kill(job, error), detail),
+            Outcome::Cancelled { reason } => (Resolution::Cancelled { reason }, None),
+            Outcome::Interrupted { .. } if stop.is_some() => (
+                Resolution::Released {
+                    started: report.started,
+                },
+                None,
+            ),
+            Outcome::Interrupted { reason } => self.retry_or_kill(job, reason, None, now, None),
+            Outcome::Retry { error, .. } if stop == Some(StopReason::Cancelled) => (
+                Resolution::Cancelled {
+                    reason: format!("cancelled by an operator; last error: {error}"),
+                },
+                None,
+            ),
+            Outcome::Retry {
+                error,
+                retry_after,
+                detail,
+            } => self.retry_or_kill(job, error, retry_after, now, detail),
+        };
+        Some((
+            Completion {
+                job_id: job.id,
+                attempt: job.attempts,
+                worker: self.name.clone(),
+                started_at: report.started_at,
+                finished_at: report.finished_at,
+                resolution,
+                detail,
+            },
+            stop,
+        ))
+    }
+
+    fn retry_or_kill(
+        &self,
+        job: &Job,
+        error: String,
+        retry_after: Option<Duration>,
+        now: UnixMillis,
+        detail: Option<serde_json::Value>,
+    ) -> (Resolution, Option<serde_json::Value>) {
+        let policy = self.config.policy_for(&job.kind);
+        let failed = FailedAttempt {
+            attempt: job.attempts,
+            max_attempts: job.max_attempts,
+            created_at: job.created_at,
+            deadline_at: job.deadline_at,
+            now,
+            retry_after,
+        };
+        match policy.decide(failed, fastrand::f64()) {
+            RetryDecision::RetryAt(run_at) => (Resolution::RetryAt { run_at, error }, detail),
+            RetryDecision::GiveUp(why) => (
+                self.kill(job, format!("{why}; last error: {error}")),
+                detail,
+            ),
+        }
+    }
+
+    /// A job's death, with whatever the hooks want enqueued beside it.
+    fn kill(&self, job: &Job, error: String) -> Resolution {
+        let follow_ups = self
+            .hooks
+            .iter()
+            .flat_map(|hook| hook.on_dead(job, &error, &self.config))
+            .collect();
+        Resolution::Dead { error, follow_ups }
+    }
+
+    fn finish(&mut self, completion: &Completion, applied: &Applied) {
+        let Some(flight) = self.forget(completion.job_id) else {
+            return;
+        };
+        let job = &flight.job;
+        match applied {
+            Applied::Stale => tracing::warn!(
+                job = job.id,
+                "job {} attempt {} finished after it was taken back; its outcome is dropped",
+                job.id,
+                job.attempts
+            ),
+            Applied::Moved(JobState::Succeeded) => {
+                self.counters.succeeded += 1;
+                tracing::debug!(job = job.id, kind = %job.kind, "succeeded");
+            }
+            Applied::Moved(JobState::Retrying) => {
+                self.counters.retried += 1;
+                if let Resolution::RetryAt { run_at, error } = &completion.resolution {
+                    tracing::warn!(job = job.id, kind = %job.kind, attempt = job.attempts,
+                        "attempt failed, retrying at {}: {error}", crate::clock::format_millis(*run_at));
+                    self.next_due = Some(self.next_due.map_or(*run_at, |d| d.min(*run_at)));
+                }
+            }
+            Applied::Moved(JobState::Dead) => {
+                self.counters.dead += 1;
+                if let Resolution::Dead { error, .. } = &completion.resolution {
+                    tracing::error!(job = job.id, kind = %job.kind, queue = %job.queue, attempts = job.attempts,
+                        "job {} is dead: {error}", job.id);
+                }
+            }
+            Applied::Moved(JobState::Cancelled) => {
+                self.counters.cancelled += 1;
+                tracing::info!(job = job.id, "job {} cancelled", job.id);
+            }
+            Applied::Moved(JobState::Queued) => {
+                tracing::info!(
+                    job = job.id,
+                    "job {} put back in the queue, attempt not charged",
+                    job.id
+                );
+            }
+            Applied::Moved(other) => tracing::debug!(job = job.id, "job moved to {other}"),
+        }
+        if let Applied::Moved(state) = applied {
+            let error = match &completion.resolution {
+                Resolution::Dead { error, .. } | Resolution::RetryAt { error, .. } => {
+                    Some(error.as_str())
+                }
+                Resolution::Cancelled { reason } => Some(reason.as_str()),
+                _ => None,
+            };
+            for hook in &self.hooks {
+                hook.after_commit(job, *state, error, &self.config);
+            }
+        }
+        if matches!(&completion.resolution,
+            Resolution::Succeeded { follow_ups } | Resolution::Dead { follow_ups, .. } if !follow_ups.is_empty())
+        {
+            self.look_for_work = true;
+        }
+    }
+
+    fn forget(&mut self, id: JobId) -> Option<InFlight> {
+        let flight = self.in_flight.remove(&id)?;
+        if let Some(load) = self.queue_load.get_mut(&flight.job.queue) {
+            *load = load.saturating_sub(1);
+        }
+        Some(flight)
+    }
+
+    fn dispatch(&mut self, job: Job) {
+        let ticket = Arc::new(Ticket::default());
+        *self.queue_load.entry(job.queue.clone()).or_default() += 1;
+        let assignment = Assignment {
+            job: job.clone(),
+            ticket: ticket.clone(),
+            config: self.config.clone(),
+        };
+        self.in_flight.insert(job.id, InFlight { job, ticket });
+        if self.work.send(assignment).is_err() {
+            tracing::error!("no workers are left to run jobs");
+        }
+    }
+
+    fn begin_drain(&mut self) {
+        let grace = self.config.daemon.shutdown_grace;
+        tracing::info!(
+            "stopping: no new claims; {} job(s) in flight have {} to finish",
+            self.in_flight.len(),
+            humantime::format_duration(grace)
+        );
+        self.notifier.stopping();
+        for flight in self.in_flight.values() {
+            flight.ticket.stop.raise(StopReason::Draining);
+        }
+        self.draining = Some(Drain {
+            grace_until: Instant::now() + grace,
+            interrupted_until: None,
+        });
+    }
+
+    /// Past the grace period, running handlers are told to stop; shortly after, whatever
+    /// has not reported is put back uncharged.
+    fn advance_drain(&mut self, instant: Instant) -> Result<Option<Exit>, StoreError> {
+        let Some(drain) = &mut self.draining else {
+            return Ok(None);
+        };
+        if instant < drain.grace_until {
+            return Ok(None);
+        }
+        match drain.interrupted_until {
+            None => {
+                tracing::warn!(
+                    "grace period over: stopping {} job(s) still running; they go back to the queue uncharged",
+                    self.in_flight.len()
+                );
+                for flight in self.in_flight.values() {
+                    flight.ticket.stop.raise(StopReason::Interrupted);
+                }
+                drain.interrupted_until = Some(instant + INTERRUPT_GRACE);
+                Ok(None)
+            }
+            Some(until) if instant >= until => {
+                self.release_all()?;
+                Ok(Some(Exit::Clean))
+            }
+            Some(_) => Ok(None),
+        }
+    }
+
+    /// Puts every job still in flight back in the queue, uncharged.
+    fn release_all(&mut self) -> Result<(), StoreError> {
+        if self.in_flight.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        let completions: Vec<Completion> = self
+            .in_flight
+            .values()
+            .map(|f| {
+                let started = f.ticket.started_at.load(Ordering::SeqCst);
+                Completion {
+                    job_id: f.job.id,
+                    attempt: f.job.attempts,
+                    worker: self.name.clone(),
+                    started_at: if started > 0 { started } else { now },
+                    finished_at: now,
+                    resolution: Resolution::Released {
+                        started: started > 0,
+                    },
+                    detail: None,
+                }
+            })
+            .collect();
+        let released = self.db.write(|tx| {
+            let mut n = 0;
+            for completion in &completions {
+                if tx.complete(completion, now)? != Applied::Stale {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })?;
+        tracing::info!("put {released} unfinished job(s) back in the queue, uncharged");
+        self.in_flight.clear();
+        self.queue_load.clear();
+        Ok(())
+    }
+
+    fn reload(&mut self) {
+        self.notifier.reloading();
+        match Config::load_located(&self.config_source) {
+            Ok(new) => {
+                if new.daemon.workers != self.config.daemon.workers
+                    || new.daemon.database != self.config.daemon.database
+                {
+                    tracing::warn!(
+                        "reload: daemon.workers and daemon.database take effect at the next start"
+                    );
+                }
+                let new = Arc::new(new);
+                *self.shared_config.write().expect("config lock") = new.clone();
+                self.config = new;
+                self.look_for_work = true;
+                tracing::info!(
+                    "reloaded the configuration from {}",
+                    self.config_source.describe()
+                );
+            }
+            Err(e) => tracing::error!("reload refused, the old configuration keeps running: {e}"),
+        }
+        self.notifier.ready("reloaded");
+    }
+
+    /// Watchdog pings and STATUS= lines: sent from this loop, so a hung dispatcher
+    /// stops them and systemd restarts it.
+    fn housekeeping(&mut self, instant: Instant) {
+        if let (Some(next), Some(interval)) =
+            (self.next_watchdog, self.notifier.watchdog_interval())
+        {
+            if instant >= next {
+                self.notifier.watchdog();
+                self.next_watchdog = Some(instant + interval);
+            }
+        }
+        if self.notifier.enabled() && instant >= self.next_status {
+            self.next_status = instant + STATUS_INTERVAL;
+            let live = self.db.live_counts().unwrap_or_default();
+            self.notifier.status(&format!(
+                "ready {}, running {}; since start: {} succeeded, {} retried, {} dead",
+                live.get("ready").unwrap_or(&0),
+                live.get("running").unwrap_or(&0),
+                self.counters.succeeded,
+                self.counters.retried,
+                self.counters.dead
+            ));
+        }
+    }
+
+    fn time_to_wait(&self) -> Duration {
+        let instant = Instant::now();
+        let now = self.clock.now_ms();
+        let mut wait = Duration::from_secs(1);
+        let mut until = |at: Instant| wait = wait.min(at.saturating_duration_since(instant));
+        if !self.held.is_empty() {
+            until(self.write_retry_at.unwrap_or(instant));
+        }
+        if self.free_slots(0) > 0 {
+            if self.look_for_work {
+                until(instant);
+            }
+            until(self.next_poll);
+            if let Some(due) = self.next_due {
+                until(instant + Duration::from_millis(due.saturating_sub(now).max(0) as u64));
+            }
+        }
+        if !self.in_flight.is_empty() {
+            until(self.next_heartbeat);
+        }
+        until(self.next_reap);
+        if let Some(next) = self.next_watchdog {
+            until(next);
+        }
+        if let Some(drain) = &self.draining {
+            until(drain.interrupted_until.unwrap_or(drain.grace_until));
+        }
+        wait
+    }
+
+    /// Run once before the loop: every job left running by an earlier process goes back
+    /// to the queue at once, its attempt charged.
+    pub fn recover(&mut self) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        let config = self.config.clone();
+        let rescued = self.db.write(|tx| {
+            tx.rescue_expired(now, true, &|kind: &str| {
+                config.policy_for(kind).max_attempts
+            })
+        })?;
+        if !rescued.is_empty() {
+            tracing::warn!(
+                "recovered {} job(s) left running by an earlier process",
+                rescued.len()
+            );
+        }
+        Ok(rescued.len())
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

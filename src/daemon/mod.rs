@@ -1,0 +1,220 @@
+//! The daemon: takes the database lock, migrates and recovers, then runs the dispatcher
+//! (the one writer), the worker pool and the signal listener until it is told to stop.
+
+pub mod dispatcher;
+pub mod lock;
+pub mod notify;
+pub mod workers;
+
+use crate::clock::SharedClock;
+use crate::config::{Config, ConfigSource};
+use crate::handlers::Registry;
+use crate::job::{Job, JobState, NewJob};
+use crate::store::{Db, Enqueued, OpenOptions, StoreError};
+use crossbeam_channel::Sender;
+use dispatcher::{Command, Counters, Dispatcher, Exit};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+
+/// What other parts of the daemon (ingest, notifications) do when jobs finish. Hooks run
+/// on the dispatcher thread, so they must be quick.
+pub trait JobHooks: Send + Sync {
+    /// Jobs to enqueue in the same transaction that makes `job` dead (e.g. a dead-letter
+    /// notification), so a crash cannot lose them.
+    fn on_dead(&self, _job: &Job, _error: &str, _config: &Config) -> Vec<NewJob> {
+        Vec::new()
+    }
+
+    /// Called once the move of `job` to `state` is committed (e.g. to move its source
+    /// file to done/ or failed/). `job` is as it was claimed.
+    fn after_commit(&self, _job: &Job, _state: JobState, _error: Option<&str>, _config: &Config) {}
+}
+
+/// The configuration in force; replaced whole on reload.
+pub type SharedConfig = Arc<RwLock<Arc<Config>>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Locked(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// How to run.
+pub struct DaemonOptions {
+    pub clock: SharedClock,
+    pub registry: Registry,
+    /// Where SIGHUP reloads the configuration from.
+    pub config_source: ConfigSource,
+    /// Process what is ready, then exit.
+    pub once: bool,
+    /// Listen for SIGTERM, SIGINT and SIGHUP (off for in-process tests).
+    pub handle_signals: bool,
+    pub hooks: Vec<Arc<dyn JobHooks>>,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    client: DaemonClient,
+    dispatcher: JoinHandle<Result<(Exit, Counters), StoreError>>,
+    workers: Vec<JoinHandle<()>>,
+    _lock: lock::DatabaseLock,
+}
+
+/// A handle for enqueuing into, reloading and stopping a running daemon.
+#[derive(Clone)]
+pub struct DaemonClient {
+    commands: Sender<Command>,
+    registry: Arc<Registry>,
+    config: SharedConfig,
+}
+
+impl DaemonClient {
+    /// Enqueues jobs all or nothing; returns once they are committed.
+    pub fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, String> {
+        let config = self.config.read().expect("config lock").clone();
+        for job in &jobs {
+            self.registry.validate(job, &config)?;
+        }
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.commands
+            .send(Command::Enqueue { jobs, reply })
+            .map_err(|_| "the daemon is stopping".to_string())?;
+        answer
+            .recv()
+            .map_err(|_| "the daemon stopped before answering".to_string())?
+    }
+
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+
+    pub fn reload(&self) {
+        let _ = self.commands.send(Command::Reload);
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().expect("config lock").clone()
+    }
+}
+
+impl Daemon {
+    /// Locks the database, migrates it, recovers jobs left running, and starts the
+    /// dispatcher and workers. READY=1 is sent when this returns.
+    pub fn start(config: Config, options: DaemonOptions) -> Result<Daemon, DaemonError> {
+        let database = config.daemon.database.clone();
+        let lock = lock::DatabaseLock::acquire(&database).map_err(DaemonError::Locked)?;
+        std::fs::create_dir_all(&config.daemon.data_dir).map_err(|e| {
+            DaemonError::Setup(format!(
+                "cannot create data_dir {}: {e}",
+                config.daemon.data_dir.display()
+            ))
+        })?;
+        let db = Db::open(
+            &database,
+            &OpenOptions {
+                synchronous: config.daemon.synchronous,
+                busy_timeout: config.daemon.busy_timeout,
+                create: true,
+                migrate: true,
+            },
+        )?;
+        let registry = Arc::new(options.registry);
+        let shared_config: SharedConfig = Arc::new(RwLock::new(Arc::new(config.clone())));
+        let (command_tx, command_rx) = crossbeam_channel::unbounded();
+        let (work_tx, work_rx) = crossbeam_channel::unbounded();
+        let notifier = notify::Notifier::from_env();
+        let mut dispatcher = Dispatcher::new(
+            db,
+            shared_config.clone(),
+            options.config_source,
+            options.clock.clone(),
+            options.hooks,
+            command_rx,
+            work_tx,
+            options.once,
+            notifier,
+        );
+        dispatcher.recover()?;
+        let workers = workers::spawn(
+            config.daemon.workers,
+            work_rx,
+            command_tx.clone(),
+            registry.clone(),
+            options.clock.clone(),
+            config.daemon.data_dir.clone(),
+        );
+        let client = DaemonClient {
+            commands: command_tx,
+            registry,
+            config: shared_config,
+        };
+        if options.handle_signals {
+            spawn_signal_listener(client.clone())?;
+        }
+        let ready = notify::Notifier::from_env();
+        let dispatcher = std::thread::Builder::new()
+            .name("jobd-dispatcher".into())
+            .spawn(move || dispatcher.run())
+            .map_err(|e| DaemonError::Setup(format!("cannot start the dispatcher: {e}")))?;
+        tracing::info!(
+            database = %database.display(),
+            workers = config.daemon.workers,
+            "jobd ready"
+        );
+        ready.ready("ready");
+        Ok(Daemon {
+            client,
+            dispatcher,
+            workers,
+            _lock: lock,
+        })
+    }
+
+    pub fn client(&self) -> DaemonClient {
+        self.client.clone()
+    }
+
+    /// Waits for the dispatcher to finish (after a stop signal, or in `--once` mode).
+    pub fn wait(self) -> Result<(Exit, Counters), DaemonError> {
+        let result = self
+            .dispatcher
+            .join()
+            .map_err(|_| DaemonError::Setup("the dispatcher panicked".into()))?;
+        // Closing the work channel lets idle workers end; a hung one is left behind.
+        drop(self.client);
+        for worker in self.workers {
+            if worker.is_finished() {
+                let _ = worker.join();
+            }
+        }
+        Ok(result?)
+    }
+}
+
+fn spawn_signal_listener(client: DaemonClient) -> Result<(), DaemonError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| DaemonError::Setup(format!("cannot listen for signals: {e}")))?;
+    std::thread::Builder::new()
+        .name("jobd-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                match signal {
+                    SIGHUP => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        client.reload();
+                    }
+                    _ => {
+                        tracing::info!("signal {signal}: stopping");
+                        client.shutdown();
+                    }
+                }
+            }
+        })
+        .map_err(|e| DaemonError::Setup(format!("cannot start the signal listener: {e}")))?;
+    Ok(())
+}

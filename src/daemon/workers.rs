@@ -1,0 +1,138 @@
+//! The worker pool: a fixed number of threads, each running one job at a time through its
+//! kind's handler and reporting the outcome to the dispatcher.
+
+use super::dispatcher::Command;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::handlers::{JobContext, Registry, StopReason, StopSignal};
+use crate::job::{Job, JobId, Outcome, UnixMillis};
+use crossbeam_channel::{Receiver, Sender};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// What the dispatcher and the worker running a job share.
+#[derive(Debug, Default)]
+pub struct Ticket {
+    pub stop: Arc<StopSignal>,
+    /// When the handler started, or 0 while the job waits for a worker.
+    pub started_at: AtomicI64,
+}
+
+/// A claimed job handed to the pool.
+pub struct Assignment {
+    pub job: Job,
+    pub ticket: Arc<Ticket>,
+    /// The configuration current when it was claimed.
+    pub config: Arc<Config>,
+}
+
+/// A worker's account of one attempt.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub job_id: JobId,
+    pub outcome: Outcome,
+    /// Whether the handler ran at all.
+    pub started: bool,
+    pub started_at: UnixMillis,
+    pub finished_at: UnixMillis,
+}
+
+pub(super) fn spawn(
+    count: usize,
+    work: Receiver<Assignment>,
+    reports: Sender<Command>,
+    registry: Arc<Registry>,
+    clock: SharedClock,
+    data_dir: PathBuf,
+) -> Vec<JoinHandle<()>> {
+    (0..count)
+        .map(|n| {
+            let work = work.clone();
+            let reports = reports.clone();
+            let registry = registry.clone();
+            let clock = clock.clone();
+            let data_dir = data_dir.clone();
+            std::thread::Builder::new()
+                .name(format!("jobd-worker-{n}"))
+                .spawn(move || {
+                    for assignment in work.iter() {
+                        let report = run_one(assignment, &registry, &clock, &data_dir);
+                        if reports.send(Command::Finished(report)).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .expect("spawn worker thread")
+        })
+        .collect()
+}
+
+fn run_one(
+    assignment: Assignment,
+    registry: &Registry,
+    clock: &SharedClock,
+    data_dir: &std::path::Path,
+) -> Report {
+    let Assignment {
+        job,
+        ticket,
+        config,
+    } = assignment;
+    let started_at = clock.now_ms();
+    // A job still waiting for a worker when the daemon began to drain, or when it was
+    // cancelled, does not start.
+    if let Some(reason) = ticket.stop.reason() {
+        let outcome = match reason {
+            StopReason::Cancelled => Outcome::Cancelled {
+                reason: "cancelled by an operator before it started".into(),
+            },
+            _ => Outcome::Interrupted {
+                reason: "the daemon is stopping".into(),
+            },
+        };
+        return Report {
+            job_id: job.id,
+            outcome,
+            started: false,
+            started_at,
+            finished_at: started_at,
+        };
+    }
+    ticket.started_at.store(started_at.max(1), Ordering::SeqCst);
+    let timeout = config.timeout_for(&job.kind);
+    let ctx = JobContext {
+        clock: clock.clone(),
+        config: config.clone(),
+        data_dir: data_dir.to_path_buf(),
+        deadline: Instant::now() + timeout,
+        timeout,
+        stop: ticket.stop.clone(),
+    };
+    let outcome = match registry.get(&job.kind) {
+        None => Outcome::permanent(registry.unknown_kind(&job.kind)),
+        Some(handler) => {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.run(&job, &ctx)))
+            {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Outcome::permanent(format!("the {} handler panicked: {message}", job.kind))
+                }
+            }
+        }
+    };
+    Report {
+        job_id: job.id,
+        outcome,
+        started: true,
+        started_at,
+        finished_at: clock.now_ms(),
+    }
+}

@@ -1,0 +1,118 @@
+//! Job kinds. A handler gets a job and a context and returns an [`Outcome`]; it never
+//! touches the database. The registry maps a job's `kind` to its handler.
+
+pub mod exec;
+pub mod noop;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::job::{Job, NewJob, Outcome};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why a running handler is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The daemon is draining: finish if you can within the grace period.
+    Draining,
+    /// An operator cancelled the job: stop now.
+    Cancelled,
+    /// The grace period is over: stop now; the attempt is not charged.
+    Interrupted,
+}
+
+/// A flag the dispatcher raises and a handler reads, shared per job.
+#[derive(Debug, Default)]
+pub struct StopSignal(AtomicU8);
+
+impl StopSignal {
+    pub fn raise(&self, reason: StopReason) {
+        let level = match reason {
+            StopReason::Draining => 1,
+            StopReason::Cancelled => 2,
+            StopReason::Interrupted => 3,
+        };
+        // Only ever escalate: a cancel is not downgraded to a drain.
+        self.0.fetch_max(level, Ordering::SeqCst);
+    }
+
+    pub fn reason(&self) -> Option<StopReason> {
+        match self.0.load(Ordering::SeqCst) {
+            0 => None,
+            1 => Some(StopReason::Draining),
+            2 => Some(StopReason::Cancelled),
+            _ => Some(StopReason::Interrupted),
+        }
+    }
+
+    /// Whether the handler should stop at once (draining lets it finish).
+    pub fn must_stop(&self) -> Option<StopReason> {
+        self.reason().filter(|r| *r != StopReason::Draining)
+    }
+}
+
+/// What a handler may use besides its job.
+#[derive(Clone)]
+pub struct JobContext {
+    pub clock: SharedClock,
+    pub config: Arc<Config>,
+    pub data_dir: PathBuf,
+    /// When this attempt must be over.
+    pub deadline: Instant,
+    pub timeout: Duration,
+    pub stop: Arc<StopSignal>,
+}
+
+pub trait Handler: Send + Sync {
+    /// Refuses a payload this kind cannot run, before it is enqueued.
+    fn validate(&self, _payload: &Value, _config: &Config) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn run(&self, job: &Job, ctx: &JobContext) -> Outcome;
+}
+
+/// The handlers of every known kind.
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: BTreeMap<String, Arc<dyn Handler>>,
+}
+
+impl Registry {
+    /// The kinds built into jobd.
+    pub fn builtin() -> Registry {
+        let mut registry = Registry::default();
+        registry.register("noop", Arc::new(noop::Noop));
+        registry.register("exec", Arc::new(exec::Exec));
+        registry
+    }
+
+    pub fn register(&mut self, kind: &str, handler: Arc<dyn Handler>) {
+        self.handlers.insert(kind.to_string(), handler);
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Handler>> {
+        self.handlers.get(kind)
+    }
+
+    pub fn kinds(&self) -> Vec<&str> {
+        self.handlers.keys().map(String::as_str).collect()
+    }
+
+    /// Checks that a job names a known kind and that its payload suits that kind.
+    pub fn validate(&self, job: &NewJob, config: &Config) -> Result<(), String> {
+        job.validate()?;
+        let handler = self
+            .get(&job.kind)
+            .ok_or_else(|| self.unknown_kind(&job.kind))?;
+        handler.validate(&job.payload, config)
+    }
+
+    pub fn unknown_kind(&self, kind: &str) -> String {
+        format!("unknown kind '{kind}' (known: {})", self.kinds().join(", "))
+    }
+}

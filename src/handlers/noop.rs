@@ -1,0 +1,22 @@
+//! `noop`: succeeds at once, or, for tests and drills, fails as its payload says
+//! (`{"fail": "retry" | "permanent", "error": "..."}`).
+
+use super::{Handler, JobContext};
+use crate::job::{Job, Outcome};
+
+pub struct Noop;
+
+impl Handler for Noop {
+    fn run(&self, job: &Job, _ctx: &JobContext) -> Outcome {
+        let error = job
+            .payload
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or("noop asked to fail");
+        match job.payload.get("fail").and_then(|f| f.as_str()) {
+            Some("retry") => Outcome::retry(error),
+            Some("permanent") => Outcome::permanent(error),
+            _ => Outcome::success(),
+        }
+    }
+}

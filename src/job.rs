@@ -1,0 +1,487 @@
+//! The job domain: what a job is, the states it moves through, the transitions between
+//! them and what a handler reports. The state machine lives here and only here; the store
+//! builds its guarded updates from [`Transition::from_states`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+use std::str::FromStr;
+
+/// A job's id: the `jobs.id` rowid.
+pub type JobId = i64;
+
+/// Milliseconds since the Unix epoch, UTC. Every stored time uses it.
+pub type UnixMillis = i64;
+
+/// The queue a job lands in when nobody names one.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// Where a job stands. Each state says who moves a job out of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for `run_at`. The dispatcher claims it ([`Transition::Claim`]); an operator
+    /// may cancel it.
+    Queued,
+    /// Claimed by a worker and holding a lease. The completer moves it on with the
+    /// handler's outcome; the reaper rescues it when its lease runs out; a draining daemon
+    /// releases it back to `queued` without charging the attempt.
+    Running,
+    /// Its last attempt failed with a retryable error; waiting out its backoff until
+    /// `run_at`. The dispatcher claims it again; an operator may cancel it.
+    Retrying,
+    /// Done. Terminal; the reaper purges it after the retention period.
+    Succeeded,
+    /// The dead-letter box: a permanent error, attempts exhausted or deadline passed.
+    /// Terminal until an operator retries it (`jobctl retry`).
+    Dead,
+    /// Cancelled by an operator. Terminal until an operator retries it.
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Retrying,
+        JobState::Succeeded,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Retrying => "retrying",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Terminal states carry `finished_at` and wait for an operator or the reaper.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown state '{s}' (expected one of: {})",
+                    JobState::ALL.map(JobState::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// Every way a job may change state, named by what happens to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// The dispatcher takes a ready job for a worker (`queued | retrying -> running`).
+    Claim,
+    /// The handler succeeded (`running -> succeeded`).
+    Complete,
+    /// A retryable failure with attempts and time left (`running -> retrying`).
+    RetryLater,
+    /// A permanent failure, exhausted attempts or a passed deadline (`running -> dead`).
+    Kill,
+    /// A lease ran out: the worker or the daemon died (`running -> retrying`, charged).
+    RescueExpired,
+    /// A draining daemon gives back a job it did not finish (`running -> queued`, uncharged).
+    Release,
+    /// An operator cancels a waiting job, or a running job stops on request.
+    Cancel,
+    /// An operator sends a dead or cancelled job round again (`-> queued`, attempts reset).
+    Revive,
+}
+
+impl Transition {
+    pub const ALL: [Transition; 8] = [
+        Transition::Claim,
+        Transition::Complete,
+        Transition::RetryLater,
+        Transition::Kill,
+        Transition::RescueExpired,
+        Transition::Release,
+        Transition::Cancel,
+        Transition::Revive,
+    ];
+
+    /// The states a job may be in for this transition to apply.
+    pub fn from_states(self) -> &'static [JobState] {
+        use JobState::*;
+        match self {
+            Transition::Claim => &[Queued, Retrying],
+            Transition::Complete
+            | Transition::RetryLater
+            | Transition::Kill
+            | Transition::RescueExpired
+            | Transition::Release => &[Running],
+            Transition::Cancel => &[Queued, Retrying, Running],
+            Transition::Revive => &[Dead, Cancelled],
+        }
+    }
+
+    /// The state the job is in afterwards. A lease rescue may also kill a job whose
+    /// attempts are spent; that is [`Transition::Kill`].
+    pub fn to_state(self) -> JobState {
+        match self {
+            Transition::Claim => JobState::Running,
+            Transition::Complete => JobState::Succeeded,
+            Transition::RetryLater | Transition::RescueExpired => JobState::Retrying,
+            Transition::Kill => JobState::Dead,
+            Transition::Release | Transition::Revive => JobState::Queued,
+            Transition::Cancel => JobState::Cancelled,
+        }
+    }
+
+    pub fn verb(self) -> &'static str {
+        match self {
+            Transition::Claim => "claim",
+            Transition::Complete => "complete",
+            Transition::RetryLater => "retry later",
+            Transition::Kill => "kill",
+            Transition::RescueExpired => "rescue",
+            Transition::Release => "release",
+            Transition::Cancel => "cancel",
+            Transition::Revive => "retry",
+        }
+    }
+
+    pub fn allows(self, from: JobState) -> bool {
+        self.from_states().contains(&from)
+    }
+
+    /// Checks that `from` allows this transition, naming both when it does not.
+    pub fn check(self, id: JobId, from: JobState) -> Result<JobState, ForbiddenTransition> {
+        if self.allows(from) {
+            Ok(self.to_state())
+        } else {
+            Err(ForbiddenTransition {
+                id,
+                from,
+                transition: self,
+            })
+        }
+    }
+}
+
+/// A transition asked of a job whose state does not allow it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("job {id} is {from}; cannot {verb} it (allowed from: {allowed})", verb = transition.verb(), allowed = transition.from_states().iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))]
+pub struct ForbiddenTransition {
+    pub id: JobId,
+    pub from: JobState,
+    pub transition: Transition,
+}
+
+/// A job as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub queue: String,
+    pub kind: String,
+    pub payload: Value,
+    pub state: JobState,
+    pub priority: i64,
+    pub attempts: u32,
+    /// `None`: the retry policy of the job's kind decides.
+    pub max_attempts: Option<u32>,
+    pub run_at: UnixMillis,
+    pub lease_until: Option<UnixMillis>,
+    pub worker: Option<String>,
+    pub unique_key: Option<String>,
+    pub parent_id: Option<JobId>,
+    pub last_error: Option<String>,
+    /// `None`: the retry policy of the job's kind decides.
+    pub deadline_at: Option<UnixMillis>,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    pub finished_at: Option<UnixMillis>,
+    pub source: Option<String>,
+    pub cancel_requested: bool,
+}
+
+/// A job to be enqueued. Everything but `kind` has a default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewJob {
+    pub kind: String,
+    #[serde(default = "empty_object")]
+    pub payload: Value,
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    #[serde(default)]
+    pub priority: i64,
+    /// When it may first run; `None` is now.
+    #[serde(default)]
+    pub run_at: Option<UnixMillis>,
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    #[serde(default)]
+    pub unique_key: Option<String>,
+    #[serde(default)]
+    pub deadline_at: Option<UnixMillis>,
+    #[serde(default)]
+    pub parent_id: Option<JobId>,
+    /// Where it came from, for people: `jobctl`, `socket`, `watch:/path/file.csv`, ...
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+fn default_queue() -> String {
+    DEFAULT_QUEUE.to_string()
+}
+
+impl NewJob {
+    pub fn new(kind: impl Into<String>, payload: Value) -> NewJob {
+        NewJob {
+            kind: kind.into(),
+            payload,
+            queue: default_queue(),
+            priority: 0,
+            run_at: None,
+            max_attempts: None,
+            unique_key: None,
+            deadline_at: None,
+            parent_id: None,
+            source: None,
+        }
+    }
+
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    pub fn priority(mut self, priority: i64) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    pub fn run_at(mut self, at: UnixMillis) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Checks what the schema would refuse, so callers get a sentence instead of a
+    /// constraint name.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.kind.trim().is_empty() {
+            return Err("kind must not be empty".into());
+        }
+        if self.queue.trim().is_empty() {
+            return Err("queue must not be empty".into());
+        }
+        if self.max_attempts == Some(0) {
+            return Err("max_attempts must be at least 1".into());
+        }
+        if matches!(&self.unique_key, Some(k) if k.is_empty()) {
+            return Err("unique_key must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a handler reports about one attempt. The completer turns it, with the retry
+/// policy, into exactly one store transition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done. `follow_ups` are enqueued in the same transaction as the completion.
+    Success {
+        follow_ups: Vec<NewJob>,
+        detail: Option<Value>,
+    },
+    /// Failed, and another attempt may succeed. `retry_after` is the other side's hint
+    /// (e.g. an HTTP `Retry-After`), honoured up to the policy's cap.
+    Retry {
+        error: String,
+        retry_after: Option<std::time::Duration>,
+        detail: Option<Value>,
+    },
+    /// Failed, and another attempt will fail the same way.
+    Permanent {
+        error: String,
+        detail: Option<Value>,
+    },
+    /// The handler stopped because the job was cancelled while it ran.
+    Cancelled { reason: String },
+    /// The handler stopped because the daemon is draining; the attempt is not charged.
+    Interrupted { reason: String },
+}
+
+impl Outcome {
+    pub fn success() -> Outcome {
+        Outcome::Success {
+            follow_ups: Vec::new(),
+            detail: None,
+        }
+    }
+
+    pub fn retry(error: impl Into<String>) -> Outcome {
+        Outcome::Retry {
+            error: error.into(),
+            retry_after: None,
+            detail: None,
+        }
+    }
+
+    pub fn permanent(error: impl Into<String>) -> Outcome {
+        Outcome::Permanent {
+            error: error.into(),
+            detail: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_round_trip() {
+        for state in JobState::ALL {
+            assert_eq!(state.as_str().parse::<JobState>().unwrap(), state);
+        }
+        let err = "done".parse::<JobState>().unwrap_err();
+        assert!(err.contains("unknown state 'done'"), "{err}");
+    }
+
+    #[test]
+    fn every_transition_is_allowed_exactly_from_its_states() {
+        for transition in Transition::ALL {
+            for from in JobState::ALL {
+                let expected = transition.from_states().contains(&from);
+                assert_eq!(
+                    transition.check(1, from).is_ok(),
+                    expected,
+                    "{transition:?} from {from}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn forbidden_transition_names_the_job_and_its_state() {
+        let err = Transition::Revive
+            .check(42, JobState::Succeeded)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "job 42 is succeeded; cannot retry it (allowed from: dead, cancelled)"
+        );
+    }
+
+    #[test]
+    fn terminal_states_are_left_only_by_operator_transitions() {
+        for from in JobState::ALL.into_iter().filter(|s| s.is_terminal()) {
+            let exits: Vec<_> = Transition::ALL
+                .into_iter()
+                .filter(|t| t.allows(from))
+                .collect();
+            match from {
+                JobState::Succeeded => assert!(exits.is_empty()),
+                _ => assert_eq!(exits, vec![Transition::Revive]),
+            }
+        }
+    }
+
+    #[test]
+    fn new_job_validation_names_the_field() {
+        assert!(NewJob::new("noop", Value::Null).validate().is_ok());
+        assert_eq!(
+            NewJob::new(" ", Value::Null).validate().unwrap_err(),
+            "kind must not be empty"
+        );
+        assert_eq!(
+            NewJob::new("noop", Value::Null)
+                .max_attempts(0)
+                .validate()
+                .unwrap_err(),
+            "max_attempts must be at least 1"
+        );
+    }
+}
+
+/// What the completer asks the store to do with a finished attempt: the handler's
+/// [`Outcome`] after the retry policy has had its say. Each maps to one transition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    /// [`Transition::Complete`], enqueuing the follow-ups in the same transaction.
+    Succeeded { follow_ups: Vec<NewJob> },
+    /// [`Transition::RetryLater`].
+    RetryAt { run_at: UnixMillis, error: String },
+    /// [`Transition::Kill`], enqueuing the follow-ups (dead-letter notifications) in the
+    /// same transaction.
+    Dead {
+        error: String,
+        follow_ups: Vec<NewJob>,
+    },
+    /// [`Transition::Cancel`] of a running job that stopped on request.
+    Cancelled { reason: String },
+    /// [`Transition::Release`]: not charged. `started` says whether the handler ran at
+    /// all (a job still waiting in memory did not).
+    Released { started: bool },
+}
+
+impl Resolution {
+    pub fn transition(&self) -> Transition {
+        match self {
+            Resolution::Succeeded { .. } => Transition::Complete,
+            Resolution::RetryAt { .. } => Transition::RetryLater,
+            Resolution::Dead { .. } => Transition::Kill,
+            Resolution::Cancelled { .. } => Transition::Cancel,
+            Resolution::Released { .. } => Transition::Release,
+        }
+    }
+}
+
+/// One finished (or given back) attempt, as the completer hands it to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub job_id: JobId,
+    /// The attempt number the claim gave it; a completion for an older attempt (the lease
+    /// ran out and someone else has the job now) changes nothing.
+    pub attempt: u32,
+    pub worker: String,
+    pub started_at: UnixMillis,
+    pub finished_at: UnixMillis,
+    pub resolution: Resolution,
+    /// Anything the handler wants kept with the attempt (HTTP status, stderr tail, ...).
+    pub detail: Option<Value>,
+}

@@ -1,0 +1,20 @@
+//! jobd: a durable job-queue worker daemon backed by one SQLite file.
+//!
+//! Crate map:
+//! - [`job`]: the domain: jobs, states, transitions, outcomes.
+//! - [`clock`]: the `Clock` every time-dependent rule asks.
+//! - [`retry`]: backoff, jitter, deadlines and Retry-After.
+//! - [`config`]: the TOML configuration, its defaults and validation.
+//! - [`store`]: the only module with SQL: migrations, transitions, admin queries.
+//! - [`handlers`]: the job kinds (`noop`, `exec`) and their registry.
+//! - [`daemon`]: dispatcher, workers, reaper, signals and sd_notify.
+//! - [`cli`]: the `jobctl` commands, writing to any `io::Write`.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod handlers;
+pub mod job;
+pub mod retry;
+pub mod store;

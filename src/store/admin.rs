@@ -1,0 +1,191 @@
+//! The operator's reads: one job with its attempts and children, filtered lists, and the
+//! counts behind `jobctl stats`.
+
+use super::queue::{job_from_row, JOB_COLUMNS};
+use super::{Db, Result, StoreError};
+use crate::job::{Job, JobId, JobState, UnixMillis};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One attempt of a job, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub worker: Option<String>,
+    pub started_at: UnixMillis,
+    pub finished_at: UnixMillis,
+    pub duration_ms: i64,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub detail: Option<serde_json::Value>,
+}
+
+/// Which jobs `list` shows, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    pub parent_id: Option<JobId>,
+    pub limit: usize,
+}
+
+/// Counts for one queue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QueueStats {
+    /// Jobs per state; states with none are left out.
+    pub states: BTreeMap<String, u64>,
+    /// How long the longest-waiting ready job has been due, in milliseconds.
+    pub oldest_ready_age_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Stats {
+    pub queues: BTreeMap<String, QueueStats>,
+    /// Jobs that reached each terminal state in the last minute and the last hour.
+    pub finished_last_minute: BTreeMap<String, u64>,
+    pub finished_last_hour: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    pub fn total(&self, state: JobState) -> u64 {
+        self.queues
+            .values()
+            .filter_map(|q| q.states.get(state.as_str()))
+            .sum()
+    }
+}
+
+impl Db {
+    pub fn get(&self, id: JobId) -> Result<Job> {
+        self.conn
+            .query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                [id],
+                job_from_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound(id))
+    }
+
+    pub fn attempts(&self, id: JobId) -> Result<Vec<Attempt>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT attempt, worker, started_at, finished_at, outcome, error, detail \
+             FROM job_attempts WHERE job_id = ?1 ORDER BY attempt, id",
+        )?;
+        let rows = stmt.query_map([id], |row| {
+            let started_at: i64 = row.get(2)?;
+            let finished_at: i64 = row.get(3)?;
+            let detail: Option<String> = row.get(6)?;
+            Ok(Attempt {
+                attempt: row.get(0)?,
+                worker: row.get(1)?,
+                started_at,
+                finished_at,
+                duration_ms: finished_at - started_at,
+                outcome: row.get(4)?,
+                error: row.get(5)?,
+                detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub fn list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR kind = ?2) \
+               AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR parent_id = ?4) \
+             ORDER BY id DESC LIMIT ?5"
+        ))?;
+        let limit = if filter.limit == 0 {
+            -1
+        } else {
+            filter.limit as i64
+        };
+        let rows = stmt.query_map(
+            params![
+                filter.state.map(JobState::as_str),
+                filter.kind,
+                filter.queue,
+                filter.parent_id,
+                limit
+            ],
+            job_from_row,
+        )?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub fn stats(&self, now: UnixMillis) -> Result<Stats> {
+        let mut stats = Stats::default();
+        let mut counts = self
+            .conn
+            .prepare_cached("SELECT queue, state, count(*) FROM jobs GROUP BY queue, state")?;
+        let rows = counts.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, u64>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (queue, state, count) = row?;
+            stats
+                .queues
+                .entry(queue)
+                .or_default()
+                .states
+                .insert(state, count);
+        }
+        let mut oldest = self.conn.prepare_cached(
+            "SELECT queue, min(run_at) FROM jobs WHERE state IN ('queued', 'retrying') \
+             AND run_at <= ?1 GROUP BY queue",
+        )?;
+        let rows = oldest.query_map([now], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (queue, run_at) = row?;
+            stats.queues.entry(queue).or_default().oldest_ready_age_ms = Some(now - run_at);
+        }
+        for (window, into) in [
+            (60_000, &mut stats.finished_last_minute),
+            (3_600_000, &mut stats.finished_last_hour),
+        ] {
+            for state in [JobState::Succeeded, JobState::Dead, JobState::Cancelled] {
+                let count: u64 = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM jobs WHERE state = ?1 AND finished_at IS NOT NULL \
+                     AND finished_at >= ?2",
+                    )?
+                    .query_row(params![state.as_str(), now - window], |row| row.get(0))?;
+                into.insert(state.as_str().to_string(), count);
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Jobs in live states per state, cheap enough to ask often (partial indexes only).
+    pub fn live_counts(&self) -> Result<BTreeMap<String, u64>> {
+        let mut out = BTreeMap::new();
+        for (state, sql) in [
+            (
+                "ready",
+                "SELECT count(*) FROM jobs WHERE state IN ('queued', 'retrying')",
+            ),
+            (
+                "running",
+                "SELECT count(*) FROM jobs WHERE state = 'running'",
+            ),
+        ] {
+            let n: u64 = self
+                .conn
+                .prepare_cached(sql)?
+                .query_row([], |row| row.get(0))?;
+            out.insert(state.to_string(), n);
+        }
+        Ok(out)
+    }
+}

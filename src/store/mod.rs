@@ -1,0 +1,193 @@
+//! The only place with SQL. Opens the queue database, applies migrations, and offers the
+//! queue's transitions (`queue.rs`) and the operator's queries (`admin.rs`) in domain types,
+//! so another backend could sit behind the same API.
+
+mod admin;
+pub mod example;
+mod queue;
+pub mod schema;
+
+pub use admin::{Attempt, JobFilter, QueueStats, Stats};
+pub use queue::{Applied, ClaimSpec, Enqueued, Tx};
+
+use crate::config::Synchronous;
+use crate::job::{ForbiddenTransition, JobId};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What went wrong with the queue database, in words an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {0} does not exist (start jobd, or create it with `jobctl migrate`)")]
+    Missing(PathBuf),
+    #[error("database {0}: cannot open: {1}")]
+    CannotOpen(PathBuf, String),
+    #[error(
+        "database is busy: another process held the write lock for longer than the busy timeout"
+    )]
+    Busy,
+    #[error("database is corrupt or not a jobd database: {0}")]
+    Corrupt(String),
+    #[error("the disk is full: {0}")]
+    DiskFull(String),
+    #[error(
+        "database schema version {found} is newer than this jobd knows ({known}); upgrade jobd"
+    )]
+    TooNew { found: i64, known: i64 },
+    #[error("database schema version {found} is older than {known}: run `jobctl migrate` (jobd migrates at start)")]
+    Outdated { found: i64, known: i64 },
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    #[error(transparent)]
+    Forbidden(#[from] ForbiddenTransition),
+    #[error("invalid job: {0}")]
+    InvalidJob(String),
+    #[error("database error: {0}")]
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy,
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            Some(ErrorCode::DiskFull) => StoreError::DiskFull(e.to_string()),
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How to open the database.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    pub synchronous: Synchronous,
+    pub busy_timeout: Duration,
+    /// Create the file if it is missing (the daemon, `jobctl migrate`).
+    pub create: bool,
+    /// Apply pending migrations; otherwise an outdated schema is refused.
+    pub migrate: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            synchronous: Synchronous::Full,
+            busy_timeout: crate::config::DEFAULT_BUSY_TIMEOUT,
+            create: false,
+            migrate: false,
+        }
+    }
+}
+
+/// One connection to the queue database. The daemon has exactly one for writing, fed by
+/// its dispatcher; jobctl opens its own.
+pub struct Db {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Db {
+    pub fn open(path: &Path, options: &OpenOptions) -> Result<Db> {
+        if !options.create && !path.exists() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        if options.create {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::CannotOpen(
+                        path.to_path_buf(),
+                        format!("cannot create {}: {e}", parent.display()),
+                    )
+                })?;
+            }
+        }
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if options.create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let existed = path.exists();
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| StoreError::CannotOpen(path.to_path_buf(), e.to_string()))?;
+        if !existed {
+            restrict_permissions(path);
+        }
+        let db = Db {
+            conn,
+            path: path.to_path_buf(),
+        };
+        db.configure(options)?;
+        if options.migrate {
+            schema::migrate(&db.conn)?;
+        } else {
+            schema::check_version(&db.conn)?;
+        }
+        Ok(db)
+    }
+
+    fn configure(&self, options: &OpenOptions) -> Result<()> {
+        self.conn.busy_timeout(options.busy_timeout)?;
+        // The first read of a file that is not SQLite fails here, with NOTADB.
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::CannotOpen(
+                self.path.clone(),
+                format!("cannot switch to WAL mode (journal_mode is {mode})"),
+            ));
+        }
+        self.conn.execute_batch(&format!(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = {};",
+            options.synchronous.pragma_value()
+        ))?;
+        self.conn.set_prepared_statement_cache_capacity(64);
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction: the write lock is taken up front,
+    /// so waiting for it honours the busy timeout and no read-then-write upgrade can fail.
+    pub fn write<T>(&mut self, work: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let wrapped = Tx::new(&tx);
+        let value = work(&wrapped)?;
+        tx.commit()?;
+        Ok(value)
+    }
+
+    /// Changes whenever another connection commits to the database: the cheap way to
+    /// notice rows inserted by jobctl or sqlite3 without scanning the table.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |row| row.get(0))?)
+    }
+
+    /// `PRAGMA quick_check`: "ok", or what is wrong.
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        schema::user_version(&self.conn)
+    }
+}
+
+/// Files the daemon writes are not world-readable.
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640));
+}

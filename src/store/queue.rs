@@ -1,0 +1,588 @@
+//! The queue's transitions inside one write transaction: enqueue, claim, complete, extend
+//! leases, rescue, release, revive, cancel, purge. Every update is guarded by the states
+//! its [`Transition`] allows and checks how many rows it changed.
+
+use super::{Result, StoreError};
+use crate::job::{Completion, Job, JobId, JobState, NewJob, Resolution, Transition, UnixMillis};
+use rusqlite::{params, OptionalExtension, Row, Transaction};
+use std::sync::LazyLock;
+
+/// The columns of a [`Job`], in the order [`job_from_row`] reads them.
+pub(super) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempts, \
+     max_attempts, run_at, lease_until, worker, unique_key, parent_id, last_error, \
+     deadline_at, created_at, updated_at, finished_at, source, cancel_requested";
+
+pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
+    let payload: String = row.get(3)?;
+    let state: String = row.get(4)?;
+    Ok(Job {
+        id: row.get(0)?,
+        queue: row.get(1)?,
+        kind: row.get(2)?,
+        payload: serde_json::from_str(&payload).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        state: state.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
+        })?,
+        priority: row.get(5)?,
+        attempts: row.get(6)?,
+        max_attempts: row.get(7)?,
+        run_at: row.get(8)?,
+        lease_until: row.get(9)?,
+        worker: row.get(10)?,
+        unique_key: row.get(11)?,
+        parent_id: row.get(12)?,
+        last_error: row.get(13)?,
+        deadline_at: row.get(14)?,
+        created_at: row.get(15)?,
+        updated_at: row.get(16)?,
+        finished_at: row.get(17)?,
+        source: row.get(18)?,
+        cancel_requested: row.get(19)?,
+    })
+}
+
+/// `state IN ('a', 'b')` for the states a transition may start from: the guard of every
+/// update comes from the state machine in `job.rs`, not from a second list here.
+pub(super) fn state_guard(transition: Transition) -> String {
+    let states: Vec<String> = transition
+        .from_states()
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!("state IN ({})", states.join(", "))
+}
+
+/// The result of enqueuing one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Enqueued {
+    pub id: JobId,
+    /// A job with the same unique key already existed; `id` is that job's.
+    pub duplicate: bool,
+}
+
+/// What a completion did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// The job moved to this state.
+    Moved(JobState),
+    /// The job was no longer this attempt's (its lease ran out and it moved on, or an
+    /// operator acted): nothing changed.
+    Stale,
+}
+
+/// How many jobs to claim, overall and per limited queue.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimSpec {
+    pub limit: usize,
+    /// Queues with a concurrency limit and how many more of each may be claimed now.
+    /// Queues not named here are bounded by `limit` alone.
+    pub limited_queues: Vec<(String, usize)>,
+}
+
+/// One write transaction, offering the queue's transitions.
+pub struct Tx<'a> {
+    tx: &'a Transaction<'a>,
+}
+
+static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| claim_sql(""));
+static CLAIM_QUEUE_SQL: LazyLock<String> = LazyLock::new(|| claim_sql("AND queue = ?5"));
+
+fn claim_sql(extra: &str) -> String {
+    format!(
+        "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?1, \
+         worker = ?2, updated_at = ?3 \
+         WHERE id IN (SELECT id FROM jobs WHERE {guard} AND run_at <= ?3 {extra} \
+                      ORDER BY priority DESC, run_at, id LIMIT ?4) \
+         RETURNING {JOB_COLUMNS}",
+        guard = state_guard(Transition::Claim)
+    )
+}
+
+impl<'a> Tx<'a> {
+    pub(super) fn new(tx: &'a Transaction<'a>) -> Tx<'a> {
+        Tx { tx }
+    }
+
+    /// Enqueues jobs all or nothing. A job whose unique key exists already is not added;
+    /// its existing id comes back marked as a duplicate.
+    pub fn enqueue(&self, jobs: &[NewJob], now: UnixMillis) -> Result<Vec<Enqueued>> {
+        for job in jobs {
+            job.validate().map_err(StoreError::InvalidJob)?;
+        }
+        // A savepoint, so a refused batch leaves the rest of a group commit standing.
+        self.tx.execute_batch("SAVEPOINT enqueue")?;
+        let result = jobs
+            .iter()
+            .map(|job| self.insert(job, now))
+            .collect::<Result<Vec<_>>>();
+        match result {
+            Ok(ids) => {
+                self.tx.execute_batch("RELEASE enqueue")?;
+                Ok(ids)
+            }
+            Err(e) => {
+                self.tx
+                    .execute_batch("ROLLBACK TO enqueue; RELEASE enqueue")?;
+                Err(e)
+            }
+        }
+    }
+
+    fn insert(&self, job: &NewJob, now: UnixMillis) -> Result<Enqueued> {
+        let payload = serde_json::to_string(&job.payload)
+            .map_err(|e| StoreError::InvalidJob(format!("payload: {e}")))?;
+        let mut insert = self.tx.prepare_cached(
+            "INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, unique_key, \
+                               deadline_at, parent_id, source, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
+             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
+             RETURNING id",
+        )?;
+        let inserted: Option<JobId> = insert
+            .query_row(
+                params![
+                    job.queue,
+                    job.kind,
+                    payload,
+                    job.priority,
+                    job.run_at.unwrap_or(now),
+                    job.max_attempts,
+                    job.unique_key,
+                    job.deadline_at,
+                    job.parent_id,
+                    job.source,
+                    now
+                ],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                    StoreError::InvalidJob(format!("refused by the schema: {e}"))
+                }
+                _ => e.into(),
+            })?;
+        match inserted {
+            Some(id) => Ok(Enqueued {
+                id,
+                duplicate: false,
+            }),
+            None => {
+                let id = self.tx.query_row(
+                    "SELECT id FROM jobs WHERE unique_key = ?1",
+                    [&job.unique_key],
+                    |row| row.get(0),
+                )?;
+                Ok(Enqueued {
+                    id,
+                    duplicate: true,
+                })
+            }
+        }
+    }
+
+    /// Claims ready jobs (`queued | retrying`, due by `now`) in priority, then run_at,
+    /// then id order: each becomes `running` with its attempt counted and a lease.
+    pub fn claim(
+        &self,
+        spec: &ClaimSpec,
+        worker: &str,
+        lease_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Vec<Job>> {
+        let mut claimed = Vec::new();
+        if spec.limit == 0 {
+            return Ok(claimed);
+        }
+        let mut left = spec.limit;
+        for (queue, room) in &spec.limited_queues {
+            let take = (*room).min(left);
+            if take == 0 {
+                continue;
+            }
+            let mut stmt = self.tx.prepare_cached(&CLAIM_QUEUE_SQL)?;
+            let rows = stmt.query_map(
+                params![lease_until, worker, now, take as i64, queue],
+                job_from_row,
+            )?;
+            for job in rows {
+                claimed.push(job?);
+            }
+            left = spec.limit - claimed.len();
+        }
+        if left > 0 {
+            if spec.limited_queues.is_empty() {
+                let mut stmt = self.tx.prepare_cached(&CLAIM_SQL)?;
+                let rows =
+                    stmt.query_map(params![lease_until, worker, now, left as i64], job_from_row)?;
+                for job in rows {
+                    claimed.push(job?);
+                }
+            } else {
+                let names: Vec<&str> = spec
+                    .limited_queues
+                    .iter()
+                    .map(|(q, _)| q.as_str())
+                    .collect();
+                let placeholders = vec!["?"; names.len()].join(", ");
+                let sql = claim_sql(&format!("AND queue NOT IN ({placeholders})"));
+                let mut stmt = self.tx.prepare_cached(&sql)?;
+                let mut values: Vec<rusqlite::types::Value> = vec![
+                    lease_until.into(),
+                    worker.to_string().into(),
+                    now.into(),
+                    (left as i64).into(),
+                ];
+                values.extend(names.iter().map(|n| n.to_string().into()));
+                let rows = stmt.query_map(rusqlite::params_from_iter(values), job_from_row)?;
+                for job in rows {
+                    claimed.push(job?);
+                }
+            }
+        }
+        // RETURNING gives rows in no promised order.
+        claimed.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(claimed)
+    }
+
+    /// Records a finished attempt: moves the job as the resolution says, writes the
+    /// attempt row, and enqueues any follow-ups, all or nothing. A completion for an
+    /// attempt that no longer holds the job changes nothing and says so.
+    pub fn complete(&self, done: &Completion, now: UnixMillis) -> Result<Applied> {
+        let guard = state_guard(done.resolution.transition());
+        // Only the attempt that holds the job may finish it.
+        let fence = "id = ?1 AND attempts = ?2 AND worker IS ?3 AND state = 'running'";
+        let changed = match &done.resolution {
+            Resolution::Succeeded { .. } => self
+                .tx
+                .prepare_cached(&format!(
+                    "UPDATE jobs SET state = 'succeeded', lease_until = NULL, finished_at = ?4, \
+                 updated_at = ?4, last_error = NULL WHERE {fence} AND {guard}"
+                ))?
+                .execute(params![done.job_id, done.attempt, done.worker, now])?,
+            Resolution::RetryAt { run_at, error } => self
+                .tx
+                .prepare_cached(&format!(
+                    "UPDATE jobs SET state = 'retrying', lease_until = NULL, run_at = ?5, \
+                 last_error = ?6, updated_at = ?4 WHERE {fence} AND {guard}"
+                ))?
+                .execute(params![
+                    done.job_id,
+                    done.attempt,
+                    done.worker,
+                    now,
+                    run_at,
+                    error
+                ])?,
+            Resolution::Dead { error: message, .. } | Resolution::Cancelled { reason: message } => {
+                let target = done.resolution.transition().to_state().as_str();
+                self.tx
+                    .prepare_cached(&format!(
+                        "UPDATE jobs SET state = ?5, lease_until = NULL, finished_at = ?4, \
+                     updated_at = ?4, last_error = ?6 WHERE {fence} AND {guard}"
+                    ))?
+                    .execute(params![
+                        done.job_id,
+                        done.attempt,
+                        done.worker,
+                        now,
+                        target,
+                        message
+                    ])?
+            }
+            Resolution::Released { .. } => self
+                .tx
+                .prepare_cached(&format!(
+                "UPDATE jobs SET state = 'queued', attempts = attempts - 1, lease_until = NULL, \
+                 worker = NULL, updated_at = ?4 WHERE {fence} AND {guard}"
+            ))?
+                .execute(params![done.job_id, done.attempt, done.worker, now])?,
+        };
+        if changed == 0 {
+            return Ok(Applied::Stale);
+        }
+        let (outcome, error) = match &done.resolution {
+            Resolution::Succeeded { .. } => ("succeeded", None),
+            Resolution::RetryAt { error, .. } => ("retry", Some(error.as_str())),
+            Resolution::Dead { error, .. } => ("dead", Some(error.as_str())),
+            Resolution::Cancelled { reason } => ("cancelled", Some(reason.as_str())),
+            Resolution::Released { started: false } => ("interrupted", None),
+            Resolution::Released { started: true } => ("interrupted", Some("daemon stopping")),
+        };
+        let ran = !matches!(done.resolution, Resolution::Released { started: false });
+        if ran {
+            self.record_attempt(done, outcome, error)?;
+        }
+        if let Resolution::Succeeded { follow_ups } | Resolution::Dead { follow_ups, .. } =
+            &done.resolution
+        {
+            if !follow_ups.is_empty() {
+                let children: Vec<NewJob> = follow_ups
+                    .iter()
+                    .cloned()
+                    .map(|mut child| {
+                        child.parent_id = child.parent_id.or(Some(done.job_id));
+                        child
+                    })
+                    .collect();
+                self.enqueue(&children, now)?;
+            }
+        }
+        Ok(Applied::Moved(done.resolution.transition().to_state()))
+    }
+
+    fn record_attempt(&self, done: &Completion, outcome: &str, error: Option<&str>) -> Result<()> {
+        let detail = done.detail.as_ref().map(|d| d.to_string());
+        self.tx
+            .prepare_cached(
+                "INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at, \
+                 outcome, error, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                done.job_id,
+                done.attempt,
+                done.worker,
+                done.started_at,
+                done.finished_at.max(done.started_at),
+                outcome,
+                error,
+                detail
+            ])?;
+        Ok(())
+    }
+
+    /// Extends the leases of running jobs this worker holds (the heartbeat). Returns how
+    /// many were extended.
+    pub fn extend_leases(
+        &self,
+        jobs: &[(JobId, u32)],
+        worker: &str,
+        lease_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<usize> {
+        let mut stmt = self.tx.prepare_cached(
+            "UPDATE jobs SET lease_until = ?1, updated_at = ?2 \
+             WHERE id = ?3 AND attempts = ?4 AND worker = ?5 AND state = 'running'",
+        )?;
+        let mut extended = 0;
+        for (id, attempt) in jobs {
+            extended += stmt.execute(params![lease_until, now, id, attempt, worker])?;
+        }
+        Ok(extended)
+    }
+
+    /// Takes back running jobs whose lease ran out (or, with `all`, every running job: at
+    /// start-up nothing can still hold one). The lost attempt is charged: the job goes to
+    /// `retrying` due now, or to `dead` if that was its last. `max_attempts_of` gives a
+    /// kind's policy limit for jobs without their own.
+    pub fn rescue_expired(
+        &self,
+        now: UnixMillis,
+        all: bool,
+        max_attempts_of: &dyn Fn(&str) -> u32,
+    ) -> Result<Vec<(JobId, JobState)>> {
+        let expired: Vec<(JobId, String, u32, Option<u32>, Option<String>, UnixMillis)> = {
+            let mut stmt = self.tx.prepare_cached(
+                "SELECT id, kind, attempts, max_attempts, worker, updated_at FROM jobs \
+                 WHERE state = 'running' AND (?2 OR lease_until < ?1)",
+            )?;
+            let rows = stmt.query_map(params![now, all], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut rescued = Vec::with_capacity(expired.len());
+        let guard = state_guard(Transition::RescueExpired);
+        for (id, kind, attempts, own_max, worker, claimed_at) in expired {
+            let max = own_max.unwrap_or_else(|| max_attempts_of(&kind));
+            let reason = if all {
+                "lease expired: the daemon stopped while the job was running"
+            } else {
+                "lease expired"
+            };
+            let (target, error) = if attempts >= max {
+                (
+                    Transition::Kill,
+                    format!("{reason}; attempts exhausted ({attempts}/{max})"),
+                )
+            } else {
+                (Transition::RescueExpired, reason.to_string())
+            };
+            let changed = if target == Transition::Kill {
+                self.tx
+                    .prepare_cached(&format!(
+                        "UPDATE jobs SET state = 'dead', lease_until = NULL, finished_at = ?2, \
+                     updated_at = ?2, last_error = ?3 WHERE id = ?1 AND {guard}"
+                    ))?
+                    .execute(params![id, now, error])?
+            } else {
+                self.tx
+                    .prepare_cached(&format!(
+                        "UPDATE jobs SET state = 'retrying', lease_until = NULL, run_at = ?2, \
+                     updated_at = ?2, last_error = ?3 WHERE id = ?1 AND {guard}"
+                    ))?
+                    .execute(params![id, now, error])?
+            };
+            if changed == 1 {
+                self.tx
+                    .prepare_cached(
+                        "INSERT INTO job_attempts (job_id, attempt, worker, started_at, \
+                         finished_at, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5, 'lease_expired', ?6)",
+                    )?
+                    .execute(params![id, attempts.max(1), worker, claimed_at.min(now), now, error])?;
+                rescued.push((id, target.to_state()));
+            }
+        }
+        Ok(rescued)
+    }
+
+    /// An operator sends dead or cancelled jobs round again: queued now, attempts reset.
+    /// A job in any other state is refused, naming its state.
+    pub fn revive(&self, ids: &[JobId], now: UnixMillis) -> Result<Vec<JobId>> {
+        let guard = state_guard(Transition::Revive);
+        for id in ids {
+            let state = self.state_of(*id)?;
+            Transition::Revive.check(*id, state)?;
+            let changed = self
+                .tx
+                .prepare_cached(&format!(
+                    "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?2, \
+                     finished_at = NULL, cancel_requested = 0, worker = NULL, updated_at = ?2 \
+                     WHERE id = ?1 AND {guard}"
+                ))?
+                .execute(params![id, now])?;
+            debug_assert_eq!(changed, 1);
+        }
+        Ok(ids.to_vec())
+    }
+
+    /// Revives every dead job, or those of one kind. Returns their ids.
+    pub fn revive_dead(&self, kind: Option<&str>, now: UnixMillis) -> Result<Vec<JobId>> {
+        let mut stmt = self.tx.prepare_cached(
+            "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?1, finished_at = NULL, \
+             cancel_requested = 0, worker = NULL, updated_at = ?1 \
+             WHERE state = 'dead' AND (?2 IS NULL OR kind = ?2) RETURNING id",
+        )?;
+        let ids = stmt.query_map(params![now, kind], |row| row.get(0))?;
+        Ok(ids.collect::<rusqlite::Result<Vec<JobId>>>()?)
+    }
+
+    /// An operator cancels a job: a waiting one is cancelled at once; a running one is
+    /// asked to stop (its handler sees the request and the job ends `cancelled`).
+    /// Returns the state the job is in afterwards.
+    pub fn cancel(&self, id: JobId, now: UnixMillis) -> Result<JobState> {
+        let state = self.state_of(id)?;
+        Transition::Cancel.check(id, state)?;
+        if state == JobState::Running {
+            self.tx
+                .prepare_cached(
+                    "UPDATE jobs SET cancel_requested = 1, updated_at = ?2 \
+                     WHERE id = ?1 AND state = 'running'",
+                )?
+                .execute(params![id, now])?;
+            return Ok(JobState::Running);
+        }
+        let changed = self
+            .tx
+            .prepare_cached(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?2, updated_at = ?2, \
+                 last_error = 'cancelled by an operator' \
+                 WHERE id = ?1 AND state IN ('queued', 'retrying')",
+            )?
+            .execute(params![id, now])?;
+        debug_assert_eq!(changed, 1);
+        Ok(JobState::Cancelled)
+    }
+
+    /// Deletes finished jobs of a terminal state that finished before `before`, with their
+    /// attempts, in chunks so no transaction grows large. Returns how many went.
+    pub fn purge_finished(
+        &self,
+        state: JobState,
+        before: UnixMillis,
+        chunk: usize,
+    ) -> Result<usize> {
+        if !state.is_terminal() {
+            return Err(StoreError::InvalidJob(format!(
+                "only finished jobs can be purged, not {state} ones"
+            )));
+        }
+        let deleted = self
+            .tx
+            .prepare_cached(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = ?1 \
+                 AND finished_at < ?2 LIMIT ?3)",
+            )?
+            .execute(params![state.as_str(), before, chunk as i64])?;
+        Ok(deleted)
+    }
+
+    /// Running jobs an operator asked to stop.
+    pub fn cancel_requests(&self) -> Result<Vec<JobId>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id FROM jobs WHERE state = 'running' AND cancel_requested = 1",
+        )?;
+        let ids = stmt.query_map([], |row| row.get(0))?;
+        Ok(ids.collect::<rusqlite::Result<Vec<JobId>>>()?)
+    }
+
+    /// When the next waiting job becomes due, if any.
+    pub fn next_due(&self) -> Result<Option<UnixMillis>> {
+        Ok(self.tx.query_row(
+            &format!(
+                "SELECT min(run_at) FROM jobs WHERE {}",
+                state_guard(Transition::Claim)
+            ),
+            [],
+            |row| row.get(0),
+        )?)
+    }
+
+    pub fn get(&self, id: JobId) -> Result<Job> {
+        self.tx
+            .query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                [id],
+                job_from_row,
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound(id))
+    }
+
+    /// A waiting job whose payload `note` says this (used by the example database).
+    pub(super) fn next_cancellable(&self, note: &str) -> Result<Option<JobId>> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT id FROM jobs WHERE state IN ('queued', 'retrying') \
+                 AND json_extract(payload, '$.note') = ?1 ORDER BY id LIMIT 1",
+                [note],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    fn state_of(&self, id: JobId) -> Result<JobState> {
+        let state: Option<String> = self
+            .tx
+            .prepare_cached("SELECT state FROM jobs WHERE id = ?1")?
+            .query_row([id], |row| row.get(0))
+            .optional()?;
+        let state = state.ok_or(StoreError::NotFound(id))?;
+        state.parse().map_err(StoreError::Corrupt)
+    }
+}
