@@ -111,6 +111,8 @@ pub fn write(path: &Path) -> Result<()> {
         assert_eq!(tx.cancel(cancel_me, now + 2_000)?, JobState::Cancelled);
         Ok(())
     })?;
+    // A standalone file: no -wal beside it when it is copied around.
+    db.conn.execute_batch("PRAGMA journal_mode = DELETE")?;
     drop(db);
     Ok(())
 }

@@ -81,6 +81,10 @@ pub struct ClaimSpec {
     pub limited_queues: Vec<(String, usize)>,
 }
 
+/// A running job whose lease ran out: id, kind, attempts, own max_attempts, worker and
+/// when it was last touched.
+type ExpiredLease = (JobId, String, u32, Option<u32>, Option<String>, UnixMillis);
+
 /// One write transaction, offering the queue's transitions.
 pub struct Tx<'a> {
     tx: &'a Transaction<'a>,
@@ -226,7 +230,10 @@ impl<'a> Tx<'a> {
                     .iter()
                     .map(|(q, _)| q.as_str())
                     .collect();
-                let placeholders = vec!["?"; names.len()].join(", ");
+                // Numbered, because the statement's own parameters are ?1 to ?4.
+                let placeholders: Vec<String> =
+                    (0..names.len()).map(|i| format!("?{}", i + 5)).collect();
+                let placeholders = placeholders.join(", ");
                 let sql = claim_sql(&format!("AND queue NOT IN ({placeholders})"));
                 let mut stmt = self.tx.prepare_cached(&sql)?;
                 let mut values: Vec<rusqlite::types::Value> = vec![
@@ -388,7 +395,7 @@ impl<'a> Tx<'a> {
         all: bool,
         max_attempts_of: &dyn Fn(&str) -> u32,
     ) -> Result<Vec<(JobId, JobState)>> {
-        let expired: Vec<(JobId, String, u32, Option<u32>, Option<String>, UnixMillis)> = {
+        let expired: Vec<ExpiredLease> = {
             let mut stmt = self.tx.prepare_cached(
                 "SELECT id, kind, attempts, max_attempts, worker, updated_at FROM jobs \
                  WHERE state = 'running' AND (?2 OR lease_until < ?1)",

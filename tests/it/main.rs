@@ -1,1 +1,8 @@
+//! Integration tests, compiled into one binary to keep link time down. They use real
+//! SQLite files, the real `jobd` and `jobctl` binaries, real signals and temp dirs.
 
+mod common;
+mod daemon;
+mod example_db;
+mod jobctl;
+mod store;

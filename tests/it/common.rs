@@ -1,0 +1,143 @@
+//! Shared test helpers: temp dirs with a config, spawning the real binaries, waiting.
+
+#![allow(dead_code)]
+
+use jobd::store::{Db, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const JOBD: &str = env!("CARGO_BIN_EXE_jobd");
+pub const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
+
+/// A temp dir holding a config file, a database and a data dir.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// `extra` is TOML appended after the `[daemon]` paths (it may add `[daemon]` keys by
+    /// starting with them, since they come right after the paths).
+    pub fn new(daemon_keys: &str, extra: &str) -> Sandbox {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sandbox = Sandbox { dir };
+        let text = format!(
+            "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/run/jobd.sock\"\n{daemon_keys}\n{extra}\n",
+            db = sandbox.db().display(),
+            data = sandbox.path("var").display(),
+        );
+        std::fs::write(sandbox.config(), text).expect("write config");
+        sandbox
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("jobs.db")
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path("jobd.toml")
+    }
+
+    pub fn open(&self) -> Db {
+        Db::open(&self.db(), &OpenOptions::default()).expect("open db")
+    }
+
+    pub fn migrate(&self) -> Db {
+        Db::open(
+            &self.db(),
+            &OpenOptions {
+                create: true,
+                migrate: true,
+                ..OpenOptions::default()
+            },
+        )
+        .expect("create db")
+    }
+
+    /// Starts the real daemon; its stderr goes to `jobd.log` in the sandbox.
+    pub fn spawn_jobd(&self, args: &[&str]) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("jobd.log"))
+            .expect("log file");
+        Command::new(JOBD)
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn jobd")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("jobd.log")).unwrap_or_default()
+    }
+
+    pub fn jobctl(&self, args: &[&str]) -> Output {
+        Command::new(JOBCTL)
+            .arg("--config")
+            .arg(self.config())
+            .args(args)
+            .output()
+            .expect("run jobctl")
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Polls until `condition` holds, failing the test after `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn signal(child: &Child, signal: i32) {
+    // SAFETY: kill(2) on a pid we spawned.
+    let rc = unsafe { libc::kill(child.id() as i32, signal) };
+    assert_eq!(rc, 0, "kill({}, {signal})", child.id());
+}
+
+/// Waits for a child to exit, killing it and failing after `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("jobd did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Counts jobs per state by reading the database directly.
+pub fn count_state(db: &Path, state: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).expect("open");
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.query_row("SELECT count(*) FROM jobs WHERE state = ?1", [state], |r| {
+        r.get(0)
+    })
+    .expect("count")
+}

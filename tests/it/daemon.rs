@@ -1,0 +1,442 @@
+//! The real `jobd` binary: concurrency, crashes, graceful stops, outside writers, the
+//! database lock, reloads and sd_notify.
+
+use crate::common::*;
+use jobd::job::NewJob;
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+fn enqueue_many(sandbox: &Sandbox, jobs: Vec<NewJob>) {
+    let mut db = sandbox.migrate();
+    for chunk in jobs.chunks(5000) {
+        db.write(|tx| tx.enqueue(chunk, 1)).unwrap();
+    }
+}
+
+/// An exec command that appends the job id to `ran.txt`, optionally sleeping first.
+fn append_command(sandbox: &Sandbox, sleep: &str) -> String {
+    format!(
+        "[commands.append]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"sleep {sleep}; echo $JOBD_JOB_ID >> '{}'\"]\n",
+        sandbox.path("ran.txt").display()
+    )
+}
+
+fn ran_ids(sandbox: &Sandbox) -> Vec<i64> {
+    std::fs::read_to_string(sandbox.path("ran.txt"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().parse().expect("an id per line"))
+        .collect()
+}
+
+#[test]
+fn eight_workers_and_a_concurrent_jobctl_writer_run_each_job_exactly_once() {
+    let sandbox = Sandbox::new("workers = 8\nsynchronous = \"normal\"", "");
+    let preloaded = 19_800;
+    enqueue_many(
+        &sandbox,
+        (0..preloaded)
+            .map(|_| NewJob::new("noop", json!({})))
+            .collect(),
+    );
+    let mut jobd = sandbox.spawn_jobd(&[]);
+    let writer = {
+        let config = sandbox.config();
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            for i in 0..200 {
+                let out = std::process::Command::new(JOBCTL)
+                    .arg("--config")
+                    .arg(&config)
+                    .args([
+                        "enqueue",
+                        "noop",
+                        "--payload",
+                        &format!("{{\"from\":\"jobctl\",\"n\":{i}}}"),
+                    ])
+                    .output()
+                    .unwrap();
+                if !out.status.success() {
+                    failures.push(stderr(&out));
+                }
+            }
+            failures
+        })
+    };
+    let failures = writer.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "jobctl failed while jobd ran: {failures:?}"
+    );
+    wait_until(Duration::from_secs(120), "20,000 jobs to succeed", || {
+        count_state(&sandbox.db(), "succeeded") == 20_000
+    });
+    signal(&jobd, libc::SIGTERM);
+    assert!(wait_exit(&mut jobd, Duration::from_secs(20)).success());
+    let conn = rusqlite::Connection::open(sandbox.db()).unwrap();
+    let (jobs, attempts, once): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM jobs WHERE state = 'succeeded' AND attempts = 1), \
+                    (SELECT count(*) FROM job_attempts), \
+                    (SELECT count(*) FROM (SELECT job_id FROM job_attempts \
+                       WHERE outcome = 'succeeded' GROUP BY job_id HAVING count(*) = 1))",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!((jobs, attempts, once), (20_000, 20_000, 20_000));
+    let log = sandbox.log().to_lowercase();
+    assert!(!log.contains("busy") && !log.contains("locked"), "{log}");
+}
+
+#[test]
+fn after_kill_9_and_a_restart_every_job_succeeds_and_only_running_ones_ran_twice() {
+    let sandbox = Sandbox::new("workers = 4", "");
+    let config = std::fs::read_to_string(sandbox.config()).unwrap();
+    std::fs::write(
+        sandbox.config(),
+        format!("{config}{}", append_command(&sandbox, "0")),
+    )
+    .unwrap();
+
+    let total = 2_000;
+    enqueue_many(
+        &sandbox,
+        (0..total)
+            .map(|_| NewJob::new("exec", json!({"command": "append"})))
+            .collect(),
+    );
+    let mut jobd = sandbox.spawn_jobd(&[]);
+    wait_until(Duration::from_secs(60), "some jobs to run", || {
+        ran_ids(&sandbox).len() >= 300
+    });
+    signal(&jobd, libc::SIGKILL);
+    wait_exit(&mut jobd, Duration::from_secs(10));
+    let running_at_kill: HashSet<i64> = {
+        let conn = rusqlite::Connection::open(sandbox.db()).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT id FROM jobs WHERE state = 'running'")
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let ran_before = ran_ids(&sandbox).len();
+    assert!(
+        ran_before < total as usize,
+        "the kill came too late to test anything"
+    );
+
+    let mut again = sandbox.spawn_jobd(&["--once"]);
+    assert!(
+        wait_exit(&mut again, Duration::from_secs(120)).success(),
+        "{}",
+        sandbox.log()
+    );
+    assert_eq!(
+        count_state(&sandbox.db(), "succeeded"),
+        total as i64,
+        "{}",
+        sandbox.log()
+    );
+    let mut runs: HashMap<i64, usize> = HashMap::new();
+    for id in ran_ids(&sandbox) {
+        *runs.entry(id).or_default() += 1;
+    }
+    assert_eq!(runs.len(), total as usize, "every job ran");
+    let twice: HashSet<i64> = runs
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        twice.is_subset(&running_at_kill),
+        "ran twice but was not running at the kill: {:?}",
+        twice.difference(&running_at_kill).collect::<Vec<_>>()
+    );
+    assert!(runs.values().all(|n| *n <= 2));
+    assert!(sandbox.log().contains("recovered"), "{}", sandbox.log());
+}
+
+#[test]
+fn sigterm_lets_running_jobs_finish_and_puts_waiting_ones_back_uncharged() {
+    let sandbox = Sandbox::new("workers = 2\nprefetch = 4\nshutdown_grace = \"20s\"", "");
+    let config = std::fs::read_to_string(sandbox.config()).unwrap();
+    std::fs::write(
+        sandbox.config(),
+        format!("{config}{}", append_command(&sandbox, "1")),
+    )
+    .unwrap();
+    enqueue_many(
+        &sandbox,
+        (0..10)
+            .map(|_| NewJob::new("exec", json!({"command": "append"})))
+            .collect(),
+    );
+    let mut jobd = sandbox.spawn_jobd(&[]);
+    wait_until(Duration::from_secs(20), "jobs to be claimed", || {
+        count_state(&sandbox.db(), "running") >= 2
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&jobd, libc::SIGTERM);
+    let status = wait_exit(&mut jobd, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", sandbox.log());
+    let conn = rusqlite::Connection::open(sandbox.db()).unwrap();
+    let rows: Vec<(String, i64)> = conn
+        .prepare("SELECT state, attempts FROM jobs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let succeeded = rows.iter().filter(|(s, _)| s == "succeeded").count();
+    assert!(succeeded >= 2, "the running jobs finished: {rows:?}");
+    for (state, attempts) in &rows {
+        match state.as_str() {
+            "succeeded" => assert_eq!(*attempts, 1),
+            "queued" => assert_eq!(*attempts, 0, "put back uncharged"),
+            other => panic!("unexpected state {other}: {rows:?}"),
+        }
+    }
+    assert_eq!(
+        ran_ids(&sandbox).len(),
+        succeeded,
+        "nothing ran that was put back"
+    );
+}
+
+#[test]
+fn sigterm_past_the_grace_period_kills_the_command_and_releases_the_job() {
+    let sandbox = Sandbox::new("workers = 1\nshutdown_grace = \"300ms\"", "");
+    let config = std::fs::read_to_string(sandbox.config()).unwrap();
+    std::fs::write(
+        sandbox.config(),
+        format!("{config}{}", append_command(&sandbox, "30")),
+    )
+    .unwrap();
+    enqueue_many(
+        &sandbox,
+        vec![NewJob::new("exec", json!({"command": "append"}))],
+    );
+    let mut jobd = sandbox.spawn_jobd(&[]);
+    wait_until(Duration::from_secs(20), "the job to run", || {
+        count_state(&sandbox.db(), "running") == 1
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    signal(&jobd, libc::SIGTERM);
+    assert_eq!(
+        wait_exit(&mut jobd, Duration::from_secs(20)).code(),
+        Some(0)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "exited in {:?}",
+        started.elapsed()
+    );
+    let job = sandbox.open().get(1).unwrap();
+    assert_eq!(
+        (job.state.as_str(), job.attempts),
+        ("queued", 0),
+        "{}",
+        sandbox.log()
+    );
+    assert!(
+        ran_ids(&sandbox).is_empty(),
+        "the command was killed before it wrote"
+    );
+}
+
+#[test]
+fn a_row_inserted_by_another_process_is_picked_up() {
+    let sandbox = Sandbox::new("", "");
+    let mut jobd = sandbox.spawn_jobd(&[]);
+    wait_until(Duration::from_secs(20), "the database", || {
+        sandbox.db().exists() && sandbox.log().contains("jobd ready")
+    });
+    let conn = rusqlite::Connection::open(sandbox.db()).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute("INSERT INTO jobs(kind, payload) VALUES ('noop', '{}')", [])
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the outside row to succeed",
+        || count_state(&sandbox.db(), "succeeded") == 1,
+    );
+    let out = sandbox.jobctl(&["enqueue", "noop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(Duration::from_secs(10), "the jobctl row to succeed", || {
+        count_state(&sandbox.db(), "succeeded") == 2
+    });
+    signal(&jobd, libc::SIGTERM);
+    assert!(wait_exit(&mut jobd, Duration::from_secs(20)).success());
+}
+
+#[test]
+fn a_second_daemon_on_the_same_database_is_refused() {
+    let sandbox = Sandbox::new("", "");
+    let mut first = sandbox.spawn_jobd(&[]);
+    wait_until(Duration::from_secs(20), "the first daemon", || {
+        sandbox.log().contains("jobd ready")
+    });
+    let second = std::process::Command::new(JOBD)
+        .arg("--config")
+        .arg(sandbox.config())
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let message = stderr(&second);
+    assert!(
+        message.contains("another jobd is already running"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("by pid {}", first.id())),
+        "{message}"
+    );
+    signal(&first, libc::SIGTERM);
+    assert!(wait_exit(&mut first, Duration::from_secs(20)).success());
+}
+
+#[test]
+fn a_bad_config_is_refused_before_anything_runs() {
+    let sandbox = Sandbox::new("workers = 0", "");
+    let out = std::process::Command::new(JOBD)
+        .arg("--config")
+        .arg(sandbox.config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("daemon.workers: must be at least 1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!sandbox.db().exists(), "nothing was created");
+}
+
+#[test]
+fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
+    let sandbox = Sandbox::new("", "");
+    let mut jobd = sandbox.spawn_jobd(&[]);
+    wait_until(Duration::from_secs(20), "start", || {
+        sandbox.log().contains("jobd ready")
+    });
+    let good = std::fs::read_to_string(sandbox.config()).unwrap();
+    std::fs::write(
+        sandbox.config(),
+        format!("{good}\n[retry]\nmax_attempts = 3\n"),
+    )
+    .unwrap();
+    signal(&jobd, libc::SIGHUP);
+    wait_until(Duration::from_secs(10), "the reload", || {
+        sandbox.log().contains("reloaded the configuration")
+    });
+    std::fs::write(
+        sandbox.config(),
+        format!("{good}\n[retry]\nmax_attempts = 0\n"),
+    )
+    .unwrap();
+    signal(&jobd, libc::SIGHUP);
+    wait_until(Duration::from_secs(10), "the refusal", || {
+        sandbox.log().contains("reload refused")
+    });
+    assert!(sandbox
+        .log()
+        .contains("retry.max_attempts: must be at least 1"));
+    // Still running, with the good reloaded policy: a failing job dies after 3 attempts.
+    std::fs::write(
+        sandbox.config(),
+        format!("{good}\n[retry]\nmax_attempts = 3\nbase = \"10ms\"\n"),
+    )
+    .unwrap();
+    signal(&jobd, libc::SIGHUP);
+    wait_until(Duration::from_secs(10), "the second reload", || {
+        sandbox.log().matches("reloaded the configuration").count() == 2
+    });
+    let out = sandbox.jobctl(&["enqueue", "noop", "--payload", r#"{"fail":"retry"}"#]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(
+        Duration::from_secs(20),
+        "the job to die after 3 attempts",
+        || count_state(&sandbox.db(), "dead") == 1,
+    );
+    assert_eq!(sandbox.open().get(1).unwrap().attempts, 3);
+    signal(&jobd, libc::SIGTERM);
+    assert!(wait_exit(&mut jobd, Duration::from_secs(20)).success());
+}
+
+#[test]
+fn sd_notify_reports_ready_watchdog_status_and_stopping() {
+    let sandbox = Sandbox::new("", "");
+    let socket_path = sandbox.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut jobd = std::process::Command::new(JOBD)
+        .arg("--config")
+        .arg(sandbox.config())
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !(seen.contains("READY=1")
+        && seen.contains("WATCHDOG=1")
+        && seen.contains("STATUS=ready"))
+    {
+        let n = socket.recv(&mut buf).expect("a notification");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        seen.push('\n');
+    }
+    signal(&jobd, libc::SIGHUP);
+    signal(&jobd, libc::SIGTERM);
+    while !seen.contains("STOPPING=1") {
+        let n = socket.recv(&mut buf).expect("STOPPING=1");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        seen.push('\n');
+    }
+    assert!(wait_exit(&mut jobd, Duration::from_secs(20)).success());
+    assert!(
+        seen.contains("RELOADING=1") && seen.contains("MONOTONIC_USEC="),
+        "{seen}"
+    );
+}
+
+#[test]
+fn once_processes_what_is_ready_and_exits() {
+    let sandbox = Sandbox::new("", "");
+    enqueue_many(
+        &sandbox,
+        vec![
+            NewJob::new("noop", json!({})),
+            NewJob::new("noop", json!({"fail": "permanent", "error": "bad row"})),
+            NewJob::new("noop", json!({})).run_at(i64::MAX / 2),
+            NewJob::new("no-such-kind", json!({})),
+        ],
+    );
+    let mut jobd = sandbox.spawn_jobd(&["--once"]);
+    assert!(wait_exit(&mut jobd, Duration::from_secs(30)).success());
+    let db = sandbox.open();
+    let states: Vec<_> = (1..=4)
+        .map(|id| db.get(id).unwrap().state.to_string())
+        .collect();
+    assert_eq!(states, ["succeeded", "dead", "queued", "dead"]);
+    assert!(db
+        .get(4)
+        .unwrap()
+        .last_error
+        .unwrap()
+        .contains("unknown kind 'no-such-kind'"));
+    assert!(
+        sandbox.log().contains("job 2 is dead: bad row"),
+        "{}",
+        sandbox.log()
+    );
+}

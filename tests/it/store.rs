@@ -1,0 +1,671 @@
+//! The store's conformance suite, written against its public API with explicit times, so
+//! a second backend can run the same tests.
+
+use crate::common::Sandbox;
+use jobd::job::{Completion, JobId, JobState, NewJob, Resolution, Transition};
+use jobd::store::{Applied, ClaimSpec, Db, JobFilter, StoreError};
+use serde_json::json;
+
+const T0: i64 = 1_800_000_000_000;
+const WORKER: &str = "test-host:1";
+const LEASE: i64 = 60_000;
+
+fn noop() -> NewJob {
+    NewJob::new("noop", json!({}))
+}
+
+fn enqueue(db: &mut Db, job: NewJob, now: i64) -> JobId {
+    db.write(|tx| tx.enqueue(&[job], now)).unwrap()[0].id
+}
+
+fn claim(db: &mut Db, limit: usize, now: i64) -> Vec<jobd::job::Job> {
+    db.write(|tx| {
+        tx.claim(
+            &ClaimSpec {
+                limit,
+                limited_queues: vec![],
+            },
+            WORKER,
+            now + LEASE,
+            now,
+        )
+    })
+    .unwrap()
+}
+
+fn completion(id: JobId, attempt: u32, resolution: Resolution, now: i64) -> Completion {
+    Completion {
+        job_id: id,
+        attempt,
+        worker: WORKER.into(),
+        started_at: now,
+        finished_at: now + 5,
+        resolution,
+        detail: Some(json!({"status": 200})),
+    }
+}
+
+fn complete(db: &mut Db, id: JobId, attempt: u32, resolution: Resolution, now: i64) -> Applied {
+    db.write(|tx| tx.complete(&completion(id, attempt, resolution, now), now))
+        .unwrap()
+}
+
+fn state(db: &Db, id: JobId) -> JobState {
+    db.get(id).unwrap().state
+}
+
+/// A fresh job brought into `state` through legal transitions only.
+fn job_in_state(db: &mut Db, target: JobState) -> JobId {
+    let id = enqueue(db, noop().priority(1000), T0);
+    if target == JobState::Queued {
+        return id;
+    }
+    let claimed = claim(db, 1, T0);
+    assert_eq!(claimed[0].id, id, "the new job has the top priority");
+    let resolution = match target {
+        JobState::Running => return id,
+        JobState::Retrying => Resolution::RetryAt {
+            run_at: T0 + 1_000,
+            error: "try later".into(),
+        },
+        JobState::Succeeded => Resolution::Succeeded { follow_ups: vec![] },
+        JobState::Dead => Resolution::Dead {
+            error: "broken".into(),
+            follow_ups: vec![],
+        },
+        JobState::Cancelled => Resolution::Cancelled {
+            reason: "stopped".into(),
+        },
+        JobState::Queued => unreachable!(),
+    };
+    assert_eq!(complete(db, id, 1, resolution, T0), Applied::Moved(target));
+    id
+}
+
+/// Tries a transition through the store; true if the job moved.
+fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
+    let before = db.get(id).unwrap();
+    let now = T0 + 10_000;
+    let moved = match transition {
+        Transition::Claim => db
+            .write(|tx| {
+                tx.claim(
+                    &ClaimSpec {
+                        limit: 1000,
+                        limited_queues: vec![],
+                    },
+                    WORKER,
+                    now + LEASE,
+                    now,
+                )
+            })
+            .unwrap()
+            .iter()
+            .any(|j| j.id == id),
+        Transition::Complete | Transition::RetryLater | Transition::Kill | Transition::Release => {
+            let resolution = match transition {
+                Transition::Complete => Resolution::Succeeded { follow_ups: vec![] },
+                Transition::RetryLater => Resolution::RetryAt {
+                    run_at: now,
+                    error: "e".into(),
+                },
+                Transition::Kill => Resolution::Dead {
+                    error: "e".into(),
+                    follow_ups: vec![],
+                },
+                _ => Resolution::Released { started: true },
+            };
+            let attempt = before.attempts.max(1);
+            complete(db, id, attempt, resolution, now) != Applied::Stale
+        }
+        Transition::RescueExpired => db
+            .write(|tx| tx.rescue_expired(now + 10 * LEASE, false, &|_| 10))
+            .unwrap()
+            .iter()
+            .any(|(rescued, _)| *rescued == id),
+        Transition::Cancel => match db.write(|tx| tx.cancel(id, now)) {
+            Ok(_) => true,
+            Err(StoreError::Forbidden(e)) => {
+                assert_eq!(e.id, id);
+                assert_eq!(e.from, before.state);
+                assert!(e.to_string().contains("cannot cancel"), "{e}");
+                false
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        },
+        Transition::Revive => match db.write(|tx| tx.revive(&[id], now)) {
+            Ok(_) => true,
+            Err(StoreError::Forbidden(e)) => {
+                assert!(
+                    e.to_string()
+                        .contains(&format!("job {id} is {}", before.state)),
+                    "{e}"
+                );
+                false
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        },
+    };
+    if !moved {
+        let after = db.get(id).unwrap();
+        assert_eq!(after, before, "a refused {transition:?} changed the job");
+    }
+    moved
+}
+
+#[test]
+fn every_transition_is_allowed_from_its_states_and_refused_from_the_others() {
+    for transition in Transition::ALL {
+        for from in JobState::ALL {
+            let sandbox = Sandbox::new("", "");
+            let mut db = sandbox.migrate();
+            let id = job_in_state(&mut db, from);
+            let moved = attempt_transition(&mut db, transition, id);
+            assert_eq!(
+                moved,
+                transition.allows(from),
+                "{transition:?} from {from}: moved={moved}"
+            );
+            if moved {
+                let now_state = state(&db, id);
+                let expected = match (transition, from) {
+                    // A running job asked to cancel keeps running until its handler stops.
+                    (Transition::Cancel, JobState::Running) => JobState::Running,
+                    _ => transition.to_state(),
+                };
+                assert_eq!(now_state, expected, "{transition:?} from {from}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_bare_sql_insert_is_a_valid_queued_job() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let conn = rusqlite::Connection::open(sandbox.db()).unwrap();
+    conn.execute("INSERT INTO jobs(kind, payload) VALUES ('noop', '{}')", [])
+        .unwrap();
+    let err = conn
+        .execute(
+            "INSERT INTO jobs(kind, payload) VALUES ('noop', 'not json')",
+            [],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("CHECK"), "{err}");
+    let now = jobd::clock::Clock::now_ms(&jobd::clock::SystemClock);
+    let claimed = claim(&mut db, 10, now + 1);
+    assert_eq!(claimed.len(), 1);
+    let job = &claimed[0];
+    assert_eq!((job.queue.as_str(), job.kind.as_str()), ("default", "noop"));
+    assert_eq!(job.attempts, 1);
+    assert!(
+        (job.created_at - now).abs() < 60_000,
+        "created_at defaults to now"
+    );
+}
+
+#[test]
+fn the_schema_refuses_impossible_rows() {
+    let sandbox = Sandbox::new("", "");
+    let _db = sandbox.migrate();
+    let conn = rusqlite::Connection::open(sandbox.db()).unwrap();
+    for bad in [
+        "INSERT INTO jobs(kind, state) VALUES ('noop', 'done')",
+        "INSERT INTO jobs(kind, state) VALUES ('noop', 'succeeded')",
+        "INSERT INTO jobs(kind, state) VALUES ('noop', 'running')",
+        "INSERT INTO jobs(kind, finished_at) VALUES ('noop', 5)",
+        "INSERT INTO jobs(kind) VALUES ('')",
+        "INSERT INTO jobs(kind, max_attempts) VALUES ('noop', 0)",
+    ] {
+        assert!(conn.execute(bad, []).is_err(), "accepted: {bad}");
+    }
+}
+
+#[test]
+fn claims_follow_priority_then_run_at_then_id_and_skip_future_jobs() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let late = enqueue(&mut db, noop().run_at(T0 + 500), T0);
+    let low_early = enqueue(&mut db, noop().priority(-1).run_at(T0 - 100), T0);
+    let a = enqueue(&mut db, noop().run_at(T0 - 50), T0);
+    let b = enqueue(&mut db, noop().run_at(T0 - 50), T0);
+    let urgent = enqueue(&mut db, noop().priority(10), T0);
+    let future = enqueue(&mut db, noop().priority(99).run_at(T0 + 60_000), T0);
+    let claimed: Vec<JobId> = claim(&mut db, 10, T0 + 1_000)
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(claimed, vec![urgent, a, b, late, low_early]);
+    assert_eq!(state(&db, future), JobState::Queued);
+    let job = db.get(urgent).unwrap();
+    assert_eq!(job.state, JobState::Running);
+    assert_eq!(job.attempts, 1);
+    assert_eq!(job.lease_until, Some(T0 + 1_000 + LEASE));
+    assert_eq!(job.worker.as_deref(), Some(WORKER));
+}
+
+#[test]
+fn claims_take_at_most_the_limit_and_respect_queue_limits() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    for _ in 0..5 {
+        enqueue(&mut db, noop().queue("bulk"), T0);
+        enqueue(&mut db, noop(), T0);
+    }
+    assert_eq!(claim(&mut db, 3, T0).len(), 3);
+    let claimed = db
+        .write(|tx| {
+            tx.claim(
+                &ClaimSpec {
+                    limit: 100,
+                    limited_queues: vec![("bulk".into(), 1)],
+                },
+                WORKER,
+                T0 + LEASE,
+                T0,
+            )
+        })
+        .unwrap();
+    let bulk = claimed.iter().filter(|j| j.queue == "bulk").count();
+    assert_eq!(bulk, 1, "the bulk queue had room for one");
+    // Ids alternate bulk, default; the first claim took 1 (bulk), 2, 3 (bulk). Left: bulk
+    // 5, 7, 9 (room for one) and default 4, 6, 8, 10 (unlimited).
+    assert_eq!(claimed.len(), 5, "{claimed:?}");
+}
+
+#[test]
+fn completion_with_follow_ups_is_atomic_and_links_children() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let parent = enqueue(&mut db, noop(), T0);
+    claim(&mut db, 1, T0);
+    let children = vec![
+        NewJob::new("noop", json!({"batch": 1})),
+        NewJob::new("noop", json!({"batch": 2})).unique_key("batch-2"),
+    ];
+    assert_eq!(
+        complete(
+            &mut db,
+            parent,
+            1,
+            Resolution::Succeeded {
+                follow_ups: children
+            },
+            T0
+        ),
+        Applied::Moved(JobState::Succeeded)
+    );
+    let kids = db
+        .list(&JobFilter {
+            parent_id: Some(parent),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(kids.len(), 2);
+    assert!(kids.iter().all(|k| k.state == JobState::Queued));
+
+    // A follow-up the schema refuses rolls back the whole completion.
+    let other = enqueue(&mut db, noop().priority(10), T0);
+    assert_eq!(claim(&mut db, 1, T0)[0].id, other);
+    let bad = vec![
+        NewJob::new("noop", json!({})),
+        NewJob::new("noop", json!({})).queue(""),
+    ];
+    let result = db.write(|tx| {
+        tx.complete(
+            &completion(other, 1, Resolution::Succeeded { follow_ups: bad }, T0),
+            T0,
+        )
+    });
+    assert!(
+        matches!(result, Err(StoreError::InvalidJob(_))),
+        "{result:?}"
+    );
+    assert_eq!(state(&db, other), JobState::Running);
+    assert_eq!(db.list(&JobFilter::default()).unwrap().len(), 4);
+}
+
+#[test]
+fn a_stale_completion_changes_nothing_and_other_rows_are_untouched() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let ids: Vec<JobId> = (0..3).map(|_| enqueue(&mut db, noop(), T0)).collect();
+    claim(&mut db, 3, T0);
+    let before: Vec<_> = ids.iter().map(|id| db.get(*id).unwrap()).collect();
+    // Wrong attempt number: an older attempt whose lease ran out.
+    assert_eq!(
+        complete(
+            &mut db,
+            ids[1],
+            7,
+            Resolution::Succeeded { follow_ups: vec![] },
+            T0
+        ),
+        Applied::Stale
+    );
+    let wrong_worker = Completion {
+        worker: "someone-else:2".into(),
+        ..completion(ids[1], 1, Resolution::Succeeded { follow_ups: vec![] }, T0)
+    };
+    assert_eq!(
+        db.write(|tx| tx.complete(&wrong_worker, T0)).unwrap(),
+        Applied::Stale
+    );
+    let after: Vec<_> = ids.iter().map(|id| db.get(*id).unwrap()).collect();
+    assert_eq!(before, after);
+    assert!(db.attempts(ids[1]).unwrap().is_empty());
+
+    assert_eq!(
+        complete(
+            &mut db,
+            ids[1],
+            1,
+            Resolution::Succeeded { follow_ups: vec![] },
+            T0
+        ),
+        Applied::Moved(JobState::Succeeded)
+    );
+    assert_eq!(db.get(ids[0]).unwrap(), before[0], "neighbours untouched");
+    assert_eq!(db.get(ids[2]).unwrap(), before[2], "neighbours untouched");
+}
+
+#[test]
+fn every_attempt_is_recorded_with_outcome_error_and_duration() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let id = enqueue(&mut db, noop(), T0);
+    claim(&mut db, 1, T0);
+    complete(
+        &mut db,
+        id,
+        1,
+        Resolution::RetryAt {
+            run_at: T0 + 100,
+            error: "HTTP 503".into(),
+        },
+        T0,
+    );
+    let job = db.get(id).unwrap();
+    assert_eq!((job.state, job.run_at), (JobState::Retrying, T0 + 100));
+    assert_eq!(job.last_error.as_deref(), Some("HTTP 503"));
+    assert!(
+        claim(&mut db, 1, T0 + 99).is_empty(),
+        "not before its backoff"
+    );
+    assert_eq!(claim(&mut db, 1, T0 + 100)[0].attempts, 2);
+    complete(
+        &mut db,
+        id,
+        2,
+        Resolution::Dead {
+            error: "HTTP 400".into(),
+            follow_ups: vec![],
+        },
+        T0 + 200,
+    );
+    let attempts = db.attempts(id).unwrap();
+    let summary: Vec<_> = attempts
+        .iter()
+        .map(|a| {
+            (
+                a.attempt,
+                a.outcome.as_str(),
+                a.error.as_deref(),
+                a.duration_ms,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, "retry", Some("HTTP 503"), 5),
+            (2, "dead", Some("HTTP 400"), 5)
+        ]
+    );
+    assert_eq!(attempts[0].detail, Some(json!({"status": 200})));
+    let dead = db.get(id).unwrap();
+    assert_eq!(dead.finished_at, Some(T0 + 200));
+    assert_eq!(dead.lease_until, None);
+}
+
+#[test]
+fn release_gives_the_attempt_back() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let id = enqueue(&mut db, noop(), T0);
+    claim(&mut db, 1, T0);
+    assert_eq!(
+        complete(&mut db, id, 1, Resolution::Released { started: false }, T0),
+        Applied::Moved(JobState::Queued)
+    );
+    let job = db.get(id).unwrap();
+    assert_eq!(
+        (job.state, job.attempts, job.worker),
+        (JobState::Queued, 0, None)
+    );
+    assert!(
+        db.attempts(id).unwrap().is_empty(),
+        "a job that never started has no attempt"
+    );
+}
+
+#[test]
+fn expired_leases_are_rescued_and_charged_and_exhausted_ones_die() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let a = enqueue(&mut db, noop(), T0);
+    let b = enqueue(&mut db, noop().max_attempts(1), T0);
+    claim(&mut db, 2, T0);
+    let fresh = enqueue(&mut db, noop(), T0);
+    claim(&mut db, 1, T0 + 30_000);
+    // At T0 + LEASE + 1 the first two leases have run out; the third has not.
+    let rescued = db
+        .write(|tx| tx.rescue_expired(T0 + LEASE + 1, false, &|_| 10))
+        .unwrap();
+    assert_eq!(rescued, vec![(a, JobState::Retrying), (b, JobState::Dead)]);
+    let job = db.get(a).unwrap();
+    assert_eq!(job.attempts, 1, "the lost attempt stays counted");
+    assert_eq!(job.last_error.as_deref(), Some("lease expired"));
+    assert_eq!(job.run_at, T0 + LEASE + 1);
+    assert!(db
+        .get(b)
+        .unwrap()
+        .last_error
+        .unwrap()
+        .contains("attempts exhausted (1/1)"));
+    assert_eq!(state(&db, fresh), JobState::Running);
+    assert_eq!(db.attempts(a).unwrap()[0].outcome, "lease_expired");
+    // At start-up every running job is recovered, whatever its lease.
+    let recovered = db
+        .write(|tx| tx.rescue_expired(T0 + 30_001, true, &|_| 10))
+        .unwrap();
+    assert_eq!(recovered, vec![(fresh, JobState::Retrying)]);
+}
+
+#[test]
+fn heartbeats_extend_only_this_workers_current_attempts() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let id = enqueue(&mut db, noop(), T0);
+    claim(&mut db, 1, T0);
+    let extended = db
+        .write(|tx| tx.extend_leases(&[(id, 1), (id, 2)], WORKER, T0 + 5 * LEASE, T0 + 10))
+        .unwrap();
+    assert_eq!(extended, 1);
+    assert_eq!(db.get(id).unwrap().lease_until, Some(T0 + 5 * LEASE));
+    let other = db
+        .write(|tx| tx.extend_leases(&[(id, 1)], "other:9", T0 + 9 * LEASE, T0 + 10))
+        .unwrap();
+    assert_eq!(other, 0);
+}
+
+#[test]
+fn unique_keys_return_the_existing_job() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let first = db
+        .write(|tx| tx.enqueue(&[noop().unique_key("file:abc")], T0))
+        .unwrap();
+    let again = db
+        .write(|tx| tx.enqueue(&[noop().unique_key("file:abc"), noop()], T0))
+        .unwrap();
+    assert!(!first[0].duplicate);
+    assert_eq!(again[0].id, first[0].id);
+    assert!(again[0].duplicate);
+    assert!(!again[1].duplicate);
+}
+
+#[test]
+fn a_refused_batch_enqueues_nothing() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let result = db.write(|tx| tx.enqueue(&[noop(), noop().queue("")], T0));
+    assert!(
+        matches!(&result, Err(StoreError::InvalidJob(m)) if m.contains("queue")),
+        "{result:?}"
+    );
+    assert!(db.list(&JobFilter::default()).unwrap().is_empty());
+}
+
+#[test]
+fn operators_revive_dead_jobs_and_cancel_waiting_ones() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let dead = job_in_state(&mut db, JobState::Dead);
+    let dead_exec = enqueue(&mut db, NewJob::new("exec", json!({})), T0);
+    claim(&mut db, 1, T0);
+    complete(
+        &mut db,
+        dead_exec,
+        1,
+        Resolution::Dead {
+            error: "x".into(),
+            follow_ups: vec![],
+        },
+        T0,
+    );
+    let revived = db.write(|tx| tx.revive_dead(Some("noop"), T0 + 1)).unwrap();
+    assert_eq!(revived, vec![dead]);
+    let job = db.get(dead).unwrap();
+    assert_eq!(
+        (job.state, job.attempts, job.finished_at),
+        (JobState::Queued, 0, None)
+    );
+    assert_eq!(state(&db, dead_exec), JobState::Dead);
+
+    let waiting = enqueue(&mut db, noop().run_at(T0 + 999_999), T0);
+    assert_eq!(
+        db.write(|tx| tx.cancel(waiting, T0)).unwrap(),
+        JobState::Cancelled
+    );
+    let err = db.write(|tx| tx.cancel(waiting, T0)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("job {waiting} is cancelled; cannot cancel it (allowed from: queued, retrying, running)")
+    );
+    assert!(matches!(
+        db.write(|tx| tx.cancel(424242, T0)),
+        Err(StoreError::NotFound(424242))
+    ));
+}
+
+#[test]
+fn cancelling_a_running_job_asks_it_to_stop() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let id = enqueue(&mut db, noop(), T0);
+    claim(&mut db, 1, T0);
+    assert_eq!(db.write(|tx| tx.cancel(id, T0)).unwrap(), JobState::Running);
+    assert!(db.get(id).unwrap().cancel_requested);
+    assert_eq!(db.write(|tx| tx.cancel_requests()).unwrap(), vec![id]);
+}
+
+#[test]
+fn purge_deletes_only_old_finished_jobs_of_the_state_with_their_attempts() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let old = job_in_state(&mut db, JobState::Succeeded);
+    let dead = job_in_state(&mut db, JobState::Dead);
+    let queued = job_in_state(&mut db, JobState::Queued);
+    let deleted = db
+        .write(|tx| tx.purge_finished(JobState::Succeeded, T0 + 100, 1000))
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert!(matches!(db.get(old), Err(StoreError::NotFound(_))));
+    assert!(db.attempts(old).unwrap().is_empty());
+    assert_eq!(state(&db, dead), JobState::Dead);
+    assert_eq!(state(&db, queued), JobState::Queued);
+    assert!(db
+        .write(|tx| tx.purge_finished(JobState::Queued, T0, 10))
+        .is_err());
+}
+
+#[test]
+fn stats_count_per_queue_and_state_and_the_oldest_ready_age() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    enqueue(&mut db, noop().run_at(T0 - 5_000), T0);
+    enqueue(&mut db, noop().queue("bulk"), T0);
+    job_in_state(&mut db, JobState::Succeeded);
+    let stats = db.stats(T0 + 1_000).unwrap();
+    let default = &stats.queues["default"];
+    assert_eq!(default.states.get("queued"), Some(&1));
+    assert_eq!(default.states.get("succeeded"), Some(&1));
+    assert_eq!(default.oldest_ready_age_ms, Some(6_000));
+    assert_eq!(stats.queues["bulk"].oldest_ready_age_ms, Some(1_000));
+    assert_eq!(stats.finished_last_minute["succeeded"], 1);
+    assert_eq!(stats.total(JobState::Queued), 2);
+}
+
+#[test]
+fn the_claim_uses_the_partial_index_not_a_table_scan() {
+    let sandbox = Sandbox::new("", "");
+    let _db = sandbox.migrate();
+    let conn = rusqlite::Connection::open(sandbox.db()).unwrap();
+    let plan: Vec<String> = conn
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE state IN ('queued', 'retrying') \
+             AND run_at <= 1 ORDER BY priority DESC, run_at, id LIMIT 10",
+        )
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let plan = plan.join(" | ");
+    assert!(
+        plan.contains("jobs_ready") || plan.contains("jobs_due"),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("SCAN jobs\u{0}") && !plan.ends_with("SCAN jobs"),
+        "{plan}"
+    );
+}
+
+#[test]
+fn opening_refuses_missing_corrupt_and_outdated_databases_clearly() {
+    let sandbox = Sandbox::new("", "");
+    let missing = Db::open(&sandbox.db(), &Default::default()).err().unwrap();
+    assert!(missing.to_string().contains("does not exist"), "{missing}");
+    std::fs::write(
+        sandbox.db(),
+        b"this is not a database at all, just text, long enough",
+    )
+    .unwrap();
+    let corrupt = Db::open(&sandbox.db(), &Default::default()).err().unwrap();
+    assert!(
+        corrupt
+            .to_string()
+            .contains("corrupt or not a jobd database"),
+        "{corrupt}"
+    );
+    std::fs::remove_file(sandbox.db()).unwrap();
+    rusqlite::Connection::open(sandbox.db()).unwrap();
+    let outdated = Db::open(&sandbox.db(), &Default::default()).err().unwrap();
+    assert!(
+        outdated.to_string().contains("run `jobctl migrate`"),
+        "{outdated}"
+    );
+}
