@@ -11,7 +11,7 @@ pub const DEFAULT_DATABASE: &str = "./var/jobs.db";
 pub const DEFAULT_DATA_DIR: &str = "./var";
 pub const DEFAULT_SOCKET: &str = "./var/run/jobd.sock";
 pub const DEFAULT_WORKERS: usize = 4;
-pub const DEFAULT_PREFETCH: usize = 32;
+pub const DEFAULT_PREFETCH: usize = 512;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(600);
@@ -96,8 +96,9 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     /// Jobs that run at once.
     pub workers: usize,
-    /// Claimed jobs held in memory for the next free worker, beyond one per worker.
-    /// More lets short jobs flow faster; 0 claims only for idle workers.
+    /// The most claimed jobs held in memory for the next free worker, beyond one per
+    /// worker. The daemon holds about 100 ms of work, up to this many: short jobs flow in
+    /// large group commits, slow ones are not hoarded. 0 claims only for idle workers.
     pub prefetch: usize,
     pub synchronous: Synchronous,
     /// How long a claim holds without a heartbeat before the reaper takes it back.

@@ -26,6 +26,10 @@ const WRITE_RETRY: Duration = Duration::from_secs(1);
 const PURGE_CHUNK: usize = 5000;
 /// How often `STATUS=` is refreshed for `systemctl status`.
 const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+/// How much work, in handler time, the dispatcher claims ahead of its workers. Enough
+/// that short jobs flow in large group commits; little enough that slow jobs are not
+/// hoarded as `running` while they wait.
+const CLAIM_AHEAD_WINDOW: Duration = Duration::from_millis(100);
 /// After the grace period, how long stopped handlers get to report before their jobs are
 /// released regardless.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
@@ -55,7 +59,7 @@ pub enum Exit {
 }
 
 struct InFlight {
-    job: Job,
+    job: Arc<Job>,
     ticket: Arc<Ticket>,
 }
 
@@ -66,6 +70,8 @@ pub struct Counters {
     pub retried: u64,
     pub dead: u64,
     pub cancelled: u64,
+    /// Write transactions committed: jobs per commit is what group commit buys.
+    pub commits: u64,
 }
 
 pub struct Dispatcher {
@@ -95,6 +101,8 @@ pub struct Dispatcher {
     next_status: Instant,
     next_watchdog: Option<Instant>,
     draining: Option<Drain>,
+    /// A moving average of how long handlers run, in microseconds; None until one ran.
+    average_run_us: Option<f64>,
     once: bool,
     notifier: Notifier,
     pub counters: Counters,
@@ -144,6 +152,7 @@ impl Dispatcher {
             next_status: now,
             next_watchdog,
             draining: None,
+            average_run_us: None,
             once,
             notifier,
             counters: Counters::default(),
@@ -184,7 +193,12 @@ impl Dispatcher {
         let mut enqueues = Vec::new();
         for command in batch {
             match command {
-                Command::Finished(report) => reports.push(report),
+                Command::Finished(report) => {
+                    if report.started {
+                        self.observe_run(report.ran_for);
+                    }
+                    reports.push(report)
+                }
                 Command::Enqueue { jobs, reply } => enqueues.push((jobs, reply)),
                 Command::Reload => self.reload(),
                 Command::Shutdown => {
@@ -297,6 +311,7 @@ impl Dispatcher {
                 Ok(None)
             }
             Ok((applied, enqueued, rescued, cancel_requests, claimed, next_due)) => {
+                self.counters.commits += 1;
                 if self.write_retry_at.take().is_some() {
                     tracing::info!("the queue database is writable again");
                 }
@@ -356,8 +371,31 @@ impl Dispatcher {
         if self.draining.is_some() {
             return 0;
         }
-        let capacity = self.config.daemon.workers + self.config.daemon.prefetch;
+        let capacity = self.config.daemon.workers + self.claim_ahead();
         capacity.saturating_sub(self.in_flight.len().saturating_sub(finishing))
+    }
+
+    /// Jobs to hold beyond one per worker: about [`CLAIM_AHEAD_WINDOW`] of work at the
+    /// running average, never more than `daemon.prefetch`, and one per worker until the
+    /// first jobs have shown how long they take.
+    fn claim_ahead(&self) -> usize {
+        let workers = self.config.daemon.workers;
+        let limit = self.config.daemon.prefetch;
+        match self.average_run_us {
+            None => workers.min(limit),
+            Some(us) => {
+                let window = CLAIM_AHEAD_WINDOW.as_micros() as f64 * workers as f64;
+                ((window / us.max(1.0)) as usize).min(limit)
+            }
+        }
+    }
+
+    fn observe_run(&mut self, ran_for: Duration) {
+        let sample = ran_for.as_micros() as f64;
+        self.average_run_us = Some(match self.average_run_us {
+            None => sample,
+            Some(average) => average * 0.9 + sample * 0.1,
+        });
     }
 
     fn claim_spec(&self, free: usize) -> ClaimSpec {
@@ -548,6 +586,7 @@ impl Dispatcher {
     }
 
     fn dispatch(&mut self, job: Job) {
+        let job = Arc::new(job);
         let ticket = Arc::new(Ticket::default());
         *self.queue_load.entry(job.queue.clone()).or_default() += 1;
         let assignment = Assignment {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What the dispatcher and the worker running a job share.
 #[derive(Debug, Default)]
@@ -23,7 +23,7 @@ pub struct Ticket {
 
 /// A claimed job handed to the pool.
 pub struct Assignment {
-    pub job: Job,
+    pub job: Arc<Job>,
     pub ticket: Arc<Ticket>,
     /// The configuration current when it was claimed.
     pub config: Arc<Config>,
@@ -38,6 +38,8 @@ pub struct Report {
     pub started: bool,
     pub started_at: UnixMillis,
     pub finished_at: UnixMillis,
+    /// How long the handler ran, measured on the monotonic clock.
+    pub ran_for: Duration,
 }
 
 pub(super) fn spawn(
@@ -99,6 +101,7 @@ fn run_one(
             started: false,
             started_at,
             finished_at: started_at,
+            ran_for: Duration::ZERO,
         };
     }
     ticket.started_at.store(started_at.max(1), Ordering::SeqCst);
@@ -111,6 +114,7 @@ fn run_one(
         timeout,
         stop: ticket.stop.clone(),
     };
+    let began = Instant::now();
     let outcome = match registry.get(&job.kind) {
         None => Outcome::permanent(registry.unknown_kind(&job.kind)),
         Some(handler) => {
@@ -134,5 +138,6 @@ fn run_one(
         started: true,
         started_at,
         finished_at: clock.now_ms(),
+        ran_for: began.elapsed(),
     }
 }

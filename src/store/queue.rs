@@ -93,11 +93,57 @@ pub struct Tx<'a> {
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| claim_sql(""));
 static CLAIM_QUEUE_SQL: LazyLock<String> = LazyLock::new(|| claim_sql("AND queue = ?5"));
 
+/// The update that records a completion, per transition: ?1 id, ?2 attempt, ?3 worker,
+/// ?4 now, then the transition's own values. Only the attempt that holds the job may
+/// finish it; the guard from `job.rs` comes on top.
+fn completion_sql(transition: Transition) -> &'static str {
+    static SQL: LazyLock<Vec<(Transition, String)>> = LazyLock::new(|| {
+        let fence = "id = ?1 AND attempts = ?2 AND worker IS ?3 AND state = 'running'";
+        [
+            (
+                Transition::Complete,
+                "state = 'succeeded', lease_until = NULL, finished_at = ?4, updated_at = ?4, \
+                 last_error = NULL",
+            ),
+            (
+                Transition::RetryLater,
+                "state = 'retrying', lease_until = NULL, run_at = ?5, last_error = ?6, \
+                 updated_at = ?4",
+            ),
+            (
+                Transition::Kill,
+                "state = ?5, lease_until = NULL, finished_at = ?4, updated_at = ?4, last_error = ?6",
+            ),
+            (
+                Transition::Cancel,
+                "state = ?5, lease_until = NULL, finished_at = ?4, updated_at = ?4, last_error = ?6",
+            ),
+            (
+                Transition::Release,
+                "state = 'queued', attempts = attempts - 1, lease_until = NULL, worker = NULL, \
+                 updated_at = ?4",
+            ),
+        ]
+        .into_iter()
+        .map(|(t, set)| {
+            (t, format!("UPDATE jobs SET {set} WHERE {fence} AND {}", state_guard(t)))
+        })
+        .collect()
+    });
+    SQL.iter()
+        .find(|(t, _)| *t == transition)
+        .map(|(_, sql)| sql.as_str())
+        .expect("every resolution's transition has an update")
+}
+
+/// The claim walks `jobs_ready` in priority order and stops at the limit. Left to itself
+/// the planner may prefer `jobs_due` for the `run_at` range and then sort every ready row.
 fn claim_sql(extra: &str) -> String {
     format!(
         "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?1, \
          worker = ?2, updated_at = ?3 \
-         WHERE id IN (SELECT id FROM jobs WHERE {guard} AND run_at <= ?3 {extra} \
+         WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_ready \
+                      WHERE {guard} AND run_at <= ?3 {extra} \
                       ORDER BY priority DESC, run_at, id LIMIT ?4) \
          RETURNING {JOB_COLUMNS}",
         guard = state_guard(Transition::Claim)
@@ -263,54 +309,31 @@ impl<'a> Tx<'a> {
     /// attempt row, and enqueues any follow-ups, all or nothing. A completion for an
     /// attempt that no longer holds the job changes nothing and says so.
     pub fn complete(&self, done: &Completion, now: UnixMillis) -> Result<Applied> {
-        let guard = state_guard(done.resolution.transition());
-        // Only the attempt that holds the job may finish it.
-        let fence = "id = ?1 AND attempts = ?2 AND worker IS ?3 AND state = 'running'";
+        let sql = completion_sql(done.resolution.transition());
+        let mut update = self.tx.prepare_cached(sql)?;
         let changed = match &done.resolution {
-            Resolution::Succeeded { .. } => self
-                .tx
-                .prepare_cached(&format!(
-                    "UPDATE jobs SET state = 'succeeded', lease_until = NULL, finished_at = ?4, \
-                 updated_at = ?4, last_error = NULL WHERE {fence} AND {guard}"
-                ))?
-                .execute(params![done.job_id, done.attempt, done.worker, now])?,
-            Resolution::RetryAt { run_at, error } => self
-                .tx
-                .prepare_cached(&format!(
-                    "UPDATE jobs SET state = 'retrying', lease_until = NULL, run_at = ?5, \
-                 last_error = ?6, updated_at = ?4 WHERE {fence} AND {guard}"
-                ))?
-                .execute(params![
+            Resolution::Succeeded { .. } | Resolution::Released { .. } => {
+                update.execute(params![done.job_id, done.attempt, done.worker, now])?
+            }
+            Resolution::RetryAt { run_at, error } => update.execute(params![
+                done.job_id,
+                done.attempt,
+                done.worker,
+                now,
+                run_at,
+                error
+            ])?,
+            Resolution::Dead { error: message, .. } | Resolution::Cancelled { reason: message } => {
+                let target = done.resolution.transition().to_state().as_str();
+                update.execute(params![
                     done.job_id,
                     done.attempt,
                     done.worker,
                     now,
-                    run_at,
-                    error
-                ])?,
-            Resolution::Dead { error: message, .. } | Resolution::Cancelled { reason: message } => {
-                let target = done.resolution.transition().to_state().as_str();
-                self.tx
-                    .prepare_cached(&format!(
-                        "UPDATE jobs SET state = ?5, lease_until = NULL, finished_at = ?4, \
-                     updated_at = ?4, last_error = ?6 WHERE {fence} AND {guard}"
-                    ))?
-                    .execute(params![
-                        done.job_id,
-                        done.attempt,
-                        done.worker,
-                        now,
-                        target,
-                        message
-                    ])?
+                    target,
+                    message
+                ])?
             }
-            Resolution::Released { .. } => self
-                .tx
-                .prepare_cached(&format!(
-                "UPDATE jobs SET state = 'queued', attempts = attempts - 1, lease_until = NULL, \
-                 worker = NULL, updated_at = ?4 WHERE {fence} AND {guard}"
-            ))?
-                .execute(params![done.job_id, done.attempt, done.worker, now])?,
         };
         if changed == 0 {
             return Ok(Applied::Stale);
