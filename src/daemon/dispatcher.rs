@@ -230,6 +230,8 @@ impl Dispatcher {
             if version != self.data_version {
                 self.data_version = version;
                 self.look_for_work = true;
+                // Another process wrote: perhaps an operator cancelled a running job.
+                self.pass_on_cancel_requests()?;
             }
         }
         if self.next_due.is_some_and(|due| due <= now) {
@@ -272,10 +274,8 @@ impl Dispatcher {
                 .map(|(jobs, _)| tx.enqueue(jobs, now).map_err(|e| e.to_string()))
                 .collect();
             let mut rescued = Vec::new();
-            let mut cancel_requests = Vec::new();
             if heartbeat_due {
                 tx.extend_leases(&heartbeat, &name, lease_until, now)?;
-                cancel_requests = tx.cancel_requests()?;
             }
             if reap_due {
                 rescued = tx.rescue_expired(now, false, &max_attempts_of)?;
@@ -291,14 +291,7 @@ impl Dispatcher {
             } else {
                 None
             };
-            Ok((
-                applied,
-                enqueued,
-                rescued,
-                cancel_requests,
-                claimed,
-                next_due,
-            ))
+            Ok((applied, enqueued, rescued, claimed, next_due))
         });
         match write {
             Err(e) => {
@@ -310,7 +303,7 @@ impl Dispatcher {
                 self.write_retry_at = Some(instant + WRITE_RETRY);
                 Ok(None)
             }
-            Ok((applied, enqueued, rescued, cancel_requests, claimed, next_due)) => {
+            Ok((applied, enqueued, rescued, claimed, next_due)) => {
                 self.counters.commits += 1;
                 if self.write_retry_at.take().is_some() {
                     tracing::info!("the queue database is writable again");
@@ -327,11 +320,6 @@ impl Dispatcher {
                         self.forget(id);
                     } else {
                         tracing::warn!(job = id, "job {id}'s lease expired; it is {state} now");
-                    }
-                }
-                for id in cancel_requests {
-                    if let Some(flight) = self.in_flight.get(&id) {
-                        flight.ticket.stop.raise(StopReason::Cancelled);
                     }
                 }
                 if heartbeat_due {
@@ -412,6 +400,19 @@ impl Dispatcher {
             limit: free,
             limited_queues,
         }
+    }
+
+    /// Tells the handlers of running jobs an operator cancelled to stop.
+    fn pass_on_cancel_requests(&self) -> Result<(), StoreError> {
+        if self.in_flight.is_empty() {
+            return Ok(());
+        }
+        for id in self.db.cancel_requests()? {
+            if let Some(flight) = self.in_flight.get(&id) {
+                flight.ticket.stop.raise(StopReason::Cancelled);
+            }
+        }
+        Ok(())
     }
 
     /// Leases to extend: every job in flight except one that has outrun its timeout by
@@ -754,6 +755,8 @@ impl Dispatcher {
         }
         if !self.in_flight.is_empty() {
             until(self.next_heartbeat);
+            // Cancel requests arrive as writes by another process.
+            until(self.next_poll);
         }
         until(self.next_reap);
         if let Some(next) = self.next_watchdog {

@@ -167,6 +167,15 @@ impl Db {
         Ok(stats)
     }
 
+    /// Running jobs an operator asked to stop.
+    pub fn cancel_requests(&self) -> Result<Vec<JobId>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id FROM jobs WHERE state = 'running' AND cancel_requested = 1",
+        )?;
+        let ids = stmt.query_map([], |row| row.get(0))?;
+        Ok(ids.collect::<rusqlite::Result<Vec<JobId>>>()?)
+    }
+
     /// Jobs in live states per state, cheap enough to ask often (partial indexes only).
     pub fn live_counts(&self) -> Result<BTreeMap<String, u64>> {
         let mut out = BTreeMap::new();

@@ -561,15 +561,6 @@ impl<'a> Tx<'a> {
         Ok(deleted)
     }
 
-    /// Running jobs an operator asked to stop.
-    pub fn cancel_requests(&self) -> Result<Vec<JobId>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT id FROM jobs WHERE state = 'running' AND cancel_requested = 1",
-        )?;
-        let ids = stmt.query_map([], |row| row.get(0))?;
-        Ok(ids.collect::<rusqlite::Result<Vec<JobId>>>()?)
-    }
-
     /// When the next waiting job becomes due, if any.
     pub fn next_due(&self) -> Result<Option<UnixMillis>> {
         Ok(self.tx.query_row(

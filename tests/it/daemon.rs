@@ -440,3 +440,71 @@ fn once_processes_what_is_ready_and_exits() {
         sandbox.log()
     );
 }
+
+#[test]
+fn a_second_sigterm_exits_at_once_and_puts_the_running_job_back() {
+    let sandbox = Sandbox::new("workers = 1\nshutdown_grace = \"60s\"", "");
+    let config = std::fs::read_to_string(sandbox.config()).unwrap();
+    std::fs::write(
+        sandbox.config(),
+        format!("{config}{}", append_command(&sandbox, "60")),
+    )
+    .unwrap();
+    enqueue_many(
+        &sandbox,
+        vec![NewJob::new("exec", json!({"command": "append"}))],
+    );
+    let mut jobd = sandbox.spawn_jobd(&[]);
+    wait_until(Duration::from_secs(20), "the job to run", || {
+        count_state(&sandbox.db(), "running") == 1
+    });
+    signal(&jobd, libc::SIGTERM);
+    wait_until(Duration::from_secs(10), "the drain", || {
+        sandbox.log().contains("stopping: no new claims")
+    });
+    let started = std::time::Instant::now();
+    signal(&jobd, libc::SIGTERM);
+    let status = wait_exit(&mut jobd, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "a forced exit says so");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let job = sandbox.open().get(1).unwrap();
+    assert_eq!(
+        (job.state.as_str(), job.attempts),
+        ("queued", 0),
+        "{}",
+        sandbox.log()
+    );
+}
+
+#[test]
+fn logs_can_be_json_lines() {
+    let sandbox = Sandbox::new("", "");
+    let mut jobd = sandbox.spawn_jobd(&["--once", "--log-format", "json"]);
+    assert!(wait_exit(&mut jobd, Duration::from_secs(20)).success());
+    let log = sandbox.log();
+    let ready = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"))
+        })
+        .find(|v| v["fields"]["message"] == "jobd ready")
+        .expect("a ready line");
+    assert_eq!(ready["level"], "INFO");
+    assert!(ready["fields"]["database"]
+        .as_str()
+        .unwrap()
+        .ends_with("jobs.db"));
+}
+
+#[test]
+fn check_config_validates_without_starting() {
+    let sandbox = Sandbox::new("", "");
+    let out = std::process::Command::new(JOBD)
+        .args(["--check-config", "--config"])
+        .arg(sandbox.config())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(stdout(&out).contains(": ok"));
+    assert!(!sandbox.db().exists());
+}

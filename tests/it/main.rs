@@ -4,5 +4,6 @@
 mod common;
 mod daemon;
 mod example_db;
+mod exec;
 mod jobctl;
 mod store;

@@ -578,7 +578,7 @@ fn cancelling_a_running_job_asks_it_to_stop() {
     claim(&mut db, 1, T0);
     assert_eq!(db.write(|tx| tx.cancel(id, T0)).unwrap(), JobState::Running);
     assert!(db.get(id).unwrap().cancel_requested);
-    assert_eq!(db.write(|tx| tx.cancel_requests()).unwrap(), vec![id]);
+    assert_eq!(db.cancel_requests().unwrap(), vec![id]);
 }
 
 #[test]
