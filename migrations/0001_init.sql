@@ -1,6 +1,9 @@
 -- jobd schema, version 1: the jobs table and one row per attempt.
 -- Times are integer milliseconds since the Unix epoch (UTC). The defaults let another
 -- program enqueue with a bare INSERT INTO jobs(kind, payload) VALUES (...).
+-- State tests are written as OR chains, not IN lists: SQLite builds a temporary B-tree
+-- for an IN list on every row it checks. The store's guards use the same text, so the
+-- partial indexes match its queries.
 
 CREATE TABLE jobs (
     id               INTEGER PRIMARY KEY,
@@ -8,7 +11,8 @@ CREATE TABLE jobs (
     kind             TEXT    NOT NULL CHECK (length(kind) > 0),
     payload          TEXT    NOT NULL DEFAULT '{}' CHECK (json_valid(payload)),
     state            TEXT    NOT NULL DEFAULT 'queued'
-                     CHECK (state IN ('queued', 'running', 'retrying', 'succeeded', 'dead', 'cancelled')),
+                     CHECK (state = 'queued' OR state = 'running' OR state = 'retrying'
+                            OR state = 'succeeded' OR state = 'dead' OR state = 'cancelled'),
     priority         INTEGER NOT NULL DEFAULT 0,
     attempts         INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     max_attempts     INTEGER CHECK (max_attempts IS NULL OR max_attempts >= 1),
@@ -19,21 +23,21 @@ CREATE TABLE jobs (
     parent_id        INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
     last_error       TEXT,
     deadline_at      INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
+    cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested = 0 OR cancel_requested = 1),
     created_at       INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
     updated_at       INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
     finished_at      INTEGER,
     source           TEXT,
     -- Terminal states, and only they, carry finished_at.
-    CHECK ((state IN ('succeeded', 'dead', 'cancelled')) = (finished_at IS NOT NULL)),
+    CHECK ((state = 'succeeded' OR state = 'dead' OR state = 'cancelled') = (finished_at IS NOT NULL)),
     -- A running job holds a lease; nothing else does.
     CHECK ((state = 'running') = (lease_until IS NOT NULL))
 ) STRICT;
 
 -- The claim: ready rows in priority order. Partial, so finished rows cost nothing.
-CREATE INDEX jobs_ready ON jobs (priority DESC, run_at, id) WHERE state IN ('queued', 'retrying');
+CREATE INDEX jobs_ready ON jobs (priority DESC, run_at, id) WHERE (state = 'queued' OR state = 'retrying');
 -- When the next waiting job becomes due, for the dispatcher's timer.
-CREATE INDEX jobs_due ON jobs (run_at) WHERE state IN ('queued', 'retrying');
+CREATE INDEX jobs_due ON jobs (run_at) WHERE (state = 'queued' OR state = 'retrying');
 -- The reaper: leases that ran out.
 CREATE INDEX jobs_leases ON jobs (lease_until) WHERE state = 'running';
 -- Retention and "finished in the last hour".
@@ -50,7 +54,8 @@ CREATE TABLE job_attempts (
     started_at  INTEGER NOT NULL,
     finished_at INTEGER NOT NULL CHECK (finished_at >= started_at),
     outcome     TEXT    NOT NULL
-                CHECK (outcome IN ('succeeded', 'retry', 'dead', 'cancelled', 'interrupted', 'lease_expired')),
+                CHECK (outcome = 'succeeded' OR outcome = 'retry' OR outcome = 'dead'
+                       OR outcome = 'cancelled' OR outcome = 'interrupted' OR outcome = 'lease_expired'),
     error       TEXT,
     detail      TEXT CHECK (detail IS NULL OR json_valid(detail))
 ) STRICT;

@@ -139,7 +139,7 @@ impl Db {
                 .insert(state, count);
         }
         let mut oldest = self.conn.prepare_cached(
-            "SELECT queue, min(run_at) FROM jobs WHERE state IN ('queued', 'retrying') \
+            "SELECT queue, min(run_at) FROM jobs WHERE (state = 'queued' OR state = 'retrying') \
              AND run_at <= ?1 GROUP BY queue",
         )?;
         let rows = oldest.query_map([now], |row| {
@@ -182,7 +182,7 @@ impl Db {
         for (state, sql) in [
             (
                 "ready",
-                "SELECT count(*) FROM jobs WHERE state IN ('queued', 'retrying')",
+                "SELECT count(*) FROM jobs WHERE (state = 'queued' OR state = 'retrying')",
             ),
             (
                 "running",

@@ -43,15 +43,16 @@ pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
-/// `state IN ('a', 'b')` for the states a transition may start from: the guard of every
-/// update comes from the state machine in `job.rs`, not from a second list here.
+/// `(state = 'a' OR state = 'b')` for the states a transition may start from: the guard
+/// of every update comes from the state machine in `job.rs`, not from a second list here.
+/// An OR chain, not an IN list, to match the partial indexes (see the migration).
 pub(super) fn state_guard(transition: Transition) -> String {
     let states: Vec<String> = transition
         .from_states()
         .iter()
-        .map(|s| format!("'{}'", s.as_str()))
+        .map(|s| format!("state = '{}'", s.as_str()))
         .collect();
-    format!("state IN ({})", states.join(", "))
+    format!("({})", states.join(" OR "))
 }
 
 /// The result of enqueuing one job.
@@ -183,54 +184,48 @@ impl<'a> Tx<'a> {
     fn insert(&self, job: &NewJob, now: UnixMillis) -> Result<Enqueued> {
         let payload = serde_json::to_string(&job.payload)
             .map_err(|e| StoreError::InvalidJob(format!("payload: {e}")))?;
+        // No RETURNING: it costs a temporary B-tree per row. A unique-key conflict inserts
+        // nothing, and then the existing row is looked up.
         let mut insert = self.tx.prepare_cached(
             "INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, unique_key, \
                                deadline_at, parent_id, source, created_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
-             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING \
-             RETURNING id",
+             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
         )?;
-        let inserted: Option<JobId> = insert
-            .query_row(
-                params![
-                    job.queue,
-                    job.kind,
-                    payload,
-                    job.priority,
-                    job.run_at.unwrap_or(now),
-                    job.max_attempts,
-                    job.unique_key,
-                    job.deadline_at,
-                    job.parent_id,
-                    job.source,
-                    now
-                ],
-                |row| row.get(0),
-            )
-            .optional()
+        let inserted = insert
+            .execute(params![
+                job.queue,
+                job.kind,
+                payload,
+                job.priority,
+                job.run_at.unwrap_or(now),
+                job.max_attempts,
+                job.unique_key,
+                job.deadline_at,
+                job.parent_id,
+                job.source,
+                now
+            ])
             .map_err(|e| match e.sqlite_error_code() {
                 Some(rusqlite::ErrorCode::ConstraintViolation) => {
                     StoreError::InvalidJob(format!("refused by the schema: {e}"))
                 }
                 _ => e.into(),
             })?;
-        match inserted {
-            Some(id) => Ok(Enqueued {
-                id,
+        if inserted == 1 {
+            return Ok(Enqueued {
+                id: self.tx.last_insert_rowid(),
                 duplicate: false,
-            }),
-            None => {
-                let id = self.tx.query_row(
-                    "SELECT id FROM jobs WHERE unique_key = ?1",
-                    [&job.unique_key],
-                    |row| row.get(0),
-                )?;
-                Ok(Enqueued {
-                    id,
-                    duplicate: true,
-                })
-            }
+            });
         }
+        let id = self
+            .tx
+            .prepare_cached("SELECT id FROM jobs WHERE unique_key = ?1")?
+            .query_row([&job.unique_key], |row| row.get(0))?;
+        Ok(Enqueued {
+            id,
+            duplicate: true,
+        })
     }
 
     /// Claims ready jobs (`queued | retrying`, due by `now`) in priority, then run_at,
@@ -531,7 +526,7 @@ impl<'a> Tx<'a> {
             .prepare_cached(
                 "UPDATE jobs SET state = 'cancelled', finished_at = ?2, updated_at = ?2, \
                  last_error = 'cancelled by an operator' \
-                 WHERE id = ?1 AND state IN ('queued', 'retrying')",
+                 WHERE id = ?1 AND (state = 'queued' OR state = 'retrying')",
             )?
             .execute(params![id, now])?;
         debug_assert_eq!(changed, 1);
@@ -589,7 +584,7 @@ impl<'a> Tx<'a> {
         Ok(self
             .tx
             .query_row(
-                "SELECT id FROM jobs WHERE state IN ('queued', 'retrying') \
+                "SELECT id FROM jobs WHERE (state = 'queued' OR state = 'retrying') \
                  AND json_extract(payload, '$.note') = ?1 ORDER BY id LIMIT 1",
                 [note],
                 |row| row.get(0),

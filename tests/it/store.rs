@@ -630,7 +630,7 @@ fn the_claim_walks_the_ready_index_in_order_without_sorting() {
     let plan: Vec<String> = conn
         .prepare(
             "EXPLAIN QUERY PLAN SELECT id FROM jobs INDEXED BY jobs_ready \
-             WHERE state IN ('queued', 'retrying') AND run_at <= 1 \
+             WHERE (state = 'queued' OR state = 'retrying') AND run_at <= 1 \
              ORDER BY priority DESC, run_at, id LIMIT 10",
         )
         .unwrap()
