@@ -648,7 +648,8 @@ impl Dispatcher {
 
     fn reload(&mut self) {
         self.notifier.reloading();
-        match Config::load_located(&self.config_source) {
+        // load_for_daemon: a reload that names an unreadable secret is refused too.
+        match Config::load_for_daemon(&self.config_source) {
             Ok(new) => {
                 if new.daemon.workers != self.config.daemon.workers
                     || new.daemon.database != self.config.daemon.database
