@@ -22,6 +22,15 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where the daemon and jobctl look when neither `--config` nor `JOBD_CONFIG` says.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/jobd/jobd.toml";
 pub const CONFIG_ENV: &str = "JOBD_CONFIG";
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Statuses retried unless an endpoint says otherwise (RFC 9110 / RFC 6585 transient ones).
+pub const DEFAULT_RETRY_STATUSES: [u16; 7] = [408, 425, 429, 500, 502, 503, 504];
+/// Statuses that mean "already done" (an idempotency-key replay) unless an endpoint says otherwise.
+pub const DEFAULT_DUPLICATE_STATUSES: [u16; 1] = [409];
+pub const DEFAULT_IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+/// Where systemd's `LoadCredential=` puts secrets; `$CREDENTIALS_DIRECTORY` in a
+/// `*_file` path is replaced by it.
+pub const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
 
 /// A configuration that could not be read or is not valid. The message names the file
 /// and the key.
@@ -45,6 +54,10 @@ pub struct Config {
     pub queues: BTreeMap<String, QueueConfig>,
     /// Commands the `exec` kind may run, by name. Never a command from a payload.
     pub commands: BTreeMap<String, CommandConfig>,
+    /// HTTP endpoints the `http` kind may call, by name (`[endpoints.NAME]`).
+    pub endpoints: BTreeMap<String, EndpointConfig>,
+    /// What happens when a job becomes dead, besides the error-level log line.
+    pub notify: NotifyConfig,
 }
 
 /// How durable a commit is: `full` survives power loss, `normal` survives a crash of the
@@ -244,6 +257,349 @@ pub struct CommandConfig {
     pub timeout: Option<Duration>,
 }
 
+/// An HTTP endpoint the `http` kind may call (`[endpoints.NAME]`). Secrets are never
+/// written here: auth names an environment variable or a file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// Scheme, host and optional path prefix; a job's `path` is appended.
+    pub base_url: String,
+    /// Sent with every request (a job's own headers win).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The longest one request may take, connect included.
+    #[serde(default = "default_http_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Requests per period shared by every worker, e.g. `"2/s"`, `"100/m"`.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Requests that may go at once after a quiet spell (default 1).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Refuse `http://` unless the host is loopback (default true).
+    #[serde(default = "yes")]
+    pub require_https: bool,
+    /// Allow `http://` to any host (overrides `require_https`).
+    #[serde(default)]
+    pub allow_insecure_http: bool,
+    /// Statuses that succeed; empty means any 2xx.
+    #[serde(default)]
+    pub success: Vec<u16>,
+    /// Statuses retried with backoff.
+    #[serde(default = "default_retry_statuses")]
+    pub retry: Vec<u16>,
+    /// Statuses that count as success because the request was already done.
+    #[serde(default = "default_duplicate_statuses")]
+    pub duplicate: Vec<u16>,
+    /// Honour `Retry-After` on retried statuses (up to the retry policy's cap).
+    #[serde(default = "yes")]
+    pub honor_retry_after: bool,
+    /// The header carrying the job's idempotency key; empty sends none.
+    #[serde(default = "default_idempotency_header")]
+    pub idempotency_header: String,
+}
+
+fn default_http_timeout() -> Duration {
+    DEFAULT_HTTP_TIMEOUT
+}
+fn yes() -> bool {
+    true
+}
+fn default_retry_statuses() -> Vec<u16> {
+    DEFAULT_RETRY_STATUSES.to_vec()
+}
+fn default_duplicate_statuses() -> Vec<u16> {
+    DEFAULT_DUPLICATE_STATUSES.to_vec()
+}
+fn default_idempotency_header() -> String {
+    DEFAULT_IDEMPOTENCY_HEADER.to_string()
+}
+
+/// How requests to an endpoint authenticate. Each secret comes from `*_env` (an
+/// environment variable's name) or `*_file` (a path; `$CREDENTIALS_DIRECTORY` expands).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// `Authorization: Bearer TOKEN`.
+    Bearer {
+        token_env: Option<String>,
+        token_file: Option<PathBuf>,
+    },
+    /// `Authorization: Basic base64(username:password)`.
+    Basic {
+        username: String,
+        password_env: Option<String>,
+        password_file: Option<PathBuf>,
+    },
+    /// A header of its own, e.g. `X-API-Key` or `X-Shopify-Access-Token`.
+    Header {
+        name: String,
+        value_env: Option<String>,
+        value_file: Option<PathBuf>,
+    },
+    /// OAuth2 client credentials: a token fetched from `token_url`, cached until shortly
+    /// before it expires and shared by every worker.
+    #[serde(rename = "oauth2_client_credentials")]
+    OAuth2ClientCredentials {
+        token_url: String,
+        client_id: String,
+        client_secret_env: Option<String>,
+        client_secret_file: Option<PathBuf>,
+        /// Extra fields of the token request, e.g. `scope`, `account_id`.
+        #[serde(default)]
+        params: BTreeMap<String, String>,
+        /// `form` (RFC 6749) or `json` (e.g. Salesforce Marketing Cloud).
+        #[serde(default)]
+        request_format: TokenRequestFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenRequestFormat {
+    #[default]
+    Form,
+    Json,
+}
+
+impl AuthConfig {
+    /// The secret this auth needs, read now. `key` names the auth table in errors.
+    pub fn secret(&self, key: &str) -> Result<String, String> {
+        match self {
+            AuthConfig::Bearer {
+                token_env,
+                token_file,
+            } => resolve_secret(&format!("{key}.token"), token_env, token_file),
+            AuthConfig::Basic {
+                password_env,
+                password_file,
+                ..
+            } => resolve_secret(&format!("{key}.password"), password_env, password_file),
+            AuthConfig::Header {
+                value_env,
+                value_file,
+                ..
+            } => resolve_secret(&format!("{key}.value"), value_env, value_file),
+            AuthConfig::OAuth2ClientCredentials {
+                client_secret_env,
+                client_secret_file,
+                ..
+            } => resolve_secret(
+                &format!("{key}.client_secret"),
+                client_secret_env,
+                client_secret_file,
+            ),
+        }
+    }
+}
+
+/// Reads a secret from exactly one of an environment variable or a file. Errors name
+/// the key (`endpoints.usage.auth.token_env`) and never the secret.
+pub fn resolve_secret(
+    key: &str,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<String, String> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(format!("{key}_env and {key}_file: give only one")),
+        (None, None) => Err(format!("{key}_env or {key}_file: one is required")),
+        (Some(name), None) => match std::env::var(name) {
+            Ok(value) if !value.trim().is_empty() => Ok(value.trim().to_string()),
+            Ok(_) => Err(format!(
+                "{key}_env: the environment variable {name} is empty"
+            )),
+            Err(_) => Err(format!(
+                "{key}_env: the environment variable {name} is not set"
+            )),
+        },
+        (None, Some(path)) => {
+            let path = expand_credentials_dir(path).map_err(|e| format!("{key}_file: {e}"))?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{key}_file: cannot read {}: {e}", path.display()))?;
+            let value = text.trim_end_matches(['\r', '\n']).to_string();
+            if value.trim().is_empty() {
+                return Err(format!("{key}_file: {} is empty", path.display()));
+            }
+            Ok(value)
+        }
+    }
+}
+
+/// Replaces `$CREDENTIALS_DIRECTORY` (or `${CREDENTIALS_DIRECTORY}`) at the start of a
+/// path with the directory systemd's `LoadCredential=` made.
+fn expand_credentials_dir(path: &Path) -> Result<PathBuf, String> {
+    let text = path.to_string_lossy();
+    for prefix in ["${CREDENTIALS_DIRECTORY}", "$CREDENTIALS_DIRECTORY"] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            let dir = std::env::var_os(CREDENTIALS_ENV)
+                .filter(|d| !d.is_empty())
+                .ok_or_else(|| {
+                    format!("{} uses ${CREDENTIALS_ENV}, which is not set (LoadCredential= in the unit sets it)", path.display())
+                })?;
+            return Ok(PathBuf::from(dir).join(rest.trim_start_matches('/')));
+        }
+    }
+    Ok(path.to_path_buf())
+}
+
+/// A request rate: `count` requests per `per`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl RateLimit {
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.count) / self.per.as_secs_f64()
+    }
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+    /// `2/s`, `100/m`, `1000/h`, `5/10s`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("'{text}' is not a rate; write it like 2/s, 100/m or 5/10s");
+        let (count, per) = text.split_once('/').ok_or_else(bad)?;
+        let count: u32 = count.trim().parse().map_err(|_| bad())?;
+        let per = match per.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            other => parse_duration(other).map_err(|_| bad())?,
+        };
+        if count == 0 || per.is_zero() {
+            return Err(format!("'{text}': the rate must be more than 0"));
+        }
+        Ok(RateLimit { count, per })
+    }
+}
+
+impl<'de> Deserialize<'de> for RateLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Dead-letter notifications (`[notify]`): a durable, retried job per dead job, to a
+/// webhook endpoint and/or a declared command.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// An `[endpoints.NAME]` that receives a Slack-compatible JSON POST.
+    pub endpoint: Option<String>,
+    /// The path under the endpoint's base_url (default: the base_url itself).
+    pub path: Option<String>,
+    /// A `[commands.NAME]` run with the notification as JSON on stdin.
+    pub command: Option<String>,
+    /// The queue notification jobs go to (default: the dead job's queue).
+    pub queue: Option<String>,
+}
+
+impl EndpointConfig {
+    /// Whether `status` counts as success (duplicates aside).
+    pub fn is_success(&self, status: u16) -> bool {
+        if self.success.is_empty() {
+            (200..300).contains(&status)
+        } else {
+            self.success.contains(&status)
+        }
+    }
+
+    /// Checks what types cannot, naming keys under `key` (`endpoints.NAME`).
+    fn validate(&self, key: &str) -> Result<(), String> {
+        check_url(&format!("{key}.base_url"), &self.base_url, self)?;
+        if self.timeout.is_zero() {
+            return Err(format!("{key}.timeout: must be longer than 0"));
+        }
+        if self.burst == Some(0) {
+            return Err(format!("{key}.burst: must be at least 1"));
+        }
+        if self.burst.is_some() && self.rate_limit.is_none() {
+            return Err(format!("{key}.burst: needs a rate_limit"));
+        }
+        for (list, statuses) in [
+            ("success", &self.success),
+            ("retry", &self.retry),
+            ("duplicate", &self.duplicate),
+        ] {
+            if let Some(bad) = statuses.iter().find(|s| !(100..=599).contains(*s)) {
+                return Err(format!("{key}.{list}: {bad} is not an HTTP status"));
+            }
+        }
+        for (name, value) in &self.headers {
+            reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("{key}.headers: '{name}' is not a header name"))?;
+            reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| format!("{key}.headers.{name}: not a valid header value"))?;
+        }
+        if !self.idempotency_header.is_empty() {
+            reqwest::header::HeaderName::from_bytes(self.idempotency_header.as_bytes()).map_err(
+                |_| {
+                    format!(
+                        "{key}.idempotency_header: '{}' is not a header name",
+                        self.idempotency_header
+                    )
+                },
+            )?;
+        }
+        match &self.auth {
+            Some(AuthConfig::OAuth2ClientCredentials { token_url, .. }) => {
+                check_url(&format!("{key}.auth.token_url"), token_url, self)?
+            }
+            Some(AuthConfig::Header { name, .. }) => {
+                reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("{key}.auth.name: '{name}' is not a header name"))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether this endpoint may send to `url` in clear text.
+    pub fn allows_http_to(&self, url: &reqwest::Url) -> bool {
+        url.scheme() == "https"
+            || self.allow_insecure_http
+            || !self.require_https
+            || is_loopback(url)
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn check_url(key: &str, text: &str, endpoint: &EndpointConfig) -> Result<(), String> {
+    let url =
+        reqwest::Url::parse(text).map_err(|e| format!("{key}: '{text}' is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" | "http" => {}
+        other => return Err(format!("{key}: scheme '{other}' is not http or https")),
+    }
+    if url.host().is_none() {
+        return Err(format!("{key}: '{text}' has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{key}: credentials in the URL are refused; use auth with *_env or *_file"
+        ));
+    }
+    if !endpoint.allows_http_to(&url) {
+        return Err(format!(
+            "{key}: http:// to a non-loopback host is refused (require_https); use https or set allow_insecure_http = true"
+        ));
+    }
+    Ok(())
+}
+
 impl Config {
     /// Parses and validates TOML text. `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
@@ -322,9 +678,52 @@ impl Config {
                 return Err(format!("commands.{name}.timeout: must be longer than 0"));
             }
         }
+        for (name, endpoint) in &self.endpoints {
+            endpoint.validate(&format!("endpoints.{name}"))?;
+        }
+        let n = &self.notify;
+        if let Some(endpoint) = &n.endpoint {
+            if !self.endpoints.contains_key(endpoint) {
+                return Err(format!(
+                    "notify.endpoint: '{endpoint}' is not an [endpoints.NAME] entry"
+                ));
+            }
+        }
+        if let Some(command) = &n.command {
+            if !self.commands.contains_key(command) {
+                return Err(format!(
+                    "notify.command: '{command}' is not a [commands.NAME] entry"
+                ));
+            }
+        }
+        if n.endpoint.is_none() && n.command.is_none() && (n.path.is_some() || n.queue.is_some()) {
+            return Err("notify: path or queue given without an endpoint or command".into());
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("log.level: '{}' is not a valid filter: {e}", self.log.level))?;
         Ok(())
+    }
+
+    /// Reads every secret the configuration names, so a missing environment variable or
+    /// an unreadable file is refused before anything runs. The daemon calls it at start
+    /// and on reload; `jobctl`, which never sends requests, does not need the secrets.
+    pub fn check_secrets(&self) -> Result<(), String> {
+        for (name, endpoint) in &self.endpoints {
+            if let Some(auth) = &endpoint.auth {
+                auth.secret(&format!("endpoints.{name}.auth"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Config::load_located`] plus [`Config::check_secrets`]: what the daemon runs on.
+    pub fn load_for_daemon(source: &ConfigSource) -> Result<Config, ConfigError> {
+        let config = Config::load_located(source)?;
+        config.check_secrets().map_err(|message| ConfigError {
+            origin: source.describe(),
+            message,
+        })?;
+        Ok(config)
     }
 
     /// The retry policy of a kind: the default with the kind's overrides applied.
@@ -507,5 +906,112 @@ mod tests {
         assert_eq!(http.deadline, Some(Duration::from_secs(7 * 86400)));
         assert_eq!(config.timeout_for("http"), Duration::from_secs(30));
         assert_eq!(config.timeout_for("noop"), DEFAULT_JOB_TIMEOUT);
+    }
+
+    #[test]
+    fn endpoints_parse_with_their_defaults() {
+        let config = Config::from_toml(
+            "[endpoints.usage]\nbase_url = \"https://api.example.com/v1\"\nrate_limit = \"2/s\"\n\
+             [endpoints.usage.auth]\ntype = \"bearer\"\ntoken_env = \"JOBD_TEST_UNSET_TOKEN\"\n",
+            "t",
+        )
+        .unwrap();
+        let usage = &config.endpoints["usage"];
+        assert_eq!(usage.timeout, DEFAULT_HTTP_TIMEOUT);
+        assert_eq!(usage.retry, DEFAULT_RETRY_STATUSES.to_vec());
+        assert_eq!(usage.duplicate, vec![409]);
+        assert!(usage.require_https && usage.honor_retry_after);
+        assert_eq!(usage.rate_limit.unwrap().per_second(), 2.0);
+        assert!(matches!(usage.auth, Some(AuthConfig::Bearer { .. })));
+        // Parsing does not need the secret; the daemon's check does, and names the key.
+        let err = config.check_secrets().unwrap_err();
+        assert_eq!(
+            err,
+            "endpoints.usage.auth.token_env: the environment variable JOBD_TEST_UNSET_TOKEN is not set"
+        );
+    }
+
+    #[test]
+    fn bad_endpoints_name_their_key() {
+        let cases = [
+            (
+                "base_url = \"http://api.example.com\"",
+                "endpoints.e.base_url: http:// to a non-loopback host is refused",
+            ),
+            (
+                "base_url = \"ftp://x\"",
+                "endpoints.e.base_url: scheme 'ftp'",
+            ),
+            (
+                "base_url = \"https://u:p@x\"",
+                "credentials in the URL are refused",
+            ),
+            (
+                "base_url = \"https://x\"\nrate_limit = \"fast\"",
+                "'fast' is not a rate",
+            ),
+            (
+                "base_url = \"https://x\"\nretry = [700]",
+                "endpoints.e.retry: 700 is not an HTTP status",
+            ),
+            (
+                "base_url = \"https://x\"\nburst = 3",
+                "endpoints.e.burst: needs a rate_limit",
+            ),
+            (
+                "base_url = \"https://x\"\nauth = { type = \"bearer\", token = \"inline\" }",
+                "unknown field `token`",
+            ),
+            (
+                "base_url = \"https://x\"\nauth = { type = \"kerberos\" }",
+                "kerberos",
+            ),
+        ];
+        for (body, expected) in cases {
+            let text = format!("[endpoints.e]\n{body}\n");
+            let message = Config::from_toml(&text, "t").unwrap_err().to_string();
+            assert!(message.contains(expected), "{body:?} gave {message}");
+        }
+        for ok in [
+            "base_url = \"http://127.0.0.1:8080\"",
+            "base_url = \"http://localhost\"",
+            "base_url = \"http://[::1]:9\"",
+            "base_url = \"http://intranet\"\nallow_insecure_http = true",
+        ] {
+            Config::from_toml(&format!("[endpoints.e]\n{ok}\n"), "t").unwrap();
+        }
+        let message = Config::from_toml("[notify]\nendpoint = \"nope\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("notify.endpoint: 'nope'"), "{message}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_under_the_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("usage-token"), "file-secret\n").unwrap();
+        std::env::set_var(CREDENTIALS_ENV, dir.path());
+        let file = Some(PathBuf::from("$CREDENTIALS_DIRECTORY/usage-token"));
+        assert_eq!(
+            resolve_secret("k.token", &None, &file).unwrap(),
+            "file-secret"
+        );
+        let missing = Some(PathBuf::from("${CREDENTIALS_DIRECTORY}/nope"));
+        let err = resolve_secret("k.token", &None, &missing).unwrap_err();
+        assert!(err.starts_with("k.token_file: cannot read"), "{err}");
+        let both = resolve_secret("k.token", &Some("A".into()), &file).unwrap_err();
+        assert_eq!(both, "k.token_env and k.token_file: give only one");
+    }
+
+    #[test]
+    fn the_usage_sender_example_is_valid() {
+        std::env::set_var("USAGE_API_TOKEN", "example-token");
+        let text = include_str!("../config/examples/usage-sender.toml");
+        let config = Config::from_toml(text, "usage-sender.toml").unwrap();
+        config.check_secrets().unwrap();
+        let policy = config.policy_for("http");
+        assert_eq!(policy.max_attempts, 10);
+        assert_eq!(policy.deadline, Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(config.endpoints["usage"].duplicate, vec![409]);
     }
 }

@@ -6,6 +6,7 @@ use jobd::clock::SystemClock;
 use jobd::config::{Config, ConfigSource, LogFormat};
 use jobd::daemon::dispatcher::Exit;
 use jobd::daemon::{Daemon, DaemonOptions};
+use jobd::handlers::notify::DeadLetters;
 use jobd::handlers::Registry;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,7 +41,8 @@ enum LogFormatArg {
 fn main() {
     let args = Args::parse();
     let source = ConfigSource::locate(args.config.as_deref());
-    let config = match Config::load_located(&source) {
+    // The daemon also reads every secret now, so a missing one is refused before anything runs.
+    let config = match Config::load_for_daemon(&source) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("jobd: {e}");
@@ -66,7 +68,7 @@ fn main() {
             config_source: source,
             once: args.once,
             handle_signals: true,
-            hooks: Vec::new(),
+            hooks: vec![Arc::new(DeadLetters)],
         },
     ) {
         Ok(daemon) => daemon,

@@ -444,7 +444,9 @@ impl Dispatcher {
             Outcome::Success { follow_ups, detail } => {
                 (Resolution::Succeeded { follow_ups }, detail)
             }
-            Outcome::Permanent { error, detail } => (self.kill(job, error), detail),
+            Outcome::Permanent { error, detail } => {
+                (self.kill(job, error, report.started_at), detail)
+            }
             Outcome::Cancelled { reason } => (Resolution::Cancelled { reason }, None),
             Outcome::Interrupted { .. } if stop.is_some() => (
                 Resolution::Released {
@@ -452,7 +454,9 @@ impl Dispatcher {
                 },
                 None,
             ),
-            Outcome::Interrupted { reason } => self.retry_or_kill(job, reason, None, now, None),
+            Outcome::Interrupted { reason } => {
+                self.retry_or_kill(job, reason, None, now, report.started_at, None)
+            }
             Outcome::Retry { error, .. } if stop == Some(StopReason::Cancelled) => (
                 Resolution::Cancelled {
                     reason: format!("cancelled by an operator; last error: {error}"),
@@ -463,7 +467,7 @@ impl Dispatcher {
                 error,
                 retry_after,
                 detail,
-            } => self.retry_or_kill(job, error, retry_after, now, detail),
+            } => self.retry_or_kill(job, error, retry_after, now, report.started_at, detail),
         };
         Some((
             Completion {
@@ -485,6 +489,7 @@ impl Dispatcher {
         error: String,
         retry_after: Option<Duration>,
         now: UnixMillis,
+        started_at: UnixMillis,
         detail: Option<serde_json::Value>,
     ) -> (Resolution, Option<serde_json::Value>) {
         let policy = self.config.policy_for(&job.kind);
@@ -499,18 +504,31 @@ impl Dispatcher {
         match policy.decide(failed, fastrand::f64()) {
             RetryDecision::RetryAt(run_at) => (Resolution::RetryAt { run_at, error }, detail),
             RetryDecision::GiveUp(why) => (
-                self.kill(job, format!("{why}; last error: {error}")),
+                self.kill(job, format!("{why}; last error: {error}"), started_at),
                 detail,
             ),
         }
     }
 
-    /// A job's death, with whatever the hooks want enqueued beside it.
-    fn kill(&self, job: &Job, error: String) -> Resolution {
+    /// A job's death, with whatever the hooks want enqueued beside it. `this_attempt`
+    /// started at that time; earlier ones are in the attempt history.
+    fn kill(&self, job: &Job, error: String, this_attempt: UnixMillis) -> Resolution {
+        if self.hooks.is_empty() {
+            return Resolution::Dead {
+                error,
+                follow_ups: Vec::new(),
+            };
+        }
+        let earlier = if job.attempts > 1 {
+            self.db.first_attempt_at(job.id).ok().flatten()
+        } else {
+            None
+        };
+        let first_attempt_at = earlier.map_or(this_attempt, |at| at.min(this_attempt));
         let follow_ups = self
             .hooks
             .iter()
-            .flat_map(|hook| hook.on_dead(job, &error, &self.config))
+            .flat_map(|hook| hook.on_dead(job, &error, first_attempt_at, &self.config))
             .collect();
         Resolution::Dead { error, follow_ups }
     }
@@ -688,7 +706,8 @@ impl Dispatcher {
 
     fn reload(&mut self) {
         self.notifier.reloading();
-        match Config::load_located(&self.config_source) {
+        // load_for_daemon: a reload that names an unreadable secret is refused too.
+        match Config::load_for_daemon(&self.config_source) {
             Ok(new) => {
                 if new.daemon.workers != self.config.daemon.workers
                     || new.daemon.database != self.config.daemon.database

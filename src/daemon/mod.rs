@@ -9,7 +9,7 @@ pub mod workers;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigSource};
 use crate::handlers::Registry;
-use crate::job::{Job, JobState, NewJob};
+use crate::job::{Job, JobState, NewJob, UnixMillis};
 use crate::store::{Db, Enqueued, OpenOptions, StoreError};
 use crossbeam_channel::Sender;
 use dispatcher::{Command, Counters, Dispatcher, Exit};
@@ -20,8 +20,15 @@ use std::thread::JoinHandle;
 /// on the dispatcher thread, so they must be quick.
 pub trait JobHooks: Send + Sync {
     /// Jobs to enqueue in the same transaction that makes `job` dead (e.g. a dead-letter
-    /// notification), so a crash cannot lose them.
-    fn on_dead(&self, _job: &Job, _error: &str, _config: &Config) -> Vec<NewJob> {
+    /// notification), so a crash cannot lose them. `first_attempt_at` is when its first
+    /// attempt started.
+    fn on_dead(
+        &self,
+        _job: &Job,
+        _error: &str,
+        _first_attempt_at: UnixMillis,
+        _config: &Config,
+    ) -> Vec<NewJob> {
         Vec::new()
     }
 

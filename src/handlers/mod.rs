@@ -2,7 +2,9 @@
 //! touches the database. The registry maps a job's `kind` to its handler.
 
 pub mod exec;
+pub mod http;
 pub mod noop;
+pub mod notify;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -88,6 +90,11 @@ impl Registry {
         let mut registry = Registry::default();
         registry.register("noop", Arc::new(noop::Noop));
         registry.register("exec", Arc::new(exec::Exec));
+        // One Http shared by `http` and `notify`: one client, token cache and rate
+        // limiter per endpoint, whichever kind calls it.
+        let http = http::Http::new();
+        registry.register("notify", Arc::new(notify::Notify { http: http.clone() }));
+        registry.register("http", Arc::new(http));
         registry
     }
 

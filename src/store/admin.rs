@@ -92,6 +92,14 @@ impl Db {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// When a job's first recorded attempt started.
+    pub fn first_attempt_at(&self, id: JobId) -> Result<Option<UnixMillis>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT min(started_at) FROM job_attempts WHERE job_id = ?1")?
+            .query_row([id], |row| row.get(0))?)
+    }
+
     pub fn list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs \

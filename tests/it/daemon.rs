@@ -396,6 +396,11 @@ fn sd_notify_reports_ready_watchdog_status_and_stopping() {
         seen.push('\n');
     }
     signal(&jobd, libc::SIGHUP);
+    while !seen.contains("RELOADING=1") {
+        let n = socket.recv(&mut buf).expect("RELOADING=1");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        seen.push('\n');
+    }
     signal(&jobd, libc::SIGTERM);
     while !seen.contains("STOPPING=1") {
         let n = socket.recv(&mut buf).expect("STOPPING=1");

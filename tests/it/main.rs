@@ -5,5 +5,6 @@ mod common;
 mod daemon;
 mod example_db;
 mod exec;
+mod http;
 mod jobctl;
 mod store;

@@ -1,0 +1,206 @@
+//! Endpoint authentication: the header each auth type sends, the OAuth2 token cache
+//! shared by every worker (one fetch however many jobs wait), and masking of secrets.
+
+use crate::job::UnixMillis;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// What replaces a secret in logs, errors, attempt details and notifications.
+pub const MASK: &str = "***";
+
+/// Replaces every known secret in `text` with [`MASK`]. Secrets shorter than 4 bytes are
+/// left alone: masking "a" everywhere would garble text without protecting anything.
+pub fn mask(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets {
+        if secret.len() >= 4 && out.contains(secret) {
+            out = out.replace(secret, MASK);
+        }
+    }
+    out
+}
+
+/// An access token and when to stop using it.
+#[derive(Debug, Clone)]
+struct Token {
+    value: String,
+    refresh_at: UnixMillis,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    token: Option<Token>,
+    /// A worker is fetching; the others wait for it.
+    fetching: bool,
+    /// Counts finished fetches, so a waiter knows whether the one it waited for failed.
+    round: u64,
+    last_error: Option<(u64, String)>,
+    fetches: u64,
+}
+
+/// The OAuth2 token of one endpoint, shared by every worker.
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    state: Mutex<CacheState>,
+    changed: Condvar,
+}
+
+/// How long before `expires_in` the token is refreshed: a tenth of its life, at most a
+/// minute, so a request never leaves with a token about to lapse.
+pub fn refresh_at(now: UnixMillis, expires_in: Option<Duration>) -> UnixMillis {
+    match expires_in {
+        None => UnixMillis::MAX,
+        Some(life) => {
+            let margin = (life / 10).min(Duration::from_secs(60));
+            crate::clock::after(now, life.saturating_sub(margin))
+        }
+    }
+}
+
+impl TokenCache {
+    /// A valid token: the cached one, or one fetched by this caller while the others
+    /// wait. `fetch` returns the token and its `expires_in`.
+    pub fn get(
+        &self,
+        now: impl Fn() -> UnixMillis,
+        fetch: impl FnOnce() -> Result<(String, Option<Duration>), String>,
+    ) -> Result<String, String> {
+        let mut state = self.state.lock().expect("token cache");
+        let mut waited_for = None;
+        loop {
+            if let Some(token) = &state.token {
+                if now() < token.refresh_at {
+                    return Ok(token.value.clone());
+                }
+            }
+            if let (Some(round), Some((failed, error))) = (waited_for, &state.last_error) {
+                if round == *failed {
+                    return Err(error.clone());
+                }
+            }
+            if !state.fetching {
+                break;
+            }
+            waited_for = Some(state.round + 1);
+            state = self.changed.wait(state).expect("token cache");
+        }
+        state.fetching = true;
+        drop(state);
+        // The fetch runs unlocked: the waiters sleep on the condvar, not on the mutex.
+        let fetched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(fetch))
+            .unwrap_or_else(|_| Err("the token fetch panicked".into()));
+        let mut state = self.state.lock().expect("token cache");
+        state.fetching = false;
+        state.round += 1;
+        state.fetches += 1;
+        let result = match fetched {
+            Ok((value, expires_in)) => {
+                state.token = Some(Token {
+                    value: value.clone(),
+                    refresh_at: refresh_at(now(), expires_in),
+                });
+                Ok(value)
+            }
+            Err(error) => {
+                state.last_error = Some((state.round, error.clone()));
+                Err(error)
+            }
+        };
+        self.changed.notify_all();
+        result
+    }
+
+    /// Drops `used` after a 401, unless another worker already replaced it: fifty jobs
+    /// rejected together cause one refresh, not fifty.
+    pub fn invalidate(&self, used: &str) {
+        let mut state = self.state.lock().expect("token cache");
+        if state.token.as_ref().is_some_and(|t| t.value == used) {
+            state.token = None;
+        }
+    }
+
+    /// The current token, for masking.
+    pub fn current(&self) -> Option<String> {
+        let state = self.state.lock().expect("token cache");
+        state.token.as_ref().map(|t| t.value.clone())
+    }
+
+    /// How many fetches have finished (for tests and the log).
+    pub fn fetches(&self) -> u64 {
+        self.state.lock().expect("token cache").fetches
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn masks_every_known_secret() {
+        assert_eq!(
+            mask(
+                "Bearer s3cr3t-token failed; s3cr3t-token",
+                &["s3cr3t-token", "x"]
+            ),
+            "Bearer *** failed; ***"
+        );
+    }
+
+    #[test]
+    fn refreshes_shortly_before_expiry() {
+        assert_eq!(refresh_at(0, Some(Duration::from_secs(3600))), 3_540_000);
+        assert_eq!(refresh_at(0, Some(Duration::from_secs(10))), 9_000);
+        assert_eq!(refresh_at(5, None), UnixMillis::MAX);
+    }
+
+    #[test]
+    fn many_callers_share_one_fetch_and_expiry_fetches_again() {
+        let cache = Arc::new(TokenCache::default());
+        let now = Arc::new(AtomicI64::new(0));
+        let calls = Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (cache, now, calls) = (cache.clone(), now.clone(), calls.clone());
+                std::thread::spawn(move || {
+                    cache
+                        .get(
+                            || now.load(Ordering::SeqCst),
+                            || {
+                                calls.fetch_add(1, Ordering::SeqCst);
+                                std::thread::sleep(Duration::from_millis(50));
+                                Ok(("t1".into(), Some(Duration::from_secs(100))))
+                            },
+                        )
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), "t1");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        now.store(95_000, Ordering::SeqCst);
+        let token = cache
+            .get(
+                || now.load(Ordering::SeqCst),
+                || Ok(("t2".into(), Some(Duration::from_secs(100)))),
+            )
+            .unwrap();
+        assert_eq!(token, "t2");
+        cache.invalidate("t1");
+        assert_eq!(cache.current().as_deref(), Some("t2"));
+        cache.invalidate("t2");
+        assert_eq!(cache.current(), None);
+        assert_eq!(cache.fetches(), 2);
+    }
+
+    #[test]
+    fn a_failed_fetch_reports_its_error() {
+        let cache = TokenCache::default();
+        let err = cache.get(|| 0, || Err("token endpoint said 400".into()));
+        assert_eq!(err.unwrap_err(), "token endpoint said 400");
+        assert!(cache.get(|| 0, || Ok(("t".into(), None))).is_ok());
+    }
+}

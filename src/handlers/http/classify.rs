@@ -1,0 +1,119 @@
+//! What an HTTP answer means for the job: the status rules of an endpoint, `Retry-After`
+//! (seconds or HTTP-date) and the bounded error text. Pure functions, tested directly.
+
+use crate::config::EndpointConfig;
+use std::time::{Duration, SystemTime};
+
+/// How much of a failed response's body goes into the error.
+pub const ERROR_BODY_LIMIT: usize = 2048;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    Success,
+    /// Counted as success: the other side already has it (an idempotency-key replay).
+    Duplicate,
+    Retry,
+    Permanent,
+}
+
+/// Classifies a status by the endpoint's rules: success, then duplicate, then retry;
+/// anything else (other 4xx, 3xx, unlisted 5xx) is permanent.
+pub fn classify(status: u16, endpoint: &EndpointConfig) -> Class {
+    if endpoint.is_success(status) {
+        Class::Success
+    } else if endpoint.duplicate.contains(&status) {
+        Class::Duplicate
+    } else if endpoint.retry.contains(&status) {
+        Class::Retry
+    } else {
+        Class::Permanent
+    }
+}
+
+/// Parses `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date, which is
+/// measured from `now`. A date in the past means "now"; anything unparsable is ignored.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// At most [`ERROR_BODY_LIMIT`] bytes of a body as text, on a character boundary.
+pub fn body_excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut end = text.len().min(ERROR_BODY_LIMIT);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let excerpt = text[..end].trim();
+    if text.len() > end {
+        format!("{excerpt}…")
+    } else {
+        excerpt.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn endpoint(extra: &str) -> EndpointConfig {
+        let text = format!("[endpoints.e]\nbase_url = \"https://api.example.com\"\n{extra}");
+        Config::from_toml(&text, "t").unwrap().endpoints["e"].clone()
+    }
+
+    #[test]
+    fn default_rules_follow_the_classification_table() {
+        let e = endpoint("");
+        for s in [200, 201, 202, 204, 299] {
+            assert_eq!(classify(s, &e), Class::Success, "{s}");
+        }
+        assert_eq!(classify(409, &e), Class::Duplicate);
+        for s in [408, 425, 429, 500, 502, 503, 504] {
+            assert_eq!(classify(s, &e), Class::Retry, "{s}");
+        }
+        for s in [301, 400, 401, 403, 404, 405, 410, 413, 422, 501] {
+            assert_eq!(classify(s, &e), Class::Permanent, "{s}");
+        }
+    }
+
+    #[test]
+    fn endpoints_override_the_rules() {
+        let e = endpoint("success = [200]\nretry = [503, 409]\nduplicate = []\n");
+        assert_eq!(classify(201, &e), Class::Permanent);
+        assert_eq!(classify(409, &e), Class::Retry);
+        assert_eq!(classify(500, &e), Class::Permanent);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Fri, 31 Dec 1999 23:59:00 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 1999 23:59:59 GMT", now),
+            Some(Duration::from_secs(59))
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 1999 23:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn error_bodies_are_cut_at_two_kib_on_a_char_boundary() {
+        let body = "é".repeat(3000);
+        let excerpt = body_excerpt(body.as_bytes());
+        assert!(excerpt.len() <= ERROR_BODY_LIMIT + '…'.len_utf8());
+        assert!(excerpt.ends_with('…'));
+        assert_eq!(body_excerpt(b" short "), "short");
+    }
+}

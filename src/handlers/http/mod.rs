@@ -1,0 +1,813 @@
+//! `http`: delivers one request to a configured endpoint and classifies the answer
+//! (success, duplicate, retry with `Retry-After`, or dead). Owns the per-endpoint
+//! clients, OAuth2 token caches and rate limiters shared by every worker.
+
+pub mod auth;
+pub mod classify;
+pub mod rate;
+
+use super::{Handler, JobContext, StopReason};
+use crate::config::{AuthConfig, Config, EndpointConfig, TokenRequestFormat};
+use crate::job::{Job, Outcome};
+use auth::{mask, TokenCache};
+use classify::{body_excerpt, classify, parse_retry_after, Class};
+use rate::TokenBucket;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::{Method, Url};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How often a request waiting for the rate limit looks at its stop signal.
+const WAIT_SLICE: Duration = Duration::from_millis(50);
+/// How much of a successful body is read so the connection can be reused.
+const DRAIN_LIMIT: u64 = 1 << 20;
+
+/// A job's request (`{"endpoint": "usage", "path": "/usage", "json": {...}}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestSpec {
+    /// The `[endpoints.NAME]` to use: its base URL, auth, limits and status rules.
+    pub endpoint: String,
+    /// A full URL instead of `path`; it must have the endpoint's scheme, host and port
+    /// (e.g. the next page from a `Link` header), so credentials never go elsewhere.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub query: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub json: Option<Value>,
+    /// A file under the data directory (spool/ or output/), streamed as the body.
+    #[serde(default)]
+    pub body_file: Option<PathBuf>,
+    /// The body's content type (with `body_file`; default application/octet-stream).
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub multipart: Option<Vec<PartSpec>>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// One part of a multipart body: a file, a JSON value or text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartSpec {
+    pub name: String,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub json: Option<Value>,
+    #[serde(default)]
+    pub text: Option<String>,
+    #[serde(default)]
+    pub filename: Option<String>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+}
+
+impl RequestSpec {
+    pub fn parse(payload: &Value) -> Result<RequestSpec, String> {
+        RequestSpec::deserialize(payload).map_err(|e| format!("http payload: {e}"))
+    }
+
+    fn method(&self) -> Result<Method, String> {
+        let text = self
+            .method
+            .as_deref()
+            .unwrap_or("POST")
+            .to_ascii_uppercase();
+        Method::from_bytes(text.as_bytes())
+            .map_err(|_| format!("http payload: method '{text}' is not valid"))
+    }
+
+    /// Checks everything that does not need the network or the files.
+    fn check<'c>(&self, config: &'c Config) -> Result<&'c EndpointConfig, String> {
+        let endpoint = config.endpoints.get(&self.endpoint).ok_or_else(|| {
+            let known: Vec<&str> = config.endpoints.keys().map(String::as_str).collect();
+            format!(
+                "endpoint '{}' is not declared in the config (declared: {})",
+                self.endpoint,
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )
+        })?;
+        self.method()?;
+        self.url(endpoint)?;
+        let bodies = [
+            self.json.is_some(),
+            self.body_file.is_some(),
+            self.multipart.is_some(),
+        ];
+        if bodies.iter().filter(|b| **b).count() > 1 {
+            return Err("http payload: give at most one of json, body_file and multipart".into());
+        }
+        for part in self.multipart.iter().flatten() {
+            let sources = [
+                part.file.is_some(),
+                part.json.is_some(),
+                part.text.is_some(),
+            ];
+            if sources.iter().filter(|b| **b).count() != 1 {
+                return Err(format!(
+                    "http payload: multipart part '{}' needs exactly one of file, json and text",
+                    part.name
+                ));
+            }
+        }
+        for (name, value) in &self.headers {
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("http payload: '{name}' is not a header name"))?;
+            HeaderValue::from_str(value)
+                .map_err(|_| format!("http payload: header {name} has an invalid value"))?;
+        }
+        Ok(endpoint)
+    }
+
+    /// The request URL: base_url + path + query, or the payload's own same-origin URL.
+    fn url(&self, endpoint: &EndpointConfig) -> Result<Url, String> {
+        let base = Url::parse(&endpoint.base_url).map_err(|e| format!("base_url: {e}"))?;
+        let mut url = match (&self.url, &self.path) {
+            (Some(_), Some(_)) => return Err("http payload: give url or path, not both".into()),
+            (Some(text), None) => {
+                let url =
+                    Url::parse(text).map_err(|e| format!("http payload: url '{text}': {e}"))?;
+                if url.origin() != base.origin() {
+                    return Err(format!(
+                        "http payload: url must be on the endpoint's origin {}",
+                        base.origin().ascii_serialization()
+                    ));
+                }
+                url
+            }
+            (None, path) => {
+                let mut text = endpoint.base_url.trim_end_matches('/').to_string();
+                if let Some(path) = path.as_deref().filter(|p| !p.is_empty()) {
+                    text.push('/');
+                    text.push_str(path.trim_start_matches('/'));
+                }
+                Url::parse(&text).map_err(|e| format!("http payload: path: {e}"))?
+            }
+        };
+        if !self.query.is_empty() {
+            let mut pairs = url.query_pairs_mut();
+            for (key, value) in &self.query {
+                match value {
+                    Value::String(s) => pairs.append_pair(key, s),
+                    Value::Array(items) => {
+                        for item in items {
+                            pairs.append_pair(key, &plain(item));
+                        }
+                        &mut pairs
+                    }
+                    other => pairs.append_pair(key, &plain(other)),
+                };
+            }
+        }
+        if !endpoint.allows_http_to(&url) {
+            return Err(
+                "http payload: http:// to a non-loopback host is refused (require_https)".into(),
+            );
+        }
+        Ok(url)
+    }
+}
+
+fn plain(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The idempotency key of a job: the payload's own, else the job's unique_key, else
+/// SHA-256 of kind and payload (the same job always sends the same key).
+pub fn idempotency_key(job: &Job, spec: &RequestSpec) -> String {
+    if let Some(key) = spec.idempotency_key.as_ref().or(job.unique_key.as_ref()) {
+        return key.clone();
+    }
+    let mut hash = Sha256::new();
+    hash.update(job.kind.as_bytes());
+    hash.update(b"\n");
+    hash.update(job.payload.to_string().as_bytes());
+    format!("{:x}", hash.finalize())
+}
+
+/// What one endpoint keeps between jobs.
+struct EndpointState {
+    /// The configuration it was built from; a reload that changes it builds a new one.
+    config: EndpointConfig,
+    client: Client,
+    /// The static secret (bearer token, password, header value, client secret).
+    secret: Result<String, String>,
+    tokens: TokenCache,
+    bucket: Option<Mutex<TokenBucket>>,
+}
+
+impl EndpointState {
+    fn build(name: &str, config: &EndpointConfig) -> Result<EndpointState, String> {
+        let client = Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            // A redirect is the other side's answer, classified like any status; following
+            // it could carry credentials elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .user_agent(concat!("jobd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("endpoint {name}: cannot build the HTTP client: {e}"))?;
+        let secret = match &config.auth {
+            Some(auth) => auth.secret(&format!("endpoints.{name}.auth")),
+            None => Ok(String::new()),
+        };
+        let bucket = config.rate_limit.map(|limit| {
+            Mutex::new(TokenBucket::new(
+                limit,
+                config.burst.unwrap_or(1),
+                Instant::now(),
+            ))
+        });
+        Ok(EndpointState {
+            config: config.clone(),
+            client,
+            secret,
+            tokens: TokenCache::default(),
+            bucket,
+        })
+    }
+
+    /// Every secret that must never be shown.
+    fn secrets(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        if let Ok(secret) = &self.secret {
+            if !secret.is_empty() {
+                all.push(secret.clone());
+                if let Some(AuthConfig::Basic { username, .. }) = &self.config.auth {
+                    all.push(basic_credentials(username, secret));
+                }
+            }
+        }
+        all.extend(self.tokens.current());
+        all
+    }
+}
+
+fn basic_credentials(username: &str, password: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+}
+
+/// The `http` job kind. Cloning shares the clients, token caches and rate limiters.
+#[derive(Clone, Default)]
+pub struct Http {
+    endpoints: Arc<Mutex<HashMap<String, Arc<EndpointState>>>>,
+}
+
+/// A finished exchange, before it becomes an [`Outcome`].
+struct Exchange {
+    status: Option<u16>,
+    class: Class,
+    error: Option<String>,
+    retry_after: Option<Duration>,
+    token_refreshed: bool,
+}
+
+impl Http {
+    pub fn new() -> Http {
+        Http::default()
+    }
+
+    /// Token fetches made for an endpoint so far (tests, diagnostics).
+    pub fn token_fetches(&self, endpoint: &str) -> u64 {
+        let map = self.endpoints.lock().expect("endpoints");
+        map.get(endpoint).map_or(0, |s| s.tokens.fetches())
+    }
+
+    fn state(&self, name: &str, config: &EndpointConfig) -> Result<Arc<EndpointState>, String> {
+        let mut map = self.endpoints.lock().expect("endpoints");
+        if let Some(state) = map.get(name) {
+            if state.config == *config {
+                return Ok(state.clone());
+            }
+        }
+        let state = Arc::new(EndpointState::build(name, config)?);
+        map.insert(name.to_string(), state.clone());
+        Ok(state)
+    }
+
+    /// Runs `spec` for `job`: the whole attempt, with its detail.
+    pub fn deliver(&self, job: &Job, spec: &RequestSpec, ctx: &JobContext) -> Outcome {
+        let started = Instant::now();
+        let endpoint = match spec.check(&ctx.config) {
+            Ok(endpoint) => endpoint,
+            Err(e) => return Outcome::permanent(e),
+        };
+        let state = match self.state(&spec.endpoint, endpoint) {
+            Ok(state) => state,
+            Err(e) => return Outcome::retry(e),
+        };
+        let method = spec.method().unwrap_or(Method::POST);
+        let url = match spec.url(endpoint) {
+            Ok(url) => url,
+            Err(e) => return Outcome::permanent(e),
+        };
+        let key = idempotency_key(job, spec);
+        if let Err(outcome) = self.wait_for_rate(&state, ctx) {
+            return outcome;
+        }
+        let exchange = self.exchange(&state, spec, &method, &url, &key, ctx);
+        let secrets = state.secrets();
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let url_text = mask(url.as_str(), &secrets);
+        let error = exchange.error.as_deref().map(|e| mask(e, &secrets));
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let detail = json!({
+            "method": method.as_str(),
+            "url": url_text,
+            "status": exchange.status,
+            "duration_ms": duration_ms,
+            "error": error,
+            "duplicate": exchange.class == Class::Duplicate,
+            "retry_after_ms": exchange.retry_after.map(|d| d.as_millis() as u64),
+            "token_refreshed": exchange.token_refreshed,
+            "idempotency_key": key,
+        });
+        tracing::debug!(job = job.id, endpoint = %spec.endpoint, status = ?exchange.status,
+            duration_ms, "{} {url_text}", method.as_str());
+        let error = error.unwrap_or_default();
+        match exchange.class {
+            Class::Success => Outcome::Success {
+                follow_ups: Vec::new(),
+                detail: Some(detail),
+            },
+            Class::Duplicate => {
+                tracing::info!(job = job.id, endpoint = %spec.endpoint, status = ?exchange.status,
+                    "job {} already delivered (duplicate): counted as success", job.id);
+                Outcome::Success {
+                    follow_ups: Vec::new(),
+                    detail: Some(detail),
+                }
+            }
+            Class::Retry => Outcome::Retry {
+                error,
+                retry_after: exchange.retry_after,
+                detail: Some(detail),
+            },
+            Class::Permanent => Outcome::Permanent {
+                error,
+                detail: Some(detail),
+            },
+        }
+    }
+
+    /// Waits for the endpoint's rate limit in real time, watching the stop signal.
+    fn wait_for_rate(&self, state: &EndpointState, ctx: &JobContext) -> Result<(), Outcome> {
+        let Some(bucket) = &state.bucket else {
+            return Ok(());
+        };
+        let wait = bucket.lock().expect("rate limit").reserve(Instant::now());
+        let until = Instant::now() + wait;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            let stop = ctx.stop.must_stop();
+            if stop.is_some() || now >= ctx.deadline {
+                bucket.lock().expect("rate limit").release();
+                return Err(match stop {
+                    Some(StopReason::Cancelled) => Outcome::Cancelled {
+                        reason: "cancelled while waiting for the rate limit".into(),
+                    },
+                    Some(_) => Outcome::Interrupted {
+                        reason: "the daemon stopped".into(),
+                    },
+                    None => Outcome::retry("timed out waiting for the endpoint's rate limit"),
+                });
+            }
+            std::thread::sleep((until - now).min(WAIT_SLICE));
+        }
+    }
+
+    /// Sends the request; on a 401 with OAuth2, refreshes the token once and resends.
+    fn exchange(
+        &self,
+        state: &EndpointState,
+        spec: &RequestSpec,
+        method: &Method,
+        url: &Url,
+        key: &str,
+        ctx: &JobContext,
+    ) -> Exchange {
+        let failed = |class: Class, error: String| Exchange {
+            status: None,
+            class,
+            error: Some(error),
+            retry_after: None,
+            token_refreshed: false,
+        };
+        let oauth = matches!(
+            state.config.auth,
+            Some(AuthConfig::OAuth2ClientCredentials { .. })
+        );
+        let mut refreshed = false;
+        loop {
+            let auth = match self.auth_header(state, ctx) {
+                Ok(auth) => auth,
+                Err((class, e)) => return failed(class, e),
+            };
+            let request = match build_request(state, spec, method, url, key, auth.clone(), ctx) {
+                Ok(request) => request,
+                Err(e) => return failed(Class::Permanent, e),
+            };
+            let response = match request.send() {
+                Ok(response) => response,
+                Err(e) => return failed(Class::Retry, describe_send_error(method, url, &e)),
+            };
+            let status = response.status().as_u16();
+            if status == 401 && oauth && !refreshed {
+                if let Some((_, token)) = &auth {
+                    let token = token
+                        .to_str()
+                        .unwrap_or("")
+                        .trim_start_matches("Bearer ")
+                        .to_string();
+                    state.tokens.invalidate(&token);
+                }
+                drain(response);
+                refreshed = true;
+                continue;
+            }
+            let mut exchange = answer(status, response, method, url, &state.config, ctx);
+            exchange.token_refreshed = refreshed;
+            return exchange;
+        }
+    }
+
+    /// The auth header for a request, fetching an OAuth2 token if needed.
+    #[allow(clippy::type_complexity)]
+    fn auth_header(
+        &self,
+        state: &EndpointState,
+        ctx: &JobContext,
+    ) -> Result<Option<(HeaderName, HeaderValue)>, (Class, String)> {
+        let Some(auth) = &state.config.auth else {
+            return Ok(None);
+        };
+        // A secret that became unreadable since the config loaded may come back (a
+        // credential being rotated): retry rather than kill.
+        let secret = state.secret.clone().map_err(|e| (Class::Retry, e))?;
+        let (name, value) = match auth {
+            AuthConfig::Bearer { .. } => (AUTHORIZATION, format!("Bearer {secret}")),
+            AuthConfig::Basic { username, .. } => (
+                AUTHORIZATION,
+                format!("Basic {}", basic_credentials(username, &secret)),
+            ),
+            AuthConfig::Header { name, .. } => (
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|e| (Class::Permanent, e.to_string()))?,
+                secret,
+            ),
+            AuthConfig::OAuth2ClientCredentials { .. } => {
+                let clock = ctx.clock.clone();
+                let token = state
+                    .tokens
+                    .get(|| clock.now_ms(), || fetch_token(state, auth, &secret, ctx))
+                    .map_err(|e| {
+                        let class = if e.starts_with("retry:") {
+                            Class::Retry
+                        } else {
+                            Class::Permanent
+                        };
+                        (class, e.trim_start_matches("retry:").to_string())
+                    })?;
+                (AUTHORIZATION, format!("Bearer {token}"))
+            }
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            (
+                Class::Permanent,
+                "the credential is not a valid header value".to_string(),
+            )
+        })?;
+        // Marked sensitive so no Debug output (ours, reqwest's or hyper's) shows it.
+        value.set_sensitive(true);
+        Ok(Some((name, value)))
+    }
+}
+
+/// Fetches an OAuth2 client-credentials token. Errors that may pass start with `retry:`.
+fn fetch_token(
+    state: &EndpointState,
+    auth: &AuthConfig,
+    secret: &str,
+    ctx: &JobContext,
+) -> Result<(String, Option<Duration>), String> {
+    let AuthConfig::OAuth2ClientCredentials {
+        token_url,
+        client_id,
+        params,
+        request_format,
+        ..
+    } = auth
+    else {
+        return Err("not an oauth2 endpoint".into());
+    };
+    let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
+    fields.insert("grant_type", "client_credentials");
+    fields.insert("client_id", client_id);
+    fields.insert("client_secret", secret);
+    for (k, v) in params {
+        fields.insert(k, v);
+    }
+    let request = state
+        .client
+        .post(token_url)
+        .timeout(remaining(&state.config, ctx));
+    let request = match request_format {
+        TokenRequestFormat::Form => request.form(&fields),
+        TokenRequestFormat::Json => request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&fields).unwrap_or_default()),
+    };
+    let masked = |text: String| mask(&text, &[secret]);
+    let response = request.send().map_err(|e| {
+        masked(format!(
+            "retry:cannot fetch the OAuth2 token: {}",
+            error_chain(&e)
+        ))
+    })?;
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    let _ = response.take(DRAIN_LIMIT).read_to_end(&mut body);
+    if !(200..300).contains(&status) {
+        let retry = if state.config.retry.contains(&status) {
+            "retry:"
+        } else {
+            ""
+        };
+        return Err(masked(format!(
+            "{retry}the OAuth2 token endpoint answered {status}: {}",
+            body_excerpt(&body)
+        )));
+    }
+    let answer: Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("retry:the OAuth2 token answer is not JSON: {e}"))?;
+    let token = answer
+        .get("access_token")
+        .and_then(Value::as_str)
+        .ok_or("the OAuth2 token answer has no access_token")?
+        .to_string();
+    let expires_in = match answer.get("expires_in") {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+    .filter(|s| s.is_finite() && *s >= 0.0)
+    .map(Duration::from_secs_f64);
+    tracing::info!(token_url = %token_url, "fetched an OAuth2 token");
+    Ok((token, expires_in))
+}
+
+/// The time this request may take: the endpoint's timeout, within the job's deadline.
+fn remaining(endpoint: &EndpointConfig, ctx: &JobContext) -> Duration {
+    endpoint
+        .timeout
+        .min(ctx.deadline.saturating_duration_since(Instant::now()))
+        .max(Duration::from_millis(1))
+}
+
+fn build_request(
+    state: &EndpointState,
+    spec: &RequestSpec,
+    method: &Method,
+    url: &Url,
+    key: &str,
+    auth: Option<(HeaderName, HeaderValue)>,
+    ctx: &JobContext,
+) -> Result<RequestBuilder, String> {
+    let mut request = state
+        .client
+        .request(method.clone(), url.clone())
+        .timeout(remaining(&state.config, ctx));
+    for (name, value) in state.config.headers.iter().chain(&spec.headers) {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    if !state.config.idempotency_header.is_empty() {
+        request = request.header(state.config.idempotency_header.as_str(), key);
+    }
+    if let Some((name, value)) = auth {
+        request = request.header(name, value);
+    }
+    if let Some(body) = &spec.json {
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(body).map_err(|e| e.to_string())?);
+    } else if let Some(path) = &spec.body_file {
+        let path = data_path(&ctx.data_dir, path)?;
+        let file =
+            std::fs::File::open(&path).map_err(|e| format!("body_file {}: {e}", path.display()))?;
+        let length = file.metadata().map(|m| m.len()).ok();
+        let content_type = spec
+            .content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream");
+        let body = match length {
+            Some(length) => reqwest::blocking::Body::sized(file, length),
+            None => reqwest::blocking::Body::new(file),
+        };
+        request = request
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+    } else if let Some(parts) = &spec.multipart {
+        let mut form = reqwest::blocking::multipart::Form::new();
+        for part in parts {
+            form = form.part(part.name.clone(), build_part(part, &ctx.data_dir)?);
+        }
+        request = request.multipart(form);
+    }
+    Ok(request)
+}
+
+fn build_part(
+    part: &PartSpec,
+    data_dir: &Path,
+) -> Result<reqwest::blocking::multipart::Part, String> {
+    use reqwest::blocking::multipart::Part;
+    let (built, default_type) = if let Some(file) = &part.file {
+        let path = data_path(data_dir, file)?;
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let handle = std::fs::File::open(&path)
+            .map_err(|e| format!("multipart part '{}': {}: {e}", part.name, path.display()))?;
+        let length = handle.metadata().map_err(|e| e.to_string())?.len();
+        let mut built = Part::reader_with_length(handle, length);
+        if let Some(name) = part.filename.clone().or(file_name) {
+            built = built.file_name(name);
+        }
+        (built, "application/octet-stream")
+    } else if let Some(value) = &part.json {
+        (
+            Part::bytes(serde_json::to_vec(value).map_err(|e| e.to_string())?),
+            "application/json",
+        )
+    } else {
+        (
+            Part::text(part.text.clone().unwrap_or_default()),
+            "text/plain; charset=utf-8",
+        )
+    };
+    let built = match (&part.filename, &part.file) {
+        (Some(name), None) => built.file_name(name.clone()),
+        _ => built,
+    };
+    built
+        .mime_str(part.content_type.as_deref().unwrap_or(default_type))
+        .map_err(|e| format!("multipart part '{}': content_type: {e}", part.name))
+}
+
+/// Resolves a payload's file path inside the data directory, refusing anything outside
+/// it: a job may send what the daemon spooled or produced, not any file it can read.
+pub fn data_path(data_dir: &Path, path: &Path) -> Result<PathBuf, String> {
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        data_dir.join(path)
+    };
+    let resolved = full
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", full.display()))?;
+    let root = data_dir
+        .canonicalize()
+        .map_err(|e| format!("data_dir {}: {e}", data_dir.display()))?;
+    if !resolved.starts_with(&root) {
+        return Err(format!(
+            "{} is outside the data directory {}",
+            path.display(),
+            root.display()
+        ));
+    }
+    Ok(resolved)
+}
+
+/// Turns a response into an exchange: its class, its error text and Retry-After.
+fn answer(
+    status: u16,
+    response: Response,
+    method: &Method,
+    url: &Url,
+    endpoint: &EndpointConfig,
+    ctx: &JobContext,
+) -> Exchange {
+    let class = classify(status, endpoint);
+    let retry_after = if class == Class::Retry && endpoint.honor_retry_after {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(ctx.clock.now_ms().max(0) as u64);
+        response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, now))
+    } else {
+        None
+    };
+    let reason = response.status().canonical_reason().unwrap_or("");
+    let error = match class {
+        Class::Success | Class::Duplicate => {
+            drain(response);
+            None
+        }
+        Class::Retry | Class::Permanent => {
+            let mut body = Vec::new();
+            let _ = response
+                .take(classify::ERROR_BODY_LIMIT as u64 + 4)
+                .read_to_end(&mut body);
+            let excerpt = body_excerpt(&body);
+            let mut text = format!(
+                "HTTP {status} {reason} from {method} {}",
+                without_query(url)
+            );
+            if let Some(wait) = retry_after {
+                text.push_str(&format!(" (Retry-After {}s)", wait.as_secs()));
+            }
+            if !excerpt.is_empty() {
+                text.push_str(": ");
+                text.push_str(&excerpt);
+            }
+            Some(text)
+        }
+    };
+    Exchange {
+        status: Some(status),
+        class,
+        error,
+        retry_after,
+        token_refreshed: false,
+    }
+}
+
+/// Reads what is left of a body, so the connection goes back to the pool.
+fn drain(response: Response) {
+    let _ = std::io::copy(&mut response.take(DRAIN_LIMIT), &mut std::io::sink());
+}
+
+/// The URL for errors: queries often carry keys, so they are left out.
+fn without_query(url: &Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    url.to_string()
+}
+
+fn describe_send_error(method: &Method, url: &Url, error: &reqwest::Error) -> String {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    // reqwest names the URL with its query; the query may carry a key.
+    let text = error_chain(error).replace(url.as_str(), &without_query(url));
+    format!("{method} {} {what}: {text}", without_query(url))
+}
+
+/// An error and its causes ("connection refused" is three levels down in reqwest).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl Handler for Http {
+    fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
+        RequestSpec::parse(payload)?.check(config).map(|_| ())
+    }
+
+    fn run(&self, job: &Job, ctx: &JobContext) -> Outcome {
+        match RequestSpec::parse(&job.payload) {
+            Ok(spec) => self.deliver(job, &spec, ctx),
+            Err(e) => Outcome::permanent(e),
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The token bucket behind an endpoint's `rate_limit`, shared by every worker. Its math
+//! takes `now` as an argument, so tests give explicit instants instead of sleeping.
+
+use crate::config::RateLimit;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct TokenBucket {
+    /// Tokens added per second.
+    rate: f64,
+    /// The most tokens the bucket holds: requests that may go at once after a quiet spell.
+    burst: f64,
+    /// May go negative: each caller reserves its token and waits for it to be earned,
+    /// so callers queue in arrival order without a condition variable.
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    pub fn new(limit: RateLimit, burst: u32, now: Instant) -> TokenBucket {
+        let burst = f64::from(burst.max(1));
+        TokenBucket {
+            rate: limit.per_second(),
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Reserves one request and says how long after `now` it may be sent.
+    pub fn reserve(&mut self, now: Instant) -> Duration {
+        if now > self.last {
+            let earned = now.duration_since(self.last).as_secs_f64() * self.rate;
+            self.tokens = (self.tokens + earned).min(self.burst);
+            self.last = now;
+        }
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+
+    /// Gives back a reservation that was never used (the job stopped while waiting).
+    pub fn release(&mut self) {
+        self.tokens = (self.tokens + 1.0).min(self.burst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_per_second(burst: u32, t0: Instant) -> TokenBucket {
+        TokenBucket::new("2/s".parse().unwrap(), burst, t0)
+    }
+
+    #[test]
+    fn callers_at_the_same_instant_are_spaced_by_the_rate() {
+        let t0 = Instant::now();
+        let mut bucket = two_per_second(1, t0);
+        let waits: Vec<u128> = (0..4).map(|_| bucket.reserve(t0).as_millis()).collect();
+        assert_eq!(waits, vec![0, 500, 1000, 1500]);
+    }
+
+    #[test]
+    fn a_quiet_spell_refills_up_to_the_burst_only() {
+        let t0 = Instant::now();
+        let mut bucket = two_per_second(3, t0);
+        for _ in 0..3 {
+            assert_eq!(bucket.reserve(t0), Duration::ZERO);
+        }
+        assert_eq!(bucket.reserve(t0).as_millis(), 500);
+        // Ten seconds later the bucket holds the burst (3), not 20 tokens.
+        let later = t0 + Duration::from_secs(10);
+        for _ in 0..3 {
+            assert_eq!(bucket.reserve(later), Duration::ZERO);
+        }
+        assert_eq!(bucket.reserve(later).as_millis(), 500);
+    }
+
+    #[test]
+    fn waits_shrink_as_time_passes_and_released_tokens_return() {
+        let t0 = Instant::now();
+        let mut bucket = two_per_second(1, t0);
+        assert_eq!(bucket.reserve(t0), Duration::ZERO);
+        assert_eq!(
+            bucket.reserve(t0 + Duration::from_millis(200)).as_millis(),
+            300
+        );
+        bucket.release();
+        assert_eq!(
+            bucket.reserve(t0 + Duration::from_millis(200)).as_millis(),
+            300
+        );
+    }
+}

@@ -1,0 +1,852 @@
+//! The `http` and `notify` kinds against a real HTTP server on 127.0.0.1: classification,
+//! Retry-After, timeouts, OAuth2, rate limits, multipart, masking and dead-letter webhooks.
+
+use jobd::clock::{Clock, ManualClock, SharedClock, SystemClock};
+use jobd::config::{Config, ConfigSource};
+use jobd::daemon::{Daemon, DaemonOptions, JobHooks};
+use jobd::handlers::http::Http;
+use jobd::handlers::notify::{DeadLetters, Notify};
+use jobd::handlers::Registry;
+use jobd::job::{JobId, JobState, NewJob};
+use jobd::store::{Attempt, Db, OpenOptions};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+// ---- a scripted server ----
+
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+    delay: Duration,
+}
+
+fn reply(status: u16) -> Reply {
+    Reply {
+        status,
+        headers: Vec::new(),
+        body: String::new(),
+        delay: Duration::ZERO,
+    }
+}
+
+impl Reply {
+    fn body(mut self, body: impl Into<String>) -> Reply {
+        self.body = body.into();
+        self
+    }
+    fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+    fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+type Script = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
+
+struct Server {
+    base: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    server: Arc<tiny_http::Server>,
+}
+
+impl Server {
+    /// Answers with `script(request, n)`, n counting requests from 0.
+    fn start(
+        threads: usize,
+        script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+    ) -> Server {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let base = format!("http://{}", server.server_addr().to_ip().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script: Arc<Script> = Arc::new(script);
+        let count = Arc::new(AtomicUsize::new(0));
+        for _ in 0..threads {
+            let (server, seen, script, count) =
+                (server.clone(), seen.clone(), script.clone(), count.clone());
+            std::thread::spawn(move || {
+                while let Ok(mut request) = server.recv() {
+                    let at = Instant::now();
+                    let mut body = Vec::new();
+                    let _ = request.as_reader().read_to_end(&mut body);
+                    let record = Seen {
+                        at,
+                        method: request.method().to_string(),
+                        url: request.url().to_string(),
+                        headers: request
+                            .headers()
+                            .iter()
+                            .map(|h| (h.field.to_string(), h.value.to_string()))
+                            .collect(),
+                        body,
+                    };
+                    let n = count.fetch_add(1, Ordering::SeqCst);
+                    let answer = script(&record, n);
+                    seen.lock().unwrap().push(record);
+                    std::thread::sleep(answer.delay);
+                    let mut response = tiny_http::Response::from_string(answer.body)
+                        .with_status_code(answer.status);
+                    for (name, value) in answer.headers {
+                        response.add_header(
+                            tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
+                                .unwrap(),
+                        );
+                    }
+                    let _ = request.respond(response);
+                }
+            });
+        }
+        Server { base, seen, server }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn seen_at(&self, path: &str) -> Vec<Seen> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.url.starts_with(path))
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+// ---- a daemon around one test ----
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: Config,
+}
+
+fn setup(workers: usize, extra: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/jobd.sock\"\nworkers = {workers}\nsynchronous = \"normal\"\n\
+         [retry]\nbase = \"100ms\"\nfactor = 2.0\njitter = 0.0\ncap = \"10s\"\nmax_attempts = 5\n{extra}",
+        db = dir.path().join("jobs.db").display(),
+        data = dir.path().join("data").display(),
+    );
+    let config = Config::from_toml(&text, "test").unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    Setup { dir, config }
+}
+
+impl Setup {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn db(&self) -> Db {
+        Db::open(&self.config.daemon.database, &OpenOptions::default()).unwrap()
+    }
+
+    /// Runs the daemon in real time until no job is waiting or running.
+    fn run(&self, registry: Registry, jobs: Vec<NewJob>) -> Vec<JobId> {
+        self.run_with(registry, jobs, Arc::new(SystemClock), false)
+    }
+
+    fn run_with(
+        &self,
+        registry: Registry,
+        jobs: Vec<NewJob>,
+        clock: SharedClock,
+        once: bool,
+    ) -> Vec<JobId> {
+        let hooks: Vec<Arc<dyn JobHooks>> = vec![Arc::new(DeadLetters)];
+        // `--once` exits as soon as nothing is ready, so its jobs must be in the table
+        // before it starts; a client enqueue afterwards would race it.
+        let preloaded: Option<Vec<JobId>> = once.then(|| {
+            let mut db = Db::open(
+                &self.config.daemon.database,
+                &OpenOptions {
+                    create: true,
+                    migrate: true,
+                    ..OpenOptions::default()
+                },
+            )
+            .unwrap();
+            let now = clock.now_ms();
+            db.write(|tx| tx.enqueue(&jobs, now))
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect()
+        });
+        let daemon = Daemon::start(
+            self.config.clone(),
+            DaemonOptions {
+                clock,
+                registry,
+                config_source: ConfigSource::Defaults,
+                once,
+                handle_signals: false,
+                hooks,
+            },
+        )
+        .unwrap();
+        let client = daemon.client();
+        let ids: Vec<JobId> = match preloaded {
+            Some(ids) => ids,
+            None => client
+                .enqueue(jobs)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.id)
+                .collect(),
+        };
+        if !once {
+            let db = self.db();
+            let give_up = Instant::now() + Duration::from_secs(30);
+            loop {
+                let stats = db.stats(SystemClock.now_ms()).unwrap();
+                let live: u64 = [JobState::Queued, JobState::Running, JobState::Retrying]
+                    .into_iter()
+                    .map(|s| stats.total(s))
+                    .sum();
+                if live == 0 {
+                    break;
+                }
+                assert!(Instant::now() < give_up, "jobs still live after 30s");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            client.shutdown();
+        }
+        daemon.wait().unwrap();
+        ids
+    }
+
+    fn state(&self, id: JobId) -> (JobState, Option<String>, Vec<Attempt>) {
+        let db = self.db();
+        let job = db.get(id).unwrap();
+        (job.state, job.last_error, db.attempts(id).unwrap())
+    }
+}
+
+fn endpoint(server: &Server, extra: &str) -> String {
+    format!("[endpoints.api]\nbase_url = \"{}\"\n{extra}\n", server.base)
+}
+
+fn post(path: &str, body: Value) -> NewJob {
+    NewJob::new(
+        "http",
+        json!({"endpoint": "api", "path": path, "json": body}),
+    )
+}
+
+fn gap_ms(attempts: &[Attempt], n: usize) -> i64 {
+    attempts[n + 1].started_at - attempts[n].finished_at
+}
+
+// ---- classification ----
+
+#[test]
+fn success_sends_the_body_the_token_and_an_idempotency_key() {
+    let server = Server::start(2, |_, _| reply(201).body("{\"ok\":true}"));
+    std::env::set_var("JOBD_IT_HTTP_TOKEN", "tok-success-1234");
+    let s = setup(
+        2,
+        &endpoint(&server, "headers = { \"X-Tenant\" = \"t1\" }\n[endpoints.api.auth]\ntype = \"bearer\"\ntoken_env = \"JOBD_IT_HTTP_TOKEN\""),
+    );
+    let ids = s.run(
+        Registry::builtin(),
+        vec![
+            post("/usage", json!({"records": [1, 2, 3]})),
+            post("/usage", json!({"records": [4]})).unique_key("batch-7"),
+        ],
+    );
+    let seen = server.seen_at("/usage");
+    assert_eq!(seen.len(), 2);
+    let first = seen
+        .iter()
+        .find(|r| r.json()["records"] == json!([1, 2, 3]))
+        .unwrap();
+    assert_eq!(first.method, "POST");
+    assert_eq!(
+        first.header("Authorization"),
+        Some("Bearer tok-success-1234")
+    );
+    assert_eq!(first.header("X-Tenant"), Some("t1"));
+    assert_eq!(first.header("Content-Type"), Some("application/json"));
+    assert_eq!(
+        first.header("Idempotency-Key").unwrap().len(),
+        64,
+        "sha-256 hex"
+    );
+    let second = seen
+        .iter()
+        .find(|r| r.json()["records"] == json!([4]))
+        .unwrap();
+    assert_eq!(second.header("Idempotency-Key"), Some("batch-7"));
+    for id in ids {
+        let (state, _, attempts) = s.state(id);
+        assert_eq!(state, JobState::Succeeded);
+        let detail = attempts[0].detail.clone().unwrap();
+        assert_eq!(detail["status"], 201);
+        assert!(detail["duration_ms"].is_u64());
+        assert_eq!(detail["error"], Value::Null);
+    }
+}
+
+#[test]
+fn conflict_409_counts_as_a_duplicate_success() {
+    let server = Server::start(1, |_, _| reply(409).body("already have it"));
+    let s = setup(1, &endpoint(&server, ""));
+    let ids = s.run(Registry::builtin(), vec![post("/usage", json!({}))]);
+    let (state, _, attempts) = s.state(ids[0]);
+    assert_eq!(state, JobState::Succeeded);
+    assert_eq!(attempts.len(), 1);
+    let detail = attempts[0].detail.clone().unwrap();
+    assert_eq!(detail["status"], 409);
+    assert_eq!(detail["duplicate"], true);
+}
+
+#[test]
+fn server_errors_are_retried_with_the_backoff_then_succeed() {
+    let server = Server::start(1, |_, n| {
+        if n < 2 {
+            reply(500).body("db down")
+        } else {
+            reply(200)
+        }
+    });
+    let s = setup(1, &endpoint(&server, ""));
+    let ids = s.run(Registry::builtin(), vec![post("/usage", json!({}))]);
+    let (state, _, attempts) = s.state(ids[0]);
+    assert_eq!(state, JobState::Succeeded);
+    assert_eq!(attempts.len(), 3);
+    assert_eq!(attempts[0].outcome, "retry");
+    assert!(attempts[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("HTTP 500 Internal Server Error"));
+    assert!(attempts[0].error.as_deref().unwrap().contains("db down"));
+    // base 100ms, factor 2, no jitter: waits of 100ms then 200ms (the dispatcher may add
+    // a little, never take any off).
+    let (first, second) = (gap_ms(&attempts, 0), gap_ms(&attempts, 1));
+    assert!((100..600).contains(&first), "first wait {first}ms");
+    assert!((200..700).contains(&second), "second wait {second}ms");
+}
+
+#[test]
+fn retry_after_is_honoured_in_seconds_and_as_an_http_date() {
+    // One job per form; each answers 429 once, then 200.
+    let count = Arc::new(Mutex::new(std::collections::HashMap::<String, usize>::new()));
+    let c = count.clone();
+    let server = Server::start(2, move |seen, _| {
+        let mut map = c.lock().unwrap();
+        let n = map.entry(seen.url.clone()).or_default();
+        *n += 1;
+        match (*n, seen.url.as_str()) {
+            (1, "/seconds") => reply(429).header("Retry-After", "1"),
+            (1, _) => {
+                let at = std::time::SystemTime::now() + Duration::from_secs(2);
+                reply(503).header("Retry-After", &httpdate::fmt_http_date(at))
+            }
+            _ => reply(200),
+        }
+    });
+    let s = setup(2, &endpoint(&server, ""));
+    let ids = s.run(
+        Registry::builtin(),
+        vec![post("/seconds", json!({})), post("/date", json!({}))],
+    );
+    for id in ids {
+        let (state, _, attempts) = s.state(id);
+        assert_eq!(state, JobState::Succeeded);
+        assert_eq!(attempts.len(), 2);
+        let hinted = attempts[0].detail.clone().unwrap()["retry_after_ms"]
+            .as_u64()
+            .unwrap();
+        assert!(hinted >= 1000, "retry_after_ms {hinted}");
+        // The backoff alone would be 100ms; the hint wins.
+        assert!(
+            gap_ms(&attempts, 0) >= 950,
+            "waited {}ms",
+            gap_ms(&attempts, 0)
+        );
+        assert!(attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("Retry-After"));
+    }
+}
+
+#[test]
+fn client_errors_are_dead_at_once_with_status_and_a_bounded_body() {
+    let long = "x".repeat(5000);
+    let server = Server::start(2, move |seen, _| {
+        let status: u16 = seen.url.trim_start_matches('/').parse().unwrap();
+        reply(status).body(format!("reason-{status} {long}"))
+    });
+    let s = setup(2, &endpoint(&server, ""));
+    let jobs = ["/400", "/401", "/403", "/404"]
+        .map(|p| post(p, json!({})))
+        .to_vec();
+    let ids = s.run(Registry::builtin(), jobs);
+    for (id, status) in ids.into_iter().zip([400, 401, 403, 404]) {
+        let (state, error, attempts) = s.state(id);
+        assert_eq!(state, JobState::Dead, "{status}");
+        assert_eq!(attempts.len(), 1, "{status} was retried");
+        let error = error.unwrap();
+        assert!(error.starts_with(&format!("HTTP {status} ")), "{error}");
+        assert!(error.contains(&format!("reason-{status}")), "{error}");
+        assert!(error.len() < 2048 + 200, "error is {} bytes", error.len());
+        assert_eq!(attempts[0].detail.clone().unwrap()["status"], status);
+    }
+    assert_eq!(server.seen().len(), 4);
+}
+
+#[test]
+fn a_slow_answer_times_out_and_is_retried() {
+    let server = Server::start(4, |_, _| reply(200).delay(Duration::from_millis(1500)));
+    let s = setup(1, &endpoint(&server, "timeout = \"200ms\""));
+    let started = Instant::now();
+    let ids = s.run(
+        Registry::builtin(),
+        vec![post("/slow", json!({})).max_attempts(2)],
+    );
+    let (state, error, attempts) = s.state(ids[0]);
+    assert_eq!(state, JobState::Dead);
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].outcome, "retry");
+    let error = error.unwrap();
+    assert!(
+        error.contains("attempts exhausted (2/2)") && error.contains("timed out"),
+        "{error}"
+    );
+    assert!(
+        attempts[0].duration_ms < 1000,
+        "{}ms",
+        attempts[0].duration_ms
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn a_refused_connection_is_retried() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let s = setup(
+        1,
+        &format!("[endpoints.api]\nbase_url = \"http://127.0.0.1:{port}\"\n"),
+    );
+    let ids = s.run(
+        Registry::builtin(),
+        vec![post("/x", json!({})).max_attempts(2)],
+    );
+    let (state, error, attempts) = s.state(ids[0]);
+    assert_eq!(state, JobState::Dead);
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].outcome, "retry");
+    let error = error.unwrap();
+    assert!(error.contains("could not connect"), "{error}");
+    assert!(error.to_lowercase().contains("refused"), "{error}");
+    assert_eq!(attempts[0].detail.clone().unwrap()["status"], Value::Null);
+}
+
+// ---- OAuth2 ----
+
+#[test]
+fn oauth2_token_is_fetched_once_for_many_jobs_and_refreshed_on_expiry_and_401() {
+    let issued = Arc::new(AtomicUsize::new(0));
+    let revoked = Arc::new(AtomicUsize::new(0));
+    let (i, r) = (issued.clone(), revoked.clone());
+    let server = Server::start(8, move |seen, _| {
+        if seen.url == "/token" {
+            let body = String::from_utf8_lossy(&seen.body).to_string();
+            assert!(body.contains("grant_type=client_credentials"), "{body}");
+            assert!(body.contains("client_secret=oauth-secret-5678"), "{body}");
+            assert!(body.contains("scope=usage"), "{body}");
+            let n = i.fetch_add(1, Ordering::SeqCst) + 1;
+            // Slow, so concurrent jobs really do wait for the one fetch.
+            return reply(200)
+                .body(json!({"access_token": format!("access-{n}"), "expires_in": 3600, "token_type": "bearer"}).to_string())
+                .delay(Duration::from_millis(200));
+        }
+        let token = seen.header("Authorization").unwrap_or("").to_string();
+        let revoked_up_to = r.load(Ordering::SeqCst);
+        let n: usize = token
+            .trim_start_matches("Bearer access-")
+            .parse()
+            .unwrap_or(0);
+        if n == 0 || n <= revoked_up_to {
+            reply(401).body("token expired")
+        } else {
+            reply(200)
+        }
+    });
+    std::env::set_var("JOBD_IT_OAUTH_SECRET", "oauth-secret-5678");
+    let s = setup(
+        8,
+        &endpoint(
+            &server,
+            &format!(
+                "[endpoints.api.auth]\ntype = \"oauth2_client_credentials\"\ntoken_url = \"{}/token\"\nclient_id = \"jobd\"\nclient_secret_env = \"JOBD_IT_OAUTH_SECRET\"\nparams = {{ scope = \"usage\" }}",
+                server.base
+            ),
+        ),
+    );
+    // One Http shared by every run, as in one daemon process; the clock is by hand.
+    let http = Http::new();
+    let registry = || {
+        let mut r = Registry::builtin();
+        r.register("http", Arc::new(http.clone()));
+        r.register("notify", Arc::new(Notify { http: http.clone() }));
+        r
+    };
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let batch = |n: usize, tag: &str| {
+        (0..n)
+            .map(|i| post("/data", json!({"tag": tag, "i": i})))
+            .collect::<Vec<_>>()
+    };
+    let ids = s.run_with(registry(), batch(50, "first"), clock.clone(), true);
+    assert_eq!(issued.load(Ordering::SeqCst), 1, "one fetch for 50 jobs");
+    assert_eq!(http.token_fetches("api"), 1);
+    for id in &ids {
+        assert_eq!(s.state(*id).0, JobState::Succeeded);
+    }
+
+    // An hour later the token is past its refresh time: one new fetch.
+    clock.advance(Duration::from_secs(3600));
+    let ids = s.run_with(registry(), batch(10, "later"), clock.clone(), true);
+    assert_eq!(issued.load(Ordering::SeqCst), 2, "refreshed on expiry");
+    assert!(ids.iter().all(|id| s.state(*id).0 == JobState::Succeeded));
+
+    // The server revokes access-2 early: the 401 refreshes once and the request is resent.
+    revoked.store(2, Ordering::SeqCst);
+    let ids = s.run_with(registry(), batch(1, "revoked"), clock.clone(), true);
+    assert_eq!(issued.load(Ordering::SeqCst), 3, "refreshed on 401");
+    let (state, _, attempts) = s.state(ids[0]);
+    assert_eq!(state, JobState::Succeeded);
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].detail.clone().unwrap()["token_refreshed"], true);
+
+    // A 401 that survives the refresh is dead, after exactly one refresh.
+    revoked.store(usize::MAX, Ordering::SeqCst);
+    let ids = s.run_with(registry(), batch(1, "refused"), clock.clone(), true);
+    assert_eq!(issued.load(Ordering::SeqCst), 4);
+    let (state, error, attempts) = s.state(ids[0]);
+    assert_eq!(state, JobState::Dead);
+    assert_eq!(attempts.len(), 1);
+    assert!(error.unwrap().starts_with("HTTP 401"));
+}
+
+// ---- rate limit ----
+
+#[test]
+fn a_rate_limit_holds_across_workers() {
+    let server = Server::start(4, |_, _| reply(200));
+    let s = setup(4, &endpoint(&server, "rate_limit = \"2/s\"\nburst = 1"));
+    let jobs = (0..7).map(|i| post("/r", json!({"i": i}))).collect();
+    s.run(Registry::builtin(), jobs);
+    let mut arrivals: Vec<Instant> = server.seen().iter().map(|r| r.at).collect();
+    arrivals.sort();
+    assert_eq!(arrivals.len(), 7);
+    for (i, at) in arrivals.iter().enumerate() {
+        let since = at.duration_since(arrivals[0]).as_millis() as i64;
+        // The i-th request may not arrive before i × 500ms (a little slack for the
+        // server's own clock read, none for the limiter).
+        assert!(
+            since >= i as i64 * 500 - 30,
+            "request {i} arrived {since}ms after the first"
+        );
+    }
+    let total = arrivals[6].duration_since(arrivals[0]);
+    assert!(total < Duration::from_millis(4500), "too slow: {total:?}");
+}
+
+// ---- multipart ----
+
+#[test]
+fn multipart_upload_arrives_intact() {
+    let server = Server::start(1, |_, _| reply(200));
+    let s = setup(1, &endpoint(&server, ""));
+    let set = s.data().join("output/20250101");
+    std::fs::create_dir_all(&set).unwrap();
+    let csv: Vec<u8> = (0..20_000u32)
+        .flat_map(|i| format!("{i},user-{i},\u{e9}l\u{e8}ve\r\n").into_bytes())
+        .collect();
+    std::fs::write(set.join("users.csv"), &csv).unwrap();
+    let metadata = json!({"files": {"users.csv": {"sha256": hex(&csv), "records": 20000}}});
+    let job = NewJob::new(
+        "http",
+        json!({"endpoint": "api", "path": "/upload", "multipart": [
+            {"name": "file", "file": "output/20250101/users.csv", "content_type": "text/csv"},
+            {"name": "metadata", "json": metadata, "filename": "metadata.json"},
+        ]}),
+    );
+    let ids = s.run(Registry::builtin(), vec![job]);
+    assert_eq!(s.state(ids[0]).0, JobState::Succeeded);
+    let request = &server.seen_at("/upload")[0];
+    let content_type = request.header("Content-Type").unwrap();
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .unwrap()
+        .trim_matches('"');
+    let parts = split_multipart(&request.body, boundary);
+    assert_eq!(parts.len(), 2);
+    let (headers, file) = &parts[0];
+    assert!(
+        headers.contains("name=\"file\"") && headers.contains("filename=\"users.csv\""),
+        "{headers}"
+    );
+    assert!(
+        headers.to_lowercase().contains("content-type: text/csv"),
+        "{headers}"
+    );
+    assert_eq!(hex(file), hex(&csv), "the file arrived intact");
+    let (headers, meta) = &parts[1];
+    assert!(
+        headers
+            .to_lowercase()
+            .contains("content-type: application/json"),
+        "{headers}"
+    );
+    let meta: Value = serde_json::from_slice(meta).unwrap();
+    assert_eq!(meta, metadata);
+    assert_eq!(meta["files"]["users.csv"]["sha256"], hex(file));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+fn split_multipart(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
+    let delimiter = format!("--{boundary}");
+    let mut parts = Vec::new();
+    let mut rest = body;
+    while let Some(start) = find(rest, delimiter.as_bytes()) {
+        rest = &rest[start + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            break;
+        }
+        let rest_from = &rest[2..];
+        let end = find(rest_from, format!("\r\n{delimiter}").as_bytes()).unwrap();
+        let part = &rest_from[..end];
+        let split = find(part, b"\r\n\r\n").unwrap();
+        parts.push((
+            String::from_utf8_lossy(&part[..split]).into_owned(),
+            part[split + 4..].to_vec(),
+        ));
+        rest = &rest_from[end + 2..];
+    }
+    parts
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---- dead letters and masking ----
+
+#[test]
+fn a_dead_job_sends_one_webhook_with_its_facts() {
+    let server = Server::start(2, |seen, _| {
+        if seen.url == "/hook" {
+            reply(200)
+        } else {
+            reply(422).body("bad record 17")
+        }
+    });
+    let s = setup(
+        2,
+        &format!("{}\n[endpoints.alerts]\nbase_url = \"{}\"\n[notify]\nendpoint = \"alerts\"\npath = \"/hook\"\n", endpoint(&server, ""), server.base),
+    );
+    let ids = s.run(
+        Registry::builtin(),
+        vec![post("/usage", json!({})).source("watch:/in/batch-1.json")],
+    );
+    assert_eq!(s.state(ids[0]).0, JobState::Dead);
+    let hooks = server.seen_at("/hook");
+    assert_eq!(hooks.len(), 1);
+    let message = hooks[0].json();
+    assert_eq!(message["job_id"], ids[0]);
+    assert_eq!(message["kind"], "http");
+    assert_eq!(message["queue"], "default");
+    assert_eq!(message["attempts"], 1);
+    assert_eq!(message["source"], "watch:/in/batch-1.json");
+    assert!(message["last_error"].as_str().unwrap().contains("HTTP 422"));
+    assert!(message["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("bad record 17"));
+    assert!(
+        message["first_attempt_at"].as_str().unwrap().ends_with('Z'),
+        "{message}"
+    );
+    assert!(message["text"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("job {}", ids[0])));
+}
+
+#[test]
+fn a_notification_that_dies_does_not_notify_again() {
+    let server = Server::start(2, |_, _| reply(400).body("nope"));
+    let s = setup(
+        2,
+        &format!(
+            "{}\n[notify]\nendpoint = \"api\"\npath = \"/hook\"\n",
+            endpoint(&server, "")
+        ),
+    );
+    s.run(Registry::builtin(), vec![post("/usage", json!({}))]);
+    // The job, then its notification; the notification's death sends nothing more.
+    assert_eq!(server.seen_at("/usage").len(), 1);
+    assert_eq!(server.seen_at("/hook").len(), 1);
+    assert_eq!(s.db().stats(0).unwrap().total(JobState::Dead), 2);
+}
+
+#[test]
+fn secrets_never_reach_logs_errors_show_or_notifications() {
+    const TOKEN: &str = "tok-MASKME-9f8e7d";
+    // A hostile server echoes the Authorization header in its error body.
+    let server = Server::start(2, |seen, _| {
+        if seen.url == "/hook" {
+            return reply(200);
+        }
+        let auth = seen.header("Authorization").unwrap_or("").to_string();
+        reply(400).body(format!("rejected credentials: {auth}"))
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("jobd.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/s.sock\"\n\
+             [endpoints.api]\nbase_url = \"{base}\"\n[endpoints.api.auth]\ntype = \"bearer\"\ntoken_file = \"$CREDENTIALS_DIRECTORY/api-token\"\n\
+             [endpoints.alerts]\nbase_url = \"{base}\"\n[notify]\nendpoint = \"alerts\"\npath = \"/hook\"\n",
+            db = dir.path().join("jobs.db").display(),
+            data = dir.path().join("data").display(),
+            base = server.base
+        ),
+    )
+    .unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("api-token"), format!("{TOKEN}\n")).unwrap();
+    let jobctl = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobctl"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    jobctl(&["migrate"]);
+    jobctl(&[
+        "enqueue",
+        "http",
+        "--payload",
+        r#"{"endpoint": "api", "path": "/x?api_key=also-secret", "json": {}}"#,
+    ]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobd"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--once")
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{logs}");
+    assert!(logs.contains("is dead"), "the dead job is logged: {logs}");
+    assert!(
+        logs.contains("rejected credentials: Bearer ***"),
+        "the error is logged masked"
+    );
+    assert!(!logs.contains("MASKME"), "token in the logs:\n{logs}");
+    let show = jobctl(&["show", "1"]);
+    assert!(show.contains("Bearer ***"), "{show}");
+    assert!(!show.contains("MASKME"), "{show}");
+    let show_json = jobctl(&["--json", "show", "1"]);
+    assert!(!show_json.contains("MASKME"), "{show_json}");
+    let hooks = server.seen_at("/hook");
+    assert_eq!(hooks.len(), 1);
+    let message = String::from_utf8_lossy(&hooks[0].body).into_owned();
+    assert!(
+        message.contains("Bearer ***") && !message.contains("MASKME"),
+        "{message}"
+    );
+    // The request itself did carry the token.
+    assert!(server.seen_at("/x")[0]
+        .header("Authorization")
+        .unwrap()
+        .contains("MASKME"));
+}
+
+#[test]
+fn a_missing_secret_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("jobd.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[daemon]\ndatabase = \"{}/jobs.db\"\n[endpoints.api]\nbase_url = \"https://api.example.com\"\n[endpoints.api.auth]\ntype = \"bearer\"\ntoken_env = \"JOBD_IT_NEVER_SET\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jobd"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--once")
+        .env_remove("JOBD_IT_NEVER_SET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "endpoints.api.auth.token_env: the environment variable JOBD_IT_NEVER_SET is not set"
+        ),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("jobs.db").exists());
+}
