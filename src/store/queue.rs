@@ -164,10 +164,23 @@ impl<'a> Tx<'a> {
         }
         // A savepoint, so a refused batch leaves the rest of a group commit standing.
         self.tx.execute_batch("SAVEPOINT enqueue")?;
-        let result = jobs
-            .iter()
-            .map(|job| self.insert(job, now))
-            .collect::<Result<Vec<_>>>();
+        // No RETURNING: it costs a temporary B-tree per row. A unique-key conflict inserts
+        // nothing, and then the existing row is looked up. Prepared once per batch.
+        let result = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, \
+                                   unique_key, deadline_at, parent_id, source, created_at, \
+                                   updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
+                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
+            )
+            .map_err(StoreError::from)
+            .and_then(|mut insert| {
+                jobs.iter()
+                    .map(|job| self.insert(&mut insert, job, now))
+                    .collect::<Result<Vec<_>>>()
+            });
         match result {
             Ok(ids) => {
                 self.tx.execute_batch("RELEASE enqueue")?;
@@ -181,17 +194,14 @@ impl<'a> Tx<'a> {
         }
     }
 
-    fn insert(&self, job: &NewJob, now: UnixMillis) -> Result<Enqueued> {
+    fn insert(
+        &self,
+        insert: &mut rusqlite::CachedStatement<'_>,
+        job: &NewJob,
+        now: UnixMillis,
+    ) -> Result<Enqueued> {
         let payload = serde_json::to_string(&job.payload)
             .map_err(|e| StoreError::InvalidJob(format!("payload: {e}")))?;
-        // No RETURNING: it costs a temporary B-tree per row. A unique-key conflict inserts
-        // nothing, and then the existing row is looked up.
-        let mut insert = self.tx.prepare_cached(
-            "INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, unique_key, \
-                               deadline_at, parent_id, source, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
-             ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
-        )?;
         let inserted = insert
             .execute(params![
                 job.queue,

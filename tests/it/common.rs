@@ -10,9 +10,20 @@ use std::time::{Duration, Instant};
 pub const JOBD: &str = env!("CARGO_BIN_EXE_jobd");
 pub const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
 
-/// A temp dir holding a config file, a database and a data dir.
+/// A temp dir holding a config file, a database and a data dir. Daemons it spawned are
+/// killed when it is dropped, so a failing test leaves no process behind.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
+    spawned: std::cell::RefCell<Vec<u32>>,
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for pid in self.spawned.borrow().iter() {
+            // SAFETY: kill(2) on a pid this sandbox spawned; a gone process is ESRCH.
+            unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        }
+    }
 }
 
 impl Sandbox {
@@ -20,7 +31,10 @@ impl Sandbox {
     /// starting with them, since they come right after the paths).
     pub fn new(daemon_keys: &str, extra: &str) -> Sandbox {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sandbox = Sandbox { dir };
+        let sandbox = Sandbox {
+            dir,
+            spawned: Default::default(),
+        };
         let text = format!(
             "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/run/jobd.sock\"\n{daemon_keys}\n{extra}\n",
             db = sandbox.db().display(),
@@ -65,7 +79,7 @@ impl Sandbox {
             .append(true)
             .open(self.path("jobd.log"))
             .expect("log file");
-        Command::new(JOBD)
+        let child = Command::new(JOBD)
             .arg("--config")
             .arg(self.config())
             .args(args)
@@ -74,7 +88,9 @@ impl Sandbox {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn jobd")
+            .expect("spawn jobd");
+        self.spawned.borrow_mut().push(child.id());
+        child
     }
 
     pub fn log(&self) -> String {
