@@ -71,6 +71,7 @@ fn main() {
         }
     }
     if runs("latency") {
+        bench_commit_latency(args.latency_samples);
         bench_pickup_latency(args.latency_samples);
         bench_outside_pickup(200);
     }
@@ -261,6 +262,25 @@ fn start_stamping(
     )
     .unwrap();
     (daemon, rx)
+}
+
+/// One single-job enqueue transaction, committed: the floor under pickup latency.
+fn bench_commit_latency(samples: usize) {
+    for synchronous in [Synchronous::Normal, Synchronous::Full] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = open(&dir.path().join("jobs.db"), synchronous);
+        let mut latencies = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let t0 = Instant::now();
+            db.write(|tx| tx.enqueue(&[NewJob::new("noop", json!({}))], SystemClock.now_ms()))
+                .unwrap();
+            latencies.push(t0.elapsed());
+        }
+        report(
+            &format!("commit latency (one enqueue, synchronous={synchronous:?})"),
+            latencies,
+        );
+    }
 }
 
 /// From the daemon's own enqueue call to the handler starting, one job at a time into an

@@ -93,6 +93,9 @@ pub struct EnqueueArgs {
     pub at: Option<String>,
     #[arg(long)]
     pub max_attempts: Option<u32>,
+    /// Give up retrying once this much time has passed (7d, 12h), overriding the policy.
+    #[arg(long)]
+    pub deadline: Option<String>,
     /// Enqueue nothing if a job with this key exists; print its id.
     #[arg(long)]
     pub unique_key: Option<String>,
@@ -286,6 +289,12 @@ impl Ctl {
             }
             (None, None) => None,
         };
+        let deadline_at = args
+            .deadline
+            .as_deref()
+            .map(|d| parse_duration(d).map(|d| crate::clock::after(self.now, d)))
+            .transpose()
+            .map_err(|e| CtlError::Usage(format!("--deadline: {e}")))?;
         let job = NewJob {
             kind: args.kind,
             payload,
@@ -294,7 +303,7 @@ impl Ctl {
             run_at,
             max_attempts: args.max_attempts,
             unique_key: args.unique_key,
-            deadline_at: None,
+            deadline_at,
             parent_id: None,
             source: Some("jobctl".into()),
         };

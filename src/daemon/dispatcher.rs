@@ -254,7 +254,7 @@ impl Dispatcher {
             .iter()
             .filter_map(|r| self.resolve(r, now))
             .collect();
-        let spec = self.claim_spec(free);
+        let spec = self.claim_spec(free, &reports);
         let heartbeat: Vec<(JobId, u32)> = if heartbeat_due {
             self.live_leases(now)
         } else {
@@ -386,14 +386,28 @@ impl Dispatcher {
         });
     }
 
-    fn claim_spec(&self, free: usize) -> ClaimSpec {
+    /// What to claim: `free` jobs, within each limited queue's room. Jobs finishing in
+    /// this very transaction no longer count against their queue, or a queue at its limit
+    /// would find no room the moment its job ends and then wait for unrelated news.
+    fn claim_spec(&self, free: usize, finishing: &[Report]) -> ClaimSpec {
         let limited_queues = self
             .config
             .queues
             .iter()
             .map(|(name, q)| {
                 let load = self.queue_load.get(name).copied().unwrap_or(0);
-                (name.clone(), q.concurrency.saturating_sub(load))
+                let leaving = finishing
+                    .iter()
+                    .filter(|r| {
+                        self.in_flight
+                            .get(&r.job_id)
+                            .is_some_and(|f| &f.job.queue == name)
+                    })
+                    .count();
+                (
+                    name.clone(),
+                    q.concurrency.saturating_sub(load.saturating_sub(leaving)),
+                )
             })
             .collect();
         ClaimSpec {

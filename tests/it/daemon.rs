@@ -513,3 +513,33 @@ fn check_config_validates_without_starting() {
     assert!(stdout(&out).contains(": ok"));
     assert!(!sandbox.db().exists());
 }
+
+#[test]
+fn a_queue_limit_keeps_its_jobs_from_overlapping() {
+    let sandbox = Sandbox::new("workers = 4", "[queues.serial]\nconcurrency = 1\n");
+    let log = sandbox.path("spans.txt");
+    let config = std::fs::read_to_string(sandbox.config()).unwrap();
+    std::fs::write(
+        sandbox.config(),
+        format!(
+            "{config}[commands.span]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"echo start >> '{p}'; sleep 0.1; echo end >> '{p}'\"]\n",
+            p = log.display()
+        ),
+    )
+    .unwrap();
+    let mut jobs: Vec<NewJob> = (0..6)
+        .map(|_| NewJob::new("exec", json!({"command": "span"})).queue("serial"))
+        .collect();
+    jobs.extend((0..20).map(|_| NewJob::new("noop", json!({}))));
+    enqueue_many(&sandbox, jobs);
+    let mut jobd = sandbox.spawn_jobd(&["--once"]);
+    assert!(wait_exit(&mut jobd, Duration::from_secs(60)).success());
+    let spans = std::fs::read_to_string(log).unwrap();
+    let expected: Vec<&str> = std::iter::repeat_n(["start", "end"], 6).flatten().collect();
+    assert_eq!(
+        spans.lines().collect::<Vec<_>>(),
+        expected,
+        "jobs of the serial queue overlapped"
+    );
+    assert_eq!(count_state(&sandbox.db(), "succeeded"), 26);
+}

@@ -262,3 +262,47 @@ fn jobctl_finds_the_database_through_jobd_config() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(sandbox.db().exists());
 }
+
+#[test]
+fn enqueue_sets_per_job_limits() {
+    let sandbox = Sandbox::new("", "");
+    ctl(&sandbox, &["migrate"]);
+    let before = jobd::clock::Clock::now_ms(&jobd::clock::SystemClock);
+    let (code, _, err) = ctl(
+        &sandbox,
+        &[
+            "enqueue",
+            "noop",
+            "--max-attempts",
+            "3",
+            "--deadline",
+            "2h",
+            "--at",
+            "2030-01-01T00:00:00Z",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let job = sandbox.open().get(1).unwrap();
+    assert_eq!(job.max_attempts, Some(3));
+    assert_eq!(job.run_at, 1_893_456_000_000);
+    let deadline = job.deadline_at.unwrap() - before;
+    assert!((7_200_000..7_260_000).contains(&deadline), "{deadline}");
+}
+
+#[test]
+fn a_locked_database_is_one_clear_line() {
+    let sandbox = Sandbox::new("busy_timeout = \"100ms\"", "");
+    ctl(&sandbox, &["migrate"]);
+    let holder = rusqlite::Connection::open(sandbox.db()).unwrap();
+    holder
+        .execute_batch("BEGIN IMMEDIATE; INSERT INTO jobs(kind) VALUES ('noop');")
+        .unwrap();
+    let out = sandbox.jobctl(&["enqueue", "noop"]);
+    assert_eq!(out.status.code(), Some(EXIT_DATABASE), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim(),
+        "jobctl: database is busy: another process held the write lock for longer than the busy timeout"
+    );
+    holder.execute_batch("ROLLBACK").unwrap();
+    assert!(sandbox.jobctl(&["enqueue", "noop"]).status.success());
+}
