@@ -143,6 +143,7 @@ fn seed_history(db: &mut Db, n: usize) {
                 tx.complete(
                     &Completion {
                         job_id: job.id,
+                        parent_id: job.parent_id,
                         attempt: job.attempts,
                         worker: "seed:0".into(),
                         started_at: now,

@@ -12,7 +12,8 @@ CREATE TABLE jobs (
     payload          TEXT    NOT NULL DEFAULT '{}' CHECK (json_valid(payload)),
     state            TEXT    NOT NULL DEFAULT 'queued'
                      CHECK (state = 'queued' OR state = 'running' OR state = 'retrying'
-                            OR state = 'succeeded' OR state = 'dead' OR state = 'cancelled'),
+                            OR state = 'waiting' OR state = 'succeeded' OR state = 'dead'
+                            OR state = 'cancelled'),
     priority         INTEGER NOT NULL DEFAULT 0,
     attempts         INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     max_attempts     INTEGER CHECK (max_attempts IS NULL OR max_attempts >= 1),
@@ -24,6 +25,8 @@ CREATE TABLE jobs (
     last_error       TEXT,
     deadline_at      INTEGER,
     cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested = 0 OR cancel_requested = 1),
+    -- Times it waited for children and was resumed (fan-in); its handler reads it.
+    stage            INTEGER NOT NULL DEFAULT 0 CHECK (stage >= 0),
     created_at       INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
     updated_at       INTEGER NOT NULL DEFAULT (CAST(unixepoch('subsec') * 1000 AS INTEGER)),
     finished_at      INTEGER,
@@ -44,7 +47,8 @@ CREATE INDEX jobs_leases ON jobs (lease_until) WHERE state = 'running';
 CREATE INDEX jobs_finished ON jobs (state, finished_at) WHERE finished_at IS NOT NULL;
 -- A unique key names one job for as long as its row exists.
 CREATE UNIQUE INDEX jobs_unique_key ON jobs (unique_key) WHERE unique_key IS NOT NULL;
-CREATE INDEX jobs_parent ON jobs (parent_id) WHERE parent_id IS NOT NULL;
+-- A job's children: jobctl show, and whether a waiting parent's last child is done.
+CREATE INDEX jobs_parent ON jobs (parent_id, state) WHERE parent_id IS NOT NULL;
 
 CREATE TABLE job_attempts (
     id          INTEGER PRIMARY KEY,
@@ -55,7 +59,8 @@ CREATE TABLE job_attempts (
     finished_at INTEGER NOT NULL CHECK (finished_at >= started_at),
     outcome     TEXT    NOT NULL
                 CHECK (outcome = 'succeeded' OR outcome = 'retry' OR outcome = 'dead'
-                       OR outcome = 'cancelled' OR outcome = 'interrupted' OR outcome = 'lease_expired'),
+                       OR outcome = 'cancelled' OR outcome = 'interrupted' OR outcome = 'lease_expired'
+                       OR outcome = 'waiting'),
     error       TEXT,
     detail      TEXT CHECK (detail IS NULL OR json_valid(detail))
 ) STRICT;

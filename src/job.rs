@@ -30,6 +30,10 @@ pub enum JobState {
     /// Its last attempt failed with a retryable error; waiting out its backoff until
     /// `run_at`. The dispatcher claims it again; an operator may cancel it.
     Retrying,
+    /// Its handler did its part and enqueued children; it waits for every one of them to
+    /// finish. Whoever finishes the last child moves it back to `queued`
+    /// ([`Transition::Resume`]) so its handler can sum up (fan-in); an operator may cancel it.
+    Waiting,
     /// Done. Terminal; the reaper purges it after the retention period.
     Succeeded,
     /// The dead-letter box: a permanent error, attempts exhausted or deadline passed.
@@ -40,10 +44,11 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
         JobState::Queued,
         JobState::Running,
         JobState::Retrying,
+        JobState::Waiting,
         JobState::Succeeded,
         JobState::Dead,
         JobState::Cancelled,
@@ -54,6 +59,7 @@ impl JobState {
             JobState::Queued => "queued",
             JobState::Running => "running",
             JobState::Retrying => "retrying",
+            JobState::Waiting => "waiting",
             JobState::Succeeded => "succeeded",
             JobState::Dead => "dead",
             JobState::Cancelled => "cancelled",
@@ -109,10 +115,15 @@ pub enum Transition {
     Cancel,
     /// An operator sends a dead or cancelled job round again (`-> queued`, attempts reset).
     Revive,
+    /// The handler enqueued children and waits for them (`running -> waiting`).
+    Await,
+    /// The last child finished: the parent runs again to sum up (`waiting -> queued`,
+    /// with a fresh attempt budget and its stage counted up).
+    Resume,
 }
 
 impl Transition {
-    pub const ALL: [Transition; 8] = [
+    pub const ALL: [Transition; 10] = [
         Transition::Claim,
         Transition::Complete,
         Transition::RetryLater,
@@ -121,6 +132,8 @@ impl Transition {
         Transition::Release,
         Transition::Cancel,
         Transition::Revive,
+        Transition::Await,
+        Transition::Resume,
     ];
 
     /// The states a job may be in for this transition to apply.
@@ -132,9 +145,11 @@ impl Transition {
             | Transition::RetryLater
             | Transition::Kill
             | Transition::RescueExpired
-            | Transition::Release => &[Running],
-            Transition::Cancel => &[Queued, Retrying, Running],
+            | Transition::Release
+            | Transition::Await => &[Running],
+            Transition::Cancel => &[Queued, Retrying, Running, Waiting],
             Transition::Revive => &[Dead, Cancelled],
+            Transition::Resume => &[Waiting],
         }
     }
 
@@ -146,8 +161,9 @@ impl Transition {
             Transition::Complete => JobState::Succeeded,
             Transition::RetryLater | Transition::RescueExpired => JobState::Retrying,
             Transition::Kill => JobState::Dead,
-            Transition::Release | Transition::Revive => JobState::Queued,
+            Transition::Release | Transition::Revive | Transition::Resume => JobState::Queued,
             Transition::Cancel => JobState::Cancelled,
+            Transition::Await => JobState::Waiting,
         }
     }
 
@@ -161,6 +177,8 @@ impl Transition {
             Transition::Release => "release",
             Transition::Cancel => "cancel",
             Transition::Revive => "retry",
+            Transition::Await => "wait",
+            Transition::Resume => "resume",
         }
     }
 
@@ -216,6 +234,9 @@ pub struct Job {
     pub finished_at: Option<UnixMillis>,
     pub source: Option<String>,
     pub cancel_requested: bool,
+    /// How many times it has waited for children and been resumed: 0 on its first run,
+    /// 1 when it runs again after its children finished, and so on.
+    pub stage: u32,
 }
 
 /// A job to be enqueued. Everything but `kind` has a default.
@@ -339,6 +360,12 @@ pub enum Outcome {
         error: String,
         detail: Option<Value>,
     },
+    /// Enqueue these children and wait for all of them to finish; then the handler runs
+    /// again (with [`Job::stage`] one higher) to sum up. The fan-in of a fan-out.
+    Await {
+        children: Vec<NewJob>,
+        detail: Option<Value>,
+    },
     /// The handler stopped because the job was cancelled while it ran.
     Cancelled { reason: String },
     /// The handler stopped because the daemon is draining; the attempt is not charged.
@@ -452,6 +479,8 @@ pub enum Resolution {
         error: String,
         follow_ups: Vec<NewJob>,
     },
+    /// [`Transition::Await`]: enqueue the children in the same transaction and wait.
+    Await { children: Vec<NewJob> },
     /// [`Transition::Cancel`] of a running job that stopped on request.
     Cancelled { reason: String },
     /// [`Transition::Release`]: not charged. `started` says whether the handler ran at
@@ -466,6 +495,7 @@ impl Resolution {
             Resolution::RetryAt { .. } => Transition::RetryLater,
             Resolution::Dead { .. } => Transition::Kill,
             Resolution::Cancelled { .. } => Transition::Cancel,
+            Resolution::Await { .. } => Transition::Await,
             Resolution::Released { .. } => Transition::Release,
         }
     }
@@ -475,6 +505,8 @@ impl Resolution {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     pub job_id: JobId,
+    /// The job's parent, which resumes when this was its last unfinished child.
+    pub parent_id: Option<JobId>,
     /// The attempt number the claim gave it; a completion for an older attempt (the lease
     /// ran out and someone else has the job now) changes nothing.
     pub attempt: u32,

@@ -462,6 +462,7 @@ impl Dispatcher {
                 (self.kill(job, error, report.started_at), detail)
             }
             Outcome::Cancelled { reason } => (Resolution::Cancelled { reason }, None),
+            Outcome::Await { children, detail } => (Resolution::Await { children }, detail),
             Outcome::Interrupted { .. } if stop.is_some() => (
                 Resolution::Released {
                     started: report.started,
@@ -486,6 +487,7 @@ impl Dispatcher {
         Some((
             Completion {
                 job_id: job.id,
+                parent_id: job.parent_id,
                 attempt: job.attempts,
                 worker: self.name.clone(),
                 started_at: report.started_at,
@@ -582,6 +584,9 @@ impl Dispatcher {
                 self.counters.cancelled += 1;
                 tracing::info!(job = job.id, "job {} cancelled", job.id);
             }
+            Applied::Moved(JobState::Waiting) => {
+                tracing::info!(job = job.id, kind = %job.kind, "job {} waits for its children", job.id);
+            }
             Applied::Moved(JobState::Queued) => {
                 tracing::info!(
                     job = job.id,
@@ -603,8 +608,13 @@ impl Dispatcher {
                 hook.after_commit(job, *state, error, &self.config);
             }
         }
-        if matches!(&completion.resolution,
-            Resolution::Succeeded { follow_ups } | Resolution::Dead { follow_ups, .. } if !follow_ups.is_empty())
+        let spawned = matches!(&completion.resolution,
+            Resolution::Succeeded { follow_ups } | Resolution::Dead { follow_ups, .. }
+                | Resolution::Await { children: follow_ups } if !follow_ups.is_empty());
+        // New children are ready; a finished child may have resumed its parent.
+        if spawned
+            || completion.parent_id.is_some()
+            || matches!(completion.resolution, Resolution::Await { .. })
         {
             self.look_for_work = true;
         }
@@ -622,10 +632,17 @@ impl Dispatcher {
         let job = Arc::new(job);
         let ticket = Arc::new(Ticket::default());
         *self.queue_load.entry(job.queue.clone()).or_default() += 1;
+        // A resumed parent sums up its children: tell its handler how they ended.
+        let children = if job.stage > 0 {
+            self.db.children_counts(job.id).ok()
+        } else {
+            None
+        };
         let assignment = Assignment {
             job: job.clone(),
             ticket: ticket.clone(),
             config: self.config.clone(),
+            children,
         };
         self.in_flight.insert(job.id, InFlight { job, ticket });
         if self.work.send(assignment).is_err() {
@@ -692,6 +709,7 @@ impl Dispatcher {
                 let started = f.ticket.started_at.load(Ordering::SeqCst);
                 Completion {
                     job_id: f.job.id,
+                    parent_id: f.job.parent_id,
                     attempt: f.job.attempts,
                     worker: self.name.clone(),
                     started_at: if started > 0 { started } else { now },

@@ -27,6 +27,8 @@ pub struct Assignment {
     pub ticket: Arc<Ticket>,
     /// The configuration current when it was claimed.
     pub config: Arc<Config>,
+    /// For a parent resumed after its children: how many ended in each state.
+    pub children: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// A worker's account of one attempt.
@@ -82,6 +84,7 @@ fn run_one(
         job,
         ticket,
         config,
+        children,
     } = assignment;
     let started_at = clock.now_ms();
     // A job still waiting for a worker when the daemon began to drain, or when it was
@@ -113,6 +116,7 @@ fn run_one(
         deadline: Instant::now() + timeout,
         timeout,
         stop: ticket.stop.clone(),
+        children,
     };
     let began = Instant::now();
     let outcome = match registry.get(&job.kind) {

@@ -67,6 +67,9 @@ pub struct JobContext {
     pub deadline: Instant,
     pub timeout: Duration,
     pub stop: Arc<StopSignal>,
+    /// When the job runs again after waiting for its children ([`Job::stage`] > 0): how
+    /// many of them ended in each state (`succeeded`, `dead`, `cancelled`).
+    pub children: Option<BTreeMap<String, u64>>,
 }
 
 pub trait Handler: Send + Sync {

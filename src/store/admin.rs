@@ -92,6 +92,17 @@ impl Db {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
+    /// How many of a job's children are in each state.
+    pub fn children_counts(&self, id: JobId) -> Result<BTreeMap<String, u64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT state, count(*) FROM jobs WHERE parent_id = ?1 GROUP BY state",
+        )?;
+        let rows = stmt.query_map([id], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<BTreeMap<_, _>>>()?)
+    }
+
     /// When a job's first recorded attempt started.
     pub fn first_attempt_at(&self, id: JobId) -> Result<Option<UnixMillis>> {
         Ok(self

@@ -54,11 +54,14 @@ pub fn write(path: &Path) -> Result<()> {
             NewJob::new("exec", json!({"command": "report", "day": "2026-01-01"}))
                 .queue("reports")
                 .source("example"),
+            NewJob::new("noop", json!({"note": "fans out", "fan_out": 2}))
+                .priority(9)
+                .source("example"),
         ];
         tx.enqueue(&jobs, now)?;
         let claimed = tx.claim(
             &ClaimSpec {
-                limit: 5,
+                limit: 6,
                 limited_queues: vec![],
             },
             worker,
@@ -82,6 +85,11 @@ pub fn write(path: &Path) -> Result<()> {
                 {
                     continue
                 }
+                _ if job.payload.get("fan_out").is_some() => Resolution::Await {
+                    children: (1..=2)
+                        .map(|part| NewJob::new("noop", json!({"part": part})).source("example"))
+                        .collect(),
+                },
                 _ if job.payload.get("note").is_some() => Resolution::Released { started: false },
                 _ => Resolution::Succeeded {
                     follow_ups: vec![NewJob::new(
@@ -93,6 +101,7 @@ pub fn write(path: &Path) -> Result<()> {
             };
             let done = Completion {
                 job_id: job.id,
+                parent_id: job.parent_id,
                 attempt: job.attempts,
                 worker: worker.into(),
                 started_at: now + 1_000,

@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 /// The columns of a [`Job`], in the order [`job_from_row`] reads them.
 pub(super) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempts, \
      max_attempts, run_at, lease_until, worker, unique_key, parent_id, last_error, \
-     deadline_at, created_at, updated_at, finished_at, source, cancel_requested";
+     deadline_at, created_at, updated_at, finished_at, source, cancel_requested, stage";
 
 pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     let payload: String = row.get(3)?;
@@ -40,6 +40,7 @@ pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         finished_at: row.get(17)?,
         source: row.get(18)?,
         cancel_requested: row.get(19)?,
+        stage: row.get(20)?,
     })
 }
 
@@ -54,6 +55,9 @@ pub(super) fn state_guard(transition: Transition) -> String {
         .collect();
     format!("({})", states.join(" OR "))
 }
+
+/// A finished job: succeeded, dead or cancelled.
+const TERMINAL: &str = "(state = 'succeeded' OR state = 'dead' OR state = 'cancelled')";
 
 /// The result of enqueuing one job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -118,6 +122,10 @@ fn completion_sql(transition: Transition) -> &'static str {
             (
                 Transition::Cancel,
                 "state = ?5, lease_until = NULL, finished_at = ?4, updated_at = ?4, last_error = ?6",
+            ),
+            (
+                Transition::Await,
+                "state = 'waiting', lease_until = NULL, updated_at = ?4",
             ),
             (
                 Transition::Release,
@@ -317,7 +325,9 @@ impl<'a> Tx<'a> {
         let sql = completion_sql(done.resolution.transition());
         let mut update = self.tx.prepare_cached(sql)?;
         let changed = match &done.resolution {
-            Resolution::Succeeded { .. } | Resolution::Released { .. } => {
+            Resolution::Succeeded { .. }
+            | Resolution::Released { .. }
+            | Resolution::Await { .. } => {
                 update.execute(params![done.job_id, done.attempt, done.worker, now])?
             }
             Resolution::RetryAt { run_at, error } => update.execute(params![
@@ -348,6 +358,7 @@ impl<'a> Tx<'a> {
             Resolution::RetryAt { error, .. } => ("retry", Some(error.as_str())),
             Resolution::Dead { error, .. } => ("dead", Some(error.as_str())),
             Resolution::Cancelled { reason } => ("cancelled", Some(reason.as_str())),
+            Resolution::Await { .. } => ("waiting", None),
             Resolution::Released { started: false } => ("interrupted", None),
             Resolution::Released { started: true } => ("interrupted", Some("daemon stopping")),
         };
@@ -355,22 +366,71 @@ impl<'a> Tx<'a> {
         if ran {
             self.record_attempt(done, outcome, error)?;
         }
-        if let Resolution::Succeeded { follow_ups } | Resolution::Dead { follow_ups, .. } =
-            &done.resolution
-        {
-            if !follow_ups.is_empty() {
-                let children: Vec<NewJob> = follow_ups
-                    .iter()
-                    .cloned()
-                    .map(|mut child| {
-                        child.parent_id = child.parent_id.or(Some(done.job_id));
-                        child
-                    })
-                    .collect();
-                self.enqueue(&children, now)?;
+        match &done.resolution {
+            Resolution::Succeeded { follow_ups } | Resolution::Dead { follow_ups, .. } => {
+                self.enqueue_children(done.job_id, follow_ups, false, now)?;
+            }
+            Resolution::Await { children } => {
+                self.enqueue_children(done.job_id, children, true, now)?;
+                // Nothing to wait for: it goes straight back for its fan-in run.
+                self.resume_if_children_done(done.job_id, now)?;
+            }
+            _ => {}
+        }
+        let target = done.resolution.transition().to_state();
+        if target.is_terminal() {
+            if let Some(parent) = done.parent_id {
+                self.resume_if_children_done(parent, now)?;
             }
         }
         Ok(Applied::Moved(done.resolution.transition().to_state()))
+    }
+
+    /// Enqueues follow-ups of `parent`. Children a parent waits for are always linked to
+    /// it; other follow-ups keep a parent they name, else get this one.
+    fn enqueue_children(
+        &self,
+        parent: JobId,
+        children: &[NewJob],
+        linked: bool,
+        now: UnixMillis,
+    ) -> Result<()> {
+        if children.is_empty() {
+            return Ok(());
+        }
+        let children: Vec<NewJob> = children
+            .iter()
+            .cloned()
+            .map(|mut child| {
+                child.parent_id = if linked {
+                    Some(parent)
+                } else {
+                    child.parent_id.or(Some(parent))
+                };
+                child
+            })
+            .collect();
+        self.enqueue(&children, now)?;
+        Ok(())
+    }
+
+    /// Moves a waiting parent back to `queued` once none of its children is unfinished:
+    /// a fresh attempt budget and the next stage, so its handler can sum up.
+    fn resume_if_children_done(&self, parent: JobId, now: UnixMillis) -> Result<bool> {
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE jobs SET state = 'queued', attempts = 0, stage = stage + 1, run_at = ?2, \
+                 updated_at = ?2 WHERE id = ?1 AND {guard} AND NOT EXISTS \
+                 (SELECT 1 FROM jobs WHERE parent_id = ?1 AND NOT {terminal})",
+                guard = state_guard(Transition::Resume),
+                terminal = TERMINAL
+            )
+        });
+        Ok(self
+            .tx
+            .prepare_cached(&SQL)?
+            .execute(params![parent, now])?
+            == 1)
     }
 
     fn record_attempt(&self, done: &Completion, outcome: &str, error: Option<&str>) -> Result<()> {
@@ -441,6 +501,7 @@ impl<'a> Tx<'a> {
             rows.collect::<rusqlite::Result<_>>()?
         };
         let mut rescued = Vec::with_capacity(expired.len());
+        let mut resumes = Vec::new();
         let guard = state_guard(Transition::RescueExpired);
         for (id, kind, attempts, own_max, worker, claimed_at) in expired {
             let max = own_max.unwrap_or_else(|| max_attempts_of(&kind));
@@ -458,6 +519,10 @@ impl<'a> Tx<'a> {
                 (Transition::RescueExpired, reason.to_string())
             };
             let changed = if target == Transition::Kill {
+                // A dead child may be the last one its parent waited for.
+                if let Some(parent) = self.parent_of(id)? {
+                    resumes.push(parent);
+                }
                 self.tx
                     .prepare_cached(&format!(
                         "UPDATE jobs SET state = 'dead', lease_until = NULL, finished_at = ?2, \
@@ -481,6 +546,9 @@ impl<'a> Tx<'a> {
                     .execute(params![id, attempts.max(1), worker, claimed_at.min(now), now, error])?;
                 rescued.push((id, target.to_state()));
             }
+        }
+        for parent in resumes {
+            self.resume_if_children_done(parent, now)?;
         }
         Ok(rescued)
     }
@@ -531,16 +599,31 @@ impl<'a> Tx<'a> {
                 .execute(params![id, now])?;
             return Ok(JobState::Running);
         }
+        static CANCEL_WAITING: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?2, updated_at = ?2, \
+                 last_error = 'cancelled by an operator' WHERE id = ?1 AND {} AND state <> 'running'",
+                state_guard(Transition::Cancel)
+            )
+        });
         let changed = self
             .tx
-            .prepare_cached(
-                "UPDATE jobs SET state = 'cancelled', finished_at = ?2, updated_at = ?2, \
-                 last_error = 'cancelled by an operator' \
-                 WHERE id = ?1 AND (state = 'queued' OR state = 'retrying')",
-            )?
+            .prepare_cached(&CANCEL_WAITING)?
             .execute(params![id, now])?;
         debug_assert_eq!(changed, 1);
+        if let Some(parent) = self.parent_of(id)? {
+            self.resume_if_children_done(parent, now)?;
+        }
         Ok(JobState::Cancelled)
+    }
+
+    fn parent_of(&self, id: JobId) -> Result<Option<JobId>> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT parent_id FROM jobs WHERE id = ?1")?
+            .query_row([id], |row| row.get(0))
+            .optional()?
+            .flatten())
     }
 
     /// Deletes finished jobs of a terminal state that finished before `before`, with their

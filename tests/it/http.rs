@@ -1,6 +1,8 @@
 //! The `http` and `notify` kinds against a real HTTP server on 127.0.0.1: classification,
 //! Retry-After, timeouts, OAuth2, rate limits, multipart, masking and dead-letter webhooks.
 
+use crate::http_server::{HttpServer, Request, Response};
+
 use jobd::clock::{Clock, ManualClock, SharedClock, SystemClock};
 use jobd::config::{Config, ConfigSource};
 use jobd::daemon::{Daemon, DaemonOptions, JobHooks};
@@ -70,61 +72,55 @@ impl Reply {
     }
 }
 
-type Script = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
-
 struct Server {
     base: String,
     seen: Arc<Mutex<Vec<Seen>>>,
-    server: Arc<tiny_http::Server>,
+    _server: HttpServer,
 }
 
 impl Server {
-    /// Answers with `script(request, n)`, n counting requests from 0.
+    /// Answers with `script(request, n)`, n counting requests from 0. At most `threads`
+    /// requests are answered at once (each connection has its own thread; the rest wait).
     fn start(
         threads: usize,
         script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
     ) -> Server {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let base = format!("http://{}", server.server_addr().to_ip().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let script: Arc<Script> = Arc::new(script);
         let count = Arc::new(AtomicUsize::new(0));
-        for _ in 0..threads {
-            let (server, seen, script, count) =
-                (server.clone(), seen.clone(), script.clone(), count.clone());
-            std::thread::spawn(move || {
-                while let Ok(mut request) = server.recv() {
-                    let at = Instant::now();
-                    let mut body = Vec::new();
-                    let _ = request.as_reader().read_to_end(&mut body);
-                    let record = Seen {
-                        at,
-                        method: request.method().to_string(),
-                        url: request.url().to_string(),
-                        headers: request
-                            .headers()
-                            .iter()
-                            .map(|h| (h.field.to_string(), h.value.to_string()))
-                            .collect(),
-                        body,
-                    };
-                    let n = count.fetch_add(1, Ordering::SeqCst);
-                    let answer = script(&record, n);
-                    seen.lock().unwrap().push(record);
-                    std::thread::sleep(answer.delay);
-                    let mut response = tiny_http::Response::from_string(answer.body)
-                        .with_status_code(answer.status);
-                    for (name, value) in answer.headers {
-                        response.add_header(
-                            tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
-                                .unwrap(),
-                        );
-                    }
-                    let _ = request.respond(response);
-                }
-            });
+        let permits = Arc::new((Mutex::new(threads.max(1)), std::sync::Condvar::new()));
+        let recorded = seen.clone();
+        let handler = move |request: Request| {
+            let (lock, freed) = &*permits;
+            let mut free = freed
+                .wait_while(lock.lock().unwrap(), |free| *free == 0)
+                .unwrap();
+            *free -= 1;
+            drop(free);
+            let record = Seen {
+                at: request.at,
+                method: request.method,
+                url: request.url,
+                headers: request.headers,
+                body: request.body,
+            };
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let answer = script(&record, n);
+            recorded.lock().unwrap().push(record);
+            std::thread::sleep(answer.delay);
+            *lock.lock().unwrap() += 1;
+            freed.notify_one();
+            Response {
+                status: answer.status,
+                headers: answer.headers,
+                body: answer.body.into_bytes(),
+            }
+        };
+        let server = HttpServer::start(Arc::new(handler));
+        Server {
+            base: server.base.clone(),
+            seen,
+            _server: server,
         }
-        Server { base, seen, server }
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -136,12 +132,6 @@ impl Server {
             .into_iter()
             .filter(|s| s.url.starts_with(path))
             .collect()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.server.unblock();
     }
 }
 

@@ -6,5 +6,6 @@ mod daemon;
 mod example_db;
 mod exec;
 mod http;
+mod http_server;
 mod jobctl;
 mod store;

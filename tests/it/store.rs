@@ -36,6 +36,7 @@ fn claim(db: &mut Db, limit: usize, now: i64) -> Vec<jobd::job::Job> {
 fn completion(id: JobId, attempt: u32, resolution: Resolution, now: i64) -> Completion {
     Completion {
         job_id: id,
+        parent_id: None,
         attempt,
         worker: WORKER.into(),
         started_at: now,
@@ -46,8 +47,12 @@ fn completion(id: JobId, attempt: u32, resolution: Resolution, now: i64) -> Comp
 }
 
 fn complete(db: &mut Db, id: JobId, attempt: u32, resolution: Resolution, now: i64) -> Applied {
-    db.write(|tx| tx.complete(&completion(id, attempt, resolution, now), now))
-        .unwrap()
+    let parent_id = db.get(id).unwrap().parent_id;
+    let done = Completion {
+        parent_id,
+        ..completion(id, attempt, resolution, now)
+    };
+    db.write(|tx| tx.complete(&done, now)).unwrap()
 }
 
 fn state(db: &Db, id: JobId) -> JobState {
@@ -76,6 +81,9 @@ fn job_in_state(db: &mut Db, target: JobState) -> JobId {
         JobState::Cancelled => Resolution::Cancelled {
             reason: "stopped".into(),
         },
+        JobState::Waiting => Resolution::Await {
+            children: vec![NewJob::new("noop", json!({"child": true}))],
+        },
         JobState::Queued => unreachable!(),
     };
     assert_eq!(complete(db, id, 1, resolution, T0), Applied::Moved(target));
@@ -102,9 +110,16 @@ fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
             .unwrap()
             .iter()
             .any(|j| j.id == id),
-        Transition::Complete | Transition::RetryLater | Transition::Kill | Transition::Release => {
+        Transition::Complete
+        | Transition::RetryLater
+        | Transition::Kill
+        | Transition::Release
+        | Transition::Await => {
             let resolution = match transition {
                 Transition::Complete => Resolution::Succeeded { follow_ups: vec![] },
+                Transition::Await => Resolution::Await {
+                    children: vec![NewJob::new("noop", json!({}))],
+                },
                 Transition::RetryLater => Resolution::RetryAt {
                     run_at: now,
                     error: "e".into(),
@@ -133,6 +148,19 @@ fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
             }
             Err(e) => panic!("unexpected error: {e}"),
         },
+        Transition::Resume => {
+            // Finishing every unfinished child is what resumes a waiting parent.
+            let children = db
+                .list(&JobFilter {
+                    parent_id: Some(id),
+                    ..Default::default()
+                })
+                .unwrap();
+            for child in children.iter().filter(|c| !c.state.is_terminal()) {
+                db.write(|tx| tx.cancel(child.id, now)).unwrap();
+            }
+            db.get(id).unwrap().state != before.state
+        }
         Transition::Revive => match db.write(|tx| tx.revive(&[id], now)) {
             Ok(_) => true,
             Err(StoreError::Forbidden(e)) => {
@@ -562,7 +590,7 @@ fn operators_revive_dead_jobs_and_cancel_waiting_ones() {
     let err = db.write(|tx| tx.cancel(waiting, T0)).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("job {waiting} is cancelled; cannot cancel it (allowed from: queued, retrying, running)")
+        format!("job {waiting} is cancelled; cannot cancel it (allowed from: queued, retrying, running, waiting)")
     );
     assert!(matches!(
         db.write(|tx| tx.cancel(424242, T0)),
@@ -670,4 +698,120 @@ fn opening_refuses_missing_corrupt_and_outdated_databases_clearly() {
         outdated.to_string().contains("run `jobctl migrate`"),
         "{outdated}"
     );
+}
+
+#[test]
+fn a_waiting_parent_resumes_when_its_last_child_finishes() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let parent = enqueue(&mut db, noop().priority(100), T0);
+    claim(&mut db, 1, T0);
+    let children: Vec<NewJob> = (0..3)
+        .map(|i| NewJob::new("noop", json!({"i": i})))
+        .collect();
+    assert_eq!(
+        complete(&mut db, parent, 1, Resolution::Await { children }, T0),
+        Applied::Moved(JobState::Waiting)
+    );
+    assert_eq!(db.attempts(parent).unwrap()[0].outcome, "waiting");
+    let kids: Vec<_> = claim(&mut db, 10, T0 + 1);
+    assert_eq!(
+        kids.len(),
+        3,
+        "only the children are ready; the parent waits"
+    );
+    assert!(kids.iter().all(|k| k.parent_id == Some(parent)));
+    complete(
+        &mut db,
+        kids[0].id,
+        1,
+        Resolution::Succeeded { follow_ups: vec![] },
+        T0 + 2,
+    );
+    complete(
+        &mut db,
+        kids[1].id,
+        1,
+        Resolution::RetryAt {
+            run_at: T0 + 100,
+            error: "later".into(),
+        },
+        T0 + 2,
+    );
+    assert_eq!(
+        state(&db, parent),
+        JobState::Waiting,
+        "a retrying child is not finished"
+    );
+    complete(
+        &mut db,
+        kids[2].id,
+        1,
+        Resolution::Dead {
+            error: "bad row".into(),
+            follow_ups: vec![],
+        },
+        T0 + 3,
+    );
+    assert_eq!(state(&db, parent), JobState::Waiting);
+    let again = claim(&mut db, 10, T0 + 100);
+    assert_eq!(again.len(), 1);
+    complete(
+        &mut db,
+        kids[1].id,
+        2,
+        Resolution::Succeeded { follow_ups: vec![] },
+        T0 + 101,
+    );
+    let resumed = db.get(parent).unwrap();
+    assert_eq!(
+        (
+            resumed.state,
+            resumed.attempts,
+            resumed.stage,
+            resumed.run_at
+        ),
+        (JobState::Queued, 0, 1, T0 + 101)
+    );
+    let counts = db.children_counts(parent).unwrap();
+    assert_eq!(counts.get("succeeded"), Some(&2));
+    assert_eq!(counts.get("dead"), Some(&1));
+    let fan_in = claim(&mut db, 10, T0 + 102);
+    assert_eq!(
+        (fan_in[0].id, fan_in[0].stage, fan_in[0].attempts),
+        (parent, 1, 1)
+    );
+}
+
+#[test]
+fn awaiting_no_children_resumes_at_once_and_cancelling_a_waiting_job_is_allowed() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let lonely = enqueue(&mut db, noop(), T0);
+    claim(&mut db, 1, T0);
+    assert_eq!(
+        complete(
+            &mut db,
+            lonely,
+            1,
+            Resolution::Await { children: vec![] },
+            T0
+        ),
+        Applied::Moved(JobState::Waiting)
+    );
+    let job = db.get(lonely).unwrap();
+    assert_eq!((job.state, job.stage), (JobState::Queued, 1));
+
+    let waiting = job_in_state(&mut db, JobState::Waiting);
+    assert_eq!(
+        db.write(|tx| tx.cancel(waiting, T0)).unwrap(),
+        JobState::Cancelled
+    );
+    let child = db
+        .list(&JobFilter {
+            parent_id: Some(waiting),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(child[0].state, JobState::Queued, "its children go on");
 }
