@@ -878,9 +878,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses a size: a number of bytes, or a number with B, KiB, MiB or GiB (`64MiB`).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     let scale: u64 = match unit.trim() {
         "" | "B" => 1,

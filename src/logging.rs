@@ -20,8 +20,11 @@ pub const JOURNAL_STREAM_ENV: &str = "JOURNAL_STREAM";
 /// Installs the global subscriber. `RUST_LOG` overrides `level`.
 pub fn init(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour codes only for a person at a terminal, not in files or the journal.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         // JSON stays JSON: a prefix would break every line for the machine reading it.

@@ -260,9 +260,9 @@ pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name")
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
     // node_exporter only reads *.prom, so the temporary name must not end in .prom.
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
