@@ -361,6 +361,40 @@ fn wal_under_load(wal_limit: &str, hold: Duration, run_for: Duration) -> (Vec<u6
     (samples, after)
 }
 
+#[test]
+fn a_truncate_checkpoint_reports_a_reader_in_the_way_and_then_empties_the_wal() {
+    use jobd::store::CheckpointMode;
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let reader = connect(&sandbox.db());
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))
+        .unwrap();
+    let jobs: Vec<NewJob> = (0..500).map(|_| NewJob::new("noop", json!({}))).collect();
+    db.write(|tx| tx.enqueue(&jobs, 1)).unwrap();
+    assert!(db.wal_size() > 0);
+    let started = Instant::now();
+    let blocked = db
+        .checkpoint(CheckpointMode::Truncate, Duration::from_millis(100))
+        .unwrap();
+    assert!(blocked.busy, "{blocked:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited past the limit"
+    );
+    assert!(db.wal_size() > 0);
+    reader.execute_batch("COMMIT").unwrap();
+    let done = db
+        .checkpoint(CheckpointMode::Truncate, Duration::from_millis(100))
+        .unwrap();
+    assert!(!done.busy, "{done:?}");
+    assert_eq!(db.wal_size(), 0);
+    // The busy timeout is back to the configured one for ordinary writes.
+    db.write(|tx| tx.enqueue(&jobs[..1], 1)).unwrap();
+    assert_eq!(count_state(&sandbox.db(), "queued"), 501);
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1 << 20) as f64)
 }
