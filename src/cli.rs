@@ -55,7 +55,11 @@ pub enum CtlCommand {
         ids: Vec<JobId>,
     },
     /// Counts per queue and state, oldest waiting age, recent throughput.
-    Stats,
+    Stats(StatsArgs),
+    /// Write a consistent copy of the database while the daemon runs.
+    Backup(BackupArgs),
+    /// Rebuild the database file without free space, then truncate the WAL.
+    Vacuum,
     /// Delete finished jobs older than an age.
     Purge(PurgeArgs),
     /// Create the database or bring its schema up to date.
@@ -123,6 +127,29 @@ pub struct RetryArgs {
     pub dead: bool,
     #[arg(long, requires = "dead")]
     pub kind: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// text (a table), json (same as --json) or prometheus (the text exposition format).
+    #[arg(long, value_enum)]
+    pub format: Option<StatsFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatsFormat {
+    Text,
+    Json,
+    Prometheus,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the copy (a new file; mode 0600).
+    pub path: PathBuf,
+    /// Replace PATH if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -196,7 +223,9 @@ pub fn run(cli: Cli, out: &mut dyn Write, clock: &dyn Clock) -> CtlResult {
         CtlCommand::Show { id } => ctl.show(id, out),
         CtlCommand::Retry(args) => ctl.retry(args, out),
         CtlCommand::Cancel { ids } => ctl.cancel(&ids, out),
-        CtlCommand::Stats => ctl.stats(out),
+        CtlCommand::Stats(args) => ctl.stats(args, out),
+        CtlCommand::Backup(args) => ctl.backup(args, out),
+        CtlCommand::Vacuum => ctl.vacuum(out),
         CtlCommand::Purge(args) => ctl.purge(args, out),
         CtlCommand::Migrate => ctl.migrate(out),
         CtlCommand::Check => ctl.check(out),
@@ -534,10 +563,20 @@ impl Ctl {
         Ok(())
     }
 
-    fn stats(&self, out: &mut dyn Write) -> CtlResult {
+    fn stats(&self, args: StatsArgs, out: &mut dyn Write) -> CtlResult {
+        let format = match (args.format, self.json) {
+            (Some(format), _) => format,
+            (None, true) => StatsFormat::Json,
+            (None, false) => StatsFormat::Text,
+        };
         let db = self.open()?;
+        if format == StatsFormat::Prometheus {
+            let metrics = crate::metrics::DbMetrics::read(&db, self.now)?;
+            return write!(out, "{}", crate::metrics::render(&metrics, None))
+                .map_err(|e| CtlError::Failure(format!("cannot write output: {e}")));
+        }
         let stats = db.stats(self.now)?;
-        if self.json {
+        if format == StatsFormat::Json {
             return print_json(out, &serde_json::to_value(&stats).expect("stats serialize"));
         }
         let mut header = vec!["QUEUE".to_string()];
@@ -584,6 +623,60 @@ impl Ctl {
             )?;
         }
         Ok(())
+    }
+
+    fn backup(&self, args: BackupArgs, out: &mut dyn Write) -> CtlResult {
+        if !args.force && args.path.exists() {
+            return Err(CtlError::Failure(format!(
+                "{} already exists; pass --force to replace it",
+                args.path.display()
+            )));
+        }
+        let db = self.open()?;
+        let started = std::time::Instant::now();
+        let info = db.backup_to(&args.path, args.force)?;
+        if self.json {
+            return print_json(
+                out,
+                &json!({
+                    "path": info.path,
+                    "bytes": info.bytes,
+                    "jobs": info.jobs,
+                    "schema_version": info.schema_version,
+                }),
+            );
+        }
+        say(
+            out,
+            &format!(
+                "backed up {} to {}: {}, {} job(s), schema version {}, in {:.1}s",
+                self.database.display(),
+                info.path.display(),
+                format_bytes(info.bytes),
+                info.jobs,
+                info.schema_version,
+                started.elapsed().as_secs_f64()
+            ),
+        )
+    }
+
+    fn vacuum(&self, out: &mut dyn Write) -> CtlResult {
+        let mut db = self.open()?;
+        let before = db.file_size() + db.wal_size();
+        db.vacuum()?;
+        let after = db.file_size() + db.wal_size();
+        if self.json {
+            return print_json(out, &json!({"bytes_before": before, "bytes_after": after}));
+        }
+        say(
+            out,
+            &format!(
+                "vacuumed {}: {} before, {} after",
+                self.database.display(),
+                format_bytes(before),
+                format_bytes(after)
+            ),
+        )
     }
 
     fn purge(&self, args: PurgeArgs, out: &mut dyn Write) -> CtlResult {
@@ -678,6 +771,15 @@ pub fn parse_time(text: &str) -> Result<UnixMillis, String> {
     chrono::DateTime::parse_from_rfc3339(text.trim())
         .map(|t| t.timestamp_millis())
         .map_err(|e| format!("'{text}' is not a time ({e}); write it like 2026-11-24T06:00:00Z"))
+}
+
+fn format_bytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} bytes"),
+    }
 }
 
 fn join_ids(ids: &[JobId]) -> String {

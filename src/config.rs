@@ -19,6 +19,12 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Past this WAL size the daemon runs TRUNCATE checkpoints until the WAL is cut back.
+pub const DEFAULT_WAL_LIMIT: u64 = 64 * 1024 * 1024;
+/// The smallest `daemon.wal_limit`: SQLite's own auto-checkpoint works at about 4 MiB.
+pub const MIN_WAL_LIMIT: u64 = 64 * 1024;
+/// How often the daemon rewrites `metrics.textfile`.
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
 /// Where the daemon and jobctl look when neither `--config` nor `JOBD_CONFIG` says.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/jobd/jobd.toml";
 pub const CONFIG_ENV: &str = "JOBD_CONFIG";
@@ -58,6 +64,8 @@ pub struct Config {
     pub endpoints: BTreeMap<String, EndpointConfig>,
     /// What happens when a job becomes dead, besides the error-level log line.
     pub notify: NotifyConfig,
+    /// The node_exporter textfile (`[metrics]`).
+    pub metrics: MetricsConfig,
 }
 
 /// How durable a commit is: `full` survives power loss, `normal` survives a crash of the
@@ -135,6 +143,10 @@ pub struct DaemonConfig {
     /// How long a writer waits for the database lock before reporting it busy.
     #[serde(deserialize_with = "duration")]
     pub busy_timeout: Duration,
+    /// The WAL size (bytes, or "64MiB") past which the daemon forces the WAL back to
+    /// empty with TRUNCATE checkpoints, even while long reads hold it.
+    #[serde(deserialize_with = "size")]
+    pub wal_limit: u64,
 }
 
 impl Default for DaemonConfig {
@@ -153,6 +165,7 @@ impl Default for DaemonConfig {
             retention: DEFAULT_RETENTION,
             reap_interval: DEFAULT_REAP_INTERVAL,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            wal_limit: DEFAULT_WAL_LIMIT,
         }
     }
 }
@@ -484,6 +497,26 @@ impl<'de> Deserialize<'de> for RateLimit {
     }
 }
 
+/// Metrics for node_exporter's textfile collector (`[metrics]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where the daemon writes Prometheus text, atomically, every `interval`; none by
+    /// default. The file is 0640: node_exporter's user must be in the jobd group.
+    pub textfile: Option<PathBuf>,
+    #[serde(deserialize_with = "duration")]
+    pub interval: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            textfile: None,
+            interval: DEFAULT_METRICS_INTERVAL,
+        }
+    }
+}
+
 /// Dead-letter notifications (`[notify]`): a durable, retried job per dead job, to a
 /// webhook endpoint and/or a declared command.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -655,6 +688,23 @@ impl Config {
                 "daemon.lease: must be at least 1s (heartbeats run at a third of it)".into(),
             );
         }
+        if d.wal_limit < MIN_WAL_LIMIT {
+            return Err(format!(
+                "daemon.wal_limit: {} bytes is less than the smallest allowed, {MIN_WAL_LIMIT} (64KiB)",
+                d.wal_limit
+            ));
+        }
+        if self.metrics.interval < Duration::from_secs(1) {
+            return Err("metrics.interval: must be at least 1s".into());
+        }
+        if let Some(path) = &self.metrics.textfile {
+            if path.file_name().is_none() {
+                return Err(format!(
+                    "metrics.textfile: '{}' does not name a file",
+                    path.display()
+                ));
+            }
+        }
         if d.database.as_os_str().is_empty() {
             return Err("daemon.database: must not be empty".into());
         }
@@ -825,6 +875,42 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// Parses a size: a number of bytes, or a number with B, KiB, MiB or GiB (`64MiB`).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => 0,
+    };
+    let n: Option<u64> = digits.parse().ok();
+    match (n, scale) {
+        (Some(n), s) if s > 0 => n
+            .checked_mul(s)
+            .ok_or_else(|| format!("'{text}' is too large")),
+        _ => Err(format!(
+            "'{text}' is not a size; write it like 67108864, 512KiB, 64MiB or 1GiB"
+        )),
+    }
+}
+
+fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(deserializer)? {
+        Size::Bytes(n) => Ok(n),
+        Size::Text(t) => parse_size(&t).map_err(serde::de::Error::custom),
+    }
+}
+
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     parse_duration(&text).map_err(serde::de::Error::custom)
@@ -841,6 +927,27 @@ fn optional_duration<'de, D: Deserializer<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_and_the_metrics_section() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("64MB").unwrap_err().contains("64MiB"));
+        let config = Config::from_toml(
+            "[daemon]\nwal_limit = \"8MiB\"\n[metrics]\ntextfile = \"/tmp/j.prom\"\ninterval = \"5s\"\n",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(config.daemon.wal_limit, 8 << 20);
+        assert_eq!(config.metrics.interval, Duration::from_secs(5));
+        let config = Config::from_toml("[daemon]\nwal_limit = 1048576\n", "test").unwrap();
+        assert_eq!(config.daemon.wal_limit, 1 << 20);
+        let err = Config::from_toml("[daemon]\nwal_limit = \"1KiB\"\n", "test").unwrap_err();
+        assert!(err.to_string().contains("daemon.wal_limit"), "{err}");
+        let err = Config::from_toml("[metrics]\ninterval = \"0s\"\n", "test").unwrap_err();
+        assert!(err.to_string().contains("metrics.interval"), "{err}");
+    }
 
     #[test]
     fn an_empty_file_is_the_defaults() {

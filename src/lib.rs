@@ -9,6 +9,8 @@
 //! - [`handlers`]: the job kinds (`noop`, `exec`) and their registry.
 //! - [`daemon`]: dispatcher, workers, reaper, signals and sd_notify.
 //! - [`cli`]: the `jobctl` commands, writing to any `io::Write`.
+//! - [`logging`]: text, JSON or journald (`<N>`-prefixed) log lines.
+//! - [`metrics`]: Prometheus text for `jobctl stats` and the daemon's textfile.
 
 pub mod cli;
 pub mod clock;
@@ -16,5 +18,7 @@ pub mod config;
 pub mod daemon;
 pub mod handlers;
 pub mod job;
+pub mod logging;
+pub mod metrics;
 pub mod retry;
 pub mod store;

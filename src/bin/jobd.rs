@@ -58,7 +58,7 @@ fn main() {
         Some(LogFormatArg::Text) => LogFormat::Text,
         None => config.log.format,
     };
-    init_logging(&config.log.level, format);
+    jobd::logging::init(&config.log.level, format);
     tracing::info!("configuration: {}", source.describe());
     let daemon = match Daemon::start(
         config,
@@ -92,17 +92,5 @@ fn main() {
             tracing::error!("stopped on an error: {e}");
             std::process::exit(1);
         }
-    }
-}
-
-fn init_logging(level: &str, format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }

@@ -10,8 +10,9 @@ use crate::clock::{after, SharedClock};
 use crate::config::{Config, ConfigSource};
 use crate::handlers::StopReason;
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Outcome, Resolution, UnixMillis};
+use crate::metrics::{DaemonSnapshot, Histogram};
 use crate::retry::{FailedAttempt, RetryDecision};
-use crate::store::{Applied, ClaimSpec, Db, Enqueued, StoreError};
+use crate::store::{Applied, CheckpointMode, ClaimSpec, Db, Enqueued, StoreError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -30,6 +31,17 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// that short jobs flow in large group commits; little enough that slow jobs are not
 /// hoarded as `running` while they wait.
 const CLAIM_AHEAD_WINDOW: Duration = Duration::from_millis(100);
+/// How often the WAL checkpoint policy looks at the WAL.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest a forced (TRUNCATE) checkpoint waits for readers to leave the WAL. It
+/// holds the write lock meanwhile, so it pauses the dispatcher's writes that long at
+/// most, once per [`CHECKPOINT_INTERVAL`], and only while the WAL is over
+/// `daemon.wal_limit`. (Waiting longer does not catch a reader's pause more often: a
+/// new reader that starts before the WAL is fully copied back pins it again; measured,
+/// 2 s waits cut throughput by a third without bounding the WAL any better.)
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
+/// While the database cannot be written, how often the error is repeated in the log.
+const WRITE_ERROR_REPEAT: Duration = Duration::from_secs(60);
 /// After the grace period, how long stopped handlers get to report before their jobs are
 /// released regardless.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
@@ -106,6 +118,16 @@ pub struct Dispatcher {
     once: bool,
     notifier: Notifier,
     pub counters: Counters,
+    /// How long handlers ran, for the metrics textfile.
+    handler_durations: Histogram,
+    metrics: Sender<DaemonSnapshot>,
+    next_metrics: Instant,
+    started_at: UnixMillis,
+    next_checkpoint: Instant,
+    /// The WAL was over its limit and a forced checkpoint could not cut it back yet.
+    wal_over_limit: bool,
+    /// Since when writes fail, and when that was last logged at error level.
+    write_failing: Option<(Instant, Instant)>,
 }
 
 struct Drain {
@@ -125,10 +147,12 @@ impl Dispatcher {
         work: Sender<Assignment>,
         once: bool,
         notifier: Notifier,
+        metrics: Sender<DaemonSnapshot>,
     ) -> Dispatcher {
         let config = shared_config.read().expect("config lock").clone();
         let now = Instant::now();
         let next_watchdog = notifier.watchdog_interval().map(|_| now);
+        let started_at = clock.now_ms();
         Dispatcher {
             db,
             config,
@@ -156,6 +180,13 @@ impl Dispatcher {
             once,
             notifier,
             counters: Counters::default(),
+            handler_durations: Histogram::default(),
+            metrics,
+            next_metrics: now,
+            started_at,
+            next_checkpoint: now + CHECKPOINT_INTERVAL,
+            wal_over_limit: false,
+            write_failing: None,
         }
     }
 
@@ -217,6 +248,9 @@ impl Dispatcher {
         if let Some(retry_at) = self.write_retry_at {
             if instant < retry_at && enqueues.is_empty() {
                 self.held = reports;
+                // Watchdog pings go on while writes wait: a full disk is not a hang, and
+                // a restart would lose the outcomes held in memory.
+                self.housekeeping(instant);
                 return Ok(None);
             }
         }
@@ -295,18 +329,37 @@ impl Dispatcher {
         });
         match write {
             Err(e) => {
-                tracing::error!("cannot write to the queue database: {e}; holding {} outcome(s) in memory and trying again", reports.len());
+                // Once at error level, then once a minute: a disk that stays full for an
+                // hour must not write 3600 lines to the journal it shares the disk with.
+                match &mut self.write_failing {
+                    None => {
+                        tracing::error!("cannot write to the queue database: {e}; holding {} outcome(s) in memory and trying again every {}s", reports.len(), WRITE_RETRY.as_secs());
+                        self.write_failing = Some((instant, instant));
+                    }
+                    Some((since, logged))
+                        if instant.duration_since(*logged) >= WRITE_ERROR_REPEAT =>
+                    {
+                        tracing::error!("still cannot write to the queue database after {}s: {e}; holding {} outcome(s) in memory", since.elapsed().as_secs(), reports.len());
+                        *logged = instant;
+                    }
+                    Some(_) => tracing::debug!("cannot write to the queue database: {e}"),
+                }
                 for (_, reply) in enqueues {
                     let _ = reply.send(Err(format!("not enqueued: {e}")));
                 }
                 self.held = reports;
                 self.write_retry_at = Some(instant + WRITE_RETRY);
+                self.housekeeping(instant);
                 Ok(None)
             }
             Ok((applied, enqueued, rescued, claimed, next_due)) => {
                 self.counters.commits += 1;
                 if self.write_retry_at.take().is_some() {
-                    tracing::info!("the queue database is writable again");
+                    let since = self.write_failing.take().map(|(since, _)| since.elapsed());
+                    tracing::info!(
+                        "the queue database is writable again after {}s; held outcomes written",
+                        since.unwrap_or_default().as_secs()
+                    );
                 }
                 for ((completion, _), applied) in resolved.iter().zip(&applied) {
                     self.finish(completion, applied);
@@ -379,6 +432,7 @@ impl Dispatcher {
     }
 
     fn observe_run(&mut self, ran_for: Duration) {
+        self.handler_durations.observe(ran_for);
         let sample = ran_for.as_micros() as f64;
         self.average_run_us = Some(match self.average_run_us {
             None => sample,
@@ -765,6 +819,8 @@ impl Dispatcher {
     /// Watchdog pings and STATUS= lines: sent from this loop, so a hung dispatcher
     /// stops them and systemd restarts it.
     fn housekeeping(&mut self, instant: Instant) {
+        self.checkpoint_policy(instant);
+        self.publish_metrics(instant);
         if let (Some(next), Some(interval)) =
             (self.next_watchdog, self.notifier.watchdog_interval())
         {
@@ -785,6 +841,72 @@ impl Dispatcher {
                 self.counters.dead
             ));
         }
+    }
+
+    /// Keeps the WAL bounded. SQLite's own auto-checkpoint is PASSIVE: it copies what it
+    /// can but never waits, and the WAL only starts over once no reader still uses it, so
+    /// overlapping long reads (jobctl list/stats/backup, sqlite3 sessions) let it grow
+    /// without bound. Every second a PASSIVE checkpoint copies frames back; once the WAL
+    /// passes `daemon.wal_limit`, a TRUNCATE checkpoint waits briefly for readers to leave
+    /// and cuts the file to zero, and is tried again every second until it succeeds.
+    fn checkpoint_policy(&mut self, instant: Instant) {
+        if instant < self.next_checkpoint {
+            return;
+        }
+        let limit = self.config.daemon.wal_limit;
+        let wal = self.db.wal_size();
+        let (mode, wait) = if wal > limit {
+            (CheckpointMode::Truncate, CHECKPOINT_WAIT)
+        } else {
+            (CheckpointMode::Passive, Duration::ZERO)
+        };
+        let result = self.db.checkpoint(mode, wait);
+        // Counted from the end of a wait, so writes always get a second between waits.
+        self.next_checkpoint = Instant::now() + CHECKPOINT_INTERVAL;
+        match result {
+            Ok(done) if mode == CheckpointMode::Truncate && done.busy => {
+                if !self.wal_over_limit {
+                    tracing::warn!(
+                        "the WAL is {} MiB, over daemon.wal_limit ({} MiB), and a read transaction keeps it from being reset; trying again every second",
+                        wal >> 20,
+                        limit >> 20
+                    );
+                }
+                self.wal_over_limit = true;
+            }
+            Ok(_) if mode == CheckpointMode::Truncate => {
+                let level_info = self.wal_over_limit;
+                self.wal_over_limit = false;
+                if level_info {
+                    tracing::info!("the WAL is cut back to empty (it was {} MiB)", wal >> 20);
+                } else {
+                    tracing::debug!("WAL of {wal} bytes checkpointed and truncated");
+                }
+            }
+            Ok(_) => {}
+            // A full disk also fails checkpoints; the write path reports that.
+            Err(e) => tracing::debug!("checkpoint ({mode:?}) failed: {e}"),
+        }
+    }
+
+    /// Hands the metrics writer thread a snapshot every `metrics.interval`, if a textfile
+    /// is configured. Never blocks: a writer still busy with the last one skips this one.
+    fn publish_metrics(&mut self, instant: Instant) {
+        let Some(textfile) = &self.config.metrics.textfile else {
+            return;
+        };
+        if instant < self.next_metrics {
+            return;
+        }
+        self.next_metrics = instant + self.config.metrics.interval;
+        let _ = self.metrics.try_send(DaemonSnapshot {
+            textfile: textfile.clone(),
+            counters: self.counters,
+            handler_durations: self.handler_durations.clone(),
+            held_outcomes: self.held.len(),
+            started_at: self.started_at,
+            now: self.clock.now_ms(),
+        });
     }
 
     fn time_to_wait(&self) -> Duration {
@@ -810,6 +932,10 @@ impl Dispatcher {
             until(self.next_poll);
         }
         until(self.next_reap);
+        until(self.next_checkpoint);
+        if self.config.metrics.textfile.is_some() {
+            until(self.next_metrics);
+        }
         if let Some(next) = self.next_watchdog {
             until(next);
         }

@@ -129,11 +129,21 @@ impl Daemon {
                 migrate: true,
             },
         )?;
+        // After a checkpoint lets the WAL start over, the file shrinks back to the limit.
+        db.set_journal_size_limit(config.daemon.wal_limit)?;
         let registry = Arc::new(options.registry);
         let shared_config: SharedConfig = Arc::new(RwLock::new(Arc::new(config.clone())));
         let (command_tx, command_rx) = crossbeam_channel::unbounded();
         let (work_tx, work_rx) = crossbeam_channel::unbounded();
         let notifier = notify::Notifier::from_env();
+        // Bounded(1): the dispatcher never waits for the metrics writer.
+        let (metrics_tx, metrics_rx) = crossbeam_channel::bounded(1);
+        crate::metrics::spawn_textfile_writer(
+            database.clone(),
+            config.daemon.busy_timeout,
+            metrics_rx,
+        )
+        .map_err(|e| DaemonError::Setup(format!("cannot start the metrics writer: {e}")))?;
         let mut dispatcher = Dispatcher::new(
             db,
             shared_config.clone(),
@@ -144,6 +154,7 @@ impl Daemon {
             work_tx,
             options.once,
             notifier,
+            metrics_tx,
         );
         dispatcher.recover()?;
         let workers = workers::spawn(

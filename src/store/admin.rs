@@ -217,3 +217,15 @@ impl Db {
         Ok(out)
     }
 }
+
+impl Db {
+    /// Attempts recorded per outcome (`succeeded`, `retry`, `dead`, ...). Purging finished
+    /// jobs removes their attempts too, so these can go down.
+    pub fn attempt_counts(&self) -> Result<BTreeMap<String, u64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT outcome, count(*) FROM job_attempts GROUP BY outcome")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<BTreeMap<String, u64>>>()?)
+    }
+}

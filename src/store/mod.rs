@@ -4,10 +4,12 @@
 
 mod admin;
 pub mod example;
+mod maintenance;
 mod queue;
 pub mod schema;
 
 pub use admin::{Attempt, JobFilter, QueueStats, Stats};
+pub use maintenance::{BackupInfo, Checkpoint, CheckpointMode};
 pub use queue::{Applied, ClaimSpec, Enqueued, Tx};
 
 use crate::config::Synchronous;
@@ -43,6 +45,9 @@ pub enum StoreError {
     Forbidden(#[from] ForbiddenTransition),
     #[error("invalid job: {0}")]
     InvalidJob(String),
+    /// A file operation around the database (a backup's copy, its rename).
+    #[error("{0}")]
+    Io(String),
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
 }
@@ -90,6 +95,8 @@ impl Default for OpenOptions {
 pub struct Db {
     conn: Connection,
     path: PathBuf,
+    /// The configured busy timeout, restored after a checkpoint waited less.
+    busy_timeout: Duration,
 }
 
 impl Db {
@@ -120,6 +127,7 @@ impl Db {
         let db = Db {
             conn,
             path: path.to_path_buf(),
+            busy_timeout: options.busy_timeout,
         };
         db.configure(options)?;
         if options.migrate {
@@ -160,12 +168,20 @@ impl Db {
     /// Runs `work` in one `BEGIN IMMEDIATE` transaction: the write lock is taken up front,
     /// so waiting for it honours the busy timeout and no read-then-write upgrade can fail.
     pub fn write<T>(&mut self, work: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let path = self.path.clone();
+        let name_disk_full = move |e: StoreError| match e {
+            StoreError::DiskFull(m) => {
+                StoreError::DiskFull(format!("cannot write {}: {m}", path.display()))
+            }
+            other => other,
+        };
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let wrapped = Tx::new(&tx);
-        let value = work(&wrapped)?;
-        tx.commit()?;
+        let value = work(&wrapped).map_err(&name_disk_full)?;
+        tx.commit()
+            .map_err(|e| name_disk_full(StoreError::from(e)))?;
         Ok(value)
     }
 

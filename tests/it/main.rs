@@ -8,4 +8,5 @@ mod exec;
 mod http;
 mod http_server;
 mod jobctl;
+mod service;
 mod store;

@@ -1,0 +1,383 @@
+//! Metrics in the Prometheus text exposition format (version 0.0.4): what `jobctl stats
+//! --format prometheus` prints, and the node_exporter textfile the daemon rewrites every
+//! `metrics.interval` when `metrics.textfile` is set.
+//!
+//! Gauges read from the database (jobs per queue and state, oldest ready age, attempts
+//! per outcome, file sizes) are the same in both. The daemon adds what only it knows:
+//! jobs processed since start, commits, outcomes held in memory, and a histogram of how
+//! long handlers ran. The textfile is written on its own thread with its own read
+//! connection, so a slow count never stalls the dispatcher.
+
+use crate::daemon::dispatcher::Counters;
+use crate::job::{JobState, UnixMillis};
+use crate::store::{Db, OpenOptions, Stats, StoreError};
+use crossbeam_channel::Receiver;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Upper bounds of the handler duration buckets, in seconds: from a noop to a long export.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0, 300.0, 1800.0,
+];
+
+/// A cumulative-on-render histogram of handler run times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last slot is +Inf.
+    counts: [u64; DURATION_BUCKETS.len() + 1],
+    sum_seconds: f64,
+    count: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: [0; DURATION_BUCKETS.len() + 1],
+            sum_seconds: 0.0,
+            count: 0,
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&mut self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let slot = DURATION_BUCKETS
+            .iter()
+            .position(|le| seconds <= *le)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.counts[slot] += 1;
+        self.sum_seconds += seconds;
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+/// What the daemon hands the textfile writer each interval.
+#[derive(Debug, Clone)]
+pub struct DaemonSnapshot {
+    pub textfile: PathBuf,
+    pub counters: Counters,
+    pub handler_durations: Histogram,
+    /// Outcomes waiting in memory because the database could not be written.
+    pub held_outcomes: usize,
+    pub started_at: UnixMillis,
+    pub now: UnixMillis,
+}
+
+/// The gauges read from the database.
+#[derive(Debug, Clone, Default)]
+pub struct DbMetrics {
+    pub stats: Stats,
+    pub attempts: BTreeMap<String, u64>,
+    pub database_bytes: u64,
+    pub wal_bytes: u64,
+}
+
+impl DbMetrics {
+    pub fn read(db: &Db, now: UnixMillis) -> Result<DbMetrics, StoreError> {
+        Ok(DbMetrics {
+            stats: db.stats(now)?,
+            attempts: db.attempt_counts()?,
+            database_bytes: db.file_size(),
+            wal_bytes: db.wal_size(),
+        })
+    }
+}
+
+/// Renders the metrics; `daemon` adds the daemon's own series.
+pub fn render(db: &DbMetrics, daemon: Option<&DaemonSnapshot>) -> String {
+    let mut out = String::new();
+    header(
+        &mut out,
+        "jobd_jobs",
+        "gauge",
+        "Jobs in the database per queue and state.",
+    );
+    for (queue, q) in &db.stats.queues {
+        for state in JobState::ALL {
+            let n = q.states.get(state.as_str()).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "jobd_jobs{{queue=\"{}\",state=\"{}\"}} {n}",
+                escape(queue),
+                state.as_str()
+            );
+        }
+    }
+    header(
+        &mut out,
+        "jobd_oldest_ready_age_seconds",
+        "gauge",
+        "How long the longest-waiting ready job of each queue has been due (0: none waiting).",
+    );
+    for (queue, q) in &db.stats.queues {
+        let age = q.oldest_ready_age_ms.unwrap_or(0).max(0) as f64 / 1000.0;
+        let _ = writeln!(
+            out,
+            "jobd_oldest_ready_age_seconds{{queue=\"{}\"}} {}",
+            escape(queue),
+            number(age)
+        );
+    }
+    header(
+        &mut out,
+        "jobd_attempts",
+        "gauge",
+        "Attempts recorded in the database per outcome; purging finished jobs removes theirs.",
+    );
+    for (outcome, n) in &db.attempts {
+        let _ = writeln!(out, "jobd_attempts{{outcome=\"{}\"}} {n}", escape(outcome));
+    }
+    header(
+        &mut out,
+        "jobd_dead_jobs",
+        "gauge",
+        "Jobs in the dead-letter box, all queues.",
+    );
+    let _ = writeln!(out, "jobd_dead_jobs {}", db.stats.total(JobState::Dead));
+    header(
+        &mut out,
+        "jobd_database_bytes",
+        "gauge",
+        "Size of the database file, WAL not included.",
+    );
+    let _ = writeln!(out, "jobd_database_bytes {}", db.database_bytes);
+    header(
+        &mut out,
+        "jobd_wal_bytes",
+        "gauge",
+        "Size of the write-ahead log file.",
+    );
+    let _ = writeln!(out, "jobd_wal_bytes {}", db.wal_bytes);
+
+    let Some(d) = daemon else {
+        return out;
+    };
+    header(
+        &mut out,
+        "jobd_processed_total",
+        "counter",
+        "Job outcomes this daemon committed since it started, per result.",
+    );
+    for (result, n) in [
+        ("succeeded", d.counters.succeeded),
+        ("retried", d.counters.retried),
+        ("dead", d.counters.dead),
+        ("cancelled", d.counters.cancelled),
+    ] {
+        let _ = writeln!(out, "jobd_processed_total{{result=\"{result}\"}} {n}");
+    }
+    header(
+        &mut out,
+        "jobd_commits_total",
+        "counter",
+        "Write transactions the dispatcher committed since start.",
+    );
+    let _ = writeln!(out, "jobd_commits_total {}", d.counters.commits);
+    header(
+        &mut out,
+        "jobd_held_outcomes",
+        "gauge",
+        "Outcomes kept in memory because the database could not be written (e.g. disk full).",
+    );
+    let _ = writeln!(out, "jobd_held_outcomes {}", d.held_outcomes);
+    header(
+        &mut out,
+        "jobd_start_time_seconds",
+        "gauge",
+        "When this daemon started, in seconds since the Unix epoch.",
+    );
+    let _ = writeln!(
+        out,
+        "jobd_start_time_seconds {}",
+        number(d.started_at as f64 / 1000.0)
+    );
+    let h = &d.handler_durations;
+    header(
+        &mut out,
+        "jobd_handler_duration_seconds",
+        "histogram",
+        "How long handlers ran, per attempt, since start.",
+    );
+    let mut cumulative = 0;
+    for (le, n) in DURATION_BUCKETS.iter().zip(h.counts.iter()) {
+        cumulative += n;
+        let _ = writeln!(
+            out,
+            "jobd_handler_duration_seconds_bucket{{le=\"{}\"}} {cumulative}",
+            number(*le)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "jobd_handler_duration_seconds_bucket{{le=\"+Inf\"}} {}",
+        h.count
+    );
+    let _ = writeln!(
+        out,
+        "jobd_handler_duration_seconds_sum {}",
+        number(h.sum_seconds)
+    );
+    let _ = writeln!(out, "jobd_handler_duration_seconds_count {}", h.count);
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Floats as Prometheus reads them: no exponent surprises, integers without `.0`.
+fn number(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{}", value as i64)
+    } else {
+        format!("{value}")
+    }
+}
+
+/// Writes `text` to `path` atomically: a temporary file in the same directory (mode
+/// 0640: files the daemon writes are never world-readable, so node_exporter's user must
+/// be in the jobd group), synced, then renamed over `path`. A reader never sees half a file.
+pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    // node_exporter only reads *.prom, so the temporary name must not end in .prom.
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&tmp)?;
+        // The umask may have taken bits away from 0640; set exactly what we promise.
+        file.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// The textfile writer thread: for every snapshot the dispatcher sends, reads the
+/// database gauges on its own connection and rewrites the file. Ends when the dispatcher
+/// drops its sender.
+pub fn spawn_textfile_writer(
+    database: PathBuf,
+    busy_timeout: Duration,
+    snapshots: Receiver<DaemonSnapshot>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("jobd-metrics".into())
+        .spawn(move || {
+            let mut db: Option<Db> = None;
+            let mut failing = false;
+            for snapshot in snapshots.iter() {
+                let result = (|| -> Result<(), String> {
+                    if db.is_none() {
+                        db = Some(
+                            Db::open(
+                                &database,
+                                &OpenOptions {
+                                    busy_timeout,
+                                    ..OpenOptions::default()
+                                },
+                            )
+                            .map_err(|e| e.to_string())?,
+                        );
+                    }
+                    let gauges = DbMetrics::read(db.as_ref().expect("opened"), snapshot.now)
+                        .map_err(|e| e.to_string())?;
+                    let text = render(&gauges, Some(&snapshot));
+                    write_textfile(&snapshot.textfile, &text)
+                        .map_err(|e| format!("cannot write {}: {e}", snapshot.textfile.display()))
+                })();
+                match result {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("metrics textfile written again");
+                    }
+                    Ok(()) => {}
+                    // Once per failure streak: a full disk must not flood the journal.
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!("metrics: {e}");
+                    }
+                    Err(e) => tracing::debug!("metrics: {e}"),
+                }
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::QueueStats;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_at_inf() {
+        let mut h = Histogram::default();
+        h.observe(Duration::from_micros(500));
+        h.observe(Duration::from_millis(30));
+        h.observe(Duration::from_secs(4000));
+        let snapshot = DaemonSnapshot {
+            textfile: PathBuf::from("x.prom"),
+            counters: Counters::default(),
+            handler_durations: h,
+            held_outcomes: 0,
+            started_at: 1_700_000_000_000,
+            now: 1_700_000_000_000,
+        };
+        let text = render(&DbMetrics::default(), Some(&snapshot));
+        assert!(text.contains("jobd_handler_duration_seconds_bucket{le=\"0.001\"} 1\n"));
+        assert!(text.contains("jobd_handler_duration_seconds_bucket{le=\"0.025\"} 1\n"));
+        assert!(text.contains("jobd_handler_duration_seconds_bucket{le=\"0.05\"} 2\n"));
+        assert!(text.contains("jobd_handler_duration_seconds_bucket{le=\"1800\"} 2\n"));
+        assert!(text.contains("jobd_handler_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("jobd_handler_duration_seconds_count 3\n"));
+        assert!(text.contains("jobd_start_time_seconds 1700000000\n"));
+    }
+
+    #[test]
+    fn every_state_of_a_queue_is_a_series_and_labels_are_escaped() {
+        let mut db = DbMetrics::default();
+        let mut q = QueueStats::default();
+        q.states.insert("queued".into(), 3);
+        q.oldest_ready_age_ms = Some(1500);
+        db.stats.queues.insert("we\"ird\\".into(), q);
+        let text = render(&db, None);
+        assert!(text.contains("jobd_jobs{queue=\"we\\\"ird\\\\\",state=\"queued\"} 3\n"));
+        assert!(text.contains("jobd_jobs{queue=\"we\\\"ird\\\\\",state=\"dead\"} 0\n"));
+        assert!(text.contains("jobd_oldest_ready_age_seconds{queue=\"we\\\"ird\\\\\"} 1.5\n"));
+        assert!(!text.contains("jobd_processed_total"));
+    }
+}
