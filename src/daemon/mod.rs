@@ -9,9 +9,10 @@ pub mod workers;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigSource};
 use crate::handlers::Registry;
+use crate::job::UnixMillis;
 use crate::job::{Job, JobState, NewJob};
-use crate::store::{Db, Enqueued, OpenOptions, StoreError};
-use crossbeam_channel::Sender;
+use crate::store::{Db, Enqueued, OpenOptions, StoreError, Tx};
+use crossbeam_channel::{Receiver, Sender};
 use dispatcher::{Command, Counters, Dispatcher, Exit};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -29,6 +30,9 @@ pub trait JobHooks: Send + Sync {
     /// file to done/ or failed/). `job` is as it was claimed.
     fn after_commit(&self, _job: &Job, _state: JobState, _error: Option<&str>, _config: &Config) {}
 }
+
+/// The dispatcher's answer to an enqueue: the ids, or why nothing was enqueued.
+pub type EnqueueReply = Result<Vec<Enqueued>, String>;
 
 /// The configuration in force; replaced whole on reload.
 pub type SharedConfig = Arc<RwLock<Arc<Config>>>;
@@ -75,6 +79,15 @@ pub struct DaemonClient {
 impl DaemonClient {
     /// Enqueues jobs all or nothing; returns once they are committed.
     pub fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, String> {
+        self.enqueue_async(jobs)?
+            .recv()
+            .map_err(|_| "the daemon stopped before answering".to_string())?
+    }
+
+    /// Validates and hands jobs to the dispatcher without waiting: the answer arrives on
+    /// the returned channel after the commit. Lets one client pipeline many requests into
+    /// the same group commit (the enqueue socket).
+    pub fn enqueue_async(&self, jobs: Vec<NewJob>) -> Result<Receiver<EnqueueReply>, String> {
         let config = self.config.read().expect("config lock").clone();
         for job in &jobs {
             self.registry.validate(job, &config)?;
@@ -83,9 +96,43 @@ impl DaemonClient {
         self.commands
             .send(Command::Enqueue { jobs, reply })
             .map_err(|_| "the daemon is stopping".to_string())?;
+        Ok(answer)
+    }
+
+    /// Runs `work` inside the dispatcher's next transaction (all or nothing, under a
+    /// savepoint) and returns its value once committed. `on_abort` runs if the work
+    /// succeeded but the commit failed, to undo what it did outside the database.
+    pub fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Tx<'_>, UnixMillis) -> Result<T, StoreError> + Send + 'static,
+        on_abort: impl FnOnce(&T) + Send + 'static,
+    ) -> Result<T, String> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let task: dispatcher::TxTask = Box::new(move |tx, now| {
+            let result = tx.atomically(|tx| work(tx, now));
+            Box::new(move |committed: Result<(), String>| {
+                let answer = match (result, committed) {
+                    (Ok(value), Ok(())) => Ok(value),
+                    (Ok(value), Err(e)) => {
+                        on_abort(&value);
+                        Err(e)
+                    }
+                    (Err(e), _) => Err(e.to_string()),
+                };
+                let _ = reply.send(answer);
+            })
+        });
+        self.commands
+            .send(Command::Write(task))
+            .map_err(|_| "the daemon is stopping".to_string())?;
         answer
             .recv()
             .map_err(|_| "the daemon stopped before answering".to_string())?
+    }
+
+    /// Whether a job kind is known (to tell an unknown kind from a bad payload).
+    pub fn knows_kind(&self, kind: &str) -> bool {
+        self.registry.get(kind).is_some()
     }
 
     pub fn shutdown(&self) {

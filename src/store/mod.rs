@@ -4,10 +4,12 @@
 
 mod admin;
 pub mod example;
+mod ingest;
 mod queue;
 pub mod schema;
 
 pub use admin::{Attempt, JobFilter, QueueStats, Stats};
+pub use ingest::{IngestRecord, PendingFolder};
 pub use queue::{Applied, ClaimSpec, Enqueued, Tx};
 
 use crate::config::Synchronous;

@@ -83,7 +83,7 @@ pub struct ClaimSpec {
 
 /// One write transaction, offering the queue's transitions.
 pub struct Tx<'a> {
-    tx: &'a Transaction<'a>,
+    pub(super) tx: &'a Transaction<'a>,
 }
 
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| claim_sql(""));
