@@ -8,6 +8,7 @@
 //! - [`store`]: the only module with SQL: migrations, transitions, admin queries.
 //! - [`handlers`]: the job kinds (`noop`, `exec`) and their registry.
 //! - [`daemon`]: dispatcher, workers, reaper, signals and sd_notify.
+//! - [`ingest`]: watched folders, the spool, and the enqueue socket.
 //! - [`cli`]: the `jobctl` commands, writing to any `io::Write`.
 
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod handlers;
+pub mod ingest;
 pub mod job;
 pub mod retry;
 pub mod store;

@@ -34,6 +34,18 @@ pub trait JobHooks: Send + Sync {
 /// The dispatcher's answer to an enqueue: the ids, or why nothing was enqueued.
 pub type EnqueueReply = Result<Vec<Enqueued>, String>;
 
+/// Why a [`DaemonClient::write`] task failed: its own error, or the savepoint's.
+enum TaskError {
+    Work(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for TaskError {
+    fn from(e: StoreError) -> Self {
+        TaskError::Store(e)
+    }
+}
+
 /// The configuration in force; replaced whole on reload.
 pub type SharedConfig = Arc<RwLock<Arc<Config>>>;
 
@@ -104,12 +116,29 @@ impl DaemonClient {
     /// succeeded but the commit failed, to undo what it did outside the database.
     pub fn write<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Tx<'_>, UnixMillis) -> Result<T, StoreError> + Send + 'static,
+        work: impl FnOnce(&Tx<'_>, UnixMillis) -> Result<T, String> + Send + 'static,
         on_abort: impl FnOnce(&T) + Send + 'static,
     ) -> Result<T, String> {
+        self.write_async(work, on_abort)?
+            .recv()
+            .map_err(|_| "the daemon stopped before answering".to_string())?
+    }
+
+    /// [`DaemonClient::write`] without waiting: the answer arrives on the returned
+    /// channel once the commit is known (or the channel closes if the daemon stopped).
+    pub fn write_async<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Tx<'_>, UnixMillis) -> Result<T, String> + Send + 'static,
+        on_abort: impl FnOnce(&T) + Send + 'static,
+    ) -> Result<Receiver<Result<T, String>>, String> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         let task: dispatcher::TxTask = Box::new(move |tx, now| {
-            let result = tx.atomically(|tx| work(tx, now));
+            let result = tx
+                .atomically(|tx| work(tx, now).map_err(TaskError::Work))
+                .map_err(|e| match e {
+                    TaskError::Work(e) => e,
+                    TaskError::Store(e) => e.to_string(),
+                });
             Box::new(move |committed: Result<(), String>| {
                 let answer = match (result, committed) {
                     (Ok(value), Ok(())) => Ok(value),
@@ -117,7 +146,7 @@ impl DaemonClient {
                         on_abort(&value);
                         Err(e)
                     }
-                    (Err(e), _) => Err(e.to_string()),
+                    (Err(e), _) => Err(e),
                 };
                 let _ = reply.send(answer);
             })
@@ -125,9 +154,13 @@ impl DaemonClient {
         self.commands
             .send(Command::Write(task))
             .map_err(|_| "the daemon is stopping".to_string())?;
-        answer
-            .recv()
-            .map_err(|_| "the daemon stopped before answering".to_string())?
+        Ok(answer)
+    }
+
+    /// Checks a job's kind and payload as an enqueue would.
+    pub fn validate(&self, job: &NewJob) -> Result<(), String> {
+        let config = self.config.read().expect("config lock").clone();
+        self.registry.validate(job, &config)
     }
 
     /// Whether a job kind is known (to tell an unknown kind from a bad payload).

@@ -33,16 +33,24 @@ pub struct PendingFolder {
 impl Tx<'_> {
     /// Runs `work` all or nothing inside the surrounding transaction (a savepoint), so a
     /// failed ingest step leaves the rest of a group commit standing.
-    pub fn atomically<T>(&self, work: impl FnOnce(&Self) -> Result<T>) -> Result<T> {
-        self.tx.execute_batch("SAVEPOINT ingest")?;
+    pub fn atomically<T, E: From<StoreError>>(
+        &self,
+        work: impl FnOnce(&Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.tx
+            .execute_batch("SAVEPOINT ingest")
+            .map_err(|e| E::from(e.into()))?;
         match work(self) {
             Ok(value) => {
-                self.tx.execute_batch("RELEASE ingest")?;
+                self.tx
+                    .execute_batch("RELEASE ingest")
+                    .map_err(|e| E::from(e.into()))?;
                 Ok(value)
             }
             Err(e) => {
                 self.tx
-                    .execute_batch("ROLLBACK TO ingest; RELEASE ingest")?;
+                    .execute_batch("ROLLBACK TO ingest; RELEASE ingest")
+                    .map_err(|e| E::from(e.into()))?;
                 Err(e)
             }
         }
@@ -58,7 +66,8 @@ impl Tx<'_> {
             .optional()?)
     }
 
-    /// A job made from the same content under the same name since `since`, if any.
+    /// A job made from the same content under the same name since `since`, if any (0 if
+    /// that job has been purged since).
     pub fn recent_copy(
         &self,
         sha256: &str,
@@ -262,9 +271,9 @@ mod tests {
         let (_dir, mut db) = db();
         let result = db.write(|tx| {
             let kept = tx.enqueue(&[job()], 1)?[0].id;
-            let failed = tx.atomically(|tx| {
+            let failed: Result<()> = tx.atomically(|tx| {
                 tx.enqueue_ingested(&job(), &record("t1"), |_| serde_json::json!({}), 1)?;
-                Err::<(), _>(StoreError::InvalidJob("boom".into()))
+                Err(StoreError::InvalidJob("boom".into()))
             });
             assert!(failed.is_err());
             Ok(kept)
