@@ -68,10 +68,12 @@ impl Listener {
                 ));
             }
             match UnixStream::connect(path) {
-                Ok(_) => return Err(format!(
+                Ok(_) => {
+                    return Err(format!(
                     "daemon.socket: another daemon is answering on {}; refusing to start a second",
                     path.display()
-                )),
+                ))
+                }
                 Err(_) => {
                     tracing::warn!(
                         "enqueue socket: replacing the stale socket file {}",

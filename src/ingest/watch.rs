@@ -103,6 +103,7 @@ pub struct FolderWatcher {
 
 /// Starts the thread watching one folder. `db` is a read connection for the folder
 /// sets already pending.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     key: String,
     config: WatchConfig,
