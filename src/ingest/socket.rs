@@ -440,7 +440,14 @@ fn write_answers(stream: UnixStream, queue: Receiver<Answer>) {
         };
         let line = match answer {
             Answer::Now(line) => line,
-            Answer::Later { reply, single } => match reply.recv() {
+            Answer::Later { reply, single } => match reply.try_recv().or_else(|_| {
+                // About to wait for a commit: what is written so far goes out first, or
+                // a steady trickle of requests would hold every answer back.
+                if out.flush().is_err() {
+                    return Err(crossbeam_channel::RecvError);
+                }
+                reply.recv()
+            }) {
                 Ok(Ok(enqueued)) => enqueued_line(&enqueued, single),
                 Ok(Err(e)) => Refusal::new(codes::NOT_ENQUEUED, e).to_line(),
                 Err(_) => Refusal::new(codes::UNAVAILABLE, "the daemon stopped before answering")
