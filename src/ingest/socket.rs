@@ -122,6 +122,16 @@ fn from_systemd() -> Option<UnixListener> {
     if pid != std::process::id() || fds < 1 {
         return None;
     }
+    // SAFETY: fstat only writes into the stat buffer.
+    let is_socket = unsafe {
+        let mut stat: libc::stat = std::mem::zeroed();
+        libc::fstat(LISTEN_FDS_START, &mut stat) == 0
+            && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK
+    };
+    if !is_socket {
+        tracing::warn!("LISTEN_FDS is set but fd {LISTEN_FDS_START} is not a socket; binding daemon.socket instead");
+        return None;
+    }
     // SAFETY: systemd hands us fd 3 open and owned by this process; we take it once.
     unsafe {
         libc::fcntl(LISTEN_FDS_START, libc::F_SETFD, libc::FD_CLOEXEC);

@@ -297,7 +297,7 @@ fn a_thousand_files_become_a_thousand_jobs_and_duplicate_content_is_not_enqueued
 const FOLDER_SET: &str =
     "[[watch]]\npath = \"{dir}/in\"\nmode = \"dir\"\nsettle = \"200ms\"\nrescan = \"1s\"\n\
     kind = \"noop\"\nrequired = [\"school.csv\", \"student.csv\", \"teacher.csv\"]\n\
-    optional = [\"class.csv\"]\nincomplete_timeout = \"3s\"\n";
+    optional = [\"class.csv\"]\nincomplete_timeout = \"6s\"\n";
 
 #[test]
 fn a_folder_set_waits_for_its_required_files_and_an_incomplete_one_dies_naming_them() {
@@ -337,7 +337,7 @@ fn a_folder_set_waits_for_its_required_files_and_an_incomplete_one_dies_naming_t
     let late = daemon.input.join("20251028");
     fs::create_dir(&late).unwrap();
     fs::write(late.join("school.csv"), "s").unwrap();
-    let jobs = daemon.wait_for_jobs("the timed-out set", Duration::from_secs(15), |jobs| {
+    let jobs = daemon.wait_for_jobs("the timed-out set", Duration::from_secs(30), |jobs| {
         jobs.len() == 2
     });
     let dead = jobs
