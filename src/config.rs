@@ -25,6 +25,17 @@ pub const DEFAULT_WAL_LIMIT: u64 = 64 * 1024 * 1024;
 pub const MIN_WAL_LIMIT: u64 = 64 * 1024;
 /// How often the daemon rewrites `metrics.textfile`.
 pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
+pub const DEFAULT_SOCKET_MAX_LINE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_SOCKET_MAX_BATCH: usize = 10_000;
+pub const DEFAULT_SOCKET_MAX_CONNECTIONS: usize = 256;
+pub const DEFAULT_SOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+pub const DEFAULT_WATCH_PATTERN: &str = "*";
+pub const DEFAULT_WATCH_SETTLE: Duration = Duration::from_secs(2);
+pub const DEFAULT_WATCH_RESCAN: Duration = Duration::from_secs(30);
+pub const DEFAULT_WATCH_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_WATCH_INCOMPLETE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_WATCH_KIND: &str = "noop";
 /// Where the daemon and jobctl look when neither `--config` nor `JOBD_CONFIG` says.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/jobd/jobd.toml";
 pub const CONFIG_ENV: &str = "JOBD_CONFIG";
@@ -66,6 +77,155 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// The node_exporter textfile (`[metrics]`).
     pub metrics: MetricsConfig,
+    /// The enqueue socket's limits and permissions (its path is `daemon.socket`).
+    pub socket: SocketConfig,
+    /// Watched folders (`[[watch]]`), any number.
+    pub watch: Vec<WatchConfig>,
+}
+
+/// The enqueue socket (`[socket]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketConfig {
+    /// Listen at all. Off: no socket is bound and a passed one is ignored.
+    pub enabled: bool,
+    /// A longer request line is refused (and skipped to its newline).
+    pub max_line_bytes: usize,
+    /// The most jobs one `{"op":"enqueue","jobs":[...]}` may carry.
+    pub max_batch: usize,
+    /// Connections served at once; more are told so and closed.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// The socket file's mode, as an octal string ("0660").
+    #[serde(deserialize_with = "octal_mode")]
+    pub mode: u32,
+    /// The group to give the socket file (a name or a number); none keeps ours.
+    pub group: Option<String>,
+    /// If not empty, only peers with these uids may talk (SO_PEERCRED); root and our own
+    /// uid always may.
+    pub allowed_uids: Vec<u32>,
+    /// If not empty, only peers with these primary gids may talk (checked with the uids:
+    /// either list admits a peer).
+    pub allowed_gids: Vec<u32>,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            enabled: true,
+            max_line_bytes: DEFAULT_SOCKET_MAX_LINE_BYTES,
+            max_batch: DEFAULT_SOCKET_MAX_BATCH,
+            max_connections: DEFAULT_SOCKET_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_SOCKET_IDLE_TIMEOUT,
+            mode: DEFAULT_SOCKET_MODE,
+            group: None,
+            allowed_uids: Vec::new(),
+            allowed_gids: Vec::new(),
+        }
+    }
+}
+
+/// What a watched folder takes in: single files, or subfolders that are complete sets.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// Every settled file matching `pattern` becomes a job.
+    #[default]
+    File,
+    /// Every subfolder becomes one job once its `required` files are there (or `marker`).
+    Dir,
+}
+
+/// One watched folder (`[[watch]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    pub path: PathBuf,
+    #[serde(default = "default_watch_pattern")]
+    pub pattern: String,
+    #[serde(default)]
+    pub recursive: bool,
+    #[serde(default)]
+    pub mode: WatchMode,
+    /// The job to make.
+    #[serde(default = "default_watch_kind")]
+    pub kind: String,
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    #[serde(default)]
+    pub priority: i64,
+    /// Static payload fields, merged with `file`/`dir`, `name`, `sha256`, `size`.
+    #[serde(default)]
+    pub payload: toml::Table,
+    /// A file is complete once its size and mtime held still this long.
+    #[serde(default = "default_settle", deserialize_with = "duration")]
+    pub settle: Duration,
+    /// How often the folder is listed again, for what notifications missed.
+    #[serde(default = "default_rescan", deserialize_with = "duration")]
+    pub rescan: Duration,
+    /// The same content under the same name within this window is not enqueued again.
+    #[serde(default = "default_dedupe_window", deserialize_with = "duration")]
+    pub dedupe_window: Duration,
+    /// Folder sets: files that must all be there (case-insensitive).
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Folder sets: files that may be there (case-insensitive); listed for the handler.
+    #[serde(default)]
+    pub optional: Vec<String>,
+    /// Folder sets: a file whose arrival says the folder is complete, whatever is missing.
+    #[serde(default)]
+    pub marker: Option<String>,
+    /// Folder sets: an incomplete folder becomes a dead job after this long.
+    #[serde(default = "default_incomplete_timeout", deserialize_with = "duration")]
+    pub incomplete_timeout: Duration,
+    /// Create the folder at start if it is missing (otherwise a missing folder is refused).
+    #[serde(default = "default_true")]
+    pub create: bool,
+}
+
+fn default_watch_pattern() -> String {
+    DEFAULT_WATCH_PATTERN.into()
+}
+fn default_watch_kind() -> String {
+    DEFAULT_WATCH_KIND.into()
+}
+fn default_queue() -> String {
+    crate::job::DEFAULT_QUEUE.into()
+}
+fn default_settle() -> Duration {
+    DEFAULT_WATCH_SETTLE
+}
+fn default_rescan() -> Duration {
+    DEFAULT_WATCH_RESCAN
+}
+fn default_dedupe_window() -> Duration {
+    DEFAULT_WATCH_DEDUPE_WINDOW
+}
+fn default_incomplete_timeout() -> Duration {
+    DEFAULT_WATCH_INCOMPLETE_TIMEOUT
+}
+fn default_true() -> bool {
+    true
+}
+
+/// An octal mode written as a string ("0660") or a TOML integer (0o660).
+fn octal_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Mode {
+        Text(String),
+        Number(u32),
+    }
+    match Mode::deserialize(deserializer)? {
+        Mode::Number(n) => Ok(n),
+        Mode::Text(t) => u32::from_str_radix(t.trim().trim_start_matches("0o"), 8).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "'{t}' is not an octal mode; write it like \"0660\""
+            ))
+        }),
+    }
 }
 
 /// How durable a commit is: `full` survives power loss, `normal` survives a crash of the
@@ -749,6 +909,18 @@ impl Config {
         if n.endpoint.is_none() && n.command.is_none() && (n.path.is_some() || n.queue.is_some()) {
             return Err("notify: path or queue given without an endpoint or command".into());
         }
+        self.validate_socket()?;
+        for (index, watch) in self.watch.iter().enumerate() {
+            watch.validate(&format!("watch[{index}]"))?;
+            for (other_index, other) in self.watch.iter().enumerate().take(index) {
+                if other.path == watch.path {
+                    return Err(format!(
+                        "watch[{index}].path: {} is watched already by watch[{other_index}]",
+                        watch.path.display()
+                    ));
+                }
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("log.level: '{}' is not a valid filter: {e}", self.log.level))?;
         Ok(())
@@ -833,6 +1005,103 @@ fn validate_retry(key: &str, policy: &RetryPolicy) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+impl Config {
+    fn validate_socket(&self) -> Result<(), String> {
+        let s = &self.socket;
+        if self.daemon.socket.as_os_str().is_empty() {
+            return Err("daemon.socket: must not be empty".into());
+        }
+        // sun_path holds 108 bytes with its NUL.
+        if self.daemon.socket.as_os_str().len() > 107 {
+            return Err(format!(
+                "daemon.socket: {} is longer than the 107 bytes a Unix socket path may have",
+                self.daemon.socket.display()
+            ));
+        }
+        if s.max_line_bytes < 1024 {
+            return Err("socket.max_line_bytes: must be at least 1024".into());
+        }
+        if s.max_batch == 0 {
+            return Err("socket.max_batch: must be at least 1".into());
+        }
+        if s.max_connections == 0 {
+            return Err("socket.max_connections: must be at least 1".into());
+        }
+        if s.idle_timeout.is_zero() {
+            return Err("socket.idle_timeout: must be longer than 0".into());
+        }
+        if s.mode > 0o777 {
+            return Err(format!("socket.mode: {:o} is not a file mode", s.mode));
+        }
+        if s.mode & 0o007 != 0 {
+            return Err(format!(
+                "socket.mode: {:04o} lets every user on the machine enqueue; use 0660 or tighter",
+                s.mode
+            ));
+        }
+        if s.group.as_deref().is_some_and(str::is_empty) {
+            return Err("socket.group: must not be empty (leave it out instead)".into());
+        }
+        Ok(())
+    }
+}
+
+impl WatchConfig {
+    /// Checks one `[[watch]]`; `key` is `watch[N]`.
+    pub fn validate(&self, key: &str) -> Result<(), String> {
+        if self.path.as_os_str().is_empty() {
+            return Err(format!("{key}.path: must not be empty"));
+        }
+        globset::Glob::new(&self.pattern)
+            .map_err(|e| format!("{key}.pattern: '{}' is not a glob: {e}", self.pattern))?;
+        if self.kind.is_empty() {
+            return Err(format!("{key}.kind: must not be empty"));
+        }
+        if self.queue.is_empty() {
+            return Err(format!("{key}.queue: must not be empty"));
+        }
+        for (name, value) in [
+            ("rescan", self.rescan),
+            ("incomplete_timeout", self.incomplete_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{key}.{name}: must be longer than 0"));
+            }
+        }
+        for reserved in ["file", "dir", "name", "sha256", "size", "files"] {
+            if self.payload.contains_key(reserved) {
+                return Err(format!(
+                    "{key}.payload.{reserved}: is set by the watcher for each file; choose another name"
+                ));
+            }
+        }
+        match self.mode {
+            WatchMode::File => {
+                if !self.required.is_empty() || !self.optional.is_empty() || self.marker.is_some() {
+                    return Err(format!(
+                        "{key}.required: required, optional and marker apply to mode = \"dir\" only"
+                    ));
+                }
+            }
+            WatchMode::Dir => {
+                if self.required.is_empty() && self.marker.is_none() {
+                    return Err(format!(
+                        "{key}.required: a folder set needs required files or a marker"
+                    ));
+                }
+                for (list, names) in [("required", &self.required), ("optional", &self.optional)] {
+                    for name in names {
+                        if name.is_empty() || name.contains('/') {
+                            return Err(format!("{key}.{list}: '{name}' is not a file name"));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where the configuration comes from.
@@ -993,6 +1262,74 @@ mod tests {
                 "queues.bulk.concurrency",
             ),
             ("[daemon]\nsynchronous = \"sometimes\"\n", "sometimes"),
+        ];
+        for (text, expected) in cases {
+            let message = Config::from_toml(text, "t.toml").unwrap_err().to_string();
+            assert!(message.contains(expected), "{text:?} gave {message}");
+        }
+    }
+
+    #[test]
+    fn watch_and_socket_settings_have_defaults() {
+        let config = Config::from_toml(
+            "[[watch]]\npath = \"/srv/in\"\nkind = \"exec\"\n[watch.payload]\ncommand = \"report\"\n",
+            "t",
+        )
+        .unwrap();
+        let watch = &config.watch[0];
+        assert_eq!(watch.pattern, "*");
+        assert_eq!(watch.settle, DEFAULT_WATCH_SETTLE);
+        assert_eq!(watch.rescan, DEFAULT_WATCH_RESCAN);
+        assert_eq!(watch.dedupe_window, DEFAULT_WATCH_DEDUPE_WINDOW);
+        assert_eq!(watch.mode, WatchMode::File);
+        assert_eq!(watch.payload["command"].as_str(), Some("report"));
+        assert_eq!(config.socket.max_line_bytes, DEFAULT_SOCKET_MAX_LINE_BYTES);
+        assert_eq!(config.socket.max_batch, DEFAULT_SOCKET_MAX_BATCH);
+        assert_eq!(config.socket.mode, 0o660);
+        let config = Config::from_toml("[socket]\nmode = \"0640\"\n", "t").unwrap();
+        assert_eq!(config.socket.mode, 0o640);
+    }
+
+    #[test]
+    fn bad_watch_and_socket_values_name_their_key() {
+        let cases = [
+            (
+                "[[watch]]\npath = \"\"\n",
+                "watch[0].path: must not be empty",
+            ),
+            (
+                "[[watch]]\npath = \"/a\"\npattern = \"[\"\n",
+                "watch[0].pattern",
+            ),
+            (
+                "[[watch]]\npath = \"/a\"\nsettle = \"x\"\n",
+                "'x' is not a duration",
+            ),
+            (
+                "[[watch]]\npath = \"/a\"\nmode = \"dir\"\n",
+                "watch[0].required: a folder set",
+            ),
+            (
+                "[[watch]]\npath = \"/a\"\nrequired = [\"a.csv\"]\n",
+                "watch[0].required: required, optional",
+            ),
+            (
+                "[[watch]]\npath = \"/a\"\n[[watch]]\npath = \"/a\"\n",
+                "watch[1].path",
+            ),
+            (
+                "[[watch]]\npath = \"/a\"\npayload = { file = \"x\" }\n",
+                "watch[0].payload.file",
+            ),
+            ("[[watch]]\npath = \"/a\"\nfolder = \"x\"\n", "folder"),
+            (
+                "[socket]\nmax_batch = 0\n",
+                "socket.max_batch: must be at least 1",
+            ),
+            ("[socket]\nmode = \"0666\"\n", "socket.mode"),
+            ("[socket]\nmode = \"rw\"\n", "not an octal mode"),
+            ("[socket]\nmax_connections = 0\n", "socket.max_connections"),
+            ("[socket]\nidle_timeout = \"0s\"\n", "socket.idle_timeout"),
         ];
         for (text, expected) in cases {
             let message = Config::from_toml(text, "t.toml").unwrap_err().to_string();

@@ -53,6 +53,10 @@ pub enum Command {
         jobs: Vec<NewJob>,
         reply: Sender<Result<Vec<Enqueued>, String>>,
     },
+    /// Runs a closure inside this turn's transaction, for a write that must be atomic
+    /// with something outside the database (ingest renames a file into the spool between
+    /// inserting its row and the commit). See [`TxTask`].
+    Write(TxTask),
     /// A worker finished (or gave back) an attempt.
     Finished(Report),
     /// SIGTERM / SIGINT: drain. A second one forces the exit.
@@ -60,6 +64,16 @@ pub enum Command {
     /// SIGHUP: reload the configuration.
     Reload,
 }
+
+/// Work run inside the dispatcher's transaction. It gets the transaction and `now`, must
+/// leave the transaction usable whatever happens (use [`crate::store::Tx::atomically`]),
+/// and returns what to do once the turn's commit is known: the callback gets `Ok(())` if
+/// the commit held and the error if it did not. Runs on the dispatcher thread: keep it
+/// quick (renames, not copies).
+pub type TxTask = Box<
+    dyn FnOnce(&crate::store::Tx<'_>, UnixMillis) -> Box<dyn FnOnce(Result<(), String>) + Send>
+        + Send,
+>;
 
 /// How the dispatcher ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +236,7 @@ impl Dispatcher {
     fn turn(&mut self, batch: Vec<Command>) -> Result<Option<Exit>, StoreError> {
         let mut reports = std::mem::take(&mut self.held);
         let mut enqueues = Vec::new();
+        let mut tasks = Vec::new();
         for command in batch {
             match command {
                 Command::Finished(report) => {
@@ -230,6 +245,7 @@ impl Dispatcher {
                     }
                     reports.push(report)
                 }
+                Command::Write(task) => tasks.push(task),
                 Command::Enqueue { jobs, reply } => enqueues.push((jobs, reply)),
                 Command::Reload => self.reload(),
                 Command::Shutdown => {
@@ -246,7 +262,7 @@ impl Dispatcher {
         }
         let instant = Instant::now();
         if let Some(retry_at) = self.write_retry_at {
-            if instant < retry_at && enqueues.is_empty() {
+            if instant < retry_at && enqueues.is_empty() && tasks.is_empty() {
                 self.held = reports;
                 // Watchdog pings go on while writes wait: a full disk is not a hang, and
                 // a restart would lose the outcomes held in memory.
@@ -275,9 +291,9 @@ impl Dispatcher {
         let heartbeat_due = instant >= self.next_heartbeat;
         let reap_due = instant >= self.next_reap;
         let free = self.free_slots(reports.len());
-        let claim = free > 0 && (self.look_for_work || !reports.is_empty() || !enqueues.is_empty());
-        let quiet =
-            reports.is_empty() && enqueues.is_empty() && !claim && !heartbeat_due && !reap_due;
+        let new_work = !enqueues.is_empty() || !tasks.is_empty();
+        let claim = free > 0 && (self.look_for_work || !reports.is_empty() || new_work);
+        let quiet = reports.is_empty() && !new_work && !claim && !heartbeat_due && !reap_due;
         if quiet {
             self.housekeeping(instant);
             return Ok(self.finished_once(false));
@@ -298,6 +314,7 @@ impl Dispatcher {
         let max_attempts_of = move |kind: &str| policy_config.policy_for(kind).max_attempts;
         let retention_cutoff = now - self.config.daemon.retention.as_millis() as i64;
         let name = self.name.clone();
+        let mut after_tasks = Vec::with_capacity(tasks.len());
         let write = self.db.write(|tx| {
             let mut applied = Vec::with_capacity(resolved.len());
             for (completion, _) in &resolved {
@@ -307,6 +324,7 @@ impl Dispatcher {
                 .iter()
                 .map(|(jobs, _)| tx.enqueue(jobs, now).map_err(|e| e.to_string()))
                 .collect();
+            after_tasks.extend(tasks.drain(..).map(|task| task(tx, now)));
             let mut rescued = Vec::new();
             if heartbeat_due {
                 tx.extend_leases(&heartbeat, &name, lease_until, now)?;
@@ -347,6 +365,11 @@ impl Dispatcher {
                 for (_, reply) in enqueues {
                     let _ = reply.send(Err(format!("not enqueued: {e}")));
                 }
+                // Tasks that ran inside the rolled-back transaction hear so here; tasks
+                // that never ran (the error came first) get the same answer when dropped.
+                for done in after_tasks {
+                    done(Err(format!("not written: {e}")));
+                }
                 self.held = reports;
                 self.write_retry_at = Some(instant + WRITE_RETRY);
                 self.housekeeping(instant);
@@ -366,6 +389,9 @@ impl Dispatcher {
                 }
                 for ((_, reply), result) in enqueues.into_iter().zip(enqueued) {
                     let _ = reply.send(result);
+                }
+                for done in after_tasks {
+                    done(Ok(()));
                 }
                 for (id, state) in rescued {
                     if self.in_flight.contains_key(&id) {

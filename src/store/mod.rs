@@ -4,11 +4,13 @@
 
 mod admin;
 pub mod example;
+mod ingest;
 mod maintenance;
 mod queue;
 pub mod schema;
 
 pub use admin::{Attempt, JobFilter, QueueStats, Stats};
+pub use ingest::{IngestRecord, PendingFolder};
 pub use maintenance::{BackupInfo, Checkpoint, CheckpointMode};
 pub use queue::{Applied, ClaimSpec, Enqueued, Tx};
 

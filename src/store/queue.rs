@@ -92,7 +92,7 @@ type ExpiredLease = (JobId, String, u32, Option<u32>, Option<String>, UnixMillis
 
 /// One write transaction, offering the queue's transitions.
 pub struct Tx<'a> {
-    tx: &'a Transaction<'a>,
+    pub(super) tx: &'a Transaction<'a>,
 }
 
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| claim_sql(""));

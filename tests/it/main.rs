@@ -7,6 +7,8 @@ mod example_db;
 mod exec;
 mod http;
 mod http_server;
+mod ingest;
 mod jobctl;
 mod service;
+mod socket;
 mod store;
