@@ -12,7 +12,7 @@ use crate::handlers::StopReason;
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Outcome, Resolution, UnixMillis};
 use crate::metrics::{DaemonSnapshot, Histogram};
 use crate::retry::{FailedAttempt, RetryDecision};
-use crate::store::{Applied, CheckpointMode, ClaimSpec, Db, Enqueued, StoreError};
+use crate::store::{Applied, ClaimSpec, Db, Enqueued, StoreError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -31,15 +31,6 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// that short jobs flow in large group commits; little enough that slow jobs are not
 /// hoarded as `running` while they wait.
 const CLAIM_AHEAD_WINDOW: Duration = Duration::from_millis(100);
-/// How often the WAL checkpoint policy looks at the WAL.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-/// The longest a forced (TRUNCATE) checkpoint waits for readers to leave the WAL. It
-/// holds the write lock meanwhile, so it pauses the dispatcher's writes that long at
-/// most, once per [`CHECKPOINT_INTERVAL`], and only while the WAL is over
-/// `daemon.wal_limit`. (Waiting longer does not catch a reader's pause more often: a
-/// new reader that starts before the WAL is fully copied back pins it again; measured,
-/// 2 s waits cut throughput by a third without bounding the WAL any better.)
-const CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
 /// While the database cannot be written, how often the error is repeated in the log.
 const WRITE_ERROR_REPEAT: Duration = Duration::from_secs(60);
 /// After the grace period, how long stopped handlers get to report before their jobs are
@@ -137,9 +128,6 @@ pub struct Dispatcher {
     metrics: Sender<DaemonSnapshot>,
     next_metrics: Instant,
     started_at: UnixMillis,
-    next_checkpoint: Instant,
-    /// The WAL was over its limit and a forced checkpoint could not cut it back yet.
-    wal_over_limit: bool,
     /// Since when writes fail, and when that was last logged at error level.
     write_failing: Option<(Instant, Instant)>,
 }
@@ -198,8 +186,6 @@ impl Dispatcher {
             metrics,
             next_metrics: now,
             started_at,
-            next_checkpoint: now + CHECKPOINT_INTERVAL,
-            wal_over_limit: false,
             write_failing: None,
         }
     }
@@ -845,7 +831,6 @@ impl Dispatcher {
     /// Watchdog pings and STATUS= lines: sent from this loop, so a hung dispatcher
     /// stops them and systemd restarts it.
     fn housekeeping(&mut self, instant: Instant) {
-        self.checkpoint_policy(instant);
         self.publish_metrics(instant);
         if let (Some(next), Some(interval)) =
             (self.next_watchdog, self.notifier.watchdog_interval())
@@ -866,52 +851,6 @@ impl Dispatcher {
                 self.counters.retried,
                 self.counters.dead
             ));
-        }
-    }
-
-    /// Keeps the WAL bounded. SQLite's own auto-checkpoint is PASSIVE: it copies what it
-    /// can but never waits, and the WAL only starts over once no reader still uses it, so
-    /// overlapping long reads (jobctl list/stats/backup, sqlite3 sessions) let it grow
-    /// without bound. Every second a PASSIVE checkpoint copies frames back; once the WAL
-    /// passes `daemon.wal_limit`, a TRUNCATE checkpoint waits briefly for readers to leave
-    /// and cuts the file to zero, and is tried again every second until it succeeds.
-    fn checkpoint_policy(&mut self, instant: Instant) {
-        if instant < self.next_checkpoint {
-            return;
-        }
-        let limit = self.config.daemon.wal_limit;
-        let wal = self.db.wal_size();
-        let (mode, wait) = if wal > limit {
-            (CheckpointMode::Truncate, CHECKPOINT_WAIT)
-        } else {
-            (CheckpointMode::Passive, Duration::ZERO)
-        };
-        let result = self.db.checkpoint(mode, wait);
-        // Counted from the end of a wait, so writes always get a second between waits.
-        self.next_checkpoint = Instant::now() + CHECKPOINT_INTERVAL;
-        match result {
-            Ok(done) if mode == CheckpointMode::Truncate && done.busy => {
-                if !self.wal_over_limit {
-                    tracing::warn!(
-                        "the WAL is {} MiB, over daemon.wal_limit ({} MiB), and a read transaction keeps it from being reset; trying again every second",
-                        wal >> 20,
-                        limit >> 20
-                    );
-                }
-                self.wal_over_limit = true;
-            }
-            Ok(_) if mode == CheckpointMode::Truncate => {
-                let level_info = self.wal_over_limit;
-                self.wal_over_limit = false;
-                if level_info {
-                    tracing::info!("the WAL is cut back to empty (it was {} MiB)", wal >> 20);
-                } else {
-                    tracing::debug!("WAL of {wal} bytes checkpointed and truncated");
-                }
-            }
-            Ok(_) => {}
-            // A full disk also fails checkpoints; the write path reports that.
-            Err(e) => tracing::debug!("checkpoint ({mode:?}) failed: {e}"),
         }
     }
 
@@ -958,7 +897,6 @@ impl Dispatcher {
             until(self.next_poll);
         }
         until(self.next_reap);
-        until(self.next_checkpoint);
         if self.config.metrics.textfile.is_some() {
             until(self.next_metrics);
         }

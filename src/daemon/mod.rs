@@ -1,6 +1,7 @@
 //! The daemon: takes the database lock, migrates and recovers, then runs the dispatcher
 //! (the one writer), the worker pool and the signal listener until it is told to stop.
 
+pub mod checkpointer;
 pub mod dispatcher;
 pub mod lock;
 pub mod notify;
@@ -83,6 +84,7 @@ pub struct Daemon {
     client: DaemonClient,
     dispatcher: JoinHandle<Result<(Exit, Counters), StoreError>>,
     workers: Vec<JoinHandle<()>>,
+    checkpointer: checkpointer::Checkpointer,
     _lock: lock::DatabaseLock,
 }
 
@@ -221,6 +223,18 @@ impl Daemon {
         )?;
         // After a checkpoint lets the WAL start over, the file shrinks back to the limit.
         db.set_journal_size_limit(config.daemon.wal_limit)?;
+        // The checkpointer thread copies the WAL back, on its own connection; commits on
+        // the dispatcher's connection never stop to do it inline.
+        db.disable_auto_checkpoint()?;
+        let checkpointer_db = Db::open(
+            &database,
+            &OpenOptions {
+                synchronous: config.daemon.synchronous,
+                busy_timeout: config.daemon.busy_timeout,
+                create: false,
+                migrate: false,
+            },
+        )?;
         let registry = Arc::new(options.registry);
         let shared_config: SharedConfig = Arc::new(RwLock::new(Arc::new(config.clone())));
         let (command_tx, command_rx) = crossbeam_channel::unbounded();
@@ -234,6 +248,9 @@ impl Daemon {
             metrics_rx,
         )
         .map_err(|e| DaemonError::Setup(format!("cannot start the metrics writer: {e}")))?;
+        let checkpointer =
+            checkpointer::Checkpointer::spawn(checkpointer_db, shared_config.clone())
+                .map_err(|e| DaemonError::Setup(format!("cannot start the checkpointer: {e}")))?;
         let mut dispatcher = Dispatcher::new(
             db,
             shared_config.clone(),
@@ -278,6 +295,7 @@ impl Daemon {
             client,
             dispatcher,
             workers,
+            checkpointer,
             _lock: lock,
         })
     }
@@ -292,6 +310,7 @@ impl Daemon {
             .dispatcher
             .join()
             .map_err(|_| DaemonError::Setup("the dispatcher panicked".into()))?;
+        self.checkpointer.stop();
         // Closing the work channel lets idle workers end; a hung one is left behind.
         drop(self.client);
         for worker in self.workers {

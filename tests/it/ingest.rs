@@ -299,6 +299,16 @@ const FOLDER_SET: &str =
     kind = \"noop\"\nrequired = [\"school.csv\", \"student.csv\", \"teacher.csv\"]\n\
     optional = [\"class.csv\"]\nincomplete_timeout = \"6s\"\n";
 
+/// Inputs move to done/ or failed/ just after their job's end is committed, so a test
+/// that has seen the job's state waits a moment for the move.
+fn wait_gone(path: &Path) {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while path.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!path.exists(), "{} stayed in the input", path.display());
+}
+
 #[test]
 fn a_folder_set_waits_for_its_required_files_and_an_incomplete_one_dies_naming_them() {
     let daemon = TestDaemon::start(FOLDER_SET);
@@ -331,7 +341,7 @@ fn a_folder_set_waits_for_its_required_files_and_an_incomplete_one_dies_naming_t
     });
     assert_eq!(jobs[0].payload["name"], "20251027");
     assert_eq!(jobs[0].payload["files"].as_array().unwrap().len(), 3);
-    assert!(!set.exists());
+    wait_gone(&set);
 
     // Only one of three, never completed: dead after the timeout, naming the others.
     let late = daemon.input.join("20251028");
@@ -352,9 +362,9 @@ fn a_folder_set_waits_for_its_required_files_and_an_incomplete_one_dies_naming_t
             && !error.contains("school.csv"),
         "{error}"
     );
+    wait_gone(&late);
     let failed = inputs_under(&daemon.data.join("failed"));
     assert!(failed.contains(&"school.csv".to_string()), "{failed:?}");
-    assert!(!late.exists());
     let (_, stats, _) = daemon.jobctl(&["stats", "--json"]);
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(stats["incomplete_folders"], serde_json::json!([]));
