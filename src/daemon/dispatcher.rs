@@ -441,9 +441,17 @@ impl Dispatcher {
         let job = &flight.job;
         let stop = flight.ticket.stop.reason();
         let (resolution, detail) = match report.outcome.clone() {
-            Outcome::Success { follow_ups, detail } => {
-                (Resolution::Succeeded { follow_ups }, detail)
-            }
+            Outcome::Success {
+                follow_ups,
+                detail,
+                sync_marks,
+            } => (
+                Resolution::Succeeded {
+                    follow_ups,
+                    sync_marks,
+                },
+                detail,
+            ),
             Outcome::Permanent { error, detail } => {
                 (self.kill(job, error, report.started_at), detail)
             }
@@ -590,7 +598,7 @@ impl Dispatcher {
             }
         }
         if matches!(&completion.resolution,
-            Resolution::Succeeded { follow_ups } | Resolution::Dead { follow_ups, .. } if !follow_ups.is_empty())
+            Resolution::Succeeded { follow_ups, .. } | Resolution::Dead { follow_ups, .. } if !follow_ups.is_empty())
         {
             self.look_for_work = true;
         }

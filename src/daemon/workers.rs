@@ -4,7 +4,7 @@
 use super::dispatcher::Command;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::handlers::{JobContext, Registry, StopReason, StopSignal};
+use crate::handlers::{JobContext, Registry, StopReason, StopSignal, SyncStateView};
 use crate::job::{Job, JobId, Outcome, UnixMillis};
 use crossbeam_channel::{Receiver, Sender};
 use std::path::PathBuf;
@@ -49,6 +49,7 @@ pub(super) fn spawn(
     registry: Arc<Registry>,
     clock: SharedClock,
     data_dir: PathBuf,
+    sync_state: Arc<dyn SyncStateView>,
 ) -> Vec<JoinHandle<()>> {
     (0..count)
         .map(|n| {
@@ -57,11 +58,12 @@ pub(super) fn spawn(
             let registry = registry.clone();
             let clock = clock.clone();
             let data_dir = data_dir.clone();
+            let sync_state = sync_state.clone();
             std::thread::Builder::new()
                 .name(format!("jobd-worker-{n}"))
                 .spawn(move || {
                     for assignment in work.iter() {
-                        let report = run_one(assignment, &registry, &clock, &data_dir);
+                        let report = run_one(assignment, &registry, &clock, &data_dir, &sync_state);
                         if reports.send(Command::Finished(report)).is_err() {
                             break;
                         }
@@ -77,6 +79,7 @@ fn run_one(
     registry: &Registry,
     clock: &SharedClock,
     data_dir: &std::path::Path,
+    sync_state: &Arc<dyn SyncStateView>,
 ) -> Report {
     let Assignment {
         job,
@@ -113,6 +116,7 @@ fn run_one(
         deadline: Instant::now() + timeout,
         timeout,
         stop: ticket.stop.clone(),
+        sync_state: sync_state.clone(),
     };
     let began = Instant::now();
     let outcome = match registry.get(&job.kind) {

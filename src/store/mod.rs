@@ -6,9 +6,12 @@ mod admin;
 pub mod example;
 mod queue;
 pub mod schema;
+pub mod sink;
+mod sync;
 
 pub use admin::{Attempt, JobFilter, QueueStats, Stats};
 pub use queue::{Applied, ClaimSpec, Enqueued, Tx};
+pub use sync::{SyncState, SyncStateReader};
 
 use crate::config::Synchronous;
 use crate::job::{ForbiddenTransition, JobId};

@@ -156,6 +156,11 @@ impl<'a> Tx<'a> {
         Tx { tx }
     }
 
+    /// The transaction, for the store's other modules (sync state).
+    pub(super) fn conn(&self) -> &Transaction<'a> {
+        self.tx
+    }
+
     /// Enqueues jobs all or nothing. A job whose unique key exists already is not added;
     /// its existing id comes back marked as a duplicate.
     pub fn enqueue(&self, jobs: &[NewJob], now: UnixMillis) -> Result<Vec<Enqueued>> {
@@ -345,7 +350,7 @@ impl<'a> Tx<'a> {
         if ran {
             self.record_attempt(done, outcome, error)?;
         }
-        if let Resolution::Succeeded { follow_ups } | Resolution::Dead { follow_ups, .. } =
+        if let Resolution::Succeeded { follow_ups, .. } | Resolution::Dead { follow_ups, .. } =
             &done.resolution
         {
             if !follow_ups.is_empty() {
@@ -358,6 +363,11 @@ impl<'a> Tx<'a> {
                     })
                     .collect();
                 self.enqueue(&children, now)?;
+            }
+        }
+        if let Resolution::Succeeded { sync_marks, .. } = &done.resolution {
+            for mark in sync_marks {
+                self.record_sync_mark(mark, done.job_id, now)?;
             }
         }
         Ok(Applied::Moved(done.resolution.transition().to_state()))

@@ -68,7 +68,10 @@ fn job_in_state(db: &mut Db, target: JobState) -> JobId {
             run_at: T0 + 1_000,
             error: "try later".into(),
         },
-        JobState::Succeeded => Resolution::Succeeded { follow_ups: vec![] },
+        JobState::Succeeded => Resolution::Succeeded {
+            follow_ups: vec![],
+            sync_marks: vec![],
+        },
         JobState::Dead => Resolution::Dead {
             error: "broken".into(),
             follow_ups: vec![],
@@ -104,7 +107,10 @@ fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
             .any(|j| j.id == id),
         Transition::Complete | Transition::RetryLater | Transition::Kill | Transition::Release => {
             let resolution = match transition {
-                Transition::Complete => Resolution::Succeeded { follow_ups: vec![] },
+                Transition::Complete => Resolution::Succeeded {
+                    follow_ups: vec![],
+                    sync_marks: vec![],
+                },
                 Transition::RetryLater => Resolution::RetryAt {
                     run_at: now,
                     error: "e".into(),
@@ -290,7 +296,8 @@ fn completion_with_follow_ups_is_atomic_and_links_children() {
             parent,
             1,
             Resolution::Succeeded {
-                follow_ups: children
+                follow_ups: children,
+                sync_marks: vec![]
             },
             T0
         ),
@@ -314,7 +321,15 @@ fn completion_with_follow_ups_is_atomic_and_links_children() {
     ];
     let result = db.write(|tx| {
         tx.complete(
-            &completion(other, 1, Resolution::Succeeded { follow_ups: bad }, T0),
+            &completion(
+                other,
+                1,
+                Resolution::Succeeded {
+                    follow_ups: bad,
+                    sync_marks: vec![],
+                },
+                T0,
+            ),
             T0,
         )
     });
@@ -339,14 +354,25 @@ fn a_stale_completion_changes_nothing_and_other_rows_are_untouched() {
             &mut db,
             ids[1],
             7,
-            Resolution::Succeeded { follow_ups: vec![] },
+            Resolution::Succeeded {
+                follow_ups: vec![],
+                sync_marks: vec![]
+            },
             T0
         ),
         Applied::Stale
     );
     let wrong_worker = Completion {
         worker: "someone-else:2".into(),
-        ..completion(ids[1], 1, Resolution::Succeeded { follow_ups: vec![] }, T0)
+        ..completion(
+            ids[1],
+            1,
+            Resolution::Succeeded {
+                follow_ups: vec![],
+                sync_marks: vec![],
+            },
+            T0,
+        )
     };
     assert_eq!(
         db.write(|tx| tx.complete(&wrong_worker, T0)).unwrap(),
@@ -361,7 +387,10 @@ fn a_stale_completion_changes_nothing_and_other_rows_are_untouched() {
             &mut db,
             ids[1],
             1,
-            Resolution::Succeeded { follow_ups: vec![] },
+            Resolution::Succeeded {
+                follow_ups: vec![],
+                sync_marks: vec![]
+            },
             T0
         ),
         Applied::Moved(JobState::Succeeded)
