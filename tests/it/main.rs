@@ -7,4 +7,5 @@ mod example_db;
 mod exec;
 mod http;
 mod jobctl;
+mod pull;
 mod store;
