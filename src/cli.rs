@@ -73,6 +73,8 @@ pub enum CtlCommand {
     Migrate,
     /// Check the database's integrity and the configuration.
     Check,
+    /// Pipelines' last sync marks; `--reset NAME` makes its next run a full sync.
+    SyncState(SyncStateArgs),
     /// Write an example database with jobs in every state (how jobs.db.example is made).
     #[command(hide = true)]
     MakeExampleDb { path: PathBuf },
@@ -167,6 +169,13 @@ pub struct BackupArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SyncStateArgs {
+    /// Forget this pipeline's mark: its next run fetches everything.
+    #[arg(long, value_name = "PIPELINE")]
+    pub reset: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct PurgeArgs {
     #[arg(long, default_value = "succeeded")]
     pub state: String,
@@ -244,6 +253,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, clock: &dyn Clock) -> CtlResult {
         CtlCommand::Purge(args) => ctl.purge(args, out),
         CtlCommand::Migrate => ctl.migrate(out),
         CtlCommand::Check => ctl.check(out),
+        CtlCommand::SyncState(args) => ctl.sync_state(args, out),
         CtlCommand::MakeExampleDb { path } => crate::store::example::write(&path)
             .map_err(CtlError::from)
             .and_then(|()| say(out, &format!("wrote {}", path.display()))),
@@ -945,6 +955,86 @@ impl Ctl {
         } else {
             say(out, &id.to_string())
         }
+    }
+}
+
+impl Ctl {
+    fn sync_state(&self, args: SyncStateArgs, out: &mut dyn Write) -> CtlResult {
+        let mut db = self.open()?;
+        if let Some(name) = args.reset {
+            let declared = self.config.pipelines.get(&name);
+            let had = db.write(|tx| tx.reset_sync_state(&name))?;
+            if declared.is_none() && !had {
+                return Err(CtlError::NotFound(format!(
+                    "pipeline '{name}' is neither declared in the config nor has a sync state"
+                )));
+            }
+            // A run in progress records its mark when it ends, undoing the reset.
+            let live = match declared {
+                Some(p) => db.live_pipeline_jobs(p.job_kind(), &name)?,
+                None => 0,
+            };
+            if self.json {
+                return print_json(
+                    out,
+                    &json!({"reset": name, "had_state": had, "live_jobs": live}),
+                );
+            }
+            say(
+                out,
+                &if had {
+                    format!("{name}: sync state reset; its next run is a full sync")
+                } else {
+                    format!("{name}: had no sync state; its next run is a full sync")
+                },
+            )?;
+            if live > 0 {
+                say(out, &format!("warning: {live} job(s) of a run of {name} are still live; when that run ends it records its mark again (reset after it ends)"))?;
+            }
+            return Ok(());
+        }
+        let states = db.sync_states()?;
+        if self.json {
+            return print_json(
+                out,
+                &serde_json::to_value(&states).expect("sync states serialize"),
+            );
+        }
+        let mut rows = vec![vec![
+            "PIPELINE".to_string(),
+            "HIGH WATER".into(),
+            "RUNS".into(),
+            "LAST RUN ITEMS".into(),
+            "PAGES".into(),
+            "RECORDED".into(),
+        ]];
+        for s in &states {
+            rows.push(vec![
+                s.pipeline.clone(),
+                format_millis(s.high_water),
+                s.runs.to_string(),
+                s.last_run_items.to_string(),
+                s.last_run_pages.to_string(),
+                format_millis(s.updated_at),
+            ]);
+        }
+        // Declared pipelines that never completed a run: their next run is a full sync.
+        for name in self.config.pipelines.keys() {
+            if !states.iter().any(|s| &s.pipeline == name) {
+                rows.push(vec![
+                    name.clone(),
+                    "- (full sync next)".into(),
+                    "0".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+            }
+        }
+        if rows.len() == 1 {
+            return say(out, "no pipelines have synced");
+        }
+        write_table(out, &rows)
     }
 }
 

@@ -521,9 +521,17 @@ impl Dispatcher {
         let job = &flight.job;
         let stop = flight.ticket.stop.reason();
         let (resolution, detail) = match report.outcome.clone() {
-            Outcome::Success { follow_ups, detail } => {
-                (Resolution::Succeeded { follow_ups }, detail)
-            }
+            Outcome::Success {
+                follow_ups,
+                detail,
+                sync_marks,
+            } => (
+                Resolution::Succeeded {
+                    follow_ups,
+                    sync_marks,
+                },
+                detail,
+            ),
             Outcome::Permanent { error, detail } => {
                 (self.kill(job, error, report.started_at), detail)
             }
@@ -675,7 +683,7 @@ impl Dispatcher {
             }
         }
         let spawned = matches!(&completion.resolution,
-            Resolution::Succeeded { follow_ups } | Resolution::Dead { follow_ups, .. }
+            Resolution::Succeeded { follow_ups, .. } | Resolution::Dead { follow_ups, .. }
                 | Resolution::Await { children: follow_ups } if !follow_ups.is_empty());
         // New children are ready; a finished child may have resumed its parent.
         if spawned

@@ -5,6 +5,7 @@ pub mod checkpointer;
 pub mod dispatcher;
 pub mod lock;
 pub mod notify;
+pub mod scheduler;
 pub mod workers;
 
 use crate::clock::SharedClock;
@@ -85,6 +86,8 @@ pub struct Daemon {
     dispatcher: JoinHandle<Result<(Exit, Counters), StoreError>>,
     workers: Vec<JoinHandle<()>>,
     checkpointer: checkpointer::Checkpointer,
+    /// Raised when the dispatcher is done, so the pipeline scheduler stops too.
+    scheduler_stop: Arc<std::sync::atomic::AtomicBool>,
     _lock: lock::DatabaseLock,
 }
 
@@ -271,6 +274,7 @@ impl Daemon {
             registry.clone(),
             options.clock.clone(),
             config.daemon.data_dir.clone(),
+            Arc::new(crate::store::SyncStateReader::new(&database)),
         );
         let client = DaemonClient {
             commands: command_tx,
@@ -279,6 +283,26 @@ impl Daemon {
         };
         if options.handle_signals {
             spawn_signal_listener(client.clone())?;
+        }
+        let scheduler_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // `--once` drains what is ready and exits; scheduled runs are the running
+        // daemon's business.
+        if !options.once {
+            let reader = Db::open(
+                &database,
+                &OpenOptions {
+                    synchronous: config.daemon.synchronous,
+                    busy_timeout: config.daemon.busy_timeout,
+                    create: false,
+                    migrate: false,
+                },
+            )?;
+            scheduler::spawn(
+                scheduler::Scheduler::new(client.clone(), reader),
+                options.clock.clone(),
+                scheduler_stop.clone(),
+            )
+            .map_err(|e| DaemonError::Setup(format!("cannot start the scheduler: {e}")))?;
         }
         let ready = notify::Notifier::from_env();
         let dispatcher = std::thread::Builder::new()
@@ -296,6 +320,7 @@ impl Daemon {
             dispatcher,
             workers,
             checkpointer,
+            scheduler_stop,
             _lock: lock,
         })
     }
@@ -311,6 +336,8 @@ impl Daemon {
             .join()
             .map_err(|_| DaemonError::Setup("the dispatcher panicked".into()))?;
         self.checkpointer.stop();
+        self.scheduler_stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         // Closing the work channel lets idle workers end; a hung one is left behind.
         drop(self.client);
         for worker in self.workers {

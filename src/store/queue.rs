@@ -164,6 +164,11 @@ impl<'a> Tx<'a> {
         Tx { tx }
     }
 
+    /// The transaction, for the store's other modules (sync state).
+    pub(super) fn conn(&self) -> &Transaction<'a> {
+        self.tx
+    }
+
     /// Enqueues jobs all or nothing. A job whose unique key exists already is not added;
     /// its existing id comes back marked as a duplicate.
     pub fn enqueue(&self, jobs: &[NewJob], now: UnixMillis) -> Result<Vec<Enqueued>> {
@@ -367,7 +372,7 @@ impl<'a> Tx<'a> {
             self.record_attempt(done, outcome, error)?;
         }
         match &done.resolution {
-            Resolution::Succeeded { follow_ups } | Resolution::Dead { follow_ups, .. } => {
+            Resolution::Succeeded { follow_ups, .. } | Resolution::Dead { follow_ups, .. } => {
                 self.enqueue_children(done.job_id, follow_ups, false, now)?;
             }
             Resolution::Await { children } => {
@@ -381,6 +386,11 @@ impl<'a> Tx<'a> {
         if target.is_terminal() {
             if let Some(parent) = done.parent_id {
                 self.resume_if_children_done(parent, now)?;
+            }
+        }
+        if let Resolution::Succeeded { sync_marks, .. } = &done.resolution {
+            for mark in sync_marks {
+                self.record_sync_mark(mark, done.job_id, now)?;
             }
         }
         Ok(Applied::Moved(done.resolution.transition().to_state()))

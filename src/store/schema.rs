@@ -11,6 +11,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_ingest",
         include_str!("../../migrations/0002_ingest.sql"),
     ),
+    (
+        "0003_sync_state",
+        include_str!("../../migrations/0003_sync_state.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

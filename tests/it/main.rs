@@ -9,6 +9,7 @@ mod http;
 mod http_server;
 mod ingest;
 mod jobctl;
+mod pull;
 mod service;
 mod socket;
 mod store;
