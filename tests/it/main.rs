@@ -13,3 +13,4 @@ mod pull;
 mod service;
 mod socket;
 mod store;
+mod usage_sender;

@@ -59,6 +59,16 @@ pub struct RequestSpec {
     pub multipart: Option<Vec<PartSpec>>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// A job made by a watched folder carries its spooled input as `file` (with `name`,
+    /// `sha256` and `size`): with no other body, that file is the body.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub size: Option<u64>,
 }
 
 /// One part of a multipart body: a file, a JSON value or text.
@@ -80,7 +90,12 @@ pub struct PartSpec {
 
 impl RequestSpec {
     pub fn parse(payload: &Value) -> Result<RequestSpec, String> {
-        RequestSpec::deserialize(payload).map_err(|e| format!("http payload: {e}"))
+        let mut spec =
+            RequestSpec::deserialize(payload).map_err(|e| format!("http payload: {e}"))?;
+        if spec.json.is_none() && spec.body_file.is_none() && spec.multipart.is_none() {
+            spec.body_file = spec.file.clone();
+        }
+        Ok(spec)
     }
 
     fn method(&self) -> Result<Method, String> {
