@@ -6,7 +6,7 @@
 //! - [`retry`]: backoff, jitter, deadlines and Retry-After.
 //! - [`config`]: the TOML configuration, its defaults and validation.
 //! - [`store`]: the only module with SQL: migrations, transitions, admin queries.
-//! - [`handlers`]: the job kinds (`noop`, `exec`) and their registry.
+//! - [`handlers`]: the job kinds (`noop`, `exec`, `http`, `notify`, `relay`) and their registry.
 //! - [`daemon`]: dispatcher, workers, reaper, signals and sd_notify.
 //! - [`cli`]: the `jobctl` commands, writing to any `io::Write`.
 //! - [`logging`]: text, JSON or journald (`<N>`-prefixed) log lines.

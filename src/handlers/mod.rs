@@ -5,6 +5,7 @@ pub mod exec;
 pub mod http;
 pub mod noop;
 pub mod notify;
+pub mod relay;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -98,6 +99,7 @@ impl Registry {
         let http = http::Http::new();
         registry.register("notify", Arc::new(notify::Notify { http: http.clone() }));
         registry.register("http", Arc::new(http));
+        registry.register("relay", Arc::new(relay::Relay));
         registry
     }
 

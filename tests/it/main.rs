@@ -8,5 +8,6 @@ mod exec;
 mod http;
 mod http_server;
 mod jobctl;
+mod relay;
 mod service;
 mod store;
