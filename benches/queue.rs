@@ -148,7 +148,10 @@ fn seed_history(db: &mut Db, n: usize) {
                         worker: "seed:0".into(),
                         started_at: now,
                         finished_at: now,
-                        resolution: Resolution::Succeeded { follow_ups: vec![] },
+                        resolution: Resolution::Succeeded {
+                            follow_ups: vec![],
+                            sync_marks: vec![],
+                        },
                         detail: None,
                     },
                     now,

@@ -14,7 +14,7 @@ use jobd::clock::{Clock, SystemClock};
 use jobd::config::{Config, ConfigSource};
 use jobd::daemon::{Daemon, DaemonOptions};
 use jobd::handlers::relay::Relay;
-use jobd::handlers::{Handler, JobContext, Registry, StopSignal};
+use jobd::handlers::{Handler, JobContext, NoSyncState, Registry, StopSignal};
 use jobd::job::{Completion, NewJob, Outcome, Resolution};
 use jobd::store::{ClaimSpec, Db, OpenOptions};
 use serde_json::{json, Value};
@@ -152,10 +152,14 @@ fn fan_out(base: &str) {
             timeout: Duration::from_secs(60),
             stop: Arc::new(StopSignal::default()),
             children: None,
+            sync_state: Arc::new(NoSyncState),
         };
         let started = Instant::now();
         let started_at = SystemClock.now_ms();
-        let Outcome::Success { follow_ups, detail } = Relay.run(&job, &ctx) else {
+        let Outcome::Success {
+            follow_ups, detail, ..
+        } = Relay.run(&job, &ctx)
+        else {
             panic!("the batch did not succeed");
         };
         let routed = started.elapsed();
@@ -167,7 +171,10 @@ fn fan_out(base: &str) {
             worker: "bench".into(),
             started_at,
             finished_at: SystemClock.now_ms(),
-            resolution: Resolution::Succeeded { follow_ups },
+            resolution: Resolution::Succeeded {
+                follow_ups,
+                sync_marks: Vec::new(),
+            },
             detail,
         };
         db.write(|tx| tx.complete(&completion, SystemClock.now_ms()))

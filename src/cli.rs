@@ -5,6 +5,7 @@
 use crate::clock::{format_millis, Clock, SystemClock};
 use crate::config::{parse_duration, Config, ConfigSource};
 use crate::handlers::Registry;
+use crate::ingest::spool::Spool;
 use crate::job::{JobId, JobState, NewJob, UnixMillis};
 use crate::store::{Db, JobFilter, OpenOptions, StoreError};
 use clap::{Args, Parser, Subcommand};
@@ -60,12 +61,20 @@ pub enum CtlCommand {
     Backup(BackupArgs),
     /// Rebuild the database file without free space, then truncate the WAL.
     Vacuum,
+    /// Ask the running daemon whether it answers on its enqueue socket.
+    Ping {
+        /// The socket (default: the config's daemon.socket).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Delete finished jobs older than an age.
     Purge(PurgeArgs),
     /// Create the database or bring its schema up to date.
     Migrate,
     /// Check the database's integrity and the configuration.
     Check,
+    /// Pipelines' last sync marks; `--reset NAME` makes its next run a full sync.
+    SyncState(SyncStateArgs),
     /// Write an example database with jobs in every state (how jobs.db.example is made).
     #[command(hide = true)]
     MakeExampleDb { path: PathBuf },
@@ -103,6 +112,13 @@ pub struct EnqueueArgs {
     /// Enqueue nothing if a job with this key exists; print its id.
     #[arg(long)]
     pub unique_key: Option<String>,
+    /// Send the job through the running daemon's enqueue socket instead of writing to
+    /// the database directly.
+    #[arg(long)]
+    pub via_socket: bool,
+    /// The socket for --via-socket (default: the config's daemon.socket).
+    #[arg(long, value_name = "PATH", requires = "via_socket")]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +166,13 @@ pub struct BackupArgs {
     /// Replace PATH if it exists.
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncStateArgs {
+    /// Forget this pipeline's mark: its next run fetches everything.
+    #[arg(long, value_name = "PIPELINE")]
+    pub reset: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -226,9 +249,11 @@ pub fn run(cli: Cli, out: &mut dyn Write, clock: &dyn Clock) -> CtlResult {
         CtlCommand::Stats(args) => ctl.stats(args, out),
         CtlCommand::Backup(args) => ctl.backup(args, out),
         CtlCommand::Vacuum => ctl.vacuum(out),
+        CtlCommand::Ping { socket } => ctl.ping(socket, out),
         CtlCommand::Purge(args) => ctl.purge(args, out),
         CtlCommand::Migrate => ctl.migrate(out),
         CtlCommand::Check => ctl.check(out),
+        CtlCommand::SyncState(args) => ctl.sync_state(args, out),
         CtlCommand::MakeExampleDb { path } => crate::store::example::write(&path)
             .map_err(CtlError::from)
             .and_then(|()| say(out, &format!("wrote {}", path.display()))),
@@ -324,6 +349,9 @@ impl Ctl {
             .map(|d| parse_duration(d).map(|d| crate::clock::after(self.now, d)))
             .transpose()
             .map_err(|e| CtlError::Usage(format!("--deadline: {e}")))?;
+        if args.via_socket {
+            return self.enqueue_via_socket(&args, payload, run_at, deadline_at, out);
+        }
         let job = NewJob {
             kind: args.kind,
             payload,
@@ -515,14 +543,39 @@ impl Ctl {
     fn retry(&self, args: RetryArgs, out: &mut dyn Write) -> CtlResult {
         let mut db = self.open()?;
         let now = self.now;
+        let spool = Spool::at(&self.config.daemon.data_dir).ok();
         let ids = if args.dead {
-            db.write(|tx| tx.revive_dead(args.kind.as_deref(), now))?
+            let ids = db.write(|tx| tx.revive_dead(args.kind.as_deref(), now))?;
+            // Brought back after the commit: a daemon that claims one first finds no
+            // file yet and retries it after its backoff.
+            if let Some(spool) = &spool {
+                for id in &ids {
+                    restore_input(spool, *id);
+                }
+            }
+            ids
         } else {
-            db.write(|tx| tx.revive(&args.ids, now))
-                .map_err(|e| match e {
+            // Inputs come back to the spool before the jobs are queued, so no worker
+            // runs a job whose file is still in failed/; put back if the retry fails.
+            let restored: Vec<_> = spool
+                .iter()
+                .flat_map(|spool| {
+                    args.ids
+                        .iter()
+                        .filter_map(|id| restore_input(spool, *id).map(|from| (*id, from)))
+                })
+                .collect();
+            db.write(|tx| tx.revive(&args.ids, now)).map_err(|e| {
+                if let Some(spool) = &spool {
+                    for (id, from) in &restored {
+                        let _ = spool.return_failed(*id, from);
+                    }
+                }
+                match e {
                     StoreError::Forbidden(f) => CtlError::Failure(f.to_string()),
                     other => other.into(),
-                })?
+                }
+            })?
         };
         if self.json {
             return print_json(out, &json!({"retried": ids}));
@@ -576,8 +629,12 @@ impl Ctl {
                 .map_err(|e| CtlError::Failure(format!("cannot write output: {e}")));
         }
         let stats = db.stats(self.now)?;
+        let pending = db.pending_folders()?;
         if format == StatsFormat::Json {
-            return print_json(out, &serde_json::to_value(&stats).expect("stats serialize"));
+            let mut value = serde_json::to_value(&stats).expect("stats serialize");
+            value["incomplete_folders"] =
+                serde_json::to_value(&pending).expect("folders serialize");
+            return print_json(out, &value);
         }
         let mut header = vec!["QUEUE".to_string()];
         header.extend(JobState::ALL.iter().map(|s| s.as_str().to_uppercase()));
@@ -605,6 +662,29 @@ impl Ctl {
         if stats.queues.is_empty() {
             say(out, "no jobs")?;
         } else {
+            write_table(out, &rows)?;
+        }
+        if !pending.is_empty() {
+            say(out, "")?;
+            let mut rows = vec![vec![
+                "INCOMPLETE FOLDER".to_string(),
+                "WAITING".into(),
+                "MISSING".into(),
+            ]];
+            for p in &pending {
+                rows.push(vec![
+                    format!("{}/{}", p.watch, p.folder),
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        ((self.now - p.first_seen).max(0) / 1000) as u64,
+                    ))
+                    .to_string(),
+                    if p.missing.is_empty() {
+                        "(settling)".into()
+                    } else {
+                        p.missing.join(", ")
+                    },
+                ]);
+            }
             write_table(out, &rows)?;
         }
         say(out, "")?;
@@ -755,6 +835,206 @@ impl Ctl {
                 db.schema_version()?
             ),
         )
+    }
+}
+
+/// Brings a dead job's input back from failed/ to the spool, saying so on stderr.
+fn restore_input(spool: &Spool, id: JobId) -> Option<PathBuf> {
+    match spool.restore_failed(id) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("jobctl: cannot bring job {id}'s input back to the spool: {e}");
+            None
+        }
+    }
+}
+
+/// One request and its answer over the enqueue socket.
+fn socket_request(path: &Path, request: &Value) -> Result<Value, CtlError> {
+    use std::io::BufRead;
+    let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
+        CtlError::Failure(format!(
+            "cannot reach jobd on {}: {e} (is the daemon running?)",
+            path.display()
+        ))
+    })?;
+    let timeout = Some(std::time::Duration::from_secs(30));
+    let _ = stream.set_read_timeout(timeout);
+    let _ = stream.set_write_timeout(timeout);
+    writeln!(stream, "{request}")
+        .map_err(|e| CtlError::Failure(format!("cannot write to {}: {e}", path.display())))?;
+    let mut line = String::new();
+    std::io::BufReader::new(&stream)
+        .read_line(&mut line)
+        .map_err(|e| CtlError::Failure(format!("no answer from {}: {e}", path.display())))?;
+    serde_json::from_str(&line).map_err(|e| {
+        CtlError::Failure(format!(
+            "jobd answered something that is not JSON ({e}): {line}"
+        ))
+    })
+}
+
+/// An error answer from the socket, as a jobctl error.
+fn socket_refusal(answer: &Value) -> CtlError {
+    let code = answer["error"]["code"].as_str().unwrap_or("error");
+    let message = answer["error"]["message"].as_str().unwrap_or("no message");
+    let text = format!("{message} ({code})");
+    match code {
+        "invalid_json" | "invalid_request" | "invalid_job" | "unknown_kind" | "invalid_payload"
+        | "line_too_long" | "batch_too_large" => CtlError::Usage(text),
+        _ => CtlError::Failure(text),
+    }
+}
+
+impl Ctl {
+    fn socket_path(&self, explicit: Option<PathBuf>) -> PathBuf {
+        explicit.unwrap_or_else(|| self.config.daemon.socket.clone())
+    }
+
+    fn ping(&self, socket: Option<PathBuf>, out: &mut dyn Write) -> CtlResult {
+        let path = self.socket_path(socket);
+        let started = std::time::Instant::now();
+        let answer = socket_request(&path, &json!({"op": "ping"}))?;
+        if answer["ok"] != json!(true) {
+            return Err(socket_refusal(&answer));
+        }
+        let elapsed = started.elapsed();
+        if self.json {
+            return print_json(
+                out,
+                &json!({"socket": path, "version": answer["version"], "ms": elapsed.as_secs_f64() * 1000.0}),
+            );
+        }
+        say(
+            out,
+            &format!(
+                "jobd {} answers on {} ({:.1} ms)",
+                answer["version"].as_str().unwrap_or("?"),
+                path.display(),
+                elapsed.as_secs_f64() * 1000.0
+            ),
+        )
+    }
+
+    fn enqueue_via_socket(
+        &self,
+        args: &EnqueueArgs,
+        payload: Value,
+        run_at: Option<UnixMillis>,
+        deadline_at: Option<UnixMillis>,
+        out: &mut dyn Write,
+    ) -> CtlResult {
+        let mut job = json!({"kind": args.kind, "payload": payload, "queue": args.queue, "priority": args.priority});
+        if let Some(run_at) = run_at {
+            job["run_at"] = json!(run_at);
+        }
+        if let Some(deadline_at) = deadline_at {
+            job["deadline_at"] = json!(deadline_at);
+        }
+        if let Some(max) = args.max_attempts {
+            job["max_attempts"] = json!(max);
+        }
+        if let Some(key) = &args.unique_key {
+            job["unique_key"] = json!(key);
+        }
+        let path = self.socket_path(args.socket.clone());
+        let answer = socket_request(&path, &json!({"op": "enqueue", "job": job}))?;
+        if answer["ok"] != json!(true) {
+            return Err(socket_refusal(&answer));
+        }
+        let id = answer["id"].as_i64().unwrap_or_default();
+        let duplicate = answer["duplicate"] == json!(true);
+        if self.json {
+            return print_json(out, &json!({"id": id, "duplicate": duplicate}));
+        }
+        if duplicate {
+            say(
+                out,
+                &format!("{id} (duplicate: a job with this unique key exists)"),
+            )
+        } else {
+            say(out, &id.to_string())
+        }
+    }
+}
+
+impl Ctl {
+    fn sync_state(&self, args: SyncStateArgs, out: &mut dyn Write) -> CtlResult {
+        let mut db = self.open()?;
+        if let Some(name) = args.reset {
+            let declared = self.config.pipelines.get(&name);
+            let had = db.write(|tx| tx.reset_sync_state(&name))?;
+            if declared.is_none() && !had {
+                return Err(CtlError::NotFound(format!(
+                    "pipeline '{name}' is neither declared in the config nor has a sync state"
+                )));
+            }
+            // A run in progress records its mark when it ends, undoing the reset.
+            let live = match declared {
+                Some(p) => db.live_pipeline_jobs(p.job_kind(), &name)?,
+                None => 0,
+            };
+            if self.json {
+                return print_json(
+                    out,
+                    &json!({"reset": name, "had_state": had, "live_jobs": live}),
+                );
+            }
+            say(
+                out,
+                &if had {
+                    format!("{name}: sync state reset; its next run is a full sync")
+                } else {
+                    format!("{name}: had no sync state; its next run is a full sync")
+                },
+            )?;
+            if live > 0 {
+                say(out, &format!("warning: {live} job(s) of a run of {name} are still live; when that run ends it records its mark again (reset after it ends)"))?;
+            }
+            return Ok(());
+        }
+        let states = db.sync_states()?;
+        if self.json {
+            return print_json(
+                out,
+                &serde_json::to_value(&states).expect("sync states serialize"),
+            );
+        }
+        let mut rows = vec![vec![
+            "PIPELINE".to_string(),
+            "HIGH WATER".into(),
+            "RUNS".into(),
+            "LAST RUN ITEMS".into(),
+            "PAGES".into(),
+            "RECORDED".into(),
+        ]];
+        for s in &states {
+            rows.push(vec![
+                s.pipeline.clone(),
+                format_millis(s.high_water),
+                s.runs.to_string(),
+                s.last_run_items.to_string(),
+                s.last_run_pages.to_string(),
+                format_millis(s.updated_at),
+            ]);
+        }
+        // Declared pipelines that never completed a run: their next run is a full sync.
+        for name in self.config.pipelines.keys() {
+            if !states.iter().any(|s| &s.pipeline == name) {
+                rows.push(vec![
+                    name.clone(),
+                    "- (full sync next)".into(),
+                    "0".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+            }
+        }
+        if rows.len() == 1 {
+            return say(out, "no pipelines have synced");
+        }
+        write_table(out, &rows)
     }
 }
 

@@ -25,6 +25,17 @@ pub const DEFAULT_WAL_LIMIT: u64 = 64 * 1024 * 1024;
 pub const MIN_WAL_LIMIT: u64 = 64 * 1024;
 /// How often the daemon rewrites `metrics.textfile`.
 pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
+pub const DEFAULT_SOCKET_MAX_LINE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_SOCKET_MAX_BATCH: usize = 10_000;
+pub const DEFAULT_SOCKET_MAX_CONNECTIONS: usize = 256;
+pub const DEFAULT_SOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+pub const DEFAULT_WATCH_PATTERN: &str = "*";
+pub const DEFAULT_WATCH_SETTLE: Duration = Duration::from_secs(2);
+pub const DEFAULT_WATCH_RESCAN: Duration = Duration::from_secs(30);
+pub const DEFAULT_WATCH_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const DEFAULT_WATCH_INCOMPLETE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_WATCH_KIND: &str = "noop";
 /// Where the daemon and jobctl look when neither `--config` nor `JOBD_CONFIG` says.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/jobd/jobd.toml";
 pub const CONFIG_ENV: &str = "JOBD_CONFIG";
@@ -37,6 +48,17 @@ pub const DEFAULT_IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 /// Where systemd's `LoadCredential=` puts secrets; `$CREDENTIALS_DIRECTORY` in a
 /// `*_file` path is replaced by it.
 pub const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
+/// `http_pull`: items per page unless a pipeline says otherwise (Shopify's maximum).
+pub const DEFAULT_PULL_LIMIT: u32 = 250;
+/// `http_pull`: the largest page size a pipeline may ask for.
+pub const MAX_PULL_LIMIT: u32 = 250;
+/// `http_pull`: how far before the last run's start an incremental run asks from, so an
+/// update racing the previous run (or a clock a little off) is not missed.
+pub const DEFAULT_PULL_OVERLAP: Duration = Duration::from_secs(60);
+/// `http_pull`: the header reporting use of the other side's leaky bucket ("32/40").
+pub const DEFAULT_CALL_LIMIT_HEADER: &str = "X-Shopify-Shop-Api-Call-Limit";
+/// The shortest `every` a pipeline may run at.
+pub const MIN_PIPELINE_EVERY: Duration = Duration::from_secs(1);
 
 /// A configuration that could not be read or is not valid. The message names the file
 /// and the key.
@@ -68,6 +90,426 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The marketing events relay: storefronts and their destinations (`[relay]`).
     pub relay: crate::handlers::relay::RelayConfig,
+    /// The enqueue socket's limits and permissions (its path is `daemon.socket`).
+    pub socket: SocketConfig,
+    /// Watched folders (`[[watch]]`), any number.
+    pub watch: Vec<WatchConfig>,
+    /// Integration pipelines by name (`[pipelines.NAME]`), each of a `kind`.
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+/// A pipeline, tagged by its `kind`; other kinds (csv_import, relay) add variants.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PipelineConfig {
+    /// Pull a paginated REST collection incrementally into a local sink.
+    HttpPull(HttpPullConfig),
+}
+
+impl PipelineConfig {
+    /// The job kind that runs this pipeline.
+    pub fn job_kind(&self) -> &'static str {
+        match self {
+            PipelineConfig::HttpPull(_) => "http_pull",
+        }
+    }
+
+    /// When it runs by itself, if it does.
+    pub fn schedule(&self) -> Option<PipelineSchedule> {
+        match self {
+            PipelineConfig::HttpPull(pull) => pull.schedule(),
+        }
+    }
+
+    /// The queue its jobs go to.
+    pub fn queue(&self) -> &str {
+        match self {
+            PipelineConfig::HttpPull(pull) => {
+                pull.queue.as_deref().unwrap_or(crate::job::DEFAULT_QUEUE)
+            }
+        }
+    }
+}
+
+/// A pipeline's schedule: a fixed period (aligned to the Unix epoch) or a cron expression.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PipelineSchedule {
+    Every(Duration),
+    Cron(String),
+}
+
+/// How an API hands out its next page.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Pagination {
+    /// `Link: <URL>; rel="next"` (Shopify): the next URL is used exactly as given, and
+    /// filters go on the first request only.
+    #[default]
+    LinkHeader,
+    /// A cursor in the body (`cursor_field`) sent back as `cursor_param`.
+    Cursor,
+    /// Numbered pages (`page_param`), until a page comes back short.
+    Page,
+}
+
+/// Where pulled items go: a SQLite file (one table per pipeline) or NDJSON lines.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    #[serde(default)]
+    pub sqlite: Option<PathBuf>,
+    #[serde(default)]
+    pub ndjson: Option<PathBuf>,
+}
+
+/// `[pipelines.NAME]` with `kind = "http_pull"`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpPullConfig {
+    /// The `[endpoints.NAME]` to call: base URL, auth, rate limit, timeouts.
+    pub endpoint: String,
+    /// The collection, e.g. `/admin/api/2024-10/customers.json`.
+    pub path: String,
+    /// The response's array of items, e.g. `customers`.
+    pub items_key: String,
+    #[serde(default = "default_id_field")]
+    pub id_field: String,
+    #[serde(default = "default_updated_field")]
+    pub updated_field: String,
+    /// Items per page (at most 250).
+    #[serde(default = "default_pull_limit")]
+    pub limit: u32,
+    #[serde(default)]
+    pub pagination: Pagination,
+    #[serde(default = "default_limit_param")]
+    pub limit_param: String,
+    /// The incremental filter's parameter; empty makes every run a full one.
+    #[serde(default = "default_updated_min_param")]
+    pub updated_min_param: String,
+    /// `cursor` pagination: the body field holding the next cursor (dotted path).
+    #[serde(default)]
+    pub cursor_field: Option<String>,
+    #[serde(default = "default_cursor_param")]
+    pub cursor_param: String,
+    #[serde(default = "default_page_param")]
+    pub page_param: String,
+    /// Subtracted from the last run's start when asking for changes.
+    #[serde(default = "default_pull_overlap", deserialize_with = "duration")]
+    pub overlap: Duration,
+    /// More parameters (e.g. `status = "any"` for orders), on the first request only
+    /// with `link_header` pagination, on every request otherwise.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    pub sink: SinkConfig,
+    /// The sink table (default: the pipeline's name with `-` as `_`).
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Extracted columns: column name = dotted field path (`city = "default_address.city"`).
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// Run every period (`1h`), aligned to the Unix epoch.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub every: Option<Duration>,
+    /// Run on a cron schedule (`0 * * * *`, UTC).
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// The queue the pipeline's jobs go to (default `default`).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The "used/size" header of the other side's leaky bucket; empty ignores it.
+    #[serde(default = "default_call_limit_header")]
+    pub call_limit_header: String,
+}
+
+fn default_id_field() -> String {
+    "id".into()
+}
+fn default_updated_field() -> String {
+    "updated_at".into()
+}
+fn default_pull_limit() -> u32 {
+    DEFAULT_PULL_LIMIT
+}
+fn default_limit_param() -> String {
+    "limit".into()
+}
+fn default_updated_min_param() -> String {
+    "updated_at_min".into()
+}
+fn default_cursor_param() -> String {
+    "cursor".into()
+}
+fn default_page_param() -> String {
+    "page".into()
+}
+fn default_pull_overlap() -> Duration {
+    DEFAULT_PULL_OVERLAP
+}
+fn default_call_limit_header() -> String {
+    DEFAULT_CALL_LIMIT_HEADER.into()
+}
+
+impl HttpPullConfig {
+    /// The sink table's name for the pipeline `name`.
+    pub fn table_name(&self, name: &str) -> String {
+        self.table.clone().unwrap_or_else(|| {
+            name.chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect()
+        })
+    }
+
+    pub fn schedule(&self) -> Option<PipelineSchedule> {
+        match (&self.every, &self.cron) {
+            (Some(every), _) => Some(PipelineSchedule::Every(*every)),
+            (None, Some(cron)) => Some(PipelineSchedule::Cron(cron.clone())),
+            (None, None) => None,
+        }
+    }
+
+    fn validate(&self, key: &str, name: &str, config: &Config) -> Result<(), String> {
+        if !config.endpoints.contains_key(&self.endpoint) {
+            return Err(format!(
+                "{key}.endpoint: '{}' is not an [endpoints.NAME] entry",
+                self.endpoint
+            ));
+        }
+        for (field, value) in [
+            ("path", &self.path),
+            ("items_key", &self.items_key),
+            ("id_field", &self.id_field),
+            ("updated_field", &self.updated_field),
+            ("limit_param", &self.limit_param),
+        ] {
+            if value.trim().is_empty() {
+                return Err(format!("{key}.{field}: must not be empty"));
+            }
+        }
+        if !(1..=MAX_PULL_LIMIT).contains(&self.limit) {
+            return Err(format!(
+                "{key}.limit: {} is not between 1 and {MAX_PULL_LIMIT}",
+                self.limit
+            ));
+        }
+        if self.pagination == Pagination::Cursor
+            && self
+                .cursor_field
+                .as_deref()
+                .is_none_or(|f| f.trim().is_empty())
+        {
+            return Err(format!(
+                "{key}.cursor_field: cursor pagination needs the body field holding the next cursor"
+            ));
+        }
+        match (&self.sink.sqlite, &self.sink.ndjson) {
+            (Some(_), Some(_)) => {
+                return Err(format!("{key}.sink: give sqlite or ndjson, not both"))
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{key}.sink: give sqlite = \"PATH\" or ndjson = \"PATH\""
+                ))
+            }
+            (Some(path), None) if path == &config.daemon.database => {
+                return Err(format!(
+                    "{key}.sink.sqlite: must not be the queue database ({})",
+                    path.display()
+                ))
+            }
+            _ => {}
+        }
+        let table = self.table_name(name);
+        if !crate::store::sink::is_identifier(&table) {
+            return Err(format!(
+                "{key}.table: '{table}' is not a table name (letters, digits and _)"
+            ));
+        }
+        for (column, path) in &self.columns {
+            if !crate::store::sink::is_identifier(column)
+                || crate::store::sink::FIXED_COLUMNS.contains(&column.to_ascii_lowercase().as_str())
+            {
+                return Err(format!(
+                    "{key}.columns.{column}: not a usable column name (letters, digits and _; not {})",
+                    crate::store::sink::FIXED_COLUMNS.join(", ")
+                ));
+            }
+            if path.trim().is_empty() {
+                return Err(format!(
+                    "{key}.columns.{column}: the field path must not be empty"
+                ));
+            }
+        }
+        if self.every.is_some() && self.cron.is_some() {
+            return Err(format!("{key}: give every or cron, not both"));
+        }
+        if self.every.is_some_and(|e| e < MIN_PIPELINE_EVERY) {
+            return Err(format!("{key}.every: must be at least 1s"));
+        }
+        if let Some(cron) = &self.cron {
+            crate::daemon::scheduler::parse_cron(cron).map_err(|e| format!("{key}.cron: {e}"))?;
+        }
+        if let Some(queue) = &self.queue {
+            if queue.trim().is_empty() {
+                return Err(format!("{key}.queue: must not be empty"));
+            }
+        }
+        if !self.call_limit_header.is_empty() {
+            reqwest::header::HeaderName::from_bytes(self.call_limit_header.as_bytes()).map_err(
+                |_| {
+                    format!(
+                        "{key}.call_limit_header: '{}' is not a header name",
+                        self.call_limit_header
+                    )
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The enqueue socket (`[socket]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketConfig {
+    /// Listen at all. Off: no socket is bound and a passed one is ignored.
+    pub enabled: bool,
+    /// A longer request line is refused (and skipped to its newline).
+    pub max_line_bytes: usize,
+    /// The most jobs one `{"op":"enqueue","jobs":[...]}` may carry.
+    pub max_batch: usize,
+    /// Connections served at once; more are told so and closed.
+    pub max_connections: usize,
+    /// A connection that sends nothing for this long is closed.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// The socket file's mode, as an octal string ("0660").
+    #[serde(deserialize_with = "octal_mode")]
+    pub mode: u32,
+    /// The group to give the socket file (a name or a number); none keeps ours.
+    pub group: Option<String>,
+    /// If not empty, only peers with these uids may talk (SO_PEERCRED); root and our own
+    /// uid always may.
+    pub allowed_uids: Vec<u32>,
+    /// If not empty, only peers with these primary gids may talk (checked with the uids:
+    /// either list admits a peer).
+    pub allowed_gids: Vec<u32>,
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig {
+            enabled: true,
+            max_line_bytes: DEFAULT_SOCKET_MAX_LINE_BYTES,
+            max_batch: DEFAULT_SOCKET_MAX_BATCH,
+            max_connections: DEFAULT_SOCKET_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_SOCKET_IDLE_TIMEOUT,
+            mode: DEFAULT_SOCKET_MODE,
+            group: None,
+            allowed_uids: Vec::new(),
+            allowed_gids: Vec::new(),
+        }
+    }
+}
+
+/// What a watched folder takes in: single files, or subfolders that are complete sets.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// Every settled file matching `pattern` becomes a job.
+    #[default]
+    File,
+    /// Every subfolder becomes one job once its `required` files are there (or `marker`).
+    Dir,
+}
+
+/// One watched folder (`[[watch]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    pub path: PathBuf,
+    #[serde(default = "default_watch_pattern")]
+    pub pattern: String,
+    #[serde(default)]
+    pub recursive: bool,
+    #[serde(default)]
+    pub mode: WatchMode,
+    /// The job to make.
+    #[serde(default = "default_watch_kind")]
+    pub kind: String,
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    #[serde(default)]
+    pub priority: i64,
+    /// Static payload fields, merged with `file`/`dir`, `name`, `sha256`, `size`.
+    #[serde(default)]
+    pub payload: toml::Table,
+    /// A file is complete once its size and mtime held still this long.
+    #[serde(default = "default_settle", deserialize_with = "duration")]
+    pub settle: Duration,
+    /// How often the folder is listed again, for what notifications missed.
+    #[serde(default = "default_rescan", deserialize_with = "duration")]
+    pub rescan: Duration,
+    /// The same content under the same name within this window is not enqueued again.
+    #[serde(default = "default_dedupe_window", deserialize_with = "duration")]
+    pub dedupe_window: Duration,
+    /// Folder sets: files that must all be there (case-insensitive).
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Folder sets: files that may be there (case-insensitive); listed for the handler.
+    #[serde(default)]
+    pub optional: Vec<String>,
+    /// Folder sets: a file whose arrival says the folder is complete, whatever is missing.
+    #[serde(default)]
+    pub marker: Option<String>,
+    /// Folder sets: an incomplete folder becomes a dead job after this long.
+    #[serde(default = "default_incomplete_timeout", deserialize_with = "duration")]
+    pub incomplete_timeout: Duration,
+    /// Create the folder at start if it is missing (otherwise a missing folder is refused).
+    #[serde(default = "default_true")]
+    pub create: bool,
+}
+
+fn default_watch_pattern() -> String {
+    DEFAULT_WATCH_PATTERN.into()
+}
+fn default_watch_kind() -> String {
+    DEFAULT_WATCH_KIND.into()
+}
+fn default_queue() -> String {
+    crate::job::DEFAULT_QUEUE.into()
+}
+fn default_settle() -> Duration {
+    DEFAULT_WATCH_SETTLE
+}
+fn default_rescan() -> Duration {
+    DEFAULT_WATCH_RESCAN
+}
+fn default_dedupe_window() -> Duration {
+    DEFAULT_WATCH_DEDUPE_WINDOW
+}
+fn default_incomplete_timeout() -> Duration {
+    DEFAULT_WATCH_INCOMPLETE_TIMEOUT
+}
+fn default_true() -> bool {
+    true
+}
+
+/// An octal mode written as a string ("0660") or a TOML integer (0o660).
+fn octal_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Mode {
+        Text(String),
+        Number(u32),
+    }
+    match Mode::deserialize(deserializer)? {
+        Mode::Number(n) => Ok(n),
+        Mode::Text(t) => u32::from_str_radix(t.trim().trim_start_matches("0o"), 8).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "'{t}' is not an octal mode; write it like \"0660\""
+            ))
+        }),
+    }
 }
 
 /// How durable a commit is: `full` survives power loss, `normal` survives a crash of the
@@ -789,6 +1231,29 @@ impl Config {
             return Err("notify: path or queue given without an endpoint or command".into());
         }
         self.relay.validate(&self.endpoints)?;
+        self.validate_socket()?;
+        for (index, watch) in self.watch.iter().enumerate() {
+            watch.validate(&format!("watch[{index}]"))?;
+            for (other_index, other) in self.watch.iter().enumerate().take(index) {
+                if other.path == watch.path {
+                    return Err(format!(
+                        "watch[{index}].path: {} is watched already by watch[{other_index}]",
+                        watch.path.display()
+                    ));
+                }
+            }
+        }
+        for (name, pipeline) in &self.pipelines {
+            let key = format!("pipelines.{name}");
+            if name.trim().is_empty() || name.contains(':') {
+                return Err(format!(
+                    "{key}: a pipeline name must not be empty or contain ':'"
+                ));
+            }
+            match pipeline {
+                PipelineConfig::HttpPull(pull) => pull.validate(&key, name, self)?,
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| format!("log.level: '{}' is not a valid filter: {e}", self.log.level))?;
         Ok(())
@@ -876,6 +1341,103 @@ fn validate_retry(key: &str, policy: &RetryPolicy) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+impl Config {
+    fn validate_socket(&self) -> Result<(), String> {
+        let s = &self.socket;
+        if self.daemon.socket.as_os_str().is_empty() {
+            return Err("daemon.socket: must not be empty".into());
+        }
+        // sun_path holds 108 bytes with its NUL.
+        if self.daemon.socket.as_os_str().len() > 107 {
+            return Err(format!(
+                "daemon.socket: {} is longer than the 107 bytes a Unix socket path may have",
+                self.daemon.socket.display()
+            ));
+        }
+        if s.max_line_bytes < 1024 {
+            return Err("socket.max_line_bytes: must be at least 1024".into());
+        }
+        if s.max_batch == 0 {
+            return Err("socket.max_batch: must be at least 1".into());
+        }
+        if s.max_connections == 0 {
+            return Err("socket.max_connections: must be at least 1".into());
+        }
+        if s.idle_timeout.is_zero() {
+            return Err("socket.idle_timeout: must be longer than 0".into());
+        }
+        if s.mode > 0o777 {
+            return Err(format!("socket.mode: {:o} is not a file mode", s.mode));
+        }
+        if s.mode & 0o007 != 0 {
+            return Err(format!(
+                "socket.mode: {:04o} lets every user on the machine enqueue; use 0660 or tighter",
+                s.mode
+            ));
+        }
+        if s.group.as_deref().is_some_and(str::is_empty) {
+            return Err("socket.group: must not be empty (leave it out instead)".into());
+        }
+        Ok(())
+    }
+}
+
+impl WatchConfig {
+    /// Checks one `[[watch]]`; `key` is `watch[N]`.
+    pub fn validate(&self, key: &str) -> Result<(), String> {
+        if self.path.as_os_str().is_empty() {
+            return Err(format!("{key}.path: must not be empty"));
+        }
+        globset::Glob::new(&self.pattern)
+            .map_err(|e| format!("{key}.pattern: '{}' is not a glob: {e}", self.pattern))?;
+        if self.kind.is_empty() {
+            return Err(format!("{key}.kind: must not be empty"));
+        }
+        if self.queue.is_empty() {
+            return Err(format!("{key}.queue: must not be empty"));
+        }
+        for (name, value) in [
+            ("rescan", self.rescan),
+            ("incomplete_timeout", self.incomplete_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{key}.{name}: must be longer than 0"));
+            }
+        }
+        for reserved in ["file", "dir", "name", "sha256", "size", "files"] {
+            if self.payload.contains_key(reserved) {
+                return Err(format!(
+                    "{key}.payload.{reserved}: is set by the watcher for each file; choose another name"
+                ));
+            }
+        }
+        match self.mode {
+            WatchMode::File => {
+                if !self.required.is_empty() || !self.optional.is_empty() || self.marker.is_some() {
+                    return Err(format!(
+                        "{key}.required: required, optional and marker apply to mode = \"dir\" only"
+                    ));
+                }
+            }
+            WatchMode::Dir => {
+                if self.required.is_empty() && self.marker.is_none() {
+                    return Err(format!(
+                        "{key}.required: a folder set needs required files or a marker"
+                    ));
+                }
+                for (list, names) in [("required", &self.required), ("optional", &self.optional)] {
+                    for name in names {
+                        if name.is_empty() || name.contains('/') {
+                            return Err(format!("{key}.{list}: '{name}' is not a file name"));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where the configuration comes from.
@@ -1044,6 +1606,74 @@ mod tests {
     }
 
     #[test]
+    fn watch_and_socket_settings_have_defaults() {
+        let config = Config::from_toml(
+            "[[watch]]\npath = \"/srv/in\"\nkind = \"exec\"\n[watch.payload]\ncommand = \"report\"\n",
+            "t",
+        )
+        .unwrap();
+        let watch = &config.watch[0];
+        assert_eq!(watch.pattern, "*");
+        assert_eq!(watch.settle, DEFAULT_WATCH_SETTLE);
+        assert_eq!(watch.rescan, DEFAULT_WATCH_RESCAN);
+        assert_eq!(watch.dedupe_window, DEFAULT_WATCH_DEDUPE_WINDOW);
+        assert_eq!(watch.mode, WatchMode::File);
+        assert_eq!(watch.payload["command"].as_str(), Some("report"));
+        assert_eq!(config.socket.max_line_bytes, DEFAULT_SOCKET_MAX_LINE_BYTES);
+        assert_eq!(config.socket.max_batch, DEFAULT_SOCKET_MAX_BATCH);
+        assert_eq!(config.socket.mode, 0o660);
+        let config = Config::from_toml("[socket]\nmode = \"0640\"\n", "t").unwrap();
+        assert_eq!(config.socket.mode, 0o640);
+    }
+
+    #[test]
+    fn bad_watch_and_socket_values_name_their_key() {
+        let cases = [
+            (
+                "[[watch]]\npath = \"\"\n",
+                "watch[0].path: must not be empty",
+            ),
+            (
+                "[[watch]]\npath = \"/a\"\npattern = \"[\"\n",
+                "watch[0].pattern",
+            ),
+            (
+                "[[watch]]\npath = \"/a\"\nsettle = \"x\"\n",
+                "'x' is not a duration",
+            ),
+            (
+                "[[watch]]\npath = \"/a\"\nmode = \"dir\"\n",
+                "watch[0].required: a folder set",
+            ),
+            (
+                "[[watch]]\npath = \"/a\"\nrequired = [\"a.csv\"]\n",
+                "watch[0].required: required, optional",
+            ),
+            (
+                "[[watch]]\npath = \"/a\"\n[[watch]]\npath = \"/a\"\n",
+                "watch[1].path",
+            ),
+            (
+                "[[watch]]\npath = \"/a\"\npayload = { file = \"x\" }\n",
+                "watch[0].payload.file",
+            ),
+            ("[[watch]]\npath = \"/a\"\nfolder = \"x\"\n", "folder"),
+            (
+                "[socket]\nmax_batch = 0\n",
+                "socket.max_batch: must be at least 1",
+            ),
+            ("[socket]\nmode = \"0666\"\n", "socket.mode"),
+            ("[socket]\nmode = \"rw\"\n", "not an octal mode"),
+            ("[socket]\nmax_connections = 0\n", "socket.max_connections"),
+            ("[socket]\nidle_timeout = \"0s\"\n", "socket.idle_timeout"),
+        ];
+        for (text, expected) in cases {
+            let message = Config::from_toml(text, "t.toml").unwrap_err().to_string();
+            assert!(message.contains(expected), "{text:?} gave {message}");
+        }
+    }
+
+    #[test]
     fn kind_overrides_apply_on_top_of_the_default_policy() {
         let config = Config::from_toml(
             "[retry]\nmax_attempts = 5\ndeadline = \"7d\"\n[kinds.http.retry]\nbase = \"2s\"\n[kinds.http]\ntimeout = \"30s\"\n",
@@ -1151,6 +1781,98 @@ mod tests {
         assert!(err.starts_with("k.token_file: cannot read"), "{err}");
         let both = resolve_secret("k.token", &Some("A".into()), &file).unwrap_err();
         assert_eq!(both, "k.token_env and k.token_file: give only one");
+    }
+
+    #[test]
+    fn the_shopify_example_is_valid() {
+        std::env::set_var("SHOPIFY_ACCESS_TOKEN", "example-token");
+        let text = include_str!("../config/examples/shopify.toml");
+        let config = Config::from_toml(text, "shopify.toml").unwrap();
+        config.check_secrets().unwrap();
+        assert_eq!(config.pipelines.len(), 3);
+        let PipelineConfig::HttpPull(customers) = &config.pipelines["shopify-customers"];
+        assert_eq!(customers.items_key, "customers");
+        assert_eq!(customers.limit, 250);
+        assert_eq!(customers.overlap, DEFAULT_PULL_OVERLAP);
+        assert_eq!(customers.pagination, Pagination::LinkHeader);
+        assert_eq!(customers.columns["city"], "default_address.city");
+        assert_eq!(
+            config.pipelines["shopify-customers"].schedule(),
+            Some(PipelineSchedule::Every(Duration::from_secs(3600)))
+        );
+        let PipelineConfig::HttpPull(orders) = &config.pipelines["shopify-orders"];
+        assert_eq!(orders.query["status"], "any");
+        assert!(matches!(
+            config.pipelines["shopify-orders"].schedule(),
+            Some(PipelineSchedule::Cron(_))
+        ));
+        assert_eq!(orders.table_name("shopify-orders"), "orders");
+        assert_eq!(config.policy_for("http_pull").max_attempts, 20);
+    }
+
+    #[test]
+    fn bad_pipelines_name_their_key() {
+        let base = "[endpoints.shop]\nbase_url = \"https://x\"\n[pipelines.p]\nkind = \"http_pull\"\nendpoint = \"shop\"\npath = \"/c.json\"\nitems_key = \"c\"\n";
+        let cases = [
+            (
+                "sink = { sqlite = \"s.db\" }\nlimit = 251",
+                "pipelines.p.limit: 251 is not between 1 and 250",
+            ),
+            ("", "missing field `sink`"),
+            ("sink = {}", "pipelines.p.sink: give sqlite"),
+            ("sink = { sqlite = \"a\", ndjson = \"b\" }", "not both"),
+            (
+                "sink = { sqlite = \"s.db\" }\nevery = \"1h\"\ncron = \"0 * * * *\"",
+                "pipelines.p: give every or cron",
+            ),
+            (
+                "sink = { sqlite = \"s.db\" }\ncron = \"sometimes\"",
+                "pipelines.p.cron:",
+            ),
+            (
+                "sink = { sqlite = \"s.db\" }\ncolumns = { raw = \"x\" }",
+                "pipelines.p.columns.raw",
+            ),
+            (
+                "sink = { sqlite = \"s.db\" }\ntable = \"a-b\"",
+                "pipelines.p.table",
+            ),
+            (
+                "sink = { sqlite = \"s.db\" }\npagination = \"cursor\"",
+                "pipelines.p.cursor_field",
+            ),
+            (
+                "sink = { sqlite = \"s.db\" }\nbogus = 1",
+                "unknown field `bogus`",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let message = Config::from_toml(&format!("{base}{extra}\n"), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(expected), "{extra:?} gave {message}");
+        }
+        let message = Config::from_toml(
+            &base
+                .replace("endpoint = \"shop\"", "endpoint = \"nope\"")
+                .replace("items_key", "sink = { sqlite = \"s.db\" }\nitems_key"),
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("pipelines.p.endpoint: 'nope'"),
+            "{message}"
+        );
+        let message = Config::from_toml("[pipelines.p]\nkind = \"teleport\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("teleport"), "{message}");
+        // The default table is the pipeline's name made an identifier.
+        let config =
+            Config::from_toml(&format!("{base}sink = {{ sqlite = \"s.db\" }}\n"), "t").unwrap();
+        let PipelineConfig::HttpPull(p) = &config.pipelines["p"];
+        assert_eq!(p.table_name("shopify-customers"), "shopify_customers");
     }
 
     #[test]

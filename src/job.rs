@@ -339,14 +339,30 @@ impl NewJob {
     }
 }
 
+/// The end of a pipeline's complete run, recorded in `sync_state` by the store in the
+/// same transaction as the completion of the run's last job: the next run asks only for
+/// what changed since `high_water`. Handlers cannot write the queue database; this is
+/// how they say what to write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncMark {
+    pub pipeline: String,
+    /// When the run started (not ended): anything changed after it is fetched next time.
+    pub high_water: UnixMillis,
+    /// Items and pages the run fetched, for `jobctl sync-state`.
+    pub items: u64,
+    pub pages: u32,
+}
+
 /// What a handler reports about one attempt. The completer turns it, with the retry
 /// policy, into exactly one store transition.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// Done. `follow_ups` are enqueued in the same transaction as the completion.
+    /// Done. `follow_ups` are enqueued, and `sync_marks` written, in the same
+    /// transaction as the completion.
     Success {
         follow_ups: Vec<NewJob>,
         detail: Option<Value>,
+        sync_marks: Vec<SyncMark>,
     },
     /// Failed, and another attempt may succeed. `retry_after` is the other side's hint
     /// (e.g. an HTTP `Retry-After`), honoured up to the policy's cap.
@@ -377,6 +393,16 @@ impl Outcome {
         Outcome::Success {
             follow_ups: Vec::new(),
             detail: None,
+            sync_marks: Vec::new(),
+        }
+    }
+
+    /// Success with follow-up jobs and a detail, and no sync marks.
+    pub fn succeeded(follow_ups: Vec<NewJob>, detail: Option<Value>) -> Outcome {
+        Outcome::Success {
+            follow_ups,
+            detail,
+            sync_marks: Vec::new(),
         }
     }
 
@@ -469,8 +495,12 @@ mod tests {
 /// [`Outcome`] after the retry policy has had its say. Each maps to one transition.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resolution {
-    /// [`Transition::Complete`], enqueuing the follow-ups in the same transaction.
-    Succeeded { follow_ups: Vec<NewJob> },
+    /// [`Transition::Complete`], enqueuing the follow-ups and writing the sync marks in
+    /// the same transaction.
+    Succeeded {
+        follow_ups: Vec<NewJob>,
+        sync_marks: Vec<SyncMark>,
+    },
     /// [`Transition::RetryLater`].
     RetryAt { run_at: UnixMillis, error: String },
     /// [`Transition::Kill`], enqueuing the follow-ups (dead-letter notifications) in the

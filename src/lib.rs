@@ -6,8 +6,9 @@
 //! - [`retry`]: backoff, jitter, deadlines and Retry-After.
 //! - [`config`]: the TOML configuration, its defaults and validation.
 //! - [`store`]: the only module with SQL: migrations, transitions, admin queries.
-//! - [`handlers`]: the job kinds (`noop`, `exec`, `http`, `notify`, `relay`) and their registry.
-//! - [`daemon`]: dispatcher, workers, reaper, signals and sd_notify.
+//! - [`handlers`]: the job kinds (`noop`, `exec`, `http`, `notify`, `http_pull`, `relay`) and their registry.
+//! - [`daemon`]: dispatcher, workers, checkpointer, pipeline scheduler, signals and sd_notify.
+//! - [`ingest`]: watched folders, the spool, and the enqueue socket.
 //! - [`cli`]: the `jobctl` commands, writing to any `io::Write`.
 //! - [`logging`]: text, JSON or journald (`<N>`-prefixed) log lines.
 //! - [`metrics`]: Prometheus text for `jobctl stats` and the daemon's textfile.
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod handlers;
+pub mod ingest;
 pub mod job;
 pub mod logging;
 pub mod metrics;

@@ -2,12 +2,14 @@
 //! then runs until SIGTERM (or, with `--once`, until nothing is ready).
 
 use clap::Parser;
-use jobd::clock::SystemClock;
+use jobd::clock::{SharedClock, SystemClock};
 use jobd::config::{Config, ConfigSource, LogFormat};
 use jobd::daemon::dispatcher::Exit;
+use jobd::daemon::lock::DatabaseLock;
 use jobd::daemon::{Daemon, DaemonOptions};
 use jobd::handlers::notify::DeadLetters;
 use jobd::handlers::Registry;
+use jobd::ingest::{self, spool::Spool, Ingest, SpoolHooks};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -60,25 +62,54 @@ fn main() {
     };
     jobd::logging::init(&config.log.level, format);
     tracing::info!("configuration: {}", source.describe());
-    let daemon = match Daemon::start(
-        config,
+    let fail = |e: String| -> ! {
+        tracing::error!("cannot start: {e}");
+        eprintln!("jobd: {e}");
+        std::process::exit(1);
+    };
+    // The database lock first: a second daemon on the same database is told so before it
+    // touches the spool or the socket. Then the spool, watched folders and socket: a
+    // folder that cannot be created or a socket another daemon answers on refuses the
+    // start before anything runs.
+    let lock = DatabaseLock::acquire(&config.daemon.database).unwrap_or_else(|e| fail(e));
+    let spool = Spool::open(&config.daemon.data_dir).unwrap_or_else(|e| {
+        fail(format!(
+            "daemon.data_dir: cannot create the spool under {}: {e}",
+            config.daemon.data_dir.display()
+        ))
+    });
+    let prepared = if args.once {
+        None
+    } else {
+        Some(ingest::prepare(&config).unwrap_or_else(|e| fail(e)))
+    };
+    let clock: SharedClock = Arc::new(SystemClock);
+    let daemon = match Daemon::start_locked(
+        config.clone(),
         DaemonOptions {
-            clock: Arc::new(SystemClock),
+            clock: clock.clone(),
             registry: Registry::builtin(),
             config_source: source,
             once: args.once,
             handle_signals: true,
-            hooks: vec![Arc::new(DeadLetters)],
+            hooks: vec![
+                Arc::new(DeadLetters),
+                Arc::new(SpoolHooks::new(spool.clone())),
+            ],
         },
+        lock,
     ) {
         Ok(daemon) => daemon,
-        Err(e) => {
-            tracing::error!("cannot start: {e}");
-            eprintln!("jobd: {e}");
-            std::process::exit(1);
-        }
+        Err(e) => fail(e.to_string()),
     };
-    match daemon.wait() {
+    let ingest = prepared.map(|prepared| {
+        Ingest::start(prepared, &config, daemon.client(), clock, spool).unwrap_or_else(|e| fail(e))
+    });
+    let result = daemon.wait();
+    if let Some(ingest) = ingest {
+        ingest.stop();
+    }
+    match result {
         Ok((Exit::Clean, counters)) => {
             tracing::info!(
                 "stopped: {} succeeded, {} retried, {} dead since start",

@@ -12,7 +12,7 @@ use crate::handlers::StopReason;
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Outcome, Resolution, UnixMillis};
 use crate::metrics::{DaemonSnapshot, Histogram};
 use crate::retry::{FailedAttempt, RetryDecision};
-use crate::store::{Applied, CheckpointMode, ClaimSpec, Db, Enqueued, StoreError};
+use crate::store::{Applied, ClaimSpec, Db, Enqueued, StoreError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -31,15 +31,6 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// that short jobs flow in large group commits; little enough that slow jobs are not
 /// hoarded as `running` while they wait.
 const CLAIM_AHEAD_WINDOW: Duration = Duration::from_millis(100);
-/// How often the WAL checkpoint policy looks at the WAL.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-/// The longest a forced (TRUNCATE) checkpoint waits for readers to leave the WAL. It
-/// holds the write lock meanwhile, so it pauses the dispatcher's writes that long at
-/// most, once per [`CHECKPOINT_INTERVAL`], and only while the WAL is over
-/// `daemon.wal_limit`. (Waiting longer does not catch a reader's pause more often: a
-/// new reader that starts before the WAL is fully copied back pins it again; measured,
-/// 2 s waits cut throughput by a third without bounding the WAL any better.)
-const CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
 /// While the database cannot be written, how often the error is repeated in the log.
 const WRITE_ERROR_REPEAT: Duration = Duration::from_secs(60);
 /// After the grace period, how long stopped handlers get to report before their jobs are
@@ -53,6 +44,10 @@ pub enum Command {
         jobs: Vec<NewJob>,
         reply: Sender<Result<Vec<Enqueued>, String>>,
     },
+    /// Runs a closure inside this turn's transaction, for a write that must be atomic
+    /// with something outside the database (ingest renames a file into the spool between
+    /// inserting its row and the commit). See [`TxTask`].
+    Write(TxTask),
     /// A worker finished (or gave back) an attempt.
     Finished(Report),
     /// SIGTERM / SIGINT: drain. A second one forces the exit.
@@ -60,6 +55,16 @@ pub enum Command {
     /// SIGHUP: reload the configuration.
     Reload,
 }
+
+/// Work run inside the dispatcher's transaction. It gets the transaction and `now`, must
+/// leave the transaction usable whatever happens (use [`crate::store::Tx::atomically`]),
+/// and returns what to do once the turn's commit is known: the callback gets `Ok(())` if
+/// the commit held and the error if it did not. Runs on the dispatcher thread: keep it
+/// quick (renames, not copies).
+pub type TxTask = Box<
+    dyn FnOnce(&crate::store::Tx<'_>, UnixMillis) -> Box<dyn FnOnce(Result<(), String>) + Send>
+        + Send,
+>;
 
 /// How the dispatcher ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,9 +128,6 @@ pub struct Dispatcher {
     metrics: Sender<DaemonSnapshot>,
     next_metrics: Instant,
     started_at: UnixMillis,
-    next_checkpoint: Instant,
-    /// The WAL was over its limit and a forced checkpoint could not cut it back yet.
-    wal_over_limit: bool,
     /// Since when writes fail, and when that was last logged at error level.
     write_failing: Option<(Instant, Instant)>,
 }
@@ -184,8 +186,6 @@ impl Dispatcher {
             metrics,
             next_metrics: now,
             started_at,
-            next_checkpoint: now + CHECKPOINT_INTERVAL,
-            wal_over_limit: false,
             write_failing: None,
         }
     }
@@ -222,6 +222,7 @@ impl Dispatcher {
     fn turn(&mut self, batch: Vec<Command>) -> Result<Option<Exit>, StoreError> {
         let mut reports = std::mem::take(&mut self.held);
         let mut enqueues = Vec::new();
+        let mut tasks = Vec::new();
         for command in batch {
             match command {
                 Command::Finished(report) => {
@@ -230,6 +231,7 @@ impl Dispatcher {
                     }
                     reports.push(report)
                 }
+                Command::Write(task) => tasks.push(task),
                 Command::Enqueue { jobs, reply } => enqueues.push((jobs, reply)),
                 Command::Reload => self.reload(),
                 Command::Shutdown => {
@@ -246,7 +248,7 @@ impl Dispatcher {
         }
         let instant = Instant::now();
         if let Some(retry_at) = self.write_retry_at {
-            if instant < retry_at && enqueues.is_empty() {
+            if instant < retry_at && enqueues.is_empty() && tasks.is_empty() {
                 self.held = reports;
                 // Watchdog pings go on while writes wait: a full disk is not a hang, and
                 // a restart would lose the outcomes held in memory.
@@ -275,9 +277,9 @@ impl Dispatcher {
         let heartbeat_due = instant >= self.next_heartbeat;
         let reap_due = instant >= self.next_reap;
         let free = self.free_slots(reports.len());
-        let claim = free > 0 && (self.look_for_work || !reports.is_empty() || !enqueues.is_empty());
-        let quiet =
-            reports.is_empty() && enqueues.is_empty() && !claim && !heartbeat_due && !reap_due;
+        let new_work = !enqueues.is_empty() || !tasks.is_empty();
+        let claim = free > 0 && (self.look_for_work || !reports.is_empty() || new_work);
+        let quiet = reports.is_empty() && !new_work && !claim && !heartbeat_due && !reap_due;
         if quiet {
             self.housekeeping(instant);
             return Ok(self.finished_once(false));
@@ -298,6 +300,7 @@ impl Dispatcher {
         let max_attempts_of = move |kind: &str| policy_config.policy_for(kind).max_attempts;
         let retention_cutoff = now - self.config.daemon.retention.as_millis() as i64;
         let name = self.name.clone();
+        let mut after_tasks = Vec::with_capacity(tasks.len());
         let write = self.db.write(|tx| {
             let mut applied = Vec::with_capacity(resolved.len());
             for (completion, _) in &resolved {
@@ -307,6 +310,7 @@ impl Dispatcher {
                 .iter()
                 .map(|(jobs, _)| tx.enqueue(jobs, now).map_err(|e| e.to_string()))
                 .collect();
+            after_tasks.extend(tasks.drain(..).map(|task| task(tx, now)));
             let mut rescued = Vec::new();
             if heartbeat_due {
                 tx.extend_leases(&heartbeat, &name, lease_until, now)?;
@@ -347,6 +351,11 @@ impl Dispatcher {
                 for (_, reply) in enqueues {
                     let _ = reply.send(Err(format!("not enqueued: {e}")));
                 }
+                // Tasks that ran inside the rolled-back transaction hear so here; tasks
+                // that never ran (the error came first) get the same answer when dropped.
+                for done in after_tasks {
+                    done(Err(format!("not written: {e}")));
+                }
                 self.held = reports;
                 self.write_retry_at = Some(instant + WRITE_RETRY);
                 self.housekeeping(instant);
@@ -366,6 +375,9 @@ impl Dispatcher {
                 }
                 for ((_, reply), result) in enqueues.into_iter().zip(enqueued) {
                     let _ = reply.send(result);
+                }
+                for done in after_tasks {
+                    done(Ok(()));
                 }
                 for (id, state) in rescued {
                     if self.in_flight.contains_key(&id) {
@@ -509,9 +521,17 @@ impl Dispatcher {
         let job = &flight.job;
         let stop = flight.ticket.stop.reason();
         let (resolution, detail) = match report.outcome.clone() {
-            Outcome::Success { follow_ups, detail } => {
-                (Resolution::Succeeded { follow_ups }, detail)
-            }
+            Outcome::Success {
+                follow_ups,
+                detail,
+                sync_marks,
+            } => (
+                Resolution::Succeeded {
+                    follow_ups,
+                    sync_marks,
+                },
+                detail,
+            ),
             Outcome::Permanent { error, detail } => {
                 (self.kill(job, error, report.started_at), detail)
             }
@@ -663,7 +683,7 @@ impl Dispatcher {
             }
         }
         let spawned = matches!(&completion.resolution,
-            Resolution::Succeeded { follow_ups } | Resolution::Dead { follow_ups, .. }
+            Resolution::Succeeded { follow_ups, .. } | Resolution::Dead { follow_ups, .. }
                 | Resolution::Await { children: follow_ups } if !follow_ups.is_empty());
         // New children are ready; a finished child may have resumed its parent.
         if spawned
@@ -819,7 +839,6 @@ impl Dispatcher {
     /// Watchdog pings and STATUS= lines: sent from this loop, so a hung dispatcher
     /// stops them and systemd restarts it.
     fn housekeeping(&mut self, instant: Instant) {
-        self.checkpoint_policy(instant);
         self.publish_metrics(instant);
         if let (Some(next), Some(interval)) =
             (self.next_watchdog, self.notifier.watchdog_interval())
@@ -840,52 +859,6 @@ impl Dispatcher {
                 self.counters.retried,
                 self.counters.dead
             ));
-        }
-    }
-
-    /// Keeps the WAL bounded. SQLite's own auto-checkpoint is PASSIVE: it copies what it
-    /// can but never waits, and the WAL only starts over once no reader still uses it, so
-    /// overlapping long reads (jobctl list/stats/backup, sqlite3 sessions) let it grow
-    /// without bound. Every second a PASSIVE checkpoint copies frames back; once the WAL
-    /// passes `daemon.wal_limit`, a TRUNCATE checkpoint waits briefly for readers to leave
-    /// and cuts the file to zero, and is tried again every second until it succeeds.
-    fn checkpoint_policy(&mut self, instant: Instant) {
-        if instant < self.next_checkpoint {
-            return;
-        }
-        let limit = self.config.daemon.wal_limit;
-        let wal = self.db.wal_size();
-        let (mode, wait) = if wal > limit {
-            (CheckpointMode::Truncate, CHECKPOINT_WAIT)
-        } else {
-            (CheckpointMode::Passive, Duration::ZERO)
-        };
-        let result = self.db.checkpoint(mode, wait);
-        // Counted from the end of a wait, so writes always get a second between waits.
-        self.next_checkpoint = Instant::now() + CHECKPOINT_INTERVAL;
-        match result {
-            Ok(done) if mode == CheckpointMode::Truncate && done.busy => {
-                if !self.wal_over_limit {
-                    tracing::warn!(
-                        "the WAL is {} MiB, over daemon.wal_limit ({} MiB), and a read transaction keeps it from being reset; trying again every second",
-                        wal >> 20,
-                        limit >> 20
-                    );
-                }
-                self.wal_over_limit = true;
-            }
-            Ok(_) if mode == CheckpointMode::Truncate => {
-                let level_info = self.wal_over_limit;
-                self.wal_over_limit = false;
-                if level_info {
-                    tracing::info!("the WAL is cut back to empty (it was {} MiB)", wal >> 20);
-                } else {
-                    tracing::debug!("WAL of {wal} bytes checkpointed and truncated");
-                }
-            }
-            Ok(_) => {}
-            // A full disk also fails checkpoints; the write path reports that.
-            Err(e) => tracing::debug!("checkpoint ({mode:?}) failed: {e}"),
         }
     }
 
@@ -932,7 +905,6 @@ impl Dispatcher {
             until(self.next_poll);
         }
         until(self.next_reap);
-        until(self.next_checkpoint);
         if self.config.metrics.textfile.is_some() {
             until(self.next_metrics);
         }

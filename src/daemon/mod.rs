@@ -1,17 +1,19 @@
 //! The daemon: takes the database lock, migrates and recovers, then runs the dispatcher
 //! (the one writer), the worker pool and the signal listener until it is told to stop.
 
+pub mod checkpointer;
 pub mod dispatcher;
 pub mod lock;
 pub mod notify;
+pub mod scheduler;
 pub mod workers;
 
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigSource};
 use crate::handlers::Registry;
 use crate::job::{Job, JobState, NewJob, UnixMillis};
-use crate::store::{Db, Enqueued, OpenOptions, StoreError};
-use crossbeam_channel::Sender;
+use crate::store::{Db, Enqueued, OpenOptions, StoreError, Tx};
+use crossbeam_channel::{Receiver, Sender};
 use dispatcher::{Command, Counters, Dispatcher, Exit};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -35,6 +37,21 @@ pub trait JobHooks: Send + Sync {
     /// Called once the move of `job` to `state` is committed (e.g. to move its source
     /// file to done/ or failed/). `job` is as it was claimed.
     fn after_commit(&self, _job: &Job, _state: JobState, _error: Option<&str>, _config: &Config) {}
+}
+
+/// The dispatcher's answer to an enqueue: the ids, or why nothing was enqueued.
+pub type EnqueueReply = Result<Vec<Enqueued>, String>;
+
+/// Why a [`DaemonClient::write`] task failed: its own error, or the savepoint's.
+enum TaskError {
+    Work(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for TaskError {
+    fn from(e: StoreError) -> Self {
+        TaskError::Store(e)
+    }
 }
 
 /// The configuration in force; replaced whole on reload.
@@ -68,6 +85,9 @@ pub struct Daemon {
     client: DaemonClient,
     dispatcher: JoinHandle<Result<(Exit, Counters), StoreError>>,
     workers: Vec<JoinHandle<()>>,
+    checkpointer: checkpointer::Checkpointer,
+    /// Raised when the dispatcher is done, so the pipeline scheduler stops too.
+    scheduler_stop: Arc<std::sync::atomic::AtomicBool>,
     _lock: lock::DatabaseLock,
 }
 
@@ -82,6 +102,15 @@ pub struct DaemonClient {
 impl DaemonClient {
     /// Enqueues jobs all or nothing; returns once they are committed.
     pub fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, String> {
+        self.enqueue_async(jobs)?
+            .recv()
+            .map_err(|_| "the daemon stopped before answering".to_string())?
+    }
+
+    /// Validates and hands jobs to the dispatcher without waiting: the answer arrives on
+    /// the returned channel after the commit. Lets one client pipeline many requests into
+    /// the same group commit (the enqueue socket).
+    pub fn enqueue_async(&self, jobs: Vec<NewJob>) -> Result<Receiver<EnqueueReply>, String> {
         let config = self.config.read().expect("config lock").clone();
         for job in &jobs {
             self.registry.validate(job, &config)?;
@@ -90,9 +119,64 @@ impl DaemonClient {
         self.commands
             .send(Command::Enqueue { jobs, reply })
             .map_err(|_| "the daemon is stopping".to_string())?;
-        answer
+        Ok(answer)
+    }
+
+    /// Runs `work` inside the dispatcher's next transaction (all or nothing, under a
+    /// savepoint) and returns its value once committed. `on_abort` runs if the work
+    /// succeeded but the commit failed, to undo what it did outside the database.
+    pub fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Tx<'_>, UnixMillis) -> Result<T, String> + Send + 'static,
+        on_abort: impl FnOnce(&T) + Send + 'static,
+    ) -> Result<T, String> {
+        self.write_async(work, on_abort)?
             .recv()
             .map_err(|_| "the daemon stopped before answering".to_string())?
+    }
+
+    /// [`DaemonClient::write`] without waiting: the answer arrives on the returned
+    /// channel once the commit is known (or the channel closes if the daemon stopped).
+    pub fn write_async<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Tx<'_>, UnixMillis) -> Result<T, String> + Send + 'static,
+        on_abort: impl FnOnce(&T) + Send + 'static,
+    ) -> Result<Receiver<Result<T, String>>, String> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let task: dispatcher::TxTask = Box::new(move |tx, now| {
+            let result = tx
+                .atomically(|tx| work(tx, now).map_err(TaskError::Work))
+                .map_err(|e| match e {
+                    TaskError::Work(e) => e,
+                    TaskError::Store(e) => e.to_string(),
+                });
+            Box::new(move |committed: Result<(), String>| {
+                let answer = match (result, committed) {
+                    (Ok(value), Ok(())) => Ok(value),
+                    (Ok(value), Err(e)) => {
+                        on_abort(&value);
+                        Err(e)
+                    }
+                    (Err(e), _) => Err(e),
+                };
+                let _ = reply.send(answer);
+            })
+        });
+        self.commands
+            .send(Command::Write(task))
+            .map_err(|_| "the daemon is stopping".to_string())?;
+        Ok(answer)
+    }
+
+    /// Checks a job's kind and payload as an enqueue would.
+    pub fn validate(&self, job: &NewJob) -> Result<(), String> {
+        let config = self.config.read().expect("config lock").clone();
+        self.registry.validate(job, &config)
+    }
+
+    /// Whether a job kind is known (to tell an unknown kind from a bad payload).
+    pub fn knows_kind(&self, kind: &str) -> bool {
+        self.registry.get(kind).is_some()
     }
 
     pub fn shutdown(&self) {
@@ -112,8 +196,19 @@ impl Daemon {
     /// Locks the database, migrates it, recovers jobs left running, and starts the
     /// dispatcher and workers. READY=1 is sent when this returns.
     pub fn start(config: Config, options: DaemonOptions) -> Result<Daemon, DaemonError> {
+        let lock =
+            lock::DatabaseLock::acquire(&config.daemon.database).map_err(DaemonError::Locked)?;
+        Daemon::start_locked(config, options, lock)
+    }
+
+    /// [`Daemon::start`] with the database lock already taken, for a caller that must
+    /// know it is the only daemon before it binds sockets or moves files.
+    pub fn start_locked(
+        config: Config,
+        options: DaemonOptions,
+        lock: lock::DatabaseLock,
+    ) -> Result<Daemon, DaemonError> {
         let database = config.daemon.database.clone();
-        let lock = lock::DatabaseLock::acquire(&database).map_err(DaemonError::Locked)?;
         std::fs::create_dir_all(&config.daemon.data_dir).map_err(|e| {
             DaemonError::Setup(format!(
                 "cannot create data_dir {}: {e}",
@@ -131,6 +226,18 @@ impl Daemon {
         )?;
         // After a checkpoint lets the WAL start over, the file shrinks back to the limit.
         db.set_journal_size_limit(config.daemon.wal_limit)?;
+        // The checkpointer thread copies the WAL back, on its own connection; commits on
+        // the dispatcher's connection never stop to do it inline.
+        db.disable_auto_checkpoint()?;
+        let checkpointer_db = Db::open(
+            &database,
+            &OpenOptions {
+                synchronous: config.daemon.synchronous,
+                busy_timeout: config.daemon.busy_timeout,
+                create: false,
+                migrate: false,
+            },
+        )?;
         let registry = Arc::new(options.registry);
         let shared_config: SharedConfig = Arc::new(RwLock::new(Arc::new(config.clone())));
         let (command_tx, command_rx) = crossbeam_channel::unbounded();
@@ -144,6 +251,9 @@ impl Daemon {
             metrics_rx,
         )
         .map_err(|e| DaemonError::Setup(format!("cannot start the metrics writer: {e}")))?;
+        let checkpointer =
+            checkpointer::Checkpointer::spawn(checkpointer_db, shared_config.clone())
+                .map_err(|e| DaemonError::Setup(format!("cannot start the checkpointer: {e}")))?;
         let mut dispatcher = Dispatcher::new(
             db,
             shared_config.clone(),
@@ -164,6 +274,7 @@ impl Daemon {
             registry.clone(),
             options.clock.clone(),
             config.daemon.data_dir.clone(),
+            Arc::new(crate::store::SyncStateReader::new(&database)),
         );
         let client = DaemonClient {
             commands: command_tx,
@@ -172,6 +283,26 @@ impl Daemon {
         };
         if options.handle_signals {
             spawn_signal_listener(client.clone())?;
+        }
+        let scheduler_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // `--once` drains what is ready and exits; scheduled runs are the running
+        // daemon's business.
+        if !options.once {
+            let reader = Db::open(
+                &database,
+                &OpenOptions {
+                    synchronous: config.daemon.synchronous,
+                    busy_timeout: config.daemon.busy_timeout,
+                    create: false,
+                    migrate: false,
+                },
+            )?;
+            scheduler::spawn(
+                scheduler::Scheduler::new(client.clone(), reader),
+                options.clock.clone(),
+                scheduler_stop.clone(),
+            )
+            .map_err(|e| DaemonError::Setup(format!("cannot start the scheduler: {e}")))?;
         }
         let ready = notify::Notifier::from_env();
         let dispatcher = std::thread::Builder::new()
@@ -188,6 +319,8 @@ impl Daemon {
             client,
             dispatcher,
             workers,
+            checkpointer,
+            scheduler_stop,
             _lock: lock,
         })
     }
@@ -202,6 +335,9 @@ impl Daemon {
             .dispatcher
             .join()
             .map_err(|_| DaemonError::Setup("the dispatcher panicked".into()))?;
+        self.checkpointer.stop();
+        self.scheduler_stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         // Closing the work channel lets idle workers end; a hung one is left behind.
         drop(self.client);
         for worker in self.workers {

@@ -4,7 +4,7 @@
 use super::dispatcher::Command;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::handlers::{JobContext, Registry, StopReason, StopSignal};
+use crate::handlers::{JobContext, Registry, StopReason, StopSignal, SyncStateView};
 use crate::job::{Job, JobId, Outcome, UnixMillis};
 use crossbeam_channel::{Receiver, Sender};
 use std::path::PathBuf;
@@ -51,6 +51,7 @@ pub(super) fn spawn(
     registry: Arc<Registry>,
     clock: SharedClock,
     data_dir: PathBuf,
+    sync_state: Arc<dyn SyncStateView>,
 ) -> Vec<JoinHandle<()>> {
     (0..count)
         .map(|n| {
@@ -59,11 +60,12 @@ pub(super) fn spawn(
             let registry = registry.clone();
             let clock = clock.clone();
             let data_dir = data_dir.clone();
+            let sync_state = sync_state.clone();
             std::thread::Builder::new()
                 .name(format!("jobd-worker-{n}"))
                 .spawn(move || {
                     for assignment in work.iter() {
-                        let report = run_one(assignment, &registry, &clock, &data_dir);
+                        let report = run_one(assignment, &registry, &clock, &data_dir, &sync_state);
                         if reports.send(Command::Finished(report)).is_err() {
                             break;
                         }
@@ -79,6 +81,7 @@ fn run_one(
     registry: &Registry,
     clock: &SharedClock,
     data_dir: &std::path::Path,
+    sync_state: &Arc<dyn SyncStateView>,
 ) -> Report {
     let Assignment {
         job,
@@ -117,6 +120,7 @@ fn run_one(
         timeout,
         stop: ticket.stop.clone(),
         children,
+        sync_state: sync_state.clone(),
     };
     let began = Instant::now();
     let outcome = match registry.get(&job.kind) {

@@ -189,9 +189,14 @@ fn run_command(command: &CommandConfig, job: &Job, ctx: &JobContext, timeout: Du
 
 fn attach_detail(outcome: Outcome, value: Value) -> Outcome {
     match outcome {
-        Outcome::Success { follow_ups, .. } => Outcome::Success {
+        Outcome::Success {
+            follow_ups,
+            sync_marks,
+            ..
+        } => Outcome::Success {
             follow_ups,
             detail: Some(value),
+            sync_marks,
         },
         Outcome::Retry {
             error, retry_after, ..

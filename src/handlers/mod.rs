@@ -5,11 +5,12 @@ pub mod exec;
 pub mod http;
 pub mod noop;
 pub mod notify;
+pub mod pull;
 pub mod relay;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::job::{Job, NewJob, Outcome};
+use crate::job::{Job, NewJob, Outcome, UnixMillis};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -58,6 +59,24 @@ impl StopSignal {
     }
 }
 
+/// Read-only access to the pipelines' sync state kept in the queue database. Handlers
+/// never write it: a run's last page returns a [`crate::job::SyncMark`] and the store
+/// records it in the same transaction as the page's completion.
+pub trait SyncStateView: Send + Sync {
+    /// The high-water mark of the pipeline's last complete run, if any.
+    fn high_water(&self, pipeline: &str) -> Result<Option<UnixMillis>, String>;
+}
+
+/// No sync state at all: every pull is a full one (tests, tools without a database).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSyncState;
+
+impl SyncStateView for NoSyncState {
+    fn high_water(&self, _pipeline: &str) -> Result<Option<UnixMillis>, String> {
+        Ok(None)
+    }
+}
+
 /// What a handler may use besides its job.
 #[derive(Clone)]
 pub struct JobContext {
@@ -71,6 +90,8 @@ pub struct JobContext {
     /// When the job runs again after waiting for its children ([`Job::stage`] > 0): how
     /// many of them ended in each state (`succeeded`, `dead`, `cancelled`).
     pub children: Option<BTreeMap<String, u64>>,
+    /// The pipelines' last sync marks (read at the start of a pull run).
+    pub sync_state: Arc<dyn SyncStateView>,
 }
 
 pub trait Handler: Send + Sync {
@@ -98,6 +119,7 @@ impl Registry {
         // limiter per endpoint, whichever kind calls it.
         let http = http::Http::new();
         registry.register("notify", Arc::new(notify::Notify { http: http.clone() }));
+        registry.register(pull::KIND, Arc::new(pull::Pull::new(http.clone())));
         registry.register("http", Arc::new(http));
         registry.register("relay", Arc::new(relay::Relay));
         registry

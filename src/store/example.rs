@@ -97,6 +97,7 @@ pub fn write(path: &Path) -> Result<()> {
                         json!({"note": "follow-up of a success"}),
                     )
                     .source("example")],
+                    sync_marks: Vec::new(),
                 },
             };
             let done = Completion {

@@ -84,6 +84,15 @@ impl Db {
         }
     }
 
+    /// Stops this connection from checkpointing after its commits; another connection
+    /// (the daemon's checkpointer) does it instead.
+    pub fn disable_auto_checkpoint(&self) -> Result<()> {
+        let _: i64 = self
+            .conn
+            .query_row("PRAGMA wal_autocheckpoint = 0", [], |row| row.get(0))?;
+        Ok(())
+    }
+
     /// After a checkpoint lets the WAL start over, SQLite cuts the file back to this size,
     /// so one burst does not leave a huge WAL file behind for good.
     pub fn set_journal_size_limit(&self, bytes: u64) -> Result<()> {

@@ -4,13 +4,18 @@
 
 mod admin;
 pub mod example;
+mod ingest;
 mod maintenance;
 mod queue;
 pub mod schema;
+pub mod sink;
+mod sync;
 
 pub use admin::{Attempt, JobFilter, QueueStats, Stats};
+pub use ingest::{IngestRecord, PendingFolder};
 pub use maintenance::{BackupInfo, Checkpoint, CheckpointMode};
 pub use queue::{Applied, ClaimSpec, Enqueued, Tx};
+pub use sync::{SyncState, SyncStateReader};
 
 use crate::config::Synchronous;
 use crate::job::{ForbiddenTransition, JobId};

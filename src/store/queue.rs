@@ -92,7 +92,7 @@ type ExpiredLease = (JobId, String, u32, Option<u32>, Option<String>, UnixMillis
 
 /// One write transaction, offering the queue's transitions.
 pub struct Tx<'a> {
-    tx: &'a Transaction<'a>,
+    pub(super) tx: &'a Transaction<'a>,
 }
 
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| claim_sql(""));
@@ -162,6 +162,11 @@ fn claim_sql(extra: &str) -> String {
 impl<'a> Tx<'a> {
     pub(super) fn new(tx: &'a Transaction<'a>) -> Tx<'a> {
         Tx { tx }
+    }
+
+    /// The transaction, for the store's other modules (sync state).
+    pub(super) fn conn(&self) -> &Transaction<'a> {
+        self.tx
     }
 
     /// Enqueues jobs all or nothing. A job whose unique key exists already is not added;
@@ -367,7 +372,7 @@ impl<'a> Tx<'a> {
             self.record_attempt(done, outcome, error)?;
         }
         match &done.resolution {
-            Resolution::Succeeded { follow_ups } | Resolution::Dead { follow_ups, .. } => {
+            Resolution::Succeeded { follow_ups, .. } | Resolution::Dead { follow_ups, .. } => {
                 self.enqueue_children(done.job_id, follow_ups, false, now)?;
             }
             Resolution::Await { children } => {
@@ -381,6 +386,11 @@ impl<'a> Tx<'a> {
         if target.is_terminal() {
             if let Some(parent) = done.parent_id {
                 self.resume_if_children_done(parent, now)?;
+            }
+        }
+        if let Resolution::Succeeded { sync_marks, .. } = &done.resolution {
+            for mark in sync_marks {
+                self.record_sync_mark(mark, done.job_id, now)?;
             }
         }
         Ok(Applied::Moved(done.resolution.transition().to_state()))

@@ -5,8 +5,17 @@ use super::{Result, StoreError};
 use rusqlite::Connection;
 
 /// Every migration, in order; the schema version is the number applied.
-pub const MIGRATIONS: &[(&str, &str)] =
-    &[("0001_init", include_str!("../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    (
+        "0002_ingest",
+        include_str!("../../migrations/0002_ingest.sql"),
+    ),
+    (
+        "0003_sync_state",
+        include_str!("../../migrations/0003_sync_state.sql"),
+    ),
+];
 
 /// The schema version this build writes.
 pub fn latest_version() -> i64 {

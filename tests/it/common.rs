@@ -56,6 +56,12 @@ impl Sandbox {
         self.path("jobd.toml")
     }
 
+    /// Adds TOML to the end of the config file.
+    pub fn append_config(&self, text: &str) {
+        let config = std::fs::read_to_string(self.config()).expect("read config");
+        std::fs::write(self.config(), format!("{config}{text}")).expect("write config");
+    }
+
     pub fn open(&self) -> Db {
         Db::open(&self.db(), &OpenOptions::default()).expect("open db")
     }

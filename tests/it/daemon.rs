@@ -94,12 +94,7 @@ fn eight_workers_and_a_concurrent_jobctl_writer_run_each_job_exactly_once() {
 #[test]
 fn after_kill_9_and_a_restart_every_job_succeeds_and_only_running_ones_ran_twice() {
     let sandbox = Sandbox::new("workers = 4", "");
-    let config = std::fs::read_to_string(sandbox.config()).unwrap();
-    std::fs::write(
-        sandbox.config(),
-        format!("{config}{}", append_command(&sandbox, "0")),
-    )
-    .unwrap();
+    sandbox.append_config(&append_command(&sandbox, "0"));
 
     let total = 2_000;
     enqueue_many(
@@ -164,12 +159,7 @@ fn after_kill_9_and_a_restart_every_job_succeeds_and_only_running_ones_ran_twice
 #[test]
 fn sigterm_lets_running_jobs_finish_and_puts_waiting_ones_back_uncharged() {
     let sandbox = Sandbox::new("workers = 2\nprefetch = 4\nshutdown_grace = \"20s\"", "");
-    let config = std::fs::read_to_string(sandbox.config()).unwrap();
-    std::fs::write(
-        sandbox.config(),
-        format!("{config}{}", append_command(&sandbox, "1")),
-    )
-    .unwrap();
+    sandbox.append_config(&append_command(&sandbox, "1"));
     enqueue_many(
         &sandbox,
         (0..10)
@@ -211,12 +201,7 @@ fn sigterm_lets_running_jobs_finish_and_puts_waiting_ones_back_uncharged() {
 #[test]
 fn sigterm_past_the_grace_period_kills_the_command_and_releases_the_job() {
     let sandbox = Sandbox::new("workers = 1\nshutdown_grace = \"300ms\"", "");
-    let config = std::fs::read_to_string(sandbox.config()).unwrap();
-    std::fs::write(
-        sandbox.config(),
-        format!("{config}{}", append_command(&sandbox, "30")),
-    )
-    .unwrap();
+    sandbox.append_config(&append_command(&sandbox, "30"));
     enqueue_many(
         &sandbox,
         vec![NewJob::new("exec", json!({"command": "append"}))],
@@ -449,12 +434,7 @@ fn once_processes_what_is_ready_and_exits() {
 #[test]
 fn a_second_sigterm_exits_at_once_and_puts_the_running_job_back() {
     let sandbox = Sandbox::new("workers = 1\nshutdown_grace = \"60s\"", "");
-    let config = std::fs::read_to_string(sandbox.config()).unwrap();
-    std::fs::write(
-        sandbox.config(),
-        format!("{config}{}", append_command(&sandbox, "60")),
-    )
-    .unwrap();
+    sandbox.append_config(&append_command(&sandbox, "60"));
     enqueue_many(
         &sandbox,
         vec![NewJob::new("exec", json!({"command": "append"}))],
@@ -518,15 +498,8 @@ fn check_config_validates_without_starting() {
 fn a_queue_limit_keeps_its_jobs_from_overlapping() {
     let sandbox = Sandbox::new("workers = 4", "[queues.serial]\nconcurrency = 1\n");
     let log = sandbox.path("spans.txt");
-    let config = std::fs::read_to_string(sandbox.config()).unwrap();
-    std::fs::write(
-        sandbox.config(),
-        format!(
-            "{config}[commands.span]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"echo start >> '{p}'; sleep 0.1; echo end >> '{p}'\"]\n",
-            p = log.display()
-        ),
-    )
-    .unwrap();
+    sandbox.append_config(&format!("[commands.span]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"echo start >> '{p}'; sleep 0.1; echo end >> '{p}'\"]\n",
+            p = log.display()));
     let mut jobs: Vec<NewJob> = (0..6)
         .map(|_| NewJob::new("exec", json!({"command": "span"})).queue("serial"))
         .collect();

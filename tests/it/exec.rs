@@ -96,15 +96,8 @@ fn exit_codes_decide_success_retry_and_death_and_stderr_is_kept() {
 fn the_payload_arrives_on_stdin_with_the_job_in_the_environment() {
     let sandbox = Sandbox::new("", "");
     let out = sandbox.path("seen.txt");
-    let config = std::fs::read_to_string(sandbox.config()).unwrap();
-    std::fs::write(
-        sandbox.config(),
-        format!(
-            "{config}[commands.record]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"echo $JOBD_JOB_ID $JOBD_ATTEMPT $JOBD_KIND $JOBD_QUEUE > '{p}'; cat >> '{p}'\"]\n",
-            p = out.display()
-        ),
-    )
-    .unwrap();
+    sandbox.append_config(&format!("[commands.record]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"echo $JOBD_JOB_ID $JOBD_ATTEMPT $JOBD_KIND $JOBD_QUEUE > '{p}'; cat >> '{p}'\"]\n",
+            p = out.display()));
     let id = enqueue(&sandbox, "record");
     run_once(&sandbox);
     let seen = std::fs::read_to_string(out).unwrap();
@@ -118,15 +111,8 @@ fn the_payload_arrives_on_stdin_with_the_job_in_the_environment() {
 fn a_timeout_kills_the_whole_process_group() {
     let sandbox = Sandbox::new("", "");
     let pid_file = sandbox.path("grandchild.pid");
-    let config = std::fs::read_to_string(sandbox.config()).unwrap();
-    std::fs::write(
-        sandbox.config(),
-        format!(
-            "{config}[retry]\nmax_attempts = 1\n[commands.hang]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"sleep 60 & echo $! > '{}'; wait\"]\ntimeout = \"300ms\"\n",
-            pid_file.display()
-        ),
-    )
-    .unwrap();
+    sandbox.append_config(&format!("[retry]\nmax_attempts = 1\n[commands.hang]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"sleep 60 & echo $! > '{}'; wait\"]\ntimeout = \"300ms\"\n",
+            pid_file.display()));
     let id = enqueue(&sandbox, "hang");
     let started = std::time::Instant::now();
     run_once(&sandbox);

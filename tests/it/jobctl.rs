@@ -68,7 +68,10 @@ fn enqueue_list_show_and_stats_through_the_binary() {
 #[test]
 fn every_command_speaks_json() {
     let sandbox = Sandbox::new("", "");
-    assert_eq!(json(&sandbox, &["migrate"])["schema_version"], 1);
+    assert_eq!(
+        json(&sandbox, &["migrate"])["schema_version"],
+        jobd::store::schema::latest_version()
+    );
     let first = json(&sandbox, &["enqueue", "noop", "--unique-key", "k1"]);
     assert_eq!(first["duplicate"], false);
     let again = json(&sandbox, &["enqueue", "noop", "--unique-key", "k1"]);
@@ -242,7 +245,11 @@ fn check_reports_config_and_integrity() {
     let (code, out, err) = ctl(&sandbox, &["check"]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("config") && out.contains(": ok (schema version 1)"),
+        out.contains("config")
+            && out.contains(&format!(
+                ": ok (schema version {})",
+                jobd::store::schema::latest_version()
+            )),
         "{out}"
     );
     std::fs::write(sandbox.config(), "[daemon]\nlease = \"forever\"\n").unwrap();

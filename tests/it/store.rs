@@ -73,7 +73,10 @@ fn job_in_state(db: &mut Db, target: JobState) -> JobId {
             run_at: T0 + 1_000,
             error: "try later".into(),
         },
-        JobState::Succeeded => Resolution::Succeeded { follow_ups: vec![] },
+        JobState::Succeeded => Resolution::Succeeded {
+            follow_ups: vec![],
+            sync_marks: vec![],
+        },
         JobState::Dead => Resolution::Dead {
             error: "broken".into(),
             follow_ups: vec![],
@@ -116,7 +119,10 @@ fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
         | Transition::Release
         | Transition::Await => {
             let resolution = match transition {
-                Transition::Complete => Resolution::Succeeded { follow_ups: vec![] },
+                Transition::Complete => Resolution::Succeeded {
+                    follow_ups: vec![],
+                    sync_marks: vec![],
+                },
                 Transition::Await => Resolution::Await {
                     children: vec![NewJob::new("noop", json!({}))],
                 },
@@ -318,7 +324,8 @@ fn completion_with_follow_ups_is_atomic_and_links_children() {
             parent,
             1,
             Resolution::Succeeded {
-                follow_ups: children
+                follow_ups: children,
+                sync_marks: vec![]
             },
             T0
         ),
@@ -342,7 +349,15 @@ fn completion_with_follow_ups_is_atomic_and_links_children() {
     ];
     let result = db.write(|tx| {
         tx.complete(
-            &completion(other, 1, Resolution::Succeeded { follow_ups: bad }, T0),
+            &completion(
+                other,
+                1,
+                Resolution::Succeeded {
+                    follow_ups: bad,
+                    sync_marks: vec![],
+                },
+                T0,
+            ),
             T0,
         )
     });
@@ -367,14 +382,25 @@ fn a_stale_completion_changes_nothing_and_other_rows_are_untouched() {
             &mut db,
             ids[1],
             7,
-            Resolution::Succeeded { follow_ups: vec![] },
+            Resolution::Succeeded {
+                follow_ups: vec![],
+                sync_marks: vec![]
+            },
             T0
         ),
         Applied::Stale
     );
     let wrong_worker = Completion {
         worker: "someone-else:2".into(),
-        ..completion(ids[1], 1, Resolution::Succeeded { follow_ups: vec![] }, T0)
+        ..completion(
+            ids[1],
+            1,
+            Resolution::Succeeded {
+                follow_ups: vec![],
+                sync_marks: vec![],
+            },
+            T0,
+        )
     };
     assert_eq!(
         db.write(|tx| tx.complete(&wrong_worker, T0)).unwrap(),
@@ -389,7 +415,10 @@ fn a_stale_completion_changes_nothing_and_other_rows_are_untouched() {
             &mut db,
             ids[1],
             1,
-            Resolution::Succeeded { follow_ups: vec![] },
+            Resolution::Succeeded {
+                follow_ups: vec![],
+                sync_marks: vec![]
+            },
             T0
         ),
         Applied::Moved(JobState::Succeeded)
@@ -725,7 +754,10 @@ fn a_waiting_parent_resumes_when_its_last_child_finishes() {
         &mut db,
         kids[0].id,
         1,
-        Resolution::Succeeded { follow_ups: vec![] },
+        Resolution::Succeeded {
+            follow_ups: vec![],
+            sync_marks: vec![],
+        },
         T0 + 2,
     );
     complete(
@@ -760,7 +792,10 @@ fn a_waiting_parent_resumes_when_its_last_child_finishes() {
         &mut db,
         kids[1].id,
         2,
-        Resolution::Succeeded { follow_ups: vec![] },
+        Resolution::Succeeded {
+            follow_ups: vec![],
+            sync_marks: vec![],
+        },
         T0 + 101,
     );
     let resumed = db.get(parent).unwrap();

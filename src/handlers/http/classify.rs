@@ -32,10 +32,21 @@ pub fn classify(status: u16, endpoint: &EndpointConfig) -> Class {
 
 /// Parses `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date, which is
 /// measured from `now`. A date in the past means "now"; anything unparsable is ignored.
+/// Decimal seconds are accepted too, since Shopify sends `Retry-After: 2.0`.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    if value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && value.bytes().filter(|b| *b == b'.').count() == 1
+        && value.bytes().any(|b| b.is_ascii_digit())
+    {
+        return value
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s < 1e9)
+            .map(Duration::from_secs_f64);
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -104,6 +115,12 @@ mod tests {
             parse_retry_after("Fri, 31 Dec 1999 23:00:00 GMT", now),
             Some(Duration::ZERO)
         );
+        assert_eq!(parse_retry_after("2.0", now), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_retry_after("0.5", now),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(parse_retry_after("1.2.3", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
     }

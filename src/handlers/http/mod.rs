@@ -30,7 +30,7 @@ const WAIT_SLICE: Duration = Duration::from_millis(50);
 const DRAIN_LIMIT: u64 = 1 << 20;
 
 /// A job's request (`{"endpoint": "usage", "path": "/usage", "json": {...}}`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestSpec {
     /// The `[endpoints.NAME]` to use: its base URL, auth, limits and status rules.
@@ -219,6 +219,9 @@ struct EndpointState {
     query_secrets: Result<Vec<(String, String)>, String>,
     tokens: TokenCache,
     bucket: Option<Mutex<TokenBucket>>,
+    /// No request before this instant: the other side asked us to slow down (429 with
+    /// Retry-After, or a usage header near its limit). Shared by every worker.
+    hold: Mutex<Option<Instant>>,
 }
 
 impl EndpointState {
@@ -259,6 +262,7 @@ impl EndpointState {
             query_secrets,
             tokens: TokenCache::default(),
             bucket,
+            hold: Mutex::new(None),
         })
     }
 
@@ -320,6 +324,21 @@ fn basic_credentials(username: &str, password: &str) -> String {
 #[derive(Clone, Default)]
 pub struct Http {
     endpoints: Arc<Mutex<HashMap<String, Arc<EndpointState>>>>,
+}
+
+/// A response read whole, for kinds that need more than its class (`http_pull` reads
+/// the body and the headers).
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: u16,
+    pub class: Class,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+    /// `Retry-After`, when the class is retry and the endpoint honours it.
+    pub retry_after: Option<Duration>,
+    /// The request URL with secrets masked, for details and logs.
+    pub url: String,
+    pub duration_ms: u64,
 }
 
 /// A finished exchange, before it becomes an [`Outcome`].
@@ -401,17 +420,11 @@ impl Http {
             duration_ms, "{} {url_text}", method.as_str());
         let error = error.unwrap_or_default();
         match exchange.class {
-            Class::Success => Outcome::Success {
-                follow_ups: Vec::new(),
-                detail: Some(detail),
-            },
+            Class::Success => Outcome::succeeded(Vec::new(), Some(detail)),
             Class::Duplicate => {
                 tracing::info!(job = job.id, endpoint = %spec.endpoint, status = ?exchange.status,
                     "job {} already delivered (duplicate): counted as success", job.id);
-                Outcome::Success {
-                    follow_ups: Vec::new(),
-                    detail: Some(detail),
-                }
+                Outcome::succeeded(Vec::new(), Some(detail))
             }
             Class::Retry => Outcome::Retry {
                 error,
@@ -425,21 +438,123 @@ impl Http {
         }
     }
 
-    /// Waits for the endpoint's rate limit in real time, watching the stop signal.
-    fn wait_for_rate(&self, state: &EndpointState, ctx: &JobContext) -> Result<(), Outcome> {
-        let Some(bucket) = &state.bucket else {
-            return Ok(());
+    /// Sends `spec` (usually a GET) with the endpoint's client, auth, rate limit and
+    /// timeouts, and reads the whole answer, at most `max_body` bytes. Unlike
+    /// [`Http::deliver`] it does not decide the job's outcome: the caller reads the body.
+    /// `Err` is the outcome of a request that got no answer to read (bad payload, no
+    /// connection, stopped while waiting for the rate limit, body too large).
+    pub fn fetch(
+        &self,
+        job: &Job,
+        spec: &RequestSpec,
+        ctx: &JobContext,
+        max_body: u64,
+    ) -> Result<Fetched, Outcome> {
+        let started = Instant::now();
+        let endpoint = spec.check(&ctx.config).map_err(Outcome::permanent)?;
+        let state = self
+            .state(&spec.endpoint, endpoint)
+            .map_err(Outcome::retry)?;
+        let method = spec.method().unwrap_or(Method::GET);
+        let url = spec.url(endpoint).map_err(Outcome::permanent)?;
+        let key = idempotency_key(job, spec);
+        self.wait_for_rate(&state, ctx)?;
+        let secrets = state.secrets();
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let url_text = mask(url.as_str(), &secrets);
+        let (status, response, _) =
+            self.send(&state, spec, &method, &url, &key, ctx)
+                .map_err(|failed| {
+                    let error = mask(&failed.error.unwrap_or_default(), &secrets);
+                    match failed.class {
+                        Class::Permanent => Outcome::permanent(error),
+                        _ => Outcome::retry(error),
+                    }
+                })?;
+        let headers = response.headers().clone();
+        let class = classify(status, endpoint);
+        let retry_after = if class == Class::Retry && endpoint.honor_retry_after {
+            let now =
+                SystemTime::UNIX_EPOCH + Duration::from_millis(ctx.clock.now_ms().max(0) as u64);
+            headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, now))
+        } else {
+            None
         };
-        let wait = bucket.lock().expect("rate limit").reserve(Instant::now());
-        let until = Instant::now() + wait;
+        let mut body = Vec::new();
+        response
+            .take(max_body + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| {
+                Outcome::retry(format!(
+                    "reading the answer from {} failed: {}",
+                    without_query(&url),
+                    mask(&error_chain(&e), &secrets)
+                ))
+            })?;
+        if body.len() as u64 > max_body {
+            return Err(Outcome::permanent(format!(
+                "the answer from {} is larger than {max_body} bytes",
+                without_query(&url)
+            )));
+        }
+        Ok(Fetched {
+            status,
+            class,
+            headers,
+            body,
+            retry_after,
+            url: url_text,
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Holds every request to `endpoint` until `wait` from now (all workers, all jobs):
+    /// the other side said it is overdrawn. A shorter hold never shortens a longer one.
+    pub fn hold(&self, endpoint: &str, config: &Config, wait: Duration) {
+        let Some(endpoint_config) = config.endpoints.get(endpoint) else {
+            return;
+        };
+        let Ok(state) = self.state(endpoint, endpoint_config) else {
+            return;
+        };
+        let now = Instant::now();
+        let until = now + wait;
+        {
+            let mut hold = state.hold.lock().expect("hold");
+            if hold.is_some_and(|h| h >= until) {
+                return;
+            }
+            *hold = Some(until);
+        }
+        if let Some(bucket) = &state.bucket {
+            bucket.lock().expect("rate limit").hold_until(now, until);
+        }
+    }
+
+    /// Waits for the endpoint's rate limit and any hold in real time, watching the stop
+    /// signal.
+    fn wait_for_rate(&self, state: &EndpointState, ctx: &JobContext) -> Result<(), Outcome> {
+        let reserved = state
+            .bucket
+            .as_ref()
+            .map(|bucket| bucket.lock().expect("rate limit").reserve(Instant::now()));
+        let until = Instant::now() + reserved.unwrap_or(Duration::ZERO);
         loop {
             let now = Instant::now();
+            // A hold set while we wait (another worker got a 429) applies to us too.
+            let held = state.hold.lock().expect("hold").filter(|h| *h > now);
+            let until = held.map_or(until, |h| h.max(until));
             if now >= until {
                 return Ok(());
             }
             let stop = ctx.stop.must_stop();
             if stop.is_some() || now >= ctx.deadline {
-                bucket.lock().expect("rate limit").release();
+                if let (Some(bucket), Some(_)) = (&state.bucket, reserved) {
+                    bucket.lock().expect("rate limit").release();
+                }
                 return Err(match stop {
                     Some(StopReason::Cancelled) => Outcome::Cancelled {
                         reason: "cancelled while waiting for the rate limit".into(),
@@ -454,7 +569,7 @@ impl Http {
         }
     }
 
-    /// Sends the request; on a 401 with OAuth2, refreshes the token once and resends.
+    /// Sends the request and classifies the answer.
     fn exchange(
         &self,
         state: &EndpointState,
@@ -464,6 +579,28 @@ impl Http {
         key: &str,
         ctx: &JobContext,
     ) -> Exchange {
+        match self.send(state, spec, method, url, key, ctx) {
+            Ok((status, response, refreshed)) => {
+                let mut exchange = answer(status, response, method, url, &state.config, ctx);
+                exchange.token_refreshed = refreshed;
+                exchange
+            }
+            Err(failed) => failed,
+        }
+    }
+
+    /// Sends the request; on a 401 with OAuth2, refreshes the token once and resends.
+    /// Returns the status, the response (body unread) and whether the token was
+    /// refreshed, or the failed exchange of a request that got no answer.
+    fn send(
+        &self,
+        state: &EndpointState,
+        spec: &RequestSpec,
+        method: &Method,
+        url: &Url,
+        key: &str,
+        ctx: &JobContext,
+    ) -> Result<(u16, Response, bool), Exchange> {
         let failed = |class: Class, error: String| Exchange {
             status: None,
             class,
@@ -479,15 +616,15 @@ impl Http {
         loop {
             let auth = match self.auth_header(state, ctx) {
                 Ok(auth) => auth,
-                Err((class, e)) => return failed(class, e),
+                Err((class, e)) => return Err(failed(class, e)),
             };
             let request = match build_request(state, spec, method, url, key, auth.clone(), ctx) {
                 Ok(request) => request,
-                Err(e) => return failed(Class::Permanent, e),
+                Err(e) => return Err(failed(Class::Permanent, e)),
             };
             let response = match request.send() {
                 Ok(response) => response,
-                Err(e) => return failed(Class::Retry, describe_send_error(method, url, &e)),
+                Err(e) => return Err(failed(Class::Retry, describe_send_error(method, url, &e))),
             };
             let status = response.status().as_u16();
             if status == 401 && oauth && !refreshed {
@@ -503,9 +640,7 @@ impl Http {
                 refreshed = true;
                 continue;
             }
-            let mut exchange = answer(status, response, method, url, &state.config, ctx);
-            exchange.token_refreshed = refreshed;
-            return exchange;
+            return Ok((status, response, refreshed));
         }
     }
 

@@ -288,9 +288,6 @@ impl Handler for Relay {
                 errors.len()
             );
         }
-        Outcome::Success {
-            follow_ups: routed.deliveries,
-            detail: Some(detail),
-        }
+        Outcome::succeeded(routed.deliveries, Some(detail))
     }
 }

@@ -1,0 +1,363 @@
+//! The enqueue socket's wire format: one JSON request per line, one JSON response per
+//! line (see docs/protocol.md). Parsing and the response shapes live here, apart from
+//! the sockets, so they are tested as plain functions.
+
+use crate::job::{NewJob, UnixMillis};
+use crate::store::Enqueued;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// A request, parsed and checked for shape (not yet for kinds and payloads).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// `job` (single: answered with `id`) or `jobs` (a batch: answered with `ids`).
+    Enqueue {
+        jobs: Vec<NewJob>,
+        single: bool,
+    },
+    Ping,
+    Stats,
+}
+
+/// A refused request: a stable code for programs and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The response line (without its newline).
+    pub fn to_line(&self) -> String {
+        json!({"ok": false, "error": {"code": self.code, "message": self.message}}).to_string()
+    }
+}
+
+/// Error codes, as documented in docs/protocol.md.
+pub mod codes {
+    pub const INVALID_JSON: &str = "invalid_json";
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    pub const UNKNOWN_OP: &str = "unknown_op";
+    pub const INVALID_JOB: &str = "invalid_job";
+    pub const UNKNOWN_KIND: &str = "unknown_kind";
+    pub const INVALID_PAYLOAD: &str = "invalid_payload";
+    pub const LINE_TOO_LONG: &str = "line_too_long";
+    pub const BATCH_TOO_LARGE: &str = "batch_too_large";
+    pub const NOT_ENQUEUED: &str = "not_enqueued";
+    pub const UNAVAILABLE: &str = "unavailable";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const TOO_MANY_CONNECTIONS: &str = "too_many_connections";
+}
+
+/// A job as written on the wire: `run_at` (milliseconds or RFC 3339) or `delay`
+/// (milliseconds or a duration such as "30s").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireJob {
+    kind: String,
+    #[serde(default)]
+    payload: Option<Value>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    priority: Option<i64>,
+    #[serde(default)]
+    run_at: Option<Value>,
+    #[serde(default)]
+    delay: Option<Value>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    unique_key: Option<String>,
+    #[serde(default)]
+    deadline_at: Option<Value>,
+}
+
+/// Parses one request line. `now` resolves `delay`.
+pub fn parse_request(line: &[u8], max_batch: usize, now: UnixMillis) -> Result<Request, Refusal> {
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|e| Refusal::new(codes::INVALID_JSON, format!("not JSON: {e}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(Refusal::new(
+            codes::INVALID_REQUEST,
+            "a request is a JSON object with an \"op\"",
+        ));
+    };
+    let op = match object.remove("op") {
+        Some(Value::String(op)) => op,
+        Some(_) => {
+            return Err(Refusal::new(
+                codes::INVALID_REQUEST,
+                "\"op\" must be a string",
+            ))
+        }
+        None => return Err(Refusal::new(codes::INVALID_REQUEST, "missing \"op\"")),
+    };
+    let allow_only = |object: &serde_json::Map<String, Value>, keys: &[&str]| match object
+        .keys()
+        .find(|k| !keys.contains(&k.as_str()))
+    {
+        Some(extra) => Err(Refusal::new(
+            codes::INVALID_REQUEST,
+            format!("unknown field \"{extra}\" for op \"{op}\""),
+        )),
+        None => Ok(()),
+    };
+    match op.as_str() {
+        "ping" => {
+            allow_only(&object, &[])?;
+            Ok(Request::Ping)
+        }
+        "stats" => {
+            allow_only(&object, &[])?;
+            Ok(Request::Stats)
+        }
+        "enqueue" => {
+            allow_only(&object, &["job", "jobs"])?;
+            match (object.remove("job"), object.remove("jobs")) {
+                (Some(job), None) => Ok(Request::Enqueue {
+                    jobs: vec![wire_job(job, now)
+                        .map_err(|m| Refusal::new(codes::INVALID_JOB, format!("job: {m}")))?],
+                    single: true,
+                }),
+                (None, Some(Value::Array(list))) => {
+                    if list.is_empty() {
+                        return Err(Refusal::new(codes::INVALID_REQUEST, "\"jobs\" is empty"));
+                    }
+                    if list.len() > max_batch {
+                        return Err(Refusal::new(
+                            codes::BATCH_TOO_LARGE,
+                            format!("{} jobs in one batch; at most {max_batch}", list.len()),
+                        ));
+                    }
+                    let jobs = list
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, job)| {
+                            wire_job(job, now).map_err(|m| {
+                                Refusal::new(codes::INVALID_JOB, format!("jobs[{i}]: {m}"))
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(Request::Enqueue {
+                        jobs,
+                        single: false,
+                    })
+                }
+                (None, Some(_)) => Err(Refusal::new(
+                    codes::INVALID_REQUEST,
+                    "\"jobs\" must be an array",
+                )),
+                (Some(_), Some(_)) => Err(Refusal::new(
+                    codes::INVALID_REQUEST,
+                    "give \"job\" or \"jobs\", not both",
+                )),
+                (None, None) => Err(Refusal::new(
+                    codes::INVALID_REQUEST,
+                    "enqueue needs \"job\" (one) or \"jobs\" (a batch)",
+                )),
+            }
+        }
+        other => Err(Refusal::new(
+            codes::UNKNOWN_OP,
+            format!("unknown op \"{other}\" (known: enqueue, ping, stats)"),
+        )),
+    }
+}
+
+fn wire_job(value: Value, now: UnixMillis) -> Result<NewJob, String> {
+    let wire: WireJob = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let run_at = match (wire.run_at, wire.delay) {
+        (Some(_), Some(_)) => return Err("give run_at or delay, not both".into()),
+        (Some(at), None) => Some(time(&at).map_err(|e| format!("run_at: {e}"))?),
+        (None, Some(delay)) => {
+            let wait = match &delay {
+                Value::Number(n) => n
+                    .as_u64()
+                    .map(std::time::Duration::from_millis)
+                    .ok_or("delay: milliseconds must be a whole number of at least 0")?,
+                Value::String(text) => {
+                    crate::config::parse_duration(text).map_err(|e| format!("delay: {e}"))?
+                }
+                _ => return Err("delay: milliseconds, or a duration like \"30s\"".into()),
+            };
+            Some(crate::clock::after(now, wait))
+        }
+        (None, None) => None,
+    };
+    let deadline_at = wire
+        .deadline_at
+        .map(|t| time(&t).map_err(|e| format!("deadline_at: {e}")))
+        .transpose()?;
+    let job = NewJob {
+        kind: wire.kind,
+        payload: wire.payload.unwrap_or_else(|| json!({})),
+        queue: wire
+            .queue
+            .unwrap_or_else(|| crate::job::DEFAULT_QUEUE.into()),
+        priority: wire.priority.unwrap_or(0),
+        run_at,
+        max_attempts: wire.max_attempts,
+        unique_key: wire.unique_key,
+        deadline_at,
+        parent_id: None,
+        source: Some("socket".into()),
+    };
+    job.validate()?;
+    Ok(job)
+}
+
+/// Milliseconds since the epoch, or an RFC 3339 time.
+fn time(value: &Value) -> Result<UnixMillis, String> {
+    match value {
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| "milliseconds must be a whole number".to_string()),
+        Value::String(text) => crate::cli::parse_time(text),
+        _ => Err("milliseconds since the epoch, or an RFC 3339 time".into()),
+    }
+}
+
+/// The response to an enqueue that committed.
+pub fn enqueued_line(enqueued: &[Enqueued], single: bool) -> String {
+    if single {
+        let first = enqueued[0];
+        if first.duplicate {
+            json!({"ok": true, "id": first.id, "duplicate": true}).to_string()
+        } else {
+            json!({"ok": true, "id": first.id}).to_string()
+        }
+    } else {
+        let ids: Vec<_> = enqueued.iter().map(|e| e.id).collect();
+        let duplicates: Vec<_> = enqueued
+            .iter()
+            .filter(|e| e.duplicate)
+            .map(|e| e.id)
+            .collect();
+        if duplicates.is_empty() {
+            json!({"ok": true, "ids": ids}).to_string()
+        } else {
+            json!({"ok": true, "ids": ids, "duplicates": duplicates}).to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(line: &str) -> &'static str {
+        parse_request(line.as_bytes(), 3, 1_000).unwrap_err().code
+    }
+
+    #[test]
+    fn requests_parse() {
+        assert_eq!(
+            parse_request(br#"{"op":"ping"}"#, 3, 0).unwrap(),
+            Request::Ping
+        );
+        assert_eq!(
+            parse_request(br#"{"op":"stats"}"#, 3, 0).unwrap(),
+            Request::Stats
+        );
+        let Request::Enqueue { jobs, single } = parse_request(
+            br#"{"op":"enqueue","job":{"kind":"noop","payload":{"a":1},"delay":"2s","unique_key":"k"}}"#,
+            3,
+            1_000,
+        )
+        .unwrap() else {
+            panic!("not an enqueue")
+        };
+        assert!(single);
+        assert_eq!(jobs[0].run_at, Some(3_000));
+        assert_eq!(jobs[0].unique_key.as_deref(), Some("k"));
+        assert_eq!(jobs[0].source.as_deref(), Some("socket"));
+        let Request::Enqueue { jobs, single } = parse_request(
+            br#"{"op":"enqueue","jobs":[{"kind":"noop","run_at":"2026-01-01T00:00:00Z"},{"kind":"noop","run_at":5}]}"#,
+            3,
+            0,
+        )
+        .unwrap() else {
+            panic!("not an enqueue")
+        };
+        assert!(!single);
+        assert_eq!(jobs[0].run_at, Some(1_767_225_600_000));
+        assert_eq!(jobs[1].run_at, Some(5));
+    }
+
+    #[test]
+    fn every_bad_request_gets_its_code() {
+        assert_eq!(code("{nope"), codes::INVALID_JSON);
+        assert_eq!(code("[1]"), codes::INVALID_REQUEST);
+        assert_eq!(code(r#"{"job":{}}"#), codes::INVALID_REQUEST);
+        assert_eq!(code(r#"{"op":"dance"}"#), codes::UNKNOWN_OP);
+        assert_eq!(code(r#"{"op":"ping","x":1}"#), codes::INVALID_REQUEST);
+        assert_eq!(code(r#"{"op":"enqueue"}"#), codes::INVALID_REQUEST);
+        assert_eq!(
+            code(r#"{"op":"enqueue","jobs":[]}"#),
+            codes::INVALID_REQUEST
+        );
+        assert_eq!(
+            code(r#"{"op":"enqueue","job":{"payload":{}}}"#),
+            codes::INVALID_JOB
+        );
+        assert_eq!(
+            code(r#"{"op":"enqueue","job":{"kind":"noop","colour":1}}"#),
+            codes::INVALID_JOB
+        );
+        assert_eq!(
+            code(r#"{"op":"enqueue","job":{"kind":"noop","delay":"soon"}}"#),
+            codes::INVALID_JOB
+        );
+        assert_eq!(
+            code(r#"{"op":"enqueue","job":{"kind":"noop","delay":1,"run_at":1}}"#),
+            codes::INVALID_JOB
+        );
+        assert_eq!(
+            code(
+                r#"{"op":"enqueue","jobs":[{"kind":"a"},{"kind":"a"},{"kind":"a"},{"kind":"a"}]}"#
+            ),
+            codes::BATCH_TOO_LARGE
+        );
+        let refusal = parse_request(
+            br#"{"op":"enqueue","jobs":[{"kind":"a"},{"kind":""}]}"#,
+            3,
+            0,
+        )
+        .unwrap_err();
+        assert!(
+            refusal.message.starts_with("jobs[1]:"),
+            "{}",
+            refusal.message
+        );
+    }
+
+    #[test]
+    fn responses_have_the_documented_shapes() {
+        let one = [Enqueued {
+            id: 7,
+            duplicate: false,
+        }];
+        assert_eq!(enqueued_line(&one, true), r#"{"id":7,"ok":true}"#);
+        let dup = [Enqueued {
+            id: 7,
+            duplicate: true,
+        }];
+        assert_eq!(
+            enqueued_line(&dup, true),
+            r#"{"duplicate":true,"id":7,"ok":true}"#
+        );
+        assert_eq!(enqueued_line(&one, false), r#"{"ids":[7],"ok":true}"#);
+        assert_eq!(
+            Refusal::new(codes::UNKNOWN_OP, "x").to_line(),
+            r#"{"error":{"code":"unknown_op","message":"x"},"ok":false}"#
+        );
+    }
+}

@@ -1,0 +1,706 @@
+//! Watched folders: one thread per `[[watch]]` that notices files (inotify through
+//! `notify`, a start-up scan and a periodic rescan), waits until each is complete, and
+//! hands it to the spool protocol (`spool.rs`), which makes its job.
+//!
+//! Complete means: renamed into the folder (write-then-rename, taken at once), or size
+//! and mtime unchanged for `settle`. Folder sets (`mode = "dir"`) are complete when every
+//! required file is there and settled, or when the marker appears; until then they are
+//! recorded as pending (visible in `jobctl stats`) and after `incomplete_timeout` become a
+//! dead job naming the missing files.
+
+use super::spool::{digest, PendingCommit, Spool, StageMeta, Staged, Taken};
+use crate::clock::SharedClock;
+use crate::config::{WatchConfig, WatchMode};
+use crate::daemon::DaemonClient;
+use crate::job::{NewJob, UnixMillis};
+use crate::store::Db;
+use notify::event::{EventKind, ModifyKind, RenameMode};
+use notify::{RecursiveMode, Watcher as _};
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long an input that could not be read or moved waits before it is tried again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// The most inputs taken in one go, so acknowledgements keep flowing in a flood.
+const MAX_TAKE: usize = 1024;
+
+/// Whether a name is one a producer uses while it is still writing, or hidden.
+pub fn is_ignored(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || [".tmp", ".part", ".partial"]
+            .iter()
+            .any(|suffix| name.to_ascii_lowercase().ends_with(suffix))
+}
+
+/// Makes sure a watched folder exists: creates it if allowed, or says why it cannot.
+/// Returns its absolute path.
+pub fn prepare_folder(key: &str, watch: &WatchConfig) -> Result<PathBuf, String> {
+    let path = &watch.path;
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(format!("{key}.path: {} is not a folder", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && watch.create => {
+            super::spool::create_private_dir(path).map_err(|e| {
+                format!(
+                    "{key}.path: {} is missing and cannot be created: {e}",
+                    path.display()
+                )
+            })?;
+            tracing::info!("created the watched folder {}", path.display());
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(format!(
+                "{key}.path: {} does not exist (and create = false)",
+                path.display()
+            ))
+        }
+        Err(e) => return Err(format!("{key}.path: {}: {e}", path.display())),
+    }
+    fs::canonicalize(path).map_err(|e| format!("{key}.path: {}: {e}", path.display()))
+}
+
+/// A file seen in file mode, waiting to be complete.
+struct Seen {
+    size: u64,
+    mtime: Option<SystemTime>,
+    since: Instant,
+    renamed_in: bool,
+    retry_at: Option<Instant>,
+}
+
+/// A subfolder seen in dir mode.
+struct FolderSeen {
+    signature: Vec<(String, u64, Option<SystemTime>)>,
+    since: Instant,
+    first_seen: UnixMillis,
+    recorded_missing: Option<Vec<String>>,
+    retry_at: Option<Instant>,
+}
+
+pub struct FolderWatcher {
+    key: String,
+    config: WatchConfig,
+    root: PathBuf,
+    watch_name: String,
+    matcher: globset::GlobMatcher,
+    client: DaemonClient,
+    clock: SharedClock,
+    spool: Spool,
+    files: HashMap<PathBuf, Seen>,
+    folders: HashMap<String, FolderSeen>,
+    /// Staged inputs whose commit failed; driven again on the next rescan.
+    stuck: Vec<String>,
+    next_rescan: Instant,
+}
+
+/// Starts the thread watching one folder. `db` is a read connection for the folder
+/// sets already pending.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn(
+    key: String,
+    config: WatchConfig,
+    root: PathBuf,
+    client: DaemonClient,
+    clock: SharedClock,
+    spool: Spool,
+    db: &Db,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, String> {
+    let (tx, events) = mpsc::channel();
+    let mut notifier = notify::recommended_watcher(move |event| {
+        let _ = tx.send(event);
+    })
+    .map_err(|e| format!("{key}: cannot watch {}: {e}", root.display()))?;
+    let mode = if config.recursive && config.mode == WatchMode::File {
+        RecursiveMode::Recursive
+    } else {
+        RecursiveMode::NonRecursive
+    };
+    notifier
+        .watch(&root, mode)
+        .map_err(|e| format!("{key}: cannot watch {}: {e}", root.display()))?;
+    let matcher = globset::GlobBuilder::new(&config.pattern)
+        .literal_separator(false)
+        .build()
+        .map_err(|e| format!("{key}.pattern: {e}"))?
+        .compile_matcher();
+    let watch_name = root.display().to_string();
+    let mut folders = HashMap::new();
+    if config.mode == WatchMode::Dir {
+        for pending in db.pending_folders().unwrap_or_default() {
+            if pending.watch == watch_name {
+                folders.insert(
+                    pending.folder,
+                    FolderSeen {
+                        signature: Vec::new(),
+                        since: Instant::now(),
+                        first_seen: pending.first_seen,
+                        recorded_missing: Some(pending.missing),
+                        retry_at: None,
+                    },
+                );
+            }
+        }
+    }
+    let mut watcher = FolderWatcher {
+        key: key.clone(),
+        config,
+        root,
+        watch_name,
+        matcher,
+        client,
+        clock,
+        spool,
+        files: HashMap::new(),
+        folders,
+        stuck: Vec::new(),
+        next_rescan: Instant::now(),
+    };
+    std::thread::Builder::new()
+        .name(format!("jobd-{key}"))
+        .spawn(move || {
+            let _keep = notifier;
+            watcher.run(&events, &stop);
+        })
+        .map_err(|e| format!("{key}: cannot start its thread: {e}"))
+}
+
+impl FolderWatcher {
+    fn run(&mut self, events: &mpsc::Receiver<notify::Result<notify::Event>>, stop: &AtomicBool) {
+        let tick =
+            (self.config.settle / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+        tracing::info!(
+            "{}: watching {} ({}, settle {})",
+            self.key,
+            self.root.display(),
+            match self.config.mode {
+                WatchMode::File => format!("files matching {}", self.config.pattern),
+                WatchMode::Dir => "folder sets".to_string(),
+            },
+            humantime::format_duration(self.config.settle)
+        );
+        while !stop.load(Ordering::SeqCst) {
+            let wait = tick.min(self.next_rescan.saturating_duration_since(Instant::now()));
+            match events.recv_timeout(wait) {
+                Ok(event) => self.note(event),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            while let Ok(event) = events.try_recv() {
+                self.note(event);
+            }
+            if Instant::now() >= self.next_rescan {
+                self.rescan();
+                self.next_rescan = Instant::now() + self.config.rescan;
+            }
+            match self.config.mode {
+                WatchMode::File => self.take_ready_files(),
+                WatchMode::Dir => self.check_folders(),
+            }
+        }
+    }
+
+    /// A kernel notification: remember the path; a rename into the folder is complete.
+    fn note(&mut self, event: notify::Result<notify::Event>) {
+        let event = match event {
+            Ok(event) => event,
+            Err(e) => {
+                // Overflow and the like: what was missed is found by listing again.
+                tracing::warn!("{}: notification error ({e}); rescanning", self.key);
+                self.next_rescan = Instant::now();
+                return;
+            }
+        };
+        if event.need_rescan() {
+            self.next_rescan = Instant::now();
+        }
+        let renamed_in = matches!(
+            event.kind,
+            EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+        );
+        let Some(path) = event.paths.last().cloned() else {
+            return;
+        };
+        match self.config.mode {
+            WatchMode::File => {
+                if matches!(event.kind, EventKind::Remove(_)) {
+                    self.files.remove(&path);
+                    return;
+                }
+                if path.is_dir() {
+                    // A folder moved in brings files no event announced.
+                    if self.config.recursive {
+                        self.next_rescan = Instant::now();
+                    }
+                    return;
+                }
+                self.consider_file(path, renamed_in);
+            }
+            WatchMode::Dir => {
+                if let Ok(rest) = path.strip_prefix(&self.root) {
+                    if let Some(first) = rest.components().next() {
+                        let name = first.as_os_str().to_string_lossy().into_owned();
+                        self.consider_folder(name);
+                    }
+                }
+            }
+        }
+    }
+
+    fn wanted_name(&self, path: &Path) -> bool {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        if is_ignored(name) || !self.matcher.is_match(name) {
+            return false;
+        }
+        // Nothing inside a hidden folder either (our own copies, editors' swap dirs).
+        path.strip_prefix(&self.root).is_ok_and(|rest| {
+            rest.components()
+                .all(|c| !c.as_os_str().to_string_lossy().starts_with('.'))
+        })
+    }
+
+    fn consider_file(&mut self, path: PathBuf, renamed_in: bool) {
+        if !self.wanted_name(&path) {
+            return;
+        }
+        if !self.config.recursive && path.parent() != Some(self.root.as_path()) {
+            return;
+        }
+        let now = Instant::now();
+        let seen = self.files.entry(path).or_insert(Seen {
+            size: u64::MAX,
+            mtime: None,
+            since: now,
+            renamed_in: false,
+            retry_at: None,
+        });
+        if renamed_in {
+            seen.renamed_in = true;
+        }
+    }
+
+    fn consider_folder(&mut self, name: String) {
+        if is_ignored(&name) || self.folders.contains_key(&name) {
+            return;
+        }
+        if !self.root.join(&name).is_dir() {
+            return;
+        }
+        self.folders.insert(
+            name,
+            FolderSeen {
+                signature: Vec::new(),
+                since: Instant::now(),
+                first_seen: self.clock.now_ms(),
+                recorded_missing: None,
+                retry_at: None,
+            },
+        );
+    }
+
+    /// Lists the folder again: what notifications missed, and staged inputs to retry.
+    fn rescan(&mut self) {
+        match self.config.mode {
+            WatchMode::File => {
+                let mut found = Vec::new();
+                list_files(&self.root, self.config.recursive, &mut found);
+                for path in found {
+                    if !self.files.contains_key(&path) {
+                        self.consider_file(path, false);
+                    }
+                }
+            }
+            WatchMode::Dir => {
+                if let Ok(entries) = fs::read_dir(&self.root) {
+                    for entry in entries.filter_map(|e| e.ok()) {
+                        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                            self.consider_folder(entry.file_name().to_string_lossy().into_owned());
+                        }
+                    }
+                }
+            }
+        }
+        for token in std::mem::take(&mut self.stuck) {
+            match self.spool.restage(&token) {
+                Ok(staged) => {
+                    let name = staged.meta.name.clone();
+                    match self.spool.commit(&self.client, staged) {
+                        Ok(taken) => self.report(&name, taken),
+                        Err(e) => {
+                            tracing::error!("{}: {name} is still not taken in: {e}", self.key);
+                            self.stuck.push(token);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!("{}: cannot read staged {token}: {e}", self.key);
+                    self.stuck.push(token);
+                }
+            }
+        }
+    }
+
+    fn take_ready_files(&mut self) {
+        let now = Instant::now();
+        let settle = self.config.settle;
+        let mut ready = Vec::new();
+        self.files.retain(|path, seen| {
+            if seen.retry_at.is_some_and(|at| now < at) {
+                return true;
+            }
+            let Ok(meta) = fs::symlink_metadata(path) else {
+                return false; // gone: moved away or deleted while settling
+            };
+            if !meta.is_file() {
+                return false;
+            }
+            let mtime = meta.modified().ok();
+            if seen.size != meta.len() || seen.mtime != mtime {
+                seen.size = meta.len();
+                seen.mtime = mtime;
+                seen.since = now;
+            }
+            if (seen.renamed_in || now.duration_since(seen.since) >= settle)
+                && ready.len() < MAX_TAKE
+            {
+                ready.push(path.clone());
+            }
+            true
+        });
+        if ready.is_empty() {
+            return;
+        }
+        let mut pending: Vec<(String, PendingCommit)> = Vec::with_capacity(ready.len());
+        for path in ready {
+            match self.stage(&path, false, None) {
+                Ok(Some((name, commit))) => {
+                    self.files.remove(&path);
+                    pending.push((name, commit));
+                }
+                Ok(None) => {
+                    self.files.remove(&path);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: cannot take in {}: {e}; trying again in {}",
+                        self.key,
+                        path.display(),
+                        humantime::format_duration(RETRY_AFTER)
+                    );
+                    if let Some(seen) = self.files.get_mut(&path) {
+                        seen.retry_at = Some(now + RETRY_AFTER);
+                    }
+                }
+            }
+        }
+        self.finish(pending);
+    }
+
+    /// Waits for the commits of a batch and reports them.
+    fn finish(&mut self, pending: Vec<(String, PendingCommit)>) {
+        for (name, commit) in pending {
+            let token = commit.token().to_string();
+            match commit.wait() {
+                Ok(taken) => self.report(&name, taken),
+                Err(e) => {
+                    tracing::error!("{}: {name} is staged but its job is not written ({e}); trying again at the next rescan", self.key);
+                    self.stuck.push(token);
+                }
+            }
+        }
+    }
+
+    fn report(&self, name: &str, taken: Taken) {
+        match taken {
+            Taken::Job(id) => tracing::info!(job = id, "{}: took in {name} as job {id}", self.key),
+            Taken::Dead(id) => tracing::error!(
+                job = id,
+                "{}: folder set {name} timed out incomplete; job {id} is dead",
+                self.key
+            ),
+            Taken::Duplicate(_) => {}
+            Taken::Already(id) => {
+                tracing::info!(job = id, "{}: {name} was already job {id}", self.key)
+            }
+        }
+    }
+
+    /// Hashes an input in place, stages it and sends it for commit. `Ok(None)`: it
+    /// vanished meanwhile.
+    fn stage(
+        &self,
+        path: &Path,
+        is_dir: bool,
+        dead: Option<String>,
+    ) -> io::Result<Option<(String, PendingCommit)>> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let before = fs::symlink_metadata(path);
+        let (mut sha256, mut size, mut files) = match digest(path, is_dir) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let token = Spool::new_token(self.clock.now_ms());
+        let meta = StageMeta {
+            token: token.clone(),
+            watch: self.watch_name.clone(),
+            name: name.clone(),
+            is_dir,
+            job: self.job_template(path),
+            dedupe_window_ms: self.config.dedupe_window.as_millis() as i64,
+            dead,
+        };
+        match self.spool.stage(path, &meta) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        // A file changed between the hash and the rename is hashed again where it is now.
+        let staged_path = self
+            .spool
+            .root()
+            .join("spool/.incoming")
+            .join(&token)
+            .join(&name);
+        let after = fs::symlink_metadata(&staged_path);
+        let changed = match (&before, &after) {
+            (Ok(b), Ok(a)) => b.len() != a.len() || b.modified().ok() != a.modified().ok(),
+            _ => true,
+        };
+        if changed || is_dir {
+            (sha256, size, files) = digest(&staged_path, is_dir)?;
+        }
+        let staged = Staged {
+            meta,
+            sha256,
+            size,
+            files,
+        };
+        let commit = self
+            .spool
+            .commit_async(&self.client, staged)
+            .map_err(io::Error::other)?;
+        Ok(Some((name, commit)))
+    }
+
+    fn job_template(&self, path: &Path) -> NewJob {
+        let payload: serde_json::Map<String, serde_json::Value> = self
+            .config
+            .payload
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
+            .collect();
+        NewJob {
+            kind: self.config.kind.clone(),
+            payload: serde_json::Value::Object(payload),
+            queue: self.config.queue.clone(),
+            priority: self.config.priority,
+            run_at: None,
+            max_attempts: None,
+            unique_key: None,
+            deadline_at: None,
+            parent_id: None,
+            source: Some(format!("watch:{}", path.display())),
+        }
+    }
+
+    /// Folder sets: take the complete ones, record the incomplete, bury the timed out.
+    fn check_folders(&mut self) {
+        let now = Instant::now();
+        let now_ms = self.clock.now_ms();
+        let names: Vec<String> = self.folders.keys().cloned().collect();
+        let mut pending = Vec::new();
+        for name in names {
+            let path = self.root.join(&name);
+            let Some(listing) = list_folder(&path) else {
+                self.folders.remove(&name);
+                self.forget_pending(&name);
+                continue;
+            };
+            let seen = self.folders.get_mut(&name).expect("known folder");
+            if seen.retry_at.is_some_and(|at| now < at) {
+                continue;
+            }
+            if listing != seen.signature {
+                seen.signature = listing.clone();
+                seen.since = now;
+            }
+            let present: BTreeSet<String> = listing.iter().map(|(n, _, _)| n.clone()).collect();
+            let marked = self
+                .config
+                .marker
+                .as_ref()
+                .is_some_and(|m| present.contains(&m.to_lowercase()));
+            let missing: Vec<String> = self
+                .config
+                .required
+                .iter()
+                .filter(|r| !present.contains(&r.to_lowercase()))
+                .cloned()
+                .collect();
+            let settled = now.duration_since(seen.since) >= self.config.settle;
+            let timed_out = now_ms.saturating_sub(seen.first_seen)
+                >= self.config.incomplete_timeout.as_millis() as i64;
+            let complete =
+                marked || (!self.config.required.is_empty() && missing.is_empty() && settled);
+            let dead = if complete {
+                None
+            } else if timed_out && !missing.is_empty() {
+                Some(format!(
+                    "folder set {name} was incomplete after {}: missing {}",
+                    humantime::format_duration(self.config.incomplete_timeout),
+                    missing.join(", ")
+                ))
+            } else {
+                if seen.recorded_missing.as_ref() != Some(&missing) {
+                    let (watch, folder, first_seen, list) = (
+                        self.watch_name.clone(),
+                        name.clone(),
+                        seen.first_seen,
+                        missing.clone(),
+                    );
+                    let written = self.client.write(
+                        move |tx, now| {
+                            tx.record_pending(&watch, &folder, first_seen, &list, now)
+                                .map_err(|e| e.to_string())
+                        },
+                        |_| {},
+                    );
+                    match written {
+                        Ok(()) => {
+                            if !missing.is_empty() {
+                                tracing::info!(
+                                    "{}: folder set {name} waits for {}",
+                                    self.key,
+                                    missing.join(", ")
+                                );
+                            }
+                            seen.recorded_missing = Some(missing);
+                        }
+                        Err(e) => {
+                            tracing::warn!("{}: cannot record folder set {name}: {e}", self.key)
+                        }
+                    }
+                }
+                continue;
+            };
+            match self.stage(&path, true, dead) {
+                Ok(Some(commit)) => {
+                    self.folders.remove(&name);
+                    pending.push(commit);
+                }
+                Ok(None) => {
+                    self.folders.remove(&name);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: cannot take in folder set {name}: {e}; trying again in {}",
+                        self.key,
+                        humantime::format_duration(RETRY_AFTER)
+                    );
+                    if let Some(seen) = self.folders.get_mut(&name) {
+                        seen.retry_at = Some(now + RETRY_AFTER);
+                    }
+                }
+            }
+        }
+        self.finish(pending);
+    }
+
+    fn forget_pending(&self, folder: &str) {
+        let (watch, folder) = (self.watch_name.clone(), folder.to_string());
+        let _ = self.client.write(
+            move |tx, _| tx.clear_pending(&watch, &folder).map_err(|e| e.to_string()),
+            |_| {},
+        );
+    }
+}
+
+/// Files under `dir` (and its subfolders if `recursive`), skipping hidden folders.
+fn list_files(dir: &Path, recursive: bool, into: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_file() {
+            into.push(entry.path());
+        } else if kind.is_dir()
+            && recursive
+            && !entry.file_name().to_string_lossy().starts_with('.')
+        {
+            list_files(&entry.path(), true, into);
+        }
+    }
+}
+
+/// A folder set's files: lower-cased name, size, mtime; sorted. `None` if it is gone.
+fn list_folder(dir: &Path) -> Option<Vec<(String, u64, Option<SystemTime>)>> {
+    let entries = fs::read_dir(dir).ok()?;
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let meta = e.metadata().ok()?;
+            (meta.is_file() && !is_ignored(&name))
+                .then(|| (name.to_lowercase(), meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    files.sort();
+    Some(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_producers_write_under_are_ignored() {
+        for name in [".hidden", "a.tmp", "a.TMP", "a.part", "a.partial", "a.csv~"] {
+            assert!(is_ignored(name), "{name}");
+        }
+        for name in ["a.csv", "tmp.csv", "partial"] {
+            assert!(!is_ignored(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_missing_folder_is_created_or_refused_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut watch: WatchConfig = toml::from_str(&format!(
+            "path = {:?}",
+            dir.path().join("in").display().to_string()
+        ))
+        .unwrap();
+        let created = prepare_folder("watch[0]", &watch).unwrap();
+        assert!(created.is_dir());
+        watch.path = dir.path().join("other");
+        watch.create = false;
+        let err = prepare_folder("watch[0]", &watch).unwrap_err();
+        assert!(
+            err.starts_with("watch[0].path:") && err.contains("does not exist"),
+            "{err}"
+        );
+        fs::write(dir.path().join("file"), "x").unwrap();
+        watch.path = dir.path().join("file");
+        assert!(prepare_folder("watch[0]", &watch)
+            .unwrap_err()
+            .contains("not a folder"));
+    }
+}

@@ -1,0 +1,699 @@
+//! The `http_pull` kind against a fake Shopify store on 127.0.0.1: Link-header pagination
+//! (only `limit` may accompany `page_info`), a leaky bucket answering 429 + Retry-After
+//! when overdrawn, and `updated_at_min` filtering. Full and incremental syncs, kill -9
+//! mid-sync, throttling that never kills a page, the endpoint's rate limit, schedules.
+
+use crate::common::{signal, wait_exit, wait_until, Sandbox, JOBCTL, JOBD};
+use jobd::clock::{Clock, SystemClock};
+use jobd::config::{Config, ConfigSource};
+use jobd::daemon::{Daemon, DaemonOptions};
+use jobd::handlers::Registry;
+use jobd::job::NewJob;
+use jobd::store::sink::SinkDb;
+use jobd::store::{Db, OpenOptions, SyncState};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "shpat_test_token";
+pub const PATH: &str = "/admin/api/2024-10/customers.json";
+
+/// One request the fake store saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub at: Instant,
+    pub query: BTreeMap<String, String>,
+    pub status: u16,
+    /// The offset the request asked for (from page_info, else 0).
+    pub offset: usize,
+    pub items: usize,
+}
+
+/// Shopify's leaky bucket: `size` requests, leaking `leak` per second.
+struct Bucket {
+    size: f64,
+    leak: f64,
+    level: f64,
+    last: Instant,
+}
+
+/// A fake Shopify store serving customers.
+pub struct Shop {
+    pub base: String,
+    /// (id, updated_at ms, version) sorted by id.
+    customers: Mutex<Vec<(i64, i64, u32)>>,
+    seen: Mutex<Vec<Seen>>,
+    bucket: Option<Mutex<Bucket>>,
+    pub throttled: AtomicUsize,
+    delay: Duration,
+    retry_after: String,
+    server: Arc<tiny_http::Server>,
+}
+
+/// 2024-01-01T00:00:00Z: when the fake customers were last changed.
+const OLD: i64 = 1_704_067_200_000;
+
+impl Shop {
+    /// `bucket`: (size, leak per second); `delay` per answer.
+    pub fn start(customers: usize, bucket: Option<(f64, f64)>, delay: Duration) -> Arc<Shop> {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let base = format!("http://{}", server.server_addr().to_ip().unwrap());
+        let shop = Arc::new(Shop {
+            base,
+            customers: Mutex::new(
+                (1..=customers as i64)
+                    .map(|id| (id, OLD + id * 1000, 1))
+                    .collect(),
+            ),
+            seen: Mutex::new(Vec::new()),
+            bucket: bucket.map(|(size, leak)| {
+                Mutex::new(Bucket {
+                    size,
+                    leak,
+                    level: 0.0,
+                    last: Instant::now(),
+                })
+            }),
+            throttled: AtomicUsize::new(0),
+            delay,
+            retry_after: "0.25".into(),
+            server: server.clone(),
+        });
+        for _ in 0..4 {
+            let shop = shop.clone();
+            std::thread::spawn(move || {
+                while let Ok(request) = shop.server.recv() {
+                    shop.answer(request);
+                }
+            });
+        }
+        shop
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Changes `ids` now: a new updated_at and a new email.
+    pub fn touch(&self, ids: &[i64]) {
+        let now = SystemClock.now_ms();
+        let mut customers = self.customers.lock().unwrap();
+        for (id, updated, version) in customers.iter_mut() {
+            if ids.contains(id) {
+                *updated = now;
+                *version += 1;
+            }
+        }
+    }
+
+    fn answer(&self, request: tiny_http::Request) {
+        let at = Instant::now();
+        let url = request.url().to_string();
+        let parsed = reqwest::Url::parse(&format!("{}{url}", self.base)).unwrap();
+        let path = parsed.path().to_string();
+        let query: BTreeMap<String, String> = parsed.query_pairs().into_owned().collect();
+        let token_ok = request
+            .headers()
+            .iter()
+            .any(|h| h.field.equiv("X-Shopify-Access-Token") && h.value.as_str() == TOKEN);
+        let (status, body, mut headers, offset, items) = self.respond(&path, &query, token_ok);
+        self.seen.lock().unwrap().push(Seen {
+            at,
+            query,
+            status,
+            offset,
+            items,
+        });
+        std::thread::sleep(self.delay);
+        if let Some(bucket) = &self.bucket {
+            let b = bucket.lock().unwrap();
+            headers.push((
+                "X-Shopify-Shop-Api-Call-Limit".into(),
+                format!("{}/{}", b.level.ceil() as u32, b.size as u32),
+            ));
+        }
+        let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+        for (name, value) in headers {
+            response.add_header(
+                tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap(),
+            );
+        }
+        let _ = request.respond(response);
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn respond(
+        &self,
+        path: &str,
+        query: &BTreeMap<String, String>,
+        token_ok: bool,
+    ) -> (u16, String, Vec<(String, String)>, usize, usize) {
+        if path != PATH {
+            return (404, "{\"errors\":\"Not Found\"}".into(), vec![], 0, 0);
+        }
+        if !token_ok {
+            return (
+                401,
+                "{\"errors\":\"[API] Invalid API key or access token\"}".into(),
+                vec![],
+                0,
+                0,
+            );
+        }
+        if let Some(bucket) = &self.bucket {
+            let mut b = bucket.lock().unwrap();
+            let now = Instant::now();
+            b.level = (b.level - now.duration_since(b.last).as_secs_f64() * b.leak).max(0.0);
+            b.last = now;
+            if b.level + 1.0 > b.size {
+                self.throttled.fetch_add(1, Ordering::SeqCst);
+                return (
+                    429,
+                    "{\"errors\":\"Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service.\"}".into(),
+                    vec![("Retry-After".into(), self.retry_after.clone())],
+                    0,
+                    0,
+                );
+            }
+            b.level += 1.0;
+        }
+        let limit: usize = match query.get("limit").map(|l| l.parse::<usize>()) {
+            None => 50,
+            Some(Ok(l)) if (1..=250).contains(&l) => l,
+            _ => return (400, "{\"errors\":\"bad limit\"}".into(), vec![], 0, 0),
+        };
+        let (offset, min) = match query.get("page_info") {
+            Some(cursor) => {
+                if let Some(other) = query.keys().find(|k| *k != "page_info" && *k != "limit") {
+                    let body = json!({"errors": format!("{other} cannot be passed when page_info is present")});
+                    return (400, body.to_string(), vec![], 0, 0);
+                }
+                let Some((offset, min)) = decode(cursor) else {
+                    return (
+                        400,
+                        "{\"errors\":\"Invalid page_info\"}".into(),
+                        vec![],
+                        0,
+                        0,
+                    );
+                };
+                (offset, min)
+            }
+            None => {
+                let min = match query.get("updated_at_min") {
+                    Some(text) => match chrono::DateTime::parse_from_rfc3339(text) {
+                        Ok(t) => Some(t.timestamp_millis()),
+                        Err(_) => {
+                            return (
+                                400,
+                                "{\"errors\":\"bad updated_at_min\"}".into(),
+                                vec![],
+                                0,
+                                0,
+                            )
+                        }
+                    },
+                    None => None,
+                };
+                (0, min)
+            }
+        };
+        let customers = self.customers.lock().unwrap();
+        let matching: Vec<&(i64, i64, u32)> = customers
+            .iter()
+            .filter(|(_, updated, _)| min.is_none_or(|m| *updated >= m))
+            .collect();
+        let page: Vec<Value> = matching
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(id, updated, version)| customer(*id, *updated, *version))
+            .collect();
+        let mut links = Vec::new();
+        let link = |offset: usize| {
+            format!(
+                "<{}{PATH}?limit={limit}&page_info={}>",
+                self.base,
+                encode(offset, min)
+            )
+        };
+        if offset > 0 {
+            links.push(format!(
+                "{}; rel=\"previous\"",
+                link(offset.saturating_sub(limit))
+            ));
+        }
+        if offset + limit < matching.len() {
+            links.push(format!("{}; rel=\"next\"", link(offset + limit)));
+        }
+        let mut headers = vec![("Content-Type".to_string(), "application/json".to_string())];
+        if !links.is_empty() {
+            headers.push(("Link".into(), links.join(", ")));
+        }
+        let items = page.len();
+        (
+            200,
+            json!({ "customers": page }).to_string(),
+            headers,
+            offset,
+            items,
+        )
+    }
+}
+
+impl Drop for Shop {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+fn customer(id: i64, updated: i64, version: u32) -> Value {
+    // Shopify writes times in the shop's zone: -05:00 here, so string order would lie.
+    let at = chrono::DateTime::from_timestamp_millis(updated)
+        .unwrap()
+        .with_timezone(&chrono::FixedOffset::west_opt(5 * 3600).unwrap());
+    json!({
+        "id": id,
+        "email": format!("c{id}.v{version}@example.com"),
+        "first_name": format!("Customer {id}"),
+        "state": "enabled",
+        "updated_at": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, false),
+        "default_address": {"city": if id % 2 == 0 { "Kyoto" } else { "Osaka" }},
+    })
+}
+
+/// An opaque cursor carrying the position and the first request's filter.
+fn encode(offset: usize, min: Option<i64>) -> String {
+    let text = format!("{offset}:{}", min.map_or("-".into(), |m| m.to_string()));
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode(cursor: &str) -> Option<(usize, Option<i64>)> {
+    let bytes: Option<Vec<u8>> = (0..cursor.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
+        .collect();
+    let text = String::from_utf8(bytes?).ok()?;
+    let (offset, min) = text.split_once(':')?;
+    Some((
+        offset.parse().ok()?,
+        if min == "-" {
+            None
+        } else {
+            Some(min.parse().ok()?)
+        },
+    ))
+}
+
+/// Config text for a sandbox: the shop endpoint and one pipeline per name.
+pub fn config_text(
+    dir: &Path,
+    base: &str,
+    endpoint_extra: &str,
+    pipelines: &[(&str, &str)],
+    extra: &str,
+) -> String {
+    let mut text = format!(
+        "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/run/jobd.sock\"\nworkers = 4\nlease = \"5s\"\n\
+         [endpoints.shop]\nbase_url = \"{base}\"\nidempotency_header = \"\"\n{endpoint_extra}\n\
+         [endpoints.shop.auth]\ntype = \"header\"\nname = \"X-Shopify-Access-Token\"\nvalue_env = \"PULL_TEST_TOKEN\"\n{extra}\n",
+        db = dir.join("jobs.db").display(),
+        data = dir.join("var").display(),
+    );
+    for (name, more) in pipelines {
+        text.push_str(&format!(
+            "[pipelines.{name}]\nkind = \"http_pull\"\nendpoint = \"shop\"\npath = \"{PATH}\"\nitems_key = \"customers\"\n\
+             sink = {{ sqlite = \"{sink}\" }}\ncolumns = {{ email = \"email\", city = \"default_address.city\" }}\n{more}\n",
+            sink = dir.join("shop.db").display(),
+        ));
+    }
+    text
+}
+
+fn start(text: &str) -> Daemon {
+    std::env::set_var("PULL_TEST_TOKEN", TOKEN);
+    let config = Config::from_toml(text, "pull test").unwrap();
+    config.check_secrets().unwrap();
+    Daemon::start(
+        config,
+        DaemonOptions {
+            clock: Arc::new(SystemClock),
+            registry: Registry::builtin(),
+            config_source: ConfigSource::Defaults,
+            once: false,
+            handle_signals: false,
+            hooks: Vec::new(),
+        },
+    )
+    .unwrap()
+}
+
+fn sync_state(db: &Path, pipeline: &str) -> Option<SyncState> {
+    let db = Db::open(db, &OpenOptions::default()).ok()?;
+    db.sync_states()
+        .ok()?
+        .into_iter()
+        .find(|s| s.pipeline == pipeline)
+}
+
+fn wait_for_runs(db: &Path, pipeline: &str, runs: u64, limit: Duration) -> SyncState {
+    wait_until(limit, &format!("{pipeline} to complete run {runs}"), || {
+        sync_state(db, pipeline).is_some_and(|s| s.runs >= runs)
+    });
+    sync_state(db, pipeline).unwrap()
+}
+
+fn sink_count(dir: &Path, table: &str) -> u64 {
+    SinkDb::open(&dir.join("shop.db"))
+        .unwrap()
+        .count(table)
+        .unwrap()
+}
+
+fn run(pipeline: &str) -> NewJob {
+    NewJob::new("http_pull", json!({ "pipeline": pipeline }))
+}
+
+/// Jobs per state of a kind, straight from the database.
+fn states(db: &Path) -> BTreeMap<String, i64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT state, count(*) FROM jobs WHERE kind = 'http_pull' GROUP BY state")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn ten_thousand_customers_sync_in_forty_pages_then_only_what_changed() {
+    let shop = Shop::start(10_000, None, Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let daemon = start(&config_text(
+        dir.path(),
+        &shop.base,
+        "",
+        &[("customers", "")],
+        "",
+    ));
+    let client = daemon.client();
+    let before = SystemClock.now_ms();
+    client.enqueue(vec![run("customers")]).unwrap();
+    let first = wait_for_runs(&db, "customers", 1, Duration::from_secs(60));
+    let seen = shop.seen();
+    assert_eq!(seen.len(), 40, "one request per page");
+    assert!(seen.iter().all(|s| s.status == 200 && s.items == 250));
+    // The first request carries the filters (none: no mark yet); the others only
+    // page_info and limit, as Shopify demands.
+    assert_eq!(seen[0].query.keys().collect::<Vec<_>>(), vec!["limit"]);
+    assert_eq!(seen[0].query["limit"], "250");
+    for s in &seen[1..] {
+        assert_eq!(
+            s.query.keys().collect::<Vec<_>>(),
+            vec!["limit", "page_info"]
+        );
+    }
+    assert_eq!((first.last_run_items, first.last_run_pages), (10_000, 40));
+    assert!(first.high_water >= before && first.high_water <= SystemClock.now_ms());
+    assert_eq!(sink_count(dir.path(), "customers"), 10_000);
+    assert_eq!(states(&db), BTreeMap::from([("succeeded".to_string(), 40)]));
+
+    // Change 25 customers, then run again: one page, with updated_at_min = the first
+    // run's start minus the one-minute overlap, and only the 25.
+    let changed: Vec<i64> = (1..=25).map(|i| i * 397).collect();
+    shop.touch(&changed);
+    client.enqueue(vec![run("customers")]).unwrap();
+    let second = wait_for_runs(&db, "customers", 2, Duration::from_secs(60));
+    let seen = shop.seen();
+    assert_eq!(seen.len(), 41, "the second run is one request");
+    let expected_min = chrono::DateTime::from_timestamp_millis(first.high_water - 60_000)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    assert_eq!(seen[40].query.get("updated_at_min"), Some(&expected_min));
+    assert_eq!(seen[40].items, 25);
+    assert_eq!((second.last_run_items, second.last_run_pages), (25, 1));
+    assert!(second.high_water > first.high_water);
+    let sink = SinkDb::open(&dir.path().join("shop.db")).unwrap();
+    assert_eq!(sink.count("customers").unwrap(), 10_000);
+    let stored = sink.raw("customers", &json!(397)).unwrap().unwrap();
+    assert_eq!(stored["email"], "c397.v2@example.com");
+    let untouched = sink.raw("customers", &json!(398)).unwrap().unwrap();
+    assert_eq!(untouched["email"], "c398.v1@example.com");
+
+    // jobctl shows the mark; a reset makes the next run a full one.
+    let jobctl = |args: &[&str]| {
+        let out = Command::new(JOBCTL)
+            .arg("--db")
+            .arg(&db)
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = jobctl(&["sync-state"]);
+    assert!(
+        listed.contains("customers") && listed.contains("25"),
+        "{listed}"
+    );
+    let reset = jobctl(&["sync-state", "--reset", "customers"]);
+    assert!(reset.contains("full sync"), "{reset}");
+    client.enqueue(vec![run("customers")]).unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the full run after the reset",
+        || sync_state(&db, "customers").is_some(),
+    );
+    let seen = shop.seen();
+    assert_eq!(seen.len(), 81);
+    assert!(!seen[41].query.contains_key("updated_at_min"));
+    client.shutdown();
+    daemon.wait().unwrap();
+}
+
+fn spawn_jobd(config: &Path, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(JOBD)
+        .arg("--config")
+        .arg(config)
+        .env("PULL_TEST_TOKEN", TOKEN)
+        .env_remove("NOTIFY_SOCKET")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn kill_9_mid_sync_resumes_from_the_page_it_was_on() {
+    // 40 pages at 100 ms each: about 4 s to kill it in the middle of.
+    let shop = Shop::start(10_000, None, Duration::from_millis(100));
+    let sandbox = Sandbox::new("", "");
+    let text = config_text(sandbox.dir.path(), &shop.base, "", &[("customers", "")], "");
+    std::fs::write(sandbox.config(), text).unwrap();
+    let log = sandbox.path("jobd.log");
+    let mut jobd = spawn_jobd(&sandbox.config(), &log);
+    wait_until(
+        Duration::from_secs(10),
+        "jobd to create its database",
+        || Db::open(&sandbox.db(), &OpenOptions::default()).is_ok(),
+    );
+    let out = sandbox.jobctl(&[
+        "enqueue",
+        "http_pull",
+        "--payload",
+        r#"{"pipeline": "customers"}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(Duration::from_secs(30), "a dozen pages", || {
+        shop.seen().len() >= 12
+    });
+    signal(&jobd, libc::SIGKILL);
+    wait_exit(&mut jobd, Duration::from_secs(5));
+    let before = shop.seen();
+    let last_before = before.last().unwrap().offset;
+    assert!(
+        sync_state(&sandbox.db(), "customers").is_none(),
+        "killed before the end"
+    );
+
+    let mut jobd = spawn_jobd(&sandbox.config(), &log);
+    let state = wait_for_runs(&sandbox.db(), "customers", 1, Duration::from_secs(60));
+    signal(&jobd, libc::SIGTERM);
+    wait_exit(&mut jobd, Duration::from_secs(30));
+    let all = shop.seen();
+    let after = &all[before.len()..];
+    // Resumed at the page it was on (or the next, if that page's completion had been
+    // committed), never from the first page.
+    assert!(
+        after[0].offset == last_before || after[0].offset == last_before + 250,
+        "resumed at offset {} after {last_before}",
+        after[0].offset
+    );
+    assert_eq!(
+        all.iter()
+            .filter(|s| !s.query.contains_key("page_info"))
+            .count(),
+        1
+    );
+    assert!(
+        all.len() <= 41,
+        "at most the page in flight is fetched twice: {}",
+        all.len()
+    );
+    let offsets: std::collections::BTreeSet<usize> = all.iter().map(|s| s.offset).collect();
+    assert_eq!(offsets.len(), 40);
+    assert_eq!(state.last_run_items, 10_000);
+    assert_eq!(sink_count(sandbox.dir.path(), "customers"), 10_000);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("recovered 1 job(s) left running"), "{log}");
+}
+
+#[test]
+fn throttling_never_makes_a_page_dead() {
+    // A small bucket that leaks slowly, three pipelines on four workers, no rate limit
+    // of our own and the usage header ignored (it would slow us down before the bucket
+    // overflows): the store answers 429 often. With max_attempts = 1, any 429 that cost
+    // an attempt would kill its page.
+    let shop = Shop::start(2_000, Some((2.0, 10.0)), Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let pipelines = [
+        ("a", "table = \"a\"\ncall_limit_header = \"\""),
+        ("b", "table = \"b\"\ncall_limit_header = \"\""),
+        ("c", "table = \"c\"\ncall_limit_header = \"\""),
+    ];
+    let text = config_text(
+        dir.path(),
+        &shop.base,
+        "",
+        &pipelines,
+        "[kinds.http_pull.retry]\nmax_attempts = 1\n",
+    );
+    let daemon = start(&text);
+    let client = daemon.client();
+    client.enqueue(vec![run("a"), run("b"), run("c")]).unwrap();
+    for (name, _) in pipelines {
+        let state = wait_for_runs(&db, name, 1, Duration::from_secs(60));
+        assert_eq!(state.last_run_items, 2_000);
+        assert_eq!(sink_count(dir.path(), name), 2_000);
+    }
+    client.shutdown();
+    daemon.wait().unwrap();
+    assert!(
+        shop.throttled.load(Ordering::SeqCst) > 0,
+        "the store never throttled: the test proves nothing"
+    );
+    // Every page succeeded (24, plus any page put off for a long throttle).
+    let states = states(&db);
+    assert_eq!(
+        states.keys().collect::<Vec<_>>(),
+        vec!["succeeded"],
+        "{states:?}"
+    );
+    assert!(states["succeeded"] >= 24, "{states:?}");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let charged: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM job_attempts WHERE outcome != 'succeeded'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(charged, 0);
+}
+
+#[test]
+fn the_endpoint_rate_limit_is_observed() {
+    let shop = Shop::start(5_000, None, Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let text = config_text(
+        dir.path(),
+        &shop.base,
+        "rate_limit = \"10/s\"",
+        &[("customers", "")],
+        "",
+    );
+    let daemon = start(&text);
+    let started = Instant::now();
+    daemon.client().enqueue(vec![run("customers")]).unwrap();
+    wait_for_runs(&db, "customers", 1, Duration::from_secs(60));
+    let took = started.elapsed();
+    daemon.client().shutdown();
+    daemon.wait().unwrap();
+    let seen = shop.seen();
+    assert_eq!(seen.len(), 20);
+    // Burst 1: the first goes at once, then one every 100 ms.
+    for (i, s) in seen.iter().enumerate().skip(1) {
+        let since_first = s.at.duration_since(seen[0].at);
+        assert!(
+            since_first + Duration::from_millis(15) >= Duration::from_millis(100) * i as u32,
+            "request {i} came {since_first:?} after the first"
+        );
+    }
+    assert!(took >= Duration::from_millis(1850), "{took:?}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+}
+
+#[test]
+fn a_schedule_runs_once_per_period_and_never_beside_a_live_run() {
+    // Every second, while a run takes about 1.5 s (5 pages of 300 ms): the scheduler
+    // must wait for each run to end before starting the next.
+    let shop = Shop::start(1_250, None, Duration::from_millis(300));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let text = config_text(
+        dir.path(),
+        &shop.base,
+        "",
+        &[("customers", "every = \"1s\"")],
+        "",
+    );
+    let daemon = start(&text);
+    wait_for_runs(&db, "customers", 2, Duration::from_secs(30));
+    daemon.client().shutdown();
+    daemon.wait().unwrap();
+    let seen = shop.seen();
+    // Runs never overlap: pages come in order 0, 250, ..., 1000, then 0 again.
+    let mut expected = 0;
+    for s in &seen {
+        if s.offset == 0 && !s.query.contains_key("page_info") {
+            assert_eq!(
+                expected % 1250,
+                0,
+                "a run started at page offset {expected}: {seen:?}"
+            );
+            expected = 0;
+        }
+        assert_eq!(s.offset, expected, "{seen:?}");
+        expected += 250;
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let keys: Vec<String> = conn
+        .prepare("SELECT unique_key FROM jobs WHERE source LIKE 'schedule:%' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(keys.len() >= 2, "{keys:?}");
+    assert!(
+        keys.iter().all(|k| k.starts_with("http_pull:customers:")),
+        "{keys:?}"
+    );
+}
