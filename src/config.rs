@@ -88,6 +88,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// The node_exporter textfile (`[metrics]`).
     pub metrics: MetricsConfig,
+    /// The marketing events relay: storefronts and their destinations (`[relay]`).
+    pub relay: crate::handlers::relay::RelayConfig,
     /// The enqueue socket's limits and permissions (its path is `daemon.socket`).
     pub socket: SocketConfig,
     /// Watched folders (`[[watch]]`), any number.
@@ -754,6 +756,33 @@ pub struct EndpointConfig {
     /// The header carrying the job's idempotency key; empty sends none.
     #[serde(default = "default_idempotency_header")]
     pub idempotency_header: String,
+    /// Secrets sent as query parameters, by parameter name, for APIs that take their key
+    /// in the URL (GA4's `api_secret`, Meta's `access_token`):
+    /// `[endpoints.ga4.query_secrets] api_secret = { env = "GA4_API_SECRET" }`.
+    /// Added when the request is sent, so they never reach a payload or the database.
+    #[serde(default)]
+    pub query_secrets: BTreeMap<String, SecretSource>,
+}
+
+/// Where one secret comes from: an environment variable or a file (`$CREDENTIALS_DIRECTORY`
+/// expands), exactly one of them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    pub env: Option<String>,
+    pub file: Option<PathBuf>,
+}
+
+impl SecretSource {
+    /// The secret, read now. `key` names this table in errors
+    /// (`endpoints.ga4.query_secrets.api_secret`).
+    pub fn read(&self, key: &str) -> Result<String, String> {
+        // resolve_secret names `{key}_env`; here the keys are `env` and `file` inside `key`.
+        resolve_secret(key, &self.env, &self.file).map_err(|e| {
+            e.replace(&format!("{key}_env"), &format!("{key}.env"))
+                .replace(&format!("{key}_file"), &format!("{key}.file"))
+        })
+    }
 }
 
 fn default_http_timeout() -> Duration {
@@ -1021,6 +1050,16 @@ impl EndpointConfig {
                 },
             )?;
         }
+        for (param, source) in &self.query_secrets {
+            if param.is_empty() {
+                return Err(format!("{key}.query_secrets: a parameter name is empty"));
+            }
+            if source.env.is_some() == source.file.is_some() {
+                return Err(format!(
+                    "{key}.query_secrets.{param}: give exactly one of env and file"
+                ));
+            }
+        }
         match &self.auth {
             Some(AuthConfig::OAuth2ClientCredentials { token_url, .. }) => {
                 check_url(&format!("{key}.auth.token_url"), token_url, self)?
@@ -1191,6 +1230,7 @@ impl Config {
         if n.endpoint.is_none() && n.command.is_none() && (n.path.is_some() || n.queue.is_some()) {
             return Err("notify: path or queue given without an endpoint or command".into());
         }
+        self.relay.validate(&self.endpoints)?;
         self.validate_socket()?;
         for (index, watch) in self.watch.iter().enumerate() {
             watch.validate(&format!("watch[{index}]"))?;
@@ -1226,6 +1266,9 @@ impl Config {
         for (name, endpoint) in &self.endpoints {
             if let Some(auth) = &endpoint.auth {
                 auth.secret(&format!("endpoints.{name}.auth"))?;
+            }
+            for (param, source) in &endpoint.query_secrets {
+                source.read(&format!("endpoints.{name}.query_secrets.{param}"))?;
             }
         }
         Ok(())

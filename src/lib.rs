@@ -6,7 +6,7 @@
 //! - [`retry`]: backoff, jitter, deadlines and Retry-After.
 //! - [`config`]: the TOML configuration, its defaults and validation.
 //! - [`store`]: the only module with SQL: migrations, transitions, admin queries.
-//! - [`handlers`]: the job kinds (`noop`, `exec`, `http`, `notify`, `http_pull`) and their registry.
+//! - [`handlers`]: the job kinds (`noop`, `exec`, `http`, `notify`, `http_pull`, `relay`) and their registry.
 //! - [`daemon`]: dispatcher, workers, checkpointer, pipeline scheduler, signals and sd_notify.
 //! - [`ingest`]: watched folders, the spool, and the enqueue socket.
 //! - [`cli`]: the `jobctl` commands, writing to any `io::Write`.

@@ -6,6 +6,7 @@ pub mod http;
 pub mod noop;
 pub mod notify;
 pub mod pull;
+pub mod relay;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -120,6 +121,7 @@ impl Registry {
         registry.register("notify", Arc::new(notify::Notify { http: http.clone() }));
         registry.register(pull::KIND, Arc::new(pull::Pull::new(http.clone())));
         registry.register("http", Arc::new(http));
+        registry.register("relay", Arc::new(relay::Relay));
         registry
     }
 

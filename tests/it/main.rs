@@ -10,6 +10,7 @@ mod http_server;
 mod ingest;
 mod jobctl;
 mod pull;
+mod relay;
 mod service;
 mod socket;
 mod store;

@@ -230,6 +230,8 @@ struct EndpointState {
     client: Client,
     /// The static secret (bearer token, password, header value, client secret).
     secret: Result<String, String>,
+    /// `query_secrets`: (parameter, value) pairs appended to every request URL.
+    query_secrets: Result<Vec<(String, String)>, String>,
     tokens: TokenCache,
     bucket: Option<Mutex<TokenBucket>>,
     /// No request before this instant: the other side asked us to slow down (429 with
@@ -253,6 +255,14 @@ impl EndpointState {
             Some(auth) => auth.secret(&format!("endpoints.{name}.auth")),
             None => Ok(String::new()),
         };
+        let query_secrets = config
+            .query_secrets
+            .iter()
+            .map(|(param, source)| {
+                let value = source.read(&format!("endpoints.{name}.query_secrets.{param}"))?;
+                Ok((param.clone(), value))
+            })
+            .collect();
         let bucket = config.rate_limit.map(|limit| {
             Mutex::new(TokenBucket::new(
                 limit,
@@ -264,6 +274,7 @@ impl EndpointState {
             config: config.clone(),
             client,
             secret,
+            query_secrets,
             tokens: TokenCache::default(),
             bucket,
             hold: Mutex::new(None),
@@ -281,9 +292,42 @@ impl EndpointState {
                 }
             }
         }
+        if let Ok(pairs) = &self.query_secrets {
+            for (_, value) in pairs {
+                // Masked as written and as it appears percent-encoded in a URL.
+                all.push(value.clone());
+                let encoded = query_encoded(value);
+                if encoded != *value {
+                    all.push(encoded);
+                }
+            }
+        }
         all.extend(self.tokens.current());
         all
     }
+
+    /// `url` with the query secrets appended: only ever built for sending, never stored.
+    fn with_query_secrets(&self, url: &Url) -> Result<Url, String> {
+        let pairs = self.query_secrets.as_ref().map_err(Clone::clone)?;
+        let mut url = url.clone();
+        if !pairs.is_empty() {
+            let mut query = url.query_pairs_mut();
+            for (param, value) in pairs {
+                query.append_pair(param, value);
+            }
+        }
+        Ok(url)
+    }
+}
+
+/// How `value` looks in a query string (form-urlencoded).
+fn query_encoded(value: &str) -> String {
+    let mut url = Url::parse("http://localhost/").expect("a valid URL");
+    url.query_pairs_mut().append_pair("k", value);
+    url.query()
+        .unwrap_or("")
+        .trim_start_matches("k=")
+        .to_string()
 }
 
 fn basic_credentials(username: &str, password: &str) -> String {
@@ -359,6 +403,12 @@ impl Http {
         let url = match spec.url(endpoint) {
             Ok(url) => url,
             Err(e) => return Outcome::permanent(e),
+        };
+        // A secret that became unreadable since the config loaded may come back (a
+        // credential being rotated): retry rather than kill.
+        let url = match state.with_query_secrets(&url) {
+            Ok(url) => url,
+            Err(e) => return Outcome::retry(e),
         };
         let key = idempotency_key(job, spec);
         if let Err(outcome) = self.wait_for_rate(&state, ctx) {
