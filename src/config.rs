@@ -66,6 +66,25 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// The node_exporter textfile (`[metrics]`).
     pub metrics: MetricsConfig,
+    /// Declared pipelines by name (`[pipelines.NAME]`), each with its `kind`.
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+/// A pipeline (`[pipelines.NAME]`): what a kind does with its input, tagged by `kind`.
+/// Each variant's settings live with its handler.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PipelineConfig {
+    /// CSV file → validated, batched `http` jobs (`handlers::csv_import`).
+    CsvImport(crate::handlers::csv_import::CsvImportPipeline),
+}
+
+impl PipelineConfig {
+    fn validate(&self, key: &str, config: &Config) -> Result<(), String> {
+        match self {
+            PipelineConfig::CsvImport(p) => p.validate(key, config),
+        }
+    }
 }
 
 /// How durable a commit is: `full` survives power loss, `normal` survives a crash of the
@@ -730,6 +749,9 @@ impl Config {
         }
         for (name, endpoint) in &self.endpoints {
             endpoint.validate(&format!("endpoints.{name}"))?;
+        }
+        for (name, pipeline) in &self.pipelines {
+            pipeline.validate(&format!("pipelines.{name}"), self)?;
         }
         let n = &self.notify;
         if let Some(endpoint) = &n.endpoint {

@@ -5,8 +5,9 @@
 //! - [`clock`]: the `Clock` every time-dependent rule asks.
 //! - [`retry`]: backoff, jitter, deadlines and Retry-After.
 //! - [`config`]: the TOML configuration, its defaults and validation.
+//! - [`csvio`]: streaming CSV input: encodings, dialect, line numbers.
 //! - [`store`]: the only module with SQL: migrations, transitions, admin queries.
-//! - [`handlers`]: the job kinds (`noop`, `exec`) and their registry.
+//! - [`handlers`]: the job kinds (`noop`, `exec`, `http`, `notify`, `csv_import`) and their registry.
 //! - [`daemon`]: dispatcher, workers, reaper, signals and sd_notify.
 //! - [`cli`]: the `jobctl` commands, writing to any `io::Write`.
 //! - [`logging`]: text, JSON or journald (`<N>`-prefixed) log lines.
@@ -15,6 +16,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod csvio;
 pub mod daemon;
 pub mod handlers;
 pub mod job;
