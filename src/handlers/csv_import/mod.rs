@@ -881,3 +881,102 @@ pub fn dry_run(
     batcher.flush()?;
     Ok((read, valid, batcher.children.len() as u64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PipelineConfig;
+
+    #[test]
+    fn the_sfmc_example_is_valid() {
+        std::env::set_var("SFMC_CLIENT_SECRET", "example-secret");
+        let text = include_str!("../../../config/examples/sfmc.toml");
+        let config = Config::from_toml(text, "sfmc.toml").unwrap();
+        config.check_secrets().unwrap();
+        // let-else, so the test still compiles once other pipeline kinds exist.
+        let Some(PipelineConfig::CsvImport(upsert)) = config.pipelines.get("customers_upsert")
+        else {
+            panic!("customers_upsert is a csv_import pipeline")
+        };
+        assert_eq!(upsert.batch_size, 50);
+        assert_eq!(upsert.body, BodyPreset::SfmcRowset);
+        let Some(PipelineConfig::CsvImport(send)) = config.pipelines.get("welcome_send") else {
+            panic!("welcome_send is a csv_import pipeline")
+        };
+        let compiled = send.compile("welcome_send").unwrap();
+        let mut body = Vec::new();
+        let row = vec![
+            Some(json!("k1")),
+            Some(json!("a@example.jp")),
+            Some(json!("Hanako")),
+        ];
+        compiled.body.write(&mut body, &[row]).unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({"To": {"Address": "a@example.jp", "SubscriberKey": "k1",
+                   "ContactAttributes": {"SubscriberAttributes": {"FirstName": "Hanako"}}}})
+        );
+    }
+
+    #[test]
+    fn bad_pipelines_name_their_key() {
+        let base = "[endpoints.e]\nbase_url = \"https://x\"\n[pipelines.p]\nkind = \"csv_import\"\nendpoint = \"e\"\n";
+        let cases = [
+            (
+                "columns = []",
+                "pipelines.p.columns: declare at least one column",
+            ),
+            ("columns = [{ name = \"a\", type = \"number\" }]", "number"),
+            ("columns = [{ name = \"a\", colour = 1 }]", "colour"),
+            (
+                "batch_size = 0\ncolumns = [{ name = \"a\" }]",
+                "pipelines.p.batch_size",
+            ),
+            (
+                "encoding = \"klingon\"\ncolumns = [{ name = \"a\" }]",
+                "pipelines.p.encoding",
+            ),
+            (
+                "delimiter = \";;\"\ncolumns = [{ name = \"a\" }]",
+                "pipelines.p.delimiter",
+            ),
+            (
+                "body = \"sfmc_rowset\"\ncolumns = [{ name = \"a\" }]",
+                "pipelines.p.keys",
+            ),
+            (
+                "keys = [\"a\"]\ncolumns = [{ name = \"a\" }]",
+                "must be required = true",
+            ),
+            (
+                "columns = [{ name = \"a\", pattern = \"(\" }]",
+                "pipelines.p.columns[0].pattern",
+            ),
+            (
+                "template = { x = \"{{row.b}}\" }\ncolumns = [{ name = \"a\" }]",
+                "pipelines.p.template",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let message = Config::from_toml(&format!("{base}{extra}\n"), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(expected), "{extra:?} gave {message}");
+        }
+        let message = Config::from_toml(
+            "[pipelines.p]\nkind = \"csv_import\"\nendpoint = \"nope\"\ncolumns = [{ name = \"a\" }]\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("pipelines.p.endpoint: 'nope'"),
+            "{message}"
+        );
+        let message = Config::from_toml("[pipelines.p]\nkind = \"ftp_push\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("ftp_push"), "{message}");
+    }
+}
