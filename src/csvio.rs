@@ -249,8 +249,15 @@ impl CsvReader {
         if !more {
             return Ok(None);
         }
-        let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+        // The parser's position before the record is where the previous one ended, which
+        // is short of the record when blank lines (skipped) came between. So count back
+        // from where the record ended: its own newlines (in quoted fields) and its
+        // terminator, which the last record of a file may lack.
+        let before = self.record.position().map(|p| p.line()).unwrap_or(1);
+        let after = self.inner.position().line();
         let bytes = self.record.as_slice();
+        let inner_newlines = bytes.iter().filter(|b| **b == b'\n').count() as u64;
+        let line = after.saturating_sub(inner_newlines + 1).max(before);
         let problem = if self.transcoded {
             // The decoder turned every invalid sequence into U+FFFD.
             let text = std::str::from_utf8(bytes).unwrap_or("\u{FFFD}");
@@ -363,5 +370,27 @@ mod tests {
             encoding_rs::SHIFT_JIS
         );
         assert!(encoding_for_label("klingon").is_err());
+    }
+}
+
+#[cfg(test)]
+mod blank_line_tests {
+    use super::*;
+
+    #[test]
+    fn blank_lines_are_skipped_and_lines_still_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.csv");
+        std::fs::write(&path, "a,b\n\n1,2\n\n\n3,\"x\ny\"\n4,5").unwrap();
+        let choice = EncodingChoice::parse("utf-8", "utf-8").unwrap();
+        let mut reader = CsvReader::open(&path, choice, &Dialect::default()).unwrap();
+        let mut lines = Vec::new();
+        while let Some(record) = reader.next_record().unwrap() {
+            lines.push((record.line, record.get(0).unwrap().into_owned()));
+        }
+        assert_eq!(
+            lines,
+            vec![(3, "1".into()), (6, "3".into()), (8, "4".into())]
+        );
     }
 }
