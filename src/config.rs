@@ -104,6 +104,8 @@ pub struct Config {
 pub enum PipelineConfig {
     /// Pull a paginated REST collection incrementally into a local sink.
     HttpPull(HttpPullConfig),
+    /// CSV file → validated, batched `http` jobs (`handlers::csv_import`).
+    CsvImport(crate::handlers::csv_import::CsvImportPipeline),
 }
 
 impl PipelineConfig {
@@ -111,6 +113,7 @@ impl PipelineConfig {
     pub fn job_kind(&self) -> &'static str {
         match self {
             PipelineConfig::HttpPull(_) => "http_pull",
+            PipelineConfig::CsvImport(_) => "csv_import",
         }
     }
 
@@ -118,6 +121,7 @@ impl PipelineConfig {
     pub fn schedule(&self) -> Option<PipelineSchedule> {
         match self {
             PipelineConfig::HttpPull(pull) => pull.schedule(),
+            PipelineConfig::CsvImport(_) => None,
         }
     }
 
@@ -127,6 +131,7 @@ impl PipelineConfig {
             PipelineConfig::HttpPull(pull) => {
                 pull.queue.as_deref().unwrap_or(crate::job::DEFAULT_QUEUE)
             }
+            PipelineConfig::CsvImport(_) => crate::job::DEFAULT_QUEUE,
         }
     }
 }
@@ -1252,6 +1257,7 @@ impl Config {
             }
             match pipeline {
                 PipelineConfig::HttpPull(pull) => pull.validate(&key, name, self)?,
+                PipelineConfig::CsvImport(csv) => csv.validate(&key, self)?,
             }
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
@@ -1790,7 +1796,9 @@ mod tests {
         let config = Config::from_toml(text, "shopify.toml").unwrap();
         config.check_secrets().unwrap();
         assert_eq!(config.pipelines.len(), 3);
-        let PipelineConfig::HttpPull(customers) = &config.pipelines["shopify-customers"];
+        let PipelineConfig::HttpPull(customers) = &config.pipelines["shopify-customers"] else {
+            panic!("an http_pull pipeline")
+        };
         assert_eq!(customers.items_key, "customers");
         assert_eq!(customers.limit, 250);
         assert_eq!(customers.overlap, DEFAULT_PULL_OVERLAP);
@@ -1800,7 +1808,9 @@ mod tests {
             config.pipelines["shopify-customers"].schedule(),
             Some(PipelineSchedule::Every(Duration::from_secs(3600)))
         );
-        let PipelineConfig::HttpPull(orders) = &config.pipelines["shopify-orders"];
+        let PipelineConfig::HttpPull(orders) = &config.pipelines["shopify-orders"] else {
+            panic!("an http_pull pipeline")
+        };
         assert_eq!(orders.query["status"], "any");
         assert!(matches!(
             config.pipelines["shopify-orders"].schedule(),
@@ -1871,7 +1881,9 @@ mod tests {
         // The default table is the pipeline's name made an identifier.
         let config =
             Config::from_toml(&format!("{base}sink = {{ sqlite = \"s.db\" }}\n"), "t").unwrap();
-        let PipelineConfig::HttpPull(p) = &config.pipelines["p"];
+        let PipelineConfig::HttpPull(p) = &config.pipelines["p"] else {
+            panic!("an http_pull pipeline")
+        };
         assert_eq!(p.table_name("shopify-customers"), "shopify_customers");
     }
 

@@ -5,10 +5,12 @@
 //! - [`clock`]: the `Clock` every time-dependent rule asks.
 //! - [`retry`]: backoff, jitter, deadlines and Retry-After.
 //! - [`config`]: the TOML configuration, its defaults and validation.
+//! - [`csvio`]: streaming CSV input: encodings, dialect, line numbers.
 //! - [`store`]: the only module with SQL: migrations, transitions, admin queries.
-//! - [`handlers`]: the job kinds (`noop`, `exec`, `http`, `notify`, `http_pull`, `relay`) and their registry.
+//! - [`handlers`]: the job kinds (`noop`, `exec`, `http`, `notify`, `http_pull`, `relay`, `csv_import`) and their registry.
 //! - [`daemon`]: dispatcher, workers, checkpointer, pipeline scheduler, signals and sd_notify.
 //! - [`ingest`]: watched folders, the spool, and the enqueue socket.
+//! - [`csvio`]: streaming CSV input with encodings and line numbers.
 //! - [`cli`]: the `jobctl` commands, writing to any `io::Write`.
 //! - [`logging`]: text, JSON or journald (`<N>`-prefixed) log lines.
 //! - [`metrics`]: Prometheus text for `jobctl stats` and the daemon's textfile.
@@ -16,6 +18,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod csvio;
 pub mod daemon;
 pub mod handlers;
 pub mod ingest;

@@ -1,6 +1,7 @@
 //! Job kinds. A handler gets a job and a context and returns an [`Outcome`]; it never
 //! touches the database. The registry maps a job's `kind` to its handler.
 
+pub mod csv_import;
 pub mod exec;
 pub mod http;
 pub mod noop;
@@ -115,6 +116,7 @@ impl Registry {
         let mut registry = Registry::default();
         registry.register("noop", Arc::new(noop::Noop));
         registry.register("exec", Arc::new(exec::Exec));
+        registry.register("csv_import", Arc::new(csv_import::CsvImport));
         // One Http shared by `http` and `notify`: one client, token cache and rate
         // limiter per endpoint, whichever kind calls it.
         let http = http::Http::new();

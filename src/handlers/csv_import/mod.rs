@@ -1,0 +1,1017 @@
+//! `csv_import`: one CSV file becomes validated, batched `http` jobs, and a summary once
+//! they have all finished.
+//!
+//! Stage 0 (the file's first run) reads the file once, streaming: each record is checked
+//! against the pipeline's schema; failing rows go to `output/YYYYMMDD/<file>.errors.csv`,
+//! good rows are grouped into batches whose bodies are written under
+//! `spool/csv_import/batches/<job id>/<n>.json`. Unless `max_error_rate` is exceeded,
+//! the job then returns [`Outcome::Await`] with one `http` job per batch (`body_file` names
+//! the batch), so every batch is enqueued in the same transaction that moves the import to
+//! `waiting`: a crash before it enqueues none, after it all. Bodies live in files, not in
+//! payloads, so neither memory nor the queue grows with the file.
+//!
+//! Stage 1 (resumed when the last batch finished) reads what stage 0 left in
+//! `spool/csv_import/state/<job id>.json` (a handler cannot read the database, and the
+//! counts of rows are known only to stage 0), adds how the batches ended, writes
+//! `output/YYYYMMDD/<file>.summary.json` and, if every batch succeeded, returns the
+//! pipeline's follow-up job.
+//!
+//! Each batch's unique key is `csv:<pipeline>:<file sha256>:<n>`: the same file imported
+//! again by the same pipeline enqueues nothing new, while another pipeline (e.g. a
+//! triggered send fed by the same file) still gets its own batches.
+
+pub mod schema;
+pub mod template;
+
+use super::{Handler, JobContext, StopReason};
+use crate::config::Config;
+use crate::csvio::{CsvReader, Dialect, EncodingChoice};
+use crate::job::{Job, NewJob, Outcome, UnixMillis};
+use schema::{Column, ColumnConfig, ExtraColumns, RowError};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use template::Body;
+
+pub const DEFAULT_BATCH_SIZE: usize = 100;
+/// Up to 5% of the rows may fail before the whole file is refused.
+pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
+pub const DEFAULT_ENCODING: &str = "auto";
+/// What `auto` falls back to when a file is not UTF-8: what Japanese Excel writes.
+pub const DEFAULT_FALLBACK_ENCODING: &str = "shift_jis";
+/// How many rows pass between looks at the stop signal.
+const STOP_CHECK_EVERY: u64 = 4096;
+/// The longest value copied into the errors file.
+const ERROR_VALUE_LIMIT: usize = 1000;
+
+/// A `csv_import` pipeline (`[pipelines.NAME]` with `kind = "csv_import"`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CsvImportPipeline {
+    /// `auto` or an encoding label (`utf-8`, `shift_jis`, `cp932`, `euc-jp`, ...).
+    #[serde(default = "default_encoding")]
+    pub encoding: String,
+    /// What `auto` uses when the file has no BOM and is not UTF-8.
+    #[serde(default = "default_fallback")]
+    pub fallback_encoding: String,
+    /// One character; `"\t"` or `"tab"` for tab-separated files.
+    #[serde(default = "default_delimiter")]
+    pub delimiter: String,
+    #[serde(default = "default_quote")]
+    pub quote: String,
+    /// Whether the first record is a header row (else columns are taken by position).
+    #[serde(default = "yes")]
+    pub header: bool,
+    #[serde(default)]
+    pub extra_columns: ExtraColumns,
+    /// Trim spaces around values before checking them.
+    #[serde(default = "yes")]
+    pub trim: bool,
+    /// The largest share of invalid rows (0.0–1.0) that still lets the good rows go.
+    #[serde(default = "default_max_error_rate")]
+    pub max_error_rate: f64,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// The `[endpoints.NAME]` the batches go to.
+    pub endpoint: String,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `rows` (an array of row objects) or `sfmc_rowset` (`{"keys", "values"}` per row).
+    #[serde(default)]
+    pub body: BodyPreset,
+    /// Output names of the key columns (for `sfmc_rowset`, `{{keys}}` and `{{values}}`).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// The batch body (default `"{{rows}}"`); see `template`.
+    #[serde(default)]
+    pub template: Option<Value>,
+    /// Each row inside `{{rows}}` (default from `body`).
+    #[serde(default)]
+    pub row_template: Option<Value>,
+    /// The queue of the batch jobs (default: the import job's queue).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// The batch jobs' attempt limit (default: the http kind's retry policy).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    pub columns: Vec<ColumnConfig>,
+    /// A job enqueued with the summary when every batch succeeded.
+    #[serde(default)]
+    pub follow_up: Option<FollowUp>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyPreset {
+    #[default]
+    Rows,
+    SfmcRowset,
+}
+
+/// The job enqueued after a file was delivered in full. String values of its payload may
+/// hold `{{file}}`, `{{name}}`, `{{sha256}}`, `{{pipeline}}` and `{{summary}}`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUp {
+    pub kind: String,
+    #[serde(default = "empty_object")]
+    pub payload: Value,
+    #[serde(default)]
+    pub queue: Option<String>,
+}
+
+fn default_encoding() -> String {
+    DEFAULT_ENCODING.into()
+}
+fn default_fallback() -> String {
+    DEFAULT_FALLBACK_ENCODING.into()
+}
+fn default_delimiter() -> String {
+    ",".into()
+}
+fn default_quote() -> String {
+    "\"".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_max_error_rate() -> f64 {
+    DEFAULT_MAX_ERROR_RATE
+}
+fn default_batch_size() -> usize {
+    DEFAULT_BATCH_SIZE
+}
+fn empty_object() -> Value {
+    json!({})
+}
+
+/// A pipeline ready to read files.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub encoding: EncodingChoice,
+    pub dialect: Dialect,
+    pub columns: Vec<Column>,
+    pub body: Body,
+}
+
+fn one_byte(key: &str, text: &str) -> Result<u8, String> {
+    match text {
+        "tab" | "\t" => Ok(b'\t'),
+        t if t.len() == 1 && t.is_ascii() => Ok(t.as_bytes()[0]),
+        t => Err(format!("{key}: '{t}' is not one ASCII character")),
+    }
+}
+
+impl CsvImportPipeline {
+    /// Checks the pipeline and builds what reading needs; errors name the key under
+    /// `key` (`pipelines.NAME`).
+    pub fn compile(&self, key: &str) -> Result<Compiled, String> {
+        let encoding = EncodingChoice::parse(&self.encoding, &self.fallback_encoding)
+            .map_err(|e| format!("{key}.encoding: {e}"))?;
+        let dialect = Dialect {
+            delimiter: one_byte(&format!("{key}.delimiter"), &self.delimiter)?,
+            quote: one_byte(&format!("{key}.quote"), &self.quote)?,
+            has_header: self.header,
+        };
+        if self.batch_size == 0 {
+            return Err(format!("{key}.batch_size: must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.max_error_rate) {
+            return Err(format!("{key}.max_error_rate: must be between 0 and 1"));
+        }
+        if self.max_attempts == Some(0) {
+            return Err(format!("{key}.max_attempts: must be at least 1"));
+        }
+        if self.columns.is_empty() {
+            return Err(format!("{key}.columns: declare at least one column"));
+        }
+        let columns = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Column::compile(&format!("{key}.columns[{i}]"), c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fields: Vec<String> = columns.iter().map(|c| c.target.clone()).collect();
+        for (i, f) in fields.iter().enumerate() {
+            if fields[..i].contains(f) {
+                return Err(format!("{key}.columns: two columns are called '{f}'"));
+            }
+        }
+        for k in &self.keys {
+            match columns.iter().find(|c| &c.target == k) {
+                None => return Err(format!("{key}.keys: '{k}' is not a column")),
+                // A row without its key would upsert nothing, or the wrong row.
+                Some(c) if !c.required => {
+                    return Err(format!("{key}.keys: column '{k}' must be required = true"))
+                }
+                Some(_) => {}
+            }
+        }
+        if self.body == BodyPreset::SfmcRowset && self.keys.is_empty() {
+            return Err(format!(
+                "{key}.keys: body = \"sfmc_rowset\" needs the key columns"
+            ));
+        }
+        let row_template = self.row_template.clone().unwrap_or(match self.body {
+            BodyPreset::Rows => json!("{{row}}"),
+            BodyPreset::SfmcRowset => json!({"keys": "{{keys}}", "values": "{{values}}"}),
+        });
+        let batch_template = self
+            .template
+            .clone()
+            .unwrap_or_else(|| json!(template::ROWS));
+        let body = Body::compile(
+            key,
+            &batch_template,
+            &row_template,
+            &fields,
+            &self.keys,
+            self.batch_size,
+        )?;
+        if let Some(f) = &self.follow_up {
+            if f.kind.trim().is_empty() {
+                return Err(format!("{key}.follow_up.kind: must not be empty"));
+            }
+        }
+        Ok(Compiled {
+            encoding,
+            dialect,
+            columns,
+            body,
+        })
+    }
+
+    /// [`CsvImportPipeline::compile`] plus what needs the rest of the config.
+    pub fn validate(&self, key: &str, config: &Config) -> Result<(), String> {
+        self.compile(key)?;
+        if !config.endpoints.contains_key(&self.endpoint) {
+            return Err(format!(
+                "{key}.endpoint: '{}' is not an [endpoints.NAME] entry",
+                self.endpoint
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The job's payload: what a watched folder gives (`file`, `name`, `sha256`, `size`, ...)
+/// plus the pipeline. Unknown fields are allowed: a watch may add its own.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImportPayload {
+    pub pipeline: String,
+    /// Absolute, or relative to the data directory.
+    pub file: PathBuf,
+    /// The name it arrived under (default: the file's own name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Hex SHA-256 of the file, if the sender already computed it.
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
+impl ImportPayload {
+    fn parse(payload: &Value) -> Result<ImportPayload, String> {
+        let p =
+            ImportPayload::deserialize(payload).map_err(|e| format!("csv_import payload: {e}"))?;
+        if p.file.as_os_str().is_empty() {
+            return Err("csv_import payload: file must not be empty".into());
+        }
+        if let Some(sha) = &p.sha256 {
+            // It names directories and keys, so it must be exactly a digest.
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err("csv_import payload: sha256 must be 64 hex digits".into());
+            }
+        }
+        Ok(p)
+    }
+}
+
+fn pipeline<'c>(config: &'c Config, name: &str) -> Result<&'c CsvImportPipeline, String> {
+    match config.pipelines.get(name) {
+        Some(crate::config::PipelineConfig::CsvImport(p)) => Ok(p),
+        #[allow(unreachable_patterns)]
+        Some(_) => Err(format!("pipeline '{name}' is not a csv_import pipeline")),
+        None => Err(format!(
+            "pipeline '{name}' is not declared (declared: {})",
+            if config.pipelines.is_empty() {
+                "none".into()
+            } else {
+                config
+                    .pipelines
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )),
+    }
+}
+
+/// What stage 0 leaves for stage 1, and the body of the summary file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Summary {
+    pub job: i64,
+    pub pipeline: String,
+    pub file: String,
+    pub name: String,
+    pub sha256: String,
+    pub encoding: String,
+    /// `sending`, `completed`, `completed_with_failures` or `refused`.
+    pub status: String,
+    pub rows_read: u64,
+    pub rows_valid: u64,
+    pub rows_invalid: u64,
+    pub errors_file: Option<String>,
+    pub batch_size: usize,
+    pub batches: u64,
+    pub batches_succeeded: u64,
+    pub batches_dead: u64,
+    pub batches_cancelled: u64,
+    /// Batches an earlier import of the same file had already enqueued (not resent).
+    pub batches_already_enqueued: u64,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    /// Where stage 0 put its output, so stage 1 writes beside it even after midnight.
+    pub output_dir: String,
+    pub summary_file: String,
+    /// The batch bodies, kept until every batch succeeded.
+    pub batch_dir: String,
+    pub started_ms: UnixMillis,
+}
+
+/// The `csv_import` handler. Stateless: everything comes from the job and the config.
+pub struct CsvImport;
+
+impl Handler for CsvImport {
+    fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
+        let p = ImportPayload::parse(payload)?;
+        pipeline(config, &p.pipeline)?;
+        Ok(())
+    }
+
+    fn run(&self, job: &Job, ctx: &JobContext) -> Outcome {
+        let result = if job.stage == 0 {
+            fan_out(job, ctx)
+        } else {
+            fan_in(job, ctx)
+        };
+        result.unwrap_or_else(Outcome::permanent)
+    }
+}
+
+fn fmt_time(ms: UnixMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .with_timezone(&chrono::Local)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+}
+
+/// The file name part only, so a payload's name cannot point outside output/.
+fn safe_name(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    let cleaned: String = base
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    match cleaned.as_str() {
+        "" | "." | ".." => "input".into(),
+        _ => cleaned,
+    }
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", hash.finalize()))
+}
+
+/// Creates a directory (and parents) the group may read, others not.
+fn make_dir(path: &Path) -> Result<(), String> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
+}
+
+/// Writes `bytes` to `path` through a temporary name, so the file appears whole or not
+/// at all, with exactly `mode` whatever the umask.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    let tmp = temp_name(path);
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// A temporary name beside `path`, unique in this process, so two jobs writing the
+/// same name (the same file dropped twice) never rename each other's halves.
+fn temp_name(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+}
+
+/// The errors file, opened at the first failing row under a temporary name.
+struct ErrorsFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<csv::Writer<std::fs::File>>,
+}
+
+impl ErrorsFile {
+    fn add(&mut self, line: u64, errors: &[RowError]) -> Result<(), String> {
+        if self.writer.is_none() {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o640)
+                .open(&self.tmp)
+                .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(0o640));
+            let mut writer = csv::Writer::from_writer(file);
+            writer
+                .write_record(["line", "column", "value", "reason"])
+                .map_err(|e| e.to_string())?;
+            self.writer = Some(writer);
+        }
+        let writer = self.writer.as_mut().expect("opened above");
+        let line = line.to_string();
+        for e in errors {
+            let value = match e.value.char_indices().nth(ERROR_VALUE_LIMIT) {
+                Some((cut, _)) => &e.value[..cut],
+                None => e.value.as_str(),
+            };
+            writer
+                .write_record([line.as_str(), &e.column, value, &e.reason])
+                .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Puts the file in place; returns its path if there were errors.
+    fn finish(self) -> Result<Option<PathBuf>, String> {
+        let Some(writer) = self.writer else {
+            return Ok(None);
+        };
+        let file = writer
+            .into_inner()
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        file.sync_data().map_err(|e| e.to_string())?;
+        std::fs::rename(&self.tmp, &self.path)
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        Ok(Some(self.path))
+    }
+}
+
+fn state_path(data_dir: &Path, job: &Job) -> PathBuf {
+    data_dir
+        .join("spool/csv_import/state")
+        .join(format!("{}.json", job.id))
+}
+
+fn stopped(ctx: &JobContext) -> Option<Outcome> {
+    match ctx.stop.must_stop()? {
+        StopReason::Cancelled => Some(Outcome::Cancelled {
+            reason: "cancelled by an operator while reading the file".into(),
+        }),
+        _ => Some(Outcome::Interrupted {
+            reason: "the daemon stopped while the file was read; it is read again".into(),
+        }),
+    }
+}
+
+/// Stage 0: read, check and batch the file; wait for the batches.
+fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
+    let payload = ImportPayload::parse(&job.payload)?;
+    let p = pipeline(&ctx.config, &payload.pipeline)?;
+    let compiled = p.compile(&format!("pipelines.{}", payload.pipeline))?;
+    let started = ctx.clock.now_ms();
+    let file = if payload.file.is_absolute() {
+        payload.file.clone()
+    } else {
+        ctx.data_dir.join(&payload.file)
+    };
+    let name = safe_name(&payload.name.clone().unwrap_or_else(|| {
+        file.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    }));
+    let sha256 = match &payload.sha256 {
+        Some(sha) => sha.to_ascii_lowercase(),
+        None => sha256_file(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+    };
+    let mut reader = CsvReader::open(&file, compiled.encoding, &compiled.dialect)
+        .map_err(|e| format!("{name}: {e}"))?;
+    let bound = schema::bind(&compiled.columns, reader.headers(), p.extra_columns, p.trim)
+        .map_err(|e| format!("{name}: {e}"))?;
+
+    let date = chrono::DateTime::from_timestamp_millis(started)
+        .unwrap_or_default()
+        .with_timezone(&chrono::Local)
+        .format("%Y%m%d")
+        .to_string();
+    let output_dir = ctx.data_dir.join("output").join(&date);
+    make_dir(&output_dir)?;
+    // Per job, not per file: an import of the same bytes running at the same time writes
+    // its own bodies, and its duplicates point at the first import's bodies anyway.
+    let batch_rel = PathBuf::from("spool/csv_import/batches").join(job.id.to_string());
+    let batch_dir = ctx.data_dir.join(&batch_rel);
+    make_dir(&batch_dir)?;
+
+    let mut summary = Summary {
+        job: job.id,
+        pipeline: payload.pipeline.clone(),
+        file: file.display().to_string(),
+        name: name.clone(),
+        sha256: sha256.clone(),
+        encoding: reader.encoding().name().to_string(),
+        status: "sending".into(),
+        batch_size: p.batch_size,
+        started_at: fmt_time(started),
+        output_dir: output_dir.display().to_string(),
+        summary_file: output_dir
+            .join(format!("{name}.summary.json"))
+            .display()
+            .to_string(),
+        batch_dir: batch_dir.display().to_string(),
+        started_ms: started,
+        ..Summary::default()
+    };
+    let errors_path = output_dir.join(format!("{name}.errors.csv"));
+    let mut errors_file = ErrorsFile {
+        tmp: temp_name(&errors_path),
+        path: errors_path,
+        writer: None,
+    };
+    let mut batcher = Batcher {
+        pipeline: &payload.pipeline,
+        p,
+        compiled: &compiled,
+        sha256: &sha256,
+        job,
+        batch_rel: &batch_rel,
+        batch_dir: &batch_dir,
+        rows: Vec::with_capacity(p.batch_size),
+        body: Vec::new(),
+        children: Vec::new(),
+    };
+    let mut row = Vec::with_capacity(bound.columns.len());
+    let mut row_errors = Vec::new();
+    let scanned = (|| -> Result<Option<Outcome>, String> {
+        while let Some(record) = reader.next_record().map_err(|e| format!("{name}: {e}"))? {
+            summary.rows_read += 1;
+            if bound.convert(&record, &mut row, &mut row_errors) {
+                summary.rows_valid += 1;
+                batcher.push(row.clone())?;
+            } else {
+                summary.rows_invalid += 1;
+                errors_file.add(record.line, &row_errors)?;
+            }
+            if summary.rows_read.is_multiple_of(STOP_CHECK_EVERY) {
+                if let Some(outcome) = stopped(ctx) {
+                    return Ok(Some(outcome));
+                }
+            }
+        }
+        batcher.flush()?;
+        Ok(None)
+    })();
+    let errors_path = errors_file.finish()?;
+    summary.errors_file = errors_path.map(|p| p.display().to_string());
+    summary.batches = batcher.children.len() as u64;
+    match scanned {
+        Ok(None) => {}
+        Ok(Some(stop)) => return Ok(stop),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&batch_dir);
+            return Err(e);
+        }
+    }
+
+    let rate = if summary.rows_read == 0 {
+        0.0
+    } else {
+        summary.rows_invalid as f64 / summary.rows_read as f64
+    };
+    if rate > p.max_error_rate {
+        let _ = std::fs::remove_dir_all(&batch_dir);
+        let finished = ctx.clock.now_ms();
+        summary.status = "refused".into();
+        summary.batches = 0;
+        summary.finished_at = Some(fmt_time(finished));
+        summary.duration_ms = Some(finished - started);
+        write_summary(&summary)?;
+        return Ok(Outcome::Permanent {
+            error: format!(
+                "{name}: {} of {} rows invalid ({:.1}%), above max_error_rate {:.1}%: nothing was sent; see {}",
+                summary.rows_invalid,
+                summary.rows_read,
+                rate * 100.0,
+                p.max_error_rate * 100.0,
+                summary.errors_file.as_deref().unwrap_or("the errors file")
+            ),
+            detail: Some(serde_json::to_value(&summary).unwrap_or_default()),
+        });
+    }
+    sync_bodies(&batch_dir)?;
+    write_summary(&summary)?;
+    let state = state_path(&ctx.data_dir, job);
+    make_dir(state.parent().expect("state has a parent"))?;
+    write_atomic(
+        &state,
+        &serde_json::to_vec(&summary).map_err(|e| e.to_string())?,
+        0o600,
+    )?;
+    let children = std::mem::take(&mut batcher.children);
+    Ok(Outcome::Await {
+        children,
+        detail: Some(json!({
+            "rows_read": summary.rows_read,
+            "rows_valid": summary.rows_valid,
+            "rows_invalid": summary.rows_invalid,
+            "batches": summary.batches,
+            "encoding": summary.encoding,
+            "errors_file": summary.errors_file,
+        })),
+    })
+}
+
+fn write_summary(summary: &Summary) -> Result<(), String> {
+    let mut bytes = serde_json::to_vec_pretty(summary).map_err(|e| e.to_string())?;
+    bytes.push(b'\n');
+    write_atomic(Path::new(&summary.summary_file), &bytes, 0o640)
+}
+
+/// Writes a batch body. Neither a temporary name nor an fsync per file: no job refers to
+/// the file until the Await commit, which comes after [`sync_bodies`]; a crash before it
+/// runs stage 0 again, which rewrites every body. (An fsync per body cost ten times the
+/// reading itself.)
+fn write_body(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes));
+    written.map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Makes every body written so far durable with one `syncfs(2)` of their filesystem,
+/// before the jobs that send them are committed.
+fn sync_bodies(dir: &Path) -> Result<(), String> {
+    let handle =
+        std::fs::File::open(dir).map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs(2) on a descriptor we own and keep open for the call.
+    let rc = unsafe { libc::syncfs(handle.as_raw_fd()) };
+    if rc != 0 {
+        return Err(format!(
+            "cannot sync {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Groups valid rows into batches, writes each body to its file and makes its job.
+struct Batcher<'a> {
+    pipeline: &'a str,
+    p: &'a CsvImportPipeline,
+    compiled: &'a Compiled,
+    sha256: &'a str,
+    job: &'a Job,
+    batch_rel: &'a Path,
+    batch_dir: &'a Path,
+    rows: Vec<Vec<Option<Value>>>,
+    body: Vec<u8>,
+    children: Vec<NewJob>,
+}
+
+impl Batcher<'_> {
+    fn push(&mut self, row: Vec<Option<Value>>) -> Result<(), String> {
+        self.rows.push(row);
+        if self.rows.len() >= self.p.batch_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), String> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let index = self.children.len();
+        let file_name = format!("{index}.json");
+        self.body.clear();
+        self.compiled
+            .body
+            .write(&mut self.body, &self.rows)
+            .map_err(|e| e.to_string())?;
+        write_body(&self.batch_dir.join(&file_name), &self.body)?;
+        self.rows.clear();
+        let mut request = json!({
+            "endpoint": self.p.endpoint,
+            "body_file": self.batch_rel.join(&file_name),
+            "content_type": "application/json",
+        });
+        if let Some(method) = &self.p.method {
+            request["method"] = json!(method);
+        }
+        if let Some(path) = &self.p.path {
+            request["path"] = json!(path);
+        }
+        let mut child = NewJob::new("http", request)
+            .queue(
+                self.p
+                    .queue
+                    .clone()
+                    .unwrap_or_else(|| self.job.queue.clone()),
+            )
+            .unique_key(format!("csv:{}:{}:{index}", self.pipeline, self.sha256))
+            .source(format!("csv_import:{}", self.job.id));
+        child.priority = self.job.priority;
+        child.max_attempts = self.p.max_attempts;
+        self.children.push(child);
+        Ok(())
+    }
+}
+
+/// Stage 1: every batch finished; write the summary and hand on the follow-up.
+fn fan_in(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
+    let payload = ImportPayload::parse(&job.payload)?;
+    let state = state_path(&ctx.data_dir, job);
+    let text = std::fs::read(&state).map_err(|e| {
+        format!(
+            "the state stage 0 left ({}) cannot be read: {e}",
+            state.display()
+        )
+    })?;
+    let mut summary: Summary = serde_json::from_slice(&text)
+        .map_err(|e| format!("the state in {} is not valid: {e}", state.display()))?;
+    let children = ctx.children.clone().unwrap_or_default();
+    let count = |state: &str| children.get(state).copied().unwrap_or(0);
+    summary.batches_succeeded = count("succeeded");
+    summary.batches_dead = count("dead");
+    summary.batches_cancelled = count("cancelled");
+    let linked: u64 = children.values().sum();
+    summary.batches_already_enqueued = summary.batches.saturating_sub(linked);
+    let finished = ctx.clock.now_ms();
+    summary.finished_at = Some(fmt_time(finished));
+    summary.duration_ms = Some(finished - summary.started_ms);
+    let failed = summary.batches_dead + summary.batches_cancelled;
+    summary.status = if failed == 0 {
+        "completed"
+    } else {
+        "completed_with_failures"
+    }
+    .into();
+    write_summary(&summary)?;
+    // This job's bodies serve only its own batches (duplicates point at the bodies of
+    // the import that first enqueued them); they are kept while one may be retried.
+    if failed == 0 {
+        let _ = std::fs::remove_dir_all(&summary.batch_dir);
+    }
+    let _ = std::fs::remove_file(&state);
+    let detail = Some(serde_json::to_value(&summary).unwrap_or_default());
+    if failed > 0 {
+        return Ok(Outcome::Permanent {
+            error: format!(
+                "{}: {failed} of {} batches did not succeed ({} dead, {} cancelled); see {}",
+                summary.name,
+                summary.batches,
+                summary.batches_dead,
+                summary.batches_cancelled,
+                summary.summary_file
+            ),
+            detail,
+        });
+    }
+    let p = pipeline(&ctx.config, &payload.pipeline)?;
+    let follow_ups = p
+        .follow_up
+        .iter()
+        .map(|f| {
+            let mut next = NewJob::new(f.kind.clone(), fill(&f.payload, &summary))
+                .queue(f.queue.clone().unwrap_or_else(|| job.queue.clone()))
+                .unique_key(format!(
+                    "csv:{}:{}:follow_up",
+                    summary.pipeline, summary.sha256
+                ))
+                .source(format!("csv_import:{}", job.id));
+            next.priority = job.priority;
+            next
+        })
+        .collect();
+    Ok(Outcome::succeeded(follow_ups, detail))
+}
+
+/// Fills the follow-up's placeholders (values from the summary, never from rows).
+fn fill(value: &Value, s: &Summary) -> Value {
+    match value {
+        Value::String(text) => Value::String(
+            text.replace("{{file}}", &s.file)
+                .replace("{{name}}", &s.name)
+                .replace("{{sha256}}", &s.sha256)
+                .replace("{{pipeline}}", &s.pipeline)
+                .replace("{{summary}}", &s.summary_file),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| fill(v, s)).collect()),
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), fill(v, s))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// Reads, checks and batches a whole file without a queue: what stage 0 does, for the
+/// benchmark. Returns (rows read, rows valid, batches).
+pub fn dry_run(
+    p: &CsvImportPipeline,
+    file: &Path,
+    out_dir: &Path,
+) -> Result<(u64, u64, u64), String> {
+    let compiled = p.compile("pipeline")?;
+    let mut reader =
+        CsvReader::open(file, compiled.encoding, &compiled.dialect).map_err(|e| e.to_string())?;
+    let bound = schema::bind(&compiled.columns, reader.headers(), p.extra_columns, p.trim)?;
+    let job = Job {
+        id: 0,
+        queue: "default".into(),
+        kind: "csv_import".into(),
+        payload: Value::Null,
+        state: crate::job::JobState::Running,
+        priority: 0,
+        attempts: 1,
+        max_attempts: None,
+        run_at: 0,
+        lease_until: None,
+        worker: None,
+        unique_key: None,
+        parent_id: None,
+        last_error: None,
+        deadline_at: None,
+        created_at: 0,
+        updated_at: 0,
+        finished_at: None,
+        source: None,
+        cancel_requested: false,
+        stage: 0,
+    };
+    make_dir(out_dir)?;
+    let mut batcher = Batcher {
+        pipeline: "bench",
+        p,
+        compiled: &compiled,
+        sha256: "0",
+        job: &job,
+        batch_rel: Path::new("batches"),
+        batch_dir: out_dir,
+        rows: Vec::with_capacity(p.batch_size),
+        body: Vec::new(),
+        children: Vec::new(),
+    };
+    let (mut read, mut valid) = (0, 0);
+    let mut row = Vec::new();
+    let mut errors = Vec::new();
+    while let Some(record) = reader.next_record().map_err(|e| e.to_string())? {
+        read += 1;
+        if bound.convert(&record, &mut row, &mut errors) {
+            valid += 1;
+            batcher.push(row.clone())?;
+        }
+    }
+    batcher.flush()?;
+    sync_bodies(out_dir)?;
+    Ok((read, valid, batcher.children.len() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PipelineConfig;
+
+    #[test]
+    fn the_sfmc_example_is_valid() {
+        std::env::set_var("SFMC_CLIENT_SECRET", "example-secret");
+        let text = include_str!("../../../config/examples/sfmc.toml");
+        let config = Config::from_toml(text, "sfmc.toml").unwrap();
+        config.check_secrets().unwrap();
+        // let-else, so the test still compiles once other pipeline kinds exist.
+        let Some(PipelineConfig::CsvImport(upsert)) = config.pipelines.get("customers_upsert")
+        else {
+            panic!("customers_upsert is a csv_import pipeline")
+        };
+        assert_eq!(upsert.batch_size, 50);
+        assert_eq!(upsert.body, BodyPreset::SfmcRowset);
+        let Some(PipelineConfig::CsvImport(send)) = config.pipelines.get("welcome_send") else {
+            panic!("welcome_send is a csv_import pipeline")
+        };
+        let compiled = send.compile("welcome_send").unwrap();
+        let mut body = Vec::new();
+        let row = vec![
+            Some(json!("k1")),
+            Some(json!("a@example.jp")),
+            Some(json!("Hanako")),
+        ];
+        compiled.body.write(&mut body, &[row]).unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({"To": {"Address": "a@example.jp", "SubscriberKey": "k1",
+                   "ContactAttributes": {"SubscriberAttributes": {"FirstName": "Hanako"}}}})
+        );
+    }
+
+    #[test]
+    fn bad_pipelines_name_their_key() {
+        let base = "[endpoints.e]\nbase_url = \"https://x\"\n[pipelines.p]\nkind = \"csv_import\"\nendpoint = \"e\"\n";
+        let cases = [
+            (
+                "columns = []",
+                "pipelines.p.columns: declare at least one column",
+            ),
+            ("columns = [{ name = \"a\", type = \"number\" }]", "number"),
+            ("columns = [{ name = \"a\", colour = 1 }]", "colour"),
+            (
+                "batch_size = 0\ncolumns = [{ name = \"a\" }]",
+                "pipelines.p.batch_size",
+            ),
+            (
+                "encoding = \"klingon\"\ncolumns = [{ name = \"a\" }]",
+                "pipelines.p.encoding",
+            ),
+            (
+                "delimiter = \";;\"\ncolumns = [{ name = \"a\" }]",
+                "pipelines.p.delimiter",
+            ),
+            (
+                "body = \"sfmc_rowset\"\ncolumns = [{ name = \"a\" }]",
+                "pipelines.p.keys",
+            ),
+            (
+                "keys = [\"a\"]\ncolumns = [{ name = \"a\" }]",
+                "must be required = true",
+            ),
+            (
+                "columns = [{ name = \"a\", pattern = \"(\" }]",
+                "pipelines.p.columns[0].pattern",
+            ),
+            (
+                "template = { x = \"{{row.b}}\" }\ncolumns = [{ name = \"a\" }]",
+                "pipelines.p.template",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let message = Config::from_toml(&format!("{base}{extra}\n"), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains(expected), "{extra:?} gave {message}");
+        }
+        let message = Config::from_toml(
+            "[pipelines.p]\nkind = \"csv_import\"\nendpoint = \"nope\"\ncolumns = [{ name = \"a\" }]\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            message.contains("pipelines.p.endpoint: 'nope'"),
+            "{message}"
+        );
+        let message = Config::from_toml("[pipelines.p]\nkind = \"ftp_push\"\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("ftp_push"), "{message}");
+    }
+}

@@ -1,0 +1,553 @@
+//! `csv_import` end to end: files become batches that a real HTTP server on 127.0.0.1
+//! receives; schema errors with line numbers; Shift_JIS and BOM; quoted newlines; the same
+//! file twice; fan-in summaries when batches die; kill -9 during the fan-out.
+
+use crate::common::{signal, wait_exit, wait_until, Sandbox};
+use crate::http_server::{HttpServer, Request, Response};
+
+use jobd::clock::{Clock, SystemClock};
+use jobd::config::{Config, ConfigSource};
+use jobd::daemon::{Daemon, DaemonOptions, JobHooks};
+use jobd::handlers::notify::DeadLetters;
+use jobd::handlers::Registry;
+use jobd::job::{Job, JobId, JobState, NewJob};
+use jobd::store::{Db, OpenOptions};
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A server that records every request and answers `status(path, body)`.
+struct Server {
+    base: String,
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+    _server: HttpServer,
+}
+
+impl Server {
+    fn start(status: impl Fn(&str, &Value) -> u16 + Send + Sync + 'static) -> Server {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        let server = HttpServer::start(Arc::new(move |request: Request| {
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+            let code = status(&request.url, &body);
+            recorded.lock().unwrap().push((request.url, body));
+            Response {
+                status: code,
+                headers: Vec::new(),
+                body: b"{}".to_vec(),
+            }
+        }));
+        Server {
+            base: server.base.clone(),
+            seen,
+            _server: server,
+        }
+    }
+
+    fn seen_at(&self, path: &str) -> Vec<Value> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|(url, _)| url.starts_with(path))
+            .map(|(_, body)| body.clone())
+            .collect()
+    }
+}
+
+const CUSTOMERS: &str = r#"
+[pipelines.customers]
+kind = "csv_import"
+endpoint = "sfmc"
+path = "/hub/v1/dataevents/key:Customers/rowset"
+body = "sfmc_rowset"
+keys = ["SubscriberKey"]
+batch_size = 2
+max_error_rate = 0.5
+
+[[pipelines.customers.columns]]
+name = "id"
+rename = "SubscriberKey"
+required = true
+
+[[pipelines.customers.columns]]
+name = "email"
+type = "email"
+required = true
+
+[[pipelines.customers.columns]]
+name = "name"
+max_len = 40
+
+[[pipelines.customers.columns]]
+name = "points"
+type = "integer"
+default = 0
+
+[[pipelines.customers.columns]]
+name = "joined"
+type = "date"
+
+[[pipelines.customers.columns]]
+name = "plan"
+type = "enum"
+values = ["free", "pro"]
+"#;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: Config,
+}
+
+fn setup(server: &Server, pipelines: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/jobd.sock\"\nworkers = 2\nsynchronous = \"normal\"\n\
+         [retry]\nbase = \"50ms\"\njitter = 0.0\ncap = \"1s\"\nmax_attempts = 2\n\
+         [endpoints.sfmc]\nbase_url = \"{base}\"\n{pipelines}",
+        db = dir.path().join("jobs.db").display(),
+        data = dir.path().join("data").display(),
+        base = server.base,
+    );
+    let config = Config::from_toml(&text, "test").unwrap();
+    std::fs::create_dir_all(dir.path().join("data/input")).unwrap();
+    Setup { dir, config }
+}
+
+impl Setup {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn input(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.data().join("input").join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn db(&self) -> Db {
+        Db::open(
+            &self.config.daemon.database,
+            &OpenOptions {
+                create: true,
+                migrate: true,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Runs an in-process daemon until nothing is queued, running, retrying or waiting.
+    fn run(&self, jobs: Vec<NewJob>) -> Vec<JobId> {
+        let db = self.db();
+        let daemon = Daemon::start(
+            self.config.clone(),
+            DaemonOptions {
+                clock: Arc::new(SystemClock),
+                registry: Registry::builtin(),
+                config_source: ConfigSource::Defaults,
+                once: false,
+                handle_signals: false,
+                hooks: vec![Arc::new(DeadLetters) as Arc<dyn JobHooks>],
+            },
+        )
+        .unwrap();
+        let client = daemon.client();
+        let ids: Vec<JobId> = client
+            .enqueue(jobs)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            let stats = db.stats(SystemClock.now_ms()).unwrap();
+            let live: u64 = [
+                JobState::Queued,
+                JobState::Running,
+                JobState::Retrying,
+                JobState::Waiting,
+            ]
+            .into_iter()
+            .map(|s| stats.total(s))
+            .sum();
+            if live == 0 {
+                break;
+            }
+            assert!(Instant::now() < give_up, "jobs still live after 60s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        client.shutdown();
+        daemon.wait().unwrap();
+        ids
+    }
+
+    fn job(&self, id: JobId) -> Job {
+        self.db().get(id).unwrap()
+    }
+
+    /// The one file under output/YYYYMMDD/ with this name.
+    fn output(&self, name: &str) -> PathBuf {
+        let out = self.data().join("output");
+        let day = std::fs::read_dir(&out)
+            .unwrap_or_else(|e| panic!("{}: {e}", out.display()))
+            .next()
+            .expect("a dated output directory")
+            .unwrap()
+            .path();
+        let name_of_day = day.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name_of_day.len() == 8 && name_of_day.bytes().all(|b| b.is_ascii_digit()),
+            "{name_of_day} is YYYYMMDD"
+        );
+        day.join(name)
+    }
+
+    fn summary(&self, name: &str) -> Value {
+        let path = self.output(&format!("{name}.summary.json"));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "summary is not world-readable");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+}
+
+fn import(pipeline: &str, file: &Path) -> NewJob {
+    NewJob::new(
+        "csv_import",
+        json!({"pipeline": pipeline, "file": file, "size": 1, "folder": "input/daily"}),
+    )
+}
+
+/// Every row the server received in rowset bodies, by key.
+fn rows_by_key(bodies: &[Value]) -> std::collections::BTreeMap<String, Value> {
+    let mut rows = std::collections::BTreeMap::new();
+    for body in bodies {
+        for row in body.as_array().expect("a rowset is an array") {
+            let key = row["keys"]["SubscriberKey"].as_str().unwrap().to_string();
+            rows.insert(key, row["values"].clone());
+        }
+    }
+    rows
+}
+
+#[test]
+fn batches_reach_the_server_typed_and_bad_rows_are_reported_by_line() {
+    let server = Server::start(|_, _| 200);
+    let follow = format!(
+        "{CUSTOMERS}\n[pipelines.customers.follow_up]\nkind = \"http\"\npayload = {{ endpoint = \"sfmc\", path = \"/automation/run\", json = {{ file = \"{{{{name}}}}\", summary = \"{{{{summary}}}}\" }} }}\n"
+    );
+    let s = setup(&server, &follow);
+    // A BOM; a quoted newline and doubled quotes; a bad email on line 5 (the record on
+    // lines 3-4 spans two lines); a short record on line 7; an unknown column ignored.
+    let text = "\u{FEFF}id,email,name,points,joined,plan,extra\n\
+                c1,a@example.jp,\"Smith, \"\"Al\"\"\",10,2024-01-31,pro,x\n\
+                c2,b@example.jp,\"two\nlines\",,2024/02/01,free,x\n\
+                c3,not-an-email,C,3,2024-01-01,pro,x\n\
+                c4,d@example.jp,D,,,,x\n\
+                c5,e@example.jp\n\
+                c6,f@example.jp,F,x7,2024-13-01,gold,x\n";
+    let file = s.input("customers.csv", text.as_bytes());
+    let ids = s.run(vec![import("customers", &file)]);
+
+    let parent = s.job(ids[0]);
+    assert_eq!(parent.state, JobState::Succeeded, "{:?}", parent.last_error);
+    let bodies = server.seen_at("/hub/v1/dataevents/key:Customers/rowset");
+    assert_eq!(bodies.len(), 2, "3 valid rows in batches of 2");
+    let rows = rows_by_key(&bodies);
+    assert_eq!(rows.keys().collect::<Vec<_>>(), ["c1", "c2", "c4"]);
+    assert_eq!(
+        rows["c1"],
+        json!({"email": "a@example.jp", "name": "Smith, \"Al\"", "points": 10, "joined": "2024-01-31", "plan": "pro"})
+    );
+    assert_eq!(rows["c2"]["name"], "two\nlines");
+    assert_eq!(rows["c2"]["points"], 0, "the default fills an empty cell");
+    assert_eq!(rows["c2"]["joined"], "2024-02-01");
+    assert_eq!(rows["c4"]["joined"], Value::Null);
+
+    let errors = std::fs::read_to_string(s.output("customers.csv.errors.csv")).unwrap();
+    let lines: Vec<&str> = errors.lines().collect();
+    assert_eq!(lines[0], "line,column,value,reason");
+    assert_eq!(lines[1], "5,email,not-an-email,is not an email address");
+    assert_eq!(lines[2], "7,,,\"2 fields, expected 7\"");
+    assert!(
+        lines[3].starts_with("8,points,x7,is not an integer"),
+        "{errors}"
+    );
+    assert!(
+        lines[4].starts_with("8,joined,2024-13-01,is not a date"),
+        "{errors}"
+    );
+    assert!(
+        lines[5].starts_with("8,plan,gold,\"is not one of: free, pro"),
+        "{errors}"
+    );
+
+    let summary = s.summary("customers.csv");
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(
+        (
+            &summary["rows_read"],
+            &summary["rows_valid"],
+            &summary["rows_invalid"]
+        ),
+        (&json!(6), &json!(3), &json!(3))
+    );
+    assert_eq!(summary["batches"], 2);
+    assert_eq!(summary["batches_succeeded"], 2);
+    assert_eq!(summary["encoding"], "UTF-8");
+    assert!(summary["duration_ms"].as_i64().unwrap() >= 0);
+    // Every batch succeeded: their bodies are gone; the follow-up ran with the summary.
+    assert!(!Path::new(summary["batch_dir"].as_str().unwrap()).exists());
+    let follow_up = server.seen_at("/automation/run");
+    assert_eq!(follow_up.len(), 1);
+    assert_eq!(follow_up[0]["file"], "customers.csv");
+    assert_eq!(follow_up[0]["summary"], summary["summary_file"]);
+}
+
+#[test]
+fn a_shift_jis_file_arrives_as_utf8_json() {
+    let server = Server::start(|_, _| 200);
+    let s = setup(&server, CUSTOMERS);
+    let names = ["山田太郎", "ｶﾀｶﾅ ﾃｽﾄ", "髙橋①", "渡辺　花子"];
+    let mut text = String::from("id,email,name,points,joined,plan\r\n");
+    for (i, name) in names.iter().enumerate() {
+        text.push_str(&format!("k{i},u{i}@example.jp,{name},{i},,free\r\n"));
+    }
+    let (sjis, _, unmappable) = encoding_rs::SHIFT_JIS.encode(&text);
+    assert!(!unmappable, "every name has a Shift_JIS (CP932) code");
+    assert!(
+        std::str::from_utf8(&sjis).is_err(),
+        "the fixture is not UTF-8"
+    );
+    let file = s.input("kaiin.csv", &sjis);
+    let ids = s.run(vec![import("customers", &file)]);
+    assert_eq!(s.job(ids[0]).state, JobState::Succeeded);
+    let rows = rows_by_key(&server.seen_at("/hub"));
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(rows[&format!("k{i}")]["name"], *name);
+    }
+    assert_eq!(s.summary("kaiin.csv")["encoding"], "Shift_JIS");
+}
+
+#[test]
+fn the_same_file_again_sends_nothing_twice() {
+    let server = Server::start(|_, _| 200);
+    let s = setup(&server, CUSTOMERS);
+    let mut text = String::from("id,email\n");
+    for i in 0..5 {
+        text.push_str(&format!("r{i},r{i}@example.jp\n"));
+    }
+    let first = s.input("a.csv", text.as_bytes());
+    s.run(vec![import("customers", &first)]);
+    assert_eq!(server.seen_at("/hub").len(), 3);
+    // The same bytes under another name, and once more under the first one.
+    let second = s.input("b.csv", text.as_bytes());
+    let ids = s.run(vec![
+        import("customers", &second),
+        import("customers", &first),
+    ]);
+    assert_eq!(server.seen_at("/hub").len(), 3, "nothing was sent again");
+    for id in ids {
+        let job = s.job(id);
+        assert_eq!(job.state, JobState::Succeeded, "{:?}", job.last_error);
+    }
+    let summary = s.summary("b.csv");
+    assert_eq!(summary["batches"], 3);
+    assert_eq!(summary["batches_already_enqueued"], 3);
+    assert_eq!(summary["batches_succeeded"], 0);
+}
+
+#[test]
+fn fan_in_summary_counts_the_batches_that_died() {
+    // The batch holding key "bad" is refused (400, permanent); the others succeed.
+    let server = Server::start(|_, body| {
+        if body.to_string().contains("\"bad\"") {
+            400
+        } else {
+            200
+        }
+    });
+    let s = setup(&server, CUSTOMERS);
+    let text = "id,email\nk1,a@x.jp\nk2,b@x.jp\nbad,c@x.jp\nk4,d@x.jp\nk5,e@x.jp\n";
+    let file = s.input("partial.csv", text.as_bytes());
+    let ids = s.run(vec![import("customers", &file)]);
+    let parent = s.job(ids[0]);
+    assert_eq!(parent.state, JobState::Dead);
+    let error = parent.last_error.unwrap();
+    assert!(error.contains("1 of 3 batches did not succeed"), "{error}");
+    let summary = s.summary("partial.csv");
+    assert_eq!(summary["status"], "completed_with_failures");
+    assert_eq!(summary["batches"], 3);
+    assert_eq!(summary["batches_succeeded"], 2);
+    assert_eq!(summary["batches_dead"], 1);
+    assert_eq!(summary["rows_valid"], 5);
+    // The bodies stay so the dead batch can be retried by an operator.
+    let kept = Path::new(summary["batch_dir"].as_str().unwrap()).join("1.json");
+    assert!(kept.exists());
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn files_that_cannot_be_imported_die_with_their_reason_and_send_nothing() {
+    let server = Server::start(|_, _| 200);
+    let s = setup(&server, CUSTOMERS);
+    let no_email = s.input("no-email.csv", b"id,name\n1,A\n");
+    let binary = s.input("photo.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR");
+    let mut text = String::from("id,email\n");
+    for i in 0..10 {
+        let email = if i < 6 { "broken" } else { "ok@x.jp" };
+        text.push_str(&format!("{i},{email}\n"));
+    }
+    let mostly_bad = s.input("mostly-bad.csv", text.as_bytes());
+    let missing = s.data().join("input/missing.csv");
+    let ids = s.run(vec![
+        import("customers", &no_email),
+        import("customers", &binary),
+        import("customers", &mostly_bad),
+        import("customers", &missing),
+    ]);
+    let errors: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            let job = s.job(*id);
+            assert_eq!(job.state, JobState::Dead);
+            job.last_error.unwrap()
+        })
+        .collect();
+    assert!(
+        errors[0].contains("missing required column 'email'"),
+        "{}",
+        errors[0]
+    );
+    assert!(errors[1].contains("not a CSV file"), "{}", errors[1]);
+    assert!(
+        errors[2].contains("6 of 10 rows invalid") && errors[2].contains("nothing was sent"),
+        "{}",
+        errors[2]
+    );
+    assert!(errors[3].contains("missing.csv"), "{}", errors[3]);
+    assert!(server.seen_at("/").is_empty());
+    assert_eq!(s.summary("mostly-bad.csv")["status"], "refused");
+    assert_eq!(
+        std::fs::read_to_string(s.output("mostly-bad.csv.errors.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        7
+    );
+}
+
+#[test]
+fn kill_9_during_the_fan_out_then_restart_enqueues_every_batch_once() {
+    let server = Server::start(|_, _| 200);
+    let sandbox = Sandbox::new(
+        "workers = 2\nsynchronous = \"normal\"",
+        &format!(
+            "[endpoints.sfmc]\nbase_url = \"{}\"\n{}",
+            server.base,
+            CUSTOMERS.replace("batch_size = 2", "batch_size = 200")
+        ),
+    );
+    assert!(sandbox.jobctl(&["migrate"]).status.success());
+    let rows = 100_000;
+    let mut text = String::with_capacity(rows * 40);
+    text.push_str("id,email,name,points\n");
+    for i in 0..rows {
+        text.push_str(&format!("id{i},user{i}@example.jp,Name {i},{i}\n"));
+    }
+    let file = sandbox.path("big.csv");
+    std::fs::write(&file, text).unwrap();
+    let payload = json!({"pipeline": "customers", "file": file}).to_string();
+    let out = sandbox.jobctl(&["enqueue", "csv_import", "--payload", &payload]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batches = rows / 200;
+    let conn = rusqlite::Connection::open(sandbox.db()).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    let http_jobs = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("SELECT count(*) FROM jobs WHERE kind = 'http'", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    let body_files = || -> usize {
+        let root = sandbox.path("var/spool/csv_import/batches");
+        std::fs::read_dir(&root)
+            .ok()
+            .and_then(|mut dirs| dirs.next())
+            .and_then(|d| std::fs::read_dir(d.unwrap().path()).ok())
+            .map(|files| files.count())
+            .unwrap_or(0)
+    };
+
+    let mut jobd = sandbox.spawn_jobd(&[]);
+    wait_until(
+        Duration::from_secs(60),
+        "the fan-out to be under way",
+        || body_files() >= 5,
+    );
+    signal(&jobd, libc::SIGKILL);
+    wait_exit(&mut jobd, Duration::from_secs(10));
+    let written = body_files();
+    assert!(
+        written < batches,
+        "the kill came after the fan-out ({written} bodies)"
+    );
+    assert_eq!(
+        http_jobs(&conn),
+        0,
+        "killed mid fan-out: no batch was enqueued yet"
+    );
+
+    let mut again = sandbox.spawn_jobd(&[]);
+    wait_until(Duration::from_secs(120), "the import to finish", || {
+        conn.query_row(
+            "SELECT state FROM jobs WHERE kind = 'csv_import'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap()
+            == "succeeded"
+    });
+    signal(&again, libc::SIGTERM);
+    wait_exit(&mut again, Duration::from_secs(30));
+    let (jobs, keys, parents): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(DISTINCT unique_key), count(DISTINCT parent_id) \
+             FROM jobs WHERE kind = 'http'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (jobs, keys, parents),
+        (batches as i64, batches as i64, 1),
+        "every batch enqueued exactly once, all children of the import"
+    );
+    let attempts: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id \
+             WHERE j.kind = 'csv_import'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    // The rescued stage 0, stage 0 again, and stage 1 (the fan-in).
+    assert!(
+        attempts >= 3,
+        "stage 0 ran again after the kill ({attempts})"
+    );
+    let received = server.seen_at("/hub");
+    let keys: std::collections::BTreeSet<String> = received
+        .iter()
+        .flat_map(|b| b.as_array().unwrap().clone())
+        .map(|row| row["keys"]["SubscriberKey"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), rows, "every row arrived");
+}
