@@ -551,3 +551,103 @@ fn kill_9_during_the_fan_out_then_restart_enqueues_every_batch_once() {
         .collect();
     assert_eq!(keys.len(), rows, "every row arrived");
 }
+
+/// The whole path with the real daemon: a CSV renamed into a watched folder becomes a
+/// csv_import job, its batches reach the server, the summary is written, and the file
+/// ends in done/.
+#[test]
+fn a_csv_dropped_into_a_watched_folder_is_imported_end_to_end() {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let seen = received.clone();
+    let server = HttpServer::start(Arc::new(move |request: Request| {
+        seen.lock()
+            .unwrap()
+            .push(serde_json::from_slice(&request.body).unwrap_or(Value::Null));
+        Response {
+            status: 200,
+            headers: vec![],
+            body: b"{}".to_vec(),
+        }
+    }));
+    let sandbox = Sandbox::new("synchronous = \"normal\"", "");
+    let inbox = sandbox.path("input/daily");
+    sandbox.append_config(&format!(
+        "[endpoints.sfmc]\nbase_url = \"{base}\"\n\
+         [pipelines.daily]\nkind = \"csv_import\"\nendpoint = \"sfmc\"\npath = \"/rows\"\nbatch_size = 2\nmax_error_rate = 0.5\n\
+         [[pipelines.daily.columns]]\nname = \"Email\"\ntype = \"email\"\nrequired = true\n\
+         [[pipelines.daily.columns]]\nname = \"名前\"\nrename = \"Name\"\n\
+         [[watch]]\npath = \"{inbox}\"\npattern = \"*.csv\"\nkind = \"csv_import\"\npayload = {{ pipeline = \"daily\" }}\n",
+        base = server.base,
+        inbox = inbox.display(),
+    ));
+    let mut jobd = sandbox.spawn_jobd(&[]);
+    wait_until(Duration::from_secs(20), "jobd to start", || {
+        sandbox.log().contains("jobd ready")
+    });
+    let temp = sandbox.path("export.tmp");
+    std::fs::write(
+        &temp,
+        "Email,名前\na@example.com,山田\nnot-an-email,田中\nc@example.com,佐藤\n",
+    )
+    .unwrap();
+    std::fs::rename(&temp, inbox.join("customers.csv")).unwrap();
+    let done = sandbox.path("var/done");
+    wait_until(Duration::from_secs(60), "the import to finish", || {
+        walk(&done).iter().any(|p| p.ends_with("customers.csv"))
+    });
+    signal(&jobd, libc::SIGTERM);
+    assert!(
+        wait_exit(&mut jobd, Duration::from_secs(30)).success(),
+        "{}",
+        sandbox.log()
+    );
+    let rows: Vec<Value> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|batch| batch.as_array().cloned().unwrap_or_default())
+        .collect();
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["Name"].as_str()).collect();
+    assert_eq!(names, ["山田", "佐藤"], "the valid rows, as UTF-8 JSON");
+    let output = walk(&sandbox.path("var/output"));
+    let summary = output
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("customers.csv.summary.json"))
+        .expect("a summary");
+    let summary: Value = serde_json::from_str(&std::fs::read_to_string(summary).unwrap()).unwrap();
+    assert_eq!(
+        (
+            summary["rows_valid"].clone(),
+            summary["rows_invalid"].clone()
+        ),
+        (json!(2), json!(1)),
+        "{summary}"
+    );
+    let errors = output
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("customers.csv.errors.csv"))
+        .expect("an errors file");
+    assert!(std::fs::read_to_string(errors)
+        .unwrap()
+        .contains("not-an-email"));
+    assert!(
+        std::fs::read_dir(&inbox).unwrap().next().is_none(),
+        "the inbox is empty"
+    );
+}
+
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
