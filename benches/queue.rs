@@ -322,7 +322,8 @@ fn bench_outside_pickup(samples: usize) {
     let mut outside = open(&dir.path().join("jobs.db"), Synchronous::Normal);
     let mut latencies = Vec::with_capacity(samples);
     for _ in 0..samples {
-        std::thread::sleep(Duration::from_millis(5));
+        // Random gaps, so the samples do not lock onto the poll's rhythm.
+        std::thread::sleep(Duration::from_millis(fastrand::u64(5..80)));
         let t0 = Instant::now();
         outside
             .write(|tx| tx.enqueue(&[NewJob::new("stamp", json!({}))], SystemClock.now_ms()))
