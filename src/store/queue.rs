@@ -56,6 +56,76 @@ pub(super) fn state_guard(transition: Transition) -> String {
     format!("({})", states.join(" OR "))
 }
 
+/// Rows per multi-row insert (11 values each, far below SQLite's parameter limit).
+const INSERT_ROWS: usize = 64;
+
+/// `INSERT INTO jobs ... VALUES (...), (...)` for `rows` rows; with `on_conflict`, a
+/// unique-key conflict inserts nothing (single rows only, so the caller knows which).
+fn insert_sql(rows: usize, on_conflict: bool) -> String {
+    let tuples: Vec<String> = (0..rows)
+        .map(|r| {
+            let n = r * 11;
+            format!(
+                "(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7,
+                n + 8,
+                n + 9,
+                n + 10,
+                n + 11,
+                n + 11
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, unique_key, \
+                           deadline_at, parent_id, source, created_at, updated_at) VALUES {}{}",
+        tuples.join(", "),
+        if on_conflict {
+            " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
+        } else {
+            ""
+        }
+    )
+}
+
+/// The 11 values of one job's row, in [`insert_sql`]'s order.
+fn push_row(values: &mut Vec<rusqlite::types::Value>, job: &NewJob, now: UnixMillis) -> Result<()> {
+    use rusqlite::types::Value as V;
+    let payload = serde_json::to_string(&job.payload)
+        .map_err(|e| StoreError::InvalidJob(format!("payload: {e}")))?;
+    let optional = |v: Option<i64>| v.map_or(V::Null, V::Integer);
+    values.extend([
+        V::Text(job.queue.clone()),
+        V::Text(job.kind.clone()),
+        V::Text(payload),
+        V::Integer(job.priority),
+        V::Integer(job.run_at.unwrap_or(now)),
+        optional(job.max_attempts.map(i64::from)),
+        job.unique_key.clone().map_or(V::Null, V::Text),
+        optional(job.deadline_at),
+        optional(job.parent_id),
+        job.source.clone().map_or(V::Null, V::Text),
+        V::Integer(now),
+    ]);
+    Ok(())
+}
+
+/// A schema refusal (a CHECK constraint) as a sentence about the job.
+fn schema_refusal(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            StoreError::InvalidJob(format!("refused by the schema: {e}"))
+        }
+        _ => e.into(),
+    }
+}
+
 /// A finished job: succeeded, dead or cancelled.
 const TERMINAL: &str = "(state = 'succeeded' OR state = 'dead' OR state = 'cancelled')";
 
@@ -177,23 +247,7 @@ impl<'a> Tx<'a> {
         }
         // A savepoint, so a refused batch leaves the rest of a group commit standing.
         self.tx.execute_batch("SAVEPOINT enqueue")?;
-        // No RETURNING: it costs a temporary B-tree per row. A unique-key conflict inserts
-        // nothing, and then the existing row is looked up. Prepared once per batch.
-        let result = self
-            .tx
-            .prepare_cached(
-                "INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, \
-                                   unique_key, deadline_at, parent_id, source, created_at, \
-                                   updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11) \
-                 ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING",
-            )
-            .map_err(StoreError::from)
-            .and_then(|mut insert| {
-                jobs.iter()
-                    .map(|job| self.insert(&mut insert, job, now))
-                    .collect::<Result<Vec<_>>>()
-            });
+        let result = self.insert_all(jobs, now);
         match result {
             Ok(ids) => {
                 self.tx.execute_batch("RELEASE enqueue")?;
@@ -205,6 +259,43 @@ impl<'a> Tx<'a> {
                 Err(e)
             }
         }
+    }
+
+    /// Inserts in order. Runs of jobs without a unique key go in [`INSERT_ROWS`] rows per
+    /// statement: their ids are consecutive, ending at `last_insert_rowid()`, because this
+    /// transaction holds the write lock and a new rowid is the largest one plus one. A job
+    /// with a unique key goes in alone, so a conflict can name the job that exists.
+    fn insert_all(&self, jobs: &[NewJob], now: UnixMillis) -> Result<Vec<Enqueued>> {
+        // No RETURNING: it costs a temporary B-tree per row.
+        let mut single = self.tx.prepare_cached(&insert_sql(1, true))?;
+        let mut many = self.tx.prepare_cached(&insert_sql(INSERT_ROWS, false))?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        let mut rest = jobs;
+        while !rest.is_empty() {
+            let run = rest
+                .iter()
+                .take(INSERT_ROWS)
+                .take_while(|job| job.unique_key.is_none())
+                .count();
+            if run == INSERT_ROWS {
+                let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(run * 11);
+                for job in &rest[..run] {
+                    push_row(&mut values, job, now)?;
+                }
+                many.execute(rusqlite::params_from_iter(values))
+                    .map_err(schema_refusal)?;
+                let last = self.tx.last_insert_rowid();
+                ids.extend((last - run as i64 + 1..=last).map(|id| Enqueued {
+                    id,
+                    duplicate: false,
+                }));
+                rest = &rest[run..];
+            } else {
+                ids.push(self.insert(&mut single, &rest[0], now)?);
+                rest = &rest[1..];
+            }
+        }
+        Ok(ids)
     }
 
     fn insert(
@@ -229,12 +320,7 @@ impl<'a> Tx<'a> {
                 job.source,
                 now
             ])
-            .map_err(|e| match e.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::ConstraintViolation) => {
-                    StoreError::InvalidJob(format!("refused by the schema: {e}"))
-                }
-                _ => e.into(),
-            })?;
+            .map_err(schema_refusal)?;
         if inserted == 1 {
             return Ok(Enqueued {
                 id: self.tx.last_insert_rowid(),

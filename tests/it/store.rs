@@ -850,3 +850,38 @@ fn awaiting_no_children_resumes_at_once_and_cancelling_a_waiting_job_is_allowed(
         .unwrap();
     assert_eq!(child[0].state, JobState::Queued, "its children go on");
 }
+
+#[test]
+fn a_long_batch_returns_each_jobs_own_id_with_unique_keys_among_them() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let existing = enqueue(&mut db, noop().unique_key("k-140"), T0);
+    // 200 jobs: long runs go in many rows per statement, keyed ones one at a time.
+    let jobs: Vec<NewJob> = (0..200)
+        .map(|i| {
+            let job = NewJob::new("noop", json!({ "i": i }));
+            match i {
+                70 => job.unique_key("k-70"),
+                140 => job.unique_key("k-140"),
+                _ => job,
+            }
+        })
+        .collect();
+    let enqueued = db.write(|tx| tx.enqueue(&jobs, T0)).unwrap();
+    assert_eq!(enqueued.len(), 200);
+    for (i, e) in enqueued.iter().enumerate() {
+        let job = db.get(e.id).unwrap();
+        if i == 140 {
+            assert!(e.duplicate);
+            assert_eq!(e.id, existing);
+        } else {
+            assert!(!e.duplicate, "job {i}");
+            assert_eq!(job.payload["i"], i, "job {i} got the id of another");
+        }
+    }
+    assert_eq!(
+        db.list(&JobFilter::default()).unwrap().len(),
+        200,
+        "199 new and the old one"
+    );
+}
