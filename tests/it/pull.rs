@@ -697,3 +697,39 @@ fn a_schedule_runs_once_per_period_and_never_beside_a_live_run() {
         "{keys:?}"
     );
 }
+
+#[test]
+fn an_ndjson_sink_gets_every_item_as_a_line() {
+    let shop = Shop::start(600, None, Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let lines_file = dir.path().join("customers.ndjson");
+    let text = config_text(dir.path(), &shop.base, "", &[("customers", "")], "").replace(
+        &format!(
+            "sink = {{ sqlite = \"{}\" }}",
+            dir.path().join("shop.db").display()
+        ),
+        &format!("sink = {{ ndjson = \"{}\" }}", lines_file.display()),
+    );
+    assert!(text.contains("ndjson"), "the sink was swapped");
+    let daemon = start(&text);
+    daemon.client().enqueue(vec![run("customers")]).unwrap();
+    wait_for_runs(&db, "customers", 1, Duration::from_secs(60));
+    daemon.client().shutdown();
+    daemon.wait().unwrap();
+    let text = std::fs::read_to_string(&lines_file).unwrap();
+    let ids: std::collections::BTreeSet<i64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(text.lines().count(), 600);
+    assert_eq!(ids.len(), 600, "every customer once");
+    assert!(
+        !dir.path().join("shop.db").exists(),
+        "no SQLite sink was made"
+    );
+}
