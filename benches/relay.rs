@@ -10,6 +10,9 @@
 //!    server that answers 200 at once. Timed: from daemon start until every batch and
 //!    delivery is done (the fan-out included). Target: at least 3,000 deliveries/s.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use jobd::clock::{Clock, SystemClock};
 use jobd::config::{Config, ConfigSource};
 use jobd::daemon::{Daemon, DaemonOptions};
@@ -32,7 +35,7 @@ fn main() {
     std::env::set_var("JOBD_BENCH_META_TOKEN", "bench-meta-token");
     // `cargo bench --bench relay -- fanout` (or `deliveries`) runs one figure.
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let base = answer_200_server();
+    let base = support::answer_200_server();
     if only.as_deref().is_none_or(|o| o == "fanout") {
         fan_out(&base);
     }
@@ -244,52 +247,4 @@ fn deliveries(base: &str) {
         elapsed.as_secs_f64(),
         delivered as f64 / elapsed.as_secs_f64()
     );
-}
-
-/// A minimal HTTP/1.1 server on 127.0.0.1: a thread per connection, keep-alive, every
-/// request answered 200 with an empty body as soon as its body is read.
-fn answer_200_server() -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let _ = stream.set_nodelay(true);
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut writer = stream;
-                loop {
-                    let mut content_length = 0usize;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let header = line.trim_end();
-                        if header.is_empty() {
-                            break;
-                        }
-                        if let Some((name, value)) = header.split_once(':') {
-                            if name.eq_ignore_ascii_case("content-length") {
-                                content_length = value.trim().parse().unwrap_or(0);
-                            }
-                        }
-                    }
-                    let mut body = vec![0; content_length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    if writer
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    base
 }

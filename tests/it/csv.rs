@@ -593,7 +593,9 @@ fn a_csv_dropped_into_a_watched_folder_is_imported_end_to_end() {
     std::fs::rename(&temp, inbox.join("customers.csv")).unwrap();
     let done = sandbox.path("var/done");
     wait_until(Duration::from_secs(60), "the import to finish", || {
-        walk(&done).iter().any(|p| p.ends_with("customers.csv"))
+        crate::common::files_under(&done)
+            .iter()
+            .any(|p| p.ends_with("customers.csv"))
     });
     signal(&jobd, libc::SIGTERM);
     assert!(
@@ -609,7 +611,7 @@ fn a_csv_dropped_into_a_watched_folder_is_imported_end_to_end() {
         .collect();
     let names: Vec<&str> = rows.iter().filter_map(|r| r["Name"].as_str()).collect();
     assert_eq!(names, ["山田", "佐藤"], "the valid rows, as UTF-8 JSON");
-    let output = walk(&sandbox.path("var/output"));
+    let output = crate::common::files_under(&sandbox.path("var/output"));
     let summary = output
         .iter()
         .find(|p| p.to_string_lossy().ends_with("customers.csv.summary.json"))
@@ -634,20 +636,4 @@ fn a_csv_dropped_into_a_watched_folder_is_imported_end_to_end() {
         std::fs::read_dir(&inbox).unwrap().next().is_none(),
         "the inbox is empty"
     );
-}
-
-fn walk(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
 }

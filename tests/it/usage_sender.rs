@@ -7,7 +7,7 @@
 use crate::common::*;
 use crate::http_server::{HttpServer, Request, Response};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,22 +50,6 @@ fn example_config(sandbox: &Sandbox, server: &str) -> String {
     );
     watch.insert("settle".into(), "200ms".into());
     toml::to_string(&config).unwrap()
-}
-
-fn files_under(root: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
 }
 
 fn named(files: &[PathBuf], name: &str) -> bool {
