@@ -885,3 +885,48 @@ fn a_long_batch_returns_each_jobs_own_id_with_unique_keys_among_them() {
         "199 new and the old one"
     );
 }
+
+#[test]
+fn a_run_of_keyed_jobs_dedupes_against_the_table_and_within_the_batch() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let existing = enqueue(&mut db, noop().unique_key("k-3"), T0);
+    // 20 keyed jobs in a row: k-3 exists already, and k-7 comes twice.
+    let jobs: Vec<NewJob> = (0..20)
+        .map(|i| {
+            let key = if i == 12 {
+                "k-7".to_string()
+            } else {
+                format!("k-{i}")
+            };
+            NewJob::new("noop", json!({ "i": i })).unique_key(key)
+        })
+        .collect();
+    let enqueued = db.write(|tx| tx.enqueue(&jobs, T0)).unwrap();
+    for (i, e) in enqueued.iter().enumerate() {
+        match i {
+            3 => assert_eq!((e.id, e.duplicate), (existing, true)),
+            12 => assert_eq!(
+                (e.id, e.duplicate),
+                (enqueued[7].id, true),
+                "the batch's own k-7"
+            ),
+            _ => {
+                assert!(!e.duplicate, "job {i}");
+                let job = db.get(e.id).unwrap();
+                assert_eq!(job.payload["i"], i, "job {i} got the id of another");
+                assert_eq!(job.unique_key.as_deref(), Some(format!("k-{i}").as_str()));
+            }
+        }
+    }
+    // 1 old + 18 new.
+    assert_eq!(db.list(&JobFilter::default()).unwrap().len(), 19);
+    // Again: every one is a duplicate now, and nothing is added.
+    let again = db.write(|tx| tx.enqueue(&jobs, T0)).unwrap();
+    assert!(again.iter().all(|e| e.duplicate));
+    assert_eq!(
+        again.iter().map(|e| e.id).collect::<Vec<_>>(),
+        enqueued.iter().map(|e| e.id).collect::<Vec<_>>()
+    );
+    assert_eq!(db.list(&JobFilter::default()).unwrap().len(), 19);
+}
