@@ -413,3 +413,30 @@ fn write_set(
     write_atomic(&out_dir.join("metadata.json"), &bytes, 0o640)?;
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../../config/examples/oneroster.toml");
+        let config = Config::from_toml(text, "oneroster.toml").unwrap();
+        let watch = &config.watch[0];
+        assert_eq!(watch.kind, KIND);
+        assert_eq!(watch.required.len(), 3);
+        let mut payload = serde_json::to_value(&watch.payload).unwrap();
+        payload["dir"] = json!("/var/lib/jobd/spool/1/20251027");
+        OneRoster.validate(&payload, &config).unwrap();
+        assert_eq!(
+            Payload::parse(&payload).unwrap().namespace().unwrap(),
+            DEFAULT_NAMESPACE
+        );
+        payload["endpoint"] = json!("nowhere");
+        let err = OneRoster.validate(&payload, &config).unwrap_err();
+        assert!(err.contains("endpoint"), "{err}");
+        payload["namespace"] = json!("not-a-uuid");
+        let err = Payload::parse(&payload).unwrap_err();
+        assert!(err.contains("namespace"), "{err}");
+    }
+}
