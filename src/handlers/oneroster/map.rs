@@ -1,8 +1,8 @@
 //! Reading and validating the SDS v1 CSVs, and mapping them to OneRoster 1.2 rows.
 
-use crate::csvio::{encoding_for_label, CsvReader, Dialect, EncodingChoice};
+use crate::csvio::{encoding_for_label, CsvReader, Dialect, EncodingChoice, Record};
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 /// One problem found in an input file, as written to `errors.csv`.
@@ -17,107 +17,97 @@ pub struct SdsError {
     pub required: bool,
 }
 
-/// One record of an input file.
-pub struct Row {
+/// One record of an input file, with its columns by header name.
+pub struct RowView<'r> {
     pub line: u64,
-    fields: Vec<String>,
+    cols: &'r HashMap<String, usize>,
+    rec: &'r Record<'r>,
 }
 
-/// An input file read whole: its columns by header name and its records.
-pub struct Table {
-    pub file: String,
-    pub required: bool,
-    cols: HashMap<String, usize>,
-    pub rows: Vec<Row>,
-}
-
-impl Table {
-    fn empty(file: &str, required: bool) -> Table {
-        Table {
-            file: file.to_string(),
-            required,
-            cols: HashMap::new(),
-            rows: Vec::new(),
-        }
-    }
-
-    /// The trimmed value of `col` in `row` ("" when the column or the field is absent).
-    pub fn get<'a>(&self, row: &'a Row, col: &str) -> &'a str {
+impl RowView<'_> {
+    /// The trimmed value of `col` ("" when the column or the field is absent).
+    pub fn get(&self, col: &str) -> &str {
         self.cols
             .get(col)
-            .and_then(|&i| row.fields.get(i))
-            .map(|s| s.trim())
+            .and_then(|&i| self.rec.text(i))
+            .map(str::trim)
             .unwrap_or("")
     }
 }
 
-/// Reads one SDS file with the shared reader (UTF-8 with or without BOM, else
-/// Shift_JIS). A missing required column is one error and leaves the table empty.
-pub fn read_table(
+/// Streams one SDS file through `f` with the shared reader (UTF-8 with or without BOM,
+/// else Shift_JIS). A missing required column is one error and no row is read; a record
+/// with invalid bytes is an error and skipped.
+pub fn for_each_row(
     path: &Path,
     file: &str,
     required: bool,
     required_cols: &[&str],
     errors: &mut Vec<SdsError>,
-) -> Result<Table, String> {
+    mut f: impl FnMut(&RowView<'_>, &mut Check<'_>) -> Result<(), String>,
+) -> Result<(), String> {
     let fallback = encoding_for_label("shift_jis")?;
     let mut reader = CsvReader::open(path, EncodingChoice::Auto { fallback }, &Dialect::default())
         .map_err(|e| format!("{file}: {e}"))?;
-    let headers: Vec<String> = reader.headers().unwrap_or_default().to_vec();
-    let mut table = Table::empty(file, required);
-    for (i, h) in headers.iter().enumerate() {
-        table.cols.entry(h.clone()).or_insert(i);
+    let mut cols: HashMap<String, usize> = HashMap::new();
+    for (i, h) in reader.headers().unwrap_or_default().iter().enumerate() {
+        cols.entry(h.clone()).or_insert(i);
     }
-    let missing: Vec<&str> = required_cols
-        .iter()
-        .filter(|c| !table.cols.contains_key(**c))
-        .copied()
-        .collect();
-    for col in &missing {
-        errors.push(SdsError {
-            file: file.to_string(),
-            line: 1,
-            field: col.to_string(),
-            value: String::new(),
-            reason: "missing column".into(),
-            required,
-        });
+    let mut check = Check {
+        file,
+        required,
+        errors,
+    };
+    let mut missing = false;
+    for col in required_cols {
+        if !cols.contains_key(*col) {
+            check.push(1, col, "", "missing column");
+            missing = true;
+        }
     }
-    if !missing.is_empty() {
-        table.cols.clear();
-        return Ok(table);
+    if missing {
+        return Ok(());
     }
     while let Some(record) = reader.next_record().map_err(|e| format!("{file}: {e}"))? {
         if let Some(problem) = &record.problem {
-            errors.push(SdsError {
-                file: file.to_string(),
-                line: record.line,
-                field: String::new(),
-                value: String::new(),
-                reason: problem.clone(),
-                required,
-            });
+            check.push(record.line, "", "", problem);
             continue;
         }
-        let fields = (0..record.len())
-            .map(|i| record.text(i).unwrap_or_default().to_string())
-            .collect();
-        table.rows.push(Row {
+        let view = RowView {
             line: record.line,
-            fields,
-        });
+            cols: &cols,
+            rec: &record,
+        };
+        f(&view, &mut check)?;
     }
-    Ok(table)
+    Ok(())
 }
 
-/// The SDS input set; the optional files may be absent.
+/// Where the SDS files are; the optional ones may be absent.
 pub struct Inputs {
-    pub school: Table,
-    pub student: Table,
-    pub teacher: Table,
-    pub section: Option<Table>,
-    pub studentenrollment: Option<Table>,
-    pub teacherroster: Option<Table>,
+    pub school: PathBuf,
+    pub student: PathBuf,
+    pub teacher: PathBuf,
+    pub section: Option<PathBuf>,
+    pub studentenrollment: Option<PathBuf>,
+    pub teacherroster: Option<PathBuf>,
+}
+
+/// The OneRoster files written while converting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Out {
+    Orgs,
+    Users,
+    Roles,
+    Courses,
+    Classes,
+    Enrollments,
+    AcademicSessions,
+}
+
+/// Receives the rows of each output file, in input order.
+pub trait Sink {
+    fn row(&mut self, out: Out, fields: &[&str]) -> Result<(), String>;
 }
 
 pub const ORGS: &[&str] = &[
@@ -235,18 +225,6 @@ pub const DEMOGRAPHICS: &[&str] = &[
     "publicSchoolResidenceStatus",
 ];
 
-/// The OneRoster rows of every file, in input order.
-#[derive(Debug, Default)]
-pub struct Converted {
-    pub orgs: Vec<Vec<String>>,
-    pub users: Vec<Vec<String>>,
-    pub roles: Vec<Vec<String>>,
-    pub courses: Vec<Vec<String>>,
-    pub classes: Vec<Vec<String>>,
-    pub enrollments: Vec<Vec<String>>,
-    pub academic_sessions: Vec<Vec<String>>,
-}
-
 /// The sourcedId of an SDS entity: UUIDv5 of `"{entity}:{sis id}"` in `ns`.
 pub fn sourced_id(ns: &Uuid, entity: &str, id: &str) -> String {
     Uuid::new_v5(ns, format!("{entity}:{id}").as_bytes()).to_string()
@@ -276,28 +254,34 @@ fn date(s: &str) -> Option<String> {
         .map(|d| d.format("%Y-%m-%d").to_string())
 }
 
-struct Check<'a> {
-    table: &'a Table,
+/// Records the errors of one file.
+pub struct Check<'a> {
+    file: &'a str,
+    required: bool,
     errors: &'a mut Vec<SdsError>,
 }
 
 impl Check<'_> {
-    fn fail(&mut self, row: &Row, field: &str, value: &str, reason: impl Into<String>) {
+    fn push(&mut self, line: u64, field: &str, value: &str, reason: impl Into<String>) {
         self.errors.push(SdsError {
-            file: self.table.file.clone(),
-            line: row.line,
+            file: self.file.to_string(),
+            line,
             field: field.to_string(),
             value: value.to_string(),
             reason: reason.into(),
-            required: self.table.required,
+            required: self.required,
         });
     }
 
+    pub fn fail(&mut self, row: &RowView<'_>, field: &str, value: &str, reason: impl Into<String>) {
+        self.push(row.line, field, value, reason);
+    }
+
     /// Records an error for each empty field of `cols`; true when none is empty.
-    fn present(&mut self, row: &Row, cols: &[&str]) -> bool {
+    fn present(&mut self, row: &RowView<'_>, cols: &[&str]) -> bool {
         let mut ok = true;
         for col in cols {
-            if self.table.get(row, col).is_empty() {
+            if row.get(col).is_empty() {
                 self.fail(row, col, "", "required field is empty");
                 ok = false;
             }
@@ -308,136 +292,156 @@ impl Check<'_> {
 
 const PERSON_REQUIRED: &[&str] = &["SIS ID", "School SIS ID", "First Name", "Last Name"];
 
-/// Validates and maps. Rows with an error are left out and reported in `errors`.
-pub fn convert(input: &Inputs, ns: &Uuid, now: &str, errors: &mut Vec<SdsError>) -> Converted {
-    let mut out = Converted::default();
-    let active = "active".to_string();
-    let now = now.to_string();
+/// What the conversion counted.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub schools: usize,
+    pub students: usize,
+    pub teachers: usize,
+    pub sections: usize,
+}
+
+/// Validates and maps, streaming each input file once, in dependency order. Rows with
+/// an error are left out and reported in `errors`.
+pub fn convert(
+    input: &Inputs,
+    ns: &Uuid,
+    now: &str,
+    errors: &mut Vec<SdsError>,
+    sink: &mut dyn Sink,
+) -> Result<Counts, String> {
+    let active = "active";
 
     // school.csv -> orgs
     let mut schools: HashSet<String> = HashSet::new();
-    {
-        let t = &input.school;
-        let mut c = Check { table: t, errors };
-        for row in &t.rows {
+    for_each_row(
+        &input.school,
+        "school.csv",
+        true,
+        &["SIS ID", "Name"],
+        errors,
+        |row, c| {
             if !c.present(row, &["SIS ID", "Name"]) {
-                continue;
+                return Ok(());
             }
-            let sis = t.get(row, "SIS ID");
+            let sis = row.get("SIS ID");
             if !schools.insert(sis.to_string()) {
                 c.fail(row, "SIS ID", sis, "duplicate SIS ID");
-                continue;
+                return Ok(());
             }
-            out.orgs.push(vec![
-                sourced_id(ns, "school", sis),
-                active.clone(),
-                now.clone(),
-                t.get(row, "Name").to_string(),
-                "school".into(),
-                sis.to_string(),
-                String::new(),
-            ]);
-        }
-    }
+            let id = sourced_id(ns, "school", sis);
+            sink.row(
+                Out::Orgs,
+                &[&id, active, now, row.get("Name"), "school", sis, ""],
+            )
+        },
+    )?;
 
     // student.csv, teacher.csv -> users + roles
     let mut people: [HashSet<String>; 2] = [HashSet::new(), HashSet::new()];
-    for (k, (t, entity)) in [(&input.student, "student"), (&input.teacher, "teacher")]
+    for (k, (path, entity)) in [(&input.student, "student"), (&input.teacher, "teacher")]
         .into_iter()
         .enumerate()
     {
-        let mut c = Check { table: t, errors };
-        for row in &t.rows {
-            if !c.present(row, PERSON_REQUIRED) {
-                continue;
-            }
-            let sis = t.get(row, "SIS ID");
-            let school = t.get(row, "School SIS ID");
-            let username = t.get(row, "Username");
-            let mut ok = true;
-            if !username.is_empty() && !is_email(username) {
-                c.fail(row, "Username", username, "not an email address");
-                ok = false;
-            }
-            if !schools.contains(school) {
-                c.fail(row, "School SIS ID", school, "no such school in school.csv");
-                ok = false;
-            }
-            if ok && !people[k].insert(sis.to_string()) {
-                c.fail(row, "SIS ID", sis, "duplicate SIS ID");
-                ok = false;
-            }
-            if !ok {
-                continue;
-            }
-            let user_id = sourced_id(ns, entity, sis);
-            let org_id = sourced_id(ns, "school", school);
-            let phone = t.get(row, "Phone").to_string();
-            let grades = if entity == "student" {
-                t.get(row, "Grade").to_string()
-            } else {
-                String::new()
-            };
-            out.users.push(vec![
-                user_id.clone(),
-                active.clone(),
-                now.clone(),
-                "true".into(),
-                if username.is_empty() { sis } else { username }.to_string(),
-                format!("{{SIS:{sis}}}"),
-                t.get(row, "First Name").to_string(),
-                t.get(row, "Last Name").to_string(),
-                t.get(row, "Middle Name").to_string(),
-                sis.to_string(),
-                username.to_string(),
-                phone.clone(),
-                phone,
-                String::new(),
-                grades,
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                org_id.clone(),
-                String::new(),
-            ]);
-            out.roles.push(vec![
-                sourced_id(ns, "role", &format!("{entity}:{sis}:{school}")),
-                active.clone(),
-                now.clone(),
-                user_id,
-                "primary".into(),
-                entity.into(),
-                String::new(),
-                String::new(),
-                org_id,
-                String::new(),
-            ]);
-        }
+        let file = format!("{entity}.csv");
+        let seen = &mut people[k];
+        for_each_row(
+            path,
+            &file,
+            true,
+            &["SIS ID", "School SIS ID"],
+            errors,
+            |row, c| {
+                if !c.present(row, PERSON_REQUIRED) {
+                    return Ok(());
+                }
+                let sis = row.get("SIS ID");
+                let school = row.get("School SIS ID");
+                let username = row.get("Username");
+                let mut ok = true;
+                if !username.is_empty() && !is_email(username) {
+                    c.fail(row, "Username", username, "not an email address");
+                    ok = false;
+                }
+                if !schools.contains(school) {
+                    c.fail(row, "School SIS ID", school, "no such school in school.csv");
+                    ok = false;
+                }
+                if ok && !seen.insert(sis.to_string()) {
+                    c.fail(row, "SIS ID", sis, "duplicate SIS ID");
+                    ok = false;
+                }
+                if !ok {
+                    return Ok(());
+                }
+                let user_id = sourced_id(ns, entity, sis);
+                let org_id = sourced_id(ns, "school", school);
+                let phone = row.get("Phone");
+                let grades = if entity == "student" {
+                    row.get("Grade")
+                } else {
+                    ""
+                };
+                let user_ids = format!("{{SIS:{sis}}}");
+                sink.row(
+                    Out::Users,
+                    &[
+                        &user_id,
+                        active,
+                        now,
+                        "true",
+                        if username.is_empty() { sis } else { username },
+                        &user_ids,
+                        row.get("First Name"),
+                        row.get("Last Name"),
+                        row.get("Middle Name"),
+                        sis,
+                        username,
+                        phone,
+                        phone,
+                        "",
+                        grades,
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        &org_id,
+                        "",
+                    ],
+                )?;
+                let role_id = sourced_id(ns, "role", &format!("{entity}:{sis}:{school}"));
+                sink.row(
+                    Out::Roles,
+                    &[
+                        &role_id, active, now, &user_id, "primary", entity, "", "", &org_id, "",
+                    ],
+                )
+            },
+        )?;
     }
 
     // section.csv -> courses, classes, academicSessions
     let mut sections: HashMap<String, String> = HashMap::new(); // section -> school
-    if let Some(t) = &input.section {
-        let mut c = Check { table: t, errors };
+    if let Some(path) = &input.section {
         let mut courses: HashSet<String> = HashSet::new();
         let mut terms: HashSet<String> = HashSet::new();
-        for row in &t.rows {
-            if !c.present(row, &["SIS ID", "School SIS ID", "Section Name"]) {
-                continue;
+        let cols = ["SIS ID", "School SIS ID", "Section Name"];
+        for_each_row(path, "section.csv", false, &cols, errors, |row, c| {
+            if !c.present(row, &cols) {
+                return Ok(());
             }
-            let sis = t.get(row, "SIS ID");
-            let school = t.get(row, "School SIS ID");
+            let sis = row.get("SIS ID");
+            let school = row.get("School SIS ID");
             let mut ok = true;
             if !schools.contains(school) {
                 c.fail(row, "School SIS ID", school, "no such school in school.csv");
                 ok = false;
             }
-            let term = t.get(row, "Term SIS ID");
+            let term = row.get("Term SIS ID");
             let mut dates = [String::new(), String::new()];
             for (i, col) in ["Term StartDate", "Term EndDate"].iter().enumerate() {
-                let v = t.get(row, col);
+                let v = row.get(col);
                 if v.is_empty() {
                     continue;
                 }
@@ -454,33 +458,36 @@ pub fn convert(input: &Inputs, ns: &Uuid, now: &str, errors: &mut Vec<SdsError>)
                 ok = false;
             }
             if !ok {
-                continue;
+                return Ok(());
             }
             sections.insert(sis.to_string(), school.to_string());
-            let course_sis = match t.get(row, "Course SIS ID") {
+            let course_sis = match row.get("Course SIS ID") {
                 "" => sis,
                 id => id,
             };
             let school_id = sourced_id(ns, "school", school);
-            let subject = t.get(row, "Course Subject").to_string();
+            let subject = row.get("Course Subject");
             let course_id = sourced_id(ns, "course", course_sis);
             if courses.insert(course_sis.to_string()) {
-                let title = match t.get(row, "Course Name") {
-                    "" => t.get(row, "Section Name"),
+                let title = match row.get("Course Name") {
+                    "" => row.get("Section Name"),
                     name => name,
                 };
-                out.courses.push(vec![
-                    course_id.clone(),
-                    active.clone(),
-                    now.clone(),
-                    String::new(),
-                    title.to_string(),
-                    t.get(row, "Course Number").to_string(),
-                    String::new(),
-                    school_id.clone(),
-                    subject.clone(),
-                    String::new(),
-                ]);
+                sink.row(
+                    Out::Courses,
+                    &[
+                        &course_id,
+                        active,
+                        now,
+                        "",
+                        title,
+                        row.get("Course Number"),
+                        "",
+                        &school_id,
+                        subject,
+                        "",
+                    ],
+                )?;
             }
             let term_id = if term.is_empty() {
                 String::new()
@@ -488,57 +495,70 @@ pub fn convert(input: &Inputs, ns: &Uuid, now: &str, errors: &mut Vec<SdsError>)
                 sourced_id(ns, "term", term)
             };
             if !term.is_empty() && terms.insert(term.to_string()) {
-                let title = match t.get(row, "Term Name") {
+                let title = match row.get("Term Name") {
                     "" => term,
                     name => name,
                 };
-                let school_year = dates[1].get(..4).unwrap_or_default().to_string();
-                out.academic_sessions.push(vec![
-                    term_id.clone(),
-                    active.clone(),
-                    now.clone(),
-                    title.to_string(),
-                    "term".into(),
-                    dates[0].clone(),
-                    dates[1].clone(),
-                    String::new(),
-                    school_year,
-                ]);
+                let school_year = dates[1].get(..4).unwrap_or_default();
+                sink.row(
+                    Out::AcademicSessions,
+                    &[
+                        &term_id,
+                        active,
+                        now,
+                        title,
+                        "term",
+                        &dates[0],
+                        &dates[1],
+                        "",
+                        school_year,
+                    ],
+                )?;
             }
-            out.classes.push(vec![
-                sourced_id(ns, "class", sis),
-                active.clone(),
-                now.clone(),
-                t.get(row, "Section Name").to_string(),
-                String::new(),
-                course_id,
-                t.get(row, "Section Number").to_string(),
-                "scheduled".into(),
-                String::new(),
-                school_id,
-                term_id,
-                subject,
-                String::new(),
-                t.get(row, "Periods").to_string(),
-            ]);
-        }
+            let class_id = sourced_id(ns, "class", sis);
+            sink.row(
+                Out::Classes,
+                &[
+                    &class_id,
+                    active,
+                    now,
+                    row.get("Section Name"),
+                    "",
+                    &course_id,
+                    row.get("Section Number"),
+                    "scheduled",
+                    "",
+                    &school_id,
+                    &term_id,
+                    subject,
+                    "",
+                    row.get("Periods"),
+                ],
+            )
+        })?;
     }
 
     // studentenrollment.csv, teacherroster.csv -> enrollments
-    for (k, t, entity) in [
-        (0, &input.studentenrollment, "student"),
-        (1, &input.teacherroster, "teacher"),
+    let mut enrolled: HashSet<Uuid> = HashSet::new();
+    for (k, path, file, entity) in [
+        (
+            0,
+            &input.studentenrollment,
+            "studentenrollment.csv",
+            "student",
+        ),
+        (1, &input.teacherroster, "teacherroster.csv", "teacher"),
     ] {
-        let Some(t) = t else { continue };
-        let mut c = Check { table: t, errors };
-        let mut seen: HashSet<(String, String)> = HashSet::new();
+        let Some(path) = path else { continue };
         let people_file = format!("{entity}.csv");
-        for row in &t.rows {
-            if !c.present(row, &["Section SIS ID", "SIS ID"]) {
-                continue;
+        let cols = ["Section SIS ID", "SIS ID"];
+        let known = &people[k];
+        for_each_row(path, file, false, &cols, errors, |row, c| {
+            if !c.present(row, &cols) {
+                return Ok(());
             }
-            let section = t.get(row, "Section SIS ID");
-            let sis = t.get(row, "SIS ID");
+            let section = row.get("Section SIS ID");
+            let sis = row.get("SIS ID");
             let mut ok = true;
             let school = sections.get(section);
             if school.is_none() {
@@ -550,7 +570,7 @@ pub fn convert(input: &Inputs, ns: &Uuid, now: &str, errors: &mut Vec<SdsError>)
                 );
                 ok = false;
             }
-            if !people[k].contains(sis) {
+            if !known.contains(sis) {
                 c.fail(
                     row,
                     "SIS ID",
@@ -559,28 +579,40 @@ pub fn convert(input: &Inputs, ns: &Uuid, now: &str, errors: &mut Vec<SdsError>)
                 );
                 ok = false;
             }
-            if ok && !seen.insert((section.to_string(), sis.to_string())) {
-                c.fail(row, "SIS ID", sis, "duplicate enrollment");
-                ok = false;
-            }
             let (true, Some(school)) = (ok, school) else {
-                continue;
+                return Ok(());
             };
-            out.enrollments.push(vec![
-                sourced_id(ns, "enrollment", &format!("{section}:{entity}:{sis}")),
-                active.clone(),
-                now.clone(),
-                sourced_id(ns, "class", section),
-                sourced_id(ns, "school", school),
-                sourced_id(ns, entity, sis),
-                entity.into(),
-                if entity == "teacher" { "true" } else { "false" }.into(),
-                String::new(),
-                String::new(),
-            ]);
-        }
+            let id = Uuid::new_v5(
+                ns,
+                format!("enrollment:{section}:{entity}:{sis}").as_bytes(),
+            );
+            if !enrolled.insert(id) {
+                c.fail(row, "SIS ID", sis, "duplicate enrollment");
+                return Ok(());
+            }
+            sink.row(
+                Out::Enrollments,
+                &[
+                    &id.to_string(),
+                    active,
+                    now,
+                    &sourced_id(ns, "class", section),
+                    &sourced_id(ns, "school", school),
+                    &sourced_id(ns, entity, sis),
+                    entity,
+                    if entity == "teacher" { "true" } else { "false" },
+                    "",
+                    "",
+                ],
+            )
+        })?;
     }
-    out
+    Ok(Counts {
+        schools: schools.len(),
+        students: people[0].len(),
+        teachers: people[1].len(),
+        sections: sections.len(),
+    })
 }
 
 #[cfg(test)]

@@ -15,12 +15,13 @@ use crate::config::Config;
 use crate::handlers::csv_import::write_atomic;
 use crate::handlers::{Handler, JobContext};
 use crate::job::{Job, NewJob, Outcome};
-use map::{Converted, Inputs, SdsError};
+use map::{Inputs, Out, SdsError, Sink};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -191,43 +192,17 @@ fn run(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
     }
     let input_sha = format!("{:x}", identity.finalize());
 
-    let mut errors: Vec<SdsError> = Vec::new();
-    let read = |file: &str, required: bool, cols: &[&str], errors: &mut Vec<SdsError>| {
-        map::read_table(&found[file], file, required, cols, errors)
-    };
-    let person = ["SIS ID", "School SIS ID"];
-    let enrollment = ["Section SIS ID", "SIS ID"];
-    let school = read("school.csv", true, &["SIS ID", "Name"], &mut errors)?;
-    let student = read("student.csv", true, &person, &mut errors)?;
-    let teacher = read("teacher.csv", true, &person, &mut errors)?;
-    let optional = |file: &str, cols: &[&str], errors: &mut Vec<SdsError>| {
-        if found.contains_key(file) {
-            read(file, false, cols, errors).map(Some)
-        } else {
-            Ok(None)
-        }
-    };
-    let section = optional(
-        "section.csv",
-        &["SIS ID", "School SIS ID", "Section Name"],
-        &mut errors,
-    )?;
-    let studentenrollment = optional("studentenrollment.csv", &enrollment, &mut errors)?;
-    let teacherroster = optional("teacherroster.csv", &enrollment, &mut errors)?;
     let inputs = Inputs {
-        school,
-        student,
-        teacher,
-        section,
-        studentenrollment,
-        teacherroster,
+        school: found["school.csv"].clone(),
+        student: found["student.csv"].clone(),
+        teacher: found["teacher.csv"].clone(),
+        section: found.get("section.csv").cloned(),
+        studentenrollment: found.get("studentenrollment.csv").cloned(),
+        teacherroster: found.get("teacherroster.csv").cloned(),
     };
 
     let now_ms = ctx.clock.now_ms();
     let now = format_millis(now_ms);
-    let converted = map::convert(&inputs, &ns, &now, &mut errors);
-    drop(inputs);
-
     let date = chrono::DateTime::from_timestamp_millis(now_ms)
         .unwrap_or_default()
         .with_timezone(&chrono::Local)
@@ -243,6 +218,14 @@ fn run(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
         .mode(0o750)
         .create(&out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+
+    let mut errors: Vec<SdsError> = Vec::new();
+    let mut files = Files::create(&out_dir)?;
+    let converted = map::convert(&inputs, &ns, &now, &mut errors, &mut files);
+    if let Err(e) = converted {
+        files.abort();
+        return Err(e);
+    }
 
     let errors_path = out_dir.join("errors.csv");
     if errors.is_empty() {
@@ -263,6 +246,7 @@ fn run(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
     }
     let required_errors = errors.iter().filter(|e| e.required).count();
     if required_errors > 0 {
+        files.abort();
         let first = errors.iter().find(|e| e.required).expect("counted");
         return Ok(Outcome::Permanent {
             error: format!(
@@ -280,7 +264,7 @@ fn run(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
         });
     }
 
-    let written = write_set(&out_dir, &converted, &p, &now)?;
+    let written = write_set(&out_dir, files, &p, &now)?;
     let mut detail = json!({
         "output_dir": out_dir.display().to_string(),
         "input_sha256": input_sha,
@@ -346,37 +330,178 @@ fn csv_bytes(header: &[&str], rows: &[Vec<String>]) -> Result<Vec<u8>, String> {
     w.into_inner().map_err(|e| e.to_string())
 }
 
-/// One output file: its entity name, header and rows.
-type OutFile<'a> = (&'a str, &'a [&'a str], &'a [Vec<String>]);
+/// A writer that hashes what passes through it.
+struct Hashing {
+    inner: std::io::BufWriter<std::fs::File>,
+    hasher: Sha256,
+}
 
-/// Writes the CSVs, manifest.csv and metadata.json, each under a temporary name first.
-fn write_set(
-    out_dir: &Path,
-    c: &Converted,
-    p: &Payload,
-    now: &str,
-) -> Result<Vec<Written>, String> {
-    let files: [OutFile; 8] = [
-        ("orgs", map::ORGS, &c.orgs),
-        ("users", map::USERS, &c.users),
-        ("roles", map::ROLES, &c.roles),
-        ("courses", map::COURSES, &c.courses),
-        ("classes", map::CLASSES, &c.classes),
-        ("enrollments", map::ENROLLMENTS, &c.enrollments),
-        (
-            "academicSessions",
-            map::ACADEMIC_SESSIONS,
-            &c.academic_sessions,
-        ),
-        ("demographics", map::DEMOGRAPHICS, &[]),
-    ];
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// One output CSV being written under a temporary name.
+struct OutCsv {
+    name: String,
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: csv::Writer<Hashing>,
+    records: u64,
+}
+
+impl OutCsv {
+    fn create(dir: &Path, entity: &str, header: &[&str]) -> Result<OutCsv, String> {
+        let name = format!("{entity}.csv");
+        let path = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&tmp)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o640));
+        let mut writer = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .quote_style(csv::QuoteStyle::Necessary)
+            .from_writer(Hashing {
+                inner: std::io::BufWriter::with_capacity(256 * 1024, file),
+                hasher: Sha256::new(),
+            });
+        writer
+            .write_record(header)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        Ok(OutCsv {
+            name,
+            path,
+            tmp,
+            writer,
+            records: 0,
+        })
+    }
+
+    fn row(&mut self, fields: &[&str]) -> Result<(), String> {
+        let written = if fields.iter().any(|f| f.contains(['\r', '\n'])) {
+            // No carriage returns inside a field (OneRoster §3).
+            let cleaned: Vec<String> = fields
+                .iter()
+                .map(|f| f.replace(['\r', '\n'], " "))
+                .collect();
+            self.writer.write_record(&cleaned)
+        } else {
+            self.writer.write_record(fields)
+        };
+        written.map_err(|e| format!("cannot write {}: {e}", self.tmp.display()))?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Flushes, syncs and renames into place.
+    fn finish(self) -> Result<Written, String> {
+        let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", self.path.display());
+        let hashing = self.writer.into_inner().map_err(|e| fail(&e.to_string()))?;
+        let file = hashing
+            .inner
+            .into_inner()
+            .map_err(|e| fail(&e.to_string()))?;
+        file.sync_data().map_err(|e| fail(&e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| fail(&e))?;
+        Ok(Written {
+            name: self.name,
+            records: self.records,
+            sha256: format!("{:x}", hashing.hasher.finalize()),
+        })
+    }
+}
+
+/// The OneRoster files of one run, in the order they are listed and uploaded.
+struct Files {
+    files: Vec<(Option<Out>, OutCsv)>,
+}
+
+impl Files {
+    fn create(dir: &Path) -> Result<Files, String> {
+        let specs: [(Option<Out>, &str, &[&str]); 8] = [
+            (Some(Out::Orgs), "orgs", map::ORGS),
+            (Some(Out::Users), "users", map::USERS),
+            (Some(Out::Roles), "roles", map::ROLES),
+            (Some(Out::Courses), "courses", map::COURSES),
+            (Some(Out::Classes), "classes", map::CLASSES),
+            (Some(Out::Enrollments), "enrollments", map::ENROLLMENTS),
+            (
+                Some(Out::AcademicSessions),
+                "academicSessions",
+                map::ACADEMIC_SESSIONS,
+            ),
+            (None, "demographics", map::DEMOGRAPHICS),
+        ];
+        let mut files = Files { files: Vec::new() };
+        for (out, entity, header) in specs {
+            match OutCsv::create(dir, entity, header) {
+                Ok(f) => files.files.push((out, f)),
+                Err(e) => {
+                    files.abort();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// Removes the temporary files.
+    fn abort(self) {
+        for (_, f) in self.files {
+            let _ = std::fs::remove_file(&f.tmp);
+        }
+    }
+}
+
+impl Sink for Files {
+    fn row(&mut self, out: Out, fields: &[&str]) -> Result<(), String> {
+        let (_, file) = self
+            .files
+            .iter_mut()
+            .find(|(o, _)| *o == Some(out))
+            .expect("every output has a file");
+        file.row(fields)
+    }
+}
+
+/// Finishes the CSVs, then writes manifest.csv and metadata.json, each under a
+/// temporary name first.
+fn write_set(out_dir: &Path, files: Files, p: &Payload, now: &str) -> Result<Vec<Written>, String> {
+    let mut written = Vec::new();
+    let mut rest = files.files.into_iter();
+    for (_, f) in rest.by_ref() {
+        let tmp = f.tmp.clone();
+        match f.finish() {
+            Ok(w) => written.push(w),
+            Err(e) => {
+                let _ = std::fs::remove_file(tmp);
+                for (_, f) in rest {
+                    let _ = std::fs::remove_file(&f.tmp);
+                }
+                return Err(e);
+            }
+        }
+    }
     let mut manifest: Vec<Vec<String>> = vec![
         vec!["manifest.version".into(), "1.0".into()],
         vec!["oneroster.version".into(), "1.2".into()],
     ];
     for entity in MANIFEST_FILES {
-        let mode = match files.iter().find(|(n, _, _)| n == entity) {
-            Some((_, _, rows)) if !rows.is_empty() => "bulk",
+        let file = format!("{entity}.csv");
+        let mode = match written.iter().find(|w| w.name == file) {
+            Some(w) if w.records > 0 => "bulk",
             _ => "absent",
         };
         manifest.push(vec![format!("file.{entity}"), mode.into()]);
@@ -384,24 +509,16 @@ fn write_set(
     if let Some(system) = &p.source_system_name {
         manifest.push(vec!["source.systemName".into(), system.clone()]);
     }
-    let mut written = Vec::new();
-    let mut put = |name: String, bytes: Vec<u8>, records: usize| -> Result<(), String> {
-        write_atomic(&out_dir.join(&name), &bytes, 0o640)?;
-        written.push(Written {
-            name,
-            records: records as u64,
+    let bytes = csv_bytes(&["propertyName", "value"], &manifest)?;
+    write_atomic(&out_dir.join("manifest.csv"), &bytes, 0o640)?;
+    written.insert(
+        0,
+        Written {
+            name: "manifest.csv".into(),
+            records: manifest.len() as u64,
             sha256: sha_hex(&bytes),
-        });
-        Ok(())
-    };
-    put(
-        "manifest.csv".into(),
-        csv_bytes(&["propertyName", "value"], &manifest)?,
-        manifest.len(),
-    )?;
-    for (name, header, rows) in files {
-        put(format!("{name}.csv"), csv_bytes(header, rows)?, rows.len())?;
-    }
+        },
+    );
     let metadata = json!({
         "source": p.source_system_name.clone().unwrap_or_else(|| "jobd".into()),
         "version": "1.2",
