@@ -112,10 +112,15 @@ impl Handler for OneRoster {
     }
 
     fn run(&self, job: &Job, ctx: &JobContext) -> Outcome {
-        match run(job, ctx) {
-            Ok(outcome) => outcome,
-            Err(e) => Outcome::permanent(e),
-        }
+        convert_payload(&job.payload, &job.queue, ctx)
+    }
+}
+
+/// Runs one conversion for a job payload; the upload job goes to `queue`.
+pub fn convert_payload(payload: &Value, queue: &str, ctx: &JobContext) -> Outcome {
+    match run(payload, queue, ctx) {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::permanent(e),
     }
 }
 
@@ -149,8 +154,8 @@ fn folder_name(p: &Payload, dir: &Path) -> String {
     }
 }
 
-fn run(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
-    let p = Payload::parse(&job.payload)?;
+fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String> {
+    let p = Payload::parse(payload)?;
     let ns = p.namespace()?;
     let dir = if p.dir.is_absolute() {
         p.dir.clone()
@@ -304,7 +309,7 @@ fn run(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
                     "multipart": parts,
                 }),
             )
-            .queue(job.queue.clone())
+            .queue(queue)
             .unique_key(key),
         );
     }
