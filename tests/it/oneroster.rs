@@ -628,3 +628,51 @@ fn split_multipart(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+#[test]
+fn oneroster_a_watched_folder_set_is_converted_and_uploaded_end_to_end() {
+    let server = Server::start(|_| 202);
+    let watch = format!(
+        "[endpoints.roster]\nbase_url = \"{}\"\n\
+         [[watch]]\npath = \"{{dir}}/in\"\nmode = \"dir\"\nsettle = \"200ms\"\nrescan = \"1s\"\n\
+         kind = \"oneroster\"\nrequired = [\"school.csv\", \"student.csv\", \"teacher.csv\"]\n\
+         optional = [\"section.csv\", \"studentenrollment.csv\", \"teacherroster.csv\"]\n\
+         [watch.payload]\nendpoint = \"roster\"\npath = \"/api/v1/upload\"\n",
+        server.base
+    );
+    let daemon = crate::ingest::TestDaemon::start(&watch);
+    let staged = write_fixture(daemon.dir.path(), "staging/20251027");
+    std::fs::rename(&staged, daemon.input.join("20251027")).unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let jobs = daemon.jobs();
+        let done = |kind: &str| {
+            jobs.iter()
+                .any(|j| j.kind == kind && j.state == JobState::Succeeded)
+        };
+        if done("oneroster") && done("http") {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "not converted and uploaded: {:?}\n{}",
+            jobs.iter()
+                .map(|j| (&j.kind, j.state, &j.last_error))
+                .collect::<Vec<_>>(),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].url, "/api/v1/upload");
+    let day = std::fs::read_dir(daemon.data.join("output"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (_, users) = read_csv(&day.join("oneroster/20251027/users.csv"));
+    assert_eq!(users.len(), 3);
+    assert_eq!(users[0][6], "太郎");
+}
