@@ -191,9 +191,11 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
     let mut identity = Sha256::new();
     identity.update(ns.as_bytes());
     for (file, path) in &found {
-        let bytes =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        identity.update(format!("{file}\t{}\n", sha_hex(&bytes)));
+        let mut hasher = Sha256::new();
+        std::fs::File::open(path)
+            .and_then(|mut f| std::io::copy(&mut f, &mut hasher))
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        identity.update(format!("{file}\t{:x}\n", hasher.finalize()));
     }
     let input_sha = format!("{:x}", identity.finalize());
 
