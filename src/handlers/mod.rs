@@ -6,6 +6,7 @@ pub mod exec;
 pub mod http;
 pub mod noop;
 pub mod notify;
+pub mod oneroster;
 pub mod pull;
 pub mod relay;
 
@@ -124,6 +125,7 @@ impl Registry {
         registry.register(pull::KIND, Arc::new(pull::Pull::new(http.clone())));
         registry.register("http", Arc::new(http));
         registry.register("relay", Arc::new(relay::Relay));
+        registry.register(oneroster::KIND, Arc::new(oneroster::OneRoster));
         registry
     }
 

@@ -363,6 +363,13 @@ fn a_folder_set_waits_for_its_required_files_and_an_incomplete_one_dies_naming_t
         "{error}"
     );
     wait_gone(&late);
+    // It goes through the spool on its way to failed/, just after its death is committed.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !inputs_under(&daemon.data.join("failed")).contains(&"school.csv".to_string())
+        && std::time::Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let failed = inputs_under(&daemon.data.join("failed"));
     assert!(failed.contains(&"school.csv".to_string()), "{failed:?}");
     let (_, stats, _) = daemon.jobctl(&["stats", "--json"]);

@@ -1,0 +1,566 @@
+//! The `oneroster` kind: a Microsoft SDS v1 folder set (school, student, teacher; optional
+//! section, studentenrollment, teacherroster; names matched case-insensitively) becomes
+//! a OneRoster 1.2 CSV set under `output/YYYYMMDD/oneroster/<folder name>/` with
+//! `manifest.csv` and `metadata.json` (record counts and SHA-256 per file), then one
+//! `http` multipart upload job whose unique key comes from the input checksums, so the
+//! same folder is never uploaded twice.
+//!
+//! Errors go to `errors.csv` in the same folder. An error in a required file makes the
+//! job dead; bad rows of optional files are skipped and reported.
+
+pub mod map;
+
+use crate::clock::format_millis;
+use crate::config::Config;
+use crate::handlers::csv_import::write_atomic;
+use crate::handlers::{Handler, JobContext};
+use crate::job::{Job, NewJob, Outcome};
+use map::{Inputs, Out, SdsError, Sink};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+pub const KIND: &str = "oneroster";
+
+/// The namespace of the system this replaces (`6ba7b810-9dad-11d1-80b4-00c04fd430c8`),
+/// so its ids stay the same.
+pub const DEFAULT_NAMESPACE: Uuid = Uuid::NAMESPACE_DNS;
+
+/// The job payload: the watcher's `dir` and `name`, plus static settings.
+#[derive(Debug, Deserialize)]
+pub struct Payload {
+    /// The folder set (relative paths are under the data directory).
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The UUIDv5 namespace of the sourcedIds.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// `source.systemName` in manifest.csv and `source` in metadata.json.
+    #[serde(default)]
+    pub source_system_name: Option<String>,
+    /// The `[endpoints.NAME]` to upload to; no upload without it.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The upload path (default `/upload`).
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+impl Payload {
+    pub fn parse(payload: &Value) -> Result<Payload, String> {
+        let p = Payload::deserialize(payload).map_err(|e| format!("oneroster payload: {e}"))?;
+        p.namespace()?;
+        Ok(p)
+    }
+
+    pub fn namespace(&self) -> Result<Uuid, String> {
+        match &self.namespace {
+            None => Ok(DEFAULT_NAMESPACE),
+            Some(s) => Uuid::parse_str(s)
+                .map_err(|e| format!("oneroster payload: namespace: not a UUID ({e})")),
+        }
+    }
+}
+
+const REQUIRED_FILES: [&str; 3] = ["school.csv", "student.csv", "teacher.csv"];
+const OPTIONAL_FILES: [&str; 3] = ["section.csv", "studentenrollment.csv", "teacherroster.csv"];
+
+/// The manifest's `file.*` rows in spec order.
+const MANIFEST_FILES: &[&str] = &[
+    "academicSessions",
+    "categories",
+    "classes",
+    "classResources",
+    "courses",
+    "courseResources",
+    "demographics",
+    "enrollments",
+    "lineItemLearningObjectiveIds",
+    "lineItems",
+    "lineItemScoreScales",
+    "orgs",
+    "resources",
+    "resultLearningObjectiveIds",
+    "results",
+    "resultScoreScales",
+    "roles",
+    "scoreScales",
+    "userProfiles",
+    "userResources",
+    "users",
+];
+
+pub struct OneRoster;
+
+impl Handler for OneRoster {
+    fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
+        let p = Payload::parse(payload)?;
+        if let Some(endpoint) = &p.endpoint {
+            if !config.endpoints.contains_key(endpoint) {
+                return Err(format!(
+                    "oneroster payload: endpoint: no [endpoints.{endpoint}] in the config"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&self, job: &Job, ctx: &JobContext) -> Outcome {
+        convert_payload(&job.payload, &job.queue, ctx)
+    }
+}
+
+/// Runs one conversion for a job payload; the upload job goes to `queue`.
+pub fn convert_payload(payload: &Value, queue: &str, ctx: &JobContext) -> Outcome {
+    match run(payload, queue, ctx) {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::permanent(e),
+    }
+}
+
+/// What one run wrote.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub name: String,
+    pub records: u64,
+    pub sha256: String,
+}
+
+fn sha_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+fn folder_name(p: &Payload, dir: &Path) -> String {
+    let raw = p.name.clone().unwrap_or_else(|| {
+        dir.file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned()
+    });
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or(&raw);
+    let cleaned: String = base
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    match cleaned.as_str() {
+        "" | "." | ".." => "input".into(),
+        _ => cleaned,
+    }
+}
+
+fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String> {
+    let p = Payload::parse(payload)?;
+    let ns = p.namespace()?;
+    let dir = if p.dir.is_absolute() {
+        p.dir.clone()
+    } else {
+        ctx.data_dir.join(&p.dir)
+    };
+    let name = folder_name(&p, &dir);
+
+    // The files, by lower-case name.
+    let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for entry in
+        std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+    {
+        let entry = entry.map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            let lower = entry.file_name().to_string_lossy().to_lowercase();
+            if REQUIRED_FILES.contains(&lower.as_str()) || OPTIONAL_FILES.contains(&lower.as_str())
+            {
+                found.insert(lower, entry.path());
+            }
+        }
+    }
+    for required in REQUIRED_FILES {
+        if !found.contains_key(required) {
+            return Err(format!(
+                "{required} is missing in {} (required: {})",
+                dir.display(),
+                REQUIRED_FILES.join(", ")
+            ));
+        }
+    }
+    // The identity of the input: its files' checksums, sorted by name.
+    let mut identity = Sha256::new();
+    identity.update(ns.as_bytes());
+    for (file, path) in &found {
+        let mut hasher = Sha256::new();
+        std::fs::File::open(path)
+            .and_then(|mut f| std::io::copy(&mut f, &mut hasher))
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        identity.update(format!("{file}\t{:x}\n", hasher.finalize()));
+    }
+    let input_sha = format!("{:x}", identity.finalize());
+
+    let inputs = Inputs {
+        school: found["school.csv"].clone(),
+        student: found["student.csv"].clone(),
+        teacher: found["teacher.csv"].clone(),
+        section: found.get("section.csv").cloned(),
+        studentenrollment: found.get("studentenrollment.csv").cloned(),
+        teacherroster: found.get("teacherroster.csv").cloned(),
+    };
+
+    let now_ms = ctx.clock.now_ms();
+    let now = format_millis(now_ms);
+    let date = chrono::DateTime::from_timestamp_millis(now_ms)
+        .unwrap_or_default()
+        .with_timezone(&chrono::Local)
+        .format("%Y%m%d")
+        .to_string();
+    let out_rel = PathBuf::from("output")
+        .join(&date)
+        .join("oneroster")
+        .join(&name);
+    let out_dir = ctx.data_dir.join(&out_rel);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(&out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+
+    let mut errors: Vec<SdsError> = Vec::new();
+    let mut files = Files::create(&out_dir)?;
+    let converted = map::convert(&inputs, &ns, &now, &mut errors, &mut files);
+    if let Err(e) = converted {
+        files.abort();
+        return Err(e);
+    }
+
+    let errors_path = out_dir.join("errors.csv");
+    if errors.is_empty() {
+        let _ = std::fs::remove_file(&errors_path);
+    } else {
+        let mut rows = Vec::with_capacity(errors.len());
+        for e in &errors {
+            rows.push(vec![
+                e.file.clone(),
+                e.line.to_string(),
+                e.field.clone(),
+                e.value.clone(),
+                e.reason.clone(),
+            ]);
+        }
+        let bytes = csv_bytes(&["file", "line", "field", "value", "reason"], &rows)?;
+        write_atomic(&errors_path, &bytes, 0o640)?;
+    }
+    let required_errors = errors.iter().filter(|e| e.required).count();
+    if required_errors > 0 {
+        files.abort();
+        let first = errors.iter().find(|e| e.required).expect("counted");
+        return Ok(Outcome::Permanent {
+            error: format!(
+                "{required_errors} error(s) in required files (first: {} line {} {}: {}); see {}",
+                first.file,
+                first.line,
+                first.field,
+                first.reason,
+                errors_path.display()
+            ),
+            detail: Some(json!({
+                "errors": errors.len(),
+                "errors_file": errors_path.display().to_string(),
+            })),
+        });
+    }
+
+    let written = write_set(&out_dir, files, &p, &now)?;
+    let mut detail = json!({
+        "output_dir": out_dir.display().to_string(),
+        "input_sha256": input_sha,
+        "errors": errors.len(),
+        "records": written.iter().map(|w| (w.name.clone(), w.records)).collect::<BTreeMap<_, _>>(),
+    });
+    if !errors.is_empty() {
+        detail["errors_file"] = json!(errors_path.display().to_string());
+    }
+    let mut follow_ups = Vec::new();
+    if let Some(endpoint) = &p.endpoint {
+        let mut parts = vec![json!({
+            "name": "files",
+            "file": out_rel.join("metadata.json"),
+            "filename": "metadata.json",
+            "content_type": "application/json",
+        })];
+        for w in &written {
+            if w.name == "manifest.csv" || w.records > 0 {
+                parts.push(json!({
+                    "name": "files",
+                    "file": out_rel.join(&w.name),
+                    "filename": w.name,
+                    "content_type": "text/csv",
+                }));
+            }
+        }
+        let key = format!("oneroster:{input_sha}");
+        detail["upload_key"] = json!(key);
+        follow_ups.push(
+            NewJob::new(
+                "http",
+                json!({
+                    "endpoint": endpoint,
+                    "method": "POST",
+                    "path": p.path.clone().unwrap_or_else(|| "/upload".into()),
+                    "multipart": parts,
+                }),
+            )
+            .queue(queue)
+            .unique_key(key),
+        );
+    }
+    Ok(Outcome::succeeded(follow_ups, Some(detail)))
+}
+
+/// RFC 4180 with LF line ends, quoting only where needed, UTF-8 without BOM.
+fn csv_bytes(header: &[&str], rows: &[Vec<String>]) -> Result<Vec<u8>, String> {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .quote_style(csv::QuoteStyle::Necessary)
+        .from_writer(Vec::new());
+    w.write_record(header).map_err(|e| e.to_string())?;
+    for row in rows {
+        // No carriage returns inside a field (OneRoster §3).
+        if row.iter().any(|f| f.contains(['\r', '\n'])) {
+            let cleaned: Vec<String> = row.iter().map(|f| f.replace(['\r', '\n'], " ")).collect();
+            w.write_record(&cleaned).map_err(|e| e.to_string())?;
+        } else {
+            w.write_record(row).map_err(|e| e.to_string())?;
+        }
+    }
+    w.into_inner().map_err(|e| e.to_string())
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing {
+    inner: std::io::BufWriter<std::fs::File>,
+    hasher: Sha256,
+}
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// One output CSV being written under a temporary name.
+struct OutCsv {
+    name: String,
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: csv::Writer<Hashing>,
+    records: u64,
+}
+
+impl OutCsv {
+    fn create(dir: &Path, entity: &str, header: &[&str]) -> Result<OutCsv, String> {
+        let name = format!("{entity}.csv");
+        let path = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&tmp)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o640));
+        let mut writer = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .quote_style(csv::QuoteStyle::Necessary)
+            .from_writer(Hashing {
+                inner: std::io::BufWriter::with_capacity(256 * 1024, file),
+                hasher: Sha256::new(),
+            });
+        writer
+            .write_record(header)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        Ok(OutCsv {
+            name,
+            path,
+            tmp,
+            writer,
+            records: 0,
+        })
+    }
+
+    fn row(&mut self, fields: &[&str]) -> Result<(), String> {
+        let written = if fields.iter().any(|f| f.contains(['\r', '\n'])) {
+            // No carriage returns inside a field (OneRoster §3).
+            let cleaned: Vec<String> = fields
+                .iter()
+                .map(|f| f.replace(['\r', '\n'], " "))
+                .collect();
+            self.writer.write_record(&cleaned)
+        } else {
+            self.writer.write_record(fields)
+        };
+        written.map_err(|e| format!("cannot write {}: {e}", self.tmp.display()))?;
+        self.records += 1;
+        Ok(())
+    }
+
+    /// Flushes, syncs and renames into place.
+    fn finish(self) -> Result<Written, String> {
+        let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", self.path.display());
+        let hashing = self.writer.into_inner().map_err(|e| fail(&e.to_string()))?;
+        let file = hashing
+            .inner
+            .into_inner()
+            .map_err(|e| fail(&e.to_string()))?;
+        file.sync_data().map_err(|e| fail(&e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| fail(&e))?;
+        Ok(Written {
+            name: self.name,
+            records: self.records,
+            sha256: format!("{:x}", hashing.hasher.finalize()),
+        })
+    }
+}
+
+/// The OneRoster files of one run, in the order they are listed and uploaded.
+struct Files {
+    files: Vec<(Option<Out>, OutCsv)>,
+}
+
+impl Files {
+    fn create(dir: &Path) -> Result<Files, String> {
+        let specs: [(Option<Out>, &str, &[&str]); 8] = [
+            (Some(Out::Orgs), "orgs", map::ORGS),
+            (Some(Out::Users), "users", map::USERS),
+            (Some(Out::Roles), "roles", map::ROLES),
+            (Some(Out::Courses), "courses", map::COURSES),
+            (Some(Out::Classes), "classes", map::CLASSES),
+            (Some(Out::Enrollments), "enrollments", map::ENROLLMENTS),
+            (
+                Some(Out::AcademicSessions),
+                "academicSessions",
+                map::ACADEMIC_SESSIONS,
+            ),
+            (None, "demographics", map::DEMOGRAPHICS),
+        ];
+        let mut files = Files { files: Vec::new() };
+        for (out, entity, header) in specs {
+            match OutCsv::create(dir, entity, header) {
+                Ok(f) => files.files.push((out, f)),
+                Err(e) => {
+                    files.abort();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(files)
+    }
+
+    /// Removes the temporary files.
+    fn abort(self) {
+        for (_, f) in self.files {
+            let _ = std::fs::remove_file(&f.tmp);
+        }
+    }
+}
+
+impl Sink for Files {
+    fn row(&mut self, out: Out, fields: &[&str]) -> Result<(), String> {
+        let (_, file) = self
+            .files
+            .iter_mut()
+            .find(|(o, _)| *o == Some(out))
+            .expect("every output has a file");
+        file.row(fields)
+    }
+}
+
+/// Finishes the CSVs, then writes manifest.csv and metadata.json, each under a
+/// temporary name first.
+fn write_set(out_dir: &Path, files: Files, p: &Payload, now: &str) -> Result<Vec<Written>, String> {
+    let mut written = Vec::new();
+    let mut rest = files.files.into_iter();
+    for (_, f) in rest.by_ref() {
+        let tmp = f.tmp.clone();
+        match f.finish() {
+            Ok(w) => written.push(w),
+            Err(e) => {
+                let _ = std::fs::remove_file(tmp);
+                for (_, f) in rest {
+                    let _ = std::fs::remove_file(&f.tmp);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let mut manifest: Vec<Vec<String>> = vec![
+        vec!["manifest.version".into(), "1.0".into()],
+        vec!["oneroster.version".into(), "1.2".into()],
+    ];
+    for entity in MANIFEST_FILES {
+        let file = format!("{entity}.csv");
+        let mode = match written.iter().find(|w| w.name == file) {
+            Some(w) if w.records > 0 => "bulk",
+            _ => "absent",
+        };
+        manifest.push(vec![format!("file.{entity}"), mode.into()]);
+    }
+    if let Some(system) = &p.source_system_name {
+        manifest.push(vec!["source.systemName".into(), system.clone()]);
+    }
+    let bytes = csv_bytes(&["propertyName", "value"], &manifest)?;
+    write_atomic(&out_dir.join("manifest.csv"), &bytes, 0o640)?;
+    written.insert(
+        0,
+        Written {
+            name: "manifest.csv".into(),
+            records: manifest.len() as u64,
+            sha256: sha_hex(&bytes),
+        },
+    );
+    let metadata = json!({
+        "source": p.source_system_name.clone().unwrap_or_else(|| "jobd".into()),
+        "version": "1.2",
+        "uploadedAt": now,
+        "recordCounts": written.iter().map(|w| (w.name.clone(), w.records)).collect::<BTreeMap<_, _>>(),
+        "checksums": written.iter().map(|w| (w.name.clone(), w.sha256.clone())).collect::<BTreeMap<_, _>>(),
+    });
+    let bytes = serde_json::to_vec_pretty(&metadata).map_err(|e| e.to_string())?;
+    write_atomic(&out_dir.join("metadata.json"), &bytes, 0o640)?;
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../../config/examples/oneroster.toml");
+        let config = Config::from_toml(text, "oneroster.toml").unwrap();
+        let watch = &config.watch[0];
+        assert_eq!(watch.kind, KIND);
+        assert_eq!(watch.required.len(), 3);
+        let mut payload = serde_json::to_value(&watch.payload).unwrap();
+        payload["dir"] = json!("/var/lib/jobd/spool/1/20251027");
+        OneRoster.validate(&payload, &config).unwrap();
+        assert_eq!(
+            Payload::parse(&payload).unwrap().namespace().unwrap(),
+            DEFAULT_NAMESPACE
+        );
+        payload["endpoint"] = json!("nowhere");
+        let err = OneRoster.validate(&payload, &config).unwrap_err();
+        assert!(err.contains("endpoint"), "{err}");
+        payload["namespace"] = json!("not-a-uuid");
+        let err = Payload::parse(&payload).unwrap_err();
+        assert!(err.contains("namespace"), "{err}");
+    }
+}

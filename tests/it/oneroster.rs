@@ -1,0 +1,686 @@
+//! The `oneroster` kind: an SDS v1 folder set (Japanese names, a BOM, a Shift_JIS file,
+//! an enrollment pointing at a missing section) becomes the expected OneRoster 1.2 files,
+//! field by field, with deterministic ids, verified checksums and record counts, and one
+//! multipart upload to a server on 127.0.0.1 (4xx dead at once, 503 retried).
+
+use crate::http_server::{HttpServer, Request, Response};
+
+use jobd::clock::{Clock, SystemClock};
+use jobd::config::{Config, ConfigSource};
+use jobd::daemon::{Daemon, DaemonOptions, JobHooks};
+use jobd::handlers::Registry;
+use jobd::job::{Job, JobId, JobState, NewJob};
+use jobd::store::{Db, JobFilter, OpenOptions};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+// ---- a server that records uploads ----
+
+struct Server {
+    base: String,
+    seen: Arc<Mutex<Vec<Request>>>,
+    _server: HttpServer,
+}
+
+impl Server {
+    /// Answers request n (from 0) with `status(n)`.
+    fn start(status: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Server {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(AtomicUsize::new(0));
+        let recorded = seen.clone();
+        let handler = move |request: Request| {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            recorded.lock().unwrap().push(request);
+            let status = status(n);
+            Response {
+                status,
+                headers: vec![("Content-Type".into(), "application/json".into())],
+                body: format!("{{\"uploadId\":\"u-{n}\",\"status\":\"accepted\"}}").into_bytes(),
+            }
+        };
+        let server = HttpServer::start(Arc::new(handler));
+        Server {
+            base: server.base.clone(),
+            seen,
+            _server: server,
+        }
+    }
+
+    fn seen(&self) -> Vec<Request> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+// ---- a daemon around one test ----
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: Config,
+}
+
+fn setup(server: &Server) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/jobd.sock\"\nworkers = 2\nsynchronous = \"normal\"\n\
+         [retry]\nbase = \"100ms\"\nfactor = 2.0\njitter = 0.0\ncap = \"1s\"\nmax_attempts = 5\n\
+         [endpoints.roster]\nbase_url = \"{base}\"\n",
+        db = dir.path().join("jobs.db").display(),
+        data = dir.path().join("data").display(),
+        base = server.base,
+    );
+    let config = Config::from_toml(&text, "test").unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    Setup { dir, config }
+}
+
+impl Setup {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn db(&self) -> Db {
+        Db::open(
+            &self.config.daemon.database,
+            &OpenOptions {
+                create: true,
+                migrate: true,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Enqueues `jobs` and runs the daemon in real time until nothing is live.
+    fn run(&self, jobs: Vec<NewJob>) -> Vec<JobId> {
+        let mut db = self.db();
+        let now = SystemClock.now_ms();
+        let ids: Vec<JobId> = db
+            .write(|tx| tx.enqueue(&jobs, now))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        drop(db);
+        let hooks: Vec<Arc<dyn JobHooks>> = Vec::new();
+        let daemon = Daemon::start(
+            self.config.clone(),
+            DaemonOptions {
+                clock: Arc::new(SystemClock),
+                registry: Registry::builtin(),
+                config_source: ConfigSource::Defaults,
+                once: false,
+                handle_signals: false,
+                hooks,
+            },
+        )
+        .unwrap();
+        let client = daemon.client();
+        let db = self.db();
+        let give_up = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stats = db.stats(SystemClock.now_ms()).unwrap();
+            let live: u64 = [JobState::Queued, JobState::Running, JobState::Retrying]
+                .into_iter()
+                .map(|s| stats.total(s))
+                .sum();
+            if live == 0 {
+                break;
+            }
+            assert!(Instant::now() < give_up, "jobs still live after 30s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        client.shutdown();
+        daemon.wait().unwrap();
+        ids
+    }
+
+    fn job(&self, id: JobId) -> Job {
+        self.db().get(id).unwrap()
+    }
+
+    fn uploads(&self) -> Vec<Job> {
+        self.db()
+            .list(&JobFilter {
+                kind: Some("http".into()),
+                limit: 100,
+                ..JobFilter::default()
+            })
+            .unwrap()
+    }
+}
+
+// ---- the fixture ----
+
+const SCHOOL: &str = "SIS ID,Name\n1,さくら小学校\n2,\"Midori, Junior High\"\n";
+const STUDENT: &str = "SIS ID,School SIS ID,First Name,Last Name,Username,Grade,Middle Name\n\
+S1,1,太郎,山田,taro@example.jp,5,\n\
+S2,2,花子,佐藤,,7,\n";
+const TEACHER: &str = "SIS ID,School SIS ID,First Name,Last Name,Username,Phone\n\
+T1,1,一郎,鈴木,ichiro@example.jp,03-1234-5678\n";
+const SECTION: &str = "SIS ID,School SIS ID,Section Name,Section Number,Term SIS ID,Term Name,Term StartDate,Term EndDate,Course SIS ID,Course Name,Course Number,Course Subject,Periods\n\
+SEC1,1,5年1組 算数,501,T2025,2025年度,20250401,2026-03-31,C-MATH5,算数5年,M5,Math,1\n\
+SEC2,1,5年2組 算数,502,T2025,2025年度,20250401,2026-03-31,C-MATH5,算数5年,M5,Math,2\n";
+const ENROLL: &str = "Section SIS ID,SIS ID\nSEC1,S1\nSEC9,S2\n";
+const ROSTER: &str = "Section SIS ID,SIS ID\nSEC1,T1\nSEC2,T1\n";
+
+/// Writes the SDS set under `data/<rel>`: names in mixed case, student.csv with a BOM,
+/// teacher.csv in Shift_JIS.
+fn write_fixture(data: &Path, rel: &str) -> PathBuf {
+    let dir = data.join(rel);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("School.csv"), SCHOOL).unwrap();
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend_from_slice(STUDENT.as_bytes());
+    std::fs::write(dir.join("Student.csv"), bom).unwrap();
+    let (sjis, _, bad) = encoding_rs::SHIFT_JIS.encode(TEACHER);
+    assert!(!bad);
+    std::fs::write(dir.join("Teacher.csv"), &sjis[..]).unwrap();
+    std::fs::write(dir.join("Section.csv"), SECTION).unwrap();
+    std::fs::write(dir.join("StudentEnrollment.csv"), ENROLL).unwrap();
+    std::fs::write(dir.join("teacherroster.csv"), ROSTER).unwrap();
+    dir
+}
+
+fn job_for(dir: &Path) -> NewJob {
+    NewJob::new(
+        "oneroster",
+        json!({"dir": dir, "name": "20251027", "endpoint": "roster", "path": "/api/v1/upload",
+               "source_system_name": "SDS2Roster"}),
+    )
+}
+
+fn id(entity: &str, sis: &str) -> String {
+    Uuid::new_v5(&Uuid::NAMESPACE_DNS, format!("{entity}:{sis}").as_bytes()).to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// The records of a CSV file: (header, rows).
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(path)
+        .unwrap();
+    let mut rows: Vec<Vec<String>> = r
+        .records()
+        .map(|rec| rec.unwrap().iter().map(String::from).collect())
+        .collect();
+    let header = rows.remove(0);
+    (header, rows)
+}
+
+fn out_dir(s: &Setup) -> PathBuf {
+    let dated = s.data().join("output");
+    let day = std::fs::read_dir(&dated).unwrap().next().unwrap().unwrap();
+    day.path().join("oneroster").join("20251027")
+}
+
+/// Checks the rows of `file` against `expected`, where "*" in column 2 stands for the run
+/// time (then it must equal `now`).
+fn check(dir: &Path, file: &str, header: &str, expected: &[Vec<&str>], now: &str) {
+    let (h, rows) = read_csv(&dir.join(file));
+    assert_eq!(h.join(","), header, "{file} header");
+    assert_eq!(rows.len(), expected.len(), "{file}: {rows:?}");
+    for (row, want) in rows.iter().zip(expected) {
+        assert_eq!(row.len(), want.len(), "{file}: {row:?}");
+        for (i, (got, want)) in row.iter().zip(want).enumerate() {
+            let want = if i == 2 && *want == "*" { now } else { want };
+            assert_eq!(got, want, "{file} column {} ({row:?})", h[i]);
+        }
+    }
+}
+
+// ---- tests ----
+
+#[test]
+fn oneroster_converts_the_set_field_by_field_and_uploads_every_part() {
+    let server = Server::start(|_| 202);
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    let ids = s.run(vec![job_for(&dir)]);
+    let job = s.job(ids[0]);
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.last_error);
+
+    let out = out_dir(&s);
+    let metadata: Value =
+        serde_json::from_slice(&std::fs::read(out.join("metadata.json")).unwrap()).unwrap();
+    let now = metadata["uploadedAt"].as_str().unwrap().to_string();
+    assert_eq!(now.len(), "2012-04-23T18:25:43.511Z".len(), "{now}");
+    assert!(now.ends_with('Z'));
+    let s1 = id("school", "1");
+    let s2 = id("school", "2");
+
+    check(
+        &out,
+        "orgs.csv",
+        "sourcedId,status,dateLastModified,name,type,identifier,parentSourcedId",
+        &[
+            vec![&s1, "active", "*", "さくら小学校", "school", "1", ""],
+            vec![&s2, "active", "*", "Midori, Junior High", "school", "2", ""],
+        ],
+        &now,
+    );
+    let (st1, st2, t1) = (
+        id("student", "S1"),
+        id("student", "S2"),
+        id("teacher", "T1"),
+    );
+    let e = "";
+    check(
+        &out,
+        "users.csv",
+        "sourcedId,status,dateLastModified,enabledUser,username,userIds,givenName,familyName,middleName,identifier,email,sms,phone,agentSourcedIds,grades,password,userMasterIdentifier,preferredGivenName,preferredMiddleName,preferredFamilyName,primaryOrgSourcedId,pronouns",
+        &[
+            vec![&st1, "active", "*", "true", "taro@example.jp", "{SIS:S1}", "太郎", "山田", e, "S1", "taro@example.jp", e, e, e, "5", e, e, e, e, e, &s1, e],
+            vec![&st2, "active", "*", "true", "S2", "{SIS:S2}", "花子", "佐藤", e, "S2", e, e, e, e, "7", e, e, e, e, e, &s2, e],
+            vec![&t1, "active", "*", "true", "ichiro@example.jp", "{SIS:T1}", "一郎", "鈴木", e, "T1", "ichiro@example.jp", "03-1234-5678", "03-1234-5678", e, e, e, e, e, e, e, &s1, e],
+        ],
+        &now,
+    );
+    check(
+        &out,
+        "roles.csv",
+        "sourcedId,status,dateLastModified,userSourcedId,roleType,role,beginDate,endDate,orgSourcedId,userProfileSourcedId",
+        &[
+            vec![&id("role", "student:S1:1"), "active", "*", &st1, "primary", "student", e, e, &s1, e],
+            vec![&id("role", "student:S2:2"), "active", "*", &st2, "primary", "student", e, e, &s2, e],
+            vec![&id("role", "teacher:T1:1"), "active", "*", &t1, "primary", "teacher", e, e, &s1, e],
+        ],
+        &now,
+    );
+    let course = id("course", "C-MATH5");
+    check(
+        &out,
+        "courses.csv",
+        "sourcedId,status,dateLastModified,schoolYearSourcedId,title,courseCode,grades,orgSourcedId,subjects,subjectCodes",
+        &[vec![&course, "active", "*", e, "算数5年", "M5", e, &s1, "Math", e]],
+        &now,
+    );
+    let term = id("term", "T2025");
+    let (c1, c2) = (id("class", "SEC1"), id("class", "SEC2"));
+    check(
+        &out,
+        "classes.csv",
+        "sourcedId,status,dateLastModified,title,grades,courseSourcedId,classCode,classType,location,schoolSourcedId,termSourcedIds,subjects,subjectCodes,periods",
+        &[
+            vec![&c1, "active", "*", "5年1組 算数", e, &course, "501", "scheduled", e, &s1, &term, "Math", e, "1"],
+            vec![&c2, "active", "*", "5年2組 算数", e, &course, "502", "scheduled", e, &s1, &term, "Math", e, "2"],
+        ],
+        &now,
+    );
+    check(
+        &out,
+        "enrollments.csv",
+        "sourcedId,status,dateLastModified,classSourcedId,schoolSourcedId,userSourcedId,role,primary,beginDate,endDate",
+        &[
+            vec![&id("enrollment", "SEC1:student:S1"), "active", "*", &c1, &s1, &st1, "student", "false", e, e],
+            vec![&id("enrollment", "SEC1:teacher:T1"), "active", "*", &c1, &s1, &t1, "teacher", "true", e, e],
+            vec![&id("enrollment", "SEC2:teacher:T1"), "active", "*", &c2, &s1, &t1, "teacher", "true", e, e],
+        ],
+        &now,
+    );
+    check(
+        &out,
+        "academicSessions.csv",
+        "sourcedId,status,dateLastModified,title,type,startDate,endDate,parentSourcedId,schoolYear",
+        &[vec![
+            &term,
+            "active",
+            "*",
+            "2025年度",
+            "term",
+            "2025-04-01",
+            "2026-03-31",
+            e,
+            "2026",
+        ]],
+        &now,
+    );
+    check(
+        &out,
+        "demographics.csv",
+        "sourcedId,status,dateLastModified,birthDate,sex,americanIndianOrAlaskaNative,asian,blackOrAfricanAmerican,nativeHawaiianOrOtherPacificIslander,white,demographicRaceTwoOrMoreRaces,hispanicOrLatinoEthnicity,countryOfBirthCode,stateOfBirthAbbreviation,cityOfBirth,publicSchoolResidenceStatus",
+        &[],
+        &now,
+    );
+    // The enrollment in the missing section is skipped and reported.
+    let (h, errors) = read_csv(&out.join("errors.csv"));
+    assert_eq!(h, ["file", "line", "field", "value", "reason"]);
+    assert_eq!(
+        errors,
+        vec![vec![
+            "studentenrollment.csv".to_string(),
+            "3".into(),
+            "Section SIS ID".into(),
+            "SEC9".into(),
+            "no such section in section.csv".into()
+        ]]
+    );
+    // manifest.csv
+    let (h, manifest) = read_csv(&out.join("manifest.csv"));
+    assert_eq!(h, ["propertyName", "value"]);
+    let get = |k: &str| {
+        manifest
+            .iter()
+            .find(|r| r[0] == k)
+            .map(|r| r[1].clone())
+            .unwrap_or_else(|| panic!("{k} missing"))
+    };
+    assert_eq!(get("manifest.version"), "1.0");
+    assert_eq!(get("oneroster.version"), "1.2");
+    assert_eq!(get("file.users"), "bulk");
+    assert_eq!(get("file.roles"), "bulk");
+    assert_eq!(get("file.demographics"), "absent");
+    assert_eq!(get("file.results"), "absent");
+    assert_eq!(get("source.systemName"), "SDS2Roster");
+
+    // Format: UTF-8 without BOM, LF, RFC 4180 quoting, mode 0640; no temp files left.
+    let orgs = std::fs::read(out.join("orgs.csv")).unwrap();
+    assert!(!orgs.starts_with(b"\xEF\xBB\xBF"));
+    assert!(!orgs.contains(&b'\r'));
+    assert!(String::from_utf8(orgs)
+        .unwrap()
+        .contains(",\"Midori, Junior High\",school,"));
+    use std::os::unix::fs::PermissionsExt;
+    let mut names: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(
+            entry.metadata().unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "academicSessions.csv",
+            "classes.csv",
+            "courses.csv",
+            "demographics.csv",
+            "enrollments.csv",
+            "errors.csv",
+            "manifest.csv",
+            "metadata.json",
+            "orgs.csv",
+            "roles.csv",
+            "users.csv"
+        ]
+    );
+
+    // metadata.json: checksums and record counts recomputed.
+    assert_eq!(metadata["source"], "SDS2Roster");
+    assert_eq!(metadata["version"], "1.2");
+    let counts = metadata["recordCounts"].as_object().unwrap();
+    let sums = metadata["checksums"].as_object().unwrap();
+    assert_eq!(counts.len(), 9);
+    for (file, count) in counts {
+        let bytes = std::fs::read(out.join(file)).unwrap();
+        assert_eq!(sums[file], hex(&bytes), "{file}");
+        let (_, rows) = read_csv(&out.join(file));
+        assert_eq!(count.as_u64().unwrap(), rows.len() as u64, "{file}");
+    }
+    assert_eq!(counts["users.csv"], 3);
+    assert_eq!(counts["enrollments.csv"], 3);
+
+    // The upload: one request with metadata.json and every CSV with records.
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    let request = &seen[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.url, "/api/v1/upload");
+    let content_type = header(request, "Content-Type").unwrap();
+    let boundary = content_type
+        .split("boundary=")
+        .nth(1)
+        .unwrap()
+        .trim_matches('"');
+    let parts = split_multipart(&request.body, boundary);
+    let mut uploaded: Vec<String> = Vec::new();
+    for (headers, body) in &parts {
+        let filename = headers
+            .split("filename=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_string();
+        assert!(headers.contains("name=\"files\""), "{headers}");
+        let want_type = if filename == "metadata.json" {
+            "content-type: application/json"
+        } else {
+            "content-type: text/csv"
+        };
+        assert!(headers.to_lowercase().contains(want_type), "{headers}");
+        assert_eq!(
+            hex(body),
+            hex(&std::fs::read(out.join(&filename)).unwrap()),
+            "{filename} arrived intact"
+        );
+        uploaded.push(filename);
+    }
+    assert_eq!(
+        uploaded,
+        [
+            "metadata.json",
+            "manifest.csv",
+            "orgs.csv",
+            "users.csv",
+            "roles.csv",
+            "courses.csv",
+            "classes.csv",
+            "enrollments.csv",
+            "academicSessions.csv"
+        ]
+    );
+    let uploads = s.uploads();
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0].state, JobState::Succeeded);
+    assert!(uploads[0]
+        .unique_key
+        .as_deref()
+        .unwrap()
+        .starts_with("oneroster:"));
+}
+
+#[test]
+fn oneroster_runs_again_with_identical_ids_and_no_second_upload() {
+    let server = Server::start(|_| 202);
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    let strip = |out: &Path| -> Vec<(String, Vec<Vec<String>>)> {
+        let mut files = Vec::new();
+        for name in [
+            "orgs",
+            "users",
+            "roles",
+            "courses",
+            "classes",
+            "enrollments",
+        ] {
+            let (_, mut rows) = read_csv(&out.join(format!("{name}.csv")));
+            for row in &mut rows {
+                row[2].clear();
+            }
+            files.push((name.to_string(), rows));
+        }
+        files
+    };
+    s.run(vec![job_for(&dir)]);
+    let first = strip(&out_dir(&s));
+    let manifest = std::fs::read(out_dir(&s).join("manifest.csv")).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let ids = s.run(vec![job_for(&dir)]);
+    assert_eq!(s.job(ids[0]).state, JobState::Succeeded);
+    assert_eq!(first, strip(&out_dir(&s)));
+    assert_eq!(
+        manifest,
+        std::fs::read(out_dir(&s).join("manifest.csv")).unwrap()
+    );
+    assert_eq!(server.seen().len(), 1, "the same folder is uploaded once");
+    assert_eq!(s.uploads().len(), 1);
+}
+
+#[test]
+fn oneroster_upload_4xx_is_dead_without_retry() {
+    let server = Server::start(|_| 422);
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    let ids = s.run(vec![job_for(&dir)]);
+    assert_eq!(s.job(ids[0]).state, JobState::Succeeded);
+    let uploads = s.uploads();
+    assert_eq!(uploads[0].state, JobState::Dead);
+    assert_eq!(uploads[0].attempts, 1);
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[test]
+fn oneroster_upload_503_is_retried() {
+    let server = Server::start(|n| if n < 2 { 503 } else { 202 });
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    s.run(vec![job_for(&dir)]);
+    let uploads = s.uploads();
+    assert_eq!(uploads[0].state, JobState::Succeeded);
+    assert_eq!(uploads[0].attempts, 3);
+    assert_eq!(server.seen().len(), 3);
+}
+
+#[test]
+fn oneroster_an_error_in_a_required_file_makes_the_job_dead_with_the_report() {
+    let server = Server::start(|_| 202);
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    std::fs::write(
+        dir.join("Student.csv"),
+        "SIS ID,School SIS ID,First Name,Last Name,Username\nS1,1,太郎,山田,not-an-email\nS2,7,花子,佐藤,\n",
+    )
+    .unwrap();
+    let ids = s.run(vec![job_for(&dir)]);
+    let job = s.job(ids[0]);
+    assert_eq!(job.state, JobState::Dead);
+    assert_eq!(job.attempts, 1);
+    let error = job.last_error.unwrap();
+    assert!(error.contains("error(s) in required files"), "{error}");
+    let (_, errors) = read_csv(&out_dir(&s).join("errors.csv"));
+    let student: Vec<_> = errors.iter().filter(|r| r[0] == "student.csv").collect();
+    assert_eq!(student.len(), 2, "{errors:?}");
+    assert_eq!(
+        student[0][1..],
+        ["2", "Username", "not-an-email", "not an email address"]
+    );
+    assert_eq!(
+        student[1][1..],
+        ["3", "School SIS ID", "7", "no such school in school.csv"]
+    );
+    assert!(s.uploads().is_empty());
+    let left: Vec<String> = std::fs::read_dir(out_dir(&s))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left,
+        ["errors.csv"],
+        "no OneRoster file and no temporary file"
+    );
+}
+
+#[test]
+fn oneroster_a_missing_required_file_is_refused() {
+    let server = Server::start(|_| 202);
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    std::fs::remove_file(dir.join("Teacher.csv")).unwrap();
+    let ids = s.run(vec![job_for(&dir)]);
+    let job = s.job(ids[0]);
+    assert_eq!(job.state, JobState::Dead);
+    assert!(job.last_error.unwrap().contains("teacher.csv is missing"));
+}
+
+fn header<'a>(r: &'a Request, name: &str) -> Option<&'a str> {
+    r.headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+fn split_multipart(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
+    let delimiter = format!("--{boundary}");
+    let mut parts = Vec::new();
+    let mut rest = body;
+    while let Some(start) = find(rest, delimiter.as_bytes()) {
+        rest = &rest[start + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            break;
+        }
+        let rest_from = &rest[2..];
+        let end = find(rest_from, format!("\r\n{delimiter}").as_bytes()).unwrap();
+        let part = &rest_from[..end];
+        let split = find(part, b"\r\n\r\n").unwrap();
+        parts.push((
+            String::from_utf8_lossy(&part[..split]).into_owned(),
+            part[split + 4..].to_vec(),
+        ));
+        rest = &rest_from[end + 2..];
+    }
+    parts
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn oneroster_a_watched_folder_set_is_converted_and_uploaded_end_to_end() {
+    let server = Server::start(|_| 202);
+    let watch = format!(
+        "[endpoints.roster]\nbase_url = \"{}\"\n\
+         [[watch]]\npath = \"{{dir}}/in\"\nmode = \"dir\"\nsettle = \"200ms\"\nrescan = \"1s\"\n\
+         kind = \"oneroster\"\nrequired = [\"school.csv\", \"student.csv\", \"teacher.csv\"]\n\
+         optional = [\"section.csv\", \"studentenrollment.csv\", \"teacherroster.csv\"]\n\
+         [watch.payload]\nendpoint = \"roster\"\npath = \"/api/v1/upload\"\n",
+        server.base
+    );
+    let daemon = crate::ingest::TestDaemon::start(&watch);
+    let staged = write_fixture(daemon.dir.path(), "staging/20251027");
+    std::fs::rename(&staged, daemon.input.join("20251027")).unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let jobs = daemon.jobs();
+        let done = |kind: &str| {
+            jobs.iter()
+                .any(|j| j.kind == kind && j.state == JobState::Succeeded)
+        };
+        if done("oneroster") && done("http") {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "not converted and uploaded: {:?}\n{}",
+            jobs.iter()
+                .map(|j| (&j.kind, j.state, &j.last_error))
+                .collect::<Vec<_>>(),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seen = server.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].url, "/api/v1/upload");
+    let day = std::fs::read_dir(daemon.data.join("output"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let (_, users) = read_csv(&day.join("oneroster/20251027/users.csv"));
+    assert_eq!(users.len(), 3);
+    assert_eq!(users[0][6], "太郎");
+}
