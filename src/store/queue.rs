@@ -266,9 +266,11 @@ impl<'a> Tx<'a> {
     /// transaction holds the write lock and a new rowid is the largest one plus one. A job
     /// with a unique key goes in alone, so a conflict can name the job that exists.
     fn insert_all(&self, jobs: &[NewJob], now: UnixMillis) -> Result<Vec<Enqueued>> {
-        // No RETURNING: it costs a temporary B-tree per row.
-        let mut single = self.tx.prepare_cached(&insert_sql(1, true))?;
-        let mut many = self.tx.prepare_cached(&insert_sql(INSERT_ROWS, false))?;
+        // No RETURNING: it costs a temporary B-tree per row. The SQL is built once; a
+        // single-job enqueue (the socket's usual request) never touches the long one.
+        static SINGLE: LazyLock<String> = LazyLock::new(|| insert_sql(1, true));
+        static MANY: LazyLock<String> = LazyLock::new(|| insert_sql(INSERT_ROWS, false));
+        let mut single = self.tx.prepare_cached(&SINGLE)?;
         let mut ids = Vec::with_capacity(jobs.len());
         let mut rest = jobs;
         while !rest.is_empty() {
@@ -282,7 +284,9 @@ impl<'a> Tx<'a> {
                 for job in &rest[..run] {
                     push_row(&mut values, job, now)?;
                 }
-                many.execute(rusqlite::params_from_iter(values))
+                self.tx
+                    .prepare_cached(&MANY)?
+                    .execute(rusqlite::params_from_iter(values))
                     .map_err(schema_refusal)?;
                 let last = self.tx.last_insert_rowid();
                 ids.extend((last - run as i64 + 1..=last).map(|id| Enqueued {
