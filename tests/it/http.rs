@@ -1,7 +1,7 @@
 //! The `http` and `notify` kinds against a real HTTP server on 127.0.0.1: classification,
 //! Retry-After, timeouts, OAuth2, rate limits, multipart, masking and dead-letter webhooks.
 
-use crate::http_server::{HttpServer, Request, Response};
+use crate::http_server::{split_multipart, HttpServer, Request, Response};
 
 use jobd::clock::{Clock, ManualClock, SharedClock, SystemClock};
 use jobd::config::{Config, ConfigSource};
@@ -639,32 +639,6 @@ fn multipart_upload_arrives_intact() {
 
 fn hex(bytes: &[u8]) -> String {
     format!("{:x}", Sha256::digest(bytes))
-}
-
-fn split_multipart(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
-    let delimiter = format!("--{boundary}");
-    let mut parts = Vec::new();
-    let mut rest = body;
-    while let Some(start) = find(rest, delimiter.as_bytes()) {
-        rest = &rest[start + delimiter.len()..];
-        if rest.starts_with(b"--") {
-            break;
-        }
-        let rest_from = &rest[2..];
-        let end = find(rest_from, format!("\r\n{delimiter}").as_bytes()).unwrap();
-        let part = &rest_from[..end];
-        let split = find(part, b"\r\n\r\n").unwrap();
-        parts.push((
-            String::from_utf8_lossy(&part[..split]).into_owned(),
-            part[split + 4..].to_vec(),
-        ));
-        rest = &rest_from[end + 2..];
-    }
-    parts
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 // ---- dead letters and masking ----

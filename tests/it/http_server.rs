@@ -189,3 +189,30 @@ fn reason(status: u16) -> &'static str {
         _ => "Status",
     }
 }
+
+/// The parts of a multipart body: each part's header block and its bytes.
+pub fn split_multipart(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
+    let delimiter = format!("--{boundary}");
+    let mut parts = Vec::new();
+    let mut rest = body;
+    while let Some(start) = find(rest, delimiter.as_bytes()) {
+        rest = &rest[start + delimiter.len()..];
+        if rest.starts_with(b"--") {
+            break;
+        }
+        let rest_from = &rest[2..];
+        let end = find(rest_from, format!("\r\n{delimiter}").as_bytes()).unwrap();
+        let part = &rest_from[..end];
+        let split = find(part, b"\r\n\r\n").unwrap();
+        parts.push((
+            String::from_utf8_lossy(&part[..split]).into_owned(),
+            part[split + 4..].to_vec(),
+        ));
+        rest = &rest_from[end + 2..];
+    }
+    parts
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

@@ -3,7 +3,7 @@
 //! field by field, with deterministic ids, verified checksums and record counts, and one
 //! multipart upload to a server on 127.0.0.1 (4xx dead at once, 503 retried).
 
-use crate::http_server::{HttpServer, Request, Response};
+use crate::http_server::{split_multipart, HttpServer, Request, Response};
 
 use jobd::clock::{Clock, SystemClock};
 use jobd::config::{Config, ConfigSource};
@@ -609,32 +609,6 @@ fn header<'a>(r: &'a Request, name: &str) -> Option<&'a str> {
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
-}
-
-fn split_multipart(body: &[u8], boundary: &str) -> Vec<(String, Vec<u8>)> {
-    let delimiter = format!("--{boundary}");
-    let mut parts = Vec::new();
-    let mut rest = body;
-    while let Some(start) = find(rest, delimiter.as_bytes()) {
-        rest = &rest[start + delimiter.len()..];
-        if rest.starts_with(b"--") {
-            break;
-        }
-        let rest_from = &rest[2..];
-        let end = find(rest_from, format!("\r\n{delimiter}").as_bytes()).unwrap();
-        let part = &rest_from[..end];
-        let split = find(part, b"\r\n\r\n").unwrap();
-        parts.push((
-            String::from_utf8_lossy(&part[..split]).into_owned(),
-            part[split + 4..].to_vec(),
-        ));
-        rest = &rest_from[end + 2..];
-    }
-    parts
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[test]
