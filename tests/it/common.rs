@@ -180,3 +180,13 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
     }
     found
 }
+
+/// Waits until no job is in any of `live` states, failing the test after `limit`.
+pub fn wait_while_live(db: &Db, live: &[jobd::job::JobState], limit: Duration) {
+    wait_until(limit, "the jobs to finish", || {
+        let stats = db
+            .stats(jobd::clock::Clock::now_ms(&jobd::clock::SystemClock))
+            .unwrap();
+        live.iter().map(|s| stats.total(*s)).sum::<u64>() == 0
+    });
+}

@@ -5,7 +5,7 @@
 use crate::common::{signal, wait_exit, wait_until, Sandbox};
 use crate::http_server::{HttpServer, Request, Response};
 
-use jobd::clock::{Clock, SystemClock};
+use jobd::clock::SystemClock;
 use jobd::config::{Config, ConfigSource};
 use jobd::daemon::{Daemon, DaemonOptions, JobHooks};
 use jobd::handlers::notify::DeadLetters;
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A server that records every request and answers `status(path, body)`.
 struct Server {
@@ -159,24 +159,16 @@ impl Setup {
             .into_iter()
             .map(|e| e.id)
             .collect();
-        let give_up = Instant::now() + Duration::from_secs(60);
-        loop {
-            let stats = db.stats(SystemClock.now_ms()).unwrap();
-            let live: u64 = [
+        crate::common::wait_while_live(
+            &db,
+            &[
                 JobState::Queued,
                 JobState::Running,
                 JobState::Retrying,
                 JobState::Waiting,
-            ]
-            .into_iter()
-            .map(|s| stats.total(s))
-            .sum();
-            if live == 0 {
-                break;
-            }
-            assert!(Instant::now() < give_up, "jobs still live after 60s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            ],
+            Duration::from_secs(60),
+        );
         client.shutdown();
         daemon.wait().unwrap();
         ids

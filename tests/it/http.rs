@@ -220,19 +220,11 @@ impl Setup {
         };
         if !once {
             let db = self.db();
-            let give_up = Instant::now() + Duration::from_secs(30);
-            loop {
-                let stats = db.stats(SystemClock.now_ms()).unwrap();
-                let live: u64 = [JobState::Queued, JobState::Running, JobState::Retrying]
-                    .into_iter()
-                    .map(|s| stats.total(s))
-                    .sum();
-                if live == 0 {
-                    break;
-                }
-                assert!(Instant::now() < give_up, "jobs still live after 30s");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            crate::common::wait_while_live(
+                &db,
+                &[JobState::Queued, JobState::Running, JobState::Retrying],
+                Duration::from_secs(30),
+            );
             client.shutdown();
         }
         daemon.wait().unwrap();

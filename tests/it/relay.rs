@@ -4,7 +4,7 @@
 
 use crate::http_server::{HttpServer, Request, Response};
 
-use jobd::clock::{Clock, SystemClock};
+use jobd::clock::SystemClock;
 use jobd::config::{Config, ConfigSource};
 use jobd::daemon::{Daemon, DaemonOptions};
 use jobd::handlers::Registry;
@@ -13,7 +13,7 @@ use jobd::store::{Attempt, Db, JobFilter, OpenOptions};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The OMS sample batch from the relay this kind replaces (seed 002), as it came.
 const OMS_SAMPLE: &str = r#"{
@@ -185,19 +185,11 @@ impl Setup {
             .map(|e| e.id)
             .collect();
         let db = self.db();
-        let give_up = Instant::now() + Duration::from_secs(30);
-        loop {
-            let stats = db.stats(SystemClock.now_ms()).unwrap();
-            let live: u64 = [JobState::Queued, JobState::Running, JobState::Retrying]
-                .into_iter()
-                .map(|s| stats.total(s))
-                .sum();
-            if live == 0 {
-                break;
-            }
-            assert!(Instant::now() < give_up, "jobs still live after 30s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::common::wait_while_live(
+            &db,
+            &[JobState::Queued, JobState::Running, JobState::Retrying],
+            Duration::from_secs(30),
+        );
         client.shutdown();
         daemon.wait().unwrap();
         ids
