@@ -94,8 +94,35 @@ fn insert_sql(rows: usize, on_conflict: bool) -> String {
     )
 }
 
+/// Whose follow-ups are being inserted, so a child's `parent_id` is set without copying
+/// the job (a relay batch's thousands of deliveries would otherwise be cloned).
+#[derive(Clone, Copy)]
+enum ParentLink {
+    /// Plain enqueue: the job's own `parent_id`.
+    AsGiven,
+    /// A follow-up: the parent it names, else this one.
+    Default(JobId),
+    /// A child its parent waits for: always this parent.
+    Always(JobId),
+}
+
+impl ParentLink {
+    fn parent_of(self, job: &NewJob) -> Option<JobId> {
+        match self {
+            ParentLink::AsGiven => job.parent_id,
+            ParentLink::Default(parent) => job.parent_id.or(Some(parent)),
+            ParentLink::Always(parent) => Some(parent),
+        }
+    }
+}
+
 /// The 11 values of one job's row, in [`insert_sql`]'s order.
-fn push_row(values: &mut Vec<rusqlite::types::Value>, job: &NewJob, now: UnixMillis) -> Result<()> {
+fn push_row(
+    values: &mut Vec<rusqlite::types::Value>,
+    job: &NewJob,
+    link: ParentLink,
+    now: UnixMillis,
+) -> Result<()> {
     use rusqlite::types::Value as V;
     let payload = serde_json::to_string(&job.payload)
         .map_err(|e| StoreError::InvalidJob(format!("payload: {e}")))?;
@@ -109,7 +136,7 @@ fn push_row(values: &mut Vec<rusqlite::types::Value>, job: &NewJob, now: UnixMil
         optional(job.max_attempts.map(i64::from)),
         job.unique_key.clone().map_or(V::Null, V::Text),
         optional(job.deadline_at),
-        optional(job.parent_id),
+        optional(link.parent_of(job)),
         job.source.clone().map_or(V::Null, V::Text),
         V::Integer(now),
     ]);
@@ -242,12 +269,21 @@ impl<'a> Tx<'a> {
     /// Enqueues jobs all or nothing. A job whose unique key exists already is not added;
     /// its existing id comes back marked as a duplicate.
     pub fn enqueue(&self, jobs: &[NewJob], now: UnixMillis) -> Result<Vec<Enqueued>> {
+        self.enqueue_linked(jobs, ParentLink::AsGiven, now)
+    }
+
+    fn enqueue_linked(
+        &self,
+        jobs: &[NewJob],
+        link: ParentLink,
+        now: UnixMillis,
+    ) -> Result<Vec<Enqueued>> {
         for job in jobs {
             job.validate().map_err(StoreError::InvalidJob)?;
         }
         // A savepoint, so a refused batch leaves the rest of a group commit standing.
         self.tx.execute_batch("SAVEPOINT enqueue")?;
-        let result = self.insert_all(jobs, now);
+        let result = self.insert_all(jobs, link, now);
         match result {
             Ok(ids) => {
                 self.tx.execute_batch("RELEASE enqueue")?;
@@ -265,7 +301,12 @@ impl<'a> Tx<'a> {
     /// statement: their ids are consecutive, ending at `last_insert_rowid()`, because this
     /// transaction holds the write lock and a new rowid is the largest one plus one. A job
     /// with a unique key goes in alone, so a conflict can name the job that exists.
-    fn insert_all(&self, jobs: &[NewJob], now: UnixMillis) -> Result<Vec<Enqueued>> {
+    fn insert_all(
+        &self,
+        jobs: &[NewJob],
+        link: ParentLink,
+        now: UnixMillis,
+    ) -> Result<Vec<Enqueued>> {
         // No RETURNING: it costs a temporary B-tree per row. The SQL is built once; a
         // single-job enqueue (the socket's usual request) never touches the long one.
         static SINGLE: LazyLock<String> = LazyLock::new(|| insert_sql(1, true));
@@ -282,7 +323,7 @@ impl<'a> Tx<'a> {
             if run == INSERT_ROWS {
                 let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(run * 11);
                 for job in &rest[..run] {
-                    push_row(&mut values, job, now)?;
+                    push_row(&mut values, job, link, now)?;
                 }
                 self.tx
                     .prepare_cached(&MANY)?
@@ -295,7 +336,7 @@ impl<'a> Tx<'a> {
                 }));
                 rest = &rest[run..];
             } else {
-                ids.push(self.insert(&mut single, &rest[0], now)?);
+                ids.push(self.insert(&mut single, &rest[0], link, now)?);
                 rest = &rest[1..];
             }
         }
@@ -306,6 +347,7 @@ impl<'a> Tx<'a> {
         &self,
         insert: &mut rusqlite::CachedStatement<'_>,
         job: &NewJob,
+        link: ParentLink,
         now: UnixMillis,
     ) -> Result<Enqueued> {
         let payload = serde_json::to_string(&job.payload)
@@ -320,7 +362,7 @@ impl<'a> Tx<'a> {
                 job.max_attempts,
                 job.unique_key,
                 job.deadline_at,
-                job.parent_id,
+                link.parent_of(job),
                 job.source,
                 now
             ])
@@ -498,19 +540,12 @@ impl<'a> Tx<'a> {
         if children.is_empty() {
             return Ok(());
         }
-        let children: Vec<NewJob> = children
-            .iter()
-            .cloned()
-            .map(|mut child| {
-                child.parent_id = if linked {
-                    Some(parent)
-                } else {
-                    child.parent_id.or(Some(parent))
-                };
-                child
-            })
-            .collect();
-        self.enqueue(&children, now)?;
+        let link = if linked {
+            ParentLink::Always(parent)
+        } else {
+            ParentLink::Default(parent)
+        };
+        self.enqueue_linked(children, link, now)?;
         Ok(())
     }
 
