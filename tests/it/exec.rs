@@ -171,3 +171,49 @@ fn a_command_that_cannot_start_is_a_permanent_error() {
         .unwrap()
         .starts_with("cannot start /no/such/program"));
 }
+
+#[test]
+fn a_dead_job_runs_the_notify_command_once_with_its_facts_on_stdin() {
+    let sandbox = with_commands(
+        "",
+        &[("broken", "echo 'no such customer' >&2; exit 3", None)],
+    );
+    let seen = sandbox.path("alerts.ndjson");
+    // The alert command records what it got, then fails itself: a notification that dies
+    // must not notify again.
+    sandbox.append_config(&format!(
+        "[commands.alert]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"cat >> '{p}'; echo >> '{p}'; exit 3\"]\n\
+         [notify]\ncommand = \"alert\"\n",
+        p = seen.display()
+    ));
+    let broken = enqueue(&sandbox, "broken");
+    run_once(&sandbox);
+    let text = std::fs::read_to_string(&seen).unwrap();
+    let alerts: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one alert, not one per failed alert: {text}"
+    );
+    let facts = &alerts[0]["dead_letter"];
+    assert_eq!(alerts[0]["command"], "alert");
+    assert_eq!(facts["job_id"], broken);
+    assert_eq!(facts["kind"], "exec");
+    assert_eq!(facts["attempts"], 1);
+    assert_eq!(facts["last_error"], "exited with 3: no such customer");
+    let db = sandbox.open();
+    let notifications = db
+        .list(&jobd::store::JobFilter {
+            parent_id: Some(broken),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(notifications.len(), 1, "{notifications:?}");
+    assert_eq!(notifications[0].kind, "exec");
+    assert_eq!(notifications[0].state.as_str(), "dead");
+}
