@@ -4,6 +4,7 @@
 #   sudo scripts/install.sh                  # install into this system
 #   DESTDIR=/tmp/pkgroot scripts/install.sh  # stage into a directory (packaging)
 #
+# BIN_DIR (default target/release) is where the built binaries are taken from.
 # PREFIX (default /usr/local) is where the binaries and docs go; the unit's
 # ExecStart= is rewritten to match. Units go to /etc/systemd/system, sysusers.d
 # and tmpfiles.d snippets to /usr/lib. An existing /etc/jobd/jobd.toml is never
@@ -13,12 +14,13 @@ set -eu
 PREFIX=${PREFIX:-/usr/local}
 DESTDIR=${DESTDIR:-}
 cd "$(dirname "$0")/.."
+BIN_DIR=${BIN_DIR:-target/release}
 
 say() { printf 'install.sh: %s\n' "$*"; }
 
 for b in jobd jobctl; do
-    if [ ! -x "target/release/$b" ]; then
-        say "target/release/$b not found; run 'cargo build --release' first" >&2
+    if [ ! -x "$BIN_DIR/$b" ]; then
+        say "$BIN_DIR/$b not found; run 'cargo build --release' first" >&2
         exit 1
     fi
 done
@@ -36,7 +38,7 @@ install -d -m 0755 "$bindir" "$unitdir" "$DESTDIR/usr/lib/sysusers.d" \
     "$DESTDIR/usr/lib/tmpfiles.d" "$confdir"
 install -d -m 0700 "$confdir/credentials"
 
-install -m 0755 target/release/jobd target/release/jobctl "$bindir/"
+install -m 0755 "$BIN_DIR/jobd" "$BIN_DIR/jobctl" "$bindir/"
 say "installed $bindir/jobd $bindir/jobctl"
 
 sed -e "s#/usr/local/bin/jobd#$PREFIX/bin/jobd#" \

@@ -807,3 +807,91 @@ fn on_a_full_disk_enqueues_fail_clearly_outcomes_wait_and_the_daemon_recovers() 
     signal(&jobd, libc::SIGTERM);
     assert!(wait_exit(&mut jobd, Duration::from_secs(30)).success());
 }
+
+/// scripts/install.sh staged into a DESTDIR (as a package build does), with the binaries
+/// this test run built.
+#[test]
+fn install_sh_stages_binaries_units_and_a_private_config_and_keeps_an_existing_one() {
+    let root = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_jobd")).parent().unwrap();
+    let install = |bin_dir: &Path| {
+        Command::new("sh")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install.sh"))
+            .env("DESTDIR", root.path())
+            .env("PREFIX", "/opt/jobd")
+            .env("BIN_DIR", bin_dir)
+            .output()
+            .unwrap()
+    };
+    let out = install(bin_dir);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let staged = |p: &str| root.path().join(p.trim_start_matches('/'));
+    let mode = |p: &str| {
+        std::fs::metadata(staged(p))
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    for bin in ["jobd", "jobctl"] {
+        assert_eq!(mode(&format!("/opt/jobd/bin/{bin}")), 0o755);
+    }
+    let version = Command::new(staged("/opt/jobd/bin/jobd"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(stdout(&version).starts_with("jobd "), "{version:?}");
+    let unit = std::fs::read_to_string(staged("/etc/systemd/system/jobd.service")).unwrap();
+    assert!(
+        unit.lines()
+            .any(|l| l.starts_with("ExecStart=/opt/jobd/bin/jobd")),
+        "ExecStart follows PREFIX:\n{unit}"
+    );
+    assert!(!unit.contains("/usr/local/"), "{unit}");
+    assert_eq!(mode("/etc/systemd/system/jobd.socket"), 0o644);
+    assert_eq!(mode("/usr/lib/sysusers.d/jobd.conf"), 0o644);
+    assert_eq!(mode("/usr/lib/tmpfiles.d/jobd.conf"), 0o644);
+    assert_eq!(mode("/etc/jobd/credentials"), 0o700);
+    assert_eq!(
+        mode("/etc/jobd/jobd.toml"),
+        0o640,
+        "the config is not world-readable"
+    );
+    assert!(staged("/opt/jobd/share/doc/jobd/jobd.toml").exists());
+    // The config it writes is one the daemon accepts.
+    let check = Command::new(staged("/opt/jobd/bin/jobd"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(staged("/etc/jobd/jobd.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        stdout(&check),
+        stderr(&check)
+    );
+
+    // Installing again keeps the operator's config.
+    let conf = staged("/etc/jobd/jobd.toml");
+    let edited = format!("{}\nworkers = 3\n", std::fs::read_to_string(&conf).unwrap());
+    std::fs::write(&conf, &edited).unwrap();
+    let again = install(bin_dir);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stdout(&again).contains("kept existing"),
+        "{}",
+        stdout(&again)
+    );
+    assert_eq!(std::fs::read_to_string(&conf).unwrap(), edited);
+
+    // Without built binaries it says what to do and installs nothing.
+    let empty = tempfile::tempdir().unwrap();
+    let refused = install(empty.path());
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("not found; run 'cargo build --release' first"),
+        "{}",
+        stderr(&refused)
+    );
+}
