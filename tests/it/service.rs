@@ -664,6 +664,35 @@ impl Drop for SmallDisk {
     }
 }
 
+/// One enqueue-socket connection: a line out, its answer back.
+struct SocketClient {
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+}
+
+impl SocketClient {
+    fn connect(path: &Path) -> SocketClient {
+        let stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        SocketClient {
+            writer: stream.try_clone().unwrap(),
+            reader: std::io::BufReader::new(stream),
+        }
+    }
+
+    fn ask(&mut self, line: &str) -> serde_json::Value {
+        use std::io::{BufRead, Write};
+        self.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+        let mut answer = String::new();
+        self.reader.read_line(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not JSON ({e}): {answer:?}"))
+    }
+}
+
 /// Writes a filler file until the file system refuses with ENOSPC.
 fn fill(path: &Path) -> u64 {
     use std::io::Write;
@@ -759,6 +788,22 @@ fn on_a_full_disk_enqueues_fail_clearly_outcomes_wait_and_the_daemon_recovers() 
         "the daemon to hold outcomes in memory",
         || sandbox.log().contains("holding"),
     );
+    // The socket refuses with a reason and keeps the connection for the retry.
+    let mut socket = SocketClient::connect(&sandbox.path("var/run/jobd.sock"));
+    let padded = json!({"op": "enqueue", "job": {"kind": "exec",
+        "payload": {"command": "slow", "pad": "z".repeat(2000)}}})
+    .to_string();
+    let answer = socket.ask(&padded);
+    println!("the socket said: {answer}");
+    assert_eq!(answer["ok"], false, "{answer}");
+    assert_eq!(answer["error"]["code"], "not_enqueued", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("disk is full"),
+        "{answer}"
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         jobd.try_wait().unwrap().is_none(),
@@ -776,6 +821,15 @@ fn on_a_full_disk_enqueues_fail_clearly_outcomes_wait_and_the_daemon_recovers() 
             std::fs::remove_file(path).unwrap();
         }
     }
+    // The same connection enqueues once there is room again.
+    let mut answer = socket.ask(&padded);
+    let start = Instant::now();
+    while answer["ok"] != true && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+        answer = socket.ask(&padded);
+    }
+    assert_eq!(answer["ok"], true, "{answer}");
+    ids.push(answer["id"].as_i64().expect("the new job's id"));
     wait_until(Duration::from_secs(60), "every job to succeed", || {
         count_state(&db_path, "succeeded") == ids.len() as i64
     });
