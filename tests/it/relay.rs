@@ -99,27 +99,13 @@ struct Setup {
     config: Config,
 }
 
-/// A daemon config with three endpoints on `server` and the two storefronts of the
-/// example (bosley: GA4 + Meta; pfizer: sGTM), plus `extra`.
-fn setup(server: &Server, extra: &str) -> Setup {
+/// Three endpoints at `base` and the two storefronts of the example (bosley: GA4 + Meta;
+/// pfizer: sGTM), with the secrets in the environment.
+fn routes(base: &str) -> String {
     std::env::set_var("JOBD_IT_RELAY_GA4", GA4_SECRET);
     std::env::set_var("JOBD_IT_RELAY_META", META_TOKEN);
-    let dir = tempfile::tempdir().unwrap();
-    let base = &server.base;
-    let text = format!(
-        r#"[daemon]
-database = "{db}"
-data_dir = "{data}"
-socket = "{data}/jobd.sock"
-workers = 4
-synchronous = "normal"
-[retry]
-base = "100ms"
-factor = 2.0
-jitter = 0.0
-cap = "1s"
-max_attempts = 3
-[endpoints.ga4]
+    format!(
+        r#"[endpoints.ga4]
 base_url = "{base}/ga4"
 [endpoints.ga4.query_secrets]
 api_secret = {{ env = "JOBD_IT_RELAY_GA4" }}
@@ -145,9 +131,31 @@ event_names = {{ purchase_completed = "Purchase", consult_started = "InitiateChe
 endpoint = "sgtm"
 shape = "sgtm"
 path = "/oms/events"
-{extra}"#,
+"#
+    )
+}
+
+/// A daemon config with three endpoints on `server` and the two storefronts of the
+/// example (bosley: GA4 + Meta; pfizer: sGTM), plus `extra`.
+fn setup(server: &Server, extra: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"[daemon]
+database = "{db}"
+data_dir = "{data}"
+socket = "{data}/jobd.sock"
+workers = 4
+synchronous = "normal"
+[retry]
+base = "100ms"
+factor = 2.0
+jitter = 0.0
+cap = "1s"
+max_attempts = 3
+{routes}{extra}"#,
         db = dir.path().join("jobs.db").display(),
         data = dir.path().join("data").display(),
+        routes = routes(&server.base),
     );
     let config = Config::from_toml(&text, "relay test").unwrap();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
@@ -511,5 +519,87 @@ fn an_ndjson_file_under_the_data_dir_is_relayed_and_a_file_elsewhere_is_refused(
             .unwrap()
             .contains("outside the data directory"),
         "file outside"
+    );
+}
+
+/// The sample batch with its order ids made unique to `tag`, as OMS JSON text.
+fn sample_tagged(tag: &str) -> String {
+    OMS_SAMPLE.replace(
+        "\"order_id\": \"2025",
+        &format!("\"order_id\": \"{tag}2025"),
+    )
+}
+
+#[test]
+fn batches_from_a_watched_folder_the_socket_and_a_plain_insert_all_reach_the_destinations() {
+    use std::io::{BufRead, BufReader, Write};
+    let server = Server::start(|_| 200);
+    let daemon = crate::ingest::TestDaemon::start(&format!(
+        "{}[[watch]]\npath = \"{{dir}}/in\"\npattern = \"*json\"\nkind = \"relay\"\n\
+         [kinds.http.retry]\nmax_attempts = 1\n",
+        routes(&server.base)
+    ));
+    // A file dropped into the watched folder (written aside, then moved in).
+    std::fs::create_dir_all(&daemon.input).unwrap();
+    let aside = daemon.dir.path().join("batch-a.json");
+    std::fs::write(&aside, sample_tagged("A")).unwrap();
+    std::fs::rename(&aside, daemon.input.join("batch-a.json")).unwrap();
+    // A line on the enqueue socket.
+    let stream = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+    let batch: Value = serde_json::from_str(&sample_tagged("B")).unwrap();
+    let request = json!({"op": "enqueue", "job": {"kind": "relay", "payload": batch}});
+    (&stream)
+        .write_all(format!("{request}\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).unwrap();
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    // A row another program inserts.
+    let conn = rusqlite::Connection::open(&daemon.db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute(
+        "INSERT INTO jobs (kind, payload) VALUES ('relay', ?1)",
+        [sample_tagged("C")],
+    )
+    .unwrap();
+    drop(conn);
+
+    let jobs = daemon.wait_for_jobs(
+        "three relay batches and their 15 deliveries",
+        Duration::from_secs(60),
+        |jobs| {
+            jobs.iter().filter(|j| j.kind == "relay").count() == 3
+                && jobs.iter().filter(|j| j.kind == "http").count() == 15
+                && jobs.iter().all(|j| j.state.is_terminal())
+        },
+    );
+    assert!(
+        jobs.iter().all(|j| j.state == JobState::Succeeded),
+        "{jobs:?}\n{}",
+        daemon.log()
+    );
+    let seen = server.seen.lock().unwrap();
+    assert_eq!(seen.len(), 15, "five deliveries per batch");
+    for tag in ["A", "B", "C"] {
+        let order = format!("{tag}2025020100003333");
+        let purchase: Vec<&Request> = seen
+            .iter()
+            .filter(|r| String::from_utf8_lossy(&r.body).contains(&order))
+            .collect();
+        assert_eq!(
+            purchase.len(),
+            2,
+            "batch {tag}'s purchase goes to GA4 and Meta"
+        );
+    }
+    let sources: Vec<Option<String>> = jobs
+        .iter()
+        .filter(|j| j.kind == "relay")
+        .map(|j| j.source.clone())
+        .collect();
+    assert!(
+        sources.iter().flatten().any(|s| s.contains("batch-a.json")),
+        "the watched file's job names it: {sources:?}"
     );
 }
