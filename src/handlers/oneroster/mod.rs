@@ -686,10 +686,14 @@ mod tests {
         let mut payload = serde_json::to_value(&watch.payload).unwrap();
         payload["dir"] = json!("/var/lib/jobd/spool/1/20251027");
         OneRoster.validate(&payload, &config).unwrap();
-        assert_eq!(
-            Payload::parse(&payload).unwrap().namespace().unwrap(),
-            DEFAULT_NAMESPACE
-        );
+        let parsed = Payload::parse(&payload).unwrap();
+        assert_eq!(parsed.namespace().unwrap(), DEFAULT_NAMESPACE);
+        assert!(parsed.zip().unwrap());
+        assert_eq!(parsed.on_error().unwrap(), OnError::Required);
+        assert!(parsed.status_poll);
+        // The poll interval fits under the status kind's cap, so it is honoured.
+        let interval = status::parse_interval(parsed.poll_interval.as_deref()).unwrap();
+        assert!(interval <= config.policy_for(status::KIND).cap);
         payload["endpoint"] = json!("nowhere");
         let err = OneRoster.validate(&payload, &config).unwrap_err();
         assert!(err.contains("endpoint"), "{err}");
