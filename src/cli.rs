@@ -501,6 +501,15 @@ impl Ctl {
             ),
             ("payload", job.payload.to_string()),
         ];
+        // What a handler kept of the other side's answer (an http job's `record`, e.g.
+        // an upload's id), from the latest attempt that has it.
+        let recorded = attempts
+            .iter()
+            .rev()
+            .find_map(|a| a.detail.as_ref()?.get("recorded").cloned());
+        let lines = lines
+            .into_iter()
+            .chain(recorded.map(|r| ("recorded", r.to_string())));
         for (label, value) in lines {
             say(out, &format!("{label:>16}  {value}"))?;
         }

@@ -123,6 +123,10 @@ impl Registry {
         let http = http::Http::new();
         registry.register("notify", Arc::new(notify::Notify { http: http.clone() }));
         registry.register(pull::KIND, Arc::new(pull::Pull::new(http.clone())));
+        registry.register(
+            oneroster::status::KIND,
+            Arc::new(oneroster::status::UploadStatus { http: http.clone() }),
+        );
         registry.register("http", Arc::new(http));
         registry.register("relay", Arc::new(relay::Relay));
         registry.register(oneroster::KIND, Arc::new(oneroster::OneRoster));

@@ -1,11 +1,12 @@
 //! The `oneroster` kind: an SDS v1 folder set (Japanese names, a BOM, a Shift_JIS file,
 //! an enrollment pointing at a missing section) becomes the expected OneRoster 1.2 files,
 //! field by field, with deterministic ids, verified checksums and record counts, and one
-//! multipart upload to a server on 127.0.0.1 (4xx dead at once, 503 retried).
+//! multipart upload to a server on 127.0.0.1 (4xx dead at once, 413 named, 503 retried),
+//! the upload's recorded uploadId, the status poll, the zip archive and `on_error`.
 
 use crate::http_server::{split_multipart, HttpServer, Request, Response};
 
-use jobd::clock::{Clock, SystemClock};
+use jobd::clock::{Clock, ManualClock, SystemClock};
 use jobd::config::{Config, ConfigSource};
 use jobd::daemon::{Daemon, DaemonOptions, JobHooks};
 use jobd::handlers::Registry;
@@ -30,17 +31,29 @@ struct Server {
 impl Server {
     /// Answers request n (from 0) with `status(n)`.
     fn start(status: impl Fn(usize) -> u16 + Send + Sync + 'static) -> Server {
+        Server::answering(move |n, _| {
+            (
+                status(n),
+                format!("{{\"uploadId\":\"u-{n}\",\"status\":\"accepted\"}}"),
+            )
+        })
+    }
+
+    /// Answers request n (from 0) with `answer(n, request)`: a status and a JSON body.
+    fn answering(
+        answer: impl Fn(usize, &Request) -> (u16, String) + Send + Sync + 'static,
+    ) -> Server {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let count = Arc::new(AtomicUsize::new(0));
         let recorded = seen.clone();
         let handler = move |request: Request| {
             let n = count.fetch_add(1, Ordering::SeqCst);
+            let (status, body) = answer(n, &request);
             recorded.lock().unwrap().push(request);
-            let status = status(n);
             Response {
                 status,
                 headers: vec![("Content-Type".into(), "application/json".into())],
-                body: format!("{{\"uploadId\":\"u-{n}\",\"status\":\"accepted\"}}").into_bytes(),
+                body: body.into_bytes(),
             }
         };
         let server = HttpServer::start(Arc::new(handler));
@@ -64,16 +77,23 @@ struct Setup {
 }
 
 fn setup(server: &Server) -> Setup {
+    setup_with(server, "")
+}
+
+/// `endpoint` is TOML added to `[endpoints.roster]`; the config is also written to
+/// `jobd.toml` for jobctl.
+fn setup_with(server: &Server, endpoint: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/jobd.sock\"\nworkers = 2\nsynchronous = \"normal\"\n\
          [retry]\nbase = \"100ms\"\nfactor = 2.0\njitter = 0.0\ncap = \"1s\"\nmax_attempts = 5\n\
-         [endpoints.roster]\nbase_url = \"{base}\"\n",
+         [endpoints.roster]\nbase_url = \"{base}\"\n{endpoint}\n",
         db = dir.path().join("jobs.db").display(),
         data = dir.path().join("data").display(),
         base = server.base,
     );
     let config = Config::from_toml(&text, "test").unwrap();
+    std::fs::write(dir.path().join("jobd.toml"), &text).unwrap();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     Setup { dir, config }
 }
@@ -97,8 +117,13 @@ impl Setup {
 
     /// Enqueues `jobs` and runs the daemon in real time until nothing is live.
     fn run(&self, jobs: Vec<NewJob>) -> Vec<JobId> {
+        self.run_with_clock(jobs, Arc::new(SystemClock))
+    }
+
+    /// Like [`Setup::run`], with the daemon's clock.
+    fn run_with_clock(&self, jobs: Vec<NewJob>, clock: Arc<dyn Clock>) -> Vec<JobId> {
         let mut db = self.db();
-        let now = SystemClock.now_ms();
+        let now = clock.now_ms();
         let ids: Vec<JobId> = db
             .write(|tx| tx.enqueue(&jobs, now))
             .unwrap()
@@ -110,7 +135,7 @@ impl Setup {
         let daemon = Daemon::start(
             self.config.clone(),
             DaemonOptions {
-                clock: Arc::new(SystemClock),
+                clock,
                 registry: Registry::builtin(),
                 config_source: ConfigSource::Defaults,
                 once: false,
@@ -136,13 +161,29 @@ impl Setup {
     }
 
     fn uploads(&self) -> Vec<Job> {
+        self.jobs_of("http")
+    }
+
+    fn jobs_of(&self, kind: &str) -> Vec<Job> {
         self.db()
             .list(&JobFilter {
-                kind: Some("http".into()),
+                kind: Some(kind.into()),
                 limit: 100,
                 ..JobFilter::default()
             })
             .unwrap()
+    }
+
+    /// `jobctl --config jobd.toml args...` through the real binary; its stdout.
+    fn jobctl(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new(crate::common::JOBCTL)
+            .arg("--config")
+            .arg(self.dir.path().join("jobd.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "jobctl {args:?}: {output:?}");
+        String::from_utf8(output.stdout).unwrap()
     }
 }
 
@@ -649,4 +690,348 @@ fn oneroster_a_watched_folder_set_is_converted_and_uploaded_end_to_end() {
     let (_, users) = read_csv(&day.join("oneroster/20251027/users.csv"));
     assert_eq!(users.len(), 3);
     assert_eq!(users[0][6], "太郎");
+}
+
+/// `job_for` with `extra` merged into its payload.
+fn job_with(dir: &Path, extra: Value) -> NewJob {
+    let mut job = job_for(dir);
+    for (key, value) in extra.as_object().unwrap() {
+        job.payload[key] = value.clone();
+    }
+    job
+}
+
+fn last_detail(s: &Setup, id: JobId) -> Value {
+    let attempts = s.db().attempts(id).unwrap();
+    attempts.last().unwrap().detail.clone().unwrap()
+}
+
+#[test]
+fn oneroster_upload_413_is_dead_and_named_payload_too_large() {
+    let server = Server::answering(|_, _| (413, "{\"error\":\"at most 10 MB per upload\"}".into()));
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    s.run(vec![job_for(&dir)]);
+    let uploads = s.uploads();
+    assert_eq!(uploads[0].state, JobState::Dead);
+    assert_eq!(uploads[0].attempts, 1, "413 is not retried");
+    let error = uploads[0].last_error.clone().unwrap();
+    assert!(
+        error.starts_with("HTTP 413 payload too large from POST "),
+        "{error}"
+    );
+    assert!(
+        error.ends_with(": {\"error\":\"at most 10 MB per upload\"}"),
+        "{error}"
+    );
+    assert_eq!(server.seen().len(), 1);
+}
+
+#[test]
+fn oneroster_upload_records_the_upload_id_shown_by_jobctl() {
+    let server = Server::start(|_| 202);
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    s.run(vec![job_for(&dir)]);
+    let upload = &s.uploads()[0];
+    assert_eq!(upload.state, JobState::Succeeded);
+    assert_eq!(upload.payload["record"], json!(["uploadId"]));
+    // No status poll unless asked for.
+    assert!(s.jobs_of("oneroster_status").is_empty());
+
+    let shown: Value =
+        serde_json::from_str(&s.jobctl(&["show", "--json", &upload.id.to_string()])).unwrap();
+    let attempts = shown["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["detail"]["status"], 202);
+    assert_eq!(
+        attempts[0]["detail"]["recorded"],
+        json!({"uploadId": "u-0"})
+    );
+    let human = s.jobctl(&["show", &upload.id.to_string()]);
+    assert!(
+        human.contains("recorded  {\"uploadId\":\"u-0\"}"),
+        "{human}"
+    );
+}
+
+/// The upload API of the reference: POST answers 202 with an uploadId; GET
+/// `/api/v1/upload/{id}` answers with `status(n)` for the n-th poll (from 0).
+fn upload_api(status: impl Fn(usize) -> String + Send + Sync + 'static) -> Server {
+    let polls = AtomicUsize::new(0);
+    Server::answering(move |_, request| {
+        if request.method == "POST" {
+            return (
+                202,
+                "{\"uploadId\":\"u-7\",\"status\":\"accepted\",\"message\":\"queued\"}".into(),
+            );
+        }
+        if request.url != "/api/v1/upload/u-7" {
+            return (404, "{\"error\":\"no such upload\"}".into());
+        }
+        (200, status(polls.fetch_add(1, Ordering::SeqCst)))
+    })
+}
+
+#[test]
+fn oneroster_status_job_polls_until_the_upload_is_completed() {
+    let server = upload_api(|n| {
+        match n {
+        0 | 1 => "{\"status\":\"processing\"}".into(),
+        _ => "{\"status\":\"completed\",\"message\":\"105 users\",\"processedAt\":\"2025-10-27T06:31:00.000Z\"}".into(),
+    }
+    });
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "s3cret-token").unwrap();
+    let s = setup_with(
+        &server,
+        &format!(
+            "[endpoints.roster.auth]\ntype = \"bearer\"\ntoken_file = \"{}\"\n",
+            token.path().display()
+        ),
+    );
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    s.run(vec![job_with(
+        &dir,
+        json!({"status_poll": true, "poll_interval": "300ms", "max_polls": 10}),
+    )]);
+    let upload = &s.uploads()[0];
+    assert_eq!(upload.state, JobState::Succeeded);
+    let polls = s.jobs_of("oneroster_status");
+    assert_eq!(polls.len(), 1);
+    let poll = &polls[0];
+    assert_eq!(poll.state, JobState::Succeeded, "{:?}", poll.last_error);
+    assert_eq!(
+        poll.parent_id,
+        Some(upload.id),
+        "enqueued by the upload's completion"
+    );
+    assert_eq!(poll.max_attempts, Some(10));
+    assert_eq!(poll.attempts, 3, "processing, processing, completed");
+    let detail = last_detail(&s, poll.id);
+    assert_eq!(detail["status"], "completed");
+    assert_eq!(detail["uploadId"], "u-7");
+    assert_eq!(detail["message"], "105 users");
+    let history = s.db().attempts(poll.id).unwrap();
+    assert_eq!(history[0].outcome, "retry");
+    assert_eq!(
+        history[0].error.as_deref(),
+        Some("upload u-7 is processing; next poll in 300ms")
+    );
+
+    let seen = server.seen();
+    let gets: Vec<&Request> = seen.iter().filter(|r| r.method == "GET").collect();
+    assert_eq!(gets.len(), 3);
+    for get in &gets {
+        assert_eq!(get.url, "/api/v1/upload/u-7");
+        assert_eq!(header(get, "Authorization"), Some("Bearer s3cret-token"));
+    }
+    for pair in gets.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_millis(290),
+            "polled again after {gap:?}"
+        );
+    }
+}
+
+#[test]
+fn oneroster_status_job_is_dead_with_the_servers_reason_when_the_upload_failed() {
+    let server = upload_api(|_| {
+        "{\"status\":\"failed\",\"message\":\"users.csv line 3: unknown org\"}".into()
+    });
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    s.run(vec![job_with(
+        &dir,
+        json!({"status_poll": true, "poll_interval": "100ms"}),
+    )]);
+    let poll = &s.jobs_of("oneroster_status")[0];
+    assert_eq!(poll.state, JobState::Dead);
+    assert_eq!(poll.attempts, 1);
+    assert_eq!(
+        poll.last_error.as_deref(),
+        Some("upload u-7 failed: users.csv line 3: unknown org")
+    );
+    assert_eq!(last_detail(&s, poll.id)["status"], "failed");
+}
+
+#[test]
+fn oneroster_status_job_gives_up_after_max_polls() {
+    let server = upload_api(|_| "{\"status\":\"processing\"}".into());
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    s.run(vec![job_with(
+        &dir,
+        json!({"status_poll": true, "poll_interval": "100ms", "max_polls": 2}),
+    )]);
+    let poll = &s.jobs_of("oneroster_status")[0];
+    assert_eq!(poll.state, JobState::Dead);
+    assert_eq!(poll.attempts, 2);
+    let error = poll.last_error.clone().unwrap();
+    assert!(
+        error.starts_with("attempts exhausted (2/2); last error: upload u-7 is processing"),
+        "{error}"
+    );
+    let gets = server.seen().iter().filter(|r| r.method == "GET").count();
+    assert_eq!(gets, 2);
+}
+
+#[test]
+fn oneroster_archive_zip_holds_the_set_and_is_the_same_for_the_same_input() {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start(|_| 202);
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    let mut job = job_with(&dir, json!({"archive": "zip"}));
+    job.payload.as_object_mut().unwrap().remove("endpoint");
+    // A fixed clock: the same input at the same run time must give the same bytes.
+    let clock = Arc::new(ManualClock::new(1_761_546_645_123));
+    let ids = s.run_with_clock(vec![job.clone()], clock.clone());
+    assert_eq!(s.job(ids[0]).state, JobState::Succeeded);
+    let out = out_dir(&s);
+    let zip_path = out.with_file_name("20251027.zip");
+    let first = std::fs::read(&zip_path).unwrap();
+    assert_eq!(
+        std::fs::metadata(&zip_path).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    let beside: Vec<String> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut beside = beside;
+    beside.sort();
+    assert_eq!(
+        beside,
+        ["20251027", "20251027.zip"],
+        "no temporary file left"
+    );
+
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(first.clone())).unwrap();
+    let mut names = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).unwrap();
+        assert_eq!(entry.compression(), zip::CompressionMethod::Deflated);
+        assert_eq!(entry.unix_mode().map(|m| m & 0o777), Some(0o640));
+        let t = entry.last_modified().unwrap();
+        assert_eq!((t.year(), t.month(), t.day()), (1980, 1, 1));
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        let name = entry.name().unwrap().to_string();
+        assert_eq!(bytes, std::fs::read(out.join(&name)).unwrap(), "{name}");
+        names.push(name);
+    }
+    assert_eq!(
+        names,
+        [
+            "metadata.json",
+            "manifest.csv",
+            "orgs.csv",
+            "users.csv",
+            "roles.csv",
+            "courses.csv",
+            "classes.csv",
+            "enrollments.csv",
+            "academicSessions.csv"
+        ],
+        "the set at the zip root; demographics.csv has no records"
+    );
+    assert_eq!(
+        last_detail(&s, ids[0])["archive"],
+        zip_path.display().to_string()
+    );
+
+    s.run_with_clock(vec![job.clone()], clock.clone());
+    assert_eq!(first, std::fs::read(&zip_path).unwrap(), "byte-identical");
+    // Another run time changes dateLastModified and uploadedAt, nothing else.
+    clock.advance(Duration::from_secs(1));
+    s.run_with_clock(vec![job], clock);
+    assert_ne!(first, std::fs::read(&zip_path).unwrap());
+    assert!(server.seen().is_empty(), "no endpoint, no upload");
+}
+
+#[test]
+fn oneroster_on_error_skip_leaves_bad_rows_out_everywhere_and_goes_on() {
+    let server = Server::start(|_| 202);
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    std::fs::write(
+        dir.join("Student.csv"),
+        "SIS ID,School SIS ID,First Name,Last Name,Username\nS1,1,太郎,山田,taro@example.jp\nS2,7,花子,佐藤,\n",
+    )
+    .unwrap();
+    let ids = s.run(vec![job_with(&dir, json!({"on_error": "skip"}))]);
+    let job = s.job(ids[0]);
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.last_error);
+    let out = out_dir(&s);
+    let (_, users) = read_csv(&out.join("users.csv"));
+    let sis: Vec<&str> = users.iter().map(|u| u[9].as_str()).collect();
+    assert_eq!(
+        sis,
+        ["S1", "T1"],
+        "the student of an unknown school is left out"
+    );
+    let (_, errors) = read_csv(&out.join("errors.csv"));
+    let reported: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e[0].as_str(), e[3].as_str()))
+        .collect();
+    assert_eq!(
+        reported,
+        [
+            ("student.csv", "7"),
+            ("studentenrollment.csv", "SEC9"),
+            ("studentenrollment.csv", "S2")
+        ]
+    );
+    assert_eq!(last_detail(&s, ids[0])["errors"], 3);
+    assert_eq!(s.uploads()[0].state, JobState::Succeeded);
+}
+
+#[test]
+fn oneroster_on_error_fail_makes_an_optional_file_error_fatal() {
+    let server = Server::start(|_| 202);
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    // The fixture's only error is the enrollment in a missing section (optional file).
+    let ids = s.run(vec![job_with(&dir, json!({"on_error": "fail"}))]);
+    let job = s.job(ids[0]);
+    assert_eq!(job.state, JobState::Dead);
+    assert_eq!(job.attempts, 1);
+    let error = job.last_error.unwrap();
+    assert!(
+        error.starts_with(
+            "1 error(s) with on_error = \"fail\" (first: studentenrollment.csv line 3 Section SIS ID: no such section in section.csv)"
+        ),
+        "{error}"
+    );
+    let left: Vec<String> = std::fs::read_dir(out_dir(&s))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["errors.csv"]);
+    assert!(s.uploads().is_empty());
+
+    // The default goes on with the same input.
+    let ids = s.run(vec![job_for(&dir)]);
+    assert_eq!(s.job(ids[0]).state, JobState::Succeeded);
+}
+
+#[test]
+fn oneroster_an_upload_answer_without_an_upload_id_starts_no_status_poll() {
+    let server = Server::answering(|_, _| (200, "{\"status\":\"ok\"}".into()));
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    s.run(vec![job_with(&dir, json!({"status_poll": true}))]);
+    let upload = &s.uploads()[0];
+    assert_eq!(upload.state, JobState::Succeeded);
+    let detail = last_detail(&s, upload.id);
+    assert_eq!(detail["recorded"], json!({}));
+    assert_eq!(
+        detail["follow_up"],
+        "no follow-up: the answer has no uploadId (JSON)"
+    );
+    assert!(s.jobs_of("oneroster_status").is_empty());
 }

@@ -8,7 +8,7 @@ pub mod rate;
 
 use super::{Handler, JobContext, StopReason};
 use crate::config::{AuthConfig, Config, EndpointConfig, TokenRequestFormat};
-use crate::job::{Job, Outcome};
+use crate::job::{Job, NewJob, Outcome};
 use auth::{mask, TokenCache};
 use classify::{body_excerpt, classify, parse_retry_after, Class};
 use rate::TokenBucket;
@@ -69,6 +69,15 @@ pub struct RequestSpec {
     pub sha256: Option<String>,
     #[serde(default)]
     pub size: Option<u64>,
+    /// Fields of a successful JSON answer to keep in the attempt's detail under
+    /// `recorded` (a top-level key, or a JSON pointer such as `/data/id`), e.g. the
+    /// `uploadId` of a 202 (`jobctl show`).
+    #[serde(default)]
+    pub record: Vec<String>,
+    /// A job enqueued with the completion when every `record` field was in the answer;
+    /// its payload gets them as `recorded` (e.g. a status poll for the upload's id).
+    #[serde(default)]
+    pub follow_up: Option<NewJob>,
 }
 
 /// One part of a multipart body: a file, a JSON value or text.
@@ -144,6 +153,16 @@ impl RequestSpec {
                     part.name
                 ));
             }
+        }
+        if self.record.iter().any(|name| name.is_empty()) {
+            return Err("http payload: record: a field name is empty".into());
+        }
+        if let Some(next) = &self.follow_up {
+            if self.record.is_empty() {
+                return Err("http payload: follow_up needs record (the fields it gets)".into());
+            }
+            next.validate()
+                .map_err(|e| format!("http payload: follow_up: {e}"))?;
         }
         for (name, value) in &self.headers {
             HeaderName::from_bytes(name.as_bytes())
@@ -363,6 +382,8 @@ struct Exchange {
     error: Option<String>,
     retry_after: Option<Duration>,
     token_refreshed: bool,
+    /// A successful answer's body, kept only when the payload records fields of it.
+    body: Vec<u8>,
 }
 
 impl Http {
@@ -435,11 +456,14 @@ impl Http {
             duration_ms, "{} {url_text}", method.as_str());
         let error = error.unwrap_or_default();
         match exchange.class {
-            Class::Success => Outcome::succeeded(Vec::new(), Some(detail)),
-            Class::Duplicate => {
-                tracing::info!(job = job.id, endpoint = %spec.endpoint, status = ?exchange.status,
-                    "job {} already delivered (duplicate): counted as success", job.id);
-                Outcome::succeeded(Vec::new(), Some(detail))
+            Class::Success | Class::Duplicate => {
+                if exchange.class == Class::Duplicate {
+                    tracing::info!(job = job.id, endpoint = %spec.endpoint, status = ?exchange.status,
+                        "job {} already delivered (duplicate): counted as success", job.id);
+                }
+                let mut detail = detail;
+                let follow_ups = record(job, spec, &exchange.body, &mut detail);
+                Outcome::succeeded(follow_ups, Some(detail))
             }
             Class::Retry => Outcome::Retry {
                 error,
@@ -596,7 +620,9 @@ impl Http {
     ) -> Exchange {
         match self.send(state, spec, method, url, key, ctx) {
             Ok((status, response, refreshed)) => {
-                let mut exchange = answer(status, response, method, url, &state.config, ctx);
+                let keep_body = !spec.record.is_empty();
+                let mut exchange =
+                    answer(status, response, method, url, &state.config, ctx, keep_body);
                 exchange.token_refreshed = refreshed;
                 exchange
             }
@@ -622,6 +648,7 @@ impl Http {
             error: Some(error),
             retry_after: None,
             token_refreshed: false,
+            body: Vec::new(),
         };
         let oauth = matches!(
             state.config.auth,
@@ -904,7 +931,58 @@ pub fn data_path(data_dir: &Path, path: &Path) -> Result<PathBuf, String> {
     Ok(resolved)
 }
 
-/// Turns a response into an exchange: its class, its error text and Retry-After.
+/// Copies the `record` fields of a successful JSON answer into `detail.recorded`, and
+/// returns the `follow_up` (in the job's queue unless it names one) when all of them
+/// were there.
+fn record(job: &Job, spec: &RequestSpec, body: &[u8], detail: &mut Value) -> Vec<NewJob> {
+    if spec.record.is_empty() {
+        return Vec::new();
+    }
+    let answer: Option<Value> = serde_json::from_slice(body).ok();
+    let mut recorded = serde_json::Map::new();
+    let mut missing = Vec::new();
+    for name in &spec.record {
+        let found = answer.as_ref().and_then(|a| {
+            if name.starts_with('/') {
+                a.pointer(name)
+            } else {
+                a.get(name)
+            }
+        });
+        match found {
+            Some(value) if !value.is_null() => {
+                recorded.insert(name.clone(), value.clone());
+            }
+            _ => missing.push(name.as_str()),
+        }
+    }
+    detail["recorded"] = Value::Object(recorded.clone());
+    let Some(next) = &spec.follow_up else {
+        return Vec::new();
+    };
+    if !missing.is_empty() {
+        let why = format!(
+            "no follow-up: the answer has no {} ({})",
+            missing.join(", "),
+            if answer.is_some() { "JSON" } else { "not JSON" }
+        );
+        tracing::warn!(job = job.id, endpoint = %spec.endpoint, "job {}: {why}", job.id);
+        detail["follow_up"] = json!(why);
+        return Vec::new();
+    }
+    let mut next = next.clone();
+    if next.queue == crate::job::DEFAULT_QUEUE {
+        next.queue = job.queue.clone();
+    }
+    if !next.payload.is_object() {
+        next.payload = json!({});
+    }
+    next.payload["recorded"] = Value::Object(recorded);
+    vec![next]
+}
+
+/// Turns a response into an exchange: its class, its error text and Retry-After. A 413
+/// is named, so a dead upload says why without looking the status up.
 fn answer(
     status: u16,
     response: Response,
@@ -912,6 +990,7 @@ fn answer(
     url: &Url,
     endpoint: &EndpointConfig,
     ctx: &JobContext,
+    keep_body: bool,
 ) -> Exchange {
     let class = classify(status, endpoint);
     let retry_after = if class == Class::Retry && endpoint.honor_retry_after {
@@ -924,8 +1003,16 @@ fn answer(
     } else {
         None
     };
-    let reason = response.status().canonical_reason().unwrap_or("");
+    let reason = match status {
+        413 => "payload too large",
+        _ => response.status().canonical_reason().unwrap_or(""),
+    };
+    let mut kept = Vec::new();
     let error = match class {
+        Class::Success | Class::Duplicate if keep_body => {
+            let _ = response.take(DRAIN_LIMIT).read_to_end(&mut kept);
+            None
+        }
         Class::Success | Class::Duplicate => {
             drain(response);
             None
@@ -956,6 +1043,7 @@ fn answer(
         error,
         retry_after,
         token_refreshed: false,
+        body: kept,
     }
 }
 

@@ -5,10 +5,11 @@
 //! `http` multipart upload job whose unique key comes from the input checksums, so the
 //! same folder is never uploaded twice.
 //!
-//! Errors go to `errors.csv` in the same folder. An error in a required file makes the
-//! job dead; bad rows of optional files are skipped and reported.
+//! Errors go to `errors.csv` in the same folder; `on_error` says which of them make the
+//! job dead. Optionally the set is also zipped, and the upload's status polled.
 
 pub mod map;
+pub mod status;
 
 use crate::clock::format_millis;
 use crate::config::Config;
@@ -50,13 +51,77 @@ pub struct Payload {
     /// The upload path (default `/upload`).
     #[serde(default)]
     pub path: Option<String>,
+    /// `"zip"`: also write the set as `<name>.zip` beside its folder.
+    #[serde(default)]
+    pub archive: Option<String>,
+    /// `"required"` (default), `"skip"` or `"fail"`: see [`OnError`].
+    #[serde(default)]
+    pub on_error: Option<String>,
+    /// Poll `GET <path>/<uploadId>` after the upload (a `oneroster_status` job).
+    #[serde(default)]
+    pub status_poll: bool,
+    /// Between polls (default 30s).
+    #[serde(default)]
+    pub poll_interval: Option<String>,
+    /// Polls before the status job gives up (default 120).
+    #[serde(default)]
+    pub max_polls: Option<u32>,
+}
+
+/// Which input errors make the job dead. Rows with an error are always left out and
+/// reported in errors.csv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// An error in a required file (school, student, teacher) is fatal; bad rows of
+    /// optional files are skipped.
+    Required,
+    /// Never fatal: bad rows are skipped everywhere.
+    Skip,
+    /// Any error is fatal, even in an optional file.
+    Fail,
 }
 
 impl Payload {
     pub fn parse(payload: &Value) -> Result<Payload, String> {
         let p = Payload::deserialize(payload).map_err(|e| format!("oneroster payload: {e}"))?;
         p.namespace()?;
+        p.zip()?;
+        p.on_error()?;
+        status::parse_interval(p.poll_interval.as_deref())
+            .map_err(|e| format!("oneroster payload: poll_interval: {e}"))?;
+        if p.max_polls == Some(0) {
+            return Err("oneroster payload: max_polls must be at least 1".into());
+        }
+        if p.status_poll && p.endpoint.is_none() {
+            return Err(
+                "oneroster payload: status_poll needs endpoint (nothing is uploaded \
+                        without it)"
+                    .into(),
+            );
+        }
         Ok(p)
+    }
+
+    /// Whether `archive = "zip"`.
+    pub fn zip(&self) -> Result<bool, String> {
+        match self.archive.as_deref() {
+            None => Ok(false),
+            Some("zip") => Ok(true),
+            Some(other) => Err(format!(
+                "oneroster payload: archive: '{other}' is not supported (only \"zip\")"
+            )),
+        }
+    }
+
+    pub fn on_error(&self) -> Result<OnError, String> {
+        match self.on_error.as_deref() {
+            None | Some("required") => Ok(OnError::Required),
+            Some("skip") => Ok(OnError::Skip),
+            Some("fail") => Ok(OnError::Fail),
+            Some(other) => Err(format!(
+                "oneroster payload: on_error: '{other}' is not one of required, skip, fail"
+            )),
+        }
     }
 
     pub fn namespace(&self) -> Result<Uuid, String> {
@@ -251,13 +316,22 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
         let bytes = csv_bytes(&["file", "line", "field", "value", "reason"], &rows)?;
         write_atomic(&errors_path, &bytes, 0o640)?;
     }
-    let required_errors = errors.iter().filter(|e| e.required).count();
-    if required_errors > 0 {
+    let on_error = p.on_error()?;
+    let fatal: Vec<&SdsError> = match on_error {
+        OnError::Required => errors.iter().filter(|e| e.required).collect(),
+        OnError::Skip => Vec::new(),
+        OnError::Fail => errors.iter().collect(),
+    };
+    if let Some(first) = fatal.first() {
         files.abort();
-        let first = errors.iter().find(|e| e.required).expect("counted");
+        let what = match on_error {
+            OnError::Fail => "error(s) with on_error = \"fail\"",
+            _ => "error(s) in required files",
+        };
         return Ok(Outcome::Permanent {
             error: format!(
-                "{required_errors} error(s) in required files (first: {} line {} {}: {}); see {}",
+                "{} {what} (first: {} line {} {}: {}); see {}",
+                fatal.len(),
                 first.file,
                 first.line,
                 first.field,
@@ -281,41 +355,101 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
     if !errors.is_empty() {
         detail["errors_file"] = json!(errors_path.display().to_string());
     }
+    // What is sent and zipped: metadata.json, manifest.csv and every CSV with records
+    // (the spec allows no file without data rows; the manifest calls those absent).
+    let mut set = vec!["metadata.json".to_string()];
+    set.extend(
+        written
+            .iter()
+            .filter(|w| w.name == "manifest.csv" || w.records > 0)
+            .map(|w| w.name.clone()),
+    );
+    if p.zip()? {
+        let zip_path = out_dir.with_file_name(format!("{name}.zip"));
+        write_zip(&zip_path, &out_dir, &set)?;
+        detail["archive"] = json!(zip_path.display().to_string());
+    }
     let mut follow_ups = Vec::new();
     if let Some(endpoint) = &p.endpoint {
-        let mut parts = vec![json!({
-            "name": "files",
-            "file": out_rel.join("metadata.json"),
-            "filename": "metadata.json",
-            "content_type": "application/json",
-        })];
-        for w in &written {
-            if w.name == "manifest.csv" || w.records > 0 {
-                parts.push(json!({
+        let parts: Vec<Value> = set
+            .iter()
+            .map(|file| {
+                json!({
                     "name": "files",
-                    "file": out_rel.join(&w.name),
-                    "filename": w.name,
-                    "content_type": "text/csv",
-                }));
-            }
-        }
+                    "file": out_rel.join(file),
+                    "filename": file,
+                    "content_type": if file.ends_with(".json") { "application/json" } else { "text/csv" },
+                })
+            })
+            .collect();
         let key = format!("oneroster:{input_sha}");
         detail["upload_key"] = json!(key);
-        follow_ups.push(
-            NewJob::new(
-                "http",
-                json!({
+        let path = p.path.clone().unwrap_or_else(|| "/upload".into());
+        let mut upload = json!({
+            "endpoint": endpoint,
+            "method": "POST",
+            "path": path,
+            "multipart": parts,
+            // The 202's uploadId, kept with the upload's attempt (`jobctl show`).
+            "record": ["uploadId"],
+        });
+        if p.status_poll {
+            upload["follow_up"] = json!({
+                "kind": status::KIND,
+                "queue": queue,
+                "max_attempts": p.max_polls.unwrap_or(status::DEFAULT_MAX_POLLS),
+                "payload": {
                     "endpoint": endpoint,
-                    "method": "POST",
-                    "path": p.path.clone().unwrap_or_else(|| "/upload".into()),
-                    "multipart": parts,
-                }),
-            )
-            .queue(queue)
-            .unique_key(key),
-        );
+                    "path": path,
+                    "poll_interval": p.poll_interval,
+                },
+            });
+        }
+        follow_ups.push(NewJob::new("http", upload).queue(queue).unique_key(key));
     }
     Ok(Outcome::succeeded(follow_ups, Some(detail)))
+}
+
+/// Writes `files` of `dir` into one zip at `path`, at its root, under a temporary name
+/// first. The same files give the same bytes: fixed order, fixed entry times
+/// (1980-01-01, the zip epoch) and modes, deflate (RFC 1951, as the spec asks).
+fn write_zip(path: &Path, dir: &Path, files: &[String]) -> Result<(), String> {
+    use zip::write::SimpleFileOptions;
+    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
+    let write = || -> Result<(), String> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&tmp)
+            .map_err(|e| fail(&e))?;
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o640));
+        let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
+        let options = SimpleFileOptions::DEFAULT
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(0o640);
+        for name in files {
+            zip.start_file(name.as_str(), options)
+                .map_err(|e| fail(&e))?;
+            let source = dir.join(name);
+            std::fs::File::open(&source)
+                .and_then(|mut f| std::io::copy(&mut f, &mut zip))
+                .map_err(|e| format!("cannot zip {}: {e}", source.display()))?;
+        }
+        let file = zip
+            .finish()
+            .map_err(|e| fail(&e))?
+            .into_inner()
+            .map_err(|e| fail(&e.error().to_string()))?;
+        file.sync_data().map_err(|e| fail(&e))?;
+        std::fs::rename(&tmp, path).map_err(|e| fail(&e))
+    };
+    write().inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// RFC 4180 with LF line ends, quoting only where needed, UTF-8 without BOM.
@@ -552,15 +686,53 @@ mod tests {
         let mut payload = serde_json::to_value(&watch.payload).unwrap();
         payload["dir"] = json!("/var/lib/jobd/spool/1/20251027");
         OneRoster.validate(&payload, &config).unwrap();
-        assert_eq!(
-            Payload::parse(&payload).unwrap().namespace().unwrap(),
-            DEFAULT_NAMESPACE
-        );
+        let parsed = Payload::parse(&payload).unwrap();
+        assert_eq!(parsed.namespace().unwrap(), DEFAULT_NAMESPACE);
+        assert!(parsed.zip().unwrap());
+        assert_eq!(parsed.on_error().unwrap(), OnError::Required);
+        assert!(parsed.status_poll);
+        // The poll interval fits under the status kind's cap, so it is honoured.
+        let interval = status::parse_interval(parsed.poll_interval.as_deref()).unwrap();
+        assert!(interval <= config.policy_for(status::KIND).cap);
         payload["endpoint"] = json!("nowhere");
         let err = OneRoster.validate(&payload, &config).unwrap_err();
         assert!(err.contains("endpoint"), "{err}");
         payload["namespace"] = json!("not-a-uuid");
         let err = Payload::parse(&payload).unwrap_err();
         assert!(err.contains("namespace"), "{err}");
+    }
+
+    #[test]
+    fn bad_settings_are_refused_naming_the_setting() {
+        let base = json!({"dir": "in/1", "endpoint": "roster"});
+        let refused = |key: &str, value: Value| {
+            let mut payload = base.clone();
+            payload[key] = value;
+            Payload::parse(&payload).unwrap_err()
+        };
+        assert_eq!(
+            refused("archive", json!("tar")),
+            "oneroster payload: archive: 'tar' is not supported (only \"zip\")"
+        );
+        assert_eq!(
+            refused("on_error", json!("ignore")),
+            "oneroster payload: on_error: 'ignore' is not one of required, skip, fail"
+        );
+        assert!(refused("poll_interval", json!("often"))
+            .starts_with("oneroster payload: poll_interval: 'often'"));
+        assert_eq!(
+            refused("max_polls", json!(0)),
+            "oneroster payload: max_polls must be at least 1"
+        );
+        let err = Payload::parse(&json!({"dir": "in/1", "status_poll": true})).unwrap_err();
+        assert!(err.contains("status_poll needs endpoint"), "{err}");
+        let p =
+            Payload::parse(&json!({"dir": "in/1", "archive": "zip", "on_error": "skip"})).unwrap();
+        assert!(p.zip().unwrap());
+        assert_eq!(p.on_error().unwrap(), OnError::Skip);
+        assert_eq!(
+            Payload::parse(&base).unwrap().on_error().unwrap(),
+            OnError::Required
+        );
     }
 }
