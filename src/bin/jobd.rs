@@ -51,6 +51,12 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let registry = Registry::builtin();
+    // A watch's settings go into every job it makes: refused now, not at the first file.
+    if let Err(e) = registry.check_watches(&config) {
+        eprintln!("jobd: {}: {e}", source.describe());
+        std::process::exit(2);
+    }
     if args.check_config {
         println!("config {}: ok", source.describe());
         return;
@@ -88,7 +94,7 @@ fn main() {
         config.clone(),
         DaemonOptions {
             clock: clock.clone(),
-            registry: Registry::builtin(),
+            registry,
             config_source: source,
             once: args.once,
             handle_signals: true,

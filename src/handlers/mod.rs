@@ -154,6 +154,39 @@ impl Registry {
         handler.validate(&job.payload, config)
     }
 
+    /// Checks each `[[watch]]`'s kind and static payload as its jobs will be checked, with
+    /// stand-ins for the fields the watcher adds (`file` or `dir`, `name`, `sha256`,
+    /// `size`, `files`), so a misspelt setting is refused at start, not at the first file.
+    pub fn check_watches(&self, config: &Config) -> Result<(), String> {
+        for (index, watch) in config.watch.iter().enumerate() {
+            let at = format!("watch[{index}] ({})", watch.path.display());
+            let mut payload = serde_json::Map::new();
+            for (key, value) in &watch.payload {
+                let value =
+                    serde_json::to_value(value).map_err(|e| format!("{at}: payload.{key}: {e}"))?;
+                payload.insert(key.clone(), value);
+            }
+            let name = "example";
+            let staged = config.daemon.data_dir.join("spool").join("0").join(name);
+            let is_dir = watch.mode == crate::config::WatchMode::Dir;
+            payload.insert(
+                if is_dir { "dir" } else { "file" }.into(),
+                Value::String(staged.display().to_string()),
+            );
+            payload.insert("name".into(), Value::String(name.into()));
+            payload.insert("sha256".into(), Value::String("0".repeat(64)));
+            payload.insert("size".into(), Value::from(0));
+            if is_dir {
+                payload.insert("files".into(), Value::Object(Default::default()));
+            }
+            let job =
+                NewJob::new(watch.kind.clone(), Value::Object(payload)).queue(watch.queue.clone());
+            self.validate(&job, config)
+                .map_err(|e| format!("{at}: {e}"))?;
+        }
+        Ok(())
+    }
+
     pub fn unknown_kind(&self, kind: &str) -> String {
         format!("unknown kind '{kind}' (known: {})", self.kinds().join(", "))
     }

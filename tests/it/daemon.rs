@@ -495,6 +495,49 @@ fn check_config_validates_without_starting() {
 }
 
 #[test]
+fn a_watch_whose_jobs_would_be_refused_is_refused_at_start() {
+    let cases = [
+        (
+            "kind = \"oneroster\"\nmode = \"dir\"\nrequired = [\"school.csv\"]\n[watch.payload]\narchive = \"tar\"\n",
+            "archive: 'tar' is not supported",
+        ),
+        (
+            "kind = \"oneroster\"\nmode = \"dir\"\nrequired = [\"school.csv\"]\n[watch.payload]\non_eror = \"skip\"\n",
+            "unknown field `on_eror`",
+        ),
+        (
+            "kind = \"csv_import\"\n[watch.payload]\npipeline = \"nope\"\n",
+            "nope",
+        ),
+        ("kind = \"shipit\"\n", "unknown kind 'shipit'"),
+    ];
+    for (watch, expected) in cases {
+        let sandbox = Sandbox::new("", "");
+        sandbox.append_config(&format!(
+            "[[watch]]\npath = \"{}\"\n{watch}",
+            sandbox.path("in").display()
+        ));
+        for args in [&["--check-config"][..], &[]] {
+            let out = std::process::Command::new(JOBD)
+                .args(args)
+                .arg("--config")
+                .arg(sandbox.config())
+                .output()
+                .unwrap();
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{watch}: {err}");
+            assert!(err.contains("watch[0] ("), "{err}");
+            assert!(
+                err.contains(expected),
+                "{watch}: expected {expected:?} in {err}"
+            );
+        }
+        assert!(!sandbox.db().exists(), "nothing ran");
+        assert!(!sandbox.path("var").exists(), "no folder was made");
+    }
+}
+
+#[test]
 fn a_queue_limit_keeps_its_jobs_from_overlapping() {
     let sandbox = Sandbox::new("workers = 4", "[queues.serial]\nconcurrency = 1\n");
     let log = sandbox.path("spans.txt");

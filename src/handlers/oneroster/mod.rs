@@ -32,8 +32,10 @@ pub const KIND: &str = "oneroster";
 /// so its ids stay the same.
 pub const DEFAULT_NAMESPACE: Uuid = Uuid::NAMESPACE_DNS;
 
-/// The job payload: the watcher's `dir` and `name`, plus static settings.
+/// The job payload: the watcher's `dir` and `name`, plus static settings. Unknown keys
+/// are refused, so a misspelt setting is not silently ignored.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Payload {
     /// The folder set (relative paths are under the data directory).
     pub dir: PathBuf,
@@ -66,6 +68,14 @@ pub struct Payload {
     /// Polls before the status job gives up (default 120).
     #[serde(default)]
     pub max_polls: Option<u32>,
+    /// What the folder-set watcher adds besides `dir` and `name` (the set's digest, size
+    /// and per-file digests); not used here, the checksums are taken as the files are read.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub files: Option<Value>,
 }
 
 /// Which input errors make the job dead. Rows with an error are always left out and
