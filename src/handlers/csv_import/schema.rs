@@ -425,7 +425,17 @@ fn decimal(text: &str) -> Result<Typed<'_>, String> {
 
 /// A practical address check: one `@`, a local part, a dotted domain, no spaces.
 fn is_email(text: &str) -> bool {
-    if text.len() > 254 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if text.len() > 254 {
+        return false;
+    }
+    // In ASCII, whitespace and control characters are exactly the bytes up to the space
+    // and DEL; checking bytes avoids decoding every character of every address.
+    let spaced = if text.is_ascii() {
+        text.bytes().any(|b| b <= b' ' || b == 0x7f)
+    } else {
+        text.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
+    if spaced {
         return false;
     }
     let Some((local, domain)) = text.rsplit_once('@') else {
@@ -614,6 +624,22 @@ mod tests {
         }
         let en = column("name = \"s\"\ntype = \"enum\"\nvalues = [\"a\", \"b\"]");
         assert!(en.value("c").unwrap_err().contains("one of: a, b"));
+    }
+
+    #[test]
+    fn the_ascii_email_check_refuses_what_the_char_check_refuses() {
+        for b in 0..=0x7fu8 {
+            let c = b as char;
+            let refused = c.is_whitespace() || c.is_control();
+            // Characters an address may not hold anyway are not what this is about.
+            if c == '@' || c == '.' {
+                continue;
+            }
+            assert_eq!(is_email(&format!("a{c}b@x.jp")), !refused, "{b:#x}");
+        }
+        assert!(!is_email("a\u{85}b@x.jp"), "a non-ASCII control character");
+        assert!(!is_email("a\u{3000}b@x.jp"), "an ideographic space");
+        assert!(is_email("山田@例え.jp"));
     }
 
     #[test]
