@@ -256,7 +256,13 @@ impl CsvReader {
         let before = self.record.position().map(|p| p.line()).unwrap_or(1);
         let after = self.inner.position().line();
         let bytes = self.record.as_slice();
-        let inner_newlines = bytes.iter().filter(|b| **b == b'\n').count() as u64;
+        // A record that took one line starts on `before` whatever it holds, so its bytes
+        // are only counted when it spanned more (a per-record cost otherwise).
+        let inner_newlines = if after > before + 1 {
+            bytes.iter().filter(|b| **b == b'\n').count() as u64
+        } else {
+            0
+        };
         let line = after.saturating_sub(inner_newlines + 1).max(before);
         let problem = if self.transcoded {
             // The decoder turned every invalid sequence into U+FFFD.

@@ -289,7 +289,9 @@ fn batches_reach_the_server_typed_and_bad_rows_are_reported_by_line() {
     assert_eq!(summary["encoding"], "UTF-8");
     assert!(summary["duration_ms"].as_i64().unwrap() >= 0);
     // Every batch succeeded: their bodies are gone; the follow-up ran with the summary.
-    assert!(!Path::new(summary["batch_dir"].as_str().unwrap()).exists());
+    let bodies = Path::new(summary["bodies_file"].as_str().unwrap());
+    assert!(bodies.ends_with(format!("spool/csv_import/batches/{}.bodies", ids[0])));
+    assert!(!bodies.exists());
     let follow_up = server.seen_at("/automation/run");
     assert_eq!(follow_up.len(), 1);
     assert_eq!(follow_up[0]["file"], "customers.csv");
@@ -350,10 +352,15 @@ fn the_same_file_again_sends_nothing_twice() {
 }
 
 #[test]
-fn fan_in_summary_counts_the_batches_that_died() {
-    // The batch holding key "bad" is refused (400, permanent); the others succeed.
-    let server = Server::start(|_, body| {
-        if body.to_string().contains("\"bad\"") {
+fn fan_in_summary_counts_the_batches_that_died_and_a_retry_still_has_its_body() {
+    // The batch holding key "bad" is refused (400, permanent) until the server is fixed;
+    // the others succeed.
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fixed_in_server = fixed.clone();
+    let server = Server::start(move |_, body| {
+        if body.to_string().contains("\"bad\"")
+            && !fixed_in_server.load(std::sync::atomic::Ordering::SeqCst)
+        {
             400
         } else {
             200
@@ -374,11 +381,39 @@ fn fan_in_summary_counts_the_batches_that_died() {
     assert_eq!(summary["batches_dead"], 1);
     assert_eq!(summary["rows_valid"], 5);
     // The bodies stay so the dead batch can be retried by an operator.
-    let kept = Path::new(summary["batch_dir"].as_str().unwrap()).join("1.json");
+    let kept = PathBuf::from(summary["bodies_file"].as_str().unwrap());
     assert!(kept.exists());
     assert_eq!(
         std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
         0o600
+    );
+
+    // The operator fixes the other side and retries the dead batch (what `jobctl retry`
+    // does): it sends exactly its own range of the kept file.
+    fixed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let dead: Vec<JobId> = s
+        .db()
+        .list(&jobd::store::JobFilter {
+            state: Some(JobState::Dead),
+            kind: Some("http".into()),
+            parent_id: Some(ids[0]),
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(dead.len(), 1);
+    let now = chrono::Utc::now().timestamp_millis();
+    s.db().write(|tx| tx.revive(&dead, now)).unwrap();
+    s.run(Vec::new());
+    assert_eq!(s.job(dead[0]).state, JobState::Succeeded);
+    let bodies = server.seen_at("/hub");
+    assert_eq!(bodies.len(), 4, "3 batches and the retried one");
+    assert_eq!(
+        bodies[3],
+        json!([{"keys": {"SubscriberKey": "bad"}, "values": {"email": "c@x.jp", "points": 0}},
+               {"keys": {"SubscriberKey": "k4"}, "values": {"email": "d@x.jp", "points": 0}}])
     );
 }
 
@@ -468,13 +503,14 @@ fn kill_9_during_the_fan_out_then_restart_enqueues_every_batch_once() {
         })
         .unwrap()
     };
-    let body_files = || -> usize {
+    // The bytes of batch bodies written so far (one file per import).
+    let body_bytes = || -> u64 {
         let root = sandbox.path("var/spool/csv_import/batches");
         std::fs::read_dir(&root)
             .ok()
-            .and_then(|mut dirs| dirs.next())
-            .and_then(|d| std::fs::read_dir(d.unwrap().path()).ok())
-            .map(|files| files.count())
+            .and_then(|mut files| files.next())
+            .and_then(|f| f.ok()?.metadata().ok())
+            .map(|m| m.len())
             .unwrap_or(0)
     };
 
@@ -482,15 +518,12 @@ fn kill_9_during_the_fan_out_then_restart_enqueues_every_batch_once() {
     wait_until(
         Duration::from_secs(60),
         "the fan-out to be under way",
-        || body_files() >= 5,
+        || body_bytes() > 0,
     );
     signal(&jobd, libc::SIGKILL);
     wait_exit(&mut jobd, Duration::from_secs(10));
-    let written = body_files();
-    assert!(
-        written < batches,
-        "the kill came after the fan-out ({written} bodies)"
-    );
+    let written = body_bytes();
+    assert!(written > 0, "killed while the bodies were being written");
     assert_eq!(
         http_jobs(&conn),
         0,

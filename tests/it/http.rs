@@ -8,7 +8,7 @@ use jobd::config::{Config, ConfigSource};
 use jobd::daemon::{Daemon, DaemonOptions, JobHooks};
 use jobd::handlers::http::Http;
 use jobd::handlers::notify::{DeadLetters, Notify};
-use jobd::handlers::Registry;
+use jobd::handlers::{Handler, Registry};
 use jobd::job::{JobId, JobState, NewJob};
 use jobd::store::{Attempt, Db, OpenOptions};
 use serde_json::{json, Value};
@@ -627,6 +627,68 @@ fn multipart_upload_arrives_intact() {
     let meta: Value = serde_json::from_slice(meta).unwrap();
     assert_eq!(meta, metadata);
     assert_eq!(meta["files"]["users.csv"]["sha256"], hex(file));
+}
+
+/// Several bodies in one file, each job sending its own byte range (how csv_import's
+/// batches share one bodies file); a range past the end of the file is dead, not sent
+/// short.
+#[test]
+fn byte_ranges_of_one_body_file_are_sent_exactly() {
+    let server = Server::start(1, |_, _| reply(200));
+    let s = setup(1, &endpoint(&server, ""));
+    let dir = s.data().join("spool/bodies");
+    std::fs::create_dir_all(&dir).unwrap();
+    let parts: [&[u8]; 3] = [b"[{\"a\":1}]", "[{\"名前\":\"山田\"}]".as_bytes(), b"[]"];
+    std::fs::write(dir.join("all.bodies"), parts.concat()).unwrap();
+    let range = |path: &str, offset: usize, len: usize| {
+        NewJob::new(
+            "http",
+            json!({"endpoint": "api", "path": path, "body_file": "spool/bodies/all.bodies",
+                   "body_offset": offset, "body_len": len, "content_type": "application/json"}),
+        )
+    };
+    let (a, b) = (parts[0].len(), parts[1].len());
+    let mut jobs = vec![
+        range("/p0", 0, a),
+        range("/p1", a, b),
+        range("/p2", a + b, parts[2].len()),
+        range("/past-the-end", a + b, parts[2].len() + 1),
+    ];
+    // An offset alone sends the rest of the file.
+    jobs.push(NewJob::new(
+        "http",
+        json!({"endpoint": "api", "path": "/rest", "body_file": "spool/bodies/all.bodies",
+               "body_offset": a}),
+    ));
+    let ids = s.run(Registry::builtin(), jobs);
+    for (i, path) in ["/p0", "/p1", "/p2"].iter().enumerate() {
+        let seen = server.seen_at(path);
+        assert_eq!(seen.len(), 1, "{path}");
+        assert_eq!(seen[0].body, parts[i], "{path}");
+        assert_eq!(
+            seen[0].header("Content-Length"),
+            Some(&*parts[i].len().to_string())
+        );
+        assert_eq!(seen[0].header("Content-Type"), Some("application/json"));
+        assert_eq!(s.state(ids[i]).0, JobState::Succeeded);
+    }
+    assert_eq!(
+        server.seen_at("/rest")[0].body,
+        [parts[1], parts[2]].concat()
+    );
+    let (state, error, _) = s.state(ids[3]);
+    assert_eq!(state, JobState::Dead);
+    let error = error.unwrap();
+    assert!(error.contains("past its end"), "{error}");
+    assert!(server.seen_at("/past-the-end").is_empty());
+    // A range without a file is refused when enqueued.
+    let err = Http::new()
+        .validate(
+            &json!({"endpoint": "api", "path": "/x", "json": {}, "body_offset": 1}),
+            &s.config,
+        )
+        .unwrap_err();
+    assert!(err.contains("go with body_file"), "{err}");
 }
 
 fn hex(bytes: &[u8]) -> String {

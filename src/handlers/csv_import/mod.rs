@@ -3,18 +3,26 @@
 //!
 //! Stage 0 (the file's first run) reads the file once, streaming: each record is checked
 //! against the pipeline's schema; failing rows go to `output/YYYYMMDD/<file>.errors.csv`,
-//! good rows are grouped into batches whose bodies are written under
-//! `spool/csv_import/batches/<job id>/<n>.json`. Unless `max_error_rate` is exceeded,
-//! the job then returns [`Outcome::Await`] with one `http` job per batch (`body_file` names
-//! the batch), so every batch is enqueued in the same transaction that moves the import to
-//! `waiting`: a crash before it enqueues none, after it all. Bodies live in files, not in
-//! payloads, so neither memory nor the queue grows with the file.
+//! good rows are grouped into batches whose bodies are appended, one after the other, to
+//! `spool/csv_import/batches/<job id>.bodies`. Unless `max_error_rate` is exceeded, that
+//! file is made durable and the job returns [`Outcome::Await`] with one `http` job per
+//! batch (`body_file` plus the batch's `body_offset` and `body_len`), so every batch is
+//! enqueued in the same transaction that moves the import to `waiting`: a crash before it
+//! enqueues none, after it all. Bodies live in a file, not in payloads, so neither memory
+//! nor the queue grows with the file; one file rather than one per batch, because
+//! creating the files was most of the cost of a large import.
+//!
+//! A row is checked and rendered in one go: each cell becomes its JSON text
+//! ([`schema::Column::write`]) in the batch's [`template::Rows`], and a body is made of
+//! copies of those texts ([`template::Body::write`]), with no `serde_json::Value` per
+//! cell.
 //!
 //! Stage 1 (resumed when the last batch finished) reads what stage 0 left in
 //! `spool/csv_import/state/<job id>.json` (a handler cannot read the database, and the
 //! counts of rows are known only to stage 0), adds how the batches ended, writes
-//! `output/YYYYMMDD/<file>.summary.json` and, if every batch succeeded, returns the
-//! pipeline's follow-up job.
+//! `output/YYYYMMDD/<file>.summary.json` and, if every batch succeeded, deletes the
+//! bodies file and returns the pipeline's follow-up job. If a batch is dead or cancelled
+//! the bodies file stays, so that `jobctl retry` of a dead batch can still send it.
 //!
 //! Each batch's unique key is `csv:<pipeline>:<file sha256>:<n>`: the same file imported
 //! again by the same pipeline enqueues nothing new, while another pipeline (e.g. a
@@ -34,7 +42,7 @@ use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use template::Body;
+use template::{Body, Rows};
 
 pub const DEFAULT_BATCH_SIZE: usize = 100;
 /// Up to 5% of the rows may fail before the whole file is refused.
@@ -340,8 +348,10 @@ pub struct Summary {
     /// Where stage 0 put its output, so stage 1 writes beside it even after midnight.
     pub output_dir: String,
     pub summary_file: String,
-    /// The batch bodies, kept until every batch succeeded.
-    pub batch_dir: String,
+    /// The batch bodies (one file, a byte range per batch), deleted once every batch
+    /// succeeded, else kept for `jobctl retry`.
+    #[serde(default)]
+    pub bodies_file: String,
     pub started_ms: UnixMillis,
 }
 
@@ -447,6 +457,14 @@ struct ErrorsFile {
 }
 
 impl ErrorsFile {
+    fn new(path: PathBuf) -> ErrorsFile {
+        ErrorsFile {
+            tmp: temp_name(&path),
+            path,
+            writer: None,
+        }
+    }
+
     fn add(&mut self, line: u64, errors: &[RowError]) -> Result<(), String> {
         if self.writer.is_none() {
             let file = std::fs::OpenOptions::new()
@@ -544,9 +562,8 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
     make_dir(&output_dir)?;
     // Per job, not per file: an import of the same bytes running at the same time writes
     // its own bodies, and its duplicates point at the first import's bodies anyway.
-    let batch_rel = PathBuf::from("spool/csv_import/batches").join(job.id.to_string());
-    let batch_dir = ctx.data_dir.join(&batch_rel);
-    make_dir(&batch_dir)?;
+    let bodies_rel = PathBuf::from(BODIES_DIR).join(format!("{}.bodies", job.id));
+    let bodies = BodiesFile::create(&ctx.data_dir, &bodies_rel)?;
 
     let mut summary = Summary {
         job: job.id,
@@ -563,57 +580,34 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
             .join(format!("{name}.summary.json"))
             .display()
             .to_string(),
-        batch_dir: batch_dir.display().to_string(),
+        bodies_file: bodies.path.display().to_string(),
         started_ms: started,
         ..Summary::default()
     };
-    let errors_path = output_dir.join(format!("{name}.errors.csv"));
-    let mut errors_file = ErrorsFile {
-        tmp: temp_name(&errors_path),
-        path: errors_path,
-        writer: None,
-    };
-    let mut batcher = Batcher {
-        pipeline: &payload.pipeline,
-        p,
-        compiled: &compiled,
-        sha256: &sha256,
-        job,
-        batch_rel: &batch_rel,
-        batch_dir: &batch_dir,
-        rows: Vec::with_capacity(p.batch_size),
-        body: Vec::new(),
-        children: Vec::new(),
-    };
-    let mut row = Vec::with_capacity(bound.columns.len());
-    let mut row_errors = Vec::new();
-    let scanned = (|| -> Result<Option<Outcome>, String> {
-        while let Some(record) = reader.next_record().map_err(|e| format!("{name}: {e}"))? {
-            summary.rows_read += 1;
-            if bound.convert(&record, &mut row, &mut row_errors) {
-                summary.rows_valid += 1;
-                batcher.push(row.clone())?;
-            } else {
-                summary.rows_invalid += 1;
-                errors_file.add(record.line, &row_errors)?;
-            }
-            if summary.rows_read.is_multiple_of(STOP_CHECK_EVERY) {
-                if let Some(outcome) = stopped(ctx) {
-                    return Ok(Some(outcome));
-                }
-            }
-        }
-        batcher.flush()?;
-        Ok(None)
-    })();
+    let mut errors_file = ErrorsFile::new(output_dir.join(format!("{name}.errors.csv")));
+    let mut batcher = Batcher::new(&payload.pipeline, p, &compiled, &sha256, job, bodies);
+    let scanned = scan(
+        &mut reader,
+        &bound,
+        &mut batcher,
+        &mut errors_file,
+        &mut summary,
+        || stopped(ctx),
+    )
+    .map_err(|e| format!("{name}: {e}"));
     let errors_path = errors_file.finish()?;
     summary.errors_file = errors_path.map(|p| p.display().to_string());
     summary.batches = batcher.children.len() as u64;
     match scanned {
         Ok(None) => {}
-        Ok(Some(stop)) => return Ok(stop),
+        Ok(Some(stop)) => {
+            // Interrupted: stage 0 runs again and writes the file anew; cancelled: no
+            // batch will ever read it.
+            batcher.bodies.remove();
+            return Ok(stop);
+        }
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&batch_dir);
+            batcher.bodies.remove();
             return Err(e);
         }
     }
@@ -624,7 +618,7 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
         summary.rows_invalid as f64 / summary.rows_read as f64
     };
     if rate > p.max_error_rate {
-        let _ = std::fs::remove_dir_all(&batch_dir);
+        batcher.bodies.remove();
         let finished = ctx.clock.now_ms();
         summary.status = "refused".into();
         summary.batches = 0;
@@ -643,7 +637,8 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
             detail: Some(serde_json::to_value(&summary).unwrap_or_default()),
         });
     }
-    sync_bodies(&batch_dir)?;
+    // Durable before the commit that makes jobs refer to it.
+    batcher.bodies.sync()?;
     write_summary(&summary)?;
     let state = state_path(&ctx.data_dir, job);
     make_dir(state.parent().expect("state has a parent"))?;
@@ -666,62 +661,190 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
     })
 }
 
+/// Stage 0's loop, shared by the job and [`dry_run`] (so the benchmark measures the
+/// job's own path): every record is read and checked; good rows go to `batcher`,
+/// failing ones to `errors`; the counts go to `summary`. `stop` is asked every
+/// [`STOP_CHECK_EVERY`] rows; its outcome ends the scan.
+fn scan(
+    reader: &mut CsvReader,
+    bound: &schema::Bound,
+    batcher: &mut Batcher<'_>,
+    errors: &mut ErrorsFile,
+    summary: &mut Summary,
+    stop: impl Fn() -> Option<Outcome>,
+) -> Result<Option<Outcome>, String> {
+    let mut row_errors = Vec::new();
+    while let Some(record) = reader.next_record().map_err(|e| e.to_string())? {
+        summary.rows_read += 1;
+        if bound.convert(&record, &mut batcher.rows, &mut row_errors) {
+            summary.rows_valid += 1;
+            batcher.row_added()?;
+        } else {
+            summary.rows_invalid += 1;
+            errors.add(record.line, &row_errors)?;
+        }
+        if summary.rows_read.is_multiple_of(STOP_CHECK_EVERY) {
+            if let Some(outcome) = stop() {
+                return Ok(Some(outcome));
+            }
+        }
+    }
+    batcher.flush()?;
+    Ok(None)
+}
+
 fn write_summary(summary: &Summary) -> Result<(), String> {
     let mut bytes = serde_json::to_vec_pretty(summary).map_err(|e| e.to_string())?;
     bytes.push(b'\n');
     write_atomic(Path::new(&summary.summary_file), &bytes, 0o640)
 }
 
-/// Writes a batch body. Neither a temporary name nor an fsync per file: no job refers to
-/// the file until the Await commit, which comes after [`sync_bodies`]; a crash before it
-/// runs stage 0 again, which rewrites every body. (An fsync per body cost ten times the
-/// reading itself.)
-fn write_body(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut file| file.write_all(bytes));
-    written.map_err(|e| format!("cannot write {}: {e}", path.display()))
+/// Where the bodies files live, under the data directory.
+const BODIES_DIR: &str = "spool/csv_import/batches";
+/// How much of the bodies file is gathered before one write(2).
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// The bodies of one import's batches, back to back in one file
+/// (`spool/csv_import/batches/<job id>.bodies`, mode 0600), written sequentially; each
+/// batch job names its byte range. One file instead of one per batch: creating 10,000
+/// files was most of the cost of a large import.
+///
+/// Neither a temporary name nor an fsync per body: no job refers to the file until the
+/// Await commit, which comes after [`BodiesFile::sync`]; a crash before it runs stage 0
+/// again, which truncates and rewrites the file.
+struct BodiesFile {
+    path: PathBuf,
+    /// The path relative to the data directory, as the batch payloads give it.
+    rel: PathBuf,
+    file: std::fs::File,
+    /// Rendered bodies not yet written.
+    pending: Vec<u8>,
+    /// Bytes written to the file so far.
+    written: u64,
 }
 
-/// Makes every body written so far durable with one `syncfs(2)` of their filesystem,
-/// before the jobs that send them are committed.
-fn sync_bodies(dir: &Path) -> Result<(), String> {
-    let handle =
-        std::fs::File::open(dir).map_err(|e| format!("cannot open {}: {e}", dir.display()))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: syncfs(2) on a descriptor we own and keep open for the call.
-    let rc = unsafe { libc::syncfs(handle.as_raw_fd()) };
-    if rc != 0 {
-        return Err(format!(
-            "cannot sync {}: {}",
-            dir.display(),
-            std::io::Error::last_os_error()
-        ));
+impl BodiesFile {
+    fn create(data_dir: &Path, rel: &Path) -> Result<BodiesFile, String> {
+        let path = data_dir.join(rel);
+        make_dir(path.parent().expect("bodies file has a parent"))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(BodiesFile {
+            path,
+            rel: rel.to_path_buf(),
+            file,
+            pending: Vec::with_capacity(WRITE_CHUNK + WRITE_CHUNK / 4),
+            written: 0,
+        })
     }
-    Ok(())
+
+    /// Appends the body `render` writes; returns its offset and length in the file.
+    fn append(&mut self, render: impl FnOnce(&mut Vec<u8>)) -> Result<(u64, u64), String> {
+        let start = self.pending.len();
+        render(&mut self.pending);
+        let offset = self.written + start as u64;
+        let len = (self.pending.len() - start) as u64;
+        if self.pending.len() >= WRITE_CHUNK {
+            self.write_pending()?;
+        }
+        Ok((offset, len))
+    }
+
+    fn write_pending(&mut self) -> Result<(), String> {
+        self.file
+            .write_all(&self.pending)
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        let from = self.written;
+        self.written += self.pending.len() as u64;
+        self.pending.clear();
+        // Starts writing this chunk to disk now, without waiting for it, so the fsync
+        // before the commit finds little left to do and the disk works while we read.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: sync_file_range(2) on a descriptor we own; only a hint, so its
+            // result does not matter (sync() reports any real error).
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    from as libc::off64_t,
+                    (self.written - from) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = from;
+        Ok(())
+    }
+
+    /// Writes what is pending and makes the file durable: its bytes, its size and its
+    /// name (the directory), before the jobs that read it are committed.
+    fn sync(&mut self) -> Result<(), String> {
+        if !self.pending.is_empty() {
+            self.write_pending()?;
+        }
+        let failed = |e: std::io::Error| format!("cannot sync {}: {e}", self.path.display());
+        self.file.sync_data().map_err(failed)?;
+        let dir = self.path.parent().expect("bodies file has a parent");
+        // The directory too (and its parent, which make_dir may have just created), or a
+        // crash could lose the file's name while its jobs exist.
+        for d in [dir, dir.parent().unwrap_or(dir)] {
+            std::fs::File::open(d)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("cannot sync {}: {e}", d.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the file: no batch job will read it.
+    fn remove(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
-/// Groups valid rows into batches, writes each body to its file and makes its job.
+/// Groups valid rows into batches, appends each body to the bodies file and makes its
+/// job.
 struct Batcher<'a> {
     pipeline: &'a str,
     p: &'a CsvImportPipeline,
-    compiled: &'a Compiled,
+    body: &'a Body,
     sha256: &'a str,
     job: &'a Job,
-    batch_rel: &'a Path,
-    batch_dir: &'a Path,
-    rows: Vec<Vec<Option<Value>>>,
-    body: Vec<u8>,
+    /// The current batch; [`schema::Bound::convert`] appends to it.
+    rows: Rows,
+    bodies: BodiesFile,
     children: Vec<NewJob>,
 }
 
-impl Batcher<'_> {
-    fn push(&mut self, row: Vec<Option<Value>>) -> Result<(), String> {
-        self.rows.push(row);
+impl<'a> Batcher<'a> {
+    fn new(
+        pipeline: &'a str,
+        p: &'a CsvImportPipeline,
+        compiled: &'a Compiled,
+        sha256: &'a str,
+        job: &'a Job,
+        bodies: BodiesFile,
+    ) -> Batcher<'a> {
+        Batcher {
+            pipeline,
+            p,
+            body: &compiled.body,
+            sha256,
+            job,
+            rows: Rows::new(compiled.columns.len()),
+            bodies,
+            children: Vec::new(),
+        }
+    }
+
+    /// A row was appended to `rows`: sends the batch on when it is full.
+    fn row_added(&mut self) -> Result<(), String> {
         if self.rows.len() >= self.p.batch_size {
             self.flush()?;
         }
@@ -733,17 +856,14 @@ impl Batcher<'_> {
             return Ok(());
         }
         let index = self.children.len();
-        let file_name = format!("{index}.json");
-        self.body.clear();
-        self.compiled
-            .body
-            .write(&mut self.body, &self.rows)
-            .map_err(|e| e.to_string())?;
-        write_body(&self.batch_dir.join(&file_name), &self.body)?;
+        let (body, rows) = (self.body, &self.rows);
+        let (offset, len) = self.bodies.append(|out| body.write(out, rows))?;
         self.rows.clear();
         let mut request = json!({
             "endpoint": self.p.endpoint,
-            "body_file": self.batch_rel.join(&file_name),
+            "body_file": self.bodies.rel,
+            "body_offset": offset,
+            "body_len": len,
             "content_type": "application/json",
         });
         if let Some(method) = &self.p.method {
@@ -801,7 +921,7 @@ fn fan_in(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
     // This job's bodies serve only its own batches (duplicates point at the bodies of
     // the import that first enqueued them); they are kept while one may be retried.
     if failed == 0 {
-        let _ = std::fs::remove_dir_all(&summary.batch_dir);
+        let _ = std::fs::remove_file(&summary.bodies_file);
     }
     let _ = std::fs::remove_file(&state);
     let detail = Some(serde_json::to_value(&summary).unwrap_or_default());
@@ -855,8 +975,10 @@ fn fill(value: &Value, s: &Summary) -> Value {
     }
 }
 
-/// Reads, checks and batches a whole file without a queue: what stage 0 does, for the
-/// benchmark. Returns (rows read, rows valid, batches).
+/// Reads, checks and batches a whole file without a queue, for the benchmark: stage 0's
+/// own [`scan`], bodies file and fsync, minus the enqueue transaction. The bodies go to
+/// `out_dir/dry-run.bodies`, failing rows to `out_dir/dry-run.errors.csv`. Returns
+/// (rows read, rows valid, batches).
 pub fn dry_run(
     p: &CsvImportPipeline,
     file: &Path,
@@ -890,31 +1012,25 @@ pub fn dry_run(
         stage: 0,
     };
     make_dir(out_dir)?;
-    let mut batcher = Batcher {
-        pipeline: "bench",
-        p,
-        compiled: &compiled,
-        sha256: "0",
-        job: &job,
-        batch_rel: Path::new("batches"),
-        batch_dir: out_dir,
-        rows: Vec::with_capacity(p.batch_size),
-        body: Vec::new(),
-        children: Vec::new(),
-    };
-    let (mut read, mut valid) = (0, 0);
-    let mut row = Vec::new();
-    let mut errors = Vec::new();
-    while let Some(record) = reader.next_record().map_err(|e| e.to_string())? {
-        read += 1;
-        if bound.convert(&record, &mut row, &mut errors) {
-            valid += 1;
-            batcher.push(row.clone())?;
-        }
-    }
-    batcher.flush()?;
-    sync_bodies(out_dir)?;
-    Ok((read, valid, batcher.children.len() as u64))
+    let bodies = BodiesFile::create(out_dir, Path::new("dry-run.bodies"))?;
+    let mut errors = ErrorsFile::new(out_dir.join("dry-run.errors.csv"));
+    let mut batcher = Batcher::new("bench", p, &compiled, "0", &job, bodies);
+    let mut summary = Summary::default();
+    scan(
+        &mut reader,
+        &bound,
+        &mut batcher,
+        &mut errors,
+        &mut summary,
+        || None,
+    )?;
+    errors.finish()?;
+    batcher.bodies.sync()?;
+    Ok((
+        summary.rows_read,
+        summary.rows_valid,
+        batcher.children.len() as u64,
+    ))
 }
 
 #[cfg(test)]
@@ -945,13 +1061,234 @@ mod tests {
             Some(json!("a@example.jp")),
             Some(json!("Hanako")),
         ];
-        compiled.body.write(&mut body, &[row]).unwrap();
+        compiled
+            .body
+            .write(&mut body, &template::tests::rows_of(3, &[row]));
         let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             body,
             json!({"To": {"Address": "a@example.jp", "SubscriberKey": "k1",
                    "ContactAttributes": {"SubscriberAttributes": {"FirstName": "Hanako"}}}})
         );
+    }
+
+    /// Tricky cells of every type, read from a file and rendered by the job's path
+    /// (typed cells written straight to bytes), give byte for byte the bodies of the
+    /// former path (a `Value` per cell, serialised by the old renderer).
+    #[test]
+    fn bodies_are_byte_identical_to_the_value_based_renderer() {
+        let pipeline = r#"
+endpoint = "e"
+keys = ["k"]
+trim = false
+columns = [
+  { name = "k", required = true },
+  { name = "s" },
+  { name = "i", type = "integer", default = -7 },
+  { name = "d", type = "decimal" },
+  { name = "b", type = "boolean" },
+  { name = "date", type = "date" },
+  { name = "dt", type = "datetime" },
+  { name = "e", type = "email" },
+  { name = "en", type = "enum", values = ["a\"b", "ü"] },
+  { name = "jp", type = "date", format = "%Y年%m月%d日" },
+  { name = "f", type = "datetime", format = "%d/%m/%Y %H.%M" },
+  { name = "absent", default = "dflt" },
+  { name = "gone", type = "integer" },
+  { name = "s2", rename = "名前\n\"x\"" },
+]
+"#;
+        let header = "k,s,i,d,b,date,dt,e,en,jp,f,s2\n";
+        let cells: &[[&str; 12]] = &[
+            [
+                "k1",
+                "plain",
+                "42",
+                "1.50",
+                "yes",
+                "2024-02-29",
+                "2024-01-02 03:04",
+                "a@b.jp",
+                "ü",
+                "2024年01月31日",
+                "31/12/2024 23.59",
+                "x",
+            ],
+            [
+                "\"q\"\"uote\"",
+                "\"a\\b/c\t\u{1}\u{1f}\u{7f}\"",
+                "-9223372036854775808",
+                "-0.0",
+                "F",
+                "0001/1/9",
+                "2024/1/2T3:4:5",
+                "x.y+z@d.example",
+                "\"a\"\"b\"",
+                "0099年1月2日",
+                "1/1/0001 00.00",
+                "\"\u{2028}\u{2029}😀\"",
+            ],
+            [
+                "k3",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "2024-01-02T03:04:05.123456789+09:00",
+                "",
+                "",
+                "",
+                "",
+                "\"\r\n\"",
+            ],
+            [
+                "k4",
+                " spaced ",
+                "+17",
+                "123456789012345.6",
+                "1",
+                "9999-12-31",
+                "2024-02-29T23:59:60Z",
+                "u@x.jp",
+                "",
+                "",
+                "",
+                "",
+            ],
+            [
+                "k5",
+                "\\",
+                "9223372036854775807",
+                "+0.000000000000001",
+                "n",
+                "2000-1-1",
+                "1999-12-31 23:59:59",
+                "",
+                "",
+                "",
+                "",
+                "é",
+            ],
+            [
+                "k6",
+                "s",
+                "0",
+                "1234567890123456789012.5",
+                "TRUE",
+                "2024/12/01",
+                "2024-06-01T00:00:00-00:00",
+                "",
+                "",
+                "",
+                "",
+                "",
+            ],
+            [
+                "k7",
+                "s",
+                "-0",
+                ".5",
+                "f",
+                "2024-1-31",
+                "2024-06-01 00:00",
+                "",
+                "",
+                "",
+                "",
+                "",
+            ],
+        ];
+        let mut text = String::from(header);
+        for row in cells {
+            text.push_str(&row.join(","));
+            text.push('\n');
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tricky.csv");
+        std::fs::write(&file, &text).unwrap();
+
+        let mut p: CsvImportPipeline = toml::from_str(pipeline).unwrap();
+        let fields: Vec<String> = p
+            .compile("p")
+            .unwrap()
+            .columns
+            .iter()
+            .map(|c| c.target.clone())
+            .collect();
+        let templates = [
+            (json!("{{rows}}"), json!("{{row}}"), 3),
+            (
+                json!("{{rows}}"),
+                json!({"keys": "{{keys}}", "values": "{{values}}"}),
+                2,
+            ),
+            (
+                json!({"items": "{{rows}}", "n": [1.5, -0, 1e300, null, true, "a\"\u{1}é"], "名": {}}),
+                json!({"id": "{{row.k}}", "gone": "{{row.gone}}", "s": ["{{row.s}}", "{{row.d}}"], "all": "{{row}}"}),
+                100,
+            ),
+            (
+                json!({"To": {"Address": "{{row.e}}", "Key": "{{row.k}}", "Attributes": "{{values}}", "x": "{{ row.dt }}"}}),
+                json!("{{row}}"),
+                1,
+            ),
+        ];
+        for (template, row_template, batch_size) in templates {
+            p.template = Some(template.clone());
+            p.row_template = Some(row_template.clone());
+            p.batch_size = batch_size;
+            let compiled = p.compile("p").unwrap();
+            let mut reader = CsvReader::open(&file, compiled.encoding, &compiled.dialect).unwrap();
+            let bound =
+                schema::bind(&compiled.columns, reader.headers(), p.extra_columns, p.trim).unwrap();
+            let mut rows = Rows::new(fields.len());
+            let (mut new_bodies, mut old_rows) = (Vec::new(), Vec::new());
+            let mut errors = Vec::new();
+            while let Some(record) = reader.next_record().unwrap() {
+                assert!(
+                    bound.convert(&record, &mut rows, &mut errors),
+                    "line {}: {errors:?}",
+                    record.line
+                );
+                if rows.len() == batch_size {
+                    let mut body = Vec::new();
+                    compiled.body.write(&mut body, &rows);
+                    new_bodies.push(String::from_utf8(body).unwrap());
+                    rows.clear();
+                }
+                let old: Vec<Option<Value>> = bound
+                    .columns
+                    .iter()
+                    .zip(&bound.positions)
+                    .map(|(column, at)| match at {
+                        Some(at) => Some(column.value(record.text(*at).unwrap()).unwrap()),
+                        None => column.absent(),
+                    })
+                    .collect();
+                old_rows.push(old);
+            }
+            if !rows.is_empty() {
+                let mut body = Vec::new();
+                compiled.body.write(&mut body, &rows);
+                new_bodies.push(String::from_utf8(body).unwrap());
+            }
+            assert_eq!(old_rows.len(), cells.len());
+            let old_bodies: Vec<String> = old_rows
+                .chunks(batch_size)
+                .map(|batch| {
+                    let body = template::reference::write(
+                        &template,
+                        &row_template,
+                        &fields,
+                        &p.keys,
+                        batch,
+                    );
+                    String::from_utf8(body).unwrap()
+                })
+                .collect();
+            assert_eq!(new_bodies, old_bodies, "template {template}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A pipeline's column schema: which headers must be there, how each value is checked
 //! and which typed JSON value it becomes. Compiled once per job from the config.
 
+use super::template::{self, Rows};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use regex::Regex;
 use serde::Deserialize;
@@ -70,6 +71,8 @@ pub struct Column {
     max_len: Option<usize>,
     pattern: Option<Regex>,
     default: Option<Value>,
+    /// `default` as JSON text, copied into every row that needs it.
+    default_json: Option<Vec<u8>>,
     values: Vec<String>,
     format: Option<String>,
 }
@@ -119,6 +122,7 @@ impl Column {
             max_len: c.max_len,
             pattern,
             default: None,
+            default_json: None,
             values: c.values.clone(),
             format: c.format.clone(),
         };
@@ -128,15 +132,17 @@ impl Column {
                 other => other.to_string(),
             };
             let value = column
-                .convert(&text)
+                .check(&text)
+                .map(Typed::into_value)
                 .map_err(|reason| format!("{key}.default: '{text}' {reason}"))?;
+            column.default_json = Some(serde_json::to_vec(&value).map_err(|e| e.to_string())?);
             column.default = Some(value);
         }
         Ok(column)
     }
 
-    /// The typed value of a cell, or `None` when the column has nothing to say (an
-    /// empty optional cell without a default becomes JSON null, see the caller).
+    /// The typed value of a cell (an empty optional cell without a default is JSON
+    /// null). The bytes [`Column::write`] renders are this value serialised.
     pub fn value(&self, text: &str) -> Result<Value, String> {
         if text.is_empty() {
             return match &self.default {
@@ -145,7 +151,26 @@ impl Column {
                 None => Ok(Value::Null),
             };
         }
-        self.convert(text)
+        self.check(text).map(Typed::into_value)
+    }
+
+    /// Checks a cell and appends its typed JSON to `out` (on error `out` may hold part
+    /// of it; the caller takes the row back).
+    pub fn write(&self, text: &str, out: &mut Vec<u8>) -> Result<(), String> {
+        if text.is_empty() {
+            return match &self.default_json {
+                Some(json) => {
+                    out.extend_from_slice(json);
+                    Ok(())
+                }
+                None if self.required => Err("required value is empty".into()),
+                None => {
+                    out.extend_from_slice(b"null");
+                    Ok(())
+                }
+            };
+        }
+        self.check(text).map(|typed| typed.write(out))
     }
 
     /// The value when the column is absent from the file.
@@ -153,7 +178,14 @@ impl Column {
         self.default.clone()
     }
 
-    fn convert(&self, text: &str) -> Result<Value, String> {
+    /// [`Column::absent`] as JSON text.
+    pub fn absent_json(&self) -> Option<&[u8]> {
+        self.default_json.as_deref()
+    }
+
+    /// Checks a non-empty cell and says what it is; no text is copied for the common
+    /// types, so a valid row costs its checks and one rendering.
+    fn check<'t>(&self, text: &'t str) -> Result<Typed<'t>, String> {
         if let Some(max) = self.max_len {
             // Counting chars is the slow part of a string column; bytes bound them.
             if text.len() > max && text.chars().count() > max {
@@ -166,29 +198,29 @@ impl Column {
             }
         }
         match self.kind {
-            ColumnType::String => Ok(Value::String(text.to_string())),
+            ColumnType::String => Ok(Typed::Str(text)),
             ColumnType::Integer => text
                 .parse::<i64>()
-                .map(Value::from)
+                .map(Typed::Int)
                 .map_err(|_| "is not an integer".into()),
             ColumnType::Decimal => decimal(text),
             ColumnType::Boolean => match text.to_ascii_lowercase().as_str() {
-                "true" | "t" | "yes" | "y" | "1" => Ok(Value::Bool(true)),
-                "false" | "f" | "no" | "n" | "0" => Ok(Value::Bool(false)),
+                "true" | "t" | "yes" | "y" | "1" => Ok(Typed::Bool(true)),
+                "false" | "f" | "no" | "n" | "0" => Ok(Typed::Bool(false)),
                 _ => Err("is not a boolean (true/false, yes/no, 1/0)".into()),
             },
             ColumnType::Date => self.date(text),
             ColumnType::Datetime => self.datetime(text),
             ColumnType::Email => {
                 if is_email(text) {
-                    Ok(Value::String(text.to_string()))
+                    Ok(Typed::Str(text))
                 } else {
                     Err("is not an email address".into())
                 }
             }
             ColumnType::Enum => {
                 if self.values.iter().any(|v| v == text) {
-                    Ok(Value::String(text.to_string()))
+                    Ok(Typed::Str(text))
                 } else {
                     Err(format!("is not one of: {}", self.values.join(", ")))
                 }
@@ -197,42 +229,129 @@ impl Column {
     }
 
     /// A date as `YYYY-MM-DD`, read with `format` or as `YYYY-MM-DD` / `YYYY/MM/DD`.
-    fn date(&self, text: &str) -> Result<Value, String> {
+    fn date<'t>(&self, text: &'t str) -> Result<Typed<'t>, String> {
         if let Some(f) = &self.format {
             return NaiveDate::parse_from_str(text, f)
-                .map(|d| Value::String(ymd(d)))
+                .map(Typed::Date)
                 .map_err(|_| format!("is not a date ({f})"));
         }
         // By hand: chrono re-parses its format string on every call, which was a quarter
         // of the time of a file with a date and a datetime column.
         match split_date(text) {
-            Some((d, "")) => Ok(Value::String(ymd(d))),
+            Some((d, "")) => Ok(Typed::Date(d)),
             _ => Err("is not a date (YYYY-MM-DD or YYYY/MM/DD)".into()),
         }
     }
 
     /// A datetime as ISO 8601: RFC 3339 keeps its offset; a local time stays local
     /// (`YYYY-MM-DDTHH:MM:SS`), since the file does not say which zone it meant.
-    fn datetime(&self, text: &str) -> Result<Value, String> {
+    fn datetime<'t>(&self, text: &'t str) -> Result<Typed<'t>, String> {
         if let Some(f) = &self.format {
             return NaiveDateTime::parse_from_str(text, f)
-                .map(|d| Value::String(d.format("%Y-%m-%dT%H:%M:%S").to_string()))
+                .map(|d| Typed::Owned(d.format("%Y-%m-%dT%H:%M:%S").to_string()))
                 .map_err(|_| format!("is not a datetime ({f})"));
         }
         if let Some((date, rest)) = split_date(text) {
             if let Some(rest) = rest.strip_prefix([' ', 'T']) {
                 if let Some((h, m, sec)) = hms(rest) {
                     if let Some(t) = date.and_hms_opt(h, m, sec) {
-                        return Ok(Value::String(format!("{}T{}", ymd(t.date()), t.time())));
+                        return Ok(Typed::DateTime(t));
                     }
                 }
             }
         }
         match DateTime::parse_from_rfc3339(text) {
-            Ok(d) => Ok(Value::String(d.to_rfc3339())),
+            Ok(d) => Ok(Typed::Owned(d.to_rfc3339())),
             Err(_) => Err("is not a datetime (RFC 3339 or YYYY-MM-DD HH:MM[:SS])".into()),
         }
     }
+}
+
+/// A checked cell, before it is written: as JSON text on the hot path
+/// ([`Typed::write`]), or as a `Value` for defaults and tests ([`Typed::into_value`]).
+/// Both give the same JSON; a test holds them to it.
+#[derive(Debug, Clone, PartialEq)]
+enum Typed<'t> {
+    /// A string borrowed from the cell.
+    Str(&'t str),
+    Owned(String),
+    Int(i64),
+    /// A decimal short enough for an f64 (see [`decimal`]); always finite.
+    Float(f64),
+    Bool(bool),
+    Date(NaiveDate),
+    /// A local date and time from `YYYY-MM-DD HH:MM[:SS]` (no fraction of a second).
+    DateTime(NaiveDateTime),
+}
+
+impl Typed<'_> {
+    fn into_value(self) -> Value {
+        match self {
+            Typed::Str(s) => Value::String(s.to_string()),
+            Typed::Owned(s) => Value::String(s),
+            Typed::Int(n) => Value::from(n),
+            Typed::Float(f) => Number::from_f64(f).map_or(Value::Null, Value::Number),
+            Typed::Bool(b) => Value::Bool(b),
+            Typed::Date(d) => Value::String(ymd(d)),
+            Typed::DateTime(t) => Value::String(format!("{}T{}", ymd(t.date()), t.time())),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Typed::Str(s) => template::write_str(out, s),
+            Typed::Owned(s) => template::write_str(out, s),
+            // serde_json writes numbers with itoa and ryu, as it does inside a Value.
+            Typed::Int(n) => {
+                serde_json::to_writer(&mut *out, n).expect("writing to a Vec does not fail")
+            }
+            Typed::Float(f) => {
+                serde_json::to_writer(&mut *out, f).expect("writing to a Vec does not fail")
+            }
+            Typed::Bool(true) => out.extend_from_slice(b"true"),
+            Typed::Bool(false) => out.extend_from_slice(b"false"),
+            Typed::Date(d) => {
+                out.push(b'"');
+                push_ymd(out, *d);
+                out.push(b'"');
+            }
+            Typed::DateTime(t) => {
+                use chrono::Timelike;
+                out.push(b'"');
+                push_ymd(out, t.date());
+                out.push(b'T');
+                push_2(out, t.hour());
+                out.push(b':');
+                push_2(out, t.minute());
+                out.push(b':');
+                push_2(out, t.second());
+                out.push(b'"');
+            }
+        }
+    }
+}
+
+/// [`ymd`] without `format!`, which was the slowest part of a date cell.
+fn push_ymd(out: &mut Vec<u8>, d: NaiveDate) {
+    use chrono::Datelike;
+    match u32::try_from(d.year()) {
+        Ok(year) if year <= 9999 => {
+            push_2(out, year / 100);
+            push_2(out, year % 100);
+            out.push(b'-');
+            push_2(out, d.month());
+            out.push(b'-');
+            push_2(out, d.day());
+        }
+        // Only a custom `format` reaches these years; rare, so the general way.
+        _ => out.extend_from_slice(ymd(d).as_bytes()),
+    }
+}
+
+/// Two decimal digits (`n` < 100).
+fn push_2(out: &mut Vec<u8>, n: u32) {
+    out.push(b'0' + (n / 10 % 10) as u8);
+    out.push(b'0' + (n % 10) as u8);
 }
 
 /// `YYYY-MM-DD` or `YYYY/MM/DD` (month and day of one or two digits) at the start of
@@ -286,7 +405,7 @@ fn ymd(d: NaiveDate) -> String {
 
 /// A decimal: a JSON number when f64 holds it exactly enough (up to 15 significant
 /// digits), else the canonical text, so no digit is silently lost.
-fn decimal(text: &str) -> Result<Value, String> {
+fn decimal(text: &str) -> Result<Typed<'_>, String> {
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
     let ok = !(int.is_empty() && frac.is_empty())
@@ -297,16 +416,26 @@ fn decimal(text: &str) -> Result<Value, String> {
     }
     let significant = int.trim_start_matches('0').len() + frac.len();
     if significant <= 15 {
-        if let Some(n) = text.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Ok(Value::Number(n));
+        if let Some(f) = text.parse::<f64>().ok().filter(|f| f.is_finite()) {
+            return Ok(Typed::Float(f));
         }
     }
-    Ok(Value::String(text.trim_start_matches('+').to_string()))
+    Ok(Typed::Str(text.trim_start_matches('+')))
 }
 
 /// A practical address check: one `@`, a local part, a dotted domain, no spaces.
 fn is_email(text: &str) -> bool {
-    if text.len() > 254 || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if text.len() > 254 {
+        return false;
+    }
+    // In ASCII, whitespace and control characters are exactly the bytes up to the space
+    // and DEL; checking bytes avoids decoding every character of every address.
+    let spaced = if text.is_ascii() {
+        text.bytes().any(|b| b <= b' ' || b == 0x7f)
+    } else {
+        text.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
+    if spaced {
         return false;
     }
     let Some((local, domain)) = text.rsplit_once('@') else {
@@ -393,15 +522,16 @@ pub fn bind(
 }
 
 impl Bound {
-    /// Converts one record into `out` (one entry per column: `None` = absent, leave the
-    /// field out). Returns false and fills `errors` when the row is invalid.
+    /// Checks one record and, when every value is valid, appends it to `rows` (one
+    /// cell per column; an absent column without a default is left out of the row).
+    /// Returns false and fills `errors` when the row is invalid; `rows` is then as it
+    /// was.
     pub fn convert(
         &self,
         record: &crate::csvio::Record<'_>,
-        out: &mut Vec<Option<Value>>,
+        rows: &mut Rows,
         errors: &mut Vec<RowError>,
     ) -> bool {
-        out.clear();
         errors.clear();
         if let Some(problem) = &record.problem {
             errors.push(RowError {
@@ -419,24 +549,32 @@ impl Bound {
             });
             return false;
         }
+        let mark = rows.mark();
         for (column, position) in self.columns.iter().zip(&self.positions) {
             let Some(position) = position else {
-                out.push(column.absent());
+                match column.absent_json() {
+                    Some(json) => {
+                        let _ = rows.push_with(|out| {
+                            out.extend_from_slice(json);
+                            Ok::<(), ()>(())
+                        });
+                    }
+                    None => rows.push_absent(),
+                }
                 continue;
             };
             let raw = record.text(*position).unwrap_or_default();
             let text = if self.trim { raw.trim() } else { raw };
-            match column.value(text) {
-                Ok(value) => out.push(Some(value)),
-                Err(reason) => {
-                    errors.push(RowError {
-                        column: column.name.clone(),
-                        value: raw.to_string(),
-                        reason,
-                    });
-                    out.push(None);
-                }
+            if let Err(reason) = rows.push_with(|out| column.write(text, out)) {
+                errors.push(RowError {
+                    column: column.name.clone(),
+                    value: raw.to_string(),
+                    reason,
+                });
             }
+        }
+        if !errors.is_empty() {
+            rows.rollback(mark);
         }
         errors.is_empty()
     }
@@ -486,6 +624,22 @@ mod tests {
         }
         let en = column("name = \"s\"\ntype = \"enum\"\nvalues = [\"a\", \"b\"]");
         assert!(en.value("c").unwrap_err().contains("one of: a, b"));
+    }
+
+    #[test]
+    fn the_ascii_email_check_refuses_what_the_char_check_refuses() {
+        for b in 0..=0x7fu8 {
+            let c = b as char;
+            let refused = c.is_whitespace() || c.is_control();
+            // Characters an address may not hold anyway are not what this is about.
+            if c == '@' || c == '.' {
+                continue;
+            }
+            assert_eq!(is_email(&format!("a{c}b@x.jp")), !refused, "{b:#x}");
+        }
+        assert!(!is_email("a\u{85}b@x.jp"), "a non-ASCII control character");
+        assert!(!is_email("a\u{3000}b@x.jp"), "an ideographic space");
+        assert!(is_email("山田@例え.jp"));
     }
 
     #[test]

@@ -11,19 +11,20 @@
 //! the shape of the JSON. Templates are compiled once and written straight to bytes.
 
 use serde_json::Value;
-use std::io::Write;
 
 /// A compiled template node.
 #[derive(Debug, Clone)]
 enum Node {
-    Literal(Value),
+    /// A constant part of the template, rendered once when the template is compiled.
+    Literal(Vec<u8>),
     Rows,
     Row,
     Field(usize),
     Keys,
     Values,
     Array(Vec<Node>),
-    Object(Vec<(String, Node)>),
+    /// Entries with their keys already rendered as `"key":`.
+    Object(Vec<(Vec<u8>, Node)>),
 }
 
 /// A batch body: the batch template and the row template.
@@ -31,15 +32,113 @@ enum Node {
 pub struct Body {
     batch: Node,
     row: Node,
-    /// Output field names, in column order.
-    fields: Vec<String>,
+    /// Output field names, in column order, rendered as `"name":` once (every row of a
+    /// file repeats them).
+    keys: Vec<Vec<u8>>,
     /// Which columns are keys.
     is_key: Vec<bool>,
+}
+
+/// The rows of one batch, every cell already rendered as JSON text, so that a row is
+/// written once (no `serde_json::Value` per cell) and a body is made of copies.
+#[derive(Debug, Clone, Default)]
+pub struct Rows {
+    /// The rendered cells, back to back.
+    bytes: Vec<u8>,
+    /// Per row, one entry per column: the cell's range in `bytes`, or `None` for a
+    /// column absent from the file (its field is left out).
+    cells: Vec<Option<(usize, usize)>>,
+    width: usize,
+}
+
+/// Where a row began, to take back a row that turned out invalid.
+#[derive(Debug, Clone, Copy)]
+pub struct RowMark {
+    bytes: usize,
+    cells: usize,
+}
+
+impl Rows {
+    /// Rows of `width` columns.
+    pub fn new(width: usize) -> Rows {
+        Rows {
+            width,
+            ..Rows::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.cells.len().checked_div(self.width).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.cells.clear();
+    }
+
+    /// Starts a row; its cells follow, one per column, in column order.
+    pub fn mark(&self) -> RowMark {
+        RowMark {
+            bytes: self.bytes.len(),
+            cells: self.cells.len(),
+        }
+    }
+
+    /// Forgets everything pushed since `mark`.
+    pub fn rollback(&mut self, mark: RowMark) {
+        self.bytes.truncate(mark.bytes);
+        self.cells.truncate(mark.cells);
+    }
+
+    /// Adds a cell that `write` renders as one JSON value; on error the cell is taken
+    /// back and an absent cell stands in its place (the caller drops the row anyway).
+    pub fn push_with<E>(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = self.bytes.len();
+        match write(&mut self.bytes) {
+            Ok(()) => {
+                self.cells.push(Some((start, self.bytes.len())));
+                Ok(())
+            }
+            Err(e) => {
+                self.bytes.truncate(start);
+                self.cells.push(None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Adds a column absent from the file.
+    pub fn push_absent(&mut self) {
+        self.cells.push(None);
+    }
+
+    fn row(&self, index: usize) -> &[Option<(usize, usize)>] {
+        self.cells
+            .get(index * self.width..(index + 1) * self.width)
+            .unwrap_or(&[])
+    }
+
+    fn cell(&self, cell: (usize, usize)) -> &[u8] {
+        &self.bytes[cell.0..cell.1]
+    }
 }
 
 /// The body presets: `rows` (an array of row objects) and `sfmc_rowset`
 /// (`[{"keys": {...}, "values": {...}}]`).
 pub const ROWS: &str = "{{rows}}";
+
+/// `text` as a JSON string: serde_json's own escaping, so bodies are what serialising
+/// a `Value` gives.
+pub fn write_str(out: &mut Vec<u8>, text: &str) {
+    serde_json::to_writer(&mut *out, text).expect("writing to a Vec does not fail");
+}
 
 impl Body {
     /// Compiles `template` and `row_template`. `fields` are the output names of the
@@ -89,42 +188,36 @@ impl Body {
         Ok(Body {
             batch,
             row,
-            fields: fields.to_vec(),
+            keys: fields.iter().map(|f| object_key(f)).collect(),
             is_key,
         })
     }
 
-    /// Writes the body of one batch. `rows` hold one entry per column (`None`: absent).
-    pub fn write(&self, out: &mut Vec<u8>, rows: &[Vec<Option<Value>>]) -> std::io::Result<()> {
-        let first = rows.first().map(Vec::as_slice).unwrap_or(&[]);
-        self.node(out, &self.batch, first, rows)
+    /// Appends the body of one batch to `out`. Outside `{{rows}}`, row placeholders
+    /// take the first row (`batch_size = 1`).
+    pub fn write(&self, out: &mut Vec<u8>, rows: &Rows) {
+        self.node(out, &self.batch, 0, rows)
     }
 
-    fn node(
-        &self,
-        out: &mut Vec<u8>,
-        node: &Node,
-        row: &[Option<Value>],
-        rows: &[Vec<Option<Value>>],
-    ) -> std::io::Result<()> {
+    fn node(&self, out: &mut Vec<u8>, node: &Node, row: usize, rows: &Rows) {
         match node {
-            Node::Literal(v) => serde_json::to_writer(&mut *out, v)?,
+            Node::Literal(bytes) => out.extend_from_slice(bytes),
             Node::Rows => {
                 out.push(b'[');
-                for (i, r) in rows.iter().enumerate() {
-                    if i > 0 {
+                for r in 0..rows.len() {
+                    if r > 0 {
                         out.push(b',');
                     }
-                    self.node(out, &self.row, r, rows)?;
+                    self.node(out, &self.row, r, rows);
                 }
                 out.push(b']');
             }
-            Node::Row => self.object(out, row, |_| true)?,
-            Node::Keys => self.object(out, row, |i| self.is_key[i])?,
-            Node::Values => self.object(out, row, |i| !self.is_key[i])?,
-            Node::Field(i) => match row.get(*i).and_then(Option::as_ref) {
-                Some(v) => serde_json::to_writer(&mut *out, v)?,
-                None => out.write_all(b"null")?,
+            Node::Row => self.object(out, rows, row, |_| true),
+            Node::Keys => self.object(out, rows, row, |i| self.is_key[i]),
+            Node::Values => self.object(out, rows, row, |i| !self.is_key[i]),
+            Node::Field(i) => match rows.row(row).get(*i).copied().flatten() {
+                Some(cell) => out.extend_from_slice(rows.cell(cell)),
+                None => out.extend_from_slice(b"null"),
             },
             Node::Array(items) => {
                 out.push(b'[');
@@ -132,7 +225,7 @@ impl Body {
                     if i > 0 {
                         out.push(b',');
                     }
-                    self.node(out, item, row, rows)?;
+                    self.node(out, item, row, rows);
                 }
                 out.push(b']');
             }
@@ -142,26 +235,19 @@ impl Body {
                     if i > 0 {
                         out.push(b',');
                     }
-                    serde_json::to_writer(&mut *out, name)?;
-                    out.push(b':');
-                    self.node(out, item, row, rows)?;
+                    out.extend_from_slice(name);
+                    self.node(out, item, row, rows);
                 }
                 out.push(b'}');
             }
         }
-        Ok(())
     }
 
-    fn object(
-        &self,
-        out: &mut Vec<u8>,
-        row: &[Option<Value>],
-        take: impl Fn(usize) -> bool,
-    ) -> std::io::Result<()> {
+    fn object(&self, out: &mut Vec<u8>, rows: &Rows, row: usize, take: impl Fn(usize) -> bool) {
         out.push(b'{');
         let mut first = true;
-        for (i, value) in row.iter().enumerate() {
-            let Some(value) = value else { continue };
+        for (i, cell) in rows.row(row).iter().enumerate() {
+            let Some(cell) = cell else { continue };
             if !take(i) {
                 continue;
             }
@@ -169,13 +255,19 @@ impl Body {
                 out.push(b',');
             }
             first = false;
-            serde_json::to_writer(&mut *out, &self.fields[i])?;
-            out.push(b':');
-            serde_json::to_writer(&mut *out, value)?;
+            out.extend_from_slice(&self.keys[i]);
+            out.extend_from_slice(rows.cell(*cell));
         }
         out.push(b'}');
-        Ok(())
     }
+}
+
+/// `"name":`, as an object's key is written.
+fn object_key(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + 3);
+    write_str(&mut key, name);
+    key.push(b':');
+    key
 }
 
 fn compile(
@@ -222,10 +314,10 @@ fn compile(
         ),
         Value::Object(map) => Node::Object(
             map.iter()
-                .map(|(k, v)| Ok((k.clone(), compile(key, v, fields, has_keys, batch)?)))
+                .map(|(k, v)| Ok((object_key(k), compile(key, v, fields, has_keys, batch)?)))
                 .collect::<Result<_, String>>()?,
         ),
-        other => Node::Literal(other.clone()),
+        other => Node::Literal(serde_json::to_vec(other).map_err(|e| format!("{key}: {e}"))?),
     })
 }
 
@@ -239,7 +331,7 @@ fn count(node: &Node, what: &dyn Fn(&Node) -> bool) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -247,9 +339,25 @@ mod tests {
         vec!["id".into(), "name".into(), "age".into()]
     }
 
+    /// Rows as the renderer takes them, from one `Option<Value>` per cell.
+    pub(crate) fn rows_of(width: usize, rows: &[Vec<Option<Value>>]) -> Rows {
+        let mut out = Rows::new(width);
+        for row in rows {
+            for cell in row {
+                match cell {
+                    Some(v) => out
+                        .push_with(|bytes| serde_json::to_writer(bytes, v))
+                        .unwrap(),
+                    None => out.push_absent(),
+                }
+            }
+        }
+        out
+    }
+
     fn render(body: &Body, rows: Vec<Vec<Option<Value>>>) -> Value {
         let mut out = Vec::new();
-        body.write(&mut out, &rows).unwrap();
+        body.write(&mut out, &rows_of(3, &rows));
         serde_json::from_slice(&out).unwrap()
     }
 
@@ -315,5 +423,145 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("needs the pipeline's keys"), "{err}");
+    }
+}
+
+/// The renderer as it was before rows were rendered cell by cell: over
+/// `serde_json::Value`s, serialising each one when the body is written. Kept for tests,
+/// which hold the renderer to its bytes.
+#[cfg(test)]
+pub(crate) mod reference {
+    use serde_json::Value;
+
+    enum Node {
+        Literal(Value),
+        Rows,
+        Row,
+        Field(usize),
+        Keys,
+        Values,
+        Array(Vec<Node>),
+        Object(Vec<(String, Node)>),
+    }
+
+    fn compile(value: &Value, fields: &[String]) -> Node {
+        match value {
+            Value::String(s) if s.starts_with("{{") && s.ends_with("}}") => {
+                match s[2..s.len() - 2].trim() {
+                    "rows" => Node::Rows,
+                    "row" => Node::Row,
+                    "keys" => Node::Keys,
+                    "values" => Node::Values,
+                    other => {
+                        let field = other.strip_prefix("row.").expect("a known placeholder");
+                        Node::Field(fields.iter().position(|f| f == field).expect("a field"))
+                    }
+                }
+            }
+            Value::Array(items) => Node::Array(items.iter().map(|v| compile(v, fields)).collect()),
+            Value::Object(map) => Node::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), compile(v, fields)))
+                    .collect(),
+            ),
+            other => Node::Literal(other.clone()),
+        }
+    }
+
+    struct Renderer<'a> {
+        row: Node,
+        fields: &'a [String],
+        is_key: Vec<bool>,
+    }
+
+    /// The body of one batch, as the old renderer wrote it.
+    pub(crate) fn write(
+        template: &Value,
+        row_template: &Value,
+        fields: &[String],
+        keys: &[String],
+        rows: &[Vec<Option<Value>>],
+    ) -> Vec<u8> {
+        let r = Renderer {
+            row: compile(row_template, fields),
+            fields,
+            is_key: fields.iter().map(|f| keys.contains(f)).collect(),
+        };
+        let mut out = Vec::new();
+        let first = rows.first().map(Vec::as_slice).unwrap_or(&[]);
+        r.node(&mut out, &compile(template, fields), first, rows);
+        out
+    }
+
+    impl Renderer<'_> {
+        fn node(
+            &self,
+            out: &mut Vec<u8>,
+            node: &Node,
+            row: &[Option<Value>],
+            rows: &[Vec<Option<Value>>],
+        ) {
+            match node {
+                Node::Literal(v) => serde_json::to_writer(&mut *out, v).unwrap(),
+                Node::Rows => {
+                    out.push(b'[');
+                    for (i, r) in rows.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        self.node(out, &self.row, r, rows);
+                    }
+                    out.push(b']');
+                }
+                Node::Row => self.object(out, row, |_| true),
+                Node::Keys => self.object(out, row, |i| self.is_key[i]),
+                Node::Values => self.object(out, row, |i| !self.is_key[i]),
+                Node::Field(i) => match row.get(*i).and_then(Option::as_ref) {
+                    Some(v) => serde_json::to_writer(&mut *out, v).unwrap(),
+                    None => out.extend_from_slice(b"null"),
+                },
+                Node::Array(items) => {
+                    out.push(b'[');
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        self.node(out, item, row, rows);
+                    }
+                    out.push(b']');
+                }
+                Node::Object(entries) => {
+                    out.push(b'{');
+                    for (i, (name, item)) in entries.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        serde_json::to_writer(&mut *out, name).unwrap();
+                        out.push(b':');
+                        self.node(out, item, row, rows);
+                    }
+                    out.push(b'}');
+                }
+            }
+        }
+
+        fn object(&self, out: &mut Vec<u8>, row: &[Option<Value>], take: impl Fn(usize) -> bool) {
+            out.push(b'{');
+            let mut first = true;
+            for (i, value) in row.iter().enumerate() {
+                let Some(value) = value else { continue };
+                if !take(i) {
+                    continue;
+                }
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                serde_json::to_writer(&mut *out, &self.fields[i]).unwrap();
+                out.push(b':');
+                serde_json::to_writer(&mut *out, value).unwrap();
+            }
+            out.push(b'}');
+        }
     }
 }

@@ -52,6 +52,12 @@ pub struct RequestSpec {
     /// A file under the data directory (spool/ or output/), streamed as the body.
     #[serde(default)]
     pub body_file: Option<PathBuf>,
+    /// With `body_file`: send only `body_len` bytes from `body_offset` (default: from 0,
+    /// to the end). Many bodies can then share one file (a csv_import's batches).
+    #[serde(default)]
+    pub body_offset: Option<u64>,
+    #[serde(default)]
+    pub body_len: Option<u64>,
     /// The body's content type (with `body_file`; default application/octet-stream).
     #[serde(default)]
     pub content_type: Option<String>,
@@ -140,6 +146,9 @@ impl RequestSpec {
         ];
         if bodies.iter().filter(|b| **b).count() > 1 {
             return Err("http payload: give at most one of json, body_file and multipart".into());
+        }
+        if (self.body_offset.is_some() || self.body_len.is_some()) && self.body_file.is_none() {
+            return Err("http payload: body_offset and body_len go with body_file".into());
         }
         for part in self.multipart.iter().flatten() {
             let sources = [
@@ -854,9 +863,19 @@ fn build_request(
             .content_type
             .as_deref()
             .unwrap_or("application/octet-stream");
-        let body = match length {
-            Some(length) => reqwest::blocking::Body::sized(file, length),
-            None => reqwest::blocking::Body::new(file),
+        let body = match (spec.body_offset, spec.body_len) {
+            (None, None) => match length {
+                Some(length) => reqwest::blocking::Body::sized(file, length),
+                None => reqwest::blocking::Body::new(file),
+            },
+            (offset, len) => {
+                let (offset, len) = body_range(&path, length, offset, len)?;
+                use std::io::{Seek, SeekFrom};
+                let mut file = file;
+                file.seek(SeekFrom::Start(offset))
+                    .map_err(|e| format!("body_file {}: {e}", path.display()))?;
+                reqwest::blocking::Body::sized(file.take(len), len)
+            }
         };
         request = request
             .header(reqwest::header::CONTENT_TYPE, content_type)
@@ -869,6 +888,28 @@ fn build_request(
         request = request.multipart(form);
     }
     Ok(request)
+}
+
+/// The (offset, length) of a body range, checked against the file's size: a file
+/// shorter than the range was truncated or replaced, and sending part of a body would
+/// be worse than not sending it.
+fn body_range(
+    path: &Path,
+    size: Option<u64>,
+    offset: Option<u64>,
+    len: Option<u64>,
+) -> Result<(u64, u64), String> {
+    let size = size.ok_or_else(|| format!("body_file {}: its size is unknown", path.display()))?;
+    let offset = offset.unwrap_or(0);
+    let len = len.unwrap_or(size.saturating_sub(offset));
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok((offset, len)),
+        _ => Err(format!(
+            "body_file {}: bytes {offset}..{} are past its end ({size} bytes)",
+            path.display(),
+            offset.saturating_add(len)
+        )),
+    }
 }
 
 fn build_part(
