@@ -976,14 +976,14 @@ fn fill(value: &Value, s: &Summary) -> Value {
 }
 
 /// Reads, checks and batches a whole file without a queue, for the benchmark: stage 0's
-/// own [`scan`], bodies file and fsync, minus the enqueue transaction. The bodies go to
-/// `out_dir/dry-run.bodies`, failing rows to `out_dir/dry-run.errors.csv`. Returns
-/// (rows read, rows valid, batches).
+/// own [`scan`], bodies file and fsync. The bodies go to `out_dir/dry-run.bodies`,
+/// failing rows to `out_dir/dry-run.errors.csv`. Returns (rows read, rows valid, the
+/// batch jobs), for the caller to enqueue as the job's completion would.
 pub fn dry_run(
     p: &CsvImportPipeline,
     file: &Path,
     out_dir: &Path,
-) -> Result<(u64, u64, u64), String> {
+) -> Result<(u64, u64, Vec<NewJob>), String> {
     let compiled = p.compile("pipeline")?;
     let mut reader =
         CsvReader::open(file, compiled.encoding, &compiled.dialect).map_err(|e| e.to_string())?;
@@ -1026,11 +1026,7 @@ pub fn dry_run(
     )?;
     errors.finish()?;
     batcher.bodies.sync()?;
-    Ok((
-        summary.rows_read,
-        summary.rows_valid,
-        batcher.children.len() as u64,
-    ))
+    Ok((summary.rows_read, summary.rows_valid, batcher.children))
 }
 
 #[cfg(test)]
