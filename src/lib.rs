@@ -20,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod csvio;
 pub mod daemon;
+pub mod files;
 pub mod handlers;
 pub mod ingest;
 pub mod job;

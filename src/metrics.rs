@@ -255,7 +255,6 @@ fn number(value: f64) -> String {
 /// be in the jobd group), synced, then renamed over `path`. A reader never sees half a file.
 pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -270,14 +269,7 @@ pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
         std::process::id()
     ));
     let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o640)
-            .open(&tmp)?;
-        // The umask may have taken bits away from 0640; set exactly what we promise.
-        file.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+        let mut file = crate::files::create_private(&tmp)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)

@@ -467,14 +467,8 @@ impl ErrorsFile {
 
     fn add(&mut self, line: u64, errors: &[RowError]) -> Result<(), String> {
         if self.writer.is_none() {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o640)
-                .open(&self.tmp)
+            let file = crate::files::create_private(&self.tmp)
                 .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
-            let _ = file.set_permissions(std::fs::Permissions::from_mode(0o640));
             let mut writer = csv::Writer::from_writer(file);
             writer
                 .write_record(["line", "column", "value", "reason"])

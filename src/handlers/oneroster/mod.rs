@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -429,14 +429,7 @@ fn write_zip(path: &Path, dir: &Path, files: &[String]) -> Result<(), String> {
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
     let write = || -> Result<(), String> {
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o640)
-            .open(&tmp)
-            .map_err(|e| fail(&e))?;
-        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o640));
+        let file = crate::files::create_private(&tmp).map_err(|e| fail(&e))?;
         let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
         let options = SimpleFileOptions::DEFAULT
             .compression_method(zip::CompressionMethod::Deflated)
@@ -513,14 +506,8 @@ impl OutCsv {
         let name = format!("{entity}.csv");
         let path = dir.join(&name);
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o640)
-            .open(&tmp)
+        let file = crate::files::create_private(&tmp)
             .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o640));
         let mut writer = csv::WriterBuilder::new()
             .terminator(csv::Terminator::Any(b'\n'))
             .quote_style(csv::QuoteStyle::Necessary)
