@@ -733,3 +733,96 @@ fn an_ndjson_sink_gets_every_item_as_a_line() {
         "no SQLite sink was made"
     );
 }
+
+/// The query parameters of a request target, decoded.
+fn query_of(url: &str) -> BTreeMap<String, String> {
+    let parsed = reqwest::Url::parse(&format!("http://x{url}")).unwrap();
+    parsed.query_pairs().into_owned().collect()
+}
+
+#[test]
+fn body_cursor_and_numbered_page_pagination_fetch_every_item_once() {
+    use crate::http_server::{HttpServer, Request, Response};
+    const ITEMS: usize = 250;
+    let all: Vec<Value> = (1..=ITEMS as i64)
+        .map(|id| customer(id, 1_760_000_000_000 + id * 1_000, 1))
+        .collect();
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let log = seen.clone();
+    // Each pipeline asks its own path: /cursored.json pages by an opaque "after-N" cursor
+    // in `meta.next` (absent on the last page), /paged.json by page numbers from 1 (the
+    // last page short).
+    let server = HttpServer::start(Arc::new(move |request: Request| {
+        log.lock().unwrap().push(request.url.clone());
+        let q = query_of(&request.url);
+        let limit: usize = q["limit"].parse().unwrap();
+        let cursor_mode = request.url.starts_with("/cursored.json");
+        let start = match (q.get("cursor"), q.get("page")) {
+            (Some(c), _) => c.strip_prefix("after-").unwrap().parse().unwrap(),
+            (None, Some(p)) => (p.parse::<usize>().unwrap() - 1) * limit,
+            (None, None) => 0,
+        };
+        let page: Vec<Value> = all.iter().skip(start).take(limit).cloned().collect();
+        let end = start + page.len();
+        let mut body = json!({ "customers": page });
+        if cursor_mode && end < all.len() {
+            body["meta"] = json!({ "next": format!("after-{end}") });
+        }
+        Response {
+            status: 200,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.to_string().into_bytes(),
+        }
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let text = config_text(
+        dir.path(),
+        &server.base,
+        "",
+        &[
+            (
+                "cursored",
+                "pagination = \"cursor\"\ncursor_field = \"meta.next\"\nlimit = 100\n",
+            ),
+            ("paged", "pagination = \"page\"\nlimit = 100\n"),
+        ],
+        "",
+    )
+    .replacen(
+        &format!("path = \"{PATH}\""),
+        "path = \"/cursored.json\"",
+        1,
+    )
+    .replacen(&format!("path = \"{PATH}\""), "path = \"/paged.json\"", 1);
+    let daemon = start(&text);
+    daemon
+        .client()
+        .enqueue(vec![run("cursored"), run("paged")])
+        .unwrap();
+    let cursored = wait_for_runs(&db, "cursored", 1, Duration::from_secs(60));
+    let paged = wait_for_runs(&db, "paged", 1, Duration::from_secs(60));
+    daemon.client().shutdown();
+    daemon.wait().unwrap();
+    assert_eq!(sink_count(dir.path(), "cursored"), ITEMS as u64);
+    assert_eq!(sink_count(dir.path(), "paged"), ITEMS as u64);
+    assert_eq!(cursored.last_run_items, ITEMS as u64);
+    assert_eq!(paged.last_run_items, ITEMS as u64);
+    let seen = seen.lock().unwrap();
+    let asked = |path: &str, key: &str| -> Vec<Option<String>> {
+        seen.iter()
+            .filter(|u| u.starts_with(path))
+            .map(|u| query_of(u).get(key).cloned())
+            .collect()
+    };
+    assert_eq!(
+        asked("/cursored.json", "cursor"),
+        [None, Some("after-100".into()), Some("after-200".into())],
+        "each cursor sent back once, and no request after the last page"
+    );
+    assert_eq!(
+        asked("/paged.json", "page"),
+        [Some("1".into()), Some("2".into()), Some("3".into())],
+        "pages 1..3, stopping at the short one"
+    );
+}
