@@ -664,35 +664,6 @@ impl Drop for SmallDisk {
     }
 }
 
-/// One enqueue-socket connection: a line out, its answer back.
-struct SocketClient {
-    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
-    writer: std::os::unix::net::UnixStream,
-}
-
-impl SocketClient {
-    fn connect(path: &Path) -> SocketClient {
-        let stream = std::os::unix::net::UnixStream::connect(path).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        SocketClient {
-            writer: stream.try_clone().unwrap(),
-            reader: std::io::BufReader::new(stream),
-        }
-    }
-
-    fn ask(&mut self, line: &str) -> serde_json::Value {
-        use std::io::{BufRead, Write};
-        self.writer
-            .write_all(format!("{line}\n").as_bytes())
-            .unwrap();
-        let mut answer = String::new();
-        self.reader.read_line(&mut answer).unwrap();
-        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("not JSON ({e}): {answer:?}"))
-    }
-}
-
 /// Writes a filler file until the file system refuses with ENOSPC.
 fn fill(path: &Path) -> u64 {
     use std::io::Write;
@@ -789,7 +760,7 @@ fn on_a_full_disk_enqueues_fail_clearly_outcomes_wait_and_the_daemon_recovers() 
         || sandbox.log().contains("holding"),
     );
     // The socket refuses with a reason and keeps the connection for the retry.
-    let mut socket = SocketClient::connect(&sandbox.path("var/run/jobd.sock"));
+    let mut socket = crate::socket::Client::connect_to(&sandbox.path("var/run/jobd.sock"));
     let padded = json!({"op": "enqueue", "job": {"kind": "exec",
         "payload": {"command": "slow", "pad": "z".repeat(2000)}}})
     .to_string();

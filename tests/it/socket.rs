@@ -11,14 +11,19 @@ use std::process::Command;
 use std::time::Duration;
 
 /// A connection that sends lines and reads answers.
-struct Client {
+pub struct Client {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
 }
 
 impl Client {
     fn connect(daemon: &TestDaemon) -> Client {
-        let stream = UnixStream::connect(&daemon.socket).unwrap();
+        Client::connect_to(&daemon.socket)
+    }
+
+    /// Connects to the socket file at `path` (a daemon started some other way).
+    pub fn connect_to(path: &std::path::Path) -> Client {
+        let stream = UnixStream::connect(path).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
@@ -44,7 +49,7 @@ impl Client {
         self.answer()
     }
 
-    fn ask(&mut self, request: &str) -> Value {
+    pub fn ask(&mut self, request: &str) -> Value {
         self.send_raw(request.as_bytes());
         self.send_raw(b"\n");
         self.answer()
