@@ -4,6 +4,7 @@
 mod common;
 mod csv;
 mod daemon;
+mod docs;
 mod example_db;
 mod exec;
 mod http;
