@@ -1093,7 +1093,11 @@ impl Ctl {
         if self.style.terminal {
             crate::top::run_live(&db, self.style, &title, clock)
         } else {
-            crate::top::print_snapshot(&db, &self.style, &title, out)
+            let snapshot = crate::top::Snapshot::read(&db, self.now)?;
+            for line in crate::top::snapshot_lines(&snapshot, &self.style, &title) {
+                say(out, &line)?;
+            }
+            Ok(())
         }
     }
 

@@ -12,7 +12,6 @@ use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style as TuiStyle};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Cell, Paragraph, Row, Table};
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -171,21 +170,6 @@ pub fn snapshot_lines(s: &Snapshot, style: &Style, title: &str) -> Vec<String> {
         }
     }
     lines
-}
-
-/// Prints one snapshot.
-pub fn print_snapshot(
-    db: &Db,
-    style: &Style,
-    title: &str,
-    out: &mut dyn Write,
-) -> Result<(), CtlError> {
-    let snapshot = Snapshot::read(db, style.now)?;
-    for line in snapshot_lines(&snapshot, style, title) {
-        writeln!(out, "{line}")
-            .map_err(|e| CtlError::Failure(format!("cannot write output: {e}")))?;
-    }
-    Ok(())
 }
 
 /// Restores the terminal however the view ends (return, error or panic).
