@@ -41,6 +41,22 @@ install -d -m 0700 "$confdir/credentials"
 install -m 0755 "$BIN_DIR/jobd" "$BIN_DIR/jobctl" "$bindir/"
 say "installed $bindir/jobd $bindir/jobctl"
 
+# Shell completions and man pages, made by the jobctl just built (it writes them from its
+# own argument definitions, so they always match the binary).
+mandir="$DESTDIR$PREFIX/share/man/man1"
+bashdir="$DESTDIR$PREFIX/share/bash-completion/completions"
+zshdir="$DESTDIR$PREFIX/share/zsh/site-functions"
+fishdir="$DESTDIR$PREFIX/share/fish/vendor_completions.d"
+install -d -m 0755 "$mandir" "$bashdir" "$zshdir" "$fishdir"
+"$BIN_DIR/jobctl" completions bash > "$bashdir/jobctl"
+"$BIN_DIR/jobctl" completions zsh > "$zshdir/_jobctl"
+"$BIN_DIR/jobctl" completions fish > "$fishdir/jobctl.fish"
+chmod 0644 "$bashdir/jobctl" "$zshdir/_jobctl" "$fishdir/jobctl.fish"
+say "installed completions for bash, zsh and fish under $DESTDIR$PREFIX/share"
+"$BIN_DIR/jobctl" manpage --dir "$mandir" >/dev/null
+chmod 0644 "$mandir"/jobctl*.1
+say "installed man pages $mandir/jobctl.1 and jobctl-*.1"
+
 sed -e "s#/usr/local/bin/jobd#$PREFIX/bin/jobd#" \
     -e "s#/usr/local/share/doc/jobd#$PREFIX/share/doc/jobd#" \
     systemd/jobd.service > "$unitdir/jobd.service"

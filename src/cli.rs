@@ -7,6 +7,7 @@ use crate::config::{parse_duration, Config, ConfigSource};
 use crate::handlers::Registry;
 use crate::ingest::spool::Spool;
 use crate::job::{JobId, JobState, NewJob, UnixMillis};
+use crate::present::{short_duration, ColorChoice, Style};
 use crate::store::{Db, JobFilter, OpenOptions, StoreError};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
@@ -33,9 +34,15 @@ pub struct Cli {
     /// The queue database, overriding the config's daemon.database.
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables (times in ms since the epoch); errors become JSON on stderr.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Colour states in tables: auto (a terminal without NO_COLOR), always or never.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+    /// Print absolute times in UTC instead of local time.
+    #[arg(long, global = true)]
+    pub utc: bool,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -47,11 +54,15 @@ pub enum CtlCommand {
     /// List jobs, newest first.
     List(ListArgs),
     /// Show one job with its attempts and children.
-    Show { id: JobId },
+    Show {
+        /// The job's id.
+        id: JobId,
+    },
     /// Send dead or cancelled jobs round again (attempts reset).
     Retry(RetryArgs),
     /// Cancel waiting jobs; a running job is asked to stop.
     Cancel {
+        /// Jobs to cancel.
         #[arg(required = true)]
         ids: Vec<JobId>,
     },
@@ -75,9 +86,26 @@ pub enum CtlCommand {
     Check,
     /// Pipelines' last sync marks; `--reset NAME` makes its next run a full sync.
     SyncState(SyncStateArgs),
+    /// A live view: counts, throughput, what each worker runs, recent deaths (q quits).
+    Top,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell: bash, zsh or fish (elvish and powershell work too).
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print jobctl's man page, or write one page per subcommand into a folder.
+    Manpage {
+        /// Write jobctl.1 and jobctl-SUBCOMMAND.1 into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Write an example database with jobs in every state (how jobs.db.example is made).
     #[command(hide = true)]
-    MakeExampleDb { path: PathBuf },
+    MakeExampleDb {
+        /// Where to write it.
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +121,7 @@ pub struct EnqueueArgs {
     /// `-`: read the payload from standard input.
     #[arg(value_name = "-", value_parser = clap::builder::PossibleValuesParser::new(["-"]))]
     pub stdin: Option<String>,
+    /// The queue to put it in.
     #[arg(long, default_value = crate::job::DEFAULT_QUEUE)]
     pub queue: String,
     /// Higher runs first.
@@ -104,6 +133,7 @@ pub struct EnqueueArgs {
     /// Run no sooner than this time (RFC 3339, e.g. 2026-11-24T06:00:00Z).
     #[arg(long)]
     pub at: Option<String>,
+    /// Give up after this many attempts, overriding the kind's retry policy.
     #[arg(long)]
     pub max_attempts: Option<u32>,
     /// Give up retrying once this much time has passed (7d, 12h), overriding the policy.
@@ -123,12 +153,16 @@ pub struct EnqueueArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
+    /// Only jobs in this state: queued, running, retrying, waiting, succeeded, dead or cancelled.
     #[arg(long)]
     pub state: Option<String>,
+    /// Only jobs of this kind.
     #[arg(long)]
     pub kind: Option<String>,
+    /// Only jobs in this queue.
     #[arg(long)]
     pub queue: Option<String>,
+    /// Show at most this many (0: all).
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
 }
@@ -141,6 +175,7 @@ pub struct RetryArgs {
     /// Retry every dead job (of one kind with --kind).
     #[arg(long)]
     pub dead: bool,
+    /// With --dead: only dead jobs of this kind.
     #[arg(long, requires = "dead")]
     pub kind: Option<String>,
 }
@@ -177,8 +212,10 @@ pub struct SyncStateArgs {
 
 #[derive(Debug, Args)]
 pub struct PurgeArgs {
+    /// Which finished jobs: succeeded, dead or cancelled.
     #[arg(long, default_value = "succeeded")]
     pub state: String,
+    /// Only jobs finished longer ago than this (7d, 12h).
     #[arg(long, value_name = "AGE")]
     pub older_than: String,
 }
@@ -197,6 +234,16 @@ pub enum CtlError {
 }
 
 impl CtlError {
+    /// The error's name in `--json` output; each goes with one exit code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CtlError::Usage(_) => "usage",
+            CtlError::NotFound(_) => "not_found",
+            CtlError::Database(_) => "database_unavailable",
+            CtlError::Failure(_) => "failure",
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             CtlError::Usage(_) => EXIT_USAGE,
@@ -233,12 +280,21 @@ pub fn run(cli: Cli, out: &mut dyn Write, clock: &dyn Clock) -> CtlResult {
         .db
         .clone()
         .unwrap_or_else(|| config.daemon.database.clone());
+    let now = clock.now_ms();
+    let style = Style::detect(
+        cli.color,
+        cli.utc,
+        now,
+        OUT_IS_STDOUT.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    crate::present::set_current(style);
     let ctl = Ctl {
         database,
         config,
         source,
         json: cli.json,
-        now: clock.now_ms(),
+        now,
+        style,
     };
     let result = match cli.command {
         CtlCommand::Enqueue(args) => ctl.enqueue(args, out),
@@ -254,11 +310,31 @@ pub fn run(cli: Cli, out: &mut dyn Write, clock: &dyn Clock) -> CtlResult {
         CtlCommand::Migrate => ctl.migrate(out),
         CtlCommand::Check => ctl.check(out),
         CtlCommand::SyncState(args) => ctl.sync_state(args, out),
+        CtlCommand::Top => ctl.top(out, clock),
+        CtlCommand::Completions { shell } => {
+            crate::manual::completions(shell, out);
+            Ok(())
+        }
+        CtlCommand::Manpage { dir } => ctl.manpage(dir, out),
         CtlCommand::MakeExampleDb { path } => crate::store::example::write(&path)
             .map_err(CtlError::from)
             .and_then(|()| say(out, &format!("wrote {}", path.display()))),
     };
     result
+}
+
+/// Set when jobctl writes to this process's own standard output, which may be a terminal
+/// (colour, width, `top`'s live view); `main_with` alone writes to anything, plainly.
+static OUT_IS_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// jobctl's `main`: this process's arguments, standard output and error.
+pub fn main_on_stdio() -> i32 {
+    OUT_IS_STDOUT.store(true, std::sync::atomic::Ordering::Relaxed);
+    main_with(
+        std::env::args(),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )
 }
 
 /// Runs jobctl with these arguments, as `main` does; returns the exit code.
@@ -267,13 +343,31 @@ pub fn main_with(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    use clap::FromArgMatches;
+    let args: Vec<String> = args.into_iter().collect();
+    // Known before parsing, so that a usage error is JSON too under --json.
+    let json = args
+        .iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json");
+    let parsed = crate::manual::command()
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
             let text = e.render().to_string();
             if code == EXIT_OK {
                 let _ = write!(out, "{text}");
+            } else if json {
+                let message = text
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ");
+                write_json_error(err, "usage", message);
             } else {
                 let _ = write!(err, "{text}");
             }
@@ -282,11 +376,24 @@ pub fn main_with(
     };
     match run(cli, out, &SystemClock) {
         Ok(()) => EXIT_OK,
+        Err(e) if json => {
+            write_json_error(err, e.code(), &e.to_string());
+            e.exit_code()
+        }
         Err(e) => {
             let _ = writeln!(err, "jobctl: {e}");
             e.exit_code()
         }
     }
+}
+
+/// An error as one line of JSON: `{"error": {"code": "not_found", "message": "..."}}`.
+fn write_json_error(err: &mut dyn Write, code: &str, message: &str) {
+    let _ = writeln!(
+        err,
+        "{}",
+        json!({"error": {"code": code, "message": message}})
+    );
 }
 
 fn say(out: &mut dyn Write, line: &str) -> CtlResult {
@@ -306,6 +413,7 @@ struct Ctl {
     source: ConfigSource,
     json: bool,
     now: UnixMillis,
+    style: Style,
 }
 
 impl Ctl {
@@ -426,11 +534,8 @@ impl Ctl {
                     Some(max) => format!("{}/{max}", job.attempts),
                     None => job.attempts.to_string(),
                 },
-                format_millis(job.run_at),
-                job.last_error
-                    .as_deref()
-                    .map(|e| truncate(e, 60))
-                    .unwrap_or_default(),
+                self.style.ago(job.run_at),
+                job.last_error.clone().unwrap_or_default(),
             ]);
         }
         write_table(out, &rows)
@@ -454,11 +559,13 @@ impl Ctl {
                 &json!({"job": job, "attempts": attempts, "children": children}),
             );
         }
-        let optional_time =
-            |t: Option<UnixMillis>| t.map(format_millis).unwrap_or_else(|| "-".into());
+        let optional_time = |t: Option<UnixMillis>| self.style.time_or_dash(t);
         let lines = [
             ("id", job.id.to_string()),
-            ("state", job.state.to_string()),
+            (
+                "state",
+                self.style.paint(job.state.as_str(), job.state.as_str()),
+            ),
             ("kind", job.kind.clone()),
             ("queue", job.queue.clone()),
             ("priority", job.priority.to_string()),
@@ -469,9 +576,9 @@ impl Ctl {
                     None => format!("{} (limit from the {} policy)", job.attempts, job.kind),
                 },
             ),
-            ("run at", format_millis(job.run_at)),
-            ("created", format_millis(job.created_at)),
-            ("updated", format_millis(job.updated_at)),
+            ("run at", self.style.time(job.run_at)),
+            ("created", self.style.time(job.created_at)),
+            ("updated", self.style.time(job.updated_at)),
             ("finished", optional_time(job.finished_at)),
             ("lease until", optional_time(job.lease_until)),
             ("worker", job.worker.clone().unwrap_or_else(|| "-".into())),
@@ -528,12 +635,9 @@ impl Ctl {
                 rows.push(vec![
                     a.attempt.to_string(),
                     a.outcome.clone(),
-                    format_millis(a.started_at),
-                    format!("{} ms", a.duration_ms),
-                    a.error
-                        .as_deref()
-                        .map(|e| truncate(e, 80))
-                        .unwrap_or_default(),
+                    self.style.ago(a.started_at),
+                    short_duration(a.duration_ms),
+                    a.error.clone().unwrap_or_default(),
                 ]);
             }
             write_table(out, &rows)?;
@@ -658,12 +762,7 @@ impl Ctl {
             );
             row.push(
                 q.oldest_ready_age_ms
-                    .map(|ms| {
-                        humantime::format_duration(std::time::Duration::from_secs(
-                            (ms.max(0) / 1000) as u64,
-                        ))
-                        .to_string()
-                    })
+                    .map(short_duration)
                     .unwrap_or_else(|| "-".into()),
             );
             rows.push(row);
@@ -683,10 +782,7 @@ impl Ctl {
             for p in &pending {
                 rows.push(vec![
                     format!("{}/{}", p.watch, p.folder),
-                    humantime::format_duration(std::time::Duration::from_secs(
-                        ((self.now - p.first_seen).max(0) / 1000) as u64,
-                    ))
-                    .to_string(),
+                    short_duration(self.now - p.first_seen),
                     if p.missing.is_empty() {
                         "(settling)".into()
                     } else {
@@ -794,7 +890,7 @@ impl Ctl {
             out,
             &format!(
                 "purged {total} {state} job(s) finished before {}",
-                format_millis(cutoff)
+                self.style.time(cutoff)
             ),
         )
     }
@@ -822,7 +918,9 @@ impl Ctl {
     }
 
     fn check(&self, out: &mut dyn Write) -> CtlResult {
-        say(out, &format!("config {}: ok", self.source.describe()))?;
+        if !self.json {
+            say(out, &format!("config {}: ok", self.source.describe()))?;
+        }
         let db = self.open()?;
         let problems: Vec<String> = db
             .integrity_check()?
@@ -836,12 +934,21 @@ impl Ctl {
                 problems.join("; ")
             )));
         }
+        let version = db.schema_version()?;
+        if self.json {
+            return print_json(
+                out,
+                &json!({
+                    "config": {"source": self.source.describe(), "ok": true},
+                    "database": {"path": self.database, "ok": true, "schema_version": version},
+                }),
+            );
+        }
         say(
             out,
             &format!(
-                "database {}: ok (schema version {})",
+                "database {}: ok (schema version {version})",
                 self.database.display(),
-                db.schema_version()?
             ),
         )
     }
@@ -968,6 +1075,48 @@ impl Ctl {
 }
 
 impl Ctl {
+    fn top(&self, out: &mut dyn Write, clock: &dyn Clock) -> CtlResult {
+        let db = self.open()?;
+        let title = format!("jobd {}", self.database.display());
+        if self.json {
+            let snapshot = crate::top::Snapshot::read(&db, self.now)?;
+            return print_json(
+                out,
+                &json!({
+                    "at": snapshot.at,
+                    "stats": snapshot.stats,
+                    "running": snapshot.running,
+                    "recent_deaths": snapshot.deaths,
+                }),
+            );
+        }
+        if self.style.terminal {
+            crate::top::run_live(&db, self.style, &title, clock)
+        } else {
+            let snapshot = crate::top::Snapshot::read(&db, self.now)?;
+            for line in crate::top::snapshot_lines(&snapshot, &self.style, &title) {
+                say(out, &line)?;
+            }
+            Ok(())
+        }
+    }
+
+    fn manpage(&self, dir: Option<PathBuf>, out: &mut dyn Write) -> CtlResult {
+        let Some(dir) = dir else {
+            return crate::manual::manpage(out)
+                .map_err(|e| CtlError::Failure(format!("cannot write output: {e}")));
+        };
+        let written = crate::manual::manpages_to(&dir)
+            .map_err(|e| CtlError::Failure(format!("cannot write into {}: {e}", dir.display())))?;
+        if self.json {
+            return print_json(out, &json!({ "written": written }));
+        }
+        say(
+            out,
+            &format!("wrote {} man page(s) into {}", written.len(), dir.display()),
+        )
+    }
+
     fn sync_state(&self, args: SyncStateArgs, out: &mut dyn Write) -> CtlResult {
         let mut db = self.open()?;
         if let Some(name) = args.reset {
@@ -1078,40 +1227,11 @@ fn join_ids(ids: &[JobId]) -> String {
         .join(", ")
 }
 
-fn truncate(text: &str, max: usize) -> String {
-    let one_line = text.replace('\n', " ");
-    if one_line.chars().count() <= max {
-        one_line
-    } else {
-        let cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
-        format!("{cut}…")
-    }
-}
-
+/// A table fitted to the terminal and coloured by state as this run's style says.
 fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> CtlResult {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|v| v.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                if i + 1 == row.len() {
-                    v.clone()
-                } else {
-                    format!("{v:<width$}", width = widths[i])
-                }
-            })
-            .collect();
-        say(out, cells.join("  ").trim_end())?;
+    let now = SystemClock.now_ms();
+    for line in crate::present::current(now).table(rows) {
+        say(out, &line)?;
     }
     Ok(())
 }

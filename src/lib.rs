@@ -12,6 +12,9 @@
 //! - [`ingest`]: watched folders, the spool, and the enqueue socket.
 //! - [`csvio`]: streaming CSV input with encodings and line numbers.
 //! - [`cli`]: the `jobctl` commands, writing to any `io::Write`.
+//! - [`present`]: jobctl's human output: relative times, short durations, colour, fitted tables.
+//! - [`top`]: `jobctl top`, the live terminal view (ratatui), or one snapshot when piped.
+//! - [`manual`]: jobctl's examples, shell completions and man pages.
 //! - [`logging`]: text, JSON or journald (`<N>`-prefixed) log lines.
 //! - [`metrics`]: Prometheus text for `jobctl stats` and the daemon's textfile.
 
@@ -25,6 +28,9 @@ pub mod handlers;
 pub mod ingest;
 pub mod job;
 pub mod logging;
+pub mod manual;
 pub mod metrics;
+pub mod present;
 pub mod retry;
 pub mod store;
+pub mod top;

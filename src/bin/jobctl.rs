@@ -2,10 +2,5 @@
 //! result to an exit code.
 
 fn main() {
-    let code = jobd::cli::main_with(
-        std::env::args(),
-        &mut std::io::stdout(),
-        &mut std::io::stderr(),
-    );
-    std::process::exit(code);
+    std::process::exit(jobd::cli::main_on_stdio());
 }

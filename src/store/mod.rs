@@ -5,6 +5,7 @@
 mod admin;
 pub mod example;
 mod ingest;
+mod live;
 mod maintenance;
 mod queue;
 pub mod schema;
@@ -13,6 +14,7 @@ mod sync;
 
 pub use admin::{Attempt, JobFilter, QueueStats, Stats};
 pub use ingest::{IngestRecord, PendingFolder};
+pub use live::{Death, RunningJob};
 pub use maintenance::{BackupInfo, Checkpoint, CheckpointMode};
 pub use queue::{Applied, ClaimSpec, Enqueued, Tx};
 pub use sync::{SyncState, SyncStateReader};

@@ -589,21 +589,22 @@ impl<'a> Tx<'a> {
     }
 
     /// Extends the leases of running jobs this worker holds (the heartbeat). Returns how
-    /// many were extended.
+    /// many were extended. `updated_at` stays the claim's time: the reaper records it as
+    /// the lost attempt's start, and `jobctl top` shows it as "running since".
     pub fn extend_leases(
         &self,
         jobs: &[(JobId, u32)],
         worker: &str,
         lease_until: UnixMillis,
-        now: UnixMillis,
+        _now: UnixMillis,
     ) -> Result<usize> {
         let mut stmt = self.tx.prepare_cached(
-            "UPDATE jobs SET lease_until = ?1, updated_at = ?2 \
-             WHERE id = ?3 AND attempts = ?4 AND worker = ?5 AND state = 'running'",
+            "UPDATE jobs SET lease_until = ?1 \
+             WHERE id = ?2 AND attempts = ?3 AND worker = ?4 AND state = 'running'",
         )?;
         let mut extended = 0;
         for (id, attempt) in jobs {
-            extended += stmt.execute(params![lease_until, now, id, attempt, worker])?;
+            extended += stmt.execute(params![lease_until, id, attempt, worker])?;
         }
         Ok(extended)
     }

@@ -11,6 +11,7 @@ mod http;
 mod http_server;
 mod ingest;
 mod jobctl;
+mod jobctl_top;
 mod oneroster;
 mod pull;
 mod relay;

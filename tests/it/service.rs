@@ -883,6 +883,31 @@ fn install_sh_stages_binaries_units_and_a_private_config_and_keeps_an_existing_o
         "the config is not world-readable"
     );
     assert!(staged("/opt/jobd/share/doc/jobd/jobd.toml").exists());
+    // Completions for three shells and the man pages, readable by all.
+    for file in [
+        "/opt/jobd/share/bash-completion/completions/jobctl",
+        "/opt/jobd/share/zsh/site-functions/_jobctl",
+        "/opt/jobd/share/fish/vendor_completions.d/jobctl.fish",
+        "/opt/jobd/share/man/man1/jobctl.1",
+        "/opt/jobd/share/man/man1/jobctl-top.1",
+        "/opt/jobd/share/man/man1/jobctl-enqueue.1",
+    ] {
+        assert_eq!(mode(file), 0o644, "{file}");
+        let text = std::fs::read_to_string(staged(file)).unwrap();
+        assert!(text.contains("jobctl"), "{file}: {text}");
+    }
+    let bash = Command::new("bash")
+        .arg("-n")
+        .arg(staged("/opt/jobd/share/bash-completion/completions/jobctl"))
+        .output()
+        .unwrap();
+    assert!(bash.status.success(), "{}", stderr(&bash));
+    assert!(
+        std::fs::read_to_string(staged("/opt/jobd/share/man/man1/jobctl.1"))
+            .unwrap()
+            .contains(".TH jobctl 1"),
+        "a man page"
+    );
     // The config it writes is one the daemon accepts.
     let check = Command::new(staged("/opt/jobd/bin/jobd"))
         .arg("--check-config")
