@@ -1411,7 +1411,7 @@ impl Config {
         for (index, watch) in self.watch.iter().enumerate() {
             if !watch.create && !watch.path.is_dir() {
                 errors.push(format!(
-                    "watch[{index}].path: {} is not an existing folder (and create = false)",
+                    "watch[{index}].path: {} does not exist or is not a folder (and create = false)",
                     watch.path.display()
                 ));
             }
