@@ -622,3 +622,26 @@ fn jobctl_check_checks_the_config_alone_before_the_database_exists() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("watch[0].path"), "{}", stderr(&out));
 }
+
+#[test]
+fn what_a_command_leaves_running_in_its_group_is_killed_when_it_exits() {
+    let sandbox = Sandbox::new("", "");
+    let pid_file = sandbox.path("left.pid");
+    sandbox.append_config(&format!(
+        "[commands.leaves]\nprogram = \"/bin/sh\"\n\
+         args = [\"-c\", \"sleep 60 & echo $! > '{}'; exit 0\"]\n",
+        pid_file.display()
+    ));
+    let id = enqueue(&sandbox, exec_job("leaves"));
+    let started = Instant::now();
+    run_once_with_env(&sandbox, &[]);
+    // The sleep held the stderr pipe: before, the attempt waited the whole minute.
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(sandbox.open().get(id).unwrap().state.as_str(), "succeeded");
+    let left = read_pid(&pid_file);
+    wait_until(
+        Duration::from_secs(5),
+        "the leftover sleep to be gone",
+        || !alive(left),
+    );
+}
