@@ -261,6 +261,7 @@ impl From<StoreError> for CtlError {
             StoreError::Missing(_)
             | StoreError::CannotOpen(..)
             | StoreError::Busy
+            | StoreError::ReadOnly(..)
             | StoreError::Corrupt(_)
             | StoreError::TooNew { .. }
             | StoreError::Outdated { .. } => CtlError::Database(e.to_string()),
@@ -918,6 +919,35 @@ impl Ctl {
     }
 
     fn check(&self, out: &mut dyn Write) -> CtlResult {
+        let problems = self.config.check_host();
+        if !problems.is_empty() {
+            return Err(CtlError::Failure(format!(
+                "config {}: {}",
+                self.source.describe(),
+                problems.join("; ")
+            )));
+        }
+        // Before the first start there is no database yet: the config alone is checked,
+        // so `jobctl check` works as a pre-deploy check.
+        if !self.database.exists() {
+            if self.json {
+                return print_json(
+                    out,
+                    &json!({
+                        "config": {"source": self.source.describe(), "ok": true},
+                        "database": {"path": self.database, "exists": false},
+                    }),
+                );
+            }
+            say(out, &format!("config {}: ok", self.source.describe()))?;
+            return say(
+                out,
+                &format!(
+                    "database {}: does not exist yet; checked the config only (jobd creates the database at its first start)",
+                    self.database.display()
+                ),
+            );
+        }
         if !self.json {
             say(out, &format!("config {}: ok", self.source.describe()))?;
         }
@@ -977,12 +1007,21 @@ fn socket_request(path: &Path, request: &Value) -> Result<Value, CtlError> {
     let timeout = Some(std::time::Duration::from_secs(30));
     let _ = stream.set_read_timeout(timeout);
     let _ = stream.set_write_timeout(timeout);
-    writeln!(stream, "{request}")
-        .map_err(|e| CtlError::Failure(format!("cannot write to {}: {e}", path.display())))?;
+    // A daemon that refuses the connection (too many connections, a uid it does not
+    // admit) writes why and closes, so the write may fail: its reason is read anyway.
+    let written = writeln!(stream, "{request}");
     let mut line = String::new();
-    std::io::BufReader::new(&stream)
-        .read_line(&mut line)
-        .map_err(|e| CtlError::Failure(format!("no answer from {}: {e}", path.display())))?;
+    let read = std::io::BufReader::new(&stream).read_line(&mut line);
+    if let Err(e) = written {
+        if serde_json::from_str::<Value>(&line).is_ok_and(|a| a["ok"] == false) {
+            return Ok(serde_json::from_str(&line).expect("just parsed"));
+        }
+        return Err(CtlError::Failure(format!(
+            "cannot write to {}: {e}",
+            path.display()
+        )));
+    }
+    read.map_err(|e| CtlError::Failure(format!("no answer from {}: {e}", path.display())))?;
     serde_json::from_str(&line).map_err(|e| {
         CtlError::Failure(format!(
             "jobd answered something that is not JSON ({e}): {line}"

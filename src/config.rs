@@ -19,16 +19,23 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_REAP_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// After SIGTERM to a command's process group (timeout, cancel, shutdown), how long
+/// before SIGKILL.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 /// Past this WAL size the daemon runs TRUNCATE checkpoints until the WAL is cut back.
 pub const DEFAULT_WAL_LIMIT: u64 = 64 * 1024 * 1024;
 /// The smallest `daemon.wal_limit`: SQLite's own auto-checkpoint works at about 4 MiB.
 pub const MIN_WAL_LIMIT: u64 = 64 * 1024;
 /// How often the daemon rewrites `metrics.textfile`.
 pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(15);
-pub const DEFAULT_SOCKET_MAX_LINE_BYTES: usize = 1024 * 1024;
+/// Large enough for a full default batch: 10,000 jobs of about 400 bytes each (a job
+/// with a 100-byte payload is about 160 bytes as a batch element).
+pub const DEFAULT_SOCKET_MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_SOCKET_MAX_BATCH: usize = 10_000;
 pub const DEFAULT_SOCKET_MAX_CONNECTIONS: usize = 256;
-pub const DEFAULT_SOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Short, so connections a client opened and forgot cannot hold every slot for long; a
+/// client that pauses longer reconnects.
+pub const DEFAULT_SOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 pub const DEFAULT_WATCH_PATTERN: &str = "*";
 pub const DEFAULT_WATCH_SETTLE: Duration = Duration::from_secs(2);
@@ -592,6 +599,10 @@ pub struct DaemonConfig {
     /// How long a writer waits for the database lock before reporting it busy.
     #[serde(deserialize_with = "duration")]
     pub busy_timeout: Duration,
+    /// After SIGTERM to a command's process group, how long before SIGKILL (a command's
+    /// own `kill_grace` wins).
+    #[serde(deserialize_with = "duration")]
+    pub kill_grace: Duration,
     /// The WAL size (bytes, or "64MiB") past which the daemon forces the WAL back to
     /// empty with TRUNCATE checkpoints, even while long reads hold it.
     #[serde(deserialize_with = "size")]
@@ -614,6 +625,7 @@ impl Default for DaemonConfig {
             retention: DEFAULT_RETENTION,
             reap_interval: DEFAULT_REAP_INTERVAL,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            kill_grace: DEFAULT_KILL_GRACE,
             wal_limit: DEFAULT_WAL_LIMIT,
         }
     }
@@ -711,12 +723,21 @@ pub struct CommandConfig {
     pub program: PathBuf,
     #[serde(default)]
     pub args: Vec<String>,
+    /// Variables set for the command, on top of the base set (PATH, HOME, LANG, LC_*,
+    /// TZ) and the job's JOBD_* variables. Nothing else of the daemon's environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Names of the daemon's environment variables passed through as they are (skipped
+    /// when unset).
+    #[serde(default)]
+    pub env_pass: Vec<String>,
     #[serde(default)]
     pub cwd: Option<PathBuf>,
     #[serde(default, deserialize_with = "optional_duration")]
     pub timeout: Option<Duration>,
+    /// SIGTERM to SIGKILL for this command (default: `daemon.kill_grace`).
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub kill_grace: Option<Duration>,
 }
 
 /// An HTTP endpoint the `http` kind may call (`[endpoints.NAME]`). Secrets are never
@@ -1021,9 +1042,6 @@ impl EndpointConfig {
     /// Checks what types cannot, naming keys under `key` (`endpoints.NAME`).
     fn validate(&self, key: &str) -> Result<(), String> {
         check_url(&format!("{key}.base_url"), &self.base_url, self)?;
-        if self.timeout.is_zero() {
-            return Err(format!("{key}.timeout: must be longer than 0"));
-        }
         if self.burst == Some(0) {
             return Err(format!("{key}.burst: must be at least 1"));
         }
@@ -1150,8 +1168,130 @@ impl Config {
         }
     }
 
-    /// Checks what types alone cannot, naming the key.
+    /// Checks what types alone cannot, naming the key. Every duration out of its bounds,
+    /// a bad log level and the other checks' first error are all reported, one after
+    /// the other ("; ").
     pub fn validate(&self) -> Result<(), String> {
+        let mut errors = self.check_durations();
+        errors.extend(check_log_level(&self.log.level).err());
+        if self.daemon.synchronous == Synchronous::Off {
+            errors.push(
+                "daemon.synchronous: off is refused: a crash of the machine could lose or corrupt acknowledged jobs (allowed: normal, full, extra)"
+                    .into(),
+            );
+        }
+        for (name, command) in &self.commands {
+            for var in &command.env_pass {
+                if var.is_empty() || var.contains(['=', '\0']) {
+                    errors.push(format!(
+                        "commands.{name}.env_pass: '{var}' is not a variable name"
+                    ));
+                }
+            }
+        }
+        errors.extend(self.validate_rest().err());
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Every duration key and its value, with the pattern that names its bounds in
+    /// [`DURATION_BOUNDS`].
+    fn durations(&self) -> Vec<(String, &'static str, Duration)> {
+        let d = &self.daemon;
+        let mut all: Vec<(String, &'static str, Duration)> = [
+            ("daemon.lease", d.lease),
+            ("daemon.shutdown_grace", d.shutdown_grace),
+            ("daemon.job_timeout", d.job_timeout),
+            ("daemon.poll_interval", d.poll_interval),
+            ("daemon.retention", d.retention),
+            ("daemon.reap_interval", d.reap_interval),
+            ("daemon.busy_timeout", d.busy_timeout),
+            ("daemon.kill_grace", d.kill_grace),
+            ("metrics.interval", self.metrics.interval),
+            ("socket.idle_timeout", self.socket.idle_timeout),
+            ("retry.base", self.retry.base),
+            ("retry.cap", self.retry.cap),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), key, value))
+        .collect();
+        if let Some(deadline) = self.retry.deadline {
+            all.push(("retry.deadline".into(), "retry.deadline", deadline));
+        }
+        for (kind, settings) in &self.kinds {
+            let k = |field: &str| format!("kinds.{kind}.{field}");
+            let r = &settings.retry;
+            for (key, pattern, value) in [
+                (k("timeout"), "kinds.*.timeout", settings.timeout),
+                (k("retry.base"), "retry.base", r.base),
+                (k("retry.cap"), "retry.cap", r.cap),
+                (k("retry.deadline"), "retry.deadline", r.deadline),
+            ] {
+                all.extend(value.map(|v| (key, pattern, v)));
+            }
+        }
+        for (name, command) in &self.commands {
+            for (field, pattern, value) in [
+                ("timeout", "commands.*.timeout", command.timeout),
+                ("kill_grace", "commands.*.kill_grace", command.kill_grace),
+            ] {
+                all.extend(value.map(|v| (format!("commands.{name}.{field}"), pattern, v)));
+            }
+        }
+        for (name, endpoint) in &self.endpoints {
+            all.push((
+                format!("endpoints.{name}.timeout"),
+                "endpoints.*.timeout",
+                endpoint.timeout,
+            ));
+        }
+        for (index, watch) in self.watch.iter().enumerate() {
+            for (field, pattern, value) in [
+                ("settle", "watch[*].settle", watch.settle),
+                ("rescan", "watch[*].rescan", watch.rescan),
+                (
+                    "dedupe_window",
+                    "watch[*].dedupe_window",
+                    watch.dedupe_window,
+                ),
+                (
+                    "incomplete_timeout",
+                    "watch[*].incomplete_timeout",
+                    watch.incomplete_timeout,
+                ),
+            ] {
+                all.push((format!("watch[{index}].{field}"), pattern, value));
+            }
+        }
+        all
+    }
+
+    /// One error per duration outside its bounds.
+    fn check_durations(&self) -> Vec<String> {
+        self.durations()
+            .into_iter()
+            .filter_map(|(key, pattern, value)| {
+                let (_, min, max) = DURATION_BOUNDS
+                    .iter()
+                    .find(|(p, _, _)| *p == pattern)
+                    .expect("every duration key has bounds");
+                (value < *min || value > *max).then(|| {
+                    format!(
+                        "{key}: {} is outside the allowed range {} to {}",
+                        humantime::format_duration(value),
+                        humantime::format_duration(*min),
+                        humantime::format_duration(*max)
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The checks that stop at their first error.
+    fn validate_rest(&self) -> Result<(), String> {
         let d = &self.daemon;
         if d.workers == 0 {
             return Err("daemon.workers: must be at least 1".into());
@@ -1159,29 +1299,11 @@ impl Config {
         if d.workers > 1024 {
             return Err(format!("daemon.workers: {} is more than 1024", d.workers));
         }
-        for (key, value) in [
-            ("daemon.lease", d.lease),
-            ("daemon.poll_interval", d.poll_interval),
-            ("daemon.reap_interval", d.reap_interval),
-            ("daemon.job_timeout", d.job_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(format!("{key}: must be longer than 0"));
-            }
-        }
-        if d.lease < Duration::from_secs(1) {
-            return Err(
-                "daemon.lease: must be at least 1s (heartbeats run at a third of it)".into(),
-            );
-        }
         if d.wal_limit < MIN_WAL_LIMIT {
             return Err(format!(
                 "daemon.wal_limit: {} bytes is less than the smallest allowed, {MIN_WAL_LIMIT} (64KiB)",
                 d.wal_limit
             ));
-        }
-        if self.metrics.interval < Duration::from_secs(1) {
-            return Err("metrics.interval: must be at least 1s".into());
         }
         if let Some(path) = &self.metrics.textfile {
             if path.file_name().is_none() {
@@ -1197,9 +1319,7 @@ impl Config {
         validate_retry("retry", &self.policy_for(""))?;
         for (kind, settings) in &self.kinds {
             validate_retry(&format!("kinds.{kind}.retry"), &self.policy_for(kind))?;
-            if settings.timeout.is_some_and(|t| t.is_zero()) {
-                return Err(format!("kinds.{kind}.timeout: must be longer than 0"));
-            }
+            let _ = settings;
         }
         for (name, queue) in &self.queues {
             if queue.concurrency == 0 {
@@ -1209,9 +1329,6 @@ impl Config {
         for (name, command) in &self.commands {
             if command.program.as_os_str().is_empty() {
                 return Err(format!("commands.{name}.program: must not be empty"));
-            }
-            if command.timeout.is_some_and(|t| t.is_zero()) {
-                return Err(format!("commands.{name}.timeout: must be longer than 0"));
             }
         }
         for (name, endpoint) in &self.endpoints {
@@ -1260,8 +1377,6 @@ impl Config {
                 PipelineConfig::CsvImport(csv) => csv.validate(&key, self)?,
             }
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| format!("log.level: '{}' is not a valid filter: {e}", self.log.level))?;
         Ok(())
     }
 
@@ -1280,13 +1395,67 @@ impl Config {
         Ok(())
     }
 
-    /// [`Config::load_located`] plus [`Config::check_secrets`]: what the daemon runs on.
+    /// What the configuration names on this machine, checked now so that what start
+    /// (or the first job) would trip on is refused by `--check-config` too: the socket's
+    /// group, watched folders that are not created, the commands' programs. Every
+    /// problem is reported.
+    pub fn check_host(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Some(group) = self.socket.group.as_deref().filter(|_| self.socket.enabled) {
+            if group.parse::<u32>().is_err() && lookup_group(group).is_none() {
+                errors.push(format!(
+                    "socket.group: no group '{group}' on this machine (a group name or number)"
+                ));
+            }
+        }
+        for (index, watch) in self.watch.iter().enumerate() {
+            if !watch.create && !watch.path.is_dir() {
+                errors.push(format!(
+                    "watch[{index}].path: {} does not exist or is not a folder (and create = false)",
+                    watch.path.display()
+                ));
+            }
+        }
+        for (name, command) in &self.commands {
+            if let Err(e) = check_program(command) {
+                errors.push(format!("commands.{name}.program: {e}"));
+            }
+        }
+        errors
+    }
+
+    /// Every secret value the configuration resolves to (endpoint auth, query secrets),
+    /// to mask in anything stored from outside (a command's stderr). Ones that cannot be
+    /// read are left out: the daemon refused them at start.
+    pub fn known_secrets(&self) -> Vec<String> {
+        let mut secrets = Vec::new();
+        for (name, endpoint) in &self.endpoints {
+            if let Some(auth) = &endpoint.auth {
+                secrets.extend(auth.secret(&format!("endpoints.{name}.auth")).ok());
+            }
+            for (param, source) in &endpoint.query_secrets {
+                secrets.extend(
+                    source
+                        .read(&format!("endpoints.{name}.query_secrets.{param}"))
+                        .ok(),
+                );
+            }
+        }
+        secrets
+    }
+
+    /// [`Config::load_located`] plus [`Config::check_secrets`] and
+    /// [`Config::check_host`]: what the daemon runs on.
     pub fn load_for_daemon(source: &ConfigSource) -> Result<Config, ConfigError> {
         let config = Config::load_located(source)?;
-        config.check_secrets().map_err(|message| ConfigError {
-            origin: source.describe(),
-            message,
-        })?;
+        let mut errors: Vec<String> = config.check_secrets().err().into_iter().collect();
+        errors.extend(config.check_host());
+        if !errors.is_empty() {
+            return Err(ConfigError {
+                origin: source.describe(),
+                message: errors.join("; "),
+            });
+        }
         Ok(config)
     }
 
@@ -1326,6 +1495,129 @@ impl Config {
             .iter()
             .map(|(name, q)| (name.clone(), q.concurrency))
             .collect()
+    }
+}
+
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+const MINUTE: u64 = 60;
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+/// The allowed range (least, most) of every duration key, in one table; `*` stands for
+/// a name or an index. Outside it a setting cannot work (`poll_interval = "1ns"` spins,
+/// `busy_timeout = "0s"` fails every contended write) or is surely a slip
+/// (`shutdown_grace = "1000y"`).
+pub const DURATION_BOUNDS: &[(&str, Duration, Duration)] = &[
+    // Heartbeats run at a third of the lease.
+    ("daemon.lease", secs(1), secs(DAY)),
+    // Past an hour, systemd's stop timeout has long killed the daemon anyway.
+    ("daemon.shutdown_grace", secs(0), secs(HOUR)),
+    ("daemon.job_timeout", ms(100), secs(7 * DAY)),
+    ("daemon.poll_interval", ms(5), secs(MINUTE)),
+    ("daemon.retention", secs(MINUTE), secs(36500 * DAY)),
+    ("daemon.reap_interval", ms(100), secs(HOUR)),
+    ("daemon.busy_timeout", ms(100), secs(10 * MINUTE)),
+    ("daemon.kill_grace", secs(0), secs(HOUR)),
+    ("metrics.interval", secs(1), secs(DAY)),
+    ("socket.idle_timeout", ms(100), secs(DAY)),
+    ("retry.base", ms(1), secs(DAY)),
+    ("retry.cap", ms(1), secs(30 * DAY)),
+    ("retry.deadline", secs(1), secs(3650 * DAY)),
+    ("kinds.*.timeout", ms(100), secs(7 * DAY)),
+    ("commands.*.timeout", ms(100), secs(7 * DAY)),
+    ("commands.*.kill_grace", secs(0), secs(HOUR)),
+    ("endpoints.*.timeout", ms(100), secs(HOUR)),
+    ("watch[*].settle", secs(0), secs(DAY)),
+    ("watch[*].rescan", ms(100), secs(DAY)),
+    ("watch[*].dedupe_window", secs(0), secs(3650 * DAY)),
+    ("watch[*].incomplete_timeout", secs(1), secs(365 * DAY)),
+];
+
+/// `log.level` as the daemon will read it: comma-separated directives, each a level
+/// (`info`) or `target=level` (`jobd=debug`). A bare word that is not a level would be
+/// read as a target and silence every other log line.
+fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let is_level = |word: &str| LEVELS.contains(&word.trim().to_ascii_lowercase().as_str());
+    let bad = |why: String| {
+        Err(format!(
+            "log.level: '{level}' {why} (allowed: trace, debug, info, warn, error, off, or target=level such as jobd=debug)"
+        ))
+    };
+    if level.trim().is_empty() {
+        return bad("is empty".into());
+    }
+    for directive in level.split(',').map(str::trim) {
+        let level_part = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => level,
+            Some(_) => return bad(format!("has '{directive}' without a target")),
+            None => directive,
+        };
+        if !is_level(level_part) {
+            return bad(format!("has '{directive}', which is not a level"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map(|_| ())
+        .or_else(|e| bad(format!("is not a valid filter: {e}")))
+}
+
+/// A group's id by name (getgrnam_r: safe while other threads run, as on reload).
+pub fn lookup_group(name: &str) -> Option<u32> {
+    let c_name = std::ffi::CString::new(name).ok()?;
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: a zeroed `group` is a valid out-parameter; getgrnam_r writes only into it
+    // and `buffer`, whose length we pass.
+    unsafe {
+        let mut entry: libc::group = std::mem::zeroed();
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrnam_r(
+            c_name.as_ptr(),
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        );
+        (rc == 0 && !found.is_null()).then_some(entry.gr_gid)
+    }
+}
+
+/// Whether a command's program is an executable file: a path as given, or a bare name
+/// looked up in the PATH the command will have.
+fn check_program(command: &CommandConfig) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let program = &command.program;
+    let executable = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.components().count() > 1 || program.is_absolute() {
+        return match std::fs::metadata(program) {
+            Err(e) => Err(format!("{}: {e}", program.display())),
+            Ok(m) if !m.is_file() => Err(format!("{} is not a file", program.display())),
+            Ok(_) if !executable(program) => {
+                Err(format!("{} is not executable", program.display()))
+            }
+            Ok(_) => Ok(()),
+        };
+    }
+    let path = command
+        .env
+        .get("PATH")
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    if std::env::split_paths(&path).any(|dir| executable(&dir.join(program))) {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{}' is not an executable file in the PATH ({path})",
+            program.display()
+        ))
     }
 }
 
@@ -1371,9 +1663,6 @@ impl Config {
         if s.max_connections == 0 {
             return Err("socket.max_connections: must be at least 1".into());
         }
-        if s.idle_timeout.is_zero() {
-            return Err("socket.idle_timeout: must be longer than 0".into());
-        }
         if s.mode > 0o777 {
             return Err(format!("socket.mode: {:o} is not a file mode", s.mode));
         }
@@ -1403,14 +1692,6 @@ impl WatchConfig {
         }
         if self.queue.is_empty() {
             return Err(format!("{key}.queue: must not be empty"));
-        }
-        for (name, value) in [
-            ("rescan", self.rescan),
-            ("incomplete_timeout", self.incomplete_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(format!("{key}.{name}: must be longer than 0"));
-            }
         }
         for reserved in ["file", "dir", "name", "sha256", "size", "files"] {
             if self.payload.contains_key(reserved) {
@@ -1608,6 +1889,54 @@ mod tests {
         for (text, expected) in cases {
             let message = Config::from_toml(text, "t.toml").unwrap_err().to_string();
             assert!(message.contains(expected), "{text:?} gave {message}");
+        }
+    }
+
+    #[test]
+    fn every_duration_key_has_bounds_and_each_error_is_reported() {
+        // One of every table that holds durations: durations() must find bounds for all.
+        let text = "[kinds.exec]\ntimeout = \"1m\"\n[kinds.exec.retry]\nbase = \"1s\"\ncap = \"1h\"\ndeadline = \"1d\"\n\
+            [retry]\ndeadline = \"7d\"\n\
+            [commands.report]\nprogram = \"/bin/true\"\ntimeout = \"1m\"\nkill_grace = \"1s\"\n\
+            [endpoints.api]\nbase_url = \"https://api.example.com\"\n\
+            [[watch]]\npath = \"/srv/in\"\n";
+        let config = Config::from_toml(text, "t").unwrap();
+        for (key, pattern, _) in config.durations() {
+            assert!(
+                DURATION_BOUNDS
+                    .iter()
+                    .any(|(p, min, max)| *p == pattern && min <= max),
+                "{key}"
+            );
+        }
+        let message = Config::from_toml(
+            "[daemon]\nlease = \"0s\"\nreap_interval = \"2h\"\n[log]\nlevel = \"jobd=loud\"\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        for part in [
+            "daemon.lease: 0s is outside the allowed range 1s to 1day",
+            "daemon.reap_interval: 2h is outside the allowed range 100ms to 1h",
+            "log.level: 'jobd=loud' has 'jobd=loud', which is not a level",
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
+    }
+
+    #[test]
+    fn log_levels_are_levels_or_target_equals_level() {
+        for good in [
+            "info",
+            "debug",
+            "jobd=debug,warn",
+            "WARN",
+            "jobd::daemon=trace",
+        ] {
+            assert!(check_log_level(good).is_ok(), "{good}");
+        }
+        for bad in ["loud", "", "jobd=", "=info", "info,loud"] {
+            assert!(check_log_level(bad).is_err(), "{bad:?}");
         }
     }
 

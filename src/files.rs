@@ -22,6 +22,19 @@ pub fn create_private(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// The mode of every folder the daemon makes: the group (operators) may look in.
+pub const PRIVATE_DIR_MODE: u32 = 0o750;
+
+/// Creates `dir` and its missing parents with mode 0750 (less what the umask takes), like
+/// the spool's folders; folders that exist keep their mode.
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,7 +109,11 @@ fn main() {
         Err(e) => fail(e.to_string()),
     };
     let ingest = prepared.map(|prepared| {
-        Ingest::start(prepared, &config, daemon.client(), clock, spool).unwrap_or_else(|e| fail(e))
+        let client = daemon.client();
+        Ingest::start(prepared, &config, client.clone(), clock, spool).unwrap_or_else(|e| {
+            client.kill_all_commands();
+            fail(e)
+        })
     });
     let result = daemon.wait();
     if let Some(ingest) = ingest {

@@ -190,6 +190,12 @@ impl DaemonClient {
     pub fn config(&self) -> Arc<Config> {
         self.config.read().expect("config lock").clone()
     }
+
+    /// Kills every command the handlers started (see [`Registry::kill_all`]), for an
+    /// exit that does not go through [`Daemon::wait`].
+    pub fn kill_all_commands(&self) {
+        self.registry.kill_all();
+    }
 }
 
 impl Daemon {
@@ -209,7 +215,7 @@ impl Daemon {
         lock: lock::DatabaseLock,
     ) -> Result<Daemon, DaemonError> {
         let database = config.daemon.database.clone();
-        std::fs::create_dir_all(&config.daemon.data_dir).map_err(|e| {
+        crate::files::create_private_dir_all(&config.daemon.data_dir).map_err(|e| {
             DaemonError::Setup(format!(
                 "cannot create data_dir {}: {e}",
                 config.daemon.data_dir.display()
@@ -224,6 +230,8 @@ impl Daemon {
                 migrate: true,
             },
         )?;
+        // A database we cannot write is refused now, before READY=1, not at every write.
+        db.check_writable()?;
         // After a checkpoint lets the WAL start over, the file shrinks back to the limit.
         db.set_journal_size_limit(config.daemon.wal_limit)?;
         // The checkpointer thread copies the WAL back, on its own connection; commits on
@@ -331,10 +339,11 @@ impl Daemon {
 
     /// Waits for the dispatcher to finish (after a stop signal, or in `--once` mode).
     pub fn wait(self) -> Result<(Exit, Counters), DaemonError> {
-        let result = self
-            .dispatcher
-            .join()
-            .map_err(|_| DaemonError::Setup("the dispatcher panicked".into()))?;
+        let joined = self.dispatcher.join();
+        // However the dispatcher ended (drained, forced, an error, a panic), no command
+        // outlives the daemon: its jobs are back in the queue and will run again.
+        self.client.registry.kill_all();
+        let result = joined.map_err(|_| DaemonError::Setup("the dispatcher panicked".into()))?;
         self.checkpointer.stop();
         self.scheduler_stop
             .store(true, std::sync::atomic::Ordering::SeqCst);

@@ -103,6 +103,10 @@ pub trait Handler: Send + Sync {
     }
 
     fn run(&self, job: &Job, ctx: &JobContext) -> Outcome;
+
+    /// Kills whatever this handler started outside the daemon (exec's process groups)
+    /// and starts nothing more: called once before the daemon exits, however it exits.
+    fn kill_all(&self) {}
 }
 
 /// The handlers of every known kind.
@@ -116,7 +120,7 @@ impl Registry {
     pub fn builtin() -> Registry {
         let mut registry = Registry::default();
         registry.register("noop", Arc::new(noop::Noop));
-        registry.register("exec", Arc::new(exec::Exec));
+        registry.register("exec", Arc::new(exec::Exec::default()));
         registry.register("csv_import", Arc::new(csv_import::CsvImport));
         // One Http shared by `http` and `notify`: one client, token cache and rate
         // limiter per endpoint, whichever kind calls it.
@@ -139,6 +143,13 @@ impl Registry {
 
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Handler>> {
         self.handlers.get(kind)
+    }
+
+    /// [`Handler::kill_all`] for every handler.
+    pub fn kill_all(&self) {
+        for handler in self.handlers.values() {
+            handler.kill_all();
+        }
     }
 
     pub fn kinds(&self) -> Vec<&str> {

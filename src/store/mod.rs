@@ -40,6 +40,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the disk is full: {0}")]
     DiskFull(String),
+    #[error("{subject} read-only for this process: {1}", subject = read_only_subject(.0))]
+    ReadOnly(PathBuf, String),
     #[error(
         "database schema version {found} is newer than this jobd knows ({known}); upgrade jobd"
     )]
@@ -59,6 +61,15 @@ pub enum StoreError {
     Sqlite(rusqlite::Error),
 }
 
+/// "database PATH is", or "the database is" where the path is not known.
+fn read_only_subject(path: &Path) -> String {
+    if path.as_os_str().is_empty() {
+        "the database is".into()
+    } else {
+        format!("database {} is", path.display())
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode;
@@ -68,6 +79,7 @@ impl From<rusqlite::Error> for StoreError {
                 StoreError::Corrupt(e.to_string())
             }
             Some(ErrorCode::DiskFull) => StoreError::DiskFull(e.to_string()),
+            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(PathBuf::new(), e.to_string()),
             _ => StoreError::Sqlite(e),
         }
     }
@@ -113,7 +125,7 @@ impl Db {
         }
         if options.create {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| {
+                crate::files::create_private_dir_all(parent).map_err(|e| {
                     StoreError::CannotOpen(
                         path.to_path_buf(),
                         format!("cannot create {}: {e}", parent.display()),
@@ -170,6 +182,28 @@ impl Db {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Refuses a database this process cannot write: SQLite opens a file it may not
+    /// write (mode 0444 for us, an immutable file, a read-only mount) read-only without
+    /// a word, and every write would fail later. Takes and gives back the write lock.
+    pub fn check_writable(&self) -> Result<()> {
+        let read_only = |why: String| {
+            StoreError::ReadOnly(
+                self.path.clone(),
+                format!(
+                    "{why} (uid {}); check the file's mode and owner, its folder and its mount",
+                    // SAFETY: getuid(2) cannot fail and touches no memory.
+                    unsafe { libc::getuid() }
+                ),
+            )
+        };
+        if self.conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(read_only("SQLite could open it for reading only".into()));
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            .map_err(|e| read_only(format!("cannot take the write lock: {e}")))
     }
 
     /// Runs `work` in one `BEGIN IMMEDIATE` transaction: the write lock is taken up front,

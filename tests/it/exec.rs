@@ -122,7 +122,7 @@ fn a_timeout_kills_the_whole_process_group() {
     assert!(job
         .last_error
         .unwrap()
-        .contains("timed out after 300ms; the process group was killed"));
+        .contains("timed out after 300ms; the process group got SIGTERM, and SIGKILL after 5s"));
     let grandchild: i32 = std::fs::read_to_string(pid_file)
         .unwrap()
         .trim()
@@ -161,7 +161,30 @@ fn cancelling_a_running_command_stops_it_and_the_job_ends_cancelled() {
 
 #[test]
 fn a_command_that_cannot_start_is_a_permanent_error() {
-    let sandbox = Sandbox::new("", "[commands.ghost]\nprogram = \"/no/such/program\"\n");
+    // A program that is not there is refused at start, naming the key.
+    let missing = Sandbox::new("", "[commands.ghost]\nprogram = \"/no/such/program\"\n");
+    let out = std::process::Command::new(JOBD)
+        .arg("--config")
+        .arg(missing.config())
+        .arg("--once")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("commands.ghost.program: /no/such/program"),
+        "{}",
+        stderr(&out)
+    );
+    // One that is there but cannot be started (its interpreter is missing) fails the job.
+    let sandbox = Sandbox::new("", "");
+    let program = sandbox.path("ghost.sh");
+    std::fs::write(&program, "#!/no/such/interpreter\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sandbox.append_config(&format!(
+        "[commands.ghost]\nprogram = \"{}\"\n",
+        program.display()
+    ));
     let id = enqueue(&sandbox, "ghost");
     run_once(&sandbox);
     let job = sandbox.open().get(id).unwrap();
@@ -169,7 +192,7 @@ fn a_command_that_cannot_start_is_a_permanent_error() {
     assert!(job
         .last_error
         .unwrap()
-        .starts_with("cannot start /no/such/program"));
+        .starts_with(&format!("cannot start {}", program.display())));
 }
 
 #[test]

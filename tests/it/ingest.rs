@@ -520,7 +520,8 @@ fn a_missing_watched_folder_is_created_or_refused_by_key() {
         .arg(&config)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    // Refused as a bad config (exit 2), as --check-config refuses it.
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("watch[0].path") && err.contains("does not exist"),

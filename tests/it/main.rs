@@ -4,6 +4,7 @@
 mod common;
 mod csv;
 mod daemon;
+mod daemon_edges;
 mod docs;
 mod example_db;
 mod exec;

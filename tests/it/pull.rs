@@ -50,7 +50,8 @@ pub struct Shop {
     bucket: Option<Mutex<Bucket>>,
     pub throttled: AtomicUsize,
     delay: Duration,
-    retry_after: String,
+    /// What a 429 says in Retry-After.
+    pub retry_after: Mutex<String>,
     server: Arc<tiny_http::Server>,
 }
 
@@ -80,7 +81,7 @@ impl Shop {
             }),
             throttled: AtomicUsize::new(0),
             delay,
-            retry_after: "0.25".into(),
+            retry_after: Mutex::new("0.25".into()),
             server: server.clone(),
         });
         for _ in 0..4 {
@@ -174,7 +175,7 @@ impl Shop {
                 return (
                     429,
                     "{\"errors\":\"Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service.\"}".into(),
-                    vec![("Retry-After".into(), self.retry_after.clone())],
+                    vec![("Retry-After".into(), self.retry_after.lock().unwrap().clone())],
                     0,
                     0,
                 );
@@ -615,6 +616,51 @@ fn throttling_never_makes_a_page_dead() {
         )
         .unwrap();
     assert_eq!(charged, 0);
+}
+
+#[test]
+fn a_retry_after_of_twenty_digits_puts_the_page_off_a_day_and_kills_nothing() {
+    // A bucket of one that barely leaks: the second page is throttled, with a
+    // Retry-After no u64 of seconds holds. It once overflowed `Instant + wait` and the
+    // panic made the page dead.
+    let shop = Shop::start(10, Some((1.0, 0.0001)), Duration::ZERO);
+    *shop.retry_after.lock().unwrap() = "99999999999999999999".into();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let text = config_text(
+        dir.path(),
+        &shop.base,
+        "",
+        &[("slow", "limit = 5\ncall_limit_header = \"\"")],
+        "[kinds.http_pull.retry]\nmax_attempts = 1\n",
+    );
+    let daemon = start(&text);
+    let client = daemon.client();
+    client.enqueue(vec![run("slow")]).unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let deferred = || -> Option<i64> {
+        conn.query_row(
+            "SELECT run_at FROM jobs WHERE kind = 'http_pull' AND state = 'queued' \
+             AND json_extract(payload, '$.deferred') >= 1",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+    wait_until(Duration::from_secs(30), "the page to be put off", || {
+        deferred().is_some()
+    });
+    client.shutdown();
+    daemon.wait().unwrap();
+    let day_ms = 24 * 3600 * 1000;
+    let wait = deferred().unwrap() - SystemClock.now_ms();
+    assert!(
+        (day_ms - 60_000..=day_ms).contains(&wait),
+        "put off by {wait} ms, not the 24 h cap"
+    );
+    let states = states(&db);
+    assert!(!states.contains_key("dead"), "{states:?}");
+    assert!(shop.throttled.load(Ordering::SeqCst) > 0);
 }
 
 #[test]

@@ -30,26 +30,44 @@ pub fn classify(status: u16, endpoint: &EndpointConfig) -> Class {
     }
 }
 
+/// The longest wait a `Retry-After` may ask for: a longer one (20 digits of seconds, a
+/// date years ahead) is read as this, so no caller adds an unbounded wait to an
+/// `Instant`. A retry's wait is capped again by its policy's `cap`.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// Parses `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date, which is
-/// measured from `now`. A date in the past means "now"; anything unparsable is ignored.
-/// Decimal seconds are accepted too, since Shopify sends `Retry-After: 2.0`.
+/// measured from `now`. A date in the past means "now"; anything unparsable is ignored;
+/// anything longer than [`MAX_RETRY_AFTER`] is that. Decimal seconds are accepted too,
+/// since Shopify sends `Retry-After: 2.0`.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
-    }
-    if value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a u64 is still "a very long time", not garbage.
+        Duration::from_secs(value.parse().unwrap_or(u64::MAX))
+    } else if value.bytes().all(|b| b.is_ascii_digit() || b == b'.')
         && value.bytes().filter(|b| *b == b'.').count() == 1
         && value.bytes().any(|b| b.is_ascii_digit())
     {
-        return value
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s < 1e9)
-            .map(Duration::from_secs_f64);
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+        let seconds = value.parse::<f64>().ok().filter(|s| s.is_finite())?;
+        Duration::from_secs_f64(seconds.min(MAX_RETRY_AFTER.as_secs_f64()))
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// The `Retry-After` of an answer's headers, read at the clock's `now_ms`: the one
+/// place every kind (http, http_pull, oneroster) reads it.
+pub fn retry_after_header(
+    headers: &reqwest::header::HeaderMap,
+    now_ms: crate::job::UnixMillis,
+) -> Option<Duration> {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_millis(now_ms.max(0) as u64);
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now))
 }
 
 /// At most [`ERROR_BODY_LIMIT`] bytes of a body as text, on a character boundary.
@@ -123,6 +141,38 @@ mod tests {
         assert_eq!(parse_retry_after("1.2.3", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn retry_after_is_capped_however_it_is_written() {
+        let now = httpdate::parse_http_date("Fri, 31 Dec 1999 23:59:00 GMT").unwrap();
+        for huge in [
+            "99999999999999999999",
+            "18446744073709551615",
+            "999999999999.5",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            if let Some(wait) = parse_retry_after(huge, now) {
+                assert_eq!(wait, MAX_RETRY_AFTER, "{huge}");
+                // What the pull kind does with it must not overflow.
+                let _ = std::time::Instant::now() + wait;
+            }
+        }
+        assert_eq!(
+            parse_retry_after("99999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            "99999999999999999999".parse().unwrap(),
+        );
+        assert_eq!(retry_after_header(&headers, 0), Some(MAX_RETRY_AFTER));
+        headers.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(
+            retry_after_header(&headers, 0),
+            Some(Duration::from_secs(7))
+        );
     }
 
     #[test]

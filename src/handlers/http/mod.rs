@@ -10,10 +10,10 @@ use super::{Handler, JobContext, StopReason};
 use crate::config::{AuthConfig, Config, EndpointConfig, TokenRequestFormat};
 use crate::job::{Job, NewJob, Outcome};
 use auth::{mask, TokenCache};
-use classify::{body_excerpt, classify, parse_retry_after, Class};
+use classify::{body_excerpt, classify, retry_after_header, Class};
 use rate::TokenBucket;
 use reqwest::blocking::{Client, RequestBuilder, Response};
-use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// How often a request waiting for the rate limit looks at its stop signal.
 const WAIT_SLICE: Duration = Duration::from_millis(50);
@@ -522,12 +522,7 @@ impl Http {
         let headers = response.headers().clone();
         let class = classify(status, endpoint);
         let retry_after = if class == Class::Retry && endpoint.honor_retry_after {
-            let now =
-                SystemTime::UNIX_EPOCH + Duration::from_millis(ctx.clock.now_ms().max(0) as u64);
-            headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, now))
+            retry_after_header(&headers, ctx.clock.now_ms())
         } else {
             None
         };
@@ -1035,12 +1030,7 @@ fn answer(
 ) -> Exchange {
     let class = classify(status, endpoint);
     let retry_after = if class == Class::Retry && endpoint.honor_retry_after {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(ctx.clock.now_ms().max(0) as u64);
-        response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, now))
+        retry_after_header(response.headers(), ctx.clock.now_ms())
     } else {
         None
     };

@@ -6,7 +6,7 @@
 
 pub mod paging;
 
-use super::http::classify::{body_excerpt, parse_retry_after, Class};
+use super::http::classify::{body_excerpt, retry_after_header, Class};
 use super::http::{Fetched, Http, RequestSpec};
 use super::{Handler, JobContext};
 use crate::config::{Config, HttpPullConfig, Pagination, PipelineConfig};
@@ -254,15 +254,9 @@ enum Throttled {
 }
 
 fn retry_after(fetched: &Fetched, ctx: &JobContext) -> Option<Duration> {
-    fetched.retry_after.or_else(|| {
-        let now = std::time::SystemTime::UNIX_EPOCH
-            + Duration::from_millis(ctx.clock.now_ms().max(0) as u64);
-        fetched
-            .headers
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, now))
-    })
+    fetched
+        .retry_after
+        .or_else(|| retry_after_header(&fetched.headers, ctx.clock.now_ms()))
 }
 
 /// Appends items as JSON lines and syncs, so they are on disk before the page is done.
