@@ -12,7 +12,8 @@
 //! - [`ingest`]: watched folders, the spool, and the enqueue socket.
 //! - [`csvio`]: streaming CSV input with encodings and line numbers.
 //! - [`cli`]: the `jobctl` commands, writing to any `io::Write`.
-//! - [`logging`]: text, JSON or journald (`<N>`-prefixed) log lines.
+//! - [`logging`]: text, JSON or journald (`<N>`-prefixed) log lines, control characters escaped.
+//! - [`paths`]: the folders files named in payloads must be in.
 //! - [`metrics`]: Prometheus text for `jobctl stats` and the daemon's textfile.
 
 pub mod cli;
@@ -26,5 +27,6 @@ pub mod ingest;
 pub mod job;
 pub mod logging;
 pub mod metrics;
+pub mod paths;
 pub mod retry;
 pub mod store;

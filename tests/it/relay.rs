@@ -517,7 +517,7 @@ fn an_ndjson_file_under_the_data_dir_is_relayed_and_a_file_elsewhere_is_refused(
     assert!(
         job.last_error
             .unwrap()
-            .contains("outside the data directory"),
+            .contains("outside the allowed folders"),
         "file outside"
     );
 }
