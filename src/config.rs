@@ -1204,6 +1204,9 @@ impl Config {
         if d.database.as_os_str().is_empty() {
             return Err("daemon.database: must not be empty".into());
         }
+        if d.allowed_paths.iter().any(|p| p.as_os_str().is_empty()) {
+            return Err("daemon.allowed_paths: an entry is empty (give folders)".into());
+        }
         validate_retry("retry", &self.policy_for(""))?;
         for (kind, settings) in &self.kinds {
             crate::job::check_name(&format!("kinds.{kind}"), kind)?;

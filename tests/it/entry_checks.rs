@@ -116,6 +116,23 @@ fn check_config_refuses_a_bad_queue_or_kind_in_watch_pipeline_relay_and_queue_se
             "pipelines.p.queue \"p p\"",
         ),
     ];
+    let sandbox = Sandbox::new("", "");
+    sandbox.append_config(&format!(
+        "[[watch]]\npath = \"{}\"\nunreadable_timeout = \"0s\"\n",
+        sandbox.path("in").display()
+    ));
+    let out = Command::new(JOBD)
+        .arg("--config")
+        .arg(sandbox.config())
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("watch[0].unreadable_timeout"),
+        "{}",
+        stderr(&out)
+    );
     for (extra, expected) in cases {
         let sandbox = Sandbox::new("", "");
         let input = sandbox.path("in");

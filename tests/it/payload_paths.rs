@@ -200,3 +200,29 @@ fn a_file_swapped_for_a_symlink_after_the_enqueue_makes_the_job_dead_when_it_run
         );
     }
 }
+
+#[test]
+fn a_watch_whose_payload_names_a_file_outside_the_allowed_folders_is_refused_at_start() {
+    let sandbox = Sandbox::new("", KINDS);
+    sandbox.append_config(&format!(
+        "[[watch]]\npath = \"{}\"\nkind = \"http\"\n[watch.payload]\nendpoint = \"api\"\n\
+         path = \"/x\"\nbody_file = \"../../etc/passwd\"\n",
+        sandbox.path("in").display()
+    ));
+    for args in [vec!["--check-config"], vec!["--once"]] {
+        let out = std::process::Command::new(crate::common::JOBD)
+            .arg("--config")
+            .arg(sandbox.config())
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("watch[0]")
+                && err.contains("http payload: body_file")
+                && err.contains(RULE),
+            "{args:?}: {err}"
+        );
+    }
+}
