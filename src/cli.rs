@@ -744,10 +744,12 @@ impl Ctl {
         }
         let stats = db.stats(self.now)?;
         let pending = db.pending_folders()?;
+        let not_taken = crate::ingest::report::read(&self.config.daemon.data_dir);
         if format == StatsFormat::Json {
             let mut value = serde_json::to_value(&stats).expect("stats serialize");
             value["incomplete_folders"] =
                 serde_json::to_value(&pending).expect("folders serialize");
+            value["not_taken_in"] = serde_json::to_value(&not_taken).expect("problems serialize");
             return print_json(out, &value);
         }
         let mut header = vec!["QUEUE".to_string()];
@@ -792,6 +794,24 @@ impl Ctl {
                 ]);
             }
             write_table(out, &rows)?;
+        }
+        if !not_taken.is_empty() {
+            // Written by the daemon's watchers (src/ingest/report.rs); names are escaped.
+            say(out, "")?;
+            say(out, "not taken in from watched folders:")?;
+            for p in &not_taken {
+                say(
+                    out,
+                    &format!(
+                        "  {} (for {}): {}",
+                        crate::job::preview(&p.path),
+                        humantime::format_duration(std::time::Duration::from_secs(
+                            ((self.now - p.since).max(0) / 1000) as u64,
+                        )),
+                        crate::logging::escape_controls(&p.problem)
+                    ),
+                )?;
+            }
         }
         say(out, "")?;
         for (label, counts) in [

@@ -42,6 +42,7 @@ pub const DEFAULT_WATCH_SETTLE: Duration = Duration::from_secs(2);
 pub const DEFAULT_WATCH_RESCAN: Duration = Duration::from_secs(30);
 pub const DEFAULT_WATCH_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const DEFAULT_WATCH_INCOMPLETE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_WATCH_UNREADABLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_WATCH_KIND: &str = "noop";
 /// Where the daemon and jobctl look when neither `--config` nor `JOBD_CONFIG` says.
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/jobd/jobd.toml";
@@ -361,9 +362,7 @@ impl HttpPullConfig {
             crate::daemon::scheduler::parse_cron(cron).map_err(|e| format!("{key}.cron: {e}"))?;
         }
         if let Some(queue) = &self.queue {
-            if queue.trim().is_empty() {
-                return Err(format!("{key}.queue: must not be empty"));
-            }
+            crate::job::check_name(&format!("{key}.queue"), queue)?;
         }
         if !self.call_limit_header.is_empty() {
             reqwest::header::HeaderName::from_bytes(self.call_limit_header.as_bytes()).map_err(
@@ -476,6 +475,10 @@ pub struct WatchConfig {
     /// Folder sets: an incomplete folder becomes a dead job after this long.
     #[serde(default = "default_incomplete_timeout", deserialize_with = "duration")]
     pub incomplete_timeout: Duration,
+    /// A file (or folder set) that cannot be read is tried again every 5 s; after this
+    /// long it goes to failed/ as a dead job with the reason.
+    #[serde(default = "default_unreadable_timeout", deserialize_with = "duration")]
+    pub unreadable_timeout: Duration,
     /// Create the folder at start if it is missing (otherwise a missing folder is refused).
     #[serde(default = "default_true")]
     pub create: bool,
@@ -501,6 +504,9 @@ fn default_dedupe_window() -> Duration {
 }
 fn default_incomplete_timeout() -> Duration {
     DEFAULT_WATCH_INCOMPLETE_TIMEOUT
+}
+fn default_unreadable_timeout() -> Duration {
+    DEFAULT_WATCH_UNREADABLE_TIMEOUT
 }
 fn default_true() -> bool {
     true
@@ -607,6 +613,9 @@ pub struct DaemonConfig {
     /// empty with TRUNCATE checkpoints, even while long reads hold it.
     #[serde(deserialize_with = "size")]
     pub wal_limit: u64,
+    /// Folders, besides `data_dir` and the `[[watch]]` paths, that files named in payloads
+    /// may be in (`src/paths.rs`).
+    pub allowed_paths: Vec<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -627,6 +636,7 @@ impl Default for DaemonConfig {
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
             kill_grace: DEFAULT_KILL_GRACE,
             wal_limit: DEFAULT_WAL_LIMIT,
+            allowed_paths: Vec::new(),
         }
     }
 }
@@ -1262,6 +1272,11 @@ impl Config {
                     "watch[*].incomplete_timeout",
                     watch.incomplete_timeout,
                 ),
+                (
+                    "unreadable_timeout",
+                    "watch[*].unreadable_timeout",
+                    watch.unreadable_timeout,
+                ),
             ] {
                 all.push((format!("watch[{index}].{field}"), pattern, value));
             }
@@ -1316,12 +1331,17 @@ impl Config {
         if d.database.as_os_str().is_empty() {
             return Err("daemon.database: must not be empty".into());
         }
+        if d.allowed_paths.iter().any(|p| p.as_os_str().is_empty()) {
+            return Err("daemon.allowed_paths: an entry is empty (give folders)".into());
+        }
         validate_retry("retry", &self.policy_for(""))?;
         for (kind, settings) in &self.kinds {
+            crate::job::check_name(&format!("kinds.{kind}"), kind)?;
             validate_retry(&format!("kinds.{kind}.retry"), &self.policy_for(kind))?;
             let _ = settings;
         }
         for (name, queue) in &self.queues {
+            crate::job::check_name(&format!("queues.{name}"), name)?;
             if queue.concurrency == 0 {
                 return Err(format!("queues.{name}.concurrency: must be at least 1"));
             }
@@ -1348,6 +1368,9 @@ impl Config {
                     "notify.command: '{command}' is not a [commands.NAME] entry"
                 ));
             }
+        }
+        if let Some(queue) = &n.queue {
+            crate::job::check_name("notify.queue", queue)?;
         }
         if n.endpoint.is_none() && n.command.is_none() && (n.path.is_some() || n.queue.is_some()) {
             return Err("notify: path or queue given without an endpoint or command".into());
@@ -1536,6 +1559,7 @@ pub const DURATION_BOUNDS: &[(&str, Duration, Duration)] = &[
     ("watch[*].rescan", ms(100), secs(DAY)),
     ("watch[*].dedupe_window", secs(0), secs(3650 * DAY)),
     ("watch[*].incomplete_timeout", secs(1), secs(365 * DAY)),
+    ("watch[*].unreadable_timeout", secs(1), secs(365 * DAY)),
 ];
 
 /// `log.level` as the daemon will read it: comma-separated directives, each a level
@@ -1687,12 +1711,8 @@ impl WatchConfig {
         }
         globset::Glob::new(&self.pattern)
             .map_err(|e| format!("{key}.pattern: '{}' is not a glob: {e}", self.pattern))?;
-        if self.kind.is_empty() {
-            return Err(format!("{key}.kind: must not be empty"));
-        }
-        if self.queue.is_empty() {
-            return Err(format!("{key}.queue: must not be empty"));
-        }
+        crate::job::check_name(&format!("{key}.kind"), &self.kind)?;
+        crate::job::check_name(&format!("{key}.queue"), &self.queue)?;
         for reserved in ["file", "dir", "name", "sha256", "size", "files"] {
             if self.payload.contains_key(reserved) {
                 return Err(format!(

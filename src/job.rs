@@ -323,12 +323,8 @@ impl NewJob {
     /// Checks what the schema would refuse, so callers get a sentence instead of a
     /// constraint name.
     pub fn validate(&self) -> Result<(), String> {
-        if self.kind.trim().is_empty() {
-            return Err("kind must not be empty".into());
-        }
-        if self.queue.trim().is_empty() {
-            return Err("queue must not be empty".into());
-        }
+        check_name("kind", &self.kind)?;
+        check_name("queue", &self.queue)?;
         if self.max_attempts == Some(0) {
             return Err("max_attempts must be at least 1".into());
         }
@@ -337,6 +333,52 @@ impl NewJob {
         }
         Ok(())
     }
+}
+
+/// The longest queue or kind name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// The rule every queue and kind name follows, as error messages state it.
+pub const NAME_RULE: &str = "1-64 characters of A-Z a-z 0-9 _ . : -";
+
+/// Checks a queue or kind name: 1 to [`MAX_NAME_LEN`] characters of `[A-Za-z0-9_.:-]`.
+/// Names are printed in tables and logs and used as metric labels, so they are short and
+/// plain. Every entry (socket, jobctl, watch and pipeline config, the store) calls this;
+/// `field` names what is checked (`queue`, `watch[0].queue`, ...). The error shows a
+/// short, escaped preview of the bad value, never the whole of it.
+pub fn check_name(field: &str, value: &str) -> Result<(), String> {
+    let length = value.chars().count();
+    let bad_char = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')));
+    let problem = if value.is_empty() {
+        "is empty".to_string()
+    } else if length > MAX_NAME_LEN {
+        format!("is {length} characters long")
+    } else if let Some(c) = bad_char {
+        format!("contains {c:?}")
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "{field} {} {problem}; a name is {NAME_RULE}",
+        preview(value)
+    ))
+}
+
+/// A bounded, escaped rendering of an untrusted value for an error message: quoted, at
+/// most 32 characters, control characters escaped, `...` when cut.
+pub fn preview(value: &str) -> String {
+    const KEEP: usize = 32;
+    let mut shown: String = value
+        .chars()
+        .take(KEEP)
+        .flat_map(char::escape_debug)
+        .collect();
+    if value.chars().nth(KEEP).is_some() {
+        shown.push_str("...");
+    }
+    format!("\"{shown}\"")
 }
 
 /// The end of a pipeline's complete run, recorded in `sync_state` by the store in the
@@ -450,6 +492,40 @@ mod tests {
     }
 
     #[test]
+    fn names_are_1_to_64_plain_characters() {
+        for good in ["default", "a", "csv:daily", "bulk-2.v1_x", &"q".repeat(64)] {
+            assert_eq!(check_name("queue", good), Ok(()), "{good}");
+        }
+        assert_eq!(
+            check_name("queue", "").unwrap_err(),
+            "queue \"\" is empty; a name is 1-64 characters of A-Z a-z 0-9 _ . : -"
+        );
+        let long = check_name("queue", &"x".repeat(100_000)).unwrap_err();
+        assert!(
+            long.starts_with(&format!(
+                "queue \"{}...\" is 100000 characters long;",
+                "x".repeat(32)
+            )),
+            "{long}"
+        );
+        assert!(long.len() < 200, "the whole value is not repeated: {long}");
+        let hostile = check_name("watch[0].queue", "a\u{1b}[2J\nb").unwrap_err();
+        assert_eq!(
+            hostile,
+            "watch[0].queue \"a\\u{1b}[2J\\nb\" contains '\\u{1b}'; a name is 1-64 characters of A-Z a-z 0-9 _ . : -"
+        );
+        assert!(!hostile.chars().any(char::is_control), "{hostile:?}");
+        assert!(check_name("kind", "caf\u{e9}")
+            .unwrap_err()
+            .contains("contains '\u{e9}'"));
+        let job = NewJob::new("noop", Value::Null).queue("a b");
+        assert!(job
+            .validate()
+            .unwrap_err()
+            .starts_with("queue \"a b\" contains ' '"));
+    }
+
+    #[test]
     fn forbidden_transition_names_the_job_and_its_state() {
         let err = Transition::Revive
             .check(42, JobState::Succeeded)
@@ -479,7 +555,7 @@ mod tests {
         assert!(NewJob::new("noop", Value::Null).validate().is_ok());
         assert_eq!(
             NewJob::new(" ", Value::Null).validate().unwrap_err(),
-            "kind must not be empty"
+            "kind \" \" contains ' '; a name is 1-64 characters of A-Z a-z 0-9 _ . : -"
         );
         assert_eq!(
             NewJob::new("noop", Value::Null)

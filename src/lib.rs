@@ -15,7 +15,8 @@
 //! - [`present`]: jobctl's human output: relative times, short durations, colour, fitted tables.
 //! - [`top`]: `jobctl top`, the live terminal view (ratatui), or one snapshot when piped.
 //! - [`manual`]: jobctl's examples, shell completions and man pages.
-//! - [`logging`]: text, JSON or journald (`<N>`-prefixed) log lines.
+//! - [`logging`]: text, JSON or journald (`<N>`-prefixed) log lines, control characters escaped.
+//! - [`paths`]: the folders files named in payloads must be in.
 //! - [`metrics`]: Prometheus text for `jobctl stats` and the daemon's textfile.
 
 pub mod cli;
@@ -30,6 +31,7 @@ pub mod job;
 pub mod logging;
 pub mod manual;
 pub mod metrics;
+pub mod paths;
 pub mod present;
 pub mod retry;
 pub mod store;

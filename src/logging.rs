@@ -5,11 +5,17 @@
 //! systemd sets `JOURNAL_STREAM=DEV:INODE` for a service whose stderr is the journal. The
 //! variable is inherited by children whose stderr points elsewhere, so it only counts
 //! when it matches stderr's device and inode (as `sd_journal_stream_fd(3)` advises).
+//!
+//! Text and journald lines escape control characters in every field and message
+//! ([`EscapedFields`]): values come from job errors, file names and payloads, and a
+//! newline in one must not start a line that looks like the daemon's own. JSON escapes
+//! them already.
 
 use crate::config::LogFormat;
 use std::fmt;
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
@@ -29,8 +35,11 @@ pub fn init(level: &str, format: LogFormat) {
     match format {
         // JSON stays JSON: a prefix would break every line for the machine reading it.
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text if stderr_is_journal() => builder.event_format(JournaldFormat).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text if stderr_is_journal() => builder
+            .fmt_fields(EscapedFields::default())
+            .event_format(JournaldFormat)
+            .init(),
+        LogFormat::Text => builder.fmt_fields(EscapedFields::default()).init(),
     }
 }
 
@@ -56,6 +65,40 @@ pub fn parse_journal_stream(value: &str) -> Option<(u64, u64)> {
     Some((dev.parse().ok()?, ino.parse().ok()?))
 }
 
+/// The default field format (`message key=value ...`), with every control character
+/// escaped as Rust writes it (`\n`, `\u{1b}`), so one event is always one line and no
+/// value can carry terminal escapes. Span fields go through it too.
+#[derive(Default)]
+pub struct EscapedFields(DefaultFields);
+
+impl<'writer> FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut text = String::new();
+        self.0.format_fields(Writer::new(&mut text), fields)?;
+        writer.write_str(&escape_controls(&text))
+    }
+}
+
+/// `text` with each control character (newline, carriage return, ESC, ...) escaped.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The syslog priority journald reads from the start of a line.
 pub fn level_prefix(level: &Level) -> &'static str {
     match *level {
@@ -67,8 +110,9 @@ pub fn level_prefix(level: &Level) -> &'static str {
 }
 
 /// One line per event: `<N>message key=value ...`. No timestamp (journald adds its own)
-/// and no level word (the prefix carries it). A message spanning several lines gets the
-/// prefix on every line, since journald splits the stream at newlines.
+/// and no level word (the prefix carries it). Fields come escaped ([`EscapedFields`]), so
+/// an event is one line; should a newline get through anyway, every line still gets the
+/// prefix, since journald splits the stream at newlines.
 pub struct JournaldFormat;
 
 impl<S, N> FormatEvent<S, N> for JournaldFormat
@@ -112,6 +156,16 @@ mod tests {
         assert_eq!(parse_journal_stream(" 0:1\n"), Some((0, 1)));
         assert_eq!(parse_journal_stream("8"), None);
         assert_eq!(parse_journal_stream("a:b"), None);
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_plain_text_is_kept() {
+        assert_eq!(escape_controls("took in a.csv"), "took in a.csv");
+        assert_eq!(
+            escape_controls("x\n2026-01-01 INFO jobd ready\r\t\u{1b}[31m"),
+            "x\\n2026-01-01 INFO jobd ready\\r\\t\\u{1b}[31m"
+        );
+        assert_eq!(escape_controls("caf\u{e9} \u{85}"), "caf\u{e9} \\u{85}");
     }
 
     #[test]

@@ -66,13 +66,27 @@ fn declared<'c>(config: &'c Config, name: &str) -> Result<&'c CommandConfig, Str
     })
 }
 
+/// The files a command is handed in its payload (`file`, `dir`: what a watched folder
+/// sets) must be in the allowed folders ([`crate::paths`]), like every kind's.
+fn check_files(payload: &Value, config: &Config, data_dir: &std::path::Path) -> Result<(), String> {
+    for key in ["file", "dir"] {
+        let field = format!("exec payload: {key}");
+        crate::paths::check_field(config, data_dir, &field, payload.get(key))?;
+    }
+    Ok(())
+}
+
 impl Handler for Exec {
     fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
-        declared(config, command_name(payload)?).map(|_| ())
+        declared(config, command_name(payload)?)?;
+        check_files(payload, config, &config.daemon.data_dir)
     }
 
     fn run(&self, job: &Job, ctx: &JobContext) -> Outcome {
-        let command = match command_name(&job.payload).and_then(|n| declared(&ctx.config, n)) {
+        let command = match command_name(&job.payload)
+            .and_then(|n| declared(&ctx.config, n))
+            .and_then(|c| check_files(&job.payload, &ctx.config, &ctx.data_dir).map(|()| c))
+        {
             Ok(command) => command,
             Err(e) => return Outcome::permanent(e),
         };

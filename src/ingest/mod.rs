@@ -4,6 +4,7 @@
 //! what they acknowledge is committed.
 
 pub mod protocol;
+pub mod report;
 pub mod socket;
 pub mod spool;
 pub mod watch;
@@ -113,6 +114,7 @@ impl Ingest {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
+        let report = report::WatchReport::open(spool.root());
         for (i, (watch, root)) in config.watch.iter().zip(prepared.folders).enumerate() {
             threads.push(watch::spawn(
                 format!("watch[{i}]"),
@@ -123,6 +125,7 @@ impl Ingest {
                 spool.clone(),
                 &db,
                 stop.clone(),
+                report.clone(),
             )?);
         }
         let mut socket_path = None;

@@ -44,6 +44,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The hidden file beside a staged input that says which job to make of it.
 pub const META_FILE: &str = ".jobd-meta.json";
+/// What `ingest_files` records as the SHA-256 of an input that could not be read (it is
+/// never matched as a duplicate: dead-born inputs skip the dedupe).
+const UNREAD_SHA256: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// The longest file name most file systems allow, in bytes.
+const NAME_MAX: usize = 255;
+const ERROR_SUFFIX: &str = ".error.json";
+
+/// The name of the error file beside a dead job's input: `<name>.error.json`, or, when
+/// that would pass the file-name limit, the name cut to fit plus `~` and 8 hex digits of
+/// the name's SHA-256, so it stays unique, starts like the input and still fits.
+pub fn error_file_name(name: &str) -> String {
+    if name.len() + ERROR_SUFFIX.len() <= NAME_MAX {
+        return format!("{name}{ERROR_SUFFIX}");
+    }
+    let tag = &hex(&Sha256::digest(name.as_bytes()))[..8];
+    let mut keep = NAME_MAX - ERROR_SUFFIX.len() - tag.len() - 1;
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}~{tag}{ERROR_SUFFIX}", &name[..keep])
+}
 const INCOMING: &str = ".incoming";
 
 /// What the watcher decided to make of a file or folder; written before it moves, so
@@ -251,7 +272,11 @@ impl Spool {
             token: meta.token.clone(),
             watch: meta.watch.clone(),
             name: meta.name.clone(),
-            sha256: staged.sha256.clone(),
+            sha256: if staged.sha256.is_empty() {
+                UNREAD_SHA256.to_string()
+            } else {
+                staged.sha256.clone()
+            },
             size: staged.size,
         };
         let id = tx
@@ -286,6 +311,10 @@ impl Spool {
         });
         if meta.is_dir {
             fields["files"] = serde_json::to_value(&staged.files).expect("digests serialize");
+        }
+        if staged.sha256.is_empty() {
+            // Never read: no digest to give (the handler computes one if it needs it).
+            fields.as_object_mut().expect("an object").remove("sha256");
         }
         fields
     }
@@ -364,7 +393,7 @@ impl Spool {
         });
         // Written inside spool/<id> first, so it travels with the input in one rename.
         write_private(
-            &from.join(format!("{name}.error.json")),
+            &from.join(error_file_name(&name)),
             &serde_json::to_vec_pretty(&error).expect("json serializes"),
         )?;
         let to = self.dated("failed").join(id.to_string());
@@ -394,7 +423,7 @@ impl Spool {
         }
         fs::rename(&from, &to)?;
         if let Ok(meta) = read_meta(&to) {
-            let _ = fs::remove_file(to.join(format!("{}.error.json", meta.name)));
+            let _ = fs::remove_file(to.join(error_file_name(&meta.name)));
         }
         Ok(Some(from))
     }
@@ -464,13 +493,8 @@ impl Spool {
                 let _ = fs::remove_dir(&dir);
                 continue;
             }
-            let staged = match digest(&input, meta.is_dir) {
-                Ok((sha256, size, files)) => Staged {
-                    meta,
-                    sha256,
-                    size,
-                    files,
-                },
+            let staged = match staged_from(&input, meta) {
+                Ok(staged) => staged,
                 Err(e) => {
                     tracing::error!(
                         "cannot read staged {}: {e}; will try at the next start",
@@ -519,13 +543,27 @@ impl Spool {
     pub fn restage(&self, token: &str) -> io::Result<Staged> {
         let dir = self.staging_dir(token);
         let meta = read_meta(&dir)?;
-        let (sha256, size, files) = digest(&dir.join(&meta.name), meta.is_dir)?;
-        Ok(Staged {
+        staged_from(&dir.join(&meta.name), meta)
+    }
+}
+
+/// A staged input read again (recovery, a retried commit). One that is dead from birth
+/// because it could not be read is taken as it is, without a digest.
+fn staged_from(input: &Path, meta: StageMeta) -> io::Result<Staged> {
+    match digest(input, meta.is_dir) {
+        Ok((sha256, size, files)) => Ok(Staged {
             meta,
             sha256,
             size,
             files,
-        })
+        }),
+        Err(_) if meta.dead.is_some() => Ok(Staged {
+            meta,
+            sha256: String::new(),
+            size: fs::symlink_metadata(input).map(|m| m.len()).unwrap_or(0),
+            files: Vec::new(),
+        }),
+        Err(e) => Err(e),
     }
 }
 
@@ -648,6 +686,29 @@ mod tests {
         assert_eq!(digest(dir.path(), true).unwrap().0, sha);
         fs::write(dir.path().join("a.csv"), "ab").unwrap();
         assert_ne!(digest(dir.path(), true).unwrap().0, sha);
+    }
+
+    #[test]
+    fn an_error_file_name_fits_the_file_name_limit_and_stays_unique() {
+        assert_eq!(error_file_name("a.csv"), "a.csv.error.json");
+        let fits = "n".repeat(NAME_MAX - ERROR_SUFFIX.len());
+        assert_eq!(error_file_name(&fits), format!("{fits}.error.json"));
+        let long_a = format!("{}a.csv", "n".repeat(245));
+        let long_b = format!("{}b.csv", "n".repeat(245));
+        let (a, b) = (error_file_name(&long_a), error_file_name(&long_b));
+        assert!(a.len() <= NAME_MAX && b.len() <= NAME_MAX, "{}", a.len());
+        assert_ne!(a, b);
+        assert!(
+            a.starts_with(&"n".repeat(200)) && a.ends_with(".error.json"),
+            "{a}"
+        );
+        // Cut on a character boundary, never inside a multi-byte character.
+        let wide = "日".repeat(90);
+        let cut = error_file_name(&wide);
+        assert!(cut.len() <= NAME_MAX && cut.starts_with("日"), "{cut}");
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(&a), "{}").unwrap();
+        fs::write(dir.path().join(&cut), "{}").unwrap();
     }
 
     #[test]

@@ -7,7 +7,14 @@
 //! required file is there and settled, or when the marker appears; until then they are
 //! recorded as pending (visible in `jobctl stats`) and after `incomplete_timeout` become a
 //! dead job naming the missing files.
+//!
+//! What is never taken in still ends where an operator sees it: a file that cannot be
+//! read is tried again every 5 s and, after `unreadable_timeout`, moved to failed/ as a
+//! dead job with the reason; symlinks (never followed), names that are not valid UTF-8
+//! and FIFOs or other non-files are logged once and listed in `jobctl stats` (through
+//! [`super::report`]) for as long as they are there.
 
+use super::report::{Problem, WatchReport};
 use super::spool::{digest, PendingCommit, Spool, StageMeta, Staged, Taken};
 use crate::clock::SharedClock;
 use crate::config::{WatchConfig, WatchMode};
@@ -16,7 +23,7 @@ use crate::job::{NewJob, UnixMillis};
 use crate::store::Db;
 use notify::event::{EventKind, ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher as _};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -74,6 +81,8 @@ struct Seen {
     since: Instant,
     renamed_in: bool,
     retry_at: Option<Instant>,
+    /// When reading it first failed (clock time), for `unreadable_timeout`.
+    failing_since: Option<UnixMillis>,
 }
 
 /// A subfolder seen in dir mode.
@@ -83,6 +92,8 @@ struct FolderSeen {
     first_seen: UnixMillis,
     recorded_missing: Option<Vec<String>>,
     retry_at: Option<Instant>,
+    /// When reading it first failed (clock time), for `unreadable_timeout`.
+    failing_since: Option<UnixMillis>,
 }
 
 pub struct FolderWatcher {
@@ -99,6 +110,10 @@ pub struct FolderWatcher {
     /// Staged inputs whose commit failed; driven again on the next rescan.
     stuck: Vec<String>,
     next_rescan: Instant,
+    /// What this folder holds but does not take in, as `jobctl stats` shows it.
+    report: WatchReport,
+    /// Entries reported as ignored, so each is logged once.
+    ignored: HashSet<PathBuf>,
 }
 
 /// Starts the thread watching one folder. `db` is a read connection for the folder
@@ -113,6 +128,7 @@ pub fn spawn(
     spool: Spool,
     db: &Db,
     stop: Arc<AtomicBool>,
+    report: WatchReport,
 ) -> Result<JoinHandle<()>, String> {
     let (tx, events) = mpsc::channel();
     let mut notifier = notify::recommended_watcher(move |event| {
@@ -145,6 +161,7 @@ pub fn spawn(
                         first_seen: pending.first_seen,
                         recorded_missing: Some(pending.missing),
                         retry_at: None,
+                        failing_since: None,
                     },
                 );
             }
@@ -163,6 +180,8 @@ pub fn spawn(
         folders,
         stuck: Vec::new(),
         next_rescan: Instant::now(),
+        report,
+        ignored: HashSet::new(),
     };
     std::thread::Builder::new()
         .name(format!("jobd-{key}"))
@@ -270,10 +289,14 @@ impl FolderWatcher {
     }
 
     fn consider_file(&mut self, path: PathBuf, renamed_in: bool) {
-        if !self.wanted_name(&path) {
+        if !self.config.recursive && path.parent() != Some(self.root.as_path()) {
             return;
         }
-        if !self.config.recursive && path.parent() != Some(self.root.as_path()) {
+        if let Some(why) = self.never_taken(&path) {
+            self.ignore(&path, why);
+            return;
+        }
+        if !self.wanted_name(&path) {
             return;
         }
         let now = Instant::now();
@@ -283,10 +306,168 @@ impl FolderWatcher {
             since: now,
             renamed_in: false,
             retry_at: None,
+            failing_since: None,
         });
         if renamed_in {
             seen.renamed_in = true;
         }
+    }
+
+    /// Why an entry the pattern would take is never taken in: a name that is not valid
+    /// UTF-8 (payloads and the database hold text), a symlink (following one could take
+    /// in any file the daemon can read) or something that is not a regular file.
+    fn never_taken(&self, path: &Path) -> Option<&'static str> {
+        let name = path.file_name()?;
+        if name.to_str().is_none() {
+            let hidden = name.as_encoded_bytes().first() == Some(&b'.');
+            return (!hidden && self.matcher.is_match(name))
+                .then_some("its name is not valid UTF-8; rename it to take it in");
+        }
+        if !self.wanted_name(path) {
+            return None;
+        }
+        let kind = fs::symlink_metadata(path).ok()?.file_type();
+        if kind.is_symlink() {
+            Some("a symlink: links in watched folders are never followed; move the file itself in")
+        } else if !kind.is_file() && !kind.is_dir() {
+            Some("not a regular file (a FIFO, socket or device)")
+        } else {
+            None
+        }
+    }
+
+    /// Logs an ignored entry once and lists it in the report while it is there.
+    fn ignore(&mut self, path: &Path, why: &str) {
+        if !self.ignored.insert(path.to_path_buf()) {
+            return;
+        }
+        tracing::warn!(
+            "{}: not taking in {}: {why}",
+            self.key,
+            crate::job::preview(&path.to_string_lossy())
+        );
+        self.report.set(Problem {
+            watch: self.watch_name.clone(),
+            path: path.to_string_lossy().into_owned(),
+            problem: why.to_string(),
+            since: self.clock.now_ms(),
+        });
+    }
+
+    /// Forgets ignored entries that are gone.
+    fn forget_gone(&mut self) {
+        let gone: Vec<PathBuf> = self
+            .ignored
+            .iter()
+            .filter(|p| fs::symlink_metadata(p).is_err())
+            .cloned()
+            .collect();
+        for path in gone {
+            self.ignored.remove(&path);
+            self.report.clear(&self.watch_name, &path.to_string_lossy());
+        }
+    }
+
+    /// A file or folder set that could not be read: tried again in 5 s until
+    /// `unreadable_timeout` has passed since the first failure, then moved to failed/ as a
+    /// dead job with the reason. Returns the commit when it was given up on.
+    fn unreadable(
+        &mut self,
+        path: &Path,
+        is_dir: bool,
+        failing_since: UnixMillis,
+        error: &io::Error,
+    ) -> Option<(String, PendingCommit)> {
+        let now_ms = self.clock.now_ms();
+        let timeout = self.config.unreadable_timeout;
+        let shown = crate::job::preview(&path.to_string_lossy());
+        let problem = |text: String| Problem {
+            watch: self.watch_name.clone(),
+            path: path.to_string_lossy().into_owned(),
+            problem: text,
+            since: failing_since,
+        };
+        if now_ms.saturating_sub(failing_since) < timeout.as_millis() as i64 {
+            let first = self.report.set(problem(format!(
+                "cannot be read ({error}); tried every {}, a dead job after {}",
+                humantime::format_duration(RETRY_AFTER),
+                humantime::format_duration(timeout)
+            )));
+            if first {
+                tracing::warn!(
+                    "{}: cannot take in {shown}: {error}; trying again every {} for {}",
+                    self.key,
+                    humantime::format_duration(RETRY_AFTER),
+                    humantime::format_duration(timeout)
+                );
+            }
+            return None;
+        }
+        let reason = format!(
+            "{} could not be read for {}: {error}",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            humantime::format_duration(timeout)
+        );
+        match self.stage_unread(path, is_dir, reason) {
+            Ok(commit) => {
+                self.report.clear(&self.watch_name, &path.to_string_lossy());
+                commit
+            }
+            Err(e) => {
+                if self.report.set(problem(format!(
+                    "cannot be read ({error}) nor moved to failed/ ({e})"
+                ))) || !self.ignored.contains(path)
+                {
+                    tracing::error!(
+                        "{}: {shown} cannot be read ({error}) nor moved to failed/ ({e})",
+                        self.key
+                    );
+                    self.ignored.insert(path.to_path_buf());
+                }
+                None
+            }
+        }
+    }
+
+    /// Stages an input that cannot be read as a job dead from birth (it goes to failed/
+    /// with the reason). Moving it needs no read permission. No SHA-256 is known.
+    fn stage_unread(
+        &self,
+        path: &Path,
+        is_dir: bool,
+        reason: String,
+    ) -> io::Result<Option<(String, PendingCommit)>> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let size = fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
+        let token = Spool::new_token(self.clock.now_ms());
+        let meta = StageMeta {
+            token,
+            watch: self.watch_name.clone(),
+            name: name.clone(),
+            is_dir,
+            job: self.job_template(path),
+            dedupe_window_ms: 0,
+            dead: Some(reason),
+        };
+        match self.spool.stage(path, &meta) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let staged = Staged {
+            meta,
+            sha256: String::new(),
+            size,
+            files: Vec::new(),
+        };
+        let commit = self
+            .spool
+            .commit_async(&self.client, staged)
+            .map_err(io::Error::other)?;
+        Ok(Some((name, commit)))
     }
 
     fn consider_folder(&mut self, name: String) {
@@ -304,12 +485,14 @@ impl FolderWatcher {
                 first_seen: self.clock.now_ms(),
                 recorded_missing: None,
                 retry_at: None,
+                failing_since: None,
             },
         );
     }
 
     /// Lists the folder again: what notifications missed, and staged inputs to retry.
     fn rescan(&mut self) {
+        self.forget_gone();
         match self.config.mode {
             WatchMode::File => {
                 let mut found = Vec::new();
@@ -323,8 +506,19 @@ impl FolderWatcher {
             WatchMode::Dir => {
                 if let Ok(entries) = fs::read_dir(&self.root) {
                     for entry in entries.filter_map(|e| e.ok()) {
-                        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                            self.consider_folder(entry.file_name().to_string_lossy().into_owned());
+                        let path = entry.path();
+                        if entry.file_type().is_ok_and(|t| t.is_symlink())
+                            && !is_ignored(&entry.file_name().to_string_lossy())
+                        {
+                            self.ignore(&path, "a symlink: links in watched folders are never followed; move the folder itself in");
+                        } else if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                            match entry.file_name().into_string() {
+                                Ok(name) => self.consider_folder(name),
+                                Err(_) => self.ignore(
+                                    &path,
+                                    "its name is not valid UTF-8; rename it to take it in",
+                                ),
+                            }
                         }
                     }
                 }
@@ -355,6 +549,7 @@ impl FolderWatcher {
         let now = Instant::now();
         let settle = self.config.settle;
         let mut ready = Vec::new();
+        let mut not_files = Vec::new();
         self.files.retain(|path, seen| {
             if seen.retry_at.is_some_and(|at| now < at) {
                 return true;
@@ -363,6 +558,7 @@ impl FolderWatcher {
                 return false; // gone: moved away or deleted while settling
             };
             if !meta.is_file() {
+                not_files.push(path.clone());
                 return false;
             }
             let mtime = meta.modified().ok();
@@ -378,6 +574,12 @@ impl FolderWatcher {
             }
             true
         });
+        for path in not_files {
+            // Replaced by a symlink or a FIFO while it settled.
+            if let Some(why) = self.never_taken(&path) {
+                self.ignore(&path, why);
+            }
+        }
         if ready.is_empty() {
             return;
         }
@@ -386,20 +588,22 @@ impl FolderWatcher {
             match self.stage(&path, false, None) {
                 Ok(Some((name, commit))) => {
                     self.files.remove(&path);
+                    self.report.clear(&self.watch_name, &path.to_string_lossy());
                     pending.push((name, commit));
                 }
                 Ok(None) => {
                     self.files.remove(&path);
                 }
                 Err(e) => {
-                    tracing::warn!(
-                        "{}: cannot take in {}: {e}; trying again in {}",
-                        self.key,
-                        path.display(),
-                        humantime::format_duration(RETRY_AFTER)
-                    );
-                    if let Some(seen) = self.files.get_mut(&path) {
-                        seen.retry_at = Some(now + RETRY_AFTER);
+                    let now_ms = self.clock.now_ms();
+                    let Some(seen) = self.files.get_mut(&path) else {
+                        continue;
+                    };
+                    seen.retry_at = Some(now + RETRY_AFTER);
+                    let since = *seen.failing_since.get_or_insert(now_ms);
+                    if let Some(commit) = self.unreadable(&path, false, since, &e) {
+                        self.files.remove(&path);
+                        pending.push(commit);
                     }
                 }
             }
@@ -426,7 +630,7 @@ impl FolderWatcher {
             Taken::Job(id) => tracing::info!(job = id, "{}: took in {name} as job {id}", self.key),
             Taken::Dead(id) => tracing::error!(
                 job = id,
-                "{}: folder set {name} timed out incomplete; job {id} is dead",
+                "{}: {name} was not taken in (timed out incomplete or unreadable); job {id} is dead and the input is in failed/ with the reason",
                 self.key
             ),
             Taken::Duplicate(_) => {}
@@ -607,13 +811,14 @@ impl FolderWatcher {
                     self.folders.remove(&name);
                 }
                 Err(e) => {
-                    tracing::warn!(
-                        "{}: cannot take in folder set {name}: {e}; trying again in {}",
-                        self.key,
-                        humantime::format_duration(RETRY_AFTER)
-                    );
-                    if let Some(seen) = self.folders.get_mut(&name) {
-                        seen.retry_at = Some(now + RETRY_AFTER);
+                    let Some(seen) = self.folders.get_mut(&name) else {
+                        continue;
+                    };
+                    seen.retry_at = Some(now + RETRY_AFTER);
+                    let since = *seen.failing_since.get_or_insert(now_ms);
+                    if let Some(commit) = self.unreadable(&path, true, since, &e) {
+                        self.folders.remove(&name);
+                        pending.push(commit);
                     }
                 }
             }
@@ -639,13 +844,13 @@ fn list_files(dir: &Path, recursive: bool, into: &mut Vec<PathBuf>) {
         let Ok(kind) = entry.file_type() else {
             continue;
         };
-        if kind.is_file() {
+        if kind.is_dir() {
+            if recursive && !entry.file_name().to_string_lossy().starts_with('.') {
+                list_files(&entry.path(), true, into);
+            }
+        } else {
+            // Symlinks and FIFOs too: the watcher reports what it will not take.
             into.push(entry.path());
-        } else if kind.is_dir()
-            && recursive
-            && !entry.file_name().to_string_lossy().starts_with('.')
-        {
-            list_files(&entry.path(), true, into);
         }
     }
 }

@@ -485,7 +485,9 @@ fn kill_9_during_the_fan_out_then_restart_enqueues_every_batch_once() {
     for i in 0..rows {
         text.push_str(&format!("id{i},user{i}@example.jp,Name {i},{i}\n"));
     }
-    let file = sandbox.path("big.csv");
+    // Under the data directory: payload files must be in an allowed folder.
+    std::fs::create_dir_all(sandbox.path("var")).unwrap();
+    let file = sandbox.path("var/big.csv");
     std::fs::write(&file, text).unwrap();
     let payload = json!({"pipeline": "customers", "file": file}).to_string();
     let out = sandbox.jobctl(&["enqueue", "csv_import", "--payload", &payload]);

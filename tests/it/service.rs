@@ -125,9 +125,16 @@ fn under_journald_lines_carry_level_prefixes_and_no_timestamps() {
             .any(|l| l.starts_with("<3>") && l.contains("is dead")),
         "{log}"
     );
-    // The second line of a multi-line message keeps the error priority.
+    // A multi-line message stays one line, its newline escaped: nothing after it can
+    // pass for a line of its own.
     assert!(
-        lines.iter().any(|l| l.starts_with("<3>second line")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("<3>") && l.contains("bad\\nsecond line")),
+        "{log}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("<3>second line")),
         "{log}"
     );
 }

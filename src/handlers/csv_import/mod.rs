@@ -241,9 +241,13 @@ impl CsvImportPipeline {
             &self.keys,
             self.batch_size,
         )?;
+        if let Some(queue) = &self.queue {
+            crate::job::check_name(&format!("{key}.queue"), queue)?;
+        }
         if let Some(f) = &self.follow_up {
-            if f.kind.trim().is_empty() {
-                return Err(format!("{key}.follow_up.kind: must not be empty"));
+            crate::job::check_name(&format!("{key}.follow_up.kind"), &f.kind)?;
+            if let Some(queue) = &f.queue {
+                crate::job::check_name(&format!("{key}.follow_up.queue"), queue)?;
             }
         }
         Ok(Compiled {
@@ -362,6 +366,12 @@ impl Handler for CsvImport {
     fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
         let p = ImportPayload::parse(payload)?;
         pipeline(config, &p.pipeline)?;
+        crate::paths::check(
+            config,
+            &config.daemon.data_dir,
+            "csv_import payload: file",
+            &p.file,
+        )?;
         Ok(())
     }
 
@@ -527,11 +537,13 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
     let p = pipeline(&ctx.config, &payload.pipeline)?;
     let compiled = p.compile(&format!("pipelines.{}", payload.pipeline))?;
     let started = ctx.clock.now_ms();
-    let file = if payload.file.is_absolute() {
-        payload.file.clone()
-    } else {
-        ctx.data_dir.join(&payload.file)
-    };
+    // Checked again now: the file may have been replaced by a symlink since the enqueue.
+    let file = crate::paths::check(
+        &ctx.config,
+        &ctx.data_dir,
+        "csv_import payload: file",
+        &payload.file,
+    )?;
     let name = safe_name(&payload.name.clone().unwrap_or_else(|| {
         file.file_name()
             .unwrap_or_default()

@@ -163,6 +163,21 @@ impl RequestSpec {
                 ));
             }
         }
+        let data_dir = &config.daemon.data_dir;
+        for (field, path) in [
+            ("http payload: body_file", &self.body_file),
+            ("http payload: file", &self.file),
+        ] {
+            if let Some(path) = path {
+                crate::paths::check(config, data_dir, field, path)?;
+            }
+        }
+        for part in self.multipart.iter().flatten() {
+            if let Some(path) = &part.file {
+                let field = format!("http payload: multipart part '{}': file", part.name);
+                crate::paths::check(config, data_dir, &field, path)?;
+            }
+        }
         if self.record.iter().any(|name| name.is_empty()) {
             return Err("http payload: record: a field name is empty".into());
         }
@@ -850,7 +865,7 @@ fn build_request(
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(serde_json::to_vec(body).map_err(|e| e.to_string())?);
     } else if let Some(path) = &spec.body_file {
-        let path = data_path(&ctx.data_dir, path)?;
+        let path = data_path(ctx, "http payload: body_file", path)?;
         let file =
             std::fs::File::open(&path).map_err(|e| format!("body_file {}: {e}", path.display()))?;
         let length = file.metadata().map(|m| m.len()).ok();
@@ -878,7 +893,7 @@ fn build_request(
     } else if let Some(parts) = &spec.multipart {
         let mut form = reqwest::blocking::multipart::Form::new();
         for part in parts {
-            form = form.part(part.name.clone(), build_part(part, &ctx.data_dir)?);
+            form = form.part(part.name.clone(), build_part(part, ctx)?);
         }
         request = request.multipart(form);
     }
@@ -909,11 +924,11 @@ fn body_range(
 
 fn build_part(
     part: &PartSpec,
-    data_dir: &Path,
+    ctx: &JobContext,
 ) -> Result<reqwest::blocking::multipart::Part, String> {
     use reqwest::blocking::multipart::Part;
     let (built, default_type) = if let Some(file) = &part.file {
-        let path = data_path(data_dir, file)?;
+        let path = data_path(ctx, "http payload: multipart file", file)?;
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let handle = std::fs::File::open(&path)
             .map_err(|e| format!("multipart part '{}': {}: {e}", part.name, path.display()))?;
@@ -943,28 +958,11 @@ fn build_part(
         .map_err(|e| format!("multipart part '{}': content_type: {e}", part.name))
 }
 
-/// Resolves a payload's file path inside the data directory, refusing anything outside
-/// it: a job may send what the daemon spooled or produced, not any file it can read.
-pub fn data_path(data_dir: &Path, path: &Path) -> Result<PathBuf, String> {
-    let full = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        data_dir.join(path)
-    };
-    let resolved = full
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", full.display()))?;
-    let root = data_dir
-        .canonicalize()
-        .map_err(|e| format!("data_dir {}: {e}", data_dir.display()))?;
-    if !resolved.starts_with(&root) {
-        return Err(format!(
-            "{} is outside the data directory {}",
-            path.display(),
-            root.display()
-        ));
-    }
-    Ok(resolved)
+/// Resolves a payload's file path, refusing anything outside the allowed folders
+/// ([`crate::paths`]): a job may send what the daemon spooled or produced, or what sits
+/// in a declared folder, not any file the daemon can read.
+pub fn data_path(ctx: &JobContext, field: &str, path: &Path) -> Result<PathBuf, String> {
+    crate::paths::check(&ctx.config, &ctx.data_dir, field, path)
 }
 
 /// Copies the `record` fields of a successful JSON answer into `detail.recorded`, and

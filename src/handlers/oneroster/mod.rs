@@ -176,6 +176,12 @@ pub struct OneRoster;
 impl Handler for OneRoster {
     fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
         let p = Payload::parse(payload)?;
+        crate::paths::check(
+            config,
+            &config.daemon.data_dir,
+            "oneroster payload: dir",
+            &p.dir,
+        )?;
         if let Some(endpoint) = &p.endpoint {
             if !config.endpoints.contains_key(endpoint) {
                 return Err(format!(
@@ -232,11 +238,8 @@ fn folder_name(p: &Payload, dir: &Path) -> String {
 fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String> {
     let p = Payload::parse(payload)?;
     let ns = p.namespace()?;
-    let dir = if p.dir.is_absolute() {
-        p.dir.clone()
-    } else {
-        ctx.data_dir.join(&p.dir)
-    };
+    // Checked again now: the folder may have been replaced by a symlink since the enqueue.
+    let dir = crate::paths::check(&ctx.config, &ctx.data_dir, "oneroster payload: dir", &p.dir)?;
     let name = folder_name(&p, &dir);
 
     // The files, by lower-case name.

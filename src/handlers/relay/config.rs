@@ -123,9 +123,7 @@ impl DestinationConfig {
 impl RelayConfig {
     /// Checks what types cannot, naming the key.
     pub fn validate(&self, endpoints: &BTreeMap<String, EndpointConfig>) -> Result<(), String> {
-        if self.queue.trim().is_empty() {
-            return Err("relay.queue: must not be empty".into());
-        }
+        crate::job::check_name("relay.queue", &self.queue)?;
         for (code, storefront) in &self.storefronts {
             if code.trim().is_empty() {
                 return Err("relay.storefronts: a storefront code is empty".into());

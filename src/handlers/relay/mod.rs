@@ -290,8 +290,16 @@ fn write_errors(ctx: &JobContext, job: &Job, errors: &[Value]) -> Result<PathBuf
 }
 
 impl Handler for Relay {
-    fn validate(&self, payload: &Value, _config: &Config) -> Result<(), String> {
-        input(payload).map(|_| ())
+    fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
+        if let Input::File(path) = input(payload)? {
+            crate::paths::check(
+                config,
+                &config.daemon.data_dir,
+                "relay payload: file",
+                &path,
+            )?;
+        }
+        Ok(())
     }
 
     fn run(&self, job: &Job, ctx: &JobContext) -> Outcome {
@@ -299,10 +307,11 @@ impl Handler for Relay {
         let (events, mut errors): (&[Value], Vec<Value>) = match input(&job.payload) {
             Ok(Input::Inline(events)) => (events, Vec::new()),
             Ok(Input::File(path)) => {
-                // Only files the daemon holds (spool/, as a watched folder leaves them).
-                let path = match super::http::data_path(&ctx.data_dir, &path) {
+                // Only files in the allowed folders (spool/, as a watched folder leaves
+                // them), checked again now in case the file became a symlink since.
+                let path = match super::http::data_path(ctx, "relay payload: file", &path) {
                     Ok(path) => path,
-                    Err(e) => return Outcome::permanent(format!("relay file: {e}")),
+                    Err(e) => return Outcome::permanent(e),
                 };
                 read = match read_events(&path) {
                     Ok(read) => read,
