@@ -761,6 +761,11 @@ pub struct EndpointConfig {
     /// The header carrying the job's idempotency key; empty sends none.
     #[serde(default = "default_idempotency_header")]
     pub idempotency_header: String,
+    /// The methods that carry it: those that change state. POST and PATCH by default;
+    /// PUT and DELETE may be added (they are idempotent by definition, but some APIs
+    /// still want the key). GET, HEAD and OPTIONS never carry one.
+    #[serde(default = "default_idempotency_methods")]
+    pub idempotency_methods: Vec<String>,
     /// Secrets sent as query parameters, by parameter name, for APIs that take their key
     /// in the URL (GA4's `api_secret`, Meta's `access_token`):
     /// `[endpoints.ga4.query_secrets] api_secret = { env = "GA4_API_SECRET" }`.
@@ -801,6 +806,9 @@ fn default_retry_statuses() -> Vec<u16> {
 }
 fn default_duplicate_statuses() -> Vec<u16> {
     DEFAULT_DUPLICATE_STATUSES.to_vec()
+}
+fn default_idempotency_methods() -> Vec<String> {
+    vec!["POST".into(), "PATCH".into()]
 }
 fn default_idempotency_header() -> String {
     DEFAULT_IDEMPOTENCY_HEADER.to_string()
@@ -1054,6 +1062,13 @@ impl EndpointConfig {
                     )
                 },
             )?;
+        }
+        for method in &self.idempotency_methods {
+            if !["POST", "PATCH", "PUT", "DELETE"].contains(&method.as_str()) {
+                return Err(format!(
+                    "{key}.idempotency_methods: '{method}' is not one of POST, PATCH, PUT, DELETE (methods that change state, in capitals)"
+                ));
+            }
         }
         for (param, source) in &self.query_secrets {
             if param.is_empty() {

@@ -868,3 +868,71 @@ fn a_missing_secret_is_refused_before_anything_runs() {
     );
     assert!(!dir.path().join("jobs.db").exists());
 }
+
+// ---- idempotency keys ----
+
+#[test]
+fn only_methods_that_change_state_carry_an_idempotency_key() {
+    let server = Server::start(4, |_, _| reply(200));
+    let methods = ["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD"];
+    let job = |endpoint: &str, method: &str| {
+        NewJob::new(
+            "http",
+            json!({"endpoint": endpoint, "method": method, "path": format!("/{endpoint}/{method}")}),
+        )
+        .unique_key(format!("{endpoint}-{method}"))
+    };
+    let s = setup(
+        2,
+        &format!(
+            "{}[endpoints.puts]\nbase_url = \"{}\"\nidempotency_methods = [\"POST\", \"PUT\", \"DELETE\"]\n",
+            endpoint(&server, ""),
+            server.base
+        ),
+    );
+    let jobs: Vec<NewJob> = ["api", "puts"]
+        .iter()
+        .flat_map(|e| methods.iter().map(move |m| job(e, m)))
+        .collect();
+    let ids = s.run(Registry::builtin(), jobs);
+    let keyed = |endpoint: &str| -> Vec<String> {
+        let mut keyed: Vec<String> = server
+            .seen_at(&format!("/{endpoint}/"))
+            .iter()
+            .filter_map(|r| {
+                let key = r.header("Idempotency-Key")?;
+                assert_eq!(
+                    key,
+                    format!("{endpoint}-{}", r.method),
+                    "the job's unique key"
+                );
+                Some(r.method.clone())
+            })
+            .collect();
+        keyed.sort();
+        keyed
+    };
+    assert_eq!(server.seen().len(), 12);
+    assert_eq!(keyed("api"), ["PATCH", "POST"], "the default");
+    assert_eq!(keyed("puts"), ["DELETE", "POST", "PUT"], "as configured");
+    // The attempt's detail has the key only when it was sent.
+    let detail = |id: JobId| s.state(id).2[0].detail.clone().unwrap();
+    assert_eq!(detail(ids[0])["idempotency_key"], Value::Null, "GET");
+    assert_eq!(detail(ids[1])["idempotency_key"], "api-POST");
+
+    let refused = Config::from_toml(
+        &format!(
+            "[endpoints.x]\nbase_url = \"{}\"\nidempotency_methods = [\"GET\"]\n",
+            server.base
+        ),
+        "test",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains(
+            "endpoints.x.idempotency_methods: 'GET' is not one of POST, PATCH, PUT, DELETE"
+        ),
+        "{refused}"
+    );
+}

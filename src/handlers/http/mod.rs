@@ -251,6 +251,17 @@ pub fn idempotency_key(job: &Job, spec: &RequestSpec) -> String {
     format!("{:x}", hash.finalize())
 }
 
+/// The header that carries the idempotency key on a request with `method`, if any: only
+/// methods that change state (the endpoint's `idempotency_methods`) carry one.
+pub fn idempotency_header<'e>(endpoint: &'e EndpointConfig, method: &Method) -> Option<&'e str> {
+    let sends = !endpoint.idempotency_header.is_empty()
+        && endpoint
+            .idempotency_methods
+            .iter()
+            .any(|m| m == method.as_str());
+    sends.then_some(endpoint.idempotency_header.as_str())
+}
+
 /// What one endpoint keeps between jobs.
 struct EndpointState {
     /// The configuration it was built from; a reload that changes it builds a new one.
@@ -459,7 +470,7 @@ impl Http {
             "duplicate": exchange.class == Class::Duplicate,
             "retry_after_ms": exchange.retry_after.map(|d| d.as_millis() as u64),
             "token_refreshed": exchange.token_refreshed,
-            "idempotency_key": key,
+            "idempotency_key": idempotency_header(endpoint, &method).map(|_| &key),
         });
         tracing::debug!(job = job.id, endpoint = %spec.endpoint, status = ?exchange.status,
             duration_ms, "{} {url_text}", method.as_str());
@@ -844,8 +855,8 @@ fn build_request(
     for (name, value) in state.config.headers.iter().chain(&spec.headers) {
         request = request.header(name.as_str(), value.as_str());
     }
-    if !state.config.idempotency_header.is_empty() {
-        request = request.header(state.config.idempotency_header.as_str(), key);
+    if let Some(header) = idempotency_header(&state.config, method) {
+        request = request.header(header, key);
     }
     if let Some((name, value)) = auth {
         request = request.header(name, value);
