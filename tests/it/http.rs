@@ -936,3 +936,131 @@ fn only_methods_that_change_state_carry_an_idempotency_key() {
         "{refused}"
     );
 }
+
+// ---- masking what the other side echoes ----
+
+/// A server that echoes what it received: the Authorization header as is, its Basic
+/// credentials decoded, and every header base64-encoded, with `status`.
+fn echo_server(status: u16) -> Server {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Server::start(2, move |r, _| {
+        let auth = r.header("Authorization").unwrap_or("").to_string();
+        let decoded = auth
+            .strip_prefix("Basic ")
+            .and_then(|c| b64.decode(c).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let all: String = r
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
+        reply(status).body(
+            json!({"authorization": auth, "decoded": decoded, "headers_b64": b64.encode(all)})
+                .to_string(),
+        )
+    })
+}
+
+#[test]
+fn secrets_a_server_echoes_even_base64_encoded_are_masked_when_stored_and_shown() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let token = "tok-echo-8f3a91c2d4";
+    let password = "pa55word-echo-77";
+    std::env::set_var("JOBD_IT_ECHO_TOKEN", token);
+    let dead = echo_server(400);
+    let ok = echo_server(200);
+    let s = setup(
+        1,
+        &format!(
+            "[endpoints.bearer]\nbase_url = \"{}\"\n[endpoints.bearer.auth]\ntype = \"bearer\"\ntoken_env = \"JOBD_IT_ECHO_TOKEN\"\n\
+             [endpoints.plain]\nbase_url = \"{}\"\n[endpoints.recorded]\nbase_url = \"{}\"\n",
+            dead.base, dead.base, ok.base
+        ),
+    );
+    // A payload that brings its own Basic credentials.
+    let basic = format!("Basic {}", b64.encode(format!("alice:{password}")));
+    let ids = s.run(
+        Registry::builtin(),
+        vec![
+            NewJob::new("http", json!({"endpoint": "bearer", "path": "/a", "json": {}})),
+            NewJob::new(
+                "http",
+                json!({"endpoint": "plain", "path": "/b", "json": {}, "headers": {"Authorization": basic}}),
+            ),
+            NewJob::new(
+                "http",
+                json!({"endpoint": "recorded", "path": "/c", "json": {}, "headers": {"authorization": basic},
+                       "record": ["authorization", "decoded", "headers_b64"]}),
+            ),
+        ],
+    );
+    assert_eq!(dead.seen().len(), 2, "both were sent");
+    let echoed = dead.seen()[0].header("Authorization").unwrap().to_string();
+    assert!(echoed.contains(token), "the server did receive the token");
+    let forbidden = [
+        token.to_string(),
+        password.to_string(),
+        b64.encode(token),
+        b64.encode(format!("alice:{password}")),
+        b64.encode(format!("Bearer {token}")),
+    ];
+    let check = |what: &str, text: &str| {
+        for secret in &forbidden {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{what} shows {secret}: {text}"
+            );
+        }
+        // Base64 of a header block hides a secret at any offset: no 8-character run of
+        // any of its three encodings may remain.
+        for shift in 0..3 {
+            let mut bytes = vec![b'x'; shift];
+            bytes.extend_from_slice(token.as_bytes());
+            let encoded = b64.encode(&bytes);
+            let core = &encoded[4..encoded.len() - 4];
+            assert!(
+                !text.contains(core),
+                "{what} shows the token encoded: {text}"
+            );
+        }
+    };
+    for id in &ids[..2] {
+        let (state, error, attempts) = s.state(*id);
+        assert_eq!(state, JobState::Dead);
+        let error = error.unwrap();
+        assert!(
+            error.starts_with("HTTP 400 Bad Request from POST "),
+            "{error}"
+        );
+        assert!(error.contains("***"), "{error}");
+        check("last_error", &error);
+        check("attempt", &serde_json::to_string(&attempts).unwrap());
+    }
+    let (state, _, attempts) = s.state(ids[2]);
+    assert_eq!(state, JobState::Succeeded);
+    let recorded = &attempts[0].detail.as_ref().unwrap()["recorded"];
+    assert_eq!(recorded["authorization"], "***");
+    assert_eq!(recorded["decoded"], "***");
+    check("recorded", &recorded.to_string());
+
+    // jobctl show, as text and as JSON, masks the payload's own Authorization header.
+    for id in &ids[1..] {
+        for json_flag in [&[][..], &["--json"][..]] {
+            let out = std::process::Command::new(crate::common::JOBCTL)
+                .arg("--db")
+                .arg(&s.config.daemon.database)
+                .args(json_flag)
+                .args(["show", &id.to_string()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let shown = String::from_utf8(out.stdout).unwrap();
+            check("jobctl show", &shown);
+            assert!(!shown.contains("Basic "), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+    }
+}

@@ -9,7 +9,7 @@ pub mod rate;
 use super::{Handler, JobContext, StopReason};
 use crate::config::{AuthConfig, Config, EndpointConfig, TokenRequestFormat};
 use crate::job::{Job, NewJob, Outcome};
-use auth::{mask, TokenCache};
+use auth::{header_secrets, is_sensitive_header, mask, mask_value, secret_forms, TokenCache};
 use classify::{body_excerpt, classify, parse_retry_after, Class};
 use rate::TokenBucket;
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -320,7 +320,23 @@ impl EndpointState {
         })
     }
 
-    /// Every secret that must never be shown.
+    /// Every secret that must never be shown, in every form it may come back in
+    /// ([`auth::secret_forms`]), plus the credential headers `spec` adds.
+    fn secrets_for(&self, spec: &RequestSpec) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .secrets()
+            .iter()
+            .flat_map(|s| secret_forms(s))
+            .collect();
+        for (name, value) in self.config.headers.iter().chain(&spec.headers) {
+            if is_sensitive_header(name) {
+                all.extend(header_secrets(value));
+            }
+        }
+        all
+    }
+
+    /// Every secret that must never be shown, as it is.
     fn secrets(&self) -> Vec<String> {
         let mut all = Vec::new();
         if let Ok(secret) = &self.secret {
@@ -393,6 +409,17 @@ pub struct Fetched {
     /// The request URL with secrets masked, for details and logs.
     pub url: String,
     pub duration_ms: u64,
+    /// What [`Fetched::excerpt`] masks.
+    secrets: Vec<String>,
+}
+
+impl Fetched {
+    /// The start of the body for an error message, with every secret masked (an answer
+    /// may echo the request's credentials).
+    pub fn excerpt(&self) -> String {
+        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        mask(&body_excerpt(&self.body), &secrets)
+    }
 }
 
 /// A finished exchange, before it becomes an [`Outcome`].
@@ -456,7 +483,7 @@ impl Http {
             return outcome;
         }
         let exchange = self.exchange(&state, spec, &method, &url, &key, ctx);
-        let secrets = state.secrets();
+        let secrets = state.secrets_for(spec);
         let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
         let url_text = mask(url.as_str(), &secrets);
         let error = exchange.error.as_deref().map(|e| mask(e, &secrets));
@@ -482,7 +509,7 @@ impl Http {
                         "job {} already delivered (duplicate): counted as success", job.id);
                 }
                 let mut detail = detail;
-                let follow_ups = record(job, spec, &exchange.body, &mut detail);
+                let follow_ups = record(job, spec, &exchange.body, &mut detail, &secrets);
                 Outcome::succeeded(follow_ups, Some(detail))
             }
             Class::Retry => Outcome::Retry {
@@ -518,8 +545,8 @@ impl Http {
         let url = spec.url(endpoint).map_err(Outcome::permanent)?;
         let key = idempotency_key(job, spec);
         self.wait_for_rate(&state, ctx)?;
-        let secrets = state.secrets();
-        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let all_secrets = state.secrets_for(spec);
+        let secrets: Vec<&str> = all_secrets.iter().map(String::as_str).collect();
         let url_text = mask(url.as_str(), &secrets);
         let (status, response, _) =
             self.send(&state, spec, &method, &url, &key, ctx)
@@ -547,16 +574,22 @@ impl Http {
             .take(max_body + 1)
             .read_to_end(&mut body)
             .map_err(|e| {
-                Outcome::retry(format!(
-                    "reading the answer from {} failed: {}",
-                    without_query(&url),
-                    mask(&error_chain(&e), &secrets)
+                Outcome::retry(mask(
+                    &format!(
+                        "reading the answer from {} failed: {}",
+                        without_query(&url),
+                        error_chain(&e)
+                    ),
+                    &secrets,
                 ))
             })?;
         if body.len() as u64 > max_body {
-            return Err(Outcome::permanent(format!(
-                "the answer from {} is larger than {max_body} bytes",
-                without_query(&url)
+            return Err(Outcome::permanent(mask(
+                &format!(
+                    "the answer from {} is larger than {max_body} bytes",
+                    without_query(&url)
+                ),
+                &secrets,
             )));
         }
         Ok(Fetched {
@@ -567,6 +600,7 @@ impl Http {
             retry_after,
             url: url_text,
             duration_ms: started.elapsed().as_millis() as u64,
+            secrets: all_secrets,
         })
     }
 
@@ -986,11 +1020,21 @@ pub fn data_path(data_dir: &Path, path: &Path) -> Result<PathBuf, String> {
 /// Copies the `record` fields of a successful JSON answer into `detail.recorded`, and
 /// returns the `follow_up` (in the job's queue unless it names one) when all of them
 /// were there.
-fn record(job: &Job, spec: &RequestSpec, body: &[u8], detail: &mut Value) -> Vec<NewJob> {
+fn record(
+    job: &Job,
+    spec: &RequestSpec,
+    body: &[u8],
+    detail: &mut Value,
+    secrets: &[&str],
+) -> Vec<NewJob> {
     if spec.record.is_empty() {
         return Vec::new();
     }
-    let answer: Option<Value> = serde_json::from_slice(body).ok();
+    let mut answer: Option<Value> = serde_json::from_slice(body).ok();
+    // What is kept of an answer is stored: a secret it echoes is masked first.
+    if let Some(answer) = answer.as_mut() {
+        mask_value(answer, secrets);
+    }
     let mut recorded = serde_json::Map::new();
     let mut missing = Vec::new();
     for name in &spec.record {
