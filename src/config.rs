@@ -725,7 +725,15 @@ pub struct CommandConfig {
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// Scheme, host and optional path prefix; a job's `path` is appended.
+    #[serde(default)]
     pub base_url: String,
+    /// Instead of `base_url`, for a URL that is itself a secret (a Slack webhook): the
+    /// environment variable or file holding it. Read at start like the auth secrets, and
+    /// masked wherever a URL is shown.
+    #[serde(default)]
+    pub base_url_env: Option<String>,
+    #[serde(default)]
+    pub base_url_file: Option<PathBuf>,
     /// Sent with every request (a job's own headers win).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -1026,9 +1034,46 @@ impl EndpointConfig {
         }
     }
 
+    /// Whether the base URL comes from `base_url_env` or `base_url_file`.
+    pub fn base_url_is_secret(&self) -> bool {
+        self.base_url_env.is_some() || self.base_url_file.is_some()
+    }
+
+    /// The base URL: `base_url`, or the secret read now and checked like `base_url`, with
+    /// errors that never show it. `key` is `endpoints.NAME`.
+    pub fn resolve_base_url(&self, key: &str) -> Result<String, String> {
+        if !self.base_url_is_secret() {
+            return Ok(self.base_url.clone());
+        }
+        let url = resolve_secret(
+            &format!("{key}.base_url"),
+            &self.base_url_env,
+            &self.base_url_file,
+        )?;
+        let from = if self.base_url_env.is_some() {
+            "base_url_env"
+        } else {
+            "base_url_file"
+        };
+        check_url(&format!("{key}.{from}"), &url, self).map_err(|e| e.replace(&url, "***"))?;
+        Ok(url)
+    }
+
     /// Checks what types cannot, naming keys under `key` (`endpoints.NAME`).
     fn validate(&self, key: &str) -> Result<(), String> {
-        check_url(&format!("{key}.base_url"), &self.base_url, self)?;
+        let sources = [
+            !self.base_url.is_empty(),
+            self.base_url_env.is_some(),
+            self.base_url_file.is_some(),
+        ];
+        if sources.iter().filter(|given| **given).count() != 1 {
+            return Err(format!(
+                "{key}: give exactly one of base_url, base_url_env and base_url_file"
+            ));
+        }
+        if !self.base_url_is_secret() {
+            check_url(&format!("{key}.base_url"), &self.base_url, self)?;
+        }
         if self.timeout.is_zero() {
             return Err(format!("{key}.timeout: must be longer than 0"));
         }
@@ -1285,6 +1330,7 @@ impl Config {
     /// and on reload; `jobctl`, which never sends requests, does not need the secrets.
     pub fn check_secrets(&self) -> Result<(), String> {
         for (name, endpoint) in &self.endpoints {
+            endpoint.resolve_base_url(&format!("endpoints.{name}"))?;
             if let Some(auth) = &endpoint.auth {
                 auth.secret(&format!("endpoints.{name}.auth"))?;
             }

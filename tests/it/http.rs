@@ -1064,3 +1064,158 @@ fn secrets_a_server_echoes_even_base64_encoded_are_masked_when_stored_and_shown(
         }
     }
 }
+
+// ---- secret base URLs ----
+
+#[test]
+fn a_base_url_from_the_environment_or_a_file_is_used_and_masked_everywhere() {
+    // A webhook whose URL is the secret: it answers 404 and echoes the path it got.
+    let hook = Server::start(2, |r, _| {
+        reply(404).body(format!(
+            "no such hook: {} ({})",
+            r.url,
+            r.header("Host").unwrap_or("")
+        ))
+    });
+    // The dead-letter webhook, its URL from a file.
+    let alerts = Server::start(2, |_, _| reply(200));
+    let hook_url = format!("{}/services/T0SECRET/B0SECRET/xoxSecretPart", hook.base);
+    std::env::set_var("JOBD_IT_HOOK_URL", &hook_url);
+    let alerts_file = tempfile::NamedTempFile::new().unwrap();
+    let alerts_url = format!("{}/hooks/alerts-secret-7781", alerts.base);
+    std::fs::write(alerts_file.path(), format!("{alerts_url}\n")).unwrap();
+    let text = format!(
+        "[endpoints.hook]\nbase_url_env = \"JOBD_IT_HOOK_URL\"\n\
+         [endpoints.alerts]\nbase_url_file = \"{}\"\n[notify]\nendpoint = \"alerts\"\n",
+        alerts_file.path().display()
+    );
+    let s = setup(1, &text);
+    std::fs::write(
+        s.dir.path().join("jobd.toml"),
+        format!(
+            "[daemon]\ndatabase = \"{}\"\n{text}",
+            s.config.daemon.database.display()
+        ),
+    )
+    .unwrap();
+    let ids = s.run(
+        Registry::builtin(),
+        vec![NewJob::new(
+            "http",
+            json!({"endpoint": "hook", "path": "/x", "json": {"text": "hi"}}),
+        )],
+    );
+    assert_eq!(
+        hook.seen()[0].url,
+        "/services/T0SECRET/B0SECRET/xoxSecretPart/x",
+        "sent to the secret URL"
+    );
+    let notified = alerts.seen();
+    assert_eq!(notified.len(), 1);
+    assert_eq!(
+        notified[0].url, "/hooks/alerts-secret-7781",
+        "the file's URL, line end trimmed"
+    );
+
+    let secrets = ["T0SECRET", "xoxSecretPart", "alerts-secret-7781"];
+    let check = |what: &str, text: &str| {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{what} shows {secret}: {text}");
+        }
+    };
+    let (state, error, attempts) = s.state(ids[0]);
+    assert_eq!(state, JobState::Dead);
+    let error = error.unwrap();
+    assert_eq!(
+        error,
+        format!(
+            "HTTP 404 Not Found from POST ***/x: no such hook: ***/x ({})",
+            hook.base.trim_start_matches("http://")
+        )
+    );
+    check("attempts", &serde_json::to_string(&attempts).unwrap());
+    assert_eq!(attempts[0].detail.as_ref().unwrap()["url"], "***/x");
+    check("notification", &String::from_utf8_lossy(&notified[0].body));
+    let notify_jobs = s
+        .db()
+        .list(&jobd::store::JobFilter {
+            kind: Some("notify".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    for job in &notify_jobs {
+        check(
+            "notify job",
+            &serde_json::to_string(&s.state(job.id).2).unwrap(),
+        );
+    }
+    for args in [&["show"][..], &["--json", "show"][..]] {
+        for id in std::iter::once(ids[0]).chain(notify_jobs.iter().map(|j| j.id)) {
+            let out = std::process::Command::new(crate::common::JOBCTL)
+                .arg("--config")
+                .arg(s.dir.path().join("jobd.toml"))
+                .args(args)
+                .arg(id.to_string())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            check("jobctl show", &String::from_utf8_lossy(&out.stdout));
+        }
+    }
+}
+
+#[test]
+fn a_secret_base_url_is_checked_without_showing_it() {
+    let config = |endpoint: &str| {
+        Config::from_toml(&format!("[endpoints.hook]\n{endpoint}\n"), "test")
+            .map_err(|e| e.to_string())
+    };
+    let both = config("base_url = \"https://a.example\"\nbase_url_env = \"X\"").unwrap_err();
+    assert!(
+        both.contains(
+            "endpoints.hook: give exactly one of base_url, base_url_env and base_url_file"
+        ),
+        "{both}"
+    );
+    let none = config("timeout = \"5s\"").unwrap_err();
+    assert!(none.contains("give exactly one of"), "{none}");
+    // Checked when the secrets are read (start, reload, --check-config), never shown.
+    std::env::set_var(
+        "JOBD_IT_PLAIN_HOOK",
+        "http://hooks.example.com/services/SECRETPATH",
+    );
+    let plain = config("base_url_env = \"JOBD_IT_PLAIN_HOOK\"").unwrap();
+    let err = plain.check_secrets().unwrap_err();
+    assert!(err.starts_with("endpoints.hook.base_url_env: "), "{err}");
+    assert!(
+        err.contains("http:// to a non-loopback host is refused"),
+        "{err}"
+    );
+    assert!(!err.contains("SECRETPATH"), "{err}");
+    let unset = config("base_url_env = \"JOBD_IT_UNSET_HOOK\"").unwrap();
+    assert_eq!(
+        unset.check_secrets().unwrap_err(),
+        "endpoints.hook.base_url_env: the environment variable JOBD_IT_UNSET_HOOK is not set"
+    );
+    // A payload may not carry the URL itself.
+    let refused = Registry::builtin()
+        .validate(
+            &NewJob::new(
+                "http",
+                json!({"endpoint": "hook", "url": "http://hooks.example.com/services/SECRETPATH"}),
+            ),
+            &plain,
+        )
+        .unwrap_err();
+    assert!(
+        refused.contains("url is refused for endpoint 'hook', whose base URL is a secret"),
+        "{refused}"
+    );
+    Registry::builtin()
+        .validate(
+            &NewJob::new("http", json!({"endpoint": "hook", "path": "/x"})),
+            &plain,
+        )
+        .unwrap();
+}

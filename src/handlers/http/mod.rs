@@ -123,7 +123,7 @@ impl RequestSpec {
             .map_err(|_| format!("http payload: method '{text}' is not valid"))
     }
 
-    /// Checks everything that does not need the network or the files.
+    /// Checks everything that does not need the network, the files or the secrets.
     fn check<'c>(&self, config: &'c Config) -> Result<&'c EndpointConfig, String> {
         let endpoint = config.endpoints.get(&self.endpoint).ok_or_else(|| {
             let known: Vec<&str> = config.endpoints.keys().map(String::as_str).collect();
@@ -138,7 +138,19 @@ impl RequestSpec {
             )
         })?;
         self.method()?;
-        self.url(endpoint)?;
+        if endpoint.base_url_is_secret() {
+            // The URL is a secret: a payload must not hold it, and it is not known here
+            // (jobctl has no secrets), so the path is checked on a stand-in.
+            if self.url.is_some() {
+                return Err(format!(
+                    "http payload: url is refused for endpoint '{}', whose base URL is a secret (base_url_env/base_url_file); give path",
+                    self.endpoint
+                ));
+            }
+            self.url_on(endpoint, SECRET_BASE_STAND_IN)?;
+        } else {
+            self.url_on(endpoint, &endpoint.base_url)?;
+        }
         let bodies = [
             self.json.is_some(),
             self.body_file.is_some(),
@@ -182,9 +194,10 @@ impl RequestSpec {
         Ok(endpoint)
     }
 
-    /// The request URL: base_url + path + query, or the payload's own same-origin URL.
-    fn url(&self, endpoint: &EndpointConfig) -> Result<Url, String> {
-        let base = Url::parse(&endpoint.base_url).map_err(|e| format!("base_url: {e}"))?;
+    /// The request URL: `base` (the endpoint's base URL) + path + query, or the payload's
+    /// own same-origin URL.
+    fn url_on(&self, endpoint: &EndpointConfig, base_url: &str) -> Result<Url, String> {
+        let base = Url::parse(base_url).map_err(|e| format!("base_url: {e}"))?;
         let mut url = match (&self.url, &self.path) {
             (Some(_), Some(_)) => return Err("http payload: give url or path, not both".into()),
             (Some(text), None) => {
@@ -199,7 +212,7 @@ impl RequestSpec {
                 url
             }
             (None, path) => {
-                let mut text = endpoint.base_url.trim_end_matches('/').to_string();
+                let mut text = base_url.trim_end_matches('/').to_string();
                 if let Some(path) = path.as_deref().filter(|p| !p.is_empty()) {
                     text.push('/');
                     text.push_str(path.trim_start_matches('/'));
@@ -230,6 +243,9 @@ impl RequestSpec {
         Ok(url)
     }
 }
+
+/// What a secret base URL is replaced by when a payload is checked without it.
+const SECRET_BASE_STAND_IN: &str = "https://secret-base-url.invalid";
 
 fn plain(value: &Value) -> String {
     match value {
@@ -266,6 +282,8 @@ pub fn idempotency_header<'e>(endpoint: &'e EndpointConfig, method: &Method) -> 
 struct EndpointState {
     /// The configuration it was built from; a reload that changes it builds a new one.
     config: EndpointConfig,
+    /// The base URL (read from its secret when `base_url_env`/`base_url_file`).
+    base_url: Result<String, String>,
     client: Client,
     /// The static secret (bearer token, password, header value, client secret).
     secret: Result<String, String>,
@@ -290,6 +308,7 @@ impl EndpointState {
             .user_agent(concat!("jobd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("endpoint {name}: cannot build the HTTP client: {e}"))?;
+        let base_url = config.resolve_base_url(&format!("endpoints.{name}"));
         let secret = match &config.auth {
             Some(auth) => auth.secret(&format!("endpoints.{name}.auth")),
             None => Ok(String::new()),
@@ -311,6 +330,7 @@ impl EndpointState {
         });
         Ok(EndpointState {
             config: config.clone(),
+            base_url,
             client,
             secret,
             query_secrets,
@@ -339,6 +359,20 @@ impl EndpointState {
     /// Every secret that must never be shown, as it is.
     fn secrets(&self) -> Vec<String> {
         let mut all = Vec::new();
+        if let (true, Ok(base)) = (self.config.base_url_is_secret(), &self.base_url) {
+            // As configured, as a request URL starts (normalised by the URL parser), and
+            // its path alone, which is the secret part of a webhook URL.
+            let trimmed = base.trim_end_matches('/');
+            all.push(base.clone());
+            all.push(trimmed.to_string());
+            if let Ok(url) = Url::parse(trimmed) {
+                all.push(url.as_str().trim_end_matches('/').to_string());
+                let path = url.path().trim_end_matches('/');
+                if path.len() >= 8 {
+                    all.push(path.to_string());
+                }
+            }
+        }
         if let Ok(secret) = &self.secret {
             if !secret.is_empty() {
                 all.push(secret.clone());
@@ -359,6 +393,20 @@ impl EndpointState {
         }
         all.extend(self.tokens.current());
         all
+    }
+
+    /// The request URL of `spec`, on the base URL read at build.
+    fn url(&self, spec: &RequestSpec, endpoint: &EndpointConfig) -> Result<Url, Outcome> {
+        // An unreadable secret may come back (being rotated): retry rather than kill.
+        let base = self
+            .base_url
+            .as_ref()
+            .map_err(|e| Outcome::retry(e.clone()))?;
+        spec.url_on(endpoint, base).map_err(|e| {
+            let secrets = self.secrets();
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            Outcome::permanent(mask(&e, &secrets))
+        })
     }
 
     /// `url` with the query secrets appended: only ever built for sending, never stored.
@@ -468,9 +516,9 @@ impl Http {
             Err(e) => return Outcome::retry(e),
         };
         let method = spec.method().unwrap_or(Method::POST);
-        let url = match spec.url(endpoint) {
+        let url = match state.url(spec, endpoint) {
             Ok(url) => url,
-            Err(e) => return Outcome::permanent(e),
+            Err(outcome) => return outcome,
         };
         // A secret that became unreadable since the config loaded may come back (a
         // credential being rotated): retry rather than kill.
@@ -542,7 +590,7 @@ impl Http {
             .state(&spec.endpoint, endpoint)
             .map_err(Outcome::retry)?;
         let method = spec.method().unwrap_or(Method::GET);
-        let url = spec.url(endpoint).map_err(Outcome::permanent)?;
+        let url = state.url(spec, endpoint)?;
         let key = idempotency_key(job, spec);
         self.wait_for_rate(&state, ctx)?;
         let all_secrets = state.secrets_for(spec);
