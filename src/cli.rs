@@ -544,7 +544,9 @@ impl Ctl {
 
     fn show(&self, id: JobId, out: &mut dyn Write) -> CtlResult {
         let db = self.open()?;
-        let job = db.get(id)?;
+        let mut job = db.get(id)?;
+        // A payload's own Authorization (or other credential) header is not shown.
+        job.payload = crate::handlers::http::auth::masked_payload(&job.payload);
         let attempts = db.attempts(id)?;
         let children = db.list(&JobFilter {
             parent_id: Some(id),

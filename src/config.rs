@@ -756,7 +756,15 @@ pub struct CommandConfig {
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     /// Scheme, host and optional path prefix; a job's `path` is appended.
+    #[serde(default)]
     pub base_url: String,
+    /// Instead of `base_url`, for a URL that is itself a secret (a Slack webhook): the
+    /// environment variable or file holding it. Read at start like the auth secrets, and
+    /// masked wherever a URL is shown.
+    #[serde(default)]
+    pub base_url_env: Option<String>,
+    #[serde(default)]
+    pub base_url_file: Option<PathBuf>,
     /// Sent with every request (a job's own headers win).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -792,6 +800,11 @@ pub struct EndpointConfig {
     /// The header carrying the job's idempotency key; empty sends none.
     #[serde(default = "default_idempotency_header")]
     pub idempotency_header: String,
+    /// The methods that carry it: those that change state. POST and PATCH by default;
+    /// PUT and DELETE may be added (they are idempotent by definition, but some APIs
+    /// still want the key). GET, HEAD and OPTIONS never carry one.
+    #[serde(default = "default_idempotency_methods")]
+    pub idempotency_methods: Vec<String>,
     /// Secrets sent as query parameters, by parameter name, for APIs that take their key
     /// in the URL (GA4's `api_secret`, Meta's `access_token`):
     /// `[endpoints.ga4.query_secrets] api_secret = { env = "GA4_API_SECRET" }`.
@@ -832,6 +845,9 @@ fn default_retry_statuses() -> Vec<u16> {
 }
 fn default_duplicate_statuses() -> Vec<u16> {
     DEFAULT_DUPLICATE_STATUSES.to_vec()
+}
+fn default_idempotency_methods() -> Vec<String> {
+    vec!["POST".into(), "PATCH".into()]
 }
 fn default_idempotency_header() -> String {
     DEFAULT_IDEMPOTENCY_HEADER.to_string()
@@ -1049,9 +1065,46 @@ impl EndpointConfig {
         }
     }
 
+    /// Whether the base URL comes from `base_url_env` or `base_url_file`.
+    pub fn base_url_is_secret(&self) -> bool {
+        self.base_url_env.is_some() || self.base_url_file.is_some()
+    }
+
+    /// The base URL: `base_url`, or the secret read now and checked like `base_url`, with
+    /// errors that never show it. `key` is `endpoints.NAME`.
+    pub fn resolve_base_url(&self, key: &str) -> Result<String, String> {
+        if !self.base_url_is_secret() {
+            return Ok(self.base_url.clone());
+        }
+        let url = resolve_secret(
+            &format!("{key}.base_url"),
+            &self.base_url_env,
+            &self.base_url_file,
+        )?;
+        let from = if self.base_url_env.is_some() {
+            "base_url_env"
+        } else {
+            "base_url_file"
+        };
+        check_url(&format!("{key}.{from}"), &url, self).map_err(|e| e.replace(&url, "***"))?;
+        Ok(url)
+    }
+
     /// Checks what types cannot, naming keys under `key` (`endpoints.NAME`).
     fn validate(&self, key: &str) -> Result<(), String> {
-        check_url(&format!("{key}.base_url"), &self.base_url, self)?;
+        let sources = [
+            !self.base_url.is_empty(),
+            self.base_url_env.is_some(),
+            self.base_url_file.is_some(),
+        ];
+        if sources.iter().filter(|given| **given).count() != 1 {
+            return Err(format!(
+                "{key}: give exactly one of base_url, base_url_env and base_url_file"
+            ));
+        }
+        if !self.base_url_is_secret() {
+            check_url(&format!("{key}.base_url"), &self.base_url, self)?;
+        }
         if self.burst == Some(0) {
             return Err(format!("{key}.burst: must be at least 1"));
         }
@@ -1082,6 +1135,13 @@ impl EndpointConfig {
                     )
                 },
             )?;
+        }
+        for method in &self.idempotency_methods {
+            if !["POST", "PATCH", "PUT", "DELETE"].contains(&method.as_str()) {
+                return Err(format!(
+                    "{key}.idempotency_methods: '{method}' is not one of POST, PATCH, PUT, DELETE (methods that change state, in capitals)"
+                ));
+            }
         }
         for (param, source) in &self.query_secrets {
             if param.is_empty() {
@@ -1408,6 +1468,7 @@ impl Config {
     /// and on reload; `jobctl`, which never sends requests, does not need the secrets.
     pub fn check_secrets(&self) -> Result<(), String> {
         for (name, endpoint) in &self.endpoints {
+            endpoint.resolve_base_url(&format!("endpoints.{name}"))?;
             if let Some(auth) = &endpoint.auth {
                 auth.secret(&format!("endpoints.{name}.auth"))?;
             }

@@ -206,7 +206,7 @@ impl Setup {
 fn import(pipeline: &str, file: &Path) -> NewJob {
     NewJob::new(
         "csv_import",
-        json!({"pipeline": pipeline, "file": file, "size": 1, "folder": "input/daily"}),
+        json!({"pipeline": pipeline, "file": file, "size": 1, "extra": {"folder": "input/daily"}}),
     )
 }
 

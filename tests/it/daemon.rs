@@ -509,6 +509,18 @@ fn a_watch_whose_jobs_would_be_refused_is_refused_at_start() {
             "kind = \"csv_import\"\n[watch.payload]\npipeline = \"nope\"\n",
             "nope",
         ),
+        (
+            "kind = \"csv_import\"\n[watch.payload]\npipeline = \"daily\"\nbatch_sise = 10\n",
+            "unknown field `batch_sise`",
+        ),
+        (
+            "kind = \"relay\"\n[watch.payload]\nstorefrnt = \"bosley\"\n",
+            "relay payload: unknown field 'storefrnt'",
+        ),
+        (
+            "kind = \"relay\"\n[watch.payload]\nextra = \"team\"\n",
+            "relay payload: extra must be an object",
+        ),
         ("kind = \"shipit\"\n", "unknown kind 'shipit'"),
     ];
     for (watch, expected) in cases {
@@ -534,6 +546,26 @@ fn a_watch_whose_jobs_would_be_refused_is_refused_at_start() {
         }
         assert!(!sandbox.db().exists(), "nothing ran");
         assert!(!sandbox.path("var").exists(), "no folder was made");
+    }
+}
+
+#[test]
+fn a_watch_may_add_its_own_fields_under_extra() {
+    let pipeline = "[endpoints.e]\nbase_url = \"http://127.0.0.1:9\"\n\
+        [pipelines.daily]\nkind = \"csv_import\"\nendpoint = \"e\"\ncolumns = [{ name = \"id\" }]\n";
+    for (kind, extra) in [("csv_import", "pipeline = \"daily\"\n"), ("relay", "")] {
+        let sandbox = Sandbox::new("", pipeline);
+        sandbox.append_config(&format!(
+            "[[watch]]\npath = \"{}\"\nkind = \"{kind}\"\n[watch.payload]\n{extra}\
+             extra = {{ team = \"crm\", ticket = 42 }}\n",
+            sandbox.path("in").display()
+        ));
+        let out = std::process::Command::new(JOBD)
+            .args(["--check-config", "--config"])
+            .arg(sandbox.config())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{kind}: {}", stderr(&out));
     }
 }
 

@@ -868,3 +868,354 @@ fn a_missing_secret_is_refused_before_anything_runs() {
     );
     assert!(!dir.path().join("jobs.db").exists());
 }
+
+// ---- idempotency keys ----
+
+#[test]
+fn only_methods_that_change_state_carry_an_idempotency_key() {
+    let server = Server::start(4, |_, _| reply(200));
+    let methods = ["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD"];
+    let job = |endpoint: &str, method: &str| {
+        NewJob::new(
+            "http",
+            json!({"endpoint": endpoint, "method": method, "path": format!("/{endpoint}/{method}")}),
+        )
+        .unique_key(format!("{endpoint}-{method}"))
+    };
+    let s = setup(
+        2,
+        &format!(
+            "{}[endpoints.puts]\nbase_url = \"{}\"\nidempotency_methods = [\"POST\", \"PUT\", \"DELETE\"]\n",
+            endpoint(&server, ""),
+            server.base
+        ),
+    );
+    let jobs: Vec<NewJob> = ["api", "puts"]
+        .iter()
+        .flat_map(|e| methods.iter().map(move |m| job(e, m)))
+        .collect();
+    let ids = s.run(Registry::builtin(), jobs);
+    let keyed = |endpoint: &str| -> Vec<String> {
+        let mut keyed: Vec<String> = server
+            .seen_at(&format!("/{endpoint}/"))
+            .iter()
+            .filter_map(|r| {
+                let key = r.header("Idempotency-Key")?;
+                assert_eq!(
+                    key,
+                    format!("{endpoint}-{}", r.method),
+                    "the job's unique key"
+                );
+                Some(r.method.clone())
+            })
+            .collect();
+        keyed.sort();
+        keyed
+    };
+    assert_eq!(server.seen().len(), 12);
+    assert_eq!(keyed("api"), ["PATCH", "POST"], "the default");
+    assert_eq!(keyed("puts"), ["DELETE", "POST", "PUT"], "as configured");
+    // The attempt's detail has the key only when it was sent.
+    let detail = |id: JobId| s.state(id).2[0].detail.clone().unwrap();
+    assert_eq!(detail(ids[0])["idempotency_key"], Value::Null, "GET");
+    assert_eq!(detail(ids[1])["idempotency_key"], "api-POST");
+
+    let refused = Config::from_toml(
+        &format!(
+            "[endpoints.x]\nbase_url = \"{}\"\nidempotency_methods = [\"GET\"]\n",
+            server.base
+        ),
+        "test",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains(
+            "endpoints.x.idempotency_methods: 'GET' is not one of POST, PATCH, PUT, DELETE"
+        ),
+        "{refused}"
+    );
+}
+
+// ---- masking what the other side echoes ----
+
+/// A server that echoes what it received: the Authorization header as is, its Basic
+/// credentials decoded, and every header base64-encoded, with `status`.
+fn echo_server(status: u16) -> Server {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    Server::start(2, move |r, _| {
+        let auth = r.header("Authorization").unwrap_or("").to_string();
+        let decoded = auth
+            .strip_prefix("Basic ")
+            .and_then(|c| b64.decode(c).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let all: String = r
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {v}\r\n"))
+            .collect();
+        reply(status).body(
+            json!({"authorization": auth, "decoded": decoded, "headers_b64": b64.encode(all)})
+                .to_string(),
+        )
+    })
+}
+
+#[test]
+fn secrets_a_server_echoes_even_base64_encoded_are_masked_when_stored_and_shown() {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let token = "tok-echo-8f3a91c2d4";
+    let password = "pa55word-echo-77";
+    std::env::set_var("JOBD_IT_ECHO_TOKEN", token);
+    let dead = echo_server(400);
+    let ok = echo_server(200);
+    let s = setup(
+        1,
+        &format!(
+            "[endpoints.bearer]\nbase_url = \"{}\"\n[endpoints.bearer.auth]\ntype = \"bearer\"\ntoken_env = \"JOBD_IT_ECHO_TOKEN\"\n\
+             [endpoints.plain]\nbase_url = \"{}\"\n[endpoints.recorded]\nbase_url = \"{}\"\n",
+            dead.base, dead.base, ok.base
+        ),
+    );
+    // A payload that brings its own Basic credentials.
+    let basic = format!("Basic {}", b64.encode(format!("alice:{password}")));
+    let ids = s.run(
+        Registry::builtin(),
+        vec![
+            NewJob::new("http", json!({"endpoint": "bearer", "path": "/a", "json": {}})),
+            NewJob::new(
+                "http",
+                json!({"endpoint": "plain", "path": "/b", "json": {}, "headers": {"Authorization": basic}}),
+            ),
+            NewJob::new(
+                "http",
+                json!({"endpoint": "recorded", "path": "/c", "json": {}, "headers": {"authorization": basic},
+                       "record": ["authorization", "decoded", "headers_b64"]}),
+            ),
+        ],
+    );
+    assert_eq!(dead.seen().len(), 2, "both were sent");
+    let echoed = dead.seen()[0].header("Authorization").unwrap().to_string();
+    assert!(echoed.contains(token), "the server did receive the token");
+    let forbidden = [
+        token.to_string(),
+        password.to_string(),
+        b64.encode(token),
+        b64.encode(format!("alice:{password}")),
+        b64.encode(format!("Bearer {token}")),
+    ];
+    let check = |what: &str, text: &str| {
+        for secret in &forbidden {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{what} shows {secret}: {text}"
+            );
+        }
+        // Base64 of a header block hides a secret at any offset: no 8-character run of
+        // any of its three encodings may remain.
+        for shift in 0..3 {
+            let mut bytes = vec![b'x'; shift];
+            bytes.extend_from_slice(token.as_bytes());
+            let encoded = b64.encode(&bytes);
+            let core = &encoded[4..encoded.len() - 4];
+            assert!(
+                !text.contains(core),
+                "{what} shows the token encoded: {text}"
+            );
+        }
+    };
+    for id in &ids[..2] {
+        let (state, error, attempts) = s.state(*id);
+        assert_eq!(state, JobState::Dead);
+        let error = error.unwrap();
+        assert!(
+            error.starts_with("HTTP 400 Bad Request from POST "),
+            "{error}"
+        );
+        assert!(error.contains("***"), "{error}");
+        check("last_error", &error);
+        check("attempt", &serde_json::to_string(&attempts).unwrap());
+    }
+    let (state, _, attempts) = s.state(ids[2]);
+    assert_eq!(state, JobState::Succeeded);
+    let recorded = &attempts[0].detail.as_ref().unwrap()["recorded"];
+    assert_eq!(recorded["authorization"], "***");
+    assert_eq!(recorded["decoded"], "***");
+    check("recorded", &recorded.to_string());
+
+    // jobctl show, as text and as JSON, masks the payload's own Authorization header.
+    for id in &ids[1..] {
+        for json_flag in [&[][..], &["--json"][..]] {
+            let out = std::process::Command::new(crate::common::JOBCTL)
+                .arg("--db")
+                .arg(&s.config.daemon.database)
+                .args(json_flag)
+                .args(["show", &id.to_string()])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let shown = String::from_utf8(out.stdout).unwrap();
+            check("jobctl show", &shown);
+            assert!(!shown.contains("Basic "), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+    }
+}
+
+// ---- secret base URLs ----
+
+#[test]
+fn a_base_url_from_the_environment_or_a_file_is_used_and_masked_everywhere() {
+    // A webhook whose URL is the secret: it answers 404 and echoes the path it got.
+    let hook = Server::start(2, |r, _| {
+        reply(404).body(format!(
+            "no such hook: {} ({})",
+            r.url,
+            r.header("Host").unwrap_or("")
+        ))
+    });
+    // The dead-letter webhook, its URL from a file.
+    let alerts = Server::start(2, |_, _| reply(200));
+    let hook_url = format!("{}/services/T0SECRET/B0SECRET/xoxSecretPart", hook.base);
+    std::env::set_var("JOBD_IT_HOOK_URL", &hook_url);
+    let alerts_file = tempfile::NamedTempFile::new().unwrap();
+    let alerts_url = format!("{}/hooks/alerts-secret-7781", alerts.base);
+    std::fs::write(alerts_file.path(), format!("{alerts_url}\n")).unwrap();
+    let text = format!(
+        "[endpoints.hook]\nbase_url_env = \"JOBD_IT_HOOK_URL\"\n\
+         [endpoints.alerts]\nbase_url_file = \"{}\"\n[notify]\nendpoint = \"alerts\"\n",
+        alerts_file.path().display()
+    );
+    let s = setup(1, &text);
+    std::fs::write(
+        s.dir.path().join("jobd.toml"),
+        format!(
+            "[daemon]\ndatabase = \"{}\"\n{text}",
+            s.config.daemon.database.display()
+        ),
+    )
+    .unwrap();
+    let ids = s.run(
+        Registry::builtin(),
+        vec![NewJob::new(
+            "http",
+            json!({"endpoint": "hook", "path": "/x", "json": {"text": "hi"}}),
+        )],
+    );
+    assert_eq!(
+        hook.seen()[0].url,
+        "/services/T0SECRET/B0SECRET/xoxSecretPart/x",
+        "sent to the secret URL"
+    );
+    let notified = alerts.seen();
+    assert_eq!(notified.len(), 1);
+    assert_eq!(
+        notified[0].url, "/hooks/alerts-secret-7781",
+        "the file's URL, line end trimmed"
+    );
+
+    let secrets = ["T0SECRET", "xoxSecretPart", "alerts-secret-7781"];
+    let check = |what: &str, text: &str| {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{what} shows {secret}: {text}");
+        }
+    };
+    let (state, error, attempts) = s.state(ids[0]);
+    assert_eq!(state, JobState::Dead);
+    let error = error.unwrap();
+    assert_eq!(
+        error,
+        format!(
+            "HTTP 404 Not Found from POST ***/x: no such hook: ***/x ({})",
+            hook.base.trim_start_matches("http://")
+        )
+    );
+    check("attempts", &serde_json::to_string(&attempts).unwrap());
+    assert_eq!(attempts[0].detail.as_ref().unwrap()["url"], "***/x");
+    check("notification", &String::from_utf8_lossy(&notified[0].body));
+    let notify_jobs = s
+        .db()
+        .list(&jobd::store::JobFilter {
+            kind: Some("notify".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    for job in &notify_jobs {
+        check(
+            "notify job",
+            &serde_json::to_string(&s.state(job.id).2).unwrap(),
+        );
+    }
+    for args in [&["show"][..], &["--json", "show"][..]] {
+        for id in std::iter::once(ids[0]).chain(notify_jobs.iter().map(|j| j.id)) {
+            let out = std::process::Command::new(crate::common::JOBCTL)
+                .arg("--config")
+                .arg(s.dir.path().join("jobd.toml"))
+                .args(args)
+                .arg(id.to_string())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            check("jobctl show", &String::from_utf8_lossy(&out.stdout));
+        }
+    }
+}
+
+#[test]
+fn a_secret_base_url_is_checked_without_showing_it() {
+    let config = |endpoint: &str| {
+        Config::from_toml(&format!("[endpoints.hook]\n{endpoint}\n"), "test")
+            .map_err(|e| e.to_string())
+    };
+    let both = config("base_url = \"https://a.example\"\nbase_url_env = \"X\"").unwrap_err();
+    assert!(
+        both.contains(
+            "endpoints.hook: give exactly one of base_url, base_url_env and base_url_file"
+        ),
+        "{both}"
+    );
+    let none = config("timeout = \"5s\"").unwrap_err();
+    assert!(none.contains("give exactly one of"), "{none}");
+    // Checked when the secrets are read (start, reload, --check-config), never shown.
+    std::env::set_var(
+        "JOBD_IT_PLAIN_HOOK",
+        "http://hooks.example.com/services/SECRETPATH",
+    );
+    let plain = config("base_url_env = \"JOBD_IT_PLAIN_HOOK\"").unwrap();
+    let err = plain.check_secrets().unwrap_err();
+    assert!(err.starts_with("endpoints.hook.base_url_env: "), "{err}");
+    assert!(
+        err.contains("http:// to a non-loopback host is refused"),
+        "{err}"
+    );
+    assert!(!err.contains("SECRETPATH"), "{err}");
+    let unset = config("base_url_env = \"JOBD_IT_UNSET_HOOK\"").unwrap();
+    assert_eq!(
+        unset.check_secrets().unwrap_err(),
+        "endpoints.hook.base_url_env: the environment variable JOBD_IT_UNSET_HOOK is not set"
+    );
+    // A payload may not carry the URL itself.
+    let refused = Registry::builtin()
+        .validate(
+            &NewJob::new(
+                "http",
+                json!({"endpoint": "hook", "url": "http://hooks.example.com/services/SECRETPATH"}),
+            ),
+            &plain,
+        )
+        .unwrap_err();
+    assert!(
+        refused.contains("url is refused for endpoint 'hook', whose base URL is a secret"),
+        "{refused}"
+    );
+    Registry::builtin()
+        .validate(
+            &NewJob::new("http", json!({"endpoint": "hook", "path": "/x"})),
+            &plain,
+        )
+        .unwrap();
+}

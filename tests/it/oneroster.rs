@@ -255,16 +255,14 @@ fn out_dir(s: &Setup) -> PathBuf {
     day.path().join("oneroster").join("20251027")
 }
 
-/// Checks the rows of `file` against `expected`, where "*" in column 2 stands for the run
-/// time (then it must equal `now`).
-fn check(dir: &Path, file: &str, header: &str, expected: &[Vec<&str>], now: &str) {
+/// Checks the header and rows of `file` against `expected`, field by field.
+fn check(dir: &Path, file: &str, header: &str, expected: &[Vec<&str>]) {
     let (h, rows) = read_csv(&dir.join(file));
     assert_eq!(h.join(","), header, "{file} header");
     assert_eq!(rows.len(), expected.len(), "{file}: {rows:?}");
     for (row, want) in rows.iter().zip(expected) {
         assert_eq!(row.len(), want.len(), "{file}: {row:?}");
         for (i, (got, want)) in row.iter().zip(want).enumerate() {
-            let want = if i == 2 && *want == "*" { now } else { want };
             assert_eq!(got, want, "{file} column {} ({row:?})", h[i]);
         }
     }
@@ -295,10 +293,9 @@ fn oneroster_converts_the_set_field_by_field_and_uploads_every_part() {
         "orgs.csv",
         "sourcedId,status,dateLastModified,name,type,identifier,parentSourcedId",
         &[
-            vec![&s1, "active", "*", "さくら小学校", "school", "1", ""],
-            vec![&s2, "active", "*", "Midori, Junior High", "school", "2", ""],
+            vec![&s1, "", "", "さくら小学校", "school", "1", ""],
+            vec![&s2, "", "", "Midori, Junior High", "school", "2", ""],
         ],
-        &now,
     );
     let (st1, st2, t1) = (
         id("student", "S1"),
@@ -311,30 +308,27 @@ fn oneroster_converts_the_set_field_by_field_and_uploads_every_part() {
         "users.csv",
         "sourcedId,status,dateLastModified,enabledUser,username,userIds,givenName,familyName,middleName,identifier,email,sms,phone,agentSourcedIds,grades,password,userMasterIdentifier,preferredGivenName,preferredMiddleName,preferredFamilyName,primaryOrgSourcedId,pronouns",
         &[
-            vec![&st1, "active", "*", "true", "taro@example.jp", "{SIS:S1}", "太郎", "山田", e, "S1", "taro@example.jp", e, e, e, "5", e, e, e, e, e, &s1, e],
-            vec![&st2, "active", "*", "true", "S2", "{SIS:S2}", "花子", "佐藤", e, "S2", e, e, e, e, "7", e, e, e, e, e, &s2, e],
-            vec![&t1, "active", "*", "true", "ichiro@example.jp", "{SIS:T1}", "一郎", "鈴木", e, "T1", "ichiro@example.jp", "03-1234-5678", "03-1234-5678", e, e, e, e, e, e, e, &s1, e],
+            vec![&st1, "", "", "true", "taro@example.jp", "{SIS:S1}", "太郎", "山田", e, "S1", "taro@example.jp", e, e, e, "5", e, e, e, e, e, &s1, e],
+            vec![&st2, "", "", "true", "S2", "{SIS:S2}", "花子", "佐藤", e, "S2", e, e, e, e, "7", e, e, e, e, e, &s2, e],
+            vec![&t1, "", "", "true", "ichiro@example.jp", "{SIS:T1}", "一郎", "鈴木", e, "T1", "ichiro@example.jp", "03-1234-5678", "03-1234-5678", e, e, e, e, e, e, e, &s1, e],
         ],
-        &now,
     );
     check(
         &out,
         "roles.csv",
         "sourcedId,status,dateLastModified,userSourcedId,roleType,role,beginDate,endDate,orgSourcedId,userProfileSourcedId",
         &[
-            vec![&id("role", "student:S1:1"), "active", "*", &st1, "primary", "student", e, e, &s1, e],
-            vec![&id("role", "student:S2:2"), "active", "*", &st2, "primary", "student", e, e, &s2, e],
-            vec![&id("role", "teacher:T1:1"), "active", "*", &t1, "primary", "teacher", e, e, &s1, e],
+            vec![&id("role", "student:S1:1"), "", "", &st1, "primary", "student", e, e, &s1, e],
+            vec![&id("role", "student:S2:2"), "", "", &st2, "primary", "student", e, e, &s2, e],
+            vec![&id("role", "teacher:T1:1"), "", "", &t1, "primary", "teacher", e, e, &s1, e],
         ],
-        &now,
     );
     let course = id("course", "C-MATH5");
     check(
         &out,
         "courses.csv",
         "sourcedId,status,dateLastModified,schoolYearSourcedId,title,courseCode,grades,orgSourcedId,subjects,subjectCodes",
-        &[vec![&course, "active", "*", e, "算数5年", "M5", e, &s1, "Math", e]],
-        &now,
+        &[vec![&course, "", "", e, "算数5年", "M5", e, &s1, "Math", e]],
     );
     let term = id("term", "T2025");
     let (c1, c2) = (id("class", "SEC1"), id("class", "SEC2"));
@@ -343,21 +337,19 @@ fn oneroster_converts_the_set_field_by_field_and_uploads_every_part() {
         "classes.csv",
         "sourcedId,status,dateLastModified,title,grades,courseSourcedId,classCode,classType,location,schoolSourcedId,termSourcedIds,subjects,subjectCodes,periods",
         &[
-            vec![&c1, "active", "*", "5年1組 算数", e, &course, "501", "scheduled", e, &s1, &term, "Math", e, "1"],
-            vec![&c2, "active", "*", "5年2組 算数", e, &course, "502", "scheduled", e, &s1, &term, "Math", e, "2"],
+            vec![&c1, "", "", "5年1組 算数", e, &course, "501", "scheduled", e, &s1, &term, "Math", e, "1"],
+            vec![&c2, "", "", "5年2組 算数", e, &course, "502", "scheduled", e, &s1, &term, "Math", e, "2"],
         ],
-        &now,
     );
     check(
         &out,
         "enrollments.csv",
         "sourcedId,status,dateLastModified,classSourcedId,schoolSourcedId,userSourcedId,role,primary,beginDate,endDate",
         &[
-            vec![&id("enrollment", "SEC1:student:S1"), "active", "*", &c1, &s1, &st1, "student", "false", e, e],
-            vec![&id("enrollment", "SEC1:teacher:T1"), "active", "*", &c1, &s1, &t1, "teacher", "true", e, e],
-            vec![&id("enrollment", "SEC2:teacher:T1"), "active", "*", &c2, &s1, &t1, "teacher", "true", e, e],
+            vec![&id("enrollment", "SEC1:student:S1"), "", "", &c1, &s1, &st1, "student", "false", e, e],
+            vec![&id("enrollment", "SEC1:teacher:T1"), "", "", &c1, &s1, &t1, "teacher", "true", e, e],
+            vec![&id("enrollment", "SEC2:teacher:T1"), "", "", &c2, &s1, &t1, "teacher", "true", e, e],
         ],
-        &now,
     );
     check(
         &out,
@@ -365,8 +357,8 @@ fn oneroster_converts_the_set_field_by_field_and_uploads_every_part() {
         "sourcedId,status,dateLastModified,title,type,startDate,endDate,parentSourcedId,schoolYear",
         &[vec![
             &term,
-            "active",
-            "*",
+            "",
+            "",
             "2025年度",
             "term",
             "2025-04-01",
@@ -374,26 +366,21 @@ fn oneroster_converts_the_set_field_by_field_and_uploads_every_part() {
             e,
             "2026",
         ]],
-        &now,
     );
-    check(
-        &out,
-        "demographics.csv",
-        "sourcedId,status,dateLastModified,birthDate,sex,americanIndianOrAlaskaNative,asian,blackOrAfricanAmerican,nativeHawaiianOrOtherPacificIslander,white,demographicRaceTwoOrMoreRaces,hispanicOrLatinoEthnicity,countryOfBirthCode,stateOfBirthAbbreviation,cityOfBirth,publicSchoolResidenceStatus",
-        &[],
-        &now,
-    );
-    // The enrollment in the missing section is skipped and reported.
+    // A file without data rows is not allowed in a set: demographics.csv is not written.
+    assert!(!out.join("demographics.csv").exists());
+    // The enrollment in the missing section is skipped and reported, the files named
+    // as they are on disk.
     let (h, errors) = read_csv(&out.join("errors.csv"));
     assert_eq!(h, ["file", "line", "field", "value", "reason"]);
     assert_eq!(
         errors,
         vec![vec![
-            "studentenrollment.csv".to_string(),
+            "StudentEnrollment.csv".to_string(),
             "3".into(),
             "Section SIS ID".into(),
             "SEC9".into(),
-            "no such section in section.csv".into()
+            "no such section in Section.csv".into()
         ]]
     );
     // manifest.csv
@@ -438,7 +425,6 @@ fn oneroster_converts_the_set_field_by_field_and_uploads_every_part() {
             "academicSessions.csv",
             "classes.csv",
             "courses.csv",
-            "demographics.csv",
             "enrollments.csv",
             "errors.csv",
             "manifest.csv",
@@ -454,7 +440,7 @@ fn oneroster_converts_the_set_field_by_field_and_uploads_every_part() {
     assert_eq!(metadata["version"], "1.2");
     let counts = metadata["recordCounts"].as_object().unwrap();
     let sums = metadata["checksums"].as_object().unwrap();
-    assert_eq!(counts.len(), 9);
+    assert_eq!(counts.len(), 8);
     for (file, count) in counts {
         let bytes = std::fs::read(out.join(file)).unwrap();
         assert_eq!(sums[file], hex(&bytes), "{file}");
@@ -513,6 +499,15 @@ fn oneroster_converts_the_set_field_by_field_and_uploads_every_part() {
             "academicSessions.csv"
         ]
     );
+    // metadata.json describes exactly the other files uploaded, in counts and checksums.
+    let mut described: Vec<&str> = counts.keys().map(String::as_str).collect();
+    let mut others: Vec<&str> = uploaded[1..].iter().map(String::as_str).collect();
+    described.sort();
+    others.sort();
+    assert_eq!(described, others);
+    let mut summed: Vec<&str> = sums.keys().map(String::as_str).collect();
+    summed.sort();
+    assert_eq!(summed, others);
     let uploads = s.uploads();
     assert_eq!(uploads.len(), 1);
     assert_eq!(uploads[0].state, JobState::Succeeded);
@@ -603,7 +598,7 @@ fn oneroster_an_error_in_a_required_file_makes_the_job_dead_with_the_report() {
     let error = job.last_error.unwrap();
     assert!(error.contains("error(s) in required files"), "{error}");
     let (_, errors) = read_csv(&out_dir(&s).join("errors.csv"));
-    let student: Vec<_> = errors.iter().filter(|r| r[0] == "student.csv").collect();
+    let student: Vec<_> = errors.iter().filter(|r| r[0] == "Student.csv").collect();
     assert_eq!(student.len(), 2, "{errors:?}");
     assert_eq!(
         student[0][1..],
@@ -611,7 +606,7 @@ fn oneroster_an_error_in_a_required_file_makes_the_job_dead_with_the_report() {
     );
     assert_eq!(
         student[1][1..],
-        ["3", "School SIS ID", "7", "no such school in school.csv"]
+        ["3", "School SIS ID", "7", "no such school in School.csv"]
     );
     assert!(s.uploads().is_empty());
     let left: Vec<String> = std::fs::read_dir(out_dir(&s))
@@ -945,7 +940,7 @@ fn oneroster_archive_zip_holds_the_set_and_is_the_same_for_the_same_input() {
 
     s.run_with_clock(vec![job.clone()], clock.clone());
     assert_eq!(first, std::fs::read(&zip_path).unwrap(), "byte-identical");
-    // Another run time changes dateLastModified and uploadedAt, nothing else.
+    // Another run time changes uploadedAt (bulk files carry no dateLastModified).
     clock.advance(Duration::from_secs(1));
     s.run_with_clock(vec![job], clock);
     assert_ne!(first, std::fs::read(&zip_path).unwrap());
@@ -981,9 +976,9 @@ fn oneroster_on_error_skip_leaves_bad_rows_out_everywhere_and_goes_on() {
     assert_eq!(
         reported,
         [
-            ("student.csv", "7"),
-            ("studentenrollment.csv", "SEC9"),
-            ("studentenrollment.csv", "S2")
+            ("Student.csv", "7"),
+            ("StudentEnrollment.csv", "SEC9"),
+            ("StudentEnrollment.csv", "S2")
         ]
     );
     assert_eq!(last_detail(&s, ids[0])["errors"], 3);
@@ -1003,7 +998,7 @@ fn oneroster_on_error_fail_makes_an_optional_file_error_fatal() {
     let error = job.last_error.unwrap();
     assert!(
         error.starts_with(
-            "1 error(s) with on_error = \"fail\" (first: studentenrollment.csv line 3 Section SIS ID: no such section in section.csv)"
+            "1 error(s) with on_error = \"fail\" (first: StudentEnrollment.csv line 3 Section SIS ID: no such section in Section.csv)"
         ),
         "{error}"
     );
@@ -1034,4 +1029,149 @@ fn oneroster_an_upload_answer_without_an_upload_id_starts_no_status_poll() {
         "no follow-up: the answer has no uploadId (JSON)"
     );
     assert!(s.jobs_of("oneroster_status").is_empty());
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn oneroster_a_zero_byte_optional_file_is_an_empty_one() {
+    let server = Server::start(|_| 202);
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    std::fs::write(dir.join("StudentEnrollment.csv"), "").unwrap();
+    let ids = s.run(vec![job_for(&dir)]);
+    let job = s.job(ids[0]);
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.last_error);
+    let out = out_dir(&s);
+    let (_, enrollments) = read_csv(&out.join("enrollments.csv"));
+    let roles: Vec<&str> = enrollments.iter().map(|r| r[6].as_str()).collect();
+    assert_eq!(roles, ["teacher", "teacher"], "only the roster's rows");
+    assert!(
+        !out.join("errors.csv").exists(),
+        "no error: the file is empty, not broken"
+    );
+    assert_eq!(last_detail(&s, ids[0])["errors"], 0);
+    assert_eq!(s.uploads()[0].state, JobState::Succeeded);
+
+    // Both optional enrollment files empty: enrollments.csv has no rows, so it is absent.
+    std::fs::write(dir.join("teacherroster.csv"), "Section SIS ID,SIS ID\n").unwrap();
+    s.run(vec![job_for(&dir)]);
+    let out = out_dir(&s);
+    assert!(!out.join("enrollments.csv").exists());
+    let (_, manifest) = read_csv(&out.join("manifest.csv"));
+    assert!(manifest.contains(&vec!["file.enrollments".to_string(), "absent".into()]));
+}
+
+#[test]
+fn oneroster_a_dead_conversion_always_leaves_errors_csv() {
+    let server = Server::start(|_| 202);
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    // A required file of 0 bytes cannot be read: fatal, and reported.
+    std::fs::write(dir.join("School.csv"), "").unwrap();
+    let ids = s.run(vec![job_for(&dir)]);
+    let job = s.job(ids[0]);
+    assert_eq!(job.state, JobState::Dead);
+    let error = job.last_error.unwrap();
+    assert!(
+        error.starts_with("School.csv: not a CSV file: the file is empty; see "),
+        "{error}"
+    );
+    assert!(error.ends_with("errors.csv"), "{error}");
+    let out = out_dir(&s);
+    assert_eq!(
+        names_in(&out),
+        ["errors.csv"],
+        "no OneRoster file, no temp file"
+    );
+    let (h, errors) = read_csv(&out.join("errors.csv"));
+    assert_eq!(h, ["file", "line", "field", "value", "reason"]);
+    assert_eq!(
+        errors,
+        [[
+            "School.csv",
+            "",
+            "",
+            "",
+            "not a CSV file: the file is empty"
+        ]]
+    );
+    assert!(s.uploads().is_empty());
+
+    // A missing required file too.
+    std::fs::remove_file(dir.join("School.csv")).unwrap();
+    let ids = s.run(vec![job_for(&dir)]);
+    assert_eq!(s.job(ids[0]).state, JobState::Dead);
+    let (_, errors) = read_csv(&out.join("errors.csv"));
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0][0], "school.csv");
+    assert!(errors[0][4].starts_with("is missing in "), "{errors:?}");
+}
+
+#[test]
+fn oneroster_seed_enrollment_ids_match_the_former_formula_and_collisions_are_reported() {
+    let server = Server::start(|_| 202);
+    let s = setup(&server);
+    let dir = write_fixture(&s.data(), "spool/sds/20251027");
+    let ids = s.run(vec![job_with(&dir, json!({"enrollment_ids": "seed"}))]);
+    assert_eq!(s.job(ids[0]).state, JobState::Succeeded);
+    let out = out_dir(&s);
+    let (_, rows) = read_csv(&out.join("enrollments.csv"));
+    let got: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r[0].as_str(), r[7].as_str()))
+        .collect();
+    let (a, b, c) = (
+        id("enrollment", "SEC1:S1"),
+        id("enrollment", "SEC1:T1"),
+        id("enrollment", "SEC2:T1"),
+    );
+    assert_eq!(
+        got,
+        [
+            (a.as_str(), "false"),
+            (b.as_str(), "true"),
+            (c.as_str(), "true")
+        ]
+    );
+    // The users they point at keep their ids.
+    assert_eq!(rows[0][5], id("student", "S1"));
+    assert_eq!(rows[1][5], id("teacher", "T1"));
+
+    // A teacher whose SIS ID is a student's, in that student's section: the seed formula
+    // gives both one id, so the second is reported and left out; "role" keeps both.
+    std::fs::write(
+        dir.join("Teacher.csv"),
+        "SIS ID,School SIS ID,First Name,Last Name\nT1,1,一郎,鈴木\nS1,1,次郎,田中\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("teacherroster.csv"),
+        "Section SIS ID,SIS ID\nSEC1,S1\n",
+    )
+    .unwrap();
+    let ids = s.run(vec![job_with(&dir, json!({"enrollment_ids": "seed"}))]);
+    assert_eq!(s.job(ids[0]).state, JobState::Succeeded);
+    let (_, rows) = read_csv(&out.join("enrollments.csv"));
+    assert_eq!(rows.len(), 1);
+    let (_, errors) = read_csv(&out.join("errors.csv"));
+    let collision = errors.iter().find(|e| e[0] == "teacherroster.csv").unwrap();
+    assert_eq!(collision[1..4], ["2", "SIS ID", "S1"]);
+    assert!(
+        collision[4].starts_with("enrollment id collides with the student S1"),
+        "{collision:?}"
+    );
+    let ids = s.run(vec![job_with(&dir, json!({"enrollment_ids": "role"}))]);
+    assert_eq!(s.job(ids[0]).state, JobState::Succeeded);
+    let (_, rows) = read_csv(&out.join("enrollments.csv"));
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1][0], id("enrollment", "SEC1:teacher:S1"));
 }

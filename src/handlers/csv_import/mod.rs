@@ -271,9 +271,11 @@ impl CsvImportPipeline {
     }
 }
 
-/// The job's payload: what a watched folder gives (`file`, `name`, `sha256`, `size`, ...)
-/// plus the pipeline. Unknown fields are allowed: a watch may add its own.
+/// The job's payload: what a watched folder gives (`file`, `name`, `sha256`, `size`)
+/// plus the pipeline. Unknown fields are refused, so a misspelt setting is caught when
+/// the watch is checked at start; a watch's own fields go under `extra`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ImportPayload {
     pub pipeline: String,
     /// Absolute, or relative to the data directory.
@@ -284,6 +286,13 @@ pub struct ImportPayload {
     /// Hex SHA-256 of the file, if the sender already computed it.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Its size, as a watched folder gives it (not used: the file is read anyway).
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// A JSON object of the watch's (or sender's) own fields: kept with the job, never
+    /// read by the kind.
+    #[serde(default)]
+    pub extra: Option<Value>,
 }
 
 impl ImportPayload {
@@ -292,6 +301,9 @@ impl ImportPayload {
             ImportPayload::deserialize(payload).map_err(|e| format!("csv_import payload: {e}"))?;
         if p.file.as_os_str().is_empty() {
             return Err("csv_import payload: file must not be empty".into());
+        }
+        if p.extra.as_ref().is_some_and(|e| !e.is_object()) {
+            return Err("csv_import payload: extra must be an object".into());
         }
         if let Some(sha) = &p.sha256 {
             // It names directories and keys, so it must be exactly a digest.
@@ -1039,6 +1051,23 @@ pub fn dry_run(
 mod tests {
     use super::*;
     use crate::config::PipelineConfig;
+
+    #[test]
+    fn a_payload_takes_only_known_keys_and_its_own_under_extra() {
+        let err = ImportPayload::parse(&json!({"pipeline": "p", "file": "a.csv", "pipline": "q"}))
+            .unwrap_err();
+        assert!(
+            err.starts_with("csv_import payload: unknown field `pipline`"),
+            "{err}"
+        );
+        let p = ImportPayload::parse(&json!({"pipeline": "p", "file": "a.csv", "size": 3,
+            "extra": {"folder": "input/daily"}}))
+        .unwrap();
+        assert_eq!(p.extra.unwrap()["folder"], "input/daily");
+        let err = ImportPayload::parse(&json!({"pipeline": "p", "file": "a.csv", "extra": 1}))
+            .unwrap_err();
+        assert_eq!(err, "csv_import payload: extra must be an object");
+    }
 
     #[test]
     fn the_sfmc_example_is_valid() {

@@ -8,16 +8,142 @@ use std::time::Duration;
 /// What replaces a secret in logs, errors, attempt details and notifications.
 pub const MASK: &str = "***";
 
-/// Replaces every known secret in `text` with [`MASK`]. Secrets shorter than 4 bytes are
-/// left alone: masking "a" everywhere would garble text without protecting anything.
+/// Replaces every known secret in `text` with [`MASK`], the longest first (so a secret
+/// inside a longer one does not leave the rest showing). Secrets shorter than 4 bytes
+/// are left alone: masking "a" everywhere would garble text without protecting anything.
 pub fn mask(text: &str, secrets: &[&str]) -> String {
+    let mut sorted: Vec<&str> = secrets.iter().copied().filter(|s| s.len() >= 4).collect();
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
     let mut out = text.to_string();
-    for secret in secrets {
-        if secret.len() >= 4 && out.contains(secret) {
+    for secret in sorted {
+        if out.contains(secret) {
             out = out.replace(secret, MASK);
         }
     }
     out
+}
+
+/// [`mask`] on every string inside a JSON value (a recorded field of an answer).
+pub fn mask_value(value: &mut serde_json::Value, secrets: &[&str]) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => {
+            let masked = mask(text, secrets);
+            if masked != *text {
+                *text = masked;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| mask_value(v, secrets)),
+        Value::Object(map) => map.values_mut().for_each(|v| mask_value(v, secrets)),
+        _ => {}
+    }
+}
+
+/// The forms a secret may take in text the other side sends back: as is, and
+/// base64-encoded (standard and URL-safe alphabets, with and without padding), alone or
+/// inside a longer encoded text (as in an echo of a whole header or request). Inside a
+/// longer text the encoding of a secret depends on its offset modulo 3, so each of the
+/// three offsets gives a form: the characters that encode the secret's bytes alone.
+pub fn secret_forms(secret: &str) -> Vec<String> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    let mut forms = vec![secret.to_string()];
+    if secret.len() < 4 {
+        return forms;
+    }
+    for engine in [&STANDARD, &URL_SAFE] {
+        forms.push(engine.encode(secret));
+    }
+    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        for shift in 0..3usize {
+            let mut bytes = vec![0u8; shift];
+            bytes.extend_from_slice(secret.as_bytes());
+            let encoded = engine.encode(&bytes);
+            // Skip the group holding the stand-in bytes; keep whole groups only.
+            let start = if shift == 0 { 0 } else { 4 };
+            let end = bytes.len() / 3 * 4;
+            if end > start && end - start >= 8 {
+                forms.push(encoded[start..end].to_string());
+            }
+        }
+        forms.push(engine.encode(secret));
+    }
+    forms.sort();
+    forms.dedup();
+    forms
+}
+
+/// Request headers whose values are credentials: masked in `jobctl show` and in what is
+/// stored of an answer that echoes them.
+pub const SENSITIVE_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+];
+
+/// Whether a header name is one of [`SENSITIVE_HEADERS`].
+pub fn is_sensitive_header(name: &str) -> bool {
+    SENSITIVE_HEADERS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// The secrets in a credential header's value: the value, the credential after its
+/// scheme (`Bearer <token>`, `Basic <base64>`) and, for Basic, the decoded
+/// `user:password` and the password, each in every [`secret_forms`].
+pub fn header_secrets(value: &str) -> Vec<String> {
+    use base64::Engine;
+    let value = value.trim();
+    let mut plain = vec![value.to_string()];
+    if let Some((scheme, credential)) = value.split_once(' ') {
+        let credential = credential.trim();
+        plain.push(credential.to_string());
+        if scheme.eq_ignore_ascii_case("basic") {
+            if let Some(decoded) = base64::engine::general_purpose::STANDARD
+                .decode(credential)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+            {
+                if let Some((_, password)) = decoded.split_once(':') {
+                    plain.push(password.to_string());
+                }
+                plain.push(decoded);
+            }
+        }
+    }
+    plain.iter().flat_map(|s| secret_forms(s)).collect()
+}
+
+/// A job payload as shown to people (`jobctl show`): the values of credential headers
+/// under any `headers` object, at any depth (a follow-up's payload too), become
+/// [`MASK`].
+pub fn masked_payload(payload: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let mut shown = payload.clone();
+    fn walk(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for (key, inner) in map.iter_mut() {
+                    if key == "headers" {
+                        if let Value::Object(headers) = inner {
+                            for (name, v) in headers.iter_mut() {
+                                if is_sensitive_header(name) {
+                                    *v = Value::String(MASK.into());
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                    walk(inner);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut shown);
+    shown
 }
 
 /// An access token and when to stop using it.
@@ -134,6 +260,35 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credential_headers_are_masked_at_any_depth_of_a_payload() {
+        let payload = serde_json::json!({"endpoint": "e", "headers": {"Authorization": "Basic eDp5",
+            "X-Batch": "7"}, "follow_up": {"kind": "http", "payload": {"headers": {"cookie": "s=1"}}}});
+        let shown = masked_payload(&payload);
+        assert_eq!(shown["headers"]["Authorization"], MASK);
+        assert_eq!(shown["headers"]["X-Batch"], "7");
+        assert_eq!(shown["follow_up"]["payload"]["headers"]["cookie"], MASK);
+        assert_eq!(
+            payload["headers"]["Authorization"], "Basic eDp5",
+            "the stored one is kept"
+        );
+    }
+
+    #[test]
+    fn a_secret_is_masked_base64_encoded_at_any_offset() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let secret = "s3cret-value-42";
+        let forms = secret_forms(secret);
+        let forms: Vec<&str> = forms.iter().map(String::as_str).collect();
+        for prefix in ["", "a", "ab", "abc"] {
+            let text = b64.encode(format!("{prefix}{secret}!tail"));
+            let masked = mask(&text, &forms);
+            assert!(masked.contains(MASK), "{prefix:?}: {masked}");
+        }
+        assert_eq!(mask(&b64.encode(secret), &forms), MASK);
+    }
     use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
     use std::sync::Arc;
 

@@ -9,7 +9,7 @@ pub mod rate;
 use super::{Handler, JobContext, StopReason};
 use crate::config::{AuthConfig, Config, EndpointConfig, TokenRequestFormat};
 use crate::job::{Job, NewJob, Outcome};
-use auth::{mask, TokenCache};
+use auth::{header_secrets, is_sensitive_header, mask, mask_value, secret_forms, TokenCache};
 use classify::{body_excerpt, classify, retry_after_header, Class};
 use rate::TokenBucket;
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -123,7 +123,7 @@ impl RequestSpec {
             .map_err(|_| format!("http payload: method '{text}' is not valid"))
     }
 
-    /// Checks everything that does not need the network or the files.
+    /// Checks everything that does not need the network, the files or the secrets.
     fn check<'c>(&self, config: &'c Config) -> Result<&'c EndpointConfig, String> {
         let endpoint = config.endpoints.get(&self.endpoint).ok_or_else(|| {
             let known: Vec<&str> = config.endpoints.keys().map(String::as_str).collect();
@@ -138,7 +138,19 @@ impl RequestSpec {
             )
         })?;
         self.method()?;
-        self.url(endpoint)?;
+        if endpoint.base_url_is_secret() {
+            // The URL is a secret: a payload must not hold it, and it is not known here
+            // (jobctl has no secrets), so the path is checked on a stand-in.
+            if self.url.is_some() {
+                return Err(format!(
+                    "http payload: url is refused for endpoint '{}', whose base URL is a secret (base_url_env/base_url_file); give path",
+                    self.endpoint
+                ));
+            }
+            self.url_on(endpoint, SECRET_BASE_STAND_IN)?;
+        } else {
+            self.url_on(endpoint, &endpoint.base_url)?;
+        }
         let bodies = [
             self.json.is_some(),
             self.body_file.is_some(),
@@ -197,9 +209,10 @@ impl RequestSpec {
         Ok(endpoint)
     }
 
-    /// The request URL: base_url + path + query, or the payload's own same-origin URL.
-    fn url(&self, endpoint: &EndpointConfig) -> Result<Url, String> {
-        let base = Url::parse(&endpoint.base_url).map_err(|e| format!("base_url: {e}"))?;
+    /// The request URL: `base` (the endpoint's base URL) + path + query, or the payload's
+    /// own same-origin URL.
+    fn url_on(&self, endpoint: &EndpointConfig, base_url: &str) -> Result<Url, String> {
+        let base = Url::parse(base_url).map_err(|e| format!("base_url: {e}"))?;
         let mut url = match (&self.url, &self.path) {
             (Some(_), Some(_)) => return Err("http payload: give url or path, not both".into()),
             (Some(text), None) => {
@@ -214,7 +227,7 @@ impl RequestSpec {
                 url
             }
             (None, path) => {
-                let mut text = endpoint.base_url.trim_end_matches('/').to_string();
+                let mut text = base_url.trim_end_matches('/').to_string();
                 if let Some(path) = path.as_deref().filter(|p| !p.is_empty()) {
                     text.push('/');
                     text.push_str(path.trim_start_matches('/'));
@@ -246,6 +259,9 @@ impl RequestSpec {
     }
 }
 
+/// What a secret base URL is replaced by when a payload is checked without it.
+const SECRET_BASE_STAND_IN: &str = "https://secret-base-url.invalid";
+
 fn plain(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
@@ -266,10 +282,23 @@ pub fn idempotency_key(job: &Job, spec: &RequestSpec) -> String {
     format!("{:x}", hash.finalize())
 }
 
+/// The header that carries the idempotency key on a request with `method`, if any: only
+/// methods that change state (the endpoint's `idempotency_methods`) carry one.
+pub fn idempotency_header<'e>(endpoint: &'e EndpointConfig, method: &Method) -> Option<&'e str> {
+    let sends = !endpoint.idempotency_header.is_empty()
+        && endpoint
+            .idempotency_methods
+            .iter()
+            .any(|m| m == method.as_str());
+    sends.then_some(endpoint.idempotency_header.as_str())
+}
+
 /// What one endpoint keeps between jobs.
 struct EndpointState {
     /// The configuration it was built from; a reload that changes it builds a new one.
     config: EndpointConfig,
+    /// The base URL (read from its secret when `base_url_env`/`base_url_file`).
+    base_url: Result<String, String>,
     client: Client,
     /// The static secret (bearer token, password, header value, client secret).
     secret: Result<String, String>,
@@ -294,6 +323,7 @@ impl EndpointState {
             .user_agent(concat!("jobd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("endpoint {name}: cannot build the HTTP client: {e}"))?;
+        let base_url = config.resolve_base_url(&format!("endpoints.{name}"));
         let secret = match &config.auth {
             Some(auth) => auth.secret(&format!("endpoints.{name}.auth")),
             None => Ok(String::new()),
@@ -315,6 +345,7 @@ impl EndpointState {
         });
         Ok(EndpointState {
             config: config.clone(),
+            base_url,
             client,
             secret,
             query_secrets,
@@ -324,9 +355,39 @@ impl EndpointState {
         })
     }
 
-    /// Every secret that must never be shown.
+    /// Every secret that must never be shown, in every form it may come back in
+    /// ([`auth::secret_forms`]), plus the credential headers `spec` adds.
+    fn secrets_for(&self, spec: &RequestSpec) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .secrets()
+            .iter()
+            .flat_map(|s| secret_forms(s))
+            .collect();
+        for (name, value) in self.config.headers.iter().chain(&spec.headers) {
+            if is_sensitive_header(name) {
+                all.extend(header_secrets(value));
+            }
+        }
+        all
+    }
+
+    /// Every secret that must never be shown, as it is.
     fn secrets(&self) -> Vec<String> {
         let mut all = Vec::new();
+        if let (true, Ok(base)) = (self.config.base_url_is_secret(), &self.base_url) {
+            // As configured, as a request URL starts (normalised by the URL parser), and
+            // its path alone, which is the secret part of a webhook URL.
+            let trimmed = base.trim_end_matches('/');
+            all.push(base.clone());
+            all.push(trimmed.to_string());
+            if let Ok(url) = Url::parse(trimmed) {
+                all.push(url.as_str().trim_end_matches('/').to_string());
+                let path = url.path().trim_end_matches('/');
+                if path.len() >= 8 {
+                    all.push(path.to_string());
+                }
+            }
+        }
         if let Ok(secret) = &self.secret {
             if !secret.is_empty() {
                 all.push(secret.clone());
@@ -347,6 +408,20 @@ impl EndpointState {
         }
         all.extend(self.tokens.current());
         all
+    }
+
+    /// The request URL of `spec`, on the base URL read at build.
+    fn url(&self, spec: &RequestSpec, endpoint: &EndpointConfig) -> Result<Url, Outcome> {
+        // An unreadable secret may come back (being rotated): retry rather than kill.
+        let base = self
+            .base_url
+            .as_ref()
+            .map_err(|e| Outcome::retry(e.clone()))?;
+        spec.url_on(endpoint, base).map_err(|e| {
+            let secrets = self.secrets();
+            let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            Outcome::permanent(mask(&e, &secrets))
+        })
     }
 
     /// `url` with the query secrets appended: only ever built for sending, never stored.
@@ -397,6 +472,17 @@ pub struct Fetched {
     /// The request URL with secrets masked, for details and logs.
     pub url: String,
     pub duration_ms: u64,
+    /// What [`Fetched::excerpt`] masks.
+    secrets: Vec<String>,
+}
+
+impl Fetched {
+    /// The start of the body for an error message, with every secret masked (an answer
+    /// may echo the request's credentials).
+    pub fn excerpt(&self) -> String {
+        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        mask(&body_excerpt(&self.body), &secrets)
+    }
 }
 
 /// A finished exchange, before it becomes an [`Outcome`].
@@ -445,9 +531,9 @@ impl Http {
             Err(e) => return Outcome::retry(e),
         };
         let method = spec.method().unwrap_or(Method::POST);
-        let url = match spec.url(endpoint) {
+        let url = match state.url(spec, endpoint) {
             Ok(url) => url,
-            Err(e) => return Outcome::permanent(e),
+            Err(outcome) => return outcome,
         };
         // A secret that became unreadable since the config loaded may come back (a
         // credential being rotated): retry rather than kill.
@@ -460,7 +546,7 @@ impl Http {
             return outcome;
         }
         let exchange = self.exchange(&state, spec, &method, &url, &key, ctx);
-        let secrets = state.secrets();
+        let secrets = state.secrets_for(spec);
         let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
         let url_text = mask(url.as_str(), &secrets);
         let error = exchange.error.as_deref().map(|e| mask(e, &secrets));
@@ -474,7 +560,7 @@ impl Http {
             "duplicate": exchange.class == Class::Duplicate,
             "retry_after_ms": exchange.retry_after.map(|d| d.as_millis() as u64),
             "token_refreshed": exchange.token_refreshed,
-            "idempotency_key": key,
+            "idempotency_key": idempotency_header(endpoint, &method).map(|_| &key),
         });
         tracing::debug!(job = job.id, endpoint = %spec.endpoint, status = ?exchange.status,
             duration_ms, "{} {url_text}", method.as_str());
@@ -486,7 +572,7 @@ impl Http {
                         "job {} already delivered (duplicate): counted as success", job.id);
                 }
                 let mut detail = detail;
-                let follow_ups = record(job, spec, &exchange.body, &mut detail);
+                let follow_ups = record(job, spec, &exchange.body, &mut detail, &secrets);
                 Outcome::succeeded(follow_ups, Some(detail))
             }
             Class::Retry => Outcome::Retry {
@@ -519,11 +605,11 @@ impl Http {
             .state(&spec.endpoint, endpoint)
             .map_err(Outcome::retry)?;
         let method = spec.method().unwrap_or(Method::GET);
-        let url = spec.url(endpoint).map_err(Outcome::permanent)?;
+        let url = state.url(spec, endpoint)?;
         let key = idempotency_key(job, spec);
         self.wait_for_rate(&state, ctx)?;
-        let secrets = state.secrets();
-        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let all_secrets = state.secrets_for(spec);
+        let secrets: Vec<&str> = all_secrets.iter().map(String::as_str).collect();
         let url_text = mask(url.as_str(), &secrets);
         let (status, response, _) =
             self.send(&state, spec, &method, &url, &key, ctx)
@@ -546,16 +632,22 @@ impl Http {
             .take(max_body + 1)
             .read_to_end(&mut body)
             .map_err(|e| {
-                Outcome::retry(format!(
-                    "reading the answer from {} failed: {}",
-                    without_query(&url),
-                    mask(&error_chain(&e), &secrets)
+                Outcome::retry(mask(
+                    &format!(
+                        "reading the answer from {} failed: {}",
+                        without_query(&url),
+                        error_chain(&e)
+                    ),
+                    &secrets,
                 ))
             })?;
         if body.len() as u64 > max_body {
-            return Err(Outcome::permanent(format!(
-                "the answer from {} is larger than {max_body} bytes",
-                without_query(&url)
+            return Err(Outcome::permanent(mask(
+                &format!(
+                    "the answer from {} is larger than {max_body} bytes",
+                    without_query(&url)
+                ),
+                &secrets,
             )));
         }
         Ok(Fetched {
@@ -566,6 +658,7 @@ impl Http {
             retry_after,
             url: url_text,
             duration_ms: started.elapsed().as_millis() as u64,
+            secrets: all_secrets,
         })
     }
 
@@ -854,8 +947,8 @@ fn build_request(
     for (name, value) in state.config.headers.iter().chain(&spec.headers) {
         request = request.header(name.as_str(), value.as_str());
     }
-    if !state.config.idempotency_header.is_empty() {
-        request = request.header(state.config.idempotency_header.as_str(), key);
+    if let Some(header) = idempotency_header(&state.config, method) {
+        request = request.header(header, key);
     }
     if let Some((name, value)) = auth {
         request = request.header(name, value);
@@ -968,11 +1061,21 @@ pub fn data_path(ctx: &JobContext, field: &str, path: &Path) -> Result<PathBuf, 
 /// Copies the `record` fields of a successful JSON answer into `detail.recorded`, and
 /// returns the `follow_up` (in the job's queue unless it names one) when all of them
 /// were there.
-fn record(job: &Job, spec: &RequestSpec, body: &[u8], detail: &mut Value) -> Vec<NewJob> {
+fn record(
+    job: &Job,
+    spec: &RequestSpec,
+    body: &[u8],
+    detail: &mut Value,
+    secrets: &[&str],
+) -> Vec<NewJob> {
     if spec.record.is_empty() {
         return Vec::new();
     }
-    let answer: Option<Value> = serde_json::from_slice(body).ok();
+    let mut answer: Option<Value> = serde_json::from_slice(body).ok();
+    // What is kept of an answer is stored: a secret it echoes is masked first.
+    if let Some(answer) = answer.as_mut() {
+        mask_value(answer, secrets);
+    }
     let mut recorded = serde_json::Map::new();
     let mut missing = Vec::new();
     for name in &spec.record {

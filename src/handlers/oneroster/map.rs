@@ -35,26 +35,72 @@ impl RowView<'_> {
     }
 }
 
+/// A problem that stops the conversion: a file that cannot be read as CSV, or an
+/// output that cannot be written. `file` is the input's name as on disk ("" for an
+/// output), `line` 0 when it concerns the file as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fatal {
+    pub file: String,
+    pub line: u64,
+    pub reason: String,
+}
+
+impl Fatal {
+    pub fn output(reason: String) -> Fatal {
+        Fatal {
+            file: String::new(),
+            line: 0,
+            reason,
+        }
+    }
+}
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.file.is_empty(), self.line) {
+            (true, _) => write!(f, "{}", self.reason),
+            (false, 0) => write!(f, "{}: {}", self.file, self.reason),
+            (false, line) => write!(f, "{} line {line}: {}", self.file, self.reason),
+        }
+    }
+}
+
+/// The name of an input file as it is on disk (`TeacherRoster.csv`), for errors.
+pub fn disk_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Streams one SDS file through `f` with the shared reader (UTF-8 with or without BOM,
 /// else Shift_JIS). A missing required column is one error and no row is read; a record
-/// with invalid bytes is an error and skipped.
+/// with invalid bytes is an error and skipped. An optional file of 0 bytes has no rows,
+/// like one with only its header.
 pub fn for_each_row(
     path: &Path,
-    file: &str,
     required: bool,
     required_cols: &[&str],
     errors: &mut Vec<SdsError>,
     mut f: impl FnMut(&RowView<'_>, &mut Check<'_>) -> Result<(), String>,
-) -> Result<(), String> {
-    let fallback = encoding_for_label("shift_jis")?;
+) -> Result<(), Fatal> {
+    let file = disk_name(path);
+    let fatal = |line: u64, reason: String| Fatal {
+        file: file.clone(),
+        line,
+        reason,
+    };
+    if !required && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        return Ok(());
+    }
+    let fallback = encoding_for_label("shift_jis").map_err(|e| fatal(0, e))?;
     let mut reader = CsvReader::open(path, EncodingChoice::Auto { fallback }, &Dialect::default())
-        .map_err(|e| format!("{file}: {e}"))?;
+        .map_err(|e| fatal(0, e.to_string()))?;
     let mut cols: HashMap<String, usize> = HashMap::new();
     for (i, h) in reader.headers().unwrap_or_default().iter().enumerate() {
         cols.entry(h.clone()).or_insert(i);
     }
     let mut check = Check {
-        file,
+        file: &file,
         required,
         errors,
     };
@@ -68,7 +114,7 @@ pub fn for_each_row(
     if missing {
         return Ok(());
     }
-    while let Some(record) = reader.next_record().map_err(|e| format!("{file}: {e}"))? {
+    while let Some(record) = reader.next_record().map_err(|e| fatal(0, e.to_string()))? {
         if let Some(problem) = &record.problem {
             check.push(record.line, "", "", problem);
             continue;
@@ -78,7 +124,7 @@ pub fn for_each_row(
             cols: &cols,
             rec: &record,
         };
-        f(&view, &mut check)?;
+        f(&view, &mut check).map_err(Fatal::output)?;
     }
     Ok(())
 }
@@ -225,6 +271,28 @@ pub const DEMOGRAPHICS: &[&str] = &[
     "publicSchoolResidenceStatus",
 ];
 
+/// How enrollment sourcedIds are made (UUIDv5 in the namespace, like every id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollmentIds {
+    /// `enrollment:{section}:{role}:{sis id}`: a student and a teacher who share a SIS
+    /// ID in one section still get two ids.
+    Role,
+    /// `enrollment:{section}:{sis id}`, the former system's formula, so its enrollment
+    /// ids stay the same; a student and a teacher with the same SIS ID in one section
+    /// would share an id, so the second is reported and left out.
+    Seed,
+}
+
+impl EnrollmentIds {
+    pub fn id(self, ns: &Uuid, section: &str, role: &str, sis: &str) -> Uuid {
+        let name = match self {
+            EnrollmentIds::Role => format!("enrollment:{section}:{role}:{sis}"),
+            EnrollmentIds::Seed => format!("enrollment:{section}:{sis}"),
+        };
+        Uuid::new_v5(ns, name.as_bytes())
+    }
+}
+
 /// The sourcedId of an SDS entity: UUIDv5 of `"{entity}:{sis id}"` in `ns`.
 pub fn sourced_id(ns: &Uuid, entity: &str, id: &str) -> String {
     Uuid::new_v5(ns, format!("{entity}:{id}").as_bytes()).to_string()
@@ -306,17 +374,20 @@ pub struct Counts {
 pub fn convert(
     input: &Inputs,
     ns: &Uuid,
-    now: &str,
+    enrollment_ids: EnrollmentIds,
     errors: &mut Vec<SdsError>,
     sink: &mut dyn Sink,
-) -> Result<Counts, String> {
-    let active = "active";
+) -> Result<Counts, Fatal> {
+    // A bulk set leaves status and dateLastModified blank: "In BULK processing, the CSV
+    // files MUST NOT contain values in the dateLastModified and status fields" (1.2 CSV
+    // binding, section 3).
+    let (active, now) = ("", "");
+    let school_file = disk_name(&input.school);
 
     // school.csv -> orgs
     let mut schools: HashSet<String> = HashSet::new();
     for_each_row(
         &input.school,
-        "school.csv",
         true,
         &["SIS ID", "Name"],
         errors,
@@ -343,11 +414,9 @@ pub fn convert(
         .into_iter()
         .enumerate()
     {
-        let file = format!("{entity}.csv");
         let seen = &mut people[k];
         for_each_row(
             path,
-            &file,
             true,
             &["SIS ID", "School SIS ID"],
             errors,
@@ -364,7 +433,12 @@ pub fn convert(
                     ok = false;
                 }
                 if !schools.contains(school) {
-                    c.fail(row, "School SIS ID", school, "no such school in school.csv");
+                    c.fail(
+                        row,
+                        "School SIS ID",
+                        school,
+                        format!("no such school in {school_file}"),
+                    );
                     ok = false;
                 }
                 if ok && !seen.insert(sis.to_string()) {
@@ -427,7 +501,7 @@ pub fn convert(
         let mut courses: HashSet<String> = HashSet::new();
         let mut terms: HashSet<String> = HashSet::new();
         let cols = ["SIS ID", "School SIS ID", "Section Name"];
-        for_each_row(path, "section.csv", false, &cols, errors, |row, c| {
+        for_each_row(path, false, &cols, errors, |row, c| {
             if !c.present(row, &cols) {
                 return Ok(());
             }
@@ -435,7 +509,12 @@ pub fn convert(
             let school = row.get("School SIS ID");
             let mut ok = true;
             if !schools.contains(school) {
-                c.fail(row, "School SIS ID", school, "no such school in school.csv");
+                c.fail(
+                    row,
+                    "School SIS ID",
+                    school,
+                    format!("no such school in {school_file}"),
+                );
                 ok = false;
             }
             let term = row.get("Term SIS ID");
@@ -539,21 +618,23 @@ pub fn convert(
     }
 
     // studentenrollment.csv, teacherroster.csv -> enrollments
-    let mut enrolled: HashSet<Uuid> = HashSet::new();
-    for (k, path, file, entity) in [
-        (
-            0,
-            &input.studentenrollment,
-            "studentenrollment.csv",
-            "student",
-        ),
-        (1, &input.teacherroster, "teacherroster.csv", "teacher"),
+    let section_file = input
+        .section
+        .as_deref()
+        .map(disk_name)
+        .unwrap_or_else(|| "section.csv".into());
+    let people_files = [disk_name(&input.student), disk_name(&input.teacher)];
+    // Each enrollment id, with the role it was made for.
+    let mut enrolled: HashMap<Uuid, &str> = HashMap::new();
+    for (k, path, entity) in [
+        (0, &input.studentenrollment, "student"),
+        (1, &input.teacherroster, "teacher"),
     ] {
         let Some(path) = path else { continue };
-        let people_file = format!("{entity}.csv");
+        let people_file = &people_files[k];
         let cols = ["Section SIS ID", "SIS ID"];
         let known = &people[k];
-        for_each_row(path, file, false, &cols, errors, |row, c| {
+        for_each_row(path, false, &cols, errors, |row, c| {
             if !c.present(row, &cols) {
                 return Ok(());
             }
@@ -566,7 +647,7 @@ pub fn convert(
                     row,
                     "Section SIS ID",
                     section,
-                    "no such section in section.csv",
+                    format!("no such section in {section_file}"),
                 );
                 ok = false;
             }
@@ -582,13 +663,27 @@ pub fn convert(
             let (true, Some(school)) = (ok, school) else {
                 return Ok(());
             };
-            let id = Uuid::new_v5(
-                ns,
-                format!("enrollment:{section}:{entity}:{sis}").as_bytes(),
-            );
-            if !enrolled.insert(id) {
-                c.fail(row, "SIS ID", sis, "duplicate enrollment");
-                return Ok(());
+            let id = enrollment_ids.id(ns, section, entity, sis);
+            match enrolled.insert(id, entity) {
+                None => {}
+                Some(earlier) if earlier == entity => {
+                    c.fail(row, "SIS ID", sis, "duplicate enrollment");
+                    return Ok(());
+                }
+                Some(earlier) => {
+                    // Only the seed scheme can get here: its ids leave the role out.
+                    c.fail(
+                        row,
+                        "SIS ID",
+                        sis,
+                        format!(
+                            "enrollment id collides with the {earlier} {sis} in the same \
+                             section (enrollment_ids = \"seed\" leaves the role out of the \
+                             id; \"role\" keeps them apart)"
+                        ),
+                    );
+                    return Ok(());
+                }
             }
             sink.row(
                 Out::Enrollments,
@@ -600,6 +695,8 @@ pub fn convert(
                     &sourced_id(ns, "school", school),
                     &sourced_id(ns, entity, sis),
                     entity,
+                    // `primary` marks a class's primary teacher (1.2: "Applicable only
+                    // to teachers"); it means nothing for a student.
                     if entity == "teacher" { "true" } else { "false" },
                     "",
                     "",

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::handlers::csv_import::write_atomic;
 use crate::handlers::{Handler, JobContext};
 use crate::job::{Job, NewJob, Outcome};
-use map::{Inputs, Out, SdsError, Sink};
+use map::{EnrollmentIds, Fatal, Inputs, Out, SdsError, Sink};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -44,6 +44,9 @@ pub struct Payload {
     /// The UUIDv5 namespace of the sourcedIds.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// `"role"` (default) or `"seed"`: see [`EnrollmentIds`].
+    #[serde(default)]
+    pub enrollment_ids: Option<String>,
     /// `source.systemName` in manifest.csv and `source` in metadata.json.
     #[serde(default)]
     pub source_system_name: Option<String>,
@@ -97,6 +100,7 @@ impl Payload {
         p.namespace()?;
         p.zip()?;
         p.on_error()?;
+        p.enrollment_ids()?;
         status::parse_interval(p.poll_interval.as_deref())
             .map_err(|e| format!("oneroster payload: poll_interval: {e}"))?;
         if p.max_polls == Some(0) {
@@ -130,6 +134,16 @@ impl Payload {
             Some("fail") => Ok(OnError::Fail),
             Some(other) => Err(format!(
                 "oneroster payload: on_error: '{other}' is not one of required, skip, fail"
+            )),
+        }
+    }
+
+    pub fn enrollment_ids(&self) -> Result<EnrollmentIds, String> {
+        match self.enrollment_ids.as_deref() {
+            None | Some("role") => Ok(EnrollmentIds::Role),
+            Some("seed") => Ok(EnrollmentIds::Seed),
+            Some(other) => Err(format!(
+                "oneroster payload: enrollment_ids: '{other}' is not one of role, seed"
             )),
         }
     }
@@ -238,53 +252,10 @@ fn folder_name(p: &Payload, dir: &Path) -> String {
 fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String> {
     let p = Payload::parse(payload)?;
     let ns = p.namespace()?;
+    let on_error = p.on_error()?;
     // Checked again now: the folder may have been replaced by a symlink since the enqueue.
     let dir = crate::paths::check(&ctx.config, &ctx.data_dir, "oneroster payload: dir", &p.dir)?;
     let name = folder_name(&p, &dir);
-
-    // The files, by lower-case name.
-    let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for entry in
-        std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-    {
-        let entry = entry.map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
-        if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
-            let lower = entry.file_name().to_string_lossy().to_lowercase();
-            if REQUIRED_FILES.contains(&lower.as_str()) || OPTIONAL_FILES.contains(&lower.as_str())
-            {
-                found.insert(lower, entry.path());
-            }
-        }
-    }
-    for required in REQUIRED_FILES {
-        if !found.contains_key(required) {
-            return Err(format!(
-                "{required} is missing in {} (required: {})",
-                dir.display(),
-                REQUIRED_FILES.join(", ")
-            ));
-        }
-    }
-    // The identity of the input: its files' checksums, sorted by name.
-    let mut identity = Sha256::new();
-    identity.update(ns.as_bytes());
-    for (file, path) in &found {
-        let mut hasher = Sha256::new();
-        std::fs::File::open(path)
-            .and_then(|mut f| std::io::copy(&mut f, &mut hasher))
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        identity.update(format!("{file}\t{:x}\n", hasher.finalize()));
-    }
-    let input_sha = format!("{:x}", identity.finalize());
-
-    let inputs = Inputs {
-        school: found["school.csv"].clone(),
-        student: found["student.csv"].clone(),
-        teacher: found["teacher.csv"].clone(),
-        section: found.get("section.csv").cloned(),
-        studentenrollment: found.get("studentenrollment.csv").cloned(),
-        teacherroster: found.get("teacherroster.csv").cloned(),
-    };
 
     let now_ms = ctx.clock.now_ms();
     let now = format_millis(now_ms);
@@ -303,33 +274,110 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
         .mode(0o750)
         .create(&out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
-
+    let errors_path = out_dir.join("errors.csv");
     let mut errors: Vec<SdsError> = Vec::new();
-    let mut files = Files::create(&out_dir)?;
-    let converted = map::convert(&inputs, &ns, &now, &mut errors, &mut files);
-    if let Err(e) = converted {
+    // A conversion that cannot go on is dead and always leaves errors.csv, with what was
+    // found so far and the reason it stopped.
+    let stop = |errors: &mut Vec<SdsError>, fatal: Fatal, message: String| {
+        errors.push(SdsError {
+            file: fatal.file,
+            line: fatal.line,
+            field: String::new(),
+            value: String::new(),
+            reason: fatal.reason,
+            required: true,
+        });
+        write_errors(&errors_path, errors)?;
+        Ok(Outcome::Permanent {
+            error: format!("{message}; see {}", errors_path.display()),
+            detail: Some(json!({
+                "errors": errors.len(),
+                "errors_file": errors_path.display().to_string(),
+            })),
+        })
+    };
+
+    // The files, by lower-case name.
+    let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let listing =
+        std::fs::read_dir(&dir).and_then(|entries| entries.collect::<Result<Vec<_>, _>>());
+    let listing = match listing {
+        Ok(listing) => listing,
+        Err(e) => {
+            let reason = format!("cannot read {}: {e}", dir.display());
+            return stop(&mut errors, Fatal::output(reason.clone()), reason);
+        }
+    };
+    for entry in listing {
+        if entry.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            let lower = entry.file_name().to_string_lossy().to_lowercase();
+            if REQUIRED_FILES.contains(&lower.as_str()) || OPTIONAL_FILES.contains(&lower.as_str())
+            {
+                found.insert(lower, entry.path());
+            }
+        }
+    }
+    for required in REQUIRED_FILES {
+        if !found.contains_key(required) {
+            let reason = format!(
+                "is missing in {} (required: {})",
+                dir.display(),
+                REQUIRED_FILES.join(", ")
+            );
+            let message = format!("{required} {reason}");
+            let fatal = Fatal {
+                file: required.into(),
+                line: 0,
+                reason,
+            };
+            return stop(&mut errors, fatal, message);
+        }
+    }
+    // The identity of the input: its files' checksums, sorted by name.
+    let mut identity = Sha256::new();
+    identity.update(ns.as_bytes());
+    for (file, path) in &found {
+        let mut hasher = Sha256::new();
+        if let Err(e) =
+            std::fs::File::open(path).and_then(|mut f| std::io::copy(&mut f, &mut hasher))
+        {
+            let fatal = Fatal {
+                file: map::disk_name(path),
+                line: 0,
+                reason: format!("cannot read {}: {e}", path.display()),
+            };
+            let message = fatal.reason.clone();
+            return stop(&mut errors, fatal, message);
+        }
+        identity.update(format!("{file}\t{:x}\n", hasher.finalize()));
+    }
+    let input_sha = format!("{:x}", identity.finalize());
+
+    let inputs = Inputs {
+        school: found["school.csv"].clone(),
+        student: found["student.csv"].clone(),
+        teacher: found["teacher.csv"].clone(),
+        section: found.get("section.csv").cloned(),
+        studentenrollment: found.get("studentenrollment.csv").cloned(),
+        teacherroster: found.get("teacherroster.csv").cloned(),
+    };
+
+    let mut files = match Files::create(&out_dir) {
+        Ok(files) => files,
+        Err(e) => return stop(&mut errors, Fatal::output(e.clone()), e),
+    };
+    let converted = map::convert(&inputs, &ns, p.enrollment_ids()?, &mut errors, &mut files);
+    if let Err(fatal) = converted {
         files.abort();
-        return Err(e);
+        let message = fatal.to_string();
+        return stop(&mut errors, fatal, message);
     }
 
-    let errors_path = out_dir.join("errors.csv");
     if errors.is_empty() {
         let _ = std::fs::remove_file(&errors_path);
     } else {
-        let mut rows = Vec::with_capacity(errors.len());
-        for e in &errors {
-            rows.push(vec![
-                e.file.clone(),
-                e.line.to_string(),
-                e.field.clone(),
-                e.value.clone(),
-                e.reason.clone(),
-            ]);
-        }
-        let bytes = csv_bytes(&["file", "line", "field", "value", "reason"], &rows)?;
-        write_atomic(&errors_path, &bytes, 0o640)?;
+        write_errors(&errors_path, &errors)?;
     }
-    let on_error = p.on_error()?;
     let fatal: Vec<&SdsError> = match on_error {
         OnError::Required => errors.iter().filter(|e| e.required).collect(),
         OnError::Skip => Vec::new(),
@@ -358,7 +406,10 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
         });
     }
 
-    let written = write_set(&out_dir, files, &p, &now)?;
+    let written = match write_set(&out_dir, files, &p, &now) {
+        Ok(written) => written,
+        Err(e) => return stop(&mut errors, Fatal::output(e.clone()), e),
+    };
     let mut detail = json!({
         "output_dir": out_dir.display().to_string(),
         "input_sha256": input_sha,
@@ -368,18 +419,16 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
     if !errors.is_empty() {
         detail["errors_file"] = json!(errors_path.display().to_string());
     }
-    // What is sent and zipped: metadata.json, manifest.csv and every CSV with records
-    // (the spec allows no file without data rows; the manifest calls those absent).
+    // What is sent and zipped: metadata.json and what it describes, manifest.csv and
+    // every CSV with records (the spec allows no file without data rows; the manifest
+    // calls those absent and none is written).
     let mut set = vec!["metadata.json".to_string()];
-    set.extend(
-        written
-            .iter()
-            .filter(|w| w.name == "manifest.csv" || w.records > 0)
-            .map(|w| w.name.clone()),
-    );
+    set.extend(written.iter().map(|w| w.name.clone()));
     if p.zip()? {
         let zip_path = out_dir.with_file_name(format!("{name}.zip"));
-        write_zip(&zip_path, &out_dir, &set)?;
+        if let Err(e) = write_zip(&zip_path, &out_dir, &set) {
+            return stop(&mut errors, Fatal::output(e.clone()), e);
+        }
         detail["archive"] = json!(zip_path.display().to_string());
     }
     let mut follow_ups = Vec::new();
@@ -421,6 +470,29 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
         follow_ups.push(NewJob::new("http", upload).queue(queue).unique_key(key));
     }
     Ok(Outcome::succeeded(follow_ups, Some(detail)))
+}
+
+/// errors.csv: `file,line,field,value,reason`; `file` as it is named on disk, `line`
+/// empty for an error about the file as a whole.
+fn write_errors(path: &Path, errors: &[SdsError]) -> Result<(), String> {
+    let rows: Vec<Vec<String>> = errors
+        .iter()
+        .map(|e| {
+            vec![
+                e.file.clone(),
+                if e.line == 0 {
+                    String::new()
+                } else {
+                    e.line.to_string()
+                },
+                e.field.clone(),
+                e.value.clone(),
+                e.reason.clone(),
+            ]
+        })
+        .collect();
+    let bytes = csv_bytes(&["file", "line", "field", "value", "reason"], &rows)?;
+    write_atomic(path, &bytes, 0o640)
 }
 
 /// Writes `files` of `dir` into one zip at `path`, at its root, under a temporary name
@@ -546,6 +618,11 @@ impl OutCsv {
         Ok(())
     }
 
+    /// Drops the file: its temporary name is removed.
+    fn abort(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+
     /// Flushes, syncs and renames into place.
     fn finish(self) -> Result<Written, String> {
         let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", self.path.display());
@@ -624,6 +701,13 @@ fn write_set(out_dir: &Path, files: Files, p: &Payload, now: &str) -> Result<Vec
     let mut rest = files.files.into_iter();
     for (_, f) in rest.by_ref() {
         let tmp = f.tmp.clone();
+        if f.records == 0 {
+            // No data rows: not allowed in a set, so neither written nor described (and
+            // an earlier run's file of that name goes too).
+            let _ = std::fs::remove_file(&f.path);
+            f.abort();
+            continue;
+        }
         match f.finish() {
             Ok(w) => written.push(w),
             Err(e) => {
@@ -641,9 +725,10 @@ fn write_set(out_dir: &Path, files: Files, p: &Payload, now: &str) -> Result<Vec
     ];
     for entity in MANIFEST_FILES {
         let file = format!("{entity}.csv");
-        let mode = match written.iter().find(|w| w.name == file) {
-            Some(w) if w.records > 0 => "bulk",
-            _ => "absent",
+        let mode = if written.iter().any(|w| w.name == file) {
+            "bulk"
+        } else {
+            "absent"
         };
         manifest.push(vec![format!("file.{entity}"), mode.into()]);
     }
@@ -690,6 +775,7 @@ mod tests {
         assert_eq!(parsed.namespace().unwrap(), DEFAULT_NAMESPACE);
         assert!(parsed.zip().unwrap());
         assert_eq!(parsed.on_error().unwrap(), OnError::Required);
+        assert_eq!(parsed.enrollment_ids().unwrap(), EnrollmentIds::Seed);
         assert!(parsed.status_poll);
         // The poll interval fits under the status kind's cap, so it is honoured.
         let interval = status::parse_interval(parsed.poll_interval.as_deref()).unwrap();
@@ -720,6 +806,14 @@ mod tests {
         );
         assert!(refused("poll_interval", json!("often"))
             .starts_with("oneroster payload: poll_interval: 'often'"));
+        assert_eq!(
+            refused("enrollment_ids", json!("uuid")),
+            "oneroster payload: enrollment_ids: 'uuid' is not one of role, seed"
+        );
+        assert_eq!(
+            Payload::parse(&base).unwrap().enrollment_ids().unwrap(),
+            EnrollmentIds::Role
+        );
         assert_eq!(
             refused("max_polls", json!(0)),
             "oneroster payload: max_polls must be at least 1"

@@ -7,7 +7,7 @@
 //! schedules the next poll; the job's own `max_attempts` (`max_polls`) bounds the polls.
 
 use crate::config::Config;
-use crate::handlers::http::classify::{body_excerpt, Class};
+use crate::handlers::http::classify::Class;
 use crate::handlers::http::{Http, RequestSpec};
 use crate::handlers::{Handler, JobContext};
 use crate::job::{Job, Outcome};
@@ -146,7 +146,7 @@ impl UploadStatus {
             "duration_ms": fetched.duration_ms,
             "poll": job.attempts,
         });
-        let excerpt = body_excerpt(&fetched.body);
+        let excerpt = fetched.excerpt();
         match fetched.class {
             Class::Retry => {
                 return Outcome::Retry {

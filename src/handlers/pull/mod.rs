@@ -6,7 +6,7 @@
 
 pub mod paging;
 
-use super::http::classify::{body_excerpt, retry_after_header, Class};
+use super::http::classify::{retry_after_header, Class};
 use super::http::{Fetched, Http, RequestSpec};
 use super::{Handler, JobContext};
 use crate::config::{Config, HttpPullConfig, Pagination, PipelineConfig};
@@ -445,14 +445,14 @@ impl Handler for Pull {
             Class::Success | Class::Duplicate => {}
             Class::Retry => {
                 return Outcome::Retry {
-                    error: failure(body_excerpt(&fetched.body)),
+                    error: failure(fetched.excerpt()),
                     retry_after: fetched.retry_after,
                     detail: Some(detail),
                 }
             }
             Class::Permanent => {
                 return Outcome::Permanent {
-                    error: failure(body_excerpt(&fetched.body)),
+                    error: failure(fetched.excerpt()),
                     detail: Some(detail),
                 }
             }

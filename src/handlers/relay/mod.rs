@@ -37,7 +37,36 @@ enum Input<'a> {
     File(PathBuf),
 }
 
+/// The keys a relay payload object may have: the OMS page's (`data` and its paging
+/// fields), `file` with what a watched folder adds, and `extra`, a watch's own fields.
+/// Anything else is refused, so a misspelt key is caught when the watch is checked.
+pub const PAYLOAD_KEYS: &[&str] = &[
+    "data",
+    "count",
+    "error",
+    "next_index",
+    "next_url",
+    "previous_index",
+    "previous_url",
+    "file",
+    "name",
+    "sha256",
+    "size",
+    "extra",
+];
+
 fn input(payload: &Value) -> Result<Input<'_>, String> {
+    if let Value::Object(map) = payload {
+        if let Some(unknown) = map.keys().find(|k| !PAYLOAD_KEYS.contains(&k.as_str())) {
+            return Err(format!(
+                "relay payload: unknown field '{unknown}' (known: {}; put your own fields under extra)",
+                PAYLOAD_KEYS.join(", ")
+            ));
+        }
+        if map.get("extra").is_some_and(|e| !e.is_object()) {
+            return Err("relay payload: extra must be an object".into());
+        }
+    }
     match payload {
         Value::Array(events) => Ok(Input::Inline(events)),
         Value::Object(map) => match (map.get("data"), map.get("file")) {
@@ -368,6 +397,23 @@ impl Handler for Relay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_payload_takes_only_known_keys_and_its_own_under_extra() {
+        let err = Relay
+            .validate(&json!({"data": [], "nxt_index": 5}), &Config::default())
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with("relay payload: unknown field 'nxt_index' (known: data, count,"),
+            "{err}"
+        );
+        let oms = json!({"count": 0, "data": [], "error": "", "next_index": 1000, "next_url": "x",
+            "previous_index": "", "previous_url": "", "extra": {"source": "oms"}});
+        Relay.validate(&oms, &Config::default()).unwrap();
+        let watched = json!({"file": "spool/1/a.json", "name": "a.json", "sha256": "0", "size": 1});
+        Relay.validate(&watched, &Config::default()).unwrap();
+    }
 
     fn config() -> Config {
         Config::from_toml(
