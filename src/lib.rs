@@ -14,6 +14,7 @@
 //! - [`cli`]: the `jobctl` commands, writing to any `io::Write`.
 //! - [`logging`]: text, JSON or journald (`<N>`-prefixed) log lines.
 //! - [`metrics`]: Prometheus text for `jobctl stats` and the daemon's textfile.
+//! - [`safe_text`]: database text escaped and bounded for the terminal.
 
 pub mod cli;
 pub mod clock;
@@ -27,4 +28,5 @@ pub mod job;
 pub mod logging;
 pub mod metrics;
 pub mod retry;
+pub mod safe_text;
 pub mod store;

@@ -1,11 +1,13 @@
 //! The only place with SQL. Opens the queue database, applies migrations, and offers the
-//! queue's transitions (`queue.rs`) and the operator's queries (`admin.rs`) in domain types,
+//! queue's transitions (`queue.rs`), the operator's queries (`admin.rs`) and controls
+//! (`operator.rs`: pauses, bulk actions, progress) in domain types,
 //! so another backend could sit behind the same API.
 
 mod admin;
 pub mod example;
 mod ingest;
 mod maintenance;
+mod operator;
 mod queue;
 pub mod schema;
 pub mod sink;
@@ -14,6 +16,7 @@ mod sync;
 pub use admin::{Attempt, JobFilter, QueueStats, Stats};
 pub use ingest::{IngestRecord, PendingFolder};
 pub use maintenance::{BackupInfo, Checkpoint, CheckpointMode};
+pub use operator::{AttemptProgress, ChildrenSummary, QueuePause};
 pub use queue::{Applied, ClaimSpec, Enqueued, Tx};
 pub use sync::{SyncState, SyncStateReader};
 

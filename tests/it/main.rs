@@ -10,6 +10,7 @@ mod http;
 mod http_server;
 mod ingest;
 mod jobctl;
+mod jobctl_ops;
 mod oneroster;
 mod pull;
 mod relay;

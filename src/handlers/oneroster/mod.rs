@@ -303,7 +303,9 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
 
     let mut errors: Vec<SdsError> = Vec::new();
     let mut files = Files::create(&out_dir)?;
+    ctx.progress("input_files", found.len() as u64);
     let converted = map::convert(&inputs, &ns, &now, &mut errors, &mut files);
+    ctx.progress("input_errors", errors.len() as u64);
     if let Err(e) = converted {
         files.abort();
         return Err(e);
@@ -356,6 +358,8 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
     }
 
     let written = write_set(&out_dir, files, &p, &now)?;
+    ctx.progress("files_written", written.len() as u64);
+    ctx.progress("records_written", written.iter().map(|w| w.records).sum());
     let mut detail = json!({
         "output_dir": out_dir.display().to_string(),
         "input_sha256": input_sha,
