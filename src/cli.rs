@@ -405,7 +405,8 @@ pub fn main_with(
         Ok(()) => EXIT_OK,
         Err(CtlError::OutputClosed) => EXIT_OK,
         Err(e) => {
-            let _ = writeln!(err, "jobctl: {e}");
+            // An error may quote stored text (a state, a name): escaped like all output.
+            let _ = writeln!(err, "jobctl: {}", safe_text::escape(&e.to_string()));
             e.exit_code()
         }
     }
@@ -843,6 +844,9 @@ impl Ctl {
 
     fn retry(&self, args: RetryArgs, out: &mut dyn Write) -> CtlResult {
         if args.dead || args.select.any() {
+            if !args.ids.is_empty() {
+                return Err(ids_or_filter());
+            }
             let mut select = args.select;
             if args.dead {
                 select.state = Some(JobState::Dead);

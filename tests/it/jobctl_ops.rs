@@ -734,3 +734,85 @@ fn a_csv_import_records_its_progress_and_show_sums_up_its_children() {
     let list = ok(&sandbox, &["list", "--kind", "csv_import"]);
     assert!(list.contains("rows_read=96"), "{list}");
 }
+
+/// A handler that reports progress, then holds its attempt open until the test says go.
+struct Reporting {
+    go: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl jobd::handlers::Handler for Reporting {
+    fn run(&self, _job: &jobd::job::Job, ctx: &jobd::handlers::JobContext) -> jobd::job::Outcome {
+        for n in 1..=500 {
+            ctx.progress("rows", n);
+        }
+        while !self.go.load(std::sync::atomic::Ordering::SeqCst) {
+            if ctx.stop.must_stop().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ctx.progress("rows", 501);
+        jobd::job::Outcome::success()
+    }
+}
+
+#[test]
+fn progress_is_written_with_the_heartbeat_while_the_attempt_runs() {
+    use jobd::daemon::{Daemon, DaemonOptions};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let sandbox = Sandbox::new("lease = \"1s\"", "");
+    sandbox.migrate();
+    let config = jobd::config::Config::load_located(&jobd::config::ConfigSource::locate(Some(
+        &sandbox.config(),
+    )))
+    .unwrap();
+    let go = Arc::new(AtomicBool::new(false));
+    let mut registry = jobd::handlers::Registry::builtin();
+    registry.register("reporting", Arc::new(Reporting { go: go.clone() }));
+    let daemon = Daemon::start(
+        config,
+        DaemonOptions {
+            clock: Arc::new(jobd::clock::SystemClock),
+            registry,
+            config_source: jobd::config::ConfigSource::Defaults,
+            once: false,
+            handle_signals: false,
+            hooks: vec![],
+        },
+    )
+    .unwrap();
+    let id = daemon
+        .client()
+        .enqueue(vec![NewJob::new("reporting", json!({}))])
+        .unwrap()[0]
+        .id;
+    // 500 reports; the heartbeat (a third of the 1 s lease) writes the latest one while
+    // the attempt is still running.
+    wait_until(
+        Duration::from_secs(20),
+        "progress written mid-attempt",
+        || {
+            sandbox
+                .open()
+                .progress_of(id)
+                .unwrap()
+                .first()
+                .is_some_and(|p| p.progress == json!({"rows": 500}))
+        },
+    );
+    assert_eq!(state_of(&sandbox, id), "running");
+    let shown = ok(&sandbox, &["list"]);
+    assert!(shown.contains("rows=500"), "{shown}");
+    go.store(true, Ordering::SeqCst);
+    wait_until(Duration::from_secs(20), "the job to finish", || {
+        state_of(&sandbox, id) == "succeeded"
+    });
+    // The attempt's last word is written with its completion.
+    let progress = sandbox.open().progress_of(id).unwrap();
+    assert_eq!(progress.len(), 1);
+    assert_eq!(progress[0].progress, json!({"rows": 501}));
+    assert_eq!(progress[0].attempt, 1);
+    daemon.client().shutdown();
+    daemon.wait().unwrap();
+}
