@@ -1864,6 +1864,31 @@ mod tests {
     }
 
     #[test]
+    fn a_children_summary_has_counts_percent_rate_and_eta() {
+        let summary = crate::store::ChildrenSummary {
+            total: 100,
+            states: [("succeeded".to_string(), 40), ("queued".to_string(), 60)].into(),
+            finished: 40,
+            first_created_at: Some(0),
+            last_finished_at: Some(8_000),
+        };
+        // 40 finished in the 10 s since the first child was made: 4/s, 60 left: 15 s.
+        assert_eq!(
+            children_text(&summary, 10_000),
+            "100 (60 queued, 40 succeeded); 40% finished, 4.0/s, ETA 15s"
+        );
+        let done = crate::store::ChildrenSummary {
+            states: [("succeeded".to_string(), 100)].into(),
+            finished: 100,
+            ..summary
+        };
+        assert_eq!(
+            children_text(&done, 99_000),
+            "100 (100 succeeded); 100% finished, 12.5/s"
+        );
+    }
+
+    #[test]
     fn a_closed_pipe_is_quiet_and_other_write_errors_are_failures() {
         let closed = output_error(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert_eq!(closed.exit_code(), EXIT_OK);
