@@ -137,6 +137,7 @@ fn main() {
         stop: Arc::new(StopSignal::default()),
         children: None,
         sync_state: Arc::new(NoSyncState),
+        progress_report: Default::default(),
     };
     let hwm_before = vm_hwm_kib();
     let start = Instant::now();

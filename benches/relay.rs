@@ -159,6 +159,7 @@ fn fan_out(base: &str) {
             stop: Arc::new(StopSignal::default()),
             children: None,
             sync_state: Arc::new(NoSyncState),
+            progress_report: Default::default(),
         };
         let started = Instant::now();
         let started_at = SystemClock.now_ms();

@@ -8,9 +8,11 @@ use crate::handlers::Registry;
 use crate::ingest::spool::Spool;
 use crate::job::{JobId, JobState, NewJob, UnixMillis};
 use crate::present::{short_duration, ColorChoice, Style};
+use crate::safe_text;
 use crate::store::{Db, JobFilter, OpenOptions, StoreError};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -53,18 +55,32 @@ pub enum CtlCommand {
     Enqueue(EnqueueArgs),
     /// List jobs, newest first.
     List(ListArgs),
-    /// Show one job with its attempts and children.
-    Show {
-        /// The job's id.
-        id: JobId,
-    },
-    /// Send dead or cancelled jobs round again (attempts reset).
+    /// Show one job with its attempts, progress and a summary of its children.
+    Show(ShowArgs),
+    /// Send dead or cancelled jobs round again (attempts reset), by id or by filter.
     Retry(RetryArgs),
-    /// Cancel waiting jobs; a running job is asked to stop.
-    Cancel {
-        /// Jobs to cancel.
+    /// Cancel waiting jobs, by id or by filter; a running job is asked to stop.
+    Cancel(CancelArgs),
+    /// Delete jobs with their attempts, by id or by filter (never running or waiting ones).
+    Delete(DeleteArgs),
+    /// Make delayed or retrying jobs due now.
+    RunNow {
+        /// The jobs to run now (queued with a later run_at, or retrying).
         #[arg(required = true)]
         ids: Vec<JobId>,
+    },
+    /// Pause a queue: running jobs finish, no daemon claims anything new from it.
+    Pause {
+        /// The queue to pause (it need not have jobs yet).
+        queue: String,
+        /// Why, shown by `stats`.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused queue.
+    Resume {
+        /// The queue to resume.
+        queue: String,
     },
     /// Counts per queue and state, oldest waiting age, recent throughput.
     Stats(StatsArgs),
@@ -151,33 +167,121 @@ pub struct EnqueueArgs {
     pub socket: Option<PathBuf>,
 }
 
+/// `--state`, with the valid states listed in `--help` and in the error for a bad one.
+fn state_parser() -> impl clap::builder::TypedValueParser<Value = JobState> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(JobState::ALL.map(JobState::as_str))
+        .map(|s| s.parse::<JobState>().expect("a possible value is a state"))
+}
+
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only jobs in this state: queued, running, retrying, waiting, succeeded, dead or cancelled.
-    #[arg(long)]
-    pub state: Option<String>,
+    #[arg(long, value_parser = state_parser())]
+    pub state: Option<JobState>,
     /// Only jobs of this kind.
     #[arg(long)]
     pub kind: Option<String>,
     /// Only jobs in this queue.
     #[arg(long)]
     pub queue: Option<String>,
-    /// Show at most this many (0: all).
+    /// Only jobs whose payload (its JSON text) contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub payload_contains: Option<String>,
+    /// Only jobs whose last error contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub error_contains: Option<String>,
+    /// Only jobs created since then: an age (1h, 30m, 7d) or an RFC 3339 time.
+    #[arg(long, value_name = "AGE|TIME")]
+    pub since: Option<String>,
+    /// Only jobs created before then: an age (1h) or an RFC 3339 time.
+    #[arg(long, value_name = "AGE|TIME")]
+    pub until: Option<String>,
+    /// The next page: jobs with ids below this one (the last id of the previous page).
+    #[arg(long, value_name = "ID")]
+    pub after: Option<JobId>,
+    /// At most this many jobs (0: all).
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
 }
 
 #[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The job.
+    pub id: JobId,
+    /// List the job's children (a page at a time), not only their summary.
+    #[arg(long)]
+    pub children: bool,
+    /// With --children: at most this many children per page.
+    #[arg(long, default_value_t = 50, requires = "children")]
+    pub limit: usize,
+    /// With --children: the next page, children with ids above this one.
+    #[arg(long, value_name = "ID", default_value_t = 0, requires = "children")]
+    pub after: JobId,
+}
+
+/// Which jobs a bulk action picks. Without --yes it only says how many and shows some.
+#[derive(Debug, Args, Default)]
+pub struct SelectArgs {
+    /// Only jobs in this state.
+    #[arg(long, value_parser = state_parser())]
+    pub state: Option<JobState>,
+    /// Only jobs of this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only jobs in this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only jobs whose last error contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub error_contains: Option<String>,
+    /// Only jobs created since then: an age (1h, 30m, 7d) or an RFC 3339 time.
+    #[arg(long, value_name = "AGE|TIME")]
+    pub since: Option<String>,
+    /// Only jobs created before then: an age (1h) or an RFC 3339 time.
+    #[arg(long, value_name = "AGE|TIME")]
+    pub until: Option<String>,
+    /// Act on the matching jobs; without it, print how many match and a sample (dry run).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+impl SelectArgs {
+    fn any(&self) -> bool {
+        self.state.is_some()
+            || self.kind.is_some()
+            || self.queue.is_some()
+            || self.error_contains.is_some()
+            || self.since.is_some()
+            || self.until.is_some()
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct RetryArgs {
     /// Jobs to retry.
-    #[arg(required_unless_present = "dead", conflicts_with = "dead")]
     pub ids: Vec<JobId>,
-    /// Retry every dead job (of one kind with --kind).
-    #[arg(long)]
+    /// Retry every dead job at once (same as --state dead --yes).
+    #[arg(long, conflicts_with_all = ["ids", "state"])]
     pub dead: bool,
-    /// With --dead: only dead jobs of this kind.
-    #[arg(long, requires = "dead")]
-    pub kind: Option<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Jobs to cancel.
+    pub ids: Vec<JobId>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Jobs to delete.
+    pub ids: Vec<JobId>,
+    #[command(flatten)]
+    pub select: SelectArgs,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +335,9 @@ pub enum CtlError {
     Database(String),
     #[error("{0}")]
     Failure(String),
+    /// Whoever read our output went away (`jobctl list | head`): stop quietly.
+    #[error("output closed")]
+    OutputClosed,
 }
 
 impl CtlError {
@@ -241,6 +348,7 @@ impl CtlError {
             CtlError::NotFound(_) => "not_found",
             CtlError::Database(_) => "database_unavailable",
             CtlError::Failure(_) => "failure",
+            CtlError::OutputClosed => "output_closed",
         }
     }
 
@@ -250,6 +358,7 @@ impl CtlError {
             CtlError::NotFound(_) => EXIT_NOT_FOUND,
             CtlError::Database(_) => EXIT_DATABASE,
             CtlError::Failure(_) => EXIT_FAILURE,
+            CtlError::OutputClosed => EXIT_OK,
         }
     }
 }
@@ -300,9 +409,13 @@ pub fn run(cli: Cli, out: &mut dyn Write, clock: &dyn Clock) -> CtlResult {
     let result = match cli.command {
         CtlCommand::Enqueue(args) => ctl.enqueue(args, out),
         CtlCommand::List(args) => ctl.list(args, out),
-        CtlCommand::Show { id } => ctl.show(id, out),
+        CtlCommand::Show(args) => ctl.show(args, out),
         CtlCommand::Retry(args) => ctl.retry(args, out),
-        CtlCommand::Cancel { ids } => ctl.cancel(&ids, out),
+        CtlCommand::Cancel(args) => ctl.cancel(args, out),
+        CtlCommand::Delete(args) => ctl.delete(args, out),
+        CtlCommand::RunNow { ids } => ctl.run_now(&ids, out),
+        CtlCommand::Pause { queue, reason } => ctl.pause(&queue, reason.as_deref(), out),
+        CtlCommand::Resume { queue } => ctl.resume(&queue, out),
         CtlCommand::Stats(args) => ctl.stats(args, out),
         CtlCommand::Backup(args) => ctl.backup(args, out),
         CtlCommand::Vacuum => ctl.vacuum(out),
@@ -377,12 +490,14 @@ pub fn main_with(
     };
     match run(cli, out, &SystemClock) {
         Ok(()) => EXIT_OK,
+        Err(CtlError::OutputClosed) => EXIT_OK,
         Err(e) if json => {
             write_json_error(err, e.code(), &e.to_string());
             e.exit_code()
         }
         Err(e) => {
-            let _ = writeln!(err, "jobctl: {e}");
+            // An error may quote stored text (a state, a name): escaped like all output.
+            let _ = writeln!(err, "jobctl: {}", safe_text::escape(&e.to_string()));
             e.exit_code()
         }
     }
@@ -398,13 +513,26 @@ fn write_json_error(err: &mut dyn Write, code: &str, message: &str) {
 }
 
 fn say(out: &mut dyn Write, line: &str) -> CtlResult {
-    writeln!(out, "{line}").map_err(|e| CtlError::Failure(format!("cannot write output: {e}")))
+    writeln!(out, "{line}").map_err(output_error)
 }
 
+/// A failed write to our output: a closed pipe ends the command quietly (exit 0, as `head`
+/// expects of what feeds it); anything else is a failure.
+fn output_error(e: std::io::Error) -> CtlError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        CtlError::OutputClosed
+    } else {
+        CtlError::Failure(format!("cannot write output: {e}"))
+    }
+}
+
+/// Pretty JSON, with the control characters serde_json leaves raw (DEL, C1) escaped too.
 fn print_json(out: &mut dyn Write, value: &Value) -> CtlResult {
     say(
         out,
-        &serde_json::to_string_pretty(value).expect("JSON values serialize"),
+        &safe_text::escape_json(
+            &serde_json::to_string_pretty(value).expect("JSON values serialize"),
+        ),
     )
 }
 
@@ -497,22 +625,37 @@ impl Ctl {
     }
 
     fn list(&self, args: ListArgs, out: &mut dyn Write) -> CtlResult {
-        let state = args
-            .state
-            .as_deref()
-            .map(str::parse::<JobState>)
-            .transpose()
-            .map_err(CtlError::Usage)?;
         let db = self.open()?;
         let jobs = db.list(&JobFilter {
-            state,
+            state: args.state,
             kind: args.kind,
             queue: args.queue,
+            payload_contains: args.payload_contains,
+            error_contains: args.error_contains,
+            created_since: self.when("--since", args.since.as_deref())?,
+            created_until: self.when("--until", args.until.as_deref())?,
+            before_id: args.after,
             parent_id: None,
             limit: args.limit,
         })?;
+        let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+        let progress = db.latest_progress(&ids)?;
+        let paused: Vec<String> = db.paused_queues()?.into_iter().map(|p| p.queue).collect();
         if self.json {
-            return print_json(out, &serde_json::to_value(&jobs).expect("jobs serialize"));
+            let list: Vec<Value> = jobs
+                .iter()
+                .map(|job| {
+                    let mut value = serde_json::to_value(job).expect("jobs serialize");
+                    if let Some(p) = progress.get(&job.id) {
+                        value["progress"] = p.clone();
+                    }
+                    if paused.contains(&job.queue) {
+                        value["queue_paused"] = json!(true);
+                    }
+                    value
+                })
+                .collect();
+            return print_json(out, &Value::Array(list));
         }
         let mut rows = vec![vec![
             "ID".to_string(),
@@ -522,6 +665,7 @@ impl Ctl {
             "PRI".into(),
             "ATTEMPTS".into(),
             "RUN AT".into(),
+            "PROGRESS".into(),
             "LAST ERROR".into(),
         ]];
         for job in &jobs {
@@ -529,41 +673,98 @@ impl Ctl {
                 job.id.to_string(),
                 job.state.to_string(),
                 job.kind.clone(),
-                job.queue.clone(),
+                if paused.contains(&job.queue) {
+                    format!(
+                        "{} (paused)",
+                        safe_text::cell(&job.queue, safe_text::MAX_CELL - 9)
+                    )
+                } else {
+                    job.queue.clone()
+                },
                 job.priority.to_string(),
                 match job.max_attempts {
                     Some(max) => format!("{}/{max}", job.attempts),
                     None => job.attempts.to_string(),
                 },
                 self.style.ago(job.run_at),
+                progress.get(&job.id).map(progress_text).unwrap_or_default(),
                 job.last_error.clone().unwrap_or_default(),
             ]);
         }
-        write_table(out, &rows)
+        write_table(out, &rows)?;
+        if args.limit > 0 && jobs.len() == args.limit {
+            if let Some(last) = jobs.last() {
+                say(
+                    out,
+                    &format!("(more: add --after {} for the next page)", last.id),
+                )?;
+            }
+        }
+        Ok(())
     }
 
-    fn show(&self, id: JobId, out: &mut dyn Write) -> CtlResult {
+    /// `--since` / `--until`: an age before now (1h, 7d) or an RFC 3339 time.
+    fn when(&self, flag: &str, text: Option<&str>) -> Result<Option<UnixMillis>, CtlError> {
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        if let Ok(age) = parse_duration(text) {
+            return Ok(Some(self.now - age.as_millis() as i64));
+        }
+        parse_time(text).map(Some).map_err(|e| {
+            CtlError::Usage(format!(
+                "{flag}: neither an age (1h, 30m, 7d) nor a time: {e}"
+            ))
+        })
+    }
+
+    /// The filter a bulk action's flags describe.
+    fn select_filter(&self, select: &SelectArgs) -> Result<JobFilter, CtlError> {
+        Ok(JobFilter {
+            state: select.state,
+            kind: select.kind.clone(),
+            queue: select.queue.clone(),
+            error_contains: select.error_contains.clone(),
+            created_since: self.when("--since", select.since.as_deref())?,
+            created_until: self.when("--until", select.until.as_deref())?,
+            ..JobFilter::default()
+        })
+    }
+
+    fn show(&self, args: ShowArgs, out: &mut dyn Write) -> CtlResult {
+        let id = args.id;
         let db = self.open()?;
         let mut job = db.get(id)?;
         // A payload's own Authorization (or other credential) header is not shown.
         job.payload = crate::handlers::http::auth::masked_payload(&job.payload);
         let attempts = db.attempts(id)?;
-        let children = db.list(&JobFilter {
-            parent_id: Some(id),
-            ..Default::default()
-        })?;
+        let progress = db.progress_of(id)?;
+        let summary = db.children_summary(id)?;
+        let children = if args.children {
+            db.children_page(id, args.after, args.limit.max(1))?
+        } else {
+            Vec::new()
+        };
+        let input = self.input_now(&job);
         if self.json {
             let children: Vec<Value> = children
                 .iter()
-                .map(|c| json!({"id": c.id, "kind": c.kind, "state": c.state}))
+                .map(|c| json!({"id": c.id, "kind": c.kind, "state": c.state, "last_error": c.last_error}))
                 .collect();
-            return print_json(
-                out,
-                &json!({"job": job, "attempts": attempts, "children": children}),
-            );
+            let mut value = json!({
+                "job": job,
+                "attempts": attempts,
+                "progress": progress,
+                "children_summary": summary,
+                "input": input,
+            });
+            if args.children {
+                value["children"] = Value::Array(children);
+            }
+            return print_json(out, &value);
         }
         let optional_time = |t: Option<UnixMillis>| self.style.time_or_dash(t);
-        let lines = [
+        let mut lines = vec![
             ("id", job.id.to_string()),
             (
                 "state",
@@ -572,13 +773,7 @@ impl Ctl {
             ("kind", job.kind.clone()),
             ("queue", job.queue.clone()),
             ("priority", job.priority.to_string()),
-            (
-                "attempts",
-                match job.max_attempts {
-                    Some(max) => format!("{} of {max}", job.attempts),
-                    None => format!("{} (limit from the {} policy)", job.attempts, job.kind),
-                },
-            ),
+            ("attempts", self.attempts_text(&job)),
             ("run at", self.style.time(job.run_at)),
             ("created", self.style.time(job.created_at)),
             ("updated", self.style.time(job.updated_at)),
@@ -611,17 +806,34 @@ impl Ctl {
             ),
             ("payload", job.payload.to_string()),
         ];
+        if let Some(input) = &input {
+            lines.push(("input now", input.clone()));
+        }
+        if let Some(p) = progress.last() {
+            lines.push((
+                "progress",
+                format!(
+                    "{} (attempt {}, {})",
+                    progress_text(&p.progress),
+                    p.attempt,
+                    format_millis(p.updated_at)
+                ),
+            ));
+        }
         // What a handler kept of the other side's answer (an http job's `record`, e.g.
         // an upload's id), from the latest attempt that has it.
         let recorded = attempts
             .iter()
             .rev()
             .find_map(|a| a.detail.as_ref()?.get("recorded").cloned());
-        let lines = lines
-            .into_iter()
-            .chain(recorded.map(|r| ("recorded", r.to_string())));
+        if let Some(r) = recorded {
+            lines.push(("recorded", r.to_string()));
+        }
+        if summary.total > 0 {
+            lines.push(("children", children_text(&summary, self.now)));
+        }
         for (label, value) in lines {
-            say(out, &format!("{label:>16}  {value}"))?;
+            say(out, &format!("{label:>16}  {}", safe_text::escape(&value)))?;
         }
         say(out, "")?;
         if attempts.is_empty() {
@@ -632,6 +844,7 @@ impl Ctl {
                 "OUTCOME".into(),
                 "STARTED".into(),
                 "DURATION".into(),
+                "DETAIL".into(),
                 "ERROR".into(),
             ]];
             for a in &attempts {
@@ -640,59 +853,136 @@ impl Ctl {
                     a.outcome.clone(),
                     self.style.ago(a.started_at),
                     short_duration(a.duration_ms),
+                    a.detail.as_ref().map(detail_text).unwrap_or_default(),
                     a.error.clone().unwrap_or_default(),
                 ]);
             }
             write_table(out, &rows)?;
-        }
-        if !children.is_empty() {
-            say(out, "")?;
-            let mut rows = vec![vec!["CHILD".to_string(), "STATE".into(), "KIND".into()]];
-            for c in &children {
-                rows.push(vec![c.id.to_string(), c.state.to_string(), c.kind.clone()]);
+            // An exec attempt's stderr tail, its last lines, each escaped.
+            for a in &attempts {
+                let Some(tail) = a
+                    .detail
+                    .as_ref()
+                    .and_then(|d| d.get("stderr_tail"))
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.trim().is_empty())
+                else {
+                    continue;
+                };
+                say(out, "")?;
+                say(out, &format!("attempt {} stderr (tail):", a.attempt))?;
+                let lines: Vec<&str> = tail.lines().collect();
+                for line in &lines[lines.len().saturating_sub(STDERR_LINES)..] {
+                    say(
+                        out,
+                        &format!("  {}", safe_text::cell(line, 4 * safe_text::MAX_CELL)),
+                    )?;
+                }
             }
-            write_table(out, &rows)?;
+        }
+        if args.children {
+            say(out, "")?;
+            if children.is_empty() {
+                say(out, &format!("no children with ids above {}", args.after))?;
+            } else {
+                let mut rows = vec![vec![
+                    "CHILD".to_string(),
+                    "STATE".into(),
+                    "KIND".into(),
+                    "LAST ERROR".into(),
+                ]];
+                for c in &children {
+                    rows.push(vec![
+                        c.id.to_string(),
+                        c.state.to_string(),
+                        c.kind.clone(),
+                        c.last_error.clone().unwrap_or_default(),
+                    ]);
+                }
+                write_table(out, &rows)?;
+                if children.len() == args.limit.max(1) {
+                    let last = children.last().map(|c| c.id).unwrap_or_default();
+                    say(
+                        out,
+                        &format!("(more: jobctl show {id} --children --after {last})"),
+                    )?;
+                }
+            }
         }
         Ok(())
     }
 
+    /// The attempts line of `show`: the job's own limit, else the policy's limit and
+    /// where it comes from (`[kinds.K.retry]` or `[retry]`).
+    fn attempts_text(&self, job: &crate::job::Job) -> String {
+        match job.max_attempts {
+            Some(max) => format!("{} of {max} (the job's own limit)", job.attempts),
+            None => {
+                let max = self.config.policy_for(&job.kind).max_attempts;
+                let from = match self.config.kinds.get(&job.kind) {
+                    Some(k) if k.retry.max_attempts.is_some() => {
+                        format!("[kinds.{}.retry]", job.kind)
+                    }
+                    _ => "[retry]".to_string(),
+                };
+                format!("{} of {max} (limit from {from})", job.attempts)
+            }
+        }
+    }
+
+    /// Where a watched file's input is now: the payload names `spool/<id>/...`, which
+    /// moves to `done/` or `failed/` when the job ends.
+    fn input_now(&self, job: &crate::job::Job) -> Option<String> {
+        let named = job
+            .payload
+            .get("file")
+            .or_else(|| job.payload.get("dir"))?
+            .as_str()?;
+        let spool = Spool::at(&self.config.daemon.data_dir).ok()?;
+        let spooled = spool.job_dir(job.id);
+        let inside = Path::new(named).strip_prefix(&spooled).ok()?;
+        Some(match spool.job_input_dir(job.id) {
+            Some(dir) => dir.join(inside).display().to_string(),
+            None => "gone (not in spool/, done/ or failed/; purged or moved away)".into(),
+        })
+    }
+
     fn retry(&self, args: RetryArgs, out: &mut dyn Write) -> CtlResult {
+        if args.dead || args.select.any() {
+            if !args.ids.is_empty() {
+                return Err(ids_or_filter());
+            }
+            let mut select = args.select;
+            if args.dead {
+                select.state = Some(JobState::Dead);
+                select.yes = true;
+            }
+            return self.bulk(Bulk::Retry, &select, out);
+        }
+        if args.ids.is_empty() {
+            return Err(name_the_jobs("retry"));
+        }
         let mut db = self.open()?;
         let now = self.now;
         let spool = Spool::at(&self.config.daemon.data_dir).ok();
-        let ids = if args.dead {
-            let ids = db.write(|tx| tx.revive_dead(args.kind.as_deref(), now))?;
-            // Brought back after the commit: a daemon that claims one first finds no
-            // file yet and retries it after its backoff.
+        // Inputs come back to the spool before the jobs are queued, so no worker runs a
+        // job whose file is still in failed/; put back if the retry fails.
+        let restored: Vec<_> = spool
+            .iter()
+            .flat_map(|spool| {
+                args.ids
+                    .iter()
+                    .filter_map(|id| restore_input(spool, *id).map(|from| (*id, from)))
+            })
+            .collect();
+        let ids = db.write(|tx| tx.revive(&args.ids, now)).map_err(|e| {
             if let Some(spool) = &spool {
-                for id in &ids {
-                    restore_input(spool, *id);
+                for (id, from) in &restored {
+                    let _ = spool.return_failed(*id, from);
                 }
             }
-            ids
-        } else {
-            // Inputs come back to the spool before the jobs are queued, so no worker
-            // runs a job whose file is still in failed/; put back if the retry fails.
-            let restored: Vec<_> = spool
-                .iter()
-                .flat_map(|spool| {
-                    args.ids
-                        .iter()
-                        .filter_map(|id| restore_input(spool, *id).map(|from| (*id, from)))
-                })
-                .collect();
-            db.write(|tx| tx.revive(&args.ids, now)).map_err(|e| {
-                if let Some(spool) = &spool {
-                    for (id, from) in &restored {
-                        let _ = spool.return_failed(*id, from);
-                    }
-                }
-                match e {
-                    StoreError::Forbidden(f) => CtlError::Failure(f.to_string()),
-                    other => other.into(),
-                }
-            })?
-        };
+            forbidden_as_failure(e)
+        })?;
         if self.json {
             return print_json(out, &json!({"retried": ids}));
         }
@@ -702,7 +992,17 @@ impl Ctl {
         )
     }
 
-    fn cancel(&self, ids: &[JobId], out: &mut dyn Write) -> CtlResult {
+    fn cancel(&self, args: CancelArgs, out: &mut dyn Write) -> CtlResult {
+        if args.select.any() {
+            if !args.ids.is_empty() {
+                return Err(ids_or_filter());
+            }
+            return self.bulk(Bulk::Cancel, &args.select, out);
+        }
+        if args.ids.is_empty() {
+            return Err(name_the_jobs("cancel"));
+        }
+        let ids = args.ids;
         let mut db = self.open()?;
         let now = self.now;
         let states = db
@@ -711,10 +1011,7 @@ impl Ctl {
                     .map(|id| tx.cancel(*id, now).map(|s| (*id, s)))
                     .collect::<Result<Vec<_>, _>>()
             })
-            .map_err(|e| match e {
-                StoreError::Forbidden(f) => CtlError::Failure(f.to_string()),
-                other => other.into(),
-            })?;
+            .map_err(forbidden_as_failure)?;
         if self.json {
             let list: Vec<Value> = states
                 .iter()
@@ -732,6 +1029,270 @@ impl Ctl {
         Ok(())
     }
 
+    fn delete(&self, args: DeleteArgs, out: &mut dyn Write) -> CtlResult {
+        if args.select.any() {
+            if !args.ids.is_empty() {
+                return Err(ids_or_filter());
+            }
+            return self.bulk(Bulk::Delete, &args.select, out);
+        }
+        if args.ids.is_empty() {
+            return Err(name_the_jobs("delete"));
+        }
+        let mut db = self.open()?;
+        let ids = args.ids;
+        let deleted = db.write(|tx| {
+            for id in &ids {
+                let state = tx.get(*id)?.state;
+                if !JobState::DELETABLE.contains(&state) {
+                    return Err(StoreError::InvalidJob(format!(
+                        "job {id} is {state}; cannot delete it (allowed from: {}){}",
+                        JobState::DELETABLE.map(JobState::as_str).join(", "),
+                        if state == JobState::Running || state == JobState::Waiting {
+                            "; cancel it first"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+            }
+            tx.delete_where_allowed(&ids)
+        });
+        let deleted = deleted.map_err(|e| match e {
+            StoreError::InvalidJob(m) => CtlError::Failure(m.replace("invalid job: ", "")),
+            other => other.into(),
+        })?;
+        if self.json {
+            return print_json(out, &json!({"deleted": deleted}));
+        }
+        say(
+            out,
+            &format!("{deleted} job(s) deleted: {}", join_ids(&ids)),
+        )
+    }
+
+    /// A bulk action on every job the filter picks: a dry run by default (how many match,
+    /// how many the action applies to, a sample), with `--yes` the action itself, in
+    /// chunks of [`BULK_CHUNK`] ids, each one short write transaction.
+    fn bulk(&self, action: Bulk, select: &SelectArgs, out: &mut dyn Write) -> CtlResult {
+        let filter = self.select_filter(select)?;
+        let states = action.states();
+        let mut db = self.open()?;
+        if !select.yes {
+            let counts = db.count_matching(&filter)?;
+            let matching: u64 = counts.values().sum();
+            let applies: u64 = counts
+                .iter()
+                .filter(|(s, _)| states.contains(s))
+                .map(|(_, n)| n)
+                .sum();
+            let sample = db.list(&JobFilter {
+                limit: BULK_SAMPLE,
+                ..filter.clone()
+            })?;
+            if self.json {
+                let per_state: BTreeMap<&str, u64> =
+                    counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+                return print_json(
+                    out,
+                    &json!({"dry_run": true, "action": action.verb(), "matching": matching,
+                            "would_act_on": applies, "states": per_state, "sample": sample}),
+                );
+            }
+            let others: Vec<String> = counts
+                .iter()
+                .filter(|(s, _)| !states.contains(s))
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect();
+            say(
+                out,
+                &format!(
+                    "dry run: {matching} job(s) match; {applies} would be {}{}",
+                    action.done(),
+                    if others.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (left alone: {}; {} applies to {})",
+                            others.join(", "),
+                            action.verb(),
+                            states
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    }
+                ),
+            )?;
+            if !sample.is_empty() {
+                let mut rows = vec![vec![
+                    "ID".to_string(),
+                    "STATE".into(),
+                    "KIND".into(),
+                    "QUEUE".into(),
+                    "CREATED".into(),
+                    "LAST ERROR".into(),
+                ]];
+                for job in &sample {
+                    rows.push(vec![
+                        job.id.to_string(),
+                        job.state.to_string(),
+                        job.kind.clone(),
+                        job.queue.clone(),
+                        self.style.ago(job.created_at),
+                        job.last_error.clone().unwrap_or_default(),
+                    ]);
+                }
+                write_table(out, &rows)?;
+            }
+            return say(out, "nothing changed; add --yes to act");
+        }
+        let now = self.now;
+        let spool = Spool::at(&self.config.daemon.data_dir).ok();
+        let mut acted: Vec<JobId> = Vec::new();
+        let mut asked_to_stop = 0;
+        let mut after = 0;
+        loop {
+            let chunk = db.matching_ids(&filter, states, after, BULK_CHUNK)?;
+            let Some(&last) = chunk.last() else {
+                break;
+            };
+            after = last;
+            match action {
+                Bulk::Retry => {
+                    let revived = db.write(|tx| tx.revive_where_allowed(&chunk, now))?;
+                    // After the commit, as `retry --dead` always did: a daemon that claims
+                    // one first finds no file yet and retries it after its backoff.
+                    if let Some(spool) = &spool {
+                        for id in &revived {
+                            restore_input(spool, *id);
+                        }
+                    }
+                    acted.extend(revived);
+                }
+                Bulk::Cancel => {
+                    let done = db.write(|tx| {
+                        let mut done = Vec::new();
+                        for id in &chunk {
+                            match tx.cancel(*id, now) {
+                                Ok(state) => done.push((*id, state)),
+                                // Moved on since it was picked: left alone.
+                                Err(StoreError::Forbidden(_) | StoreError::NotFound(_)) => {}
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        Ok(done)
+                    })?;
+                    asked_to_stop += done.iter().filter(|(_, s)| *s == JobState::Running).count();
+                    acted.extend(done.into_iter().map(|(id, _)| id));
+                }
+                Bulk::Delete => {
+                    let deleted = db.write(|tx| {
+                        let n = tx.delete_where_allowed(&chunk)?;
+                        Ok(n)
+                    })?;
+                    // Ids are not needed for deletes; count them.
+                    acted.extend(std::iter::repeat_n(0, deleted));
+                }
+            }
+        }
+        if self.json {
+            let mut value = json!({"action": action.verb(), "count": acted.len()});
+            match action {
+                Bulk::Retry => value["retried"] = json!(acted),
+                Bulk::Cancel => {
+                    value["cancelled"] = json!(acted);
+                    value["asked_to_stop"] = json!(asked_to_stop);
+                }
+                Bulk::Delete => value["deleted"] = json!(acted.len()),
+            }
+            return print_json(out, &value);
+        }
+        match action {
+            Bulk::Retry => say(
+                out,
+                &format!(
+                    "{} job(s) queued again: {}",
+                    acted.len(),
+                    join_some_ids(&acted)
+                ),
+            ),
+            Bulk::Cancel => say(
+                out,
+                &format!(
+                    "{} job(s) cancelled ({asked_to_stop} of them running: asked to stop): {}",
+                    acted.len(),
+                    join_some_ids(&acted)
+                ),
+            ),
+            Bulk::Delete => say(out, &format!("{} job(s) deleted", acted.len())),
+        }
+    }
+
+    fn run_now(&self, ids: &[JobId], out: &mut dyn Write) -> CtlResult {
+        let mut db = self.open()?;
+        let now = self.now;
+        db.write(|tx| {
+            for id in ids {
+                tx.run_now(*id, now)?;
+            }
+            Ok(())
+        })
+        .map_err(forbidden_as_failure)?;
+        if self.json {
+            return print_json(out, &json!({"due_now": ids}));
+        }
+        say(
+            out,
+            &format!("{} job(s) due now: {}", ids.len(), join_ids(ids)),
+        )
+    }
+
+    fn pause(&self, queue: &str, reason: Option<&str>, out: &mut dyn Write) -> CtlResult {
+        if queue.is_empty() {
+            return Err(CtlError::Usage("the queue name is empty".into()));
+        }
+        let mut db = self.open()?;
+        let now = self.now;
+        let newly = db.write(|tx| tx.pause_queue(queue, reason, now))?;
+        let live = db
+            .stats(now)?
+            .queues
+            .get(queue)
+            .map(|q| q.states.get("running").copied().unwrap_or(0))
+            .unwrap_or(0);
+        if self.json {
+            return print_json(
+                out,
+                &json!({"queue": queue, "paused": true, "already_paused": !newly, "running": live}),
+            );
+        }
+        let queue = safe_text::escape(queue);
+        say(
+            out,
+            &if newly {
+                format!("queue {queue} paused: nothing new is claimed from it; {live} running job(s) finish (jobctl resume {queue})")
+            } else {
+                format!("queue {queue} was paused already")
+            },
+        )
+    }
+
+    fn resume(&self, queue: &str, out: &mut dyn Write) -> CtlResult {
+        let mut db = self.open()?;
+        let was = db.write(|tx| tx.resume_queue(queue))?;
+        if self.json {
+            return print_json(out, &json!({"queue": queue, "resumed": was}));
+        }
+        let queue = safe_text::escape(queue);
+        if was {
+            say(out, &format!("queue {queue} resumed"))
+        } else {
+            Err(CtlError::NotFound(format!("queue {queue} is not paused")))
+        }
+    }
+
     fn stats(&self, args: StatsArgs, out: &mut dyn Write) -> CtlResult {
         let format = match (args.format, self.json) {
             (Some(format), _) => format,
@@ -741,8 +1302,7 @@ impl Ctl {
         let db = self.open()?;
         if format == StatsFormat::Prometheus {
             let metrics = crate::metrics::DbMetrics::read(&db, self.now)?;
-            return write!(out, "{}", crate::metrics::render(&metrics, None))
-                .map_err(|e| CtlError::Failure(format!("cannot write output: {e}")));
+            return write!(out, "{}", crate::metrics::render(&metrics, None)).map_err(output_error);
         }
         let stats = db.stats(self.now)?;
         let pending = db.pending_folders()?;
@@ -757,6 +1317,7 @@ impl Ctl {
         let mut header = vec!["QUEUE".to_string()];
         header.extend(JobState::ALL.iter().map(|s| s.as_str().to_uppercase()));
         header.push("OLDEST READY".into());
+        header.push("PAUSED".into());
         let mut rows = vec![header];
         for (queue, q) in &stats.queues {
             let mut row = vec![queue.clone()];
@@ -770,6 +1331,10 @@ impl Ctl {
                     .map(short_duration)
                     .unwrap_or_else(|| "-".into()),
             );
+            row.push(match q.paused_at {
+                Some(at) => format!("since {}", format_millis(at)),
+                None => "-".into(),
+            });
             rows.push(row);
         }
         if stats.queues.is_empty() {
@@ -1288,6 +1853,150 @@ fn join_ids(ids: &[JobId]) -> String {
         .join(", ")
 }
 
+/// Ids per write transaction of a bulk action: each one short, so the daemon's writer
+/// never waits long.
+const BULK_CHUNK: usize = 1000;
+/// Jobs a bulk action's dry run shows.
+const BULK_SAMPLE: usize = 10;
+/// Lines of an exec attempt's stderr tail `show` prints.
+const STDERR_LINES: usize = 20;
+
+/// The bulk actions and the states each applies to, from `job.rs`.
+#[derive(Debug, Clone, Copy)]
+enum Bulk {
+    Retry,
+    Cancel,
+    Delete,
+}
+
+impl Bulk {
+    fn states(self) -> &'static [JobState] {
+        match self {
+            Bulk::Retry => crate::job::Transition::Revive.from_states(),
+            Bulk::Cancel => crate::job::Transition::Cancel.from_states(),
+            Bulk::Delete => &JobState::DELETABLE,
+        }
+    }
+
+    fn done(self) -> &'static str {
+        match self {
+            Bulk::Retry => "retried",
+            Bulk::Cancel => "cancelled",
+            Bulk::Delete => "deleted",
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Bulk::Retry => "retry",
+            Bulk::Cancel => "cancel",
+            Bulk::Delete => "delete",
+        }
+    }
+}
+
+fn name_the_jobs(verb: &str) -> CtlError {
+    CtlError::Usage(format!(
+        "name the jobs to {verb}: ids, or a filter (--state, --kind, --queue, --error-contains, --since, --until)"
+    ))
+}
+
+fn ids_or_filter() -> CtlError {
+    CtlError::Usage("give either job ids or filter flags, not both".into())
+}
+
+fn forbidden_as_failure(e: StoreError) -> CtlError {
+    match e {
+        StoreError::Forbidden(f) => CtlError::Failure(f.to_string()),
+        other => other.into(),
+    }
+}
+
+/// The first ids of a long list, and how many more.
+fn join_some_ids(ids: &[JobId]) -> String {
+    const SHOWN: usize = 20;
+    if ids.len() <= SHOWN {
+        join_ids(ids)
+    } else {
+        format!(
+            "{}, ... ({} more)",
+            join_ids(&ids[..SHOWN]),
+            ids.len() - SHOWN
+        )
+    }
+}
+
+/// A handler's progress (`{"rows": 1200, "batches": 12}`) as `rows=1200 batches=12`.
+fn progress_text(progress: &Value) -> String {
+    match progress {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    }
+}
+
+/// An attempt's detail in a few words: an http exchange's status and URL, an exec
+/// command's exit code or signal.
+fn detail_text(detail: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(url) = detail.get("url").and_then(Value::as_str) {
+        let method = detail.get("method").and_then(Value::as_str).unwrap_or("");
+        let status = match detail.get("status").and_then(Value::as_u64) {
+            Some(status) => format!("HTTP {status}"),
+            None => "no answer".into(),
+        };
+        parts.push(format!("{status} {method} {url}"));
+    }
+    if let Some(code) = detail.get("exit_code").and_then(Value::as_i64) {
+        parts.push(format!("exit code {code}"));
+    }
+    if let Some(signal) = detail.get("signal").and_then(Value::as_i64) {
+        parts.push(format!("killed by signal {signal}"));
+    }
+    parts.join("; ")
+}
+
+/// A fan-out job's children: counts per state, percent done, rate and ETA.
+fn children_text(summary: &crate::store::ChildrenSummary, now: UnixMillis) -> String {
+    let states: Vec<String> = JobState::ALL
+        .iter()
+        .filter_map(|s| summary.states.get(s.as_str()).map(|n| format!("{n} {s}")))
+        .collect();
+    let percent = summary.finished as f64 * 100.0 / summary.total.max(1) as f64;
+    let mut text = format!(
+        "{} ({}); {percent:.0}% finished",
+        summary.total,
+        states.join(", ")
+    );
+    let remaining = summary.total - summary.finished;
+    if let (Some(first), true) = (summary.first_created_at, summary.finished > 0) {
+        // The rate over the time from the first child's creation to the last finish
+        // (or now, while some are still live).
+        let end = if remaining == 0 {
+            summary.last_finished_at.unwrap_or(now)
+        } else {
+            now
+        };
+        let seconds = ((end - first).max(1)) as f64 / 1000.0;
+        let rate = summary.finished as f64 / seconds;
+        text.push_str(&format!(", {rate:.1}/s"));
+        if remaining > 0 && rate > 0.0 {
+            let eta = (remaining as f64 / rate).ceil() as u64;
+            text.push_str(&format!(
+                ", ETA {}",
+                humantime::format_duration(std::time::Duration::from_secs(eta))
+            ));
+        }
+    }
+    text
+}
+
 /// A table fitted to the terminal and coloured by state as this run's style says.
 fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> CtlResult {
     let now = SystemClock.now_ms();
@@ -1295,4 +2004,63 @@ fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> CtlResult {
         say(out, &line)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_with_huge_and_hostile_cells_is_bounded_and_escaped() {
+        let huge = "q".repeat(100_000);
+        let rows = vec![
+            vec!["A".to_string(), "B".into(), "C".into()],
+            vec![huge.clone(), "x\u{1b}[2J\ny".to_string(), huge],
+        ];
+        let mut out = Vec::new();
+        write_table(&mut out, &rows).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 4 * safe_text::MAX_CELL + 4,
+                "{}",
+                line.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_children_summary_has_counts_percent_rate_and_eta() {
+        let summary = crate::store::ChildrenSummary {
+            total: 100,
+            states: [("succeeded".to_string(), 40), ("queued".to_string(), 60)].into(),
+            finished: 40,
+            first_created_at: Some(0),
+            last_finished_at: Some(8_000),
+        };
+        // 40 finished in the 10 s since the first child was made: 4/s, 60 left: 15 s.
+        assert_eq!(
+            children_text(&summary, 10_000),
+            "100 (60 queued, 40 succeeded); 40% finished, 4.0/s, ETA 15s"
+        );
+        let done = crate::store::ChildrenSummary {
+            states: [("succeeded".to_string(), 100)].into(),
+            finished: 100,
+            ..summary
+        };
+        assert_eq!(
+            children_text(&done, 99_000),
+            "100 (100 succeeded); 100% finished, 12.5/s"
+        );
+    }
+
+    #[test]
+    fn a_closed_pipe_is_quiet_and_other_write_errors_are_failures() {
+        let closed = output_error(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert_eq!(closed.exit_code(), EXIT_OK);
+        let full = output_error(std::io::Error::other("disk full"));
+        assert_eq!(full.exit_code(), EXIT_FAILURE);
+    }
 }

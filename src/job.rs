@@ -66,6 +66,18 @@ impl JobState {
         }
     }
 
+    /// The states an operator may delete a job in (`jobctl delete`). Not `running`: its
+    /// handler is working and its outcome would find no row, so the work would be done
+    /// with no record. Not `waiting`: its children are live and would lose their fan-in;
+    /// cancel it first.
+    pub const DELETABLE: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Retrying,
+        JobState::Succeeded,
+        JobState::Dead,
+        JobState::Cancelled,
+    ];
+
     /// Terminal states carry `finished_at` and wait for an operator or the reaper.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -120,10 +132,13 @@ pub enum Transition {
     /// The last child finished: the parent runs again to sum up (`waiting -> queued`,
     /// with a fresh attempt budget and its stage counted up).
     Resume,
+    /// An operator ends a job's wait (`jobctl run-now`): a delayed or retrying job is
+    /// queued due now (`queued | retrying -> queued`), its attempts kept.
+    RunNow,
 }
 
 impl Transition {
-    pub const ALL: [Transition; 10] = [
+    pub const ALL: [Transition; 11] = [
         Transition::Claim,
         Transition::Complete,
         Transition::RetryLater,
@@ -134,13 +149,14 @@ impl Transition {
         Transition::Revive,
         Transition::Await,
         Transition::Resume,
+        Transition::RunNow,
     ];
 
     /// The states a job may be in for this transition to apply.
     pub fn from_states(self) -> &'static [JobState] {
         use JobState::*;
         match self {
-            Transition::Claim => &[Queued, Retrying],
+            Transition::Claim | Transition::RunNow => &[Queued, Retrying],
             Transition::Complete
             | Transition::RetryLater
             | Transition::Kill
@@ -161,7 +177,9 @@ impl Transition {
             Transition::Complete => JobState::Succeeded,
             Transition::RetryLater | Transition::RescueExpired => JobState::Retrying,
             Transition::Kill => JobState::Dead,
-            Transition::Release | Transition::Revive | Transition::Resume => JobState::Queued,
+            Transition::Release | Transition::Revive | Transition::Resume | Transition::RunNow => {
+                JobState::Queued
+            }
             Transition::Cancel => JobState::Cancelled,
             Transition::Await => JobState::Waiting,
         }
@@ -179,6 +197,7 @@ impl Transition {
             Transition::Revive => "retry",
             Transition::Await => "wait",
             Transition::Resume => "resume",
+            Transition::RunNow => "expedite",
         }
     }
 

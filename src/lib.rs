@@ -18,6 +18,7 @@
 //! - [`logging`]: text, JSON or journald (`<N>`-prefixed) log lines, control characters escaped.
 //! - [`paths`]: the folders files named in payloads must be in.
 //! - [`metrics`]: Prometheus text for `jobctl stats` and the daemon's textfile.
+//! - [`safe_text`]: database text escaped and bounded for the terminal.
 
 pub mod cli;
 pub mod clock;
@@ -34,5 +35,6 @@ pub mod metrics;
 pub mod paths;
 pub mod present;
 pub mod retry;
+pub mod safe_text;
 pub mod store;
 pub mod top;

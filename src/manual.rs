@@ -23,6 +23,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "jobctl retry 42 43    # or: jobctl retry --dead --kind http",
     ),
     ("cancel", "jobctl cancel 42"),
+    (
+        "delete",
+        "jobctl delete --state dead --kind http --until 30d    # a dry run; add --yes to act",
+    ),
     ("stats", "jobctl stats --format prometheus"),
     ("backup", "jobctl backup /var/backups/jobs-$(date +%F).db"),
     ("vacuum", "jobctl vacuum"),

@@ -127,6 +127,20 @@ pub fn render(db: &DbMetrics, daemon: Option<&DaemonSnapshot>) -> String {
     }
     header(
         &mut out,
+        "jobd_queue_paused",
+        "gauge",
+        "1 while an operator has paused the queue (jobctl pause): nothing new is claimed from it.",
+    );
+    for (queue, q) in &db.stats.queues {
+        let _ = writeln!(
+            out,
+            "jobd_queue_paused{{queue=\"{}\"}} {}",
+            escape(queue),
+            u8::from(q.paused)
+        );
+    }
+    header(
+        &mut out,
         "jobd_attempts",
         "gauge",
         "Attempts recorded in the database per outcome; purging finished jobs removes theirs.",

@@ -78,6 +78,8 @@ pub enum Exit {
 struct InFlight {
     job: Arc<Job>,
     ticket: Arc<Ticket>,
+    /// The version of the handler's progress last written to the database.
+    progress_written: u64,
 }
 
 /// Counters for logs, STATUS= and benchmarks.
@@ -296,6 +298,7 @@ impl Dispatcher {
         } else {
             Vec::new()
         };
+        let progress = self.progress_to_write(heartbeat_due, &reports);
         let policy_config = self.config.clone();
         let max_attempts_of = move |kind: &str| policy_config.policy_for(kind).max_attempts;
         let retention_cutoff = now - self.config.daemon.retention.as_millis() as i64;
@@ -315,11 +318,21 @@ impl Dispatcher {
             if heartbeat_due {
                 tx.extend_leases(&heartbeat, &name, lease_until, now)?;
             }
+            if !progress.is_empty() {
+                let rows: Vec<(JobId, u32, serde_json::Value)> = progress
+                    .iter()
+                    .map(|(id, attempt, _, value)| (*id, *attempt, value.clone()))
+                    .collect();
+                tx.record_progress(&rows, now)?;
+            }
             if reap_due {
                 rescued = tx.rescue_expired(now, false, &max_attempts_of)?;
                 tx.purge_finished(JobState::Succeeded, retention_cutoff, PURGE_CHUNK)?;
             }
             let claimed = if claim {
+                // Read in this transaction, so a pause committed before it always holds.
+                let mut spec = spec.clone();
+                spec.exclude(&tx.paused_queue_names()?);
                 tx.claim(&spec, &name, lease_until, now)?
             } else {
                 Vec::new()
@@ -369,6 +382,11 @@ impl Dispatcher {
                         "the queue database is writable again after {}s; held outcomes written",
                         since.unwrap_or_default().as_secs()
                     );
+                }
+                for (id, _, version, _) in &progress {
+                    if let Some(flight) = self.in_flight.get_mut(id) {
+                        flight.progress_written = *version;
+                    }
                 }
                 for ((completion, _), applied) in resolved.iter().zip(&applied) {
                     self.finish(completion, applied);
@@ -480,6 +498,24 @@ impl Dispatcher {
             limit: free,
             limited_queues,
         }
+    }
+
+    /// Progress to write in this turn: with the heartbeat, every running attempt's that
+    /// changed since it was last written; and the last word of each attempt ending now.
+    fn progress_to_write(
+        &self,
+        heartbeat_due: bool,
+        finishing: &[Report],
+    ) -> Vec<(JobId, u32, u64, serde_json::Value)> {
+        let ending = |id: &JobId| finishing.iter().any(|r| r.job_id == *id && r.started);
+        self.in_flight
+            .iter()
+            .filter(|(id, _)| heartbeat_due || ending(id))
+            .filter_map(|(id, f)| {
+                let (version, value) = f.ticket.progress.changed_since(f.progress_written)?;
+                Some((*id, f.job.attempts, version, value))
+            })
+            .collect()
     }
 
     /// Tells the handlers of running jobs an operator cancelled to stop.
@@ -718,7 +754,14 @@ impl Dispatcher {
             config: self.config.clone(),
             children,
         };
-        self.in_flight.insert(job.id, InFlight { job, ticket });
+        self.in_flight.insert(
+            job.id,
+            InFlight {
+                job,
+                ticket,
+                progress_written: 0,
+            },
+        );
         if self.work.send(assignment).is_err() {
             tracing::error!("no workers are left to run jobs");
         }

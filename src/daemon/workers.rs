@@ -4,7 +4,7 @@
 use super::dispatcher::Command;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::handlers::{JobContext, Registry, StopReason, StopSignal, SyncStateView};
+use crate::handlers::{JobContext, Progress, Registry, StopReason, StopSignal, SyncStateView};
 use crate::job::{Job, JobId, Outcome, UnixMillis};
 use crossbeam_channel::{Receiver, Sender};
 use std::path::PathBuf;
@@ -19,6 +19,8 @@ pub struct Ticket {
     pub stop: Arc<StopSignal>,
     /// When the handler started, or 0 while the job waits for a worker.
     pub started_at: AtomicI64,
+    /// What the handler reported of its progress.
+    pub progress: Arc<Progress>,
 }
 
 /// A claimed job handed to the pool.
@@ -121,6 +123,7 @@ fn run_one(
         stop: ticket.stop.clone(),
         children,
         sync_state: sync_state.clone(),
+        progress_report: ticket.progress.clone(),
     };
     let began = Instant::now();
     let outcome = match registry.get(&job.kind) {

@@ -17,7 +17,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Why a running handler is asked to stop.
@@ -79,6 +79,29 @@ impl SyncStateView for NoSyncState {
     }
 }
 
+/// What a running handler reports of its progress (rows read, pages fetched), shared
+/// with the dispatcher, which writes it with its heartbeat and when the attempt ends: a
+/// handler may report as often as it likes, and the database sees one write per beat.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// A version that counts every report, and the latest value of each counter.
+    inner: Mutex<(u64, serde_json::Map<String, Value>)>,
+}
+
+impl Progress {
+    pub fn set(&self, name: &str, value: impl Into<Value>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0 += 1;
+        inner.1.insert(name.to_string(), value.into());
+    }
+
+    /// The progress, if anything was reported since `version`, with its new version.
+    pub fn changed_since(&self, version: u64) -> Option<(u64, Value)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (inner.0 > version).then(|| (inner.0, Value::Object(inner.1.clone())))
+    }
+}
+
 /// What a handler may use besides its job.
 #[derive(Clone)]
 pub struct JobContext {
@@ -94,6 +117,16 @@ pub struct JobContext {
     pub children: Option<BTreeMap<String, u64>>,
     /// The pipelines' last sync marks (read at the start of a pull run).
     pub sync_state: Arc<dyn SyncStateView>,
+    /// Where [`JobContext::progress`] reports go.
+    pub progress_report: Arc<Progress>,
+}
+
+impl JobContext {
+    /// Records how far this attempt has come, e.g. `ctx.progress("rows", n)`. Cheap: kept
+    /// in memory and written by the dispatcher with its next heartbeat.
+    pub fn progress(&self, name: &str, value: u64) {
+        self.progress_report.set(name, value);
+    }
 }
 
 pub trait Handler: Send + Sync {

@@ -428,6 +428,25 @@ impl Spool {
         Ok(Some(from))
     }
 
+    /// Where a job's input directory is now: `spool/<id>` while the job lives, else the
+    /// latest `done/*/<id>` or `failed/*/<id>`; None if it is in none of them.
+    pub fn job_input_dir(&self, id: JobId) -> Option<PathBuf> {
+        let spooled = self.job_dir(id);
+        if spooled.is_dir() {
+            return Some(spooled);
+        }
+        let mut found: Vec<PathBuf> = ["done", "failed"]
+            .iter()
+            .filter_map(|top| fs::read_dir(self.root.join(top)).ok())
+            .flat_map(|days| days.filter_map(|d| d.ok()))
+            .map(|d| d.path().join(id.to_string()))
+            .filter(|p| p.is_dir())
+            .collect();
+        // Day folders are named YYYYMMDD: the last one is the latest move.
+        found.sort_by_key(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_owned()));
+        found.pop()
+    }
+
     /// Puts an input that [`Spool::restore_failed`] brought back where it was.
     pub fn return_failed(&self, id: JobId, to: &Path) -> io::Result<()> {
         fs::rename(self.job_dir(id), to)

@@ -21,14 +21,88 @@ pub struct Attempt {
     pub detail: Option<serde_json::Value>,
 }
 
-/// Which jobs `list` shows, newest first.
+/// Which jobs `list` shows, newest first (and which jobs a bulk action picks).
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
     pub state: Option<JobState>,
     pub kind: Option<String>,
     pub queue: Option<String>,
     pub parent_id: Option<JobId>,
+    /// `last_error` contains this text.
+    pub error_contains: Option<String>,
+    /// The payload's JSON text contains this text.
+    pub payload_contains: Option<String>,
+    /// Created at or after this time.
+    pub created_since: Option<UnixMillis>,
+    /// Created before this time.
+    pub created_until: Option<UnixMillis>,
+    /// Keyset paging: only ids below this one (the next page of a newest-first list).
+    pub before_id: Option<JobId>,
     pub limit: usize,
+}
+
+impl JobFilter {
+    /// The WHERE terms and their values. Only the terms set are written, so the planner
+    /// sees plain conditions (an `?n IS NULL OR` chain hides every index from it).
+    pub(super) fn terms(&self) -> (Vec<String>, Vec<rusqlite::types::Value>) {
+        use rusqlite::types::Value as V;
+        let mut terms = Vec::new();
+        let mut values: Vec<V> = Vec::new();
+        let mut term = |sql: &str, value: V| {
+            values.push(value);
+            terms.push(sql.replace('?', &format!("?{}", values.len())));
+        };
+        if let Some(state) = self.state {
+            term("state = ?", V::Text(state.as_str().into()));
+        }
+        if let Some(kind) = &self.kind {
+            term("kind = ?", V::Text(kind.clone()));
+        }
+        if let Some(queue) = &self.queue {
+            term("queue = ?", V::Text(queue.clone()));
+        }
+        if let Some(parent) = self.parent_id {
+            term("parent_id = ?", V::Integer(parent));
+        }
+        if let Some(text) = &self.error_contains {
+            term("instr(last_error, ?) > 0", V::Text(text.clone()));
+        }
+        if let Some(text) = &self.payload_contains {
+            term("instr(payload, ?) > 0", V::Text(text.clone()));
+        }
+        if let Some(since) = self.created_since {
+            term("created_at >= ?", V::Integer(since));
+        }
+        if let Some(until) = self.created_until {
+            term("created_at < ?", V::Integer(until));
+        }
+        if let Some(before) = self.before_id {
+            term("id < ?", V::Integer(before));
+        }
+        (terms, values)
+    }
+
+    /// `SELECT ... WHERE ... ORDER BY id DESC LIMIT n`: the query `list` runs.
+    fn list_sql(&self) -> (String, Vec<rusqlite::types::Value>) {
+        let (terms, mut values) = self.terms();
+        let condition = if terms.is_empty() {
+            "1".to_string()
+        } else {
+            terms.join(" AND ")
+        };
+        values.push(rusqlite::types::Value::Integer(if self.limit == 0 {
+            -1
+        } else {
+            self.limit as i64
+        }));
+        (
+            format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE {condition} ORDER BY id DESC LIMIT ?{}",
+                values.len()
+            ),
+            values,
+        )
+    }
 }
 
 /// Counts for one queue.
@@ -38,6 +112,10 @@ pub struct QueueStats {
     pub states: BTreeMap<String, u64>,
     /// How long the longest-waiting ready job has been due, in milliseconds.
     pub oldest_ready_age_ms: Option<i64>,
+    /// Paused by an operator (`jobctl pause`): nothing new is claimed from it.
+    pub paused: bool,
+    /// Since when it is paused.
+    pub paused_at: Option<UnixMillis>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -112,28 +190,20 @@ impl Db {
     }
 
     pub fn list(&self, filter: &JobFilter) -> Result<Vec<Job>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs \
-             WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR kind = ?2) \
-               AND (?3 IS NULL OR queue = ?3) AND (?4 IS NULL OR parent_id = ?4) \
-             ORDER BY id DESC LIMIT ?5"
-        ))?;
-        let limit = if filter.limit == 0 {
-            -1
-        } else {
-            filter.limit as i64
-        };
-        let rows = stmt.query_map(
-            params![
-                filter.state.map(JobState::as_str),
-                filter.kind,
-                filter.queue,
-                filter.parent_id,
-                limit
-            ],
-            job_from_row,
-        )?;
+        let (sql, values) = filter.list_sql();
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), job_from_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// SQLite's plan for the query [`Db::list`] runs with this filter, one line per step
+    /// (`SEARCH jobs USING INTEGER PRIMARY KEY (rowid<?)`, ...): how a test shows that
+    /// paging walks the primary key rather than scanning and sorting.
+    pub fn list_plan(&self, filter: &JobFilter) -> Result<Vec<String>> {
+        let (sql, values) = filter.list_sql();
+        let mut stmt = self.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), |row| row.get(3))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
     }
 
     pub fn stats(&self, now: UnixMillis) -> Result<Stats> {
@@ -167,6 +237,11 @@ impl Db {
         for row in rows {
             let (queue, run_at) = row?;
             stats.queues.entry(queue).or_default().oldest_ready_age_ms = Some(now - run_at);
+        }
+        for pause in self.paused_queues()? {
+            let q = stats.queues.entry(pause.queue).or_default();
+            q.paused = true;
+            q.paused_at = Some(pause.paused_at);
         }
         for (window, into) in [
             (60_000, &mut stats.finished_last_minute),

@@ -1,5 +1,6 @@
 //! The only place with SQL. Opens the queue database, applies migrations, and offers the
-//! queue's transitions (`queue.rs`) and the operator's queries (`admin.rs`) in domain types,
+//! queue's transitions (`queue.rs`), the operator's queries (`admin.rs`) and controls
+//! (`operator.rs`: pauses, bulk actions, progress) in domain types,
 //! so another backend could sit behind the same API.
 
 mod admin;
@@ -7,6 +8,7 @@ pub mod example;
 mod ingest;
 mod live;
 mod maintenance;
+mod operator;
 mod queue;
 pub mod schema;
 pub mod sink;
@@ -16,6 +18,7 @@ pub use admin::{Attempt, JobFilter, QueueStats, Stats};
 pub use ingest::{IngestRecord, PendingFolder};
 pub use live::{Death, RunningJob};
 pub use maintenance::{BackupInfo, Checkpoint, CheckpointMode};
+pub use operator::{AttemptProgress, ChildrenSummary, QueuePause};
 pub use queue::{Applied, ClaimSpec, Enqueued, Tx};
 pub use sync::{SyncState, SyncStateReader};
 

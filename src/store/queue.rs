@@ -48,8 +48,12 @@ pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
 /// of every update comes from the state machine in `job.rs`, not from a second list here.
 /// An OR chain, not an IN list, to match the partial indexes (see the migration).
 pub(super) fn state_guard(transition: Transition) -> String {
-    let states: Vec<String> = transition
-        .from_states()
+    states_guard(transition.from_states())
+}
+
+/// `(state = 'a' OR state = 'b')` for these states.
+pub(super) fn states_guard(states: &[JobState]) -> String {
+    let states: Vec<String> = states
         .iter()
         .map(|s| format!("state = '{}'", s.as_str()))
         .collect();
@@ -181,6 +185,19 @@ pub struct ClaimSpec {
     /// Queues with a concurrency limit and how many more of each may be claimed now.
     /// Queues not named here are bounded by `limit` alone.
     pub limited_queues: Vec<(String, usize)>,
+}
+
+impl ClaimSpec {
+    /// Claims nothing from these queues (paused ones): each is bounded to no room, so the
+    /// claim's per-queue exclusion (`queue NOT IN (...)`) leaves their rows alone.
+    pub fn exclude(&mut self, queues: &[String]) {
+        for queue in queues {
+            match self.limited_queues.iter_mut().find(|(q, _)| q == queue) {
+                Some((_, room)) => *room = 0,
+                None => self.limited_queues.push((queue.clone(), 0)),
+            }
+        }
+    }
 }
 
 /// A running job whose lease ran out: id, kind, attempts, own max_attempts, worker and

@@ -15,6 +15,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_sync_state",
         include_str!("../../migrations/0003_sync_state.sql"),
     ),
+    (
+        "0005_operator",
+        include_str!("../../migrations/0005_operator.sql"),
+    ),
 ];
 
 /// The schema version this build writes.

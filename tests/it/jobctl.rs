@@ -207,7 +207,7 @@ fn errors_are_one_clear_line_with_distinct_exit_codes() {
         (
             &["list", "--state", "done"],
             EXIT_USAGE,
-            "unknown state 'done'",
+            "invalid value 'done' for '--state <STATE>'",
         ),
         (
             &["purge", "--state", "queued", "--older-than", "1d"],

@@ -13,6 +13,7 @@ mod http;
 mod http_server;
 mod ingest;
 mod jobctl;
+mod jobctl_ops;
 mod jobctl_top;
 mod oneroster;
 mod payload_paths;

@@ -167,6 +167,14 @@ fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
             }
             db.get(id).unwrap().state != before.state
         }
+        Transition::RunNow => match db.write(|tx| tx.run_now(id, now)) {
+            Ok(()) => true,
+            Err(StoreError::Forbidden(e)) => {
+                assert!(e.to_string().contains("cannot expedite"), "{e}");
+                false
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        },
         Transition::Revive => match db.write(|tx| tx.revive(&[id], now)) {
             Ok(_) => true,
             Err(StoreError::Forbidden(e)) => {

@@ -610,12 +610,20 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
         &mut batcher,
         &mut errors_file,
         &mut summary,
-        || stopped(ctx),
+        |so_far| {
+            ctx.progress("rows_read", so_far.rows_read);
+            ctx.progress("rows_invalid", so_far.rows_invalid);
+            stopped(ctx)
+        },
     )
     .map_err(|e| format!("{name}: {e}"));
     let errors_path = errors_file.finish()?;
     summary.errors_file = errors_path.map(|p| p.display().to_string());
     summary.batches = batcher.children.len() as u64;
+    ctx.progress("rows_read", summary.rows_read);
+    ctx.progress("rows_valid", summary.rows_valid);
+    ctx.progress("rows_invalid", summary.rows_invalid);
+    ctx.progress("batches", summary.batches);
     match scanned {
         Ok(None) => {}
         Ok(Some(stop)) => {
@@ -681,7 +689,8 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
 
 /// Stage 0's loop, shared by the job and [`dry_run`] (so the benchmark measures the
 /// job's own path): every record is read and checked; good rows go to `batcher`,
-/// failing ones to `errors`; the counts go to `summary`. `stop` is asked every
+/// failing ones to `errors`; the counts go to `summary`. `stop` sees the counts so far
+/// (the job reports them as progress) and is asked every
 /// [`STOP_CHECK_EVERY`] rows; its outcome ends the scan.
 fn scan(
     reader: &mut CsvReader,
@@ -689,7 +698,7 @@ fn scan(
     batcher: &mut Batcher<'_>,
     errors: &mut ErrorsFile,
     summary: &mut Summary,
-    stop: impl Fn() -> Option<Outcome>,
+    stop: impl Fn(&Summary) -> Option<Outcome>,
 ) -> Result<Option<Outcome>, String> {
     let mut row_errors = Vec::new();
     while let Some(record) = reader.next_record().map_err(|e| e.to_string())? {
@@ -702,7 +711,7 @@ fn scan(
             errors.add(record.line, &row_errors)?;
         }
         if summary.rows_read.is_multiple_of(STOP_CHECK_EVERY) {
-            if let Some(outcome) = stop() {
+            if let Some(outcome) = stop(summary) {
                 return Ok(Some(outcome));
             }
         }
@@ -1040,7 +1049,7 @@ pub fn dry_run(
         &mut batcher,
         &mut errors,
         &mut summary,
-        || None,
+        |_| None,
     )?;
     errors.finish()?;
     batcher.bodies.sync()?;

@@ -366,7 +366,9 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
         Ok(files) => files,
         Err(e) => return stop(&mut errors, Fatal::output(e.clone()), e),
     };
+    ctx.progress("input_files", found.len() as u64);
     let converted = map::convert(&inputs, &ns, p.enrollment_ids()?, &mut errors, &mut files);
+    ctx.progress("input_errors", errors.len() as u64);
     if let Err(fatal) = converted {
         files.abort();
         let message = fatal.to_string();
@@ -410,6 +412,8 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
         Ok(written) => written,
         Err(e) => return stop(&mut errors, Fatal::output(e.clone()), e),
     };
+    ctx.progress("files_written", written.len() as u64);
+    ctx.progress("records_written", written.iter().map(|w| w.records).sum());
     let mut detail = json!({
         "output_dir": out_dir.display().to_string(),
         "input_sha256": input_sha,

@@ -486,6 +486,9 @@ impl Handler for Pull {
             Err(e) => return Outcome::permanent(failure(e)),
         };
         let items_so_far = run.items + items.len() as u64;
+        // The run so far: this page is one job of a chain, the run's counts travel on.
+        ctx.progress("page", run.page as u64);
+        ctx.progress("items", items_so_far);
         detail["items"] = json!(items.len());
         detail["written"] = json!(upserted.written);
         detail["kept_newer"] = json!(upserted.kept_newer);

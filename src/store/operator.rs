@@ -1,0 +1,276 @@
+//! What operators control beyond one job: queue pauses, bulk actions on the jobs a
+//! filter picks (in chunks of ids, each chunk one short transaction), run-now, and the
+//! progress handlers report while an attempt runs.
+
+use super::admin::JobFilter;
+use super::queue::{job_from_row, state_guard, states_guard, Tx, JOB_COLUMNS};
+use super::{Db, Result, StoreError};
+use crate::job::{Job, JobId, JobState, Transition, UnixMillis};
+use rusqlite::params;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// A queue an operator paused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueuePause {
+    pub queue: String,
+    pub paused_at: UnixMillis,
+    pub reason: Option<String>,
+}
+
+/// What a handler reported during one attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptProgress {
+    pub attempt: u32,
+    pub progress: serde_json::Value,
+    pub updated_at: UnixMillis,
+}
+
+/// A fan-out job's children at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ChildrenSummary {
+    pub total: u64,
+    /// Children per state; states with none are left out.
+    pub states: BTreeMap<String, u64>,
+    /// How many have finished (succeeded, dead or cancelled).
+    pub finished: u64,
+    /// When the first child was created and the last one finished.
+    pub first_created_at: Option<UnixMillis>,
+    pub last_finished_at: Option<UnixMillis>,
+}
+
+const TERMINAL: &str = "(state = 'succeeded' OR state = 'dead' OR state = 'cancelled')";
+
+fn paused_queues_in(conn: &rusqlite::Connection) -> Result<Vec<QueuePause>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT queue, paused_at, reason FROM queue_pauses ORDER BY queue")?;
+    let rows = stmt.query_map([], |row| {
+        Ok(QueuePause {
+            queue: row.get(0)?,
+            paused_at: row.get(1)?,
+            reason: row.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+impl Db {
+    pub fn paused_queues(&self) -> Result<Vec<QueuePause>> {
+        paused_queues_in(&self.conn)
+    }
+
+    /// How many jobs the filter picks, per state (a bulk action's dry run).
+    pub fn count_matching(&self, filter: &JobFilter) -> Result<BTreeMap<JobState, u64>> {
+        let (terms, values) = filter.terms();
+        let condition = if terms.is_empty() {
+            "1".to_string()
+        } else {
+            terms.join(" AND ")
+        };
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT state, count(*) FROM jobs WHERE {condition} GROUP BY state"
+        ))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
+        })?;
+        let mut counts = BTreeMap::new();
+        for row in rows {
+            let (state, n) = row?;
+            counts.insert(state.parse().map_err(StoreError::Corrupt)?, n);
+        }
+        Ok(counts)
+    }
+
+    /// The next chunk of ids the filter picks among jobs in `states`, ascending from
+    /// `after`: a bulk action reads a chunk, acts on it in one transaction, and goes on
+    /// from its last id, so no transaction holds the writer for long.
+    pub fn matching_ids(
+        &self,
+        filter: &JobFilter,
+        states: &[JobState],
+        after: JobId,
+        chunk: usize,
+    ) -> Result<Vec<JobId>> {
+        let (mut terms, mut values) = filter.terms();
+        terms.push(states_guard(states));
+        values.push(after.into());
+        terms.push(format!("id > ?{}", values.len()));
+        values.push((chunk as i64).into());
+        let sql = format!(
+            "SELECT id FROM jobs WHERE {} ORDER BY id LIMIT ?{}",
+            terms.join(" AND "),
+            values.len()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(values), |row| row.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<JobId>>>()?)
+    }
+
+    /// A job's children in id order, a page at a time (ids above `after`).
+    pub fn children_page(&self, id: JobId, after: JobId, limit: usize) -> Result<Vec<Job>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE parent_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![id, after, limit as i64], job_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub fn children_summary(&self, id: JobId) -> Result<ChildrenSummary> {
+        let mut summary = ChildrenSummary {
+            states: self.children_counts(id)?,
+            ..Default::default()
+        };
+        summary.total = summary.states.values().sum();
+        if summary.total == 0 {
+            return Ok(summary);
+        }
+        let (first, last, finished): (Option<i64>, Option<i64>, u64) =
+            self.conn.prepare_cached(&format!(
+                "SELECT min(created_at), max(finished_at), sum({TERMINAL}) FROM jobs WHERE parent_id = ?1"
+            ))?
+            .query_row([id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        summary.first_created_at = first;
+        summary.last_finished_at = last;
+        summary.finished = finished;
+        Ok(summary)
+    }
+
+    /// Every attempt's reported progress for one job.
+    pub fn progress_of(&self, id: JobId) -> Result<Vec<AttemptProgress>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT attempt, progress, updated_at FROM job_progress WHERE job_id = ?1 ORDER BY attempt",
+        )?;
+        let rows = stmt.query_map([id], |row| {
+            let text: String = row.get(1)?;
+            Ok(AttemptProgress {
+                attempt: row.get(0)?,
+                progress: serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                updated_at: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The latest attempt's progress of each of these jobs that has any (for `list`).
+    pub fn latest_progress(&self, ids: &[JobId]) -> Result<HashMap<JobId, serde_json::Value>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT progress FROM job_progress WHERE job_id = ?1 ORDER BY attempt DESC LIMIT 1",
+        )?;
+        let mut found = HashMap::new();
+        for id in ids {
+            let mut rows = stmt.query([id])?;
+            if let Some(row) = rows.next()? {
+                let text: String = row.get(0)?;
+                if let Ok(value) = serde_json::from_str(&text) {
+                    found.insert(*id, value);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+impl Tx<'_> {
+    /// Pauses a queue: no daemon claims from it until it is resumed. Returns false if it
+    /// was paused already (the first pause's time is kept).
+    pub fn pause_queue(&self, queue: &str, reason: Option<&str>, now: UnixMillis) -> Result<bool> {
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "INSERT INTO queue_pauses (queue, paused_at, reason) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (queue) DO NOTHING",
+            )?
+            .execute(params![queue, now, reason])?
+            == 1)
+    }
+
+    /// Resumes a paused queue. Returns false if it was not paused.
+    pub fn resume_queue(&self, queue: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .prepare_cached("DELETE FROM queue_pauses WHERE queue = ?1")?
+            .execute([queue])?
+            == 1)
+    }
+
+    /// The paused queues' names, read inside the claim's own transaction so a pause
+    /// committed before it is always honoured.
+    pub fn paused_queue_names(&self) -> Result<Vec<String>> {
+        Ok(paused_queues_in(self.conn())?
+            .into_iter()
+            .map(|p| p.queue)
+            .collect())
+    }
+
+    /// Sends those of these jobs that are dead or cancelled round again, as
+    /// [`Tx::revive`] does; the others (moved on since they were picked) are skipped.
+    /// Returns the ids revived.
+    pub fn revive_where_allowed(&self, ids: &[JobId], now: UnixMillis) -> Result<Vec<JobId>> {
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?2, finished_at = NULL, \
+             cancel_requested = 0, worker = NULL, updated_at = ?2 WHERE id = ?1 AND {}",
+            state_guard(Transition::Revive)
+        ))?;
+        let mut revived = Vec::new();
+        for id in ids {
+            if stmt.execute(params![id, now])? == 1 {
+                revived.push(*id);
+            }
+        }
+        Ok(revived)
+    }
+
+    /// Deletes those of these jobs whose state allows it ([`JobState::DELETABLE`]), with
+    /// their attempts and progress. Returns how many went.
+    pub fn delete_where_allowed(&self, ids: &[JobId]) -> Result<usize> {
+        let mut stmt = self.conn().prepare_cached(&format!(
+            "DELETE FROM jobs WHERE id = ?1 AND {}",
+            states_guard(&JobState::DELETABLE)
+        ))?;
+        let mut deleted = 0;
+        for id in ids {
+            deleted += stmt.execute([id])?;
+        }
+        Ok(deleted)
+    }
+
+    /// `jobctl run-now`: a queued (delayed) or retrying job becomes queued and due now.
+    /// A job in another state is refused, naming its state.
+    pub fn run_now(&self, id: JobId, now: UnixMillis) -> Result<()> {
+        let job = self.get(id)?;
+        Transition::RunNow.check(id, job.state)?;
+        let changed = self
+            .conn()
+            .prepare_cached(&format!(
+                "UPDATE jobs SET state = 'queued', run_at = min(run_at, ?2), updated_at = ?2 \
+                 WHERE id = ?1 AND {}",
+                state_guard(Transition::RunNow)
+            ))?
+            .execute(params![id, now])?;
+        if changed != 1 {
+            return Err(StoreError::Io(format!(
+                "job {id} changed while it was being moved; nothing done"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes the progress of running attempts (the dispatcher, with its heartbeat).
+    /// A job whose row is gone is skipped rather than failing the group commit.
+    pub fn record_progress(
+        &self,
+        reports: &[(JobId, u32, serde_json::Value)],
+        now: UnixMillis,
+    ) -> Result<()> {
+        let mut stmt = self.conn().prepare_cached(
+            "INSERT INTO job_progress (job_id, attempt, progress, updated_at) \
+             SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1) \
+             ON CONFLICT (job_id, attempt) DO UPDATE SET progress = excluded.progress, \
+             updated_at = excluded.updated_at",
+        )?;
+        for (id, attempt, progress) in reports {
+            stmt.execute(params![id, attempt.max(&1), progress.to_string(), now])?;
+        }
+        Ok(())
+    }
+}
