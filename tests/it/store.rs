@@ -140,7 +140,7 @@ fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
             complete(db, id, attempt, resolution, now) != Applied::Stale
         }
         Transition::RescueExpired => db
-            .write(|tx| tx.rescue_expired(now + 10 * LEASE, false, &|_| 10))
+            .write(|tx| tx.rescue_expired(now + 10 * LEASE, false, &|_| 10, &|_| true))
             .unwrap()
             .iter()
             .any(|(rescued, _)| *rescued == id),
@@ -518,7 +518,7 @@ fn expired_leases_are_rescued_and_charged_and_exhausted_ones_die() {
     claim(&mut db, 1, T0 + 30_000);
     // At T0 + LEASE + 1 the first two leases have run out; the third has not.
     let rescued = db
-        .write(|tx| tx.rescue_expired(T0 + LEASE + 1, false, &|_| 10))
+        .write(|tx| tx.rescue_expired(T0 + LEASE + 1, false, &|_| 10, &|_| true))
         .unwrap();
     assert_eq!(rescued, vec![(a, JobState::Retrying), (b, JobState::Dead)]);
     let job = db.get(a).unwrap();
@@ -535,7 +535,7 @@ fn expired_leases_are_rescued_and_charged_and_exhausted_ones_die() {
     assert_eq!(db.attempts(a).unwrap()[0].outcome, "lease_expired");
     // At start-up every running job is recovered, whatever its lease.
     let recovered = db
-        .write(|tx| tx.rescue_expired(T0 + 30_001, true, &|_| 10))
+        .write(|tx| tx.rescue_expired(T0 + 30_001, true, &|_| 10, &|_| true))
         .unwrap();
     assert_eq!(recovered, vec![(fresh, JobState::Retrying)]);
 }
