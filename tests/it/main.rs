@@ -11,6 +11,7 @@ mod http_server;
 mod ingest;
 mod jobctl;
 mod oneroster;
+mod outside_sql;
 mod pull;
 mod relay;
 mod service;
