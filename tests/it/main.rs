@@ -2,6 +2,7 @@
 //! SQLite files, the real `jobd` and `jobctl` binaries, real signals and temp dirs.
 
 mod common;
+mod crash_charges;
 mod csv;
 mod daemon;
 mod example_db;
