@@ -111,8 +111,10 @@ pub struct Dispatcher {
     queue_load: HashMap<String, usize>,
     /// Where workers note each handler start; opened by [`Dispatcher::recover`].
     journal: Option<Arc<StartJournal>>,
-    /// Claims made so far by this daemon: each claim's rows carry its number, which the
-    /// start journal names. Unique for the daemon's life, and the journal lives no longer.
+    /// The number of this daemon's last claim: each claim's rows carry it, and the start
+    /// journal names it. It starts at the start time in ms × 1000, so numbers never
+    /// repeat across restarts either (a restored backup's rows cannot match a newer
+    /// journal by chance).
     claims: i64,
     /// Completions whose write failed; written again on the next turn.
     held: Vec<Report>,
@@ -178,7 +180,7 @@ impl Dispatcher {
             in_flight: HashMap::new(),
             queue_load: HashMap::new(),
             journal: None,
-            claims: 0,
+            claims: started_at.saturating_mul(1000),
             held: Vec::new(),
             write_retry_at: None,
             next_due: None,
