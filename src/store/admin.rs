@@ -52,6 +52,12 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Jobs claimed ahead (state `running`, handler not started), over all queues.
+    pub fn claimed(&self) -> u64 {
+        self.queues.values().map(|q| q.claimed).sum()
+    }
+
+    /// Jobs in `state` over all queues; for `running`, only those whose handler runs.
     pub fn total(&self, state: JobState) -> u64 {
         self.queues
             .values()
