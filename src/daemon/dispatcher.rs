@@ -753,13 +753,18 @@ impl Dispatcher {
 
     /// Starts not yet written to their rows, except of jobs finishing in this turn.
     fn starts_to_record(&self, finishing: &[Report]) -> Vec<(JobId, u32, UnixMillis)> {
-        let finishing: std::collections::HashSet<JobId> =
-            finishing.iter().map(|r| r.job_id).collect();
-        self.in_flight
+        let mut starts: Vec<(JobId, u32, UnixMillis)> = self
+            .in_flight
             .values()
-            .filter(|f| !f.start_recorded && !finishing.contains(&f.job.id))
+            .filter(|f| !f.start_recorded)
             .filter_map(|f| Some((f.job.id, f.job.attempts, f.ticket.started()?)))
-            .collect()
+            .collect();
+        if !starts.is_empty() && !finishing.is_empty() {
+            let finishing: std::collections::HashSet<JobId> =
+                finishing.iter().map(|r| r.job_id).collect();
+            starts.retain(|(id, _, _)| !finishing.contains(id));
+        }
+        starts
     }
 
     /// Keeps the start journal small: past its limit it is rewritten with the starts of
