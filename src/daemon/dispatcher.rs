@@ -561,7 +561,12 @@ impl Dispatcher {
         report: &Report,
         now: UnixMillis,
     ) -> Option<(Completion, Option<StopReason>)> {
-        let flight = self.in_flight.get(&report.job_id)?;
+        // A report from a claim taken back since (a later claim of the job may be in
+        // flight now) changes nothing.
+        let flight = self
+            .in_flight
+            .get(&report.job_id)
+            .filter(|f| f.claim == report.claim)?;
         if !report.started && flight.ticket.started_at.load(Ordering::SeqCst) == Ticket::WITHDRAWN {
             // Taken back by the reaper, whose transaction did not commit yet: the next
             // reap puts it back uncharged.

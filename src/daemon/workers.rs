@@ -65,6 +65,9 @@ pub struct Assignment {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub job_id: JobId,
+    /// The claim the attempt ran under: a report from a claim the dispatcher has since
+    /// taken back is not applied to a later claim of the same job.
+    pub claim: i64,
     pub outcome: Outcome,
     /// Whether the handler ran at all.
     pub started: bool,
@@ -145,6 +148,7 @@ fn run_one(
         };
         return Report {
             job_id: job.id,
+            claim,
             outcome,
             started: false,
             started_at,
@@ -154,6 +158,7 @@ fn run_one(
     }
     let not_started = |reason: &str| Report {
         job_id: job.id,
+        claim,
         outcome: Outcome::Interrupted {
             reason: reason.into(),
         },
@@ -209,6 +214,7 @@ fn run_one(
     };
     Report {
         job_id: job.id,
+        claim,
         outcome,
         started: true,
         started_at,

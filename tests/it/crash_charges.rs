@@ -191,3 +191,90 @@ fn after_repeated_kill_9_during_a_drain_attempts_equal_the_handler_starts() {
         );
     }
 }
+
+#[test]
+fn a_lease_that_runs_out_before_the_handler_starts_gives_the_job_back_uncharged() {
+    use jobd::clock::{Clock, ManualClock, SystemClock};
+    use jobd::config::{Config, ConfigSource};
+    use jobd::daemon::{Daemon, DaemonOptions};
+    use jobd::handlers::Registry;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("starts.log");
+    let text = format!(
+        "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nworkers = 1\nlease = \"60s\"\n\
+         reap_interval = \"100ms\"\n[socket]\nenabled = false\n\
+         [commands.mark]\nprogram = \"/bin/sh\"\nargs = [\"-c\", {script:?}]\n",
+        db = dir.path().join("jobs.db").display(),
+        data = dir.path().join("data").display(),
+        script = format!(
+            "echo \"$JOBD_JOB_ID $JOBD_ATTEMPT\" >> '{}'; sleep 1",
+            log.display()
+        ),
+    );
+    let config = Config::from_toml(&text, "test").unwrap();
+    // The daemon's clock jumps past every lease while one job runs and one waits for
+    // the only worker: the reaper finds both leases gone before the next heartbeat.
+    let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
+    let daemon = Daemon::start(
+        config.clone(),
+        DaemonOptions {
+            clock: clock.clone(),
+            registry: Registry::builtin(),
+            config_source: ConfigSource::Defaults,
+            once: false,
+            handle_signals: false,
+            hooks: vec![],
+        },
+    )
+    .unwrap();
+    let client = daemon.client();
+    let ids: Vec<JobId> = client
+        .enqueue(vec![NewJob::new("exec", json!({"command": "mark"})); 2])
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let db = jobd::store::Db::open(&config.daemon.database, &Default::default()).unwrap();
+    wait_until(Duration::from_secs(20), "one running, one claimed", || {
+        let queue = db.stats(clock.now_ms()).unwrap().queues["default"].clone();
+        queue.states.get("running") == Some(&1) && queue.claimed == 1
+    });
+    clock.advance(Duration::from_secs(120));
+    wait_until(Duration::from_secs(30), "both jobs to succeed", || {
+        ids.iter()
+            .all(|id| db.get(*id).unwrap().state == JobState::Succeeded)
+    });
+    client.shutdown();
+    daemon.wait().unwrap();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let starts_of = |id: JobId| -> Vec<u32> {
+        text.lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(job, _)| job.parse::<JobId>().ok() == Some(id))
+            .map(|(_, attempt)| attempt.parse().unwrap())
+            .collect()
+    };
+    let (running, claimed) = (ids[0], ids[1]);
+    // The running one was charged: its lost attempt is recorded and it ran again.
+    let outcomes: Vec<String> = db
+        .attempts(running)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.outcome)
+        .collect();
+    assert_eq!(outcomes, ["lease_expired", "succeeded"], "job {running}");
+    assert_eq!(starts_of(running), [1, 2]);
+    // The claimed one went back uncharged, and its old claim never started it.
+    let outcomes: Vec<String> = db
+        .attempts(claimed)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.outcome)
+        .collect();
+    assert_eq!(outcomes, ["succeeded"], "job {claimed}");
+    assert_eq!(db.get(claimed).unwrap().attempts, 1);
+    assert_eq!(starts_of(claimed), [1], "started once, as attempt 1");
+}
