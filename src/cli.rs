@@ -26,7 +26,7 @@ pub const EXIT_DATABASE: i32 = 4;
 #[derive(Debug, Parser)]
 #[command(
     name = "jobctl",
-    version,
+    version = crate::store::version_text(),
     about = "Look after a jobd queue: enqueue, list, show, retry, cancel, stats"
 )]
 pub struct Cli {
@@ -373,7 +373,8 @@ impl From<StoreError> for CtlError {
             | StoreError::ReadOnly(..)
             | StoreError::Corrupt(_)
             | StoreError::TooNew { .. }
-            | StoreError::Outdated { .. } => CtlError::Database(e.to_string()),
+            | StoreError::Outdated { .. }
+            | StoreError::MigrationRefused(_) => CtlError::Database(e.to_string()),
             StoreError::InvalidJob(_) => CtlError::Usage(e.to_string()),
             _ => CtlError::Failure(e.to_string()),
         }
@@ -1314,18 +1315,25 @@ impl Ctl {
             value["not_taken_in"] = serde_json::to_value(&not_taken).expect("problems serialize");
             return print_json(out, &value);
         }
+        // CLAIMED (held for a worker, not started) comes right before RUNNING.
         let mut header = vec!["QUEUE".to_string()];
-        header.extend(JobState::ALL.iter().map(|s| s.as_str().to_uppercase()));
+        for s in JobState::ALL {
+            if s == JobState::Running {
+                header.push("CLAIMED".into());
+            }
+            header.push(s.as_str().to_uppercase());
+        }
         header.push("OLDEST READY".into());
         header.push("PAUSED".into());
         let mut rows = vec![header];
         for (queue, q) in &stats.queues {
             let mut row = vec![queue.clone()];
-            row.extend(
-                JobState::ALL
-                    .iter()
-                    .map(|s| q.states.get(s.as_str()).copied().unwrap_or(0).to_string()),
-            );
+            for s in JobState::ALL {
+                if s == JobState::Running {
+                    row.push(q.claimed.to_string());
+                }
+                row.push(q.states.get(s.as_str()).copied().unwrap_or(0).to_string());
+            }
             row.push(
                 q.oldest_ready_age_ms
                     .map(short_duration)

@@ -97,9 +97,15 @@ pub fn render(db: &DbMetrics, daemon: Option<&DaemonSnapshot>) -> String {
         &mut out,
         "jobd_jobs",
         "gauge",
-        "Jobs in the database per queue and state.",
+        "Jobs in the database per queue and state; state=\"claimed\" counts running jobs whose handler has not started yet, apart from state=\"running\".",
     );
     for (queue, q) in &db.stats.queues {
+        let _ = writeln!(
+            out,
+            "jobd_jobs{{queue=\"{}\",state=\"claimed\"}} {}",
+            escape(queue),
+            q.claimed
+        );
         for state in JobState::ALL {
             let n = q.states.get(state.as_str()).copied().unwrap_or(0);
             let _ = writeln!(

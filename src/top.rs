@@ -98,18 +98,25 @@ pub fn sections(s: &Snapshot, style: &Style) -> Vec<Section> {
         "KIND".into(),
         "QUEUE".into(),
         "ATTEMPT".into(),
-        "RUNNING FOR".into(),
+        "STATE".into(),
+        "FOR".into(),
         "SINCE".into(),
     ]];
     for r in &s.running {
+        // A job claimed ahead has not started: its time counts from the claim.
+        let (state, since) = match r.started_at {
+            Some(started) => ("running", started),
+            None => ("claimed", r.since),
+        };
         running.push(vec![
             r.worker.clone().unwrap_or_else(|| "-".into()),
             r.id.to_string(),
             r.kind.clone(),
             r.queue.clone(),
             r.attempt.to_string(),
-            short_duration(style.now - r.since),
-            crate::present::absolute(r.since, style.utc),
+            state.into(),
+            short_duration(style.now - since),
+            crate::present::absolute(since, style.utc),
         ]);
     }
     let mut deaths = vec![vec![
@@ -142,7 +149,11 @@ pub fn sections(s: &Snapshot, style: &Style) -> Vec<Section> {
             empty: "",
         },
         Section {
-            title: format!("Running ({})", s.stats.total(JobState::Running)),
+            title: format!(
+                "Workers ({} running, {} claimed ahead)",
+                s.stats.total(JobState::Running),
+                s.stats.claimed()
+            ),
             rows: running,
             empty: "no job is running",
         },
@@ -365,8 +376,9 @@ mod tests {
                 kind: "exec".into(),
                 worker: Some("host:77".into()),
                 attempt: 2,
-                since: now - 65_000,
+                since: now - 66_000,
                 lease_until: Some(now + 10_000),
+                started_at: Some(now - 65_000),
             }],
             deaths: vec![Death {
                 id: 9,
@@ -389,6 +401,9 @@ mod tests {
             text.contains("3m ago") && text.contains("HTTP 500\\nfrom"),
             "{text}"
         );
-        assert!(text.contains("Running (1)"), "{text}");
+        assert!(
+            text.contains("Workers (1 running, 0 claimed ahead)"),
+            "{text}"
+        );
     }
 }

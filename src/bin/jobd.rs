@@ -16,7 +16,7 @@ use std::sync::Arc;
 #[derive(Debug, Parser)]
 #[command(
     name = "jobd",
-    version,
+    version = jobd::store::version_text(),
     about = "A durable job-queue worker daemon backed by SQLite"
 )]
 struct Args {

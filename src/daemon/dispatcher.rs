@@ -4,6 +4,7 @@
 //! slot, heartbeats and the reaper's work: group commit, so throughput holds even with
 //! `synchronous=FULL`.
 
+use super::journal::{Start, StartJournal};
 use super::workers::{Assignment, Report, Ticket};
 use super::{notify::Notifier, JobHooks, SharedConfig};
 use crate::clock::{after, SharedClock};
@@ -12,7 +13,7 @@ use crate::handlers::StopReason;
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Outcome, Resolution, UnixMillis};
 use crate::metrics::{DaemonSnapshot, Histogram};
 use crate::retry::{FailedAttempt, RetryDecision};
-use crate::store::{Applied, ClaimSpec, Db, Enqueued, StoreError};
+use crate::store::{Applied, ClaimSpec, Db, Enqueued, HeldClaim, StoreError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -31,6 +32,10 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// that short jobs flow in large group commits; little enough that slow jobs are not
 /// hoarded as `running` while they wait.
 const CLAIM_AHEAD_WINDOW: Duration = Duration::from_millis(100);
+/// How long a handler runs before its start is written to its row. Shorter jobs finish
+/// first and never cost the extra update; stats show a job as claimed for this long
+/// (plus up to a `poll_interval`) after it started.
+const START_RECORD_DELAY: Duration = Duration::from_millis(20);
 /// While the database cannot be written, how often the error is repeated in the log.
 const WRITE_ERROR_REPEAT: Duration = Duration::from_secs(60);
 /// After the grace period, how long stopped handlers get to report before their jobs are
@@ -80,6 +85,12 @@ struct InFlight {
     ticket: Arc<Ticket>,
     /// The version of the handler's progress last written to the database.
     progress_written: u64,
+    /// The claim that holds it (see [`StartJournal`]).
+    claim: i64,
+    /// Whether its start is written to its row (for stats: running, not just claimed).
+    start_recorded: bool,
+    /// The turn that first saw its handler running.
+    start_seen: Option<Instant>,
 }
 
 /// Counters for logs, STATUS= and benchmarks.
@@ -106,6 +117,13 @@ pub struct Dispatcher {
     work: Sender<Assignment>,
     in_flight: HashMap<JobId, InFlight>,
     queue_load: HashMap<String, usize>,
+    /// Where workers note each handler start; opened by [`Dispatcher::recover`].
+    journal: Option<Arc<StartJournal>>,
+    /// The number of this daemon's last claim: each claim's rows carry it, and the start
+    /// journal names it. It starts at the start time in ms × 1000, so numbers never
+    /// repeat across restarts either (a restored backup's rows cannot match a newer
+    /// journal by chance).
+    claims: i64,
     /// Completions whose write failed; written again on the next turn.
     held: Vec<Report>,
     write_retry_at: Option<Instant>,
@@ -169,6 +187,8 @@ impl Dispatcher {
             work,
             in_flight: HashMap::new(),
             queue_load: HashMap::new(),
+            journal: None,
+            claims: started_at.saturating_mul(1000),
             held: Vec::new(),
             write_retry_at: None,
             next_due: None,
@@ -281,7 +301,13 @@ impl Dispatcher {
         let free = self.free_slots(reports.len());
         let new_work = !enqueues.is_empty() || !tasks.is_empty();
         let claim = free > 0 && (self.look_for_work || !reports.is_empty() || new_work);
-        let quiet = reports.is_empty() && !new_work && !claim && !heartbeat_due && !reap_due;
+        let starts = self.starts_to_record(&reports, instant);
+        let quiet = reports.is_empty()
+            && !new_work
+            && !claim
+            && !heartbeat_due
+            && !reap_due
+            && starts.is_empty();
         if quiet {
             self.housekeeping(instant);
             return Ok(self.finished_once(false));
@@ -304,6 +330,20 @@ impl Dispatcher {
         let retention_cutoff = now - self.config.daemon.retention.as_millis() as i64;
         let name = self.name.clone();
         let mut after_tasks = Vec::with_capacity(tasks.len());
+        let claim_number = self.claims + 1;
+        if claim {
+            self.claims = claim_number;
+        }
+        let in_flight = &self.in_flight;
+        // A lease that ran out on a job of ours that never started (the dispatcher could
+        // not write for a while): it is taken back uncharged, and its worker will not
+        // start it. One that started is charged. A row not in flight is charged too:
+        // nothing says it did not start.
+        let started = |held: &HeldClaim| {
+            in_flight
+                .get(&held.id)
+                .is_none_or(|flight| !flight.ticket.withdraw())
+        };
         let write = self.db.write(|tx| {
             let mut applied = Vec::with_capacity(resolved.len());
             for (completion, _) in &resolved {
@@ -315,6 +355,7 @@ impl Dispatcher {
                 .collect();
             after_tasks.extend(tasks.drain(..).map(|task| task(tx, now)));
             let mut rescued = Vec::new();
+            tx.record_starts(&starts, &name)?;
             if heartbeat_due {
                 tx.extend_leases(&heartbeat, &name, lease_until, now)?;
             }
@@ -326,14 +367,14 @@ impl Dispatcher {
                 tx.record_progress(&rows, now)?;
             }
             if reap_due {
-                rescued = tx.rescue_expired(now, false, &max_attempts_of)?;
+                rescued = tx.rescue_expired(now, false, &max_attempts_of, &started)?;
                 tx.purge_finished(JobState::Succeeded, retention_cutoff, PURGE_CHUNK)?;
             }
             let claimed = if claim {
                 // Read in this transaction, so a pause committed before it always holds.
                 let mut spec = spec.clone();
                 spec.exclude(&tx.paused_queue_names()?);
-                tx.claim(&spec, &name, lease_until, now)?
+                tx.claim_numbered(&spec, Some(claim_number), &name, lease_until, now)?
             } else {
                 Vec::new()
             };
@@ -397,8 +438,16 @@ impl Dispatcher {
                 for done in after_tasks {
                     done(Ok(()));
                 }
+                for (id, _, _) in &starts {
+                    if let Some(flight) = self.in_flight.get_mut(id) {
+                        flight.start_recorded = true;
+                    }
+                }
                 for (id, state) in rescued {
-                    if self.in_flight.contains_key(&id) {
+                    if state == JobState::Queued {
+                        tracing::warn!(job = id, "job {id}'s lease ran out before its handler started; it is queued again, attempt not charged");
+                        self.forget(id);
+                    } else if self.in_flight.contains_key(&id) {
                         tracing::warn!(job = id, "job {id} outran its timeout and lease; it is {state} now and its worker is abandoned");
                         self.forget(id);
                     } else {
@@ -418,8 +467,9 @@ impl Dispatcher {
                     self.next_due = next_due.filter(|due| *due > now);
                 }
                 for job in claimed {
-                    self.dispatch(job);
+                    self.dispatch(job, claim_number);
                 }
+                self.rotate_journal();
                 self.housekeeping(instant);
                 Ok(self.finished_once(found_nothing))
             }
@@ -553,7 +603,17 @@ impl Dispatcher {
         report: &Report,
         now: UnixMillis,
     ) -> Option<(Completion, Option<StopReason>)> {
-        let flight = self.in_flight.get(&report.job_id)?;
+        // A report from a claim taken back since (a later claim of the job may be in
+        // flight now) changes nothing.
+        let flight = self
+            .in_flight
+            .get(&report.job_id)
+            .filter(|f| f.claim == report.claim)?;
+        if !report.started && flight.ticket.started_at.load(Ordering::SeqCst) == Ticket::WITHDRAWN {
+            // Taken back by the reaper, whose transaction did not commit yet: the next
+            // reap puts it back uncharged.
+            return None;
+        }
         let job = &flight.job;
         let stop = flight.ticket.stop.reason();
         let (resolution, detail) = match report.outcome.clone() {
@@ -738,7 +798,60 @@ impl Dispatcher {
         Some(flight)
     }
 
-    fn dispatch(&mut self, job: Job) {
+    /// Starts to write to their rows: handlers running for [`START_RECORD_DELAY`] whose
+    /// start is not written yet, except of jobs finishing in this turn.
+    fn starts_to_record(
+        &mut self,
+        finishing: &[Report],
+        instant: Instant,
+    ) -> Vec<(JobId, u32, UnixMillis)> {
+        let mut starts = Vec::new();
+        for f in self.in_flight.values_mut().filter(|f| !f.start_recorded) {
+            let Some(started_at) = f.ticket.started() else {
+                continue;
+            };
+            match f.start_seen {
+                None => f.start_seen = Some(instant),
+                Some(seen) if instant.duration_since(seen) >= START_RECORD_DELAY => {
+                    starts.push((f.job.id, f.job.attempts, started_at));
+                }
+                Some(_) => {}
+            }
+        }
+        if !starts.is_empty() && !finishing.is_empty() {
+            let finishing: std::collections::HashSet<JobId> =
+                finishing.iter().map(|r| r.job_id).collect();
+            starts.retain(|(id, _, _)| !finishing.contains(id));
+        }
+        starts
+    }
+
+    /// Keeps the start journal small: past its limit it is rewritten with the starts of
+    /// the jobs still in flight.
+    fn rotate_journal(&self) {
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        if !journal.needs_rotation() {
+            return;
+        }
+        let live = || {
+            self.in_flight
+                .values()
+                .filter(|f| f.ticket.started().is_some())
+                .map(|f| Start {
+                    job: f.job.id,
+                    attempt: f.job.attempts,
+                    claim: f.claim,
+                })
+                .collect()
+        };
+        if let Err(e) = journal.rotate(live) {
+            tracing::warn!("cannot rotate the start journal: {e}; it keeps growing");
+        }
+    }
+
+    fn dispatch(&mut self, job: Job, claim: i64) {
         let job = Arc::new(job);
         let ticket = Arc::new(Ticket::default());
         *self.queue_load.entry(job.queue.clone()).or_default() += 1;
@@ -751,6 +864,7 @@ impl Dispatcher {
         let assignment = Assignment {
             job: job.clone(),
             ticket: ticket.clone(),
+            claim,
             config: self.config.clone(),
             children,
         };
@@ -760,6 +874,9 @@ impl Dispatcher {
                 job,
                 ticket,
                 progress_written: 0,
+                claim,
+                start_recorded: false,
+                start_seen: None,
             },
         );
         if self.work.send(assignment).is_err() {
@@ -961,22 +1078,50 @@ impl Dispatcher {
     }
 
     /// Run once before the loop: every job left running by an earlier process goes back
-    /// to the queue at once, its attempt charged.
-    pub fn recover(&mut self) -> Result<usize, StoreError> {
+    /// to the queue at once. One whose handler had started (its row or the earlier
+    /// daemon's start journal says so) is charged the attempt; one only claimed ahead
+    /// is not. Then the journal starts empty; returns it, for the workers.
+    pub fn recover(&mut self) -> Result<Arc<StartJournal>, StoreError> {
         let now = self.clock.now_ms();
         let config = self.config.clone();
+        let path = StartJournal::path_for(self.db.path());
+        let io =
+            |e: std::io::Error| StoreError::Io(format!("start journal {}: {e}", path.display()));
+        let journaled = StartJournal::read(&path).map_err(io)?;
+        let started = |held: &HeldClaim| match held.claim {
+            // Claimed by a jobd that kept no journal: it may have started.
+            None => true,
+            Some(claim) => {
+                held.started_at.is_some()
+                    || journaled.contains(&Start {
+                        job: held.id,
+                        attempt: held.attempt,
+                        claim,
+                    })
+            }
+        };
         let rescued = self.db.write(|tx| {
-            tx.rescue_expired(now, true, &|kind: &str| {
-                config.policy_for(kind).max_attempts
-            })
+            tx.rescue_expired(
+                now,
+                true,
+                &|kind: &str| config.policy_for(kind).max_attempts,
+                &started,
+            )
         })?;
         if !rescued.is_empty() {
+            let uncharged = rescued
+                .iter()
+                .filter(|(_, state)| *state == JobState::Queued)
+                .count();
             tracing::warn!(
-                "recovered {} job(s) left running by an earlier process",
-                rescued.len()
+                "recovered {} job(s) left running by an earlier process: {} had started (attempt charged), {uncharged} were only claimed (queued again, not charged)",
+                rescued.len(),
+                rescued.len() - uncharged
             );
         }
-        Ok(rescued.len())
+        let journal = Arc::new(StartJournal::create(&path).map_err(io)?);
+        self.journal = Some(journal.clone());
+        Ok(journal)
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod checkpointer;
 pub mod dispatcher;
+pub mod journal;
 pub mod lock;
 pub mod notify;
 pub mod scheduler;
@@ -274,7 +275,7 @@ impl Daemon {
             notifier,
             metrics_tx,
         );
-        dispatcher.recover()?;
+        let journal = dispatcher.recover()?;
         let workers = workers::spawn(
             config.daemon.workers,
             work_rx,
@@ -283,6 +284,7 @@ impl Daemon {
             options.clock.clone(),
             config.daemon.data_dir.clone(),
             Arc::new(crate::store::SyncStateReader::new(&database)),
+            journal,
         );
         let client = DaemonClient {
             commands: command_tx,

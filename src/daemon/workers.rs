@@ -2,6 +2,7 @@
 //! kind's handler and reporting the outcome to the dispatcher.
 
 use super::dispatcher::Command;
+use super::journal::{Start, StartJournal};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::handlers::{JobContext, Progress, Registry, StopReason, StopSignal, SyncStateView};
@@ -17,16 +18,45 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default)]
 pub struct Ticket {
     pub stop: Arc<StopSignal>,
-    /// When the handler started, or 0 while the job waits for a worker.
+    /// When the handler started, 0 while the job waits for a worker, or
+    /// [`Ticket::WITHDRAWN`]. The worker and the dispatcher each move it from 0 with a
+    /// compare-and-swap, so a job is either started or taken back, never both.
     pub started_at: AtomicI64,
     /// What the handler reported of its progress.
     pub progress: Arc<Progress>,
+}
+
+impl Ticket {
+    /// The dispatcher took the job back before its handler started (its lease ran out).
+    pub const WITHDRAWN: i64 = -1;
+
+    /// Takes the job back unless its handler has started. Returns whether it was (or
+    /// had already been) taken back.
+    pub fn withdraw(&self) -> bool {
+        match self.started_at.compare_exchange(
+            0,
+            Self::WITHDRAWN,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => true,
+            Err(now) => now == Self::WITHDRAWN,
+        }
+    }
+
+    /// When the handler started, if it has.
+    pub fn started(&self) -> Option<UnixMillis> {
+        let at = self.started_at.load(Ordering::SeqCst);
+        (at > 0).then_some(at)
+    }
 }
 
 /// A claimed job handed to the pool.
 pub struct Assignment {
     pub job: Arc<Job>,
     pub ticket: Arc<Ticket>,
+    /// The dispatcher's number for the claim that holds the job (for the start journal).
+    pub claim: i64,
     /// The configuration current when it was claimed.
     pub config: Arc<Config>,
     /// For a parent resumed after its children: how many ended in each state.
@@ -37,6 +67,9 @@ pub struct Assignment {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub job_id: JobId,
+    /// The claim the attempt ran under: a report from a claim the dispatcher has since
+    /// taken back is not applied to a later claim of the same job.
+    pub claim: i64,
     pub outcome: Outcome,
     /// Whether the handler ran at all.
     pub started: bool,
@@ -46,6 +79,7 @@ pub struct Report {
     pub ran_for: Duration,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn spawn(
     count: usize,
     work: Receiver<Assignment>,
@@ -54,6 +88,7 @@ pub(super) fn spawn(
     clock: SharedClock,
     data_dir: PathBuf,
     sync_state: Arc<dyn SyncStateView>,
+    journal: Arc<StartJournal>,
 ) -> Vec<JoinHandle<()>> {
     (0..count)
         .map(|n| {
@@ -63,11 +98,19 @@ pub(super) fn spawn(
             let clock = clock.clone();
             let data_dir = data_dir.clone();
             let sync_state = sync_state.clone();
+            let journal = journal.clone();
             std::thread::Builder::new()
                 .name(format!("jobd-worker-{n}"))
                 .spawn(move || {
                     for assignment in work.iter() {
-                        let report = run_one(assignment, &registry, &clock, &data_dir, &sync_state);
+                        let report = run_one(
+                            assignment,
+                            &registry,
+                            &clock,
+                            &data_dir,
+                            &sync_state,
+                            &journal,
+                        );
                         if reports.send(Command::Finished(report)).is_err() {
                             break;
                         }
@@ -84,10 +127,12 @@ fn run_one(
     clock: &SharedClock,
     data_dir: &std::path::Path,
     sync_state: &Arc<dyn SyncStateView>,
+    journal: &StartJournal,
 ) -> Report {
     let Assignment {
         job,
         ticket,
+        claim,
         config,
         children,
     } = assignment;
@@ -105,6 +150,7 @@ fn run_one(
         };
         return Report {
             job_id: job.id,
+            claim,
             outcome,
             started: false,
             started_at,
@@ -112,7 +158,33 @@ fn run_one(
             ran_for: Duration::ZERO,
         };
     }
-    ticket.started_at.store(started_at.max(1), Ordering::SeqCst);
+    let not_started = |reason: &str| Report {
+        job_id: job.id,
+        claim,
+        outcome: Outcome::Interrupted {
+            reason: reason.into(),
+        },
+        started: false,
+        started_at,
+        finished_at: started_at,
+        ran_for: Duration::ZERO,
+    };
+    if ticket
+        .started_at
+        .compare_exchange(0, started_at.max(1), Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        return not_started("taken back before it started");
+    }
+    // The start is on record before the handler can do anything: recovery charges this
+    // attempt only if it finds it here (or in the row).
+    if let Err(e) = journal.append(Start {
+        job: job.id,
+        attempt: job.attempts,
+        claim,
+    }) {
+        tracing::warn!(job = job.id, "cannot append to the start journal: {e}; if the daemon dies now, this attempt is not charged");
+    }
     let timeout = config.timeout_for(&job.kind);
     let ctx = JobContext {
         clock: clock.clone(),
@@ -145,6 +217,7 @@ fn run_one(
     };
     Report {
         job_id: job.id,
+        claim,
         outcome,
         started: true,
         started_at,

@@ -108,8 +108,11 @@ impl JobFilter {
 /// Counts for one queue.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct QueueStats {
-    /// Jobs per state; states with none are left out.
+    /// Jobs per state; states with none are left out. `running` counts only jobs whose
+    /// handler runs.
     pub states: BTreeMap<String, u64>,
+    /// Jobs claimed ahead for a worker (state `running`, handler not started yet).
+    pub claimed: u64,
     /// How long the longest-waiting ready job has been due, in milliseconds.
     pub oldest_ready_age_ms: Option<i64>,
     /// Paused by an operator (`jobctl pause`): nothing new is claimed from it.
@@ -127,6 +130,12 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Jobs claimed ahead (state `running`, handler not started), over all queues.
+    pub fn claimed(&self) -> u64 {
+        self.queues.values().map(|q| q.claimed).sum()
+    }
+
+    /// Jobs in `state` over all queues; for `running`, only those whose handler runs.
     pub fn total(&self, state: JobState) -> u64 {
         self.queues
             .values()
@@ -226,6 +235,28 @@ impl Db {
                 .or_default()
                 .states
                 .insert(state, count);
+        }
+        // A start is recorded on its row a dispatcher turn after it happens; until then
+        // the job counts as claimed.
+        let mut claimed = self.conn.prepare_cached(
+            "SELECT queue, count(*) FROM jobs WHERE state = 'running' AND started_at IS NULL \
+             GROUP BY queue",
+        )?;
+        let rows = claimed.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
+        })?;
+        for row in rows {
+            let (queue, count) = row?;
+            let q = stats.queues.entry(queue).or_default();
+            q.claimed = count;
+            let running = q
+                .states
+                .entry(JobState::Running.as_str().to_string())
+                .or_default();
+            *running = running.saturating_sub(count);
+            if *running == 0 {
+                q.states.remove(JobState::Running.as_str());
+            }
         }
         let mut oldest = self.conn.prepare_cached(
             "SELECT queue, min(run_at) FROM jobs WHERE (state = 'queued' OR state = 'retrying') \

@@ -83,7 +83,9 @@ pub fn write(path: &Path) -> Result<()> {
                     .get("note")
                     .is_some_and(|n| n == "still running") =>
                 {
-                    continue
+                    // Its handler runs (started_at set), so stats count it as running.
+                    tx.record_starts(&[(job.id, job.attempts, now + 1_000)], worker)?;
+                    continue;
                 }
                 _ if job.payload.get("fan_out").is_some() => Resolution::Await {
                     children: (1..=2)

@@ -18,6 +18,9 @@ pub struct RunningJob {
     /// heartbeat leaves it alone (a cancel request moves it too).
     pub since: UnixMillis,
     pub lease_until: Option<UnixMillis>,
+    /// When its handler started, once the daemon recorded it; None while the job is only
+    /// claimed ahead for a worker.
+    pub started_at: Option<UnixMillis>,
 }
 
 /// A job that died, with why.
@@ -35,7 +38,7 @@ impl Db {
     /// Running jobs by worker, longest-running first, at most `limit`.
     pub fn running_jobs(&self, limit: usize) -> Result<Vec<RunningJob>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, queue, kind, worker, attempts, updated_at, lease_until FROM jobs \
+            "SELECT id, queue, kind, worker, attempts, updated_at, lease_until, started_at FROM jobs \
              WHERE state = 'running' ORDER BY worker, updated_at, id LIMIT ?1",
         )?;
         let rows = stmt.query_map([limit as i64], |row| {
@@ -47,6 +50,7 @@ impl Db {
                 attempt: row.get(4)?,
                 since: row.get(5)?,
                 lease_until: row.get(6)?,
+                started_at: row.get(7)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -19,7 +19,7 @@ pub use ingest::{IngestRecord, PendingFolder};
 pub use live::{Death, RunningJob};
 pub use maintenance::{BackupInfo, Checkpoint, CheckpointMode};
 pub use operator::{AttemptProgress, ChildrenSummary, QueuePause};
-pub use queue::{Applied, ClaimSpec, Enqueued, Tx};
+pub use queue::{Applied, ClaimSpec, Enqueued, HeldClaim, Tx};
 pub use sync::{SyncState, SyncStateReader};
 
 use crate::config::Synchronous;
@@ -51,8 +51,20 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("database schema version {found} is older than {known}: run `jobctl migrate` (jobd migrates at start)")]
     Outdated { found: i64, known: i64 },
+    /// A migration found rows it cannot carry over; nothing was changed.
+    #[error("database schema upgrade refused: {0}")]
+    MigrationRefused(String),
     #[error("job {0} not found")]
     NotFound(JobId),
+    /// A guarded update changed another number of rows than the one it was checked to
+    /// change: the transaction is rolled back rather than reporting a move that did not
+    /// happen.
+    #[error("job {id}: {action} changed {changed} row(s) instead of 1; nothing was changed")]
+    RowsChanged {
+        id: JobId,
+        action: &'static str,
+        changed: usize,
+    },
     #[error(transparent)]
     Forbidden(#[from] ForbiddenTransition),
     #[error("invalid job: {0}")]
@@ -89,6 +101,19 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The version line of `jobd --version` and `jobctl --version`: this build and the
+/// SQLite library bundled in it (outside writers bring their own; see the README).
+pub fn version_text() -> &'static str {
+    static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "{} (bundled SQLite {})",
+            env!("CARGO_PKG_VERSION"),
+            rusqlite::version()
+        )
+    });
+    &TEXT
+}
 
 /// How to open the database.
 #[derive(Debug, Clone)]

@@ -157,6 +157,19 @@ fn schema_refusal(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// A guarded update checked beforehand must change exactly its one row.
+fn expect_one(id: JobId, action: &'static str, changed: usize) -> Result<()> {
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::RowsChanged {
+            id,
+            action,
+            changed,
+        })
+    }
+}
+
 /// A finished job: succeeded, dead or cancelled.
 const TERMINAL: &str = "(state = 'succeeded' OR state = 'dead' OR state = 'cancelled')";
 
@@ -200,9 +213,31 @@ impl ClaimSpec {
     }
 }
 
-/// A running job whose lease ran out: id, kind, attempts, own max_attempts, worker and
-/// when it was last touched.
-type ExpiredLease = (JobId, String, u32, Option<u32>, Option<String>, UnixMillis);
+/// A running job whose lease ran out: id, kind, attempts, own max_attempts, worker,
+/// when it was last touched, and whose claim it was.
+type ExpiredLease = (
+    JobId,
+    String,
+    u32,
+    Option<u32>,
+    Option<String>,
+    UnixMillis,
+    HeldClaim,
+);
+
+/// What the row of a running job says about the claim holding it, for deciding whether
+/// its handler started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldClaim {
+    pub id: JobId,
+    /// The attempt the claim reserved.
+    pub attempt: u32,
+    /// The claiming daemon's number for the claim; None if it was claimed without one
+    /// (by a jobd older than schema 4, or outside the daemon).
+    pub claim: Option<i64>,
+    /// When the handler started, once the daemon has recorded it.
+    pub started_at: Option<UnixMillis>,
+}
 
 /// One write transaction, offering the queue's transitions.
 pub struct Tx<'a> {
@@ -210,7 +245,7 @@ pub struct Tx<'a> {
 }
 
 static CLAIM_SQL: LazyLock<String> = LazyLock::new(|| claim_sql(""));
-static CLAIM_QUEUE_SQL: LazyLock<String> = LazyLock::new(|| claim_sql("AND queue = ?5"));
+static CLAIM_QUEUE_SQL: LazyLock<String> = LazyLock::new(|| claim_sql("AND queue = ?6"));
 
 /// The update that records a completion, per transition: ?1 id, ?2 attempt, ?3 worker,
 /// ?4 now, then the transition's own values. Only the attempt that holds the job may
@@ -218,6 +253,8 @@ static CLAIM_QUEUE_SQL: LazyLock<String> = LazyLock::new(|| claim_sql("AND queue
 fn completion_sql(transition: Transition) -> &'static str {
     static SQL: LazyLock<Vec<(Transition, String)>> = LazyLock::new(|| {
         let fence = "id = ?1 AND attempts = ?2 AND worker IS ?3 AND state = 'running'";
+        // Leaving `running` forgets which claim held the row and when it started.
+        let left = "started_at = NULL, claim = NULL";
         [
             (
                 Transition::Complete,
@@ -249,7 +286,13 @@ fn completion_sql(transition: Transition) -> &'static str {
         ]
         .into_iter()
         .map(|(t, set)| {
-            (t, format!("UPDATE jobs SET {set} WHERE {fence} AND {}", state_guard(t)))
+            (
+                t,
+                format!(
+                    "UPDATE jobs SET {set}, {left} WHERE {fence} AND {}",
+                    state_guard(t)
+                ),
+            )
         })
         .collect()
     });
@@ -264,7 +307,7 @@ fn completion_sql(transition: Transition) -> &'static str {
 fn claim_sql(extra: &str) -> String {
     format!(
         "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?1, \
-         worker = ?2, updated_at = ?3 \
+         worker = ?2, updated_at = ?3, claim = ?5, started_at = NULL \
          WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_ready \
                       WHERE {guard} AND run_at <= ?3 {extra} \
                       ORDER BY priority DESC, run_at, id LIMIT ?4) \
@@ -401,10 +444,26 @@ impl<'a> Tx<'a> {
     }
 
     /// Claims ready jobs (`queued | retrying`, due by `now`) in priority, then run_at,
-    /// then id order: each becomes `running` with its attempt counted and a lease.
+    /// then id order: each becomes `running` with its attempt counted and a lease. The
+    /// attempt is only reserved: a job whose handler never starts gets it back
+    /// ([`Tx::rescue_expired`]). Without a claim number, recovery cannot tell whether
+    /// it started and charges it.
     pub fn claim(
         &self,
         spec: &ClaimSpec,
+        worker: &str,
+        lease_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Vec<Job>> {
+        self.claim_numbered(spec, None, worker, lease_until, now)
+    }
+
+    /// [`Tx::claim`], recording `claim` (the daemon's number for this claim, which its
+    /// start journal names) on every row it claims.
+    pub fn claim_numbered(
+        &self,
+        spec: &ClaimSpec,
+        claim: Option<i64>,
         worker: &str,
         lease_until: UnixMillis,
         now: UnixMillis,
@@ -421,7 +480,7 @@ impl<'a> Tx<'a> {
             }
             let mut stmt = self.tx.prepare_cached(&CLAIM_QUEUE_SQL)?;
             let rows = stmt.query_map(
-                params![lease_until, worker, now, take as i64, queue],
+                params![lease_until, worker, now, take as i64, claim, queue],
                 job_from_row,
             )?;
             for job in rows {
@@ -432,8 +491,10 @@ impl<'a> Tx<'a> {
         if left > 0 {
             if spec.limited_queues.is_empty() {
                 let mut stmt = self.tx.prepare_cached(&CLAIM_SQL)?;
-                let rows =
-                    stmt.query_map(params![lease_until, worker, now, left as i64], job_from_row)?;
+                let rows = stmt.query_map(
+                    params![lease_until, worker, now, left as i64, claim],
+                    job_from_row,
+                )?;
                 for job in rows {
                     claimed.push(job?);
                 }
@@ -443,9 +504,9 @@ impl<'a> Tx<'a> {
                     .iter()
                     .map(|(q, _)| q.as_str())
                     .collect();
-                // Numbered, because the statement's own parameters are ?1 to ?4.
+                // Numbered, because the statement's own parameters are ?1 to ?5.
                 let placeholders: Vec<String> =
-                    (0..names.len()).map(|i| format!("?{}", i + 5)).collect();
+                    (0..names.len()).map(|i| format!("?{}", i + 6)).collect();
                 let placeholders = placeholders.join(", ");
                 let sql = claim_sql(&format!("AND queue NOT IN ({placeholders})"));
                 let mut stmt = self.tx.prepare_cached(&sql)?;
@@ -454,6 +515,7 @@ impl<'a> Tx<'a> {
                     worker.to_string().into(),
                     now.into(),
                     (left as i64).into(),
+                    claim.map_or(rusqlite::types::Value::Null, Into::into),
                 ];
                 values.extend(names.iter().map(|n| n.to_string().into()));
                 let rows = stmt.query_map(rusqlite::params_from_iter(values), job_from_row)?;
@@ -626,20 +688,42 @@ impl<'a> Tx<'a> {
         Ok(extended)
     }
 
+    /// Records that the handlers of these running attempts (id, attempt, when) started,
+    /// so readers can tell running jobs from ones only claimed ahead. An attempt that
+    /// has moved on meanwhile is skipped. Returns how many were recorded.
+    pub fn record_starts(
+        &self,
+        starts: &[(JobId, u32, UnixMillis)],
+        worker: &str,
+    ) -> Result<usize> {
+        let mut stmt = self.tx.prepare_cached(
+            "UPDATE jobs SET started_at = ?3 \
+             WHERE id = ?1 AND attempts = ?2 AND worker = ?4 AND state = 'running'",
+        )?;
+        let mut recorded = 0;
+        for (id, attempt, at) in starts {
+            recorded += stmt.execute(params![id, attempt, at, worker])?;
+        }
+        Ok(recorded)
+    }
+
     /// Takes back running jobs whose lease ran out (or, with `all`, every running job: at
-    /// start-up nothing can still hold one). The lost attempt is charged: the job goes to
-    /// `retrying` due now, or to `dead` if that was its last. `max_attempts_of` gives a
-    /// kind's policy limit for jobs without their own.
+    /// start-up nothing can still hold one). A job whose handler had started (as
+    /// `started` judges from its claim) is charged the lost attempt: it goes to
+    /// `retrying` due now, or to `dead` if that was its last. A job only claimed ahead
+    /// goes back to `queued` with its reserved attempt given back and no attempt
+    /// recorded. `max_attempts_of` gives a kind's policy limit for jobs without their own.
     pub fn rescue_expired(
         &self,
         now: UnixMillis,
         all: bool,
         max_attempts_of: &dyn Fn(&str) -> u32,
+        started: &dyn Fn(&HeldClaim) -> bool,
     ) -> Result<Vec<(JobId, JobState)>> {
         let expired: Vec<ExpiredLease> = {
             let mut stmt = self.tx.prepare_cached(
-                "SELECT id, kind, attempts, max_attempts, worker, updated_at FROM jobs \
-                 WHERE state = 'running' AND (?2 OR lease_until < ?1)",
+                "SELECT id, kind, attempts, max_attempts, worker, updated_at, claim, started_at \
+                 FROM jobs WHERE state = 'running' AND (?2 OR lease_until < ?1)",
             )?;
             let rows = stmt.query_map(params![now, all], |row| {
                 Ok((
@@ -649,6 +733,12 @@ impl<'a> Tx<'a> {
                     row.get(3)?,
                     row.get(4)?,
                     row.get(5)?,
+                    HeldClaim {
+                        id: row.get(0)?,
+                        attempt: row.get(2)?,
+                        claim: row.get(6)?,
+                        started_at: row.get(7)?,
+                    },
                 ))
             })?;
             rows.collect::<rusqlite::Result<_>>()?
@@ -656,7 +746,25 @@ impl<'a> Tx<'a> {
         let mut rescued = Vec::with_capacity(expired.len());
         let mut resumes = Vec::new();
         let guard = state_guard(Transition::RescueExpired);
-        for (id, kind, attempts, own_max, worker, claimed_at) in expired {
+        static GIVE_BACK: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE jobs SET state = 'queued', attempts = attempts - 1, lease_until = NULL, \
+                 worker = NULL, started_at = NULL, claim = NULL, updated_at = ?2 \
+                 WHERE id = ?1 AND attempts = ?3 AND {}",
+                state_guard(Transition::Release)
+            )
+        });
+        for (id, kind, attempts, own_max, worker, claimed_at, held) in expired {
+            if !started(&held) {
+                let changed = self
+                    .tx
+                    .prepare_cached(&GIVE_BACK)?
+                    .execute(params![id, now, attempts])?;
+                if changed == 1 {
+                    rescued.push((id, Transition::Release.to_state()));
+                }
+                continue;
+            }
             let max = own_max.unwrap_or_else(|| max_attempts_of(&kind));
             let reason = if all {
                 "lease expired: the daemon stopped while the job was running"
@@ -679,14 +787,16 @@ impl<'a> Tx<'a> {
                 self.tx
                     .prepare_cached(&format!(
                         "UPDATE jobs SET state = 'dead', lease_until = NULL, finished_at = ?2, \
-                     updated_at = ?2, last_error = ?3 WHERE id = ?1 AND {guard}"
+                     updated_at = ?2, last_error = ?3, started_at = NULL, claim = NULL \
+                     WHERE id = ?1 AND {guard}"
                     ))?
                     .execute(params![id, now, error])?
             } else {
                 self.tx
                     .prepare_cached(&format!(
                         "UPDATE jobs SET state = 'retrying', lease_until = NULL, run_at = ?2, \
-                     updated_at = ?2, last_error = ?3 WHERE id = ?1 AND {guard}"
+                     updated_at = ?2, last_error = ?3, started_at = NULL, claim = NULL \
+                     WHERE id = ?1 AND {guard}"
                     ))?
                     .execute(params![id, now, error])?
             };
@@ -696,7 +806,14 @@ impl<'a> Tx<'a> {
                         "INSERT INTO job_attempts (job_id, attempt, worker, started_at, \
                          finished_at, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5, 'lease_expired', ?6)",
                     )?
-                    .execute(params![id, attempts.max(1), worker, claimed_at.min(now), now, error])?;
+                    .execute(params![
+                        id,
+                        attempts.max(1),
+                        worker,
+                        held.started_at.unwrap_or(claimed_at).min(now),
+                        now,
+                        error
+                    ])?;
                 rescued.push((id, target.to_state()));
             }
         }
@@ -721,7 +838,7 @@ impl<'a> Tx<'a> {
                      WHERE id = ?1 AND {guard}"
                 ))?
                 .execute(params![id, now])?;
-            debug_assert_eq!(changed, 1);
+            expect_one(*id, "retry", changed)?;
         }
         Ok(ids.to_vec())
     }
@@ -744,12 +861,14 @@ impl<'a> Tx<'a> {
         let state = self.state_of(id)?;
         Transition::Cancel.check(id, state)?;
         if state == JobState::Running {
-            self.tx
+            let changed = self
+                .tx
                 .prepare_cached(
                     "UPDATE jobs SET cancel_requested = 1, updated_at = ?2 \
                      WHERE id = ?1 AND state = 'running'",
                 )?
                 .execute(params![id, now])?;
+            expect_one(id, "the cancel request", changed)?;
             return Ok(JobState::Running);
         }
         static CANCEL_WAITING: LazyLock<String> = LazyLock::new(|| {
@@ -763,7 +882,7 @@ impl<'a> Tx<'a> {
             .tx
             .prepare_cached(&CANCEL_WAITING)?
             .execute(params![id, now])?;
-        debug_assert_eq!(changed, 1);
+        expect_one(id, "cancel", changed)?;
         if let Some(parent) = self.parent_of(id)? {
             self.resume_if_children_done(parent, now)?;
         }

@@ -187,6 +187,12 @@ pub fn wait_while_live(db: &Db, live: &[jobd::job::JobState], limit: Duration) {
         let stats = db
             .stats(jobd::clock::Clock::now_ms(&jobd::clock::SystemClock))
             .unwrap();
-        live.iter().map(|s| stats.total(*s)).sum::<u64>() == 0
+        // A claimed job has not started yet, but it is as live as a running one.
+        let claimed = if live.contains(&jobd::job::JobState::Running) {
+            stats.claimed()
+        } else {
+            0
+        };
+        live.iter().map(|s| stats.total(*s)).sum::<u64>() + claimed == 0
     });
 }

@@ -107,6 +107,11 @@ fn busy_sandbox(queue: &str) -> Sandbox {
         .write(|tx| tx.claim(&spec, "box:42", now + 600_000, now - 65_000))
         .unwrap();
     assert_eq!(claimed.len(), 2);
+    // The first one's handler started.
+    let started = db
+        .write(|tx| tx.record_starts(&[(claimed[0].id, 1, now - 65_000)], "box:42"))
+        .unwrap();
+    assert_eq!(started, 1);
     // A heartbeat since: "running since" stays the claim's time.
     let extended = db
         .write(|tx| tx.extend_leases(&[(claimed[0].id, 1)], "box:42", now + 900_000, now))
@@ -240,7 +245,7 @@ fn top_through_a_pipe_prints_one_snapshot_and_exits() {
         "pipeq",
         "Throughput",
         "last minute",
-        "Running (1)",
+        "Workers (1 running, 0 claimed ahead)",
         "box:42",
         "Recent deaths",
         "HTTP 503 from upstream",

@@ -2,6 +2,7 @@
 //! SQLite files, the real `jobd` and `jobctl` binaries, real signals and temp dirs.
 
 mod common;
+mod crash_charges;
 mod csv;
 mod daemon;
 mod daemon_edges;
@@ -16,6 +17,7 @@ mod jobctl;
 mod jobctl_ops;
 mod jobctl_top;
 mod oneroster;
+mod outside_sql;
 mod payload_paths;
 mod pull;
 mod relay;

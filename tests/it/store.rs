@@ -140,7 +140,7 @@ fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
             complete(db, id, attempt, resolution, now) != Applied::Stale
         }
         Transition::RescueExpired => db
-            .write(|tx| tx.rescue_expired(now + 10 * LEASE, false, &|_| 10))
+            .write(|tx| tx.rescue_expired(now + 10 * LEASE, false, &|_| 10, &|_| true))
             .unwrap()
             .iter()
             .any(|(rescued, _)| *rescued == id),
@@ -526,7 +526,7 @@ fn expired_leases_are_rescued_and_charged_and_exhausted_ones_die() {
     claim(&mut db, 1, T0 + 30_000);
     // At T0 + LEASE + 1 the first two leases have run out; the third has not.
     let rescued = db
-        .write(|tx| tx.rescue_expired(T0 + LEASE + 1, false, &|_| 10))
+        .write(|tx| tx.rescue_expired(T0 + LEASE + 1, false, &|_| 10, &|_| true))
         .unwrap();
     assert_eq!(rescued, vec![(a, JobState::Retrying), (b, JobState::Dead)]);
     let job = db.get(a).unwrap();
@@ -543,7 +543,7 @@ fn expired_leases_are_rescued_and_charged_and_exhausted_ones_die() {
     assert_eq!(db.attempts(a).unwrap()[0].outcome, "lease_expired");
     // At start-up every running job is recovered, whatever its lease.
     let recovered = db
-        .write(|tx| tx.rescue_expired(T0 + 30_001, true, &|_| 10))
+        .write(|tx| tx.rescue_expired(T0 + 30_001, true, &|_| 10, &|_| true))
         .unwrap();
     assert_eq!(recovered, vec![(fresh, JobState::Retrying)]);
 }
@@ -937,4 +937,104 @@ fn a_run_of_keyed_jobs_dedupes_against_the_table_and_within_the_batch() {
         enqueued.iter().map(|e| e.id).collect::<Vec<_>>()
     );
     assert_eq!(db.list(&JobFilter::default()).unwrap().len(), 19);
+}
+
+#[test]
+fn a_claimed_job_that_never_started_goes_back_uncharged_and_a_started_one_is_charged() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let started = enqueue(&mut db, noop(), T0);
+    let ahead = enqueue(&mut db, noop().max_attempts(1), T0);
+    let claimed = db
+        .write(|tx| {
+            tx.claim_numbered(
+                &ClaimSpec {
+                    limit: 2,
+                    limited_queues: vec![],
+                },
+                Some(7),
+                WORKER,
+                T0 + LEASE,
+                T0,
+            )
+        })
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let recorded = db
+        .write(|tx| tx.record_starts(&[(started, 1, T0 + 3), (ahead, 2, T0 + 3)], WORKER))
+        .unwrap();
+    assert_eq!(recorded, 1, "a start for another attempt is not recorded");
+    let queue = db.stats(T0 + 5).unwrap().queues["default"].clone();
+    assert_eq!(
+        (queue.states.get("running").copied(), queue.claimed),
+        (Some(1), 1),
+        "running counts started handlers only; the other is claimed"
+    );
+    let seen = std::cell::RefCell::new(Vec::new());
+    let rescued = db
+        .write(|tx| {
+            tx.rescue_expired(T0 + 10, true, &|_| 10, &|held| {
+                seen.borrow_mut().push(*held);
+                held.started_at.is_some()
+            })
+        })
+        .unwrap();
+    assert_eq!(
+        rescued,
+        vec![(started, JobState::Retrying), (ahead, JobState::Queued)]
+    );
+    assert_eq!(
+        seen.borrow()
+            .iter()
+            .map(|h| (h.id, h.attempt, h.claim))
+            .collect::<Vec<_>>(),
+        vec![(started, 1, Some(7)), (ahead, 1, Some(7))]
+    );
+    let charged = db.get(started).unwrap();
+    assert_eq!((charged.attempts, charged.state), (1, JobState::Retrying));
+    assert_eq!(db.attempts(started).unwrap()[0].started_at, T0 + 3);
+    let given_back = db.get(ahead).unwrap();
+    assert_eq!(
+        (given_back.state, given_back.attempts, given_back.worker),
+        (JobState::Queued, 0, None),
+        "a job that never started is not charged, even on its last attempt"
+    );
+    assert!(db.attempts(ahead).unwrap().is_empty());
+}
+
+#[test]
+fn cancel_and_revive_refuse_when_the_guarded_update_changes_nothing() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let dead = job_in_state(&mut db, JobState::Dead);
+    let running = job_in_state(&mut db, JobState::Running);
+    let queued = job_in_state(&mut db, JobState::Queued);
+    // Another program's trigger swallows every update: the store must not report a move
+    // that did not happen.
+    let conn = rusqlite::Connection::open(sandbox.db()).unwrap();
+    conn.execute_batch(
+        "CREATE TRIGGER swallow BEFORE UPDATE ON jobs BEGIN SELECT RAISE(IGNORE); END;",
+    )
+    .unwrap();
+    drop(conn);
+    for (id, result) in [
+        (queued, db.write(|tx| tx.cancel(queued, T0 + 1).map(|_| ()))),
+        (
+            running,
+            db.write(|tx| tx.cancel(running, T0 + 1).map(|_| ())),
+        ),
+        (dead, db.write(|tx| tx.revive(&[dead], T0 + 1).map(|_| ()))),
+    ] {
+        match result {
+            Err(StoreError::RowsChanged {
+                id: named,
+                changed: 0,
+                ..
+            }) => assert_eq!(named, id),
+            other => panic!("job {id}: expected RowsChanged, got {other:?}"),
+        }
+    }
+    assert_eq!(state(&db, queued), JobState::Queued);
+    assert_eq!(state(&db, dead), JobState::Dead);
+    assert!(!db.get(running).unwrap().cancel_requested);
 }
