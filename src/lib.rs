@@ -14,6 +14,7 @@
 //! - [`cli`]: the `jobctl` commands, writing to any `io::Write`.
 //! - [`logging`]: text, JSON or journald (`<N>`-prefixed) log lines.
 //! - [`metrics`]: Prometheus text for `jobctl stats` and the daemon's textfile.
+//! - [`web`]: the web page (`[web] listen`): pages, JSON API, live events, actions.
 
 pub mod cli;
 pub mod clock;
@@ -28,3 +29,4 @@ pub mod logging;
 pub mod metrics;
 pub mod retry;
 pub mod store;
+pub mod web;
