@@ -41,19 +41,24 @@ impl Live {
     }
 }
 
-/// The watcher: sleeps until a stream opens, then polls `data_version` on a connection
-/// of its own until the last stream closes.
+/// The watcher: reads `data_version` once at start, then sleeps until a stream opens and
+/// polls on a connection of its own until the last stream closes. The version seen last
+/// is kept while nobody listens, so a commit made just before a page subscribed still
+/// reaches it (at worst one refresh too many).
 pub async fn watch_changes(state: Arc<WebState>) {
     let live = &state.live;
-    let mut db = None;
+    let mut db: Option<Arc<Mutex<crate::store::Db>>> = None;
     let mut last: Option<i64> = None;
+    let mut first = true;
     loop {
-        if live.changes.receiver_count() == 0 {
-            last = None;
-            live.subscribed.notified().await;
-            continue;
+        if !first {
+            if live.changes.receiver_count() == 0 {
+                live.subscribed.notified().await;
+            } else {
+                tokio::time::sleep(POLL).await;
+            }
         }
-        tokio::time::sleep(POLL).await;
+        first = false;
         if db.is_none() {
             let (path, timeout) = (live.database.clone(), live.busy_timeout);
             match tokio::task::spawn_blocking(move || open_read_only(&path, timeout)).await {
@@ -81,8 +86,12 @@ pub async fn watch_changes(state: Arc<WebState>) {
             Ok(Err(e)) => {
                 tracing::warn!("web: the change watcher cannot read data_version: {e}");
                 db = None;
+                last = None;
             }
-            Err(_) => db = None,
+            Err(_) => {
+                db = None;
+                last = None;
+            }
         }
     }
 }

@@ -868,7 +868,9 @@ fn dead_body(state: &WebState, groups: &[DeadGroup], now: UnixMillis) -> Markup 
                     tbody {
                         @for g in groups {
                             @let error = mask::text(&g.error, &state.secrets);
-                            @let filter = encode_query(&[("state", "dead".into()), ("kind", g.kind.clone()), ("q", g.error.clone())]);
+                            // The link filters by the error's text up to its first masked
+                            // secret, so no secret travels in a URL.
+                            @let filter = encode_query(&[("state", "dead".into()), ("kind", g.kind.clone()), ("q", error.split(crate::handlers::http::auth::MASK).next().unwrap_or("").trim().to_string())]);
                             tr {
                                 td { (g.kind) }
                                 td.error { (error) }

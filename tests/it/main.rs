@@ -17,3 +17,4 @@ mod service;
 mod socket;
 mod store;
 mod usage_sender;
+mod web;
