@@ -393,6 +393,14 @@ impl Db {
             let (state, count) = row?;
             overview.finished.insert(state, count);
         }
+        // The rows that record web actions are succeeded jobs only in form.
+        let records: u64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM jobs WHERE unique_key >= ?1 AND unique_key < ?2")?
+            .query_row(params![ACTION_KEY_PREFIX, ACTION_KEY_END], |row| row.get(0))?;
+        if let Some(succeeded) = overview.finished.get_mut("succeeded") {
+            *succeeded = succeeded.saturating_sub(records);
+        }
         let since = (now / 60_000 - 59) * 60_000;
         overview.throughput_since = since;
         let mut per_minute = self.conn.prepare_cached(

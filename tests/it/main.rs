@@ -18,3 +18,4 @@ mod socket;
 mod store;
 mod usage_sender;
 mod web;
+mod web_browser;
