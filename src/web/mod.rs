@@ -21,7 +21,7 @@ pub use config::WebConfig;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::daemon::DaemonClient;
-use crate::store::web::ReadPool;
+use crate::store::web::{ReadPool, SucceededBase};
 use crate::store::StoreError;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -55,6 +55,9 @@ pub struct WebState {
     /// Every secret the configuration names, masked wherever it could show.
     pub secrets: Vec<String>,
     pub live: live::Live,
+    /// The overview's recent full count of succeeded jobs, and when it was made.
+    succeeded: std::sync::Mutex<Option<(SucceededBase, std::time::Instant)>>,
+    recounting: std::sync::atomic::AtomicBool,
 }
 
 impl WebState {
@@ -82,6 +85,51 @@ impl WebState {
             .await
             .map_err(|e| WebError::Internal(format!("a read failed: {e}")))?
             .map_err(WebError::from)
+    }
+}
+
+/// How often the overview recounts every succeeded job (in the background; pages
+/// meanwhile add the rows finished since the last count).
+const RECOUNT_EVERY: Duration = Duration::from_secs(30);
+/// Rows finished this close to a count are counted as "since", so a commit stamped just
+/// before the count but visible only after it is not missed.
+const RECOUNT_MARGIN: Duration = Duration::from_secs(60);
+
+impl WebState {
+    /// The succeeded count's base: made now the first time, renewed in the background
+    /// once it is older than [`RECOUNT_EVERY`].
+    pub async fn succeeded_base(self: &Arc<Self>) -> Result<SucceededBase, WebError> {
+        use std::sync::atomic::Ordering;
+        let cached = *self.succeeded.lock().expect("count lock");
+        let recount = |state: Arc<Self>| {
+            let now = state.clock.now_ms();
+            let pool = state.pool.clone();
+            async move {
+                let base = tokio::task::spawn_blocking(move || {
+                    pool.with(|db| db.web_succeeded_base(now, RECOUNT_MARGIN))
+                })
+                .await
+                .map_err(|e| WebError::Internal(format!("a read failed: {e}")))??;
+                *state.succeeded.lock().expect("count lock") =
+                    Some((base, std::time::Instant::now()));
+                Ok::<_, WebError>(base)
+            }
+        };
+        match cached {
+            None => recount(self.clone()).await,
+            Some((base, at)) => {
+                if at.elapsed() > RECOUNT_EVERY && !self.recounting.swap(true, Ordering::SeqCst) {
+                    let state = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = recount(state.clone()).await {
+                            tracing::warn!("web: recounting succeeded jobs: {}", e.message());
+                        }
+                        state.recounting.store(false, Ordering::SeqCst);
+                    });
+                }
+                Ok(base)
+            }
+        }
     }
 }
 
@@ -180,6 +228,8 @@ impl WebServer {
             csrf_key: random_key()?,
             secrets,
             live,
+            succeeded: std::sync::Mutex::new(None),
+            recounting: std::sync::atomic::AtomicBool::new(false),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()

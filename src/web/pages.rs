@@ -195,11 +195,12 @@ pub struct OverviewData {
 
 pub async fn overview_data(state: &Arc<WebState>) -> Result<OverviewData, WebError> {
     let now = state.clock.now_ms();
+    let base = state.succeeded_base().await?;
     state
         .read(move |db| {
             Ok(OverviewData {
                 now,
-                overview: db.web_overview(now)?,
+                overview: db.web_overview(now, Some(&base))?,
                 sync: db.sync_states()?,
                 pending: db.pending_folders()?,
                 actions: db.web_actions(10)?,
@@ -903,7 +904,10 @@ pub struct QueueRow {
 
 pub async fn queue_rows(state: &Arc<WebState>) -> Result<(Vec<QueueRow>, usize), WebError> {
     let now = state.clock.now_ms();
-    let overview = state.read(move |db| db.web_overview(now)).await?;
+    let base = state.succeeded_base().await?;
+    let overview = state
+        .read(move |db| db.web_overview(now, Some(&base)))
+        .await?;
     let config = state.config();
     let names: BTreeSet<String> = config
         .queues
