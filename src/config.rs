@@ -104,6 +104,8 @@ pub struct Config {
     pub watch: Vec<WatchConfig>,
     /// Integration pipelines by name (`[pipelines.NAME]`), each of a `kind`.
     pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// The web page (`[web]`): off unless `listen` is given.
+    pub web: crate::web::WebConfig,
 }
 
 /// A pipeline, tagged by its `kind`; other kinds (csv_import, relay) add variants.
@@ -1436,6 +1438,7 @@ impl Config {
             return Err("notify: path or queue given without an endpoint or command".into());
         }
         self.relay.validate(&self.endpoints)?;
+        self.web.validate()?;
         self.validate_socket()?;
         for (index, watch) in self.watch.iter().enumerate() {
             watch.validate(&format!("watch[{index}]"))?;
@@ -1476,6 +1479,7 @@ impl Config {
                 source.read(&format!("endpoints.{name}.query_secrets.{param}"))?;
             }
         }
+        self.web.token()?;
         Ok(())
     }
 

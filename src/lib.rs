@@ -19,6 +19,7 @@
 //! - [`paths`]: the folders files named in payloads must be in.
 //! - [`metrics`]: Prometheus text for `jobctl stats` and the daemon's textfile.
 //! - [`safe_text`]: database text escaped and bounded for the terminal.
+//! - [`web`]: the web page (`[web] listen`): pages, JSON API, live events, actions.
 
 pub mod cli;
 pub mod clock;
@@ -38,3 +39,4 @@ pub mod retry;
 pub mod safe_text;
 pub mod store;
 pub mod top;
+pub mod web;

@@ -89,6 +89,8 @@ pub struct Daemon {
     checkpointer: checkpointer::Checkpointer,
     /// Raised when the dispatcher is done, so the pipeline scheduler stops too.
     scheduler_stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The web page, if `[web] listen` is set; stopped once the dispatcher is done.
+    web: Option<crate::web::WebServer>,
     _lock: lock::DatabaseLock,
 }
 
@@ -314,6 +316,12 @@ impl Daemon {
             )
             .map_err(|e| DaemonError::Setup(format!("cannot start the scheduler: {e}")))?;
         }
+        let web = if options.once {
+            None
+        } else {
+            crate::web::WebServer::start(&config, client.clone(), options.clock.clone())
+                .map_err(DaemonError::Setup)?
+        };
         let ready = notify::Notifier::from_env();
         let dispatcher = std::thread::Builder::new()
             .name("jobd-dispatcher".into())
@@ -331,12 +339,18 @@ impl Daemon {
             workers,
             checkpointer,
             scheduler_stop,
+            web,
             _lock: lock,
         })
     }
 
     pub fn client(&self) -> DaemonClient {
         self.client.clone()
+    }
+
+    /// Where the web page listens, if it is on (useful with port 0).
+    pub fn web_address(&self) -> Option<std::net::SocketAddr> {
+        self.web.as_ref().map(|w| w.address)
     }
 
     /// Waits for the dispatcher to finish (after a stop signal, or in `--once` mode).
@@ -347,6 +361,9 @@ impl Daemon {
         self.client.registry.kill_all();
         let result = joined.map_err(|_| DaemonError::Setup("the dispatcher panicked".into()))?;
         self.checkpointer.stop();
+        if let Some(web) = self.web {
+            web.stop();
+        }
         self.scheduler_stop
             .store(true, std::sync::atomic::Ordering::SeqCst);
         // Closing the work channel lets idle workers end; a hung one is left behind.

@@ -13,6 +13,7 @@ mod queue;
 pub mod schema;
 pub mod sink;
 mod sync;
+pub mod web;
 
 pub use admin::{Attempt, JobFilter, QueueStats, Stats};
 pub use ingest::{IngestRecord, PendingFolder};

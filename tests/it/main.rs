@@ -26,3 +26,5 @@ mod socket;
 mod store;
 mod usage_sender;
 mod watch_edges;
+mod web;
+mod web_browser;
