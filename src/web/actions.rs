@@ -1,4 +1,5 @@
-//! Retry and cancel from the page and the API, one job or all that match a filter. Off
+//! Retry and cancel from the page and the API, one job or all that match a filter, and
+//! pause or resume of a queue. Off
 //! unless `[web] actions = true` (every mutating request answers 403); on, each POST
 //! must come from the page's own origin and carry the user's CSRF token. Each action runs
 //! through the store's transitions inside the dispatcher's transaction and is recorded
@@ -31,7 +32,7 @@ pub async fn guard(State(state): State<Arc<WebState>>, request: Request, next: N
     }
     if !state.actions {
         return WebError::Forbidden(
-            "actions are off: set [web] actions = true to retry or cancel from the web page".into(),
+            "actions are off: set [web] actions = true to retry, cancel, pause or resume from the web page".into(),
         )
         .into_response();
     }
@@ -261,6 +262,143 @@ pub async fn cancel_api(
     Path(id): Path<JobId>,
 ) -> Result<Json<Done>, WebError> {
     one_api(state, who, headers, id, Action::Cancel).await
+}
+
+/// Pausing or resuming a queue: the same `queue_pauses` row as `jobctl pause`/`resume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueAction {
+    Pause,
+    Resume,
+}
+
+impl QueueAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            QueueAction::Pause => "pause",
+            QueueAction::Resume => "resume",
+        }
+    }
+}
+
+/// What a pause or resume did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QueueDone {
+    pub action: QueueAction,
+    pub queue: String,
+    pub paused: bool,
+    /// False when the queue was paused already (a pause keeps the first one's time).
+    pub changed: bool,
+    /// The row that records it: `jobctl show ID`.
+    pub recorded_as: JobId,
+}
+
+/// Pauses or resumes a queue in the dispatcher's next transaction, with its record.
+/// Resuming a queue that is not paused is refused (409), as `jobctl resume` refuses it.
+async fn perform_on_queue(
+    state: &Arc<WebState>,
+    who: &Who,
+    action: QueueAction,
+    queue: String,
+) -> Result<QueueDone, WebError> {
+    crate::job::check_name("queue", &queue).map_err(WebError::BadRequest)?;
+    let by = who.0.clone();
+    let client = state.client.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        client.write(
+            move |tx, now| {
+                let changed = match action {
+                    QueueAction::Pause => tx
+                        .pause_queue(&queue, Some(&format!("web, by {by}")), now)
+                        .map_err(|e| e.to_string())?,
+                    QueueAction::Resume => {
+                        if !tx.resume_queue(&queue).map_err(|e| e.to_string())? {
+                            return Err(format!("queue {queue} is not paused"));
+                        }
+                        true
+                    }
+                };
+                let record = json!({
+                    "action": action.as_str(),
+                    "by": by,
+                    "via": "web",
+                    "what": format!("queue {queue}"),
+                    "queue": queue,
+                    "changed": changed,
+                    "count": 0,
+                    "at": now,
+                });
+                let recorded_as = tx
+                    .record_web_action(&record, now)
+                    .map_err(|e| e.to_string())?;
+                Ok(QueueDone {
+                    action,
+                    paused: action == QueueAction::Pause,
+                    changed,
+                    queue,
+                    recorded_as,
+                })
+            },
+            |_| {},
+        )
+    })
+    .await
+    .map_err(|e| WebError::Internal(format!("the action failed: {e}")))?;
+    let done = written.map_err(WebError::Conflict)?;
+    tracing::info!(
+        action = done.action.as_str(),
+        by = %who.0,
+        queue = %done.queue,
+        record = done.recorded_as,
+        "web action"
+    );
+    Ok(done)
+}
+
+pub async fn pause_form(
+    State(state): State<Arc<WebState>>,
+    Extension(who): Extension<Who>,
+    Path(queue): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    check_csrf(&state, &who, form.csrf.as_deref())?;
+    perform_on_queue(&state, &who, QueueAction::Pause, queue).await?;
+    Ok(Redirect::to("/queues").into_response())
+}
+
+pub async fn resume_form(
+    State(state): State<Arc<WebState>>,
+    Extension(who): Extension<Who>,
+    Path(queue): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, WebError> {
+    check_csrf(&state, &who, form.csrf.as_deref())?;
+    perform_on_queue(&state, &who, QueueAction::Resume, queue).await?;
+    Ok(Redirect::to("/queues").into_response())
+}
+
+pub async fn pause_api(
+    State(state): State<Arc<WebState>>,
+    Extension(who): Extension<Who>,
+    headers: HeaderMap,
+    Path(queue): Path<String>,
+) -> Result<Json<QueueDone>, WebError> {
+    check_csrf(&state, &who, header_csrf(&headers))?;
+    Ok(Json(
+        perform_on_queue(&state, &who, QueueAction::Pause, queue).await?,
+    ))
+}
+
+pub async fn resume_api(
+    State(state): State<Arc<WebState>>,
+    Extension(who): Extension<Who>,
+    headers: HeaderMap,
+    Path(queue): Path<String>,
+) -> Result<Json<QueueDone>, WebError> {
+    check_csrf(&state, &who, header_csrf(&headers))?;
+    Ok(Json(
+        perform_on_queue(&state, &who, QueueAction::Resume, queue).await?,
+    ))
 }
 
 /// A bulk action's selection: the action, a state it applies to, and the Jobs filter.

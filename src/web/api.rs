@@ -35,6 +35,7 @@ pub async fn overview(State(state): State<Arc<WebState>>) -> ApiResult {
         "sync_state": data.sync,
         "incomplete_folder_sets": data.pending,
         "recent_actions": data.actions,
+        "paused_queues": data.paused,
     })))
 }
 

@@ -5,7 +5,8 @@
 //! - [`config`]: the `[web]` section and its checks.
 //! - [`pages`]: the HTML pages and their live fragments.
 //! - [`api`]: the same data as JSON.
-//! - [`actions`]: retry and cancel, one job or many, with the safety checks.
+//! - [`actions`]: retry and cancel, one job or many, pause and resume of a queue, with
+//!   the safety checks.
 //! - [`live`]: the change watcher and the `/events` stream.
 //! - [`mask`]: secrets out of payloads, errors and details.
 
@@ -331,6 +332,10 @@ fn router(state: Arc<WebState>) -> Router {
         .route("/api/jobs/{id}/retry", post(actions::retry_api))
         .route("/api/jobs/{id}/cancel", post(actions::cancel_api))
         .route("/api/bulk", post(actions::bulk_api))
+        .route("/queues/{queue}/pause", post(actions::pause_form))
+        .route("/queues/{queue}/resume", post(actions::resume_form))
+        .route("/api/queues/{queue}/pause", post(actions::pause_api))
+        .route("/api/queues/{queue}/resume", post(actions::resume_api))
         .fallback(pages::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

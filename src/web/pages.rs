@@ -9,7 +9,7 @@ use crate::job::{Job, JobId, JobState, Transition, UnixMillis};
 use crate::store::web::{
     ChildProgress, DeadGroup, JobPage, JobSearch, Overview, SourceFile, WebAction,
 };
-use crate::store::{Attempt, PendingFolder, SyncState};
+use crate::store::{Attempt, PendingFolder, QueuePause, SyncState};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -191,6 +191,8 @@ pub struct OverviewData {
     pub sync: Vec<SyncState>,
     pub pending: Vec<PendingFolder>,
     pub actions: Vec<WebAction>,
+    /// Queues an operator paused (`jobctl pause` or this page).
+    pub paused: Vec<QueuePause>,
 }
 
 pub async fn overview_data(state: &Arc<WebState>) -> Result<OverviewData, WebError> {
@@ -204,6 +206,7 @@ pub async fn overview_data(state: &Arc<WebState>) -> Result<OverviewData, WebErr
                 sync: db.sync_states()?,
                 pending: db.pending_folders()?,
                 actions: db.web_actions(10)?,
+                paused: db.paused_queues()?,
             })
         })
         .await
@@ -266,12 +269,25 @@ fn overview_body(state: &WebState, data: &OverviewData) -> Markup {
             }
             section {
                 h2 { "Queues" }
+                @if !data.paused.is_empty() {
+                    p.error id="paused-queues" {
+                        "Paused (nothing new is claimed): "
+                        @for (i, p) in data.paused.iter().enumerate() {
+                            @if i > 0 { ", " }
+                            a href={"/jobs?queue=" (p.queue)} { (p.queue) } " since " (when(p.paused_at, now))
+                        }
+                        " — " a href="/queues" { "resume on the Queues page" }
+                    }
+                }
                 table {
                     thead { tr { th { "queue" } @for s in live_states { th.num { (s.as_str()) } } th { "oldest ready" } } }
                     tbody {
                         @for (queue, states) in &o.live {
                             tr {
-                                td { a href={"/jobs?queue=" (queue)} { (queue) } }
+                                td {
+                                    a href={"/jobs?queue=" (queue)} { (queue) }
+                                    @if data.paused.iter().any(|p| &p.queue == queue) { " " span.state.paused { "paused" } }
+                                }
                                 @for s in live_states {
                                     td.num { (count(states.get(s.as_str()).copied().unwrap_or(0))) }
                                 }
@@ -900,20 +916,27 @@ pub struct QueueRow {
     /// The queue's own limit; `None`: it shares the worker pool.
     pub concurrency: Option<usize>,
     pub live: BTreeMap<String, u64>,
+    /// Paused by an operator: nothing new is claimed from it.
+    pub paused: bool,
+    pub paused_at: Option<UnixMillis>,
+    pub pause_reason: Option<String>,
 }
 
 pub async fn queue_rows(state: &Arc<WebState>) -> Result<(Vec<QueueRow>, usize), WebError> {
     let now = state.clock.now_ms();
     let base = state.succeeded_base().await?;
-    let overview = state
-        .read(move |db| db.web_overview(now, Some(&base)))
+    let (overview, paused) = state
+        .read(move |db| Ok((db.web_overview(now, Some(&base))?, db.paused_queues()?)))
         .await?;
+    let paused: BTreeMap<String, QueuePause> =
+        paused.into_iter().map(|p| (p.queue.clone(), p)).collect();
     let config = state.config();
     let names: BTreeSet<String> = config
         .queues
         .keys()
         .cloned()
         .chain(overview.live.keys().cloned())
+        .chain(paused.keys().cloned())
         .chain(std::iter::once("default".to_string()))
         .collect();
     let rows = names
@@ -921,6 +944,9 @@ pub async fn queue_rows(state: &Arc<WebState>) -> Result<(Vec<QueueRow>, usize),
         .map(|name| QueueRow {
             concurrency: config.queues.get(&name).map(|q| q.concurrency),
             live: overview.live.get(&name).cloned().unwrap_or_default(),
+            paused: paused.contains_key(&name),
+            paused_at: paused.get(&name).map(|p| p.paused_at),
+            pause_reason: paused.get(&name).and_then(|p| p.reason.clone()),
             name,
         })
         .collect();
@@ -937,20 +963,24 @@ pub async fn queues(
         Nav::Queues,
         &who,
         &state,
-        queues_body(&rows, workers),
+        queues_body(&state, &who, &rows, workers),
     ))
 }
 
-pub async fn queues_fragment(State(state): State<Arc<WebState>>) -> Result<Markup, WebError> {
+pub async fn queues_fragment(
+    State(state): State<Arc<WebState>>,
+    Extension(who): Extension<Who>,
+) -> Result<Markup, WebError> {
     let (rows, workers) = queue_rows(&state).await?;
-    Ok(queues_body(&rows, workers))
+    Ok(queues_body(&state, &who, &rows, workers))
 }
 
-fn queues_body(rows: &[QueueRow], workers: usize) -> Markup {
+fn queues_body(state: &WebState, who: &Who, rows: &[QueueRow], workers: usize) -> Markup {
+    let now = state.clock.now_ms();
     html! {
         (live("queues", "/fragments/queues", html! {
             table {
-                thead { tr { th { "queue" } th { "concurrency" } th.num { "queued" } th.num { "retrying" } th.num { "running" } th.num { "waiting" } } }
+                thead { tr { th { "queue" } th { "concurrency" } th.num { "queued" } th.num { "retrying" } th.num { "running" } th.num { "waiting" } th { "paused" } @if state.actions { th { "action" } } } }
                 tbody {
                     @for q in rows {
                         tr {
@@ -959,11 +989,26 @@ fn queues_body(rows: &[QueueRow], workers: usize) -> Markup {
                             @for s in ["queued", "retrying", "running", "waiting"] {
                                 td.num { (count(q.live.get(s).copied().unwrap_or(0))) }
                             }
+                            td id={"paused-" (q.name)} {
+                                @if let Some(at) = q.paused_at { "paused " (when(at, now)) @if let Some(r) = &q.pause_reason { " (" (r) ")" } } @else { "no" }
+                            }
+                            @if state.actions {
+                                td {
+                                    form method="post" action={"/queues/" (q.name) (if q.paused { "/resume" } else { "/pause" })} {
+                                        input type="hidden" name="csrf" value=(state.csrf_token(&who.0));
+                                        @if q.paused {
+                                            button type="submit" id={"resume-" (q.name)} { "Resume" }
+                                        } @else {
+                                            button type="submit" id={"pause-" (q.name)} { "Pause" }
+                                        }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
             }
-            p.note { "Concurrency comes from [queues.NAME] in the configuration." }
+            p.note { "Concurrency comes from [queues.NAME] in the configuration. A paused queue's running jobs finish; nothing new is claimed from it until it is resumed (here or with jobctl resume)." }
         }))
     }
 }

@@ -434,6 +434,9 @@ fn every_page_and_api_route_answers_for_jobs_in_every_state() {
         format!("/api/jobs/{}/retry", ids.dead),
         format!("/api/jobs/{}/cancel", ids.queued),
         "/api/bulk".to_string(),
+        "/queues/default/pause".to_string(),
+        "/api/queues/default/pause".to_string(),
+        "/api/queues/default/resume".to_string(),
     ] {
         let response = web
             .request(reqwest::Method::POST, &path)
@@ -450,6 +453,11 @@ fn every_page_and_api_route_answers_for_jobs_in_every_state() {
     }
     assert_eq!(web.state_of(ids.dead), "dead");
     assert_eq!(web.state_of(ids.queued), "queued");
+    assert!(web.sandbox.open().paused_queues().unwrap().is_empty());
+    assert!(
+        !web.body("/queues", 200).contains("id=\"pause-default\""),
+        "no pause button while actions are off"
+    );
 }
 
 #[test]
@@ -581,6 +589,160 @@ fn a_retry_with_actions_on_moves_a_dead_job_to_queued_and_is_recorded() {
     let status = crate::common::wait_exit(&mut web.daemon, Duration::from_secs(15));
     assert!(status.success(), "{status:?}: {}", web.sandbox.log());
     drop(events);
+}
+
+#[test]
+fn a_queue_paused_from_the_page_is_not_claimed_until_resumed_and_both_are_recorded() {
+    let web = WebDaemon::start(true, false, "");
+    let csrf = web.csrf();
+    let queues = web.body("/queues", 200);
+    assert!(
+        queues.contains("id=\"pause-default\"") && queues.contains("id=\"pause-slow\""),
+        "a pause button per queue: {queues}"
+    );
+    assert!(queues.contains("action=\"/queues/slow/pause\"") && queues.contains(&csrf));
+
+    // Another origin, no token, a wrong token or a bad name: refused, nothing paused.
+    let pause = "/queues/burst/pause";
+    let cross = web
+        .request(reqwest::Method::POST, pause)
+        .header(header::ORIGIN, "http://evil.example")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    for form in [&[("x", "1")][..], &[("csrf", "0000")]] {
+        let refused = web
+            .request(reqwest::Method::POST, pause)
+            .form(form)
+            .send()
+            .unwrap();
+        assert_eq!(refused.status(), 403, "{form:?}");
+    }
+    let bad = web
+        .request(reqwest::Method::POST, "/api/queues/no%20spaces/pause")
+        .header("x-csrf-token", &csrf)
+        .send()
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(web.sandbox.open().paused_queues().unwrap().is_empty());
+
+    // The page's form pauses `burst` (a queue with no jobs yet, as jobctl allows).
+    let done = web
+        .request(reqwest::Method::POST, pause)
+        .header(header::ORIGIN, web.base.clone())
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    assert_eq!(done.headers()[header::LOCATION], "/queues");
+    let stats: Value =
+        serde_json::from_str(&stdout(&web.sandbox.jobctl(&["--json", "stats"]))).unwrap();
+    assert_eq!(stats["queues"]["burst"]["paused"], true, "{stats}");
+    let enqueue = |queue: &str| -> JobId {
+        stdout(&web.sandbox.jobctl(&["enqueue", "noop", "--queue", queue]))
+            .trim()
+            .parse()
+            .expect("an id")
+    };
+    let held = enqueue("burst");
+    let other = enqueue("default");
+    wait_until(Duration::from_secs(20), "the other queue's job", || {
+        web.state_of(other) == "succeeded"
+    });
+    assert_eq!(web.state_of(held), "queued", "paused: not claimed");
+
+    // Shown on the Queues page (with a resume button), the Overview and both APIs.
+    let queues = web.body("/queues", 200);
+    assert!(queues.contains("id=\"resume-burst\""), "{queues}");
+    assert!(
+        queues.contains("web, by local"),
+        "the pause's reason: {queues}"
+    );
+    let api = web.json("/api/queues");
+    let burst = api["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "burst")
+        .unwrap()
+        .clone();
+    assert_eq!(burst["paused"], true, "{api}");
+    assert!(burst["paused_at"].as_i64().is_some(), "{api}");
+    let default = api["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "default")
+        .unwrap()
+        .clone();
+    assert_eq!(default["paused"], false, "{api}");
+    let overview = web.body("/", 200);
+    assert!(
+        overview.contains("id=\"paused-queues\"") && overview.contains("/jobs?queue=burst"),
+        "{overview}"
+    );
+    assert_eq!(
+        web.json("/api/overview")["paused_queues"][0]["queue"],
+        "burst"
+    );
+    // Pausing again changes nothing and says so.
+    let again = web
+        .request(reqwest::Method::POST, "/api/queues/burst/pause")
+        .header("x-csrf-token", &csrf)
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = serde_json::from_str(&again.text().unwrap()).unwrap();
+    assert_eq!(again["changed"], false, "{again}");
+
+    // Resume through the API: the held job runs; a second resume is refused.
+    let resumed = web
+        .request(reqwest::Method::POST, "/api/queues/burst/resume")
+        .header("x-csrf-token", &csrf)
+        .send()
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    wait_until(Duration::from_secs(20), "the held job once resumed", || {
+        web.state_of(held) == "succeeded"
+    });
+    assert!(web.sandbox.open().paused_queues().unwrap().is_empty());
+    let twice = web
+        .request(reqwest::Method::POST, "/api/queues/burst/resume")
+        .header("x-csrf-token", &csrf)
+        .send()
+        .unwrap();
+    assert_eq!(twice.status(), 409);
+    assert!(twice.text().unwrap().contains("queue burst is not paused"));
+    assert!(!web.body("/", 200).contains("id=\"paused-queues\""));
+
+    // Recorded like retry and cancel: pause, pause again, resume (the refused one not).
+    let actions = web.json("/api/actions");
+    let recorded: Vec<(String, String)> = actions["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["detail"]["action"].as_str().unwrap().to_string(),
+                a["detail"]["queue"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [("resume", "burst"), ("pause", "burst"), ("pause", "burst")]
+            .map(|(a, q)| (a.to_string(), q.to_string()))
+            .to_vec(),
+        "{actions}"
+    );
+    let record = actions["actions"][0]["record_id"].as_i64().unwrap();
+    let shown = stdout(&web.sandbox.jobctl(&["show", &record.to_string()]));
+    assert!(
+        shown.contains("web_action") && shown.contains("\"action\":\"resume\""),
+        "{shown}"
+    );
 }
 
 #[test]
