@@ -1302,7 +1302,8 @@ impl Ctl {
         };
         let db = self.open()?;
         if format == StatsFormat::Prometheus {
-            let metrics = crate::metrics::DbMetrics::read(&db, self.now)?;
+            let metrics =
+                crate::metrics::DbMetrics::read(&db, &self.config.daemon.data_dir, self.now)?;
             return write!(out, "{}", crate::metrics::render(&metrics, None)).map_err(output_error);
         }
         let stats = db.stats(self.now)?;

@@ -3,7 +3,8 @@
 //! `metrics.interval` when `metrics.textfile` is set.
 //!
 //! Gauges read from the database (jobs per queue and state, oldest ready age, attempts
-//! per outcome, file sizes) are the same in both. The daemon adds what only it knows:
+//! per outcome, file sizes) and the count of watched-folder entries not taken in (from
+//! `<data_dir>/watch-problems.json`) are the same in both. The daemon adds what only it knows:
 //! jobs processed since start, commits, outcomes held in memory, and a histogram of how
 //! long handlers ran. The textfile is written on its own thread with its own read
 //! connection, so a slow count never stalls the dispatcher.
@@ -77,15 +78,21 @@ pub struct DbMetrics {
     pub attempts: BTreeMap<String, u64>,
     pub database_bytes: u64,
     pub wal_bytes: u64,
+    /// Entries the watchers see but do not take in (`<data_dir>/watch-problems.json`,
+    /// what `jobctl stats` lists as "not taken in").
+    pub not_taken_in: usize,
 }
 
 impl DbMetrics {
-    pub fn read(db: &Db, now: UnixMillis) -> Result<DbMetrics, StoreError> {
+    /// The database's gauges, and the watched-folder problems the daemon last reported
+    /// in `data_dir`.
+    pub fn read(db: &Db, data_dir: &Path, now: UnixMillis) -> Result<DbMetrics, StoreError> {
         Ok(DbMetrics {
             stats: db.stats(now)?,
             attempts: db.attempt_counts()?,
             database_bytes: db.file_size(),
             wal_bytes: db.wal_size(),
+            not_taken_in: crate::ingest::report::read(data_dir).len(),
         })
     }
 }
@@ -175,6 +182,13 @@ pub fn render(db: &DbMetrics, daemon: Option<&DaemonSnapshot>) -> String {
         "Size of the write-ahead log file.",
     );
     let _ = writeln!(out, "jobd_wal_bytes {}", db.wal_bytes);
+    header(
+        &mut out,
+        "jobd_watch_not_taken_in",
+        "gauge",
+        "Entries in watched folders the watchers see but do not take in (symlinks, non-UTF-8 names, non-files, unreadable files); jobctl stats lists them.",
+    );
+    let _ = writeln!(out, "jobd_watch_not_taken_in {}", db.not_taken_in);
 
     let Some(d) = daemon else {
         return out;
@@ -305,6 +319,7 @@ pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
 /// drops its sender.
 pub fn spawn_textfile_writer(
     database: PathBuf,
+    data_dir: PathBuf,
     busy_timeout: Duration,
     snapshots: Receiver<DaemonSnapshot>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -327,8 +342,9 @@ pub fn spawn_textfile_writer(
                             .map_err(|e| e.to_string())?,
                         );
                     }
-                    let gauges = DbMetrics::read(db.as_ref().expect("opened"), snapshot.now)
-                        .map_err(|e| e.to_string())?;
+                    let gauges =
+                        DbMetrics::read(db.as_ref().expect("opened"), &data_dir, snapshot.now)
+                            .map_err(|e| e.to_string())?;
                     let text = render(&gauges, Some(&snapshot));
                     write_textfile(&snapshot.textfile, &text)
                         .map_err(|e| format!("cannot write {}: {e}", snapshot.textfile.display()))
@@ -391,5 +407,8 @@ mod tests {
         assert!(text.contains("jobd_jobs{queue=\"we\\\"ird\\\\\",state=\"dead\"} 0\n"));
         assert!(text.contains("jobd_oldest_ready_age_seconds{queue=\"we\\\"ird\\\\\"} 1.5\n"));
         assert!(!text.contains("jobd_processed_total"));
+        assert!(text.contains("jobd_watch_not_taken_in 0\n"));
+        db.not_taken_in = 2;
+        assert!(render(&db, None).contains("jobd_watch_not_taken_in 2\n"));
     }
 }

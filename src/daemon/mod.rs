@@ -258,6 +258,7 @@ impl Daemon {
         let (metrics_tx, metrics_rx) = crossbeam_channel::bounded(1);
         crate::metrics::spawn_textfile_writer(
             database.clone(),
+            config.daemon.data_dir.clone(),
             config.daemon.busy_timeout,
             metrics_rx,
         )

@@ -423,7 +423,11 @@ impl Connection {
         let now = self.clock.now_ms();
         match (db.stats(now), db.pending_folders()) {
             (Ok(stats), Ok(pending)) => {
-                json!({"ok": true, "stats": stats, "incomplete_folders": pending}).to_string()
+                // What `jobctl stats` lists as not taken in, from the watchers' report.
+                let not_taken = super::report::read(&self.client.config().daemon.data_dir);
+                json!({"ok": true, "stats": stats, "incomplete_folders": pending,
+                       "not_taken_in": not_taken})
+                .to_string()
             }
             (Err(e), _) | (_, Err(e)) => Refusal::new(codes::UNAVAILABLE, e.to_string()).to_line(),
         }

@@ -1,7 +1,8 @@
 //! Watched-folder edge cases end where an operator sees them, through the real daemon: a
 //! file the daemon cannot read (the daemon runs as `nobody` through `setpriv`, since the
 //! tests run as root and root reads a mode-000 file), symlinks, names that are not
-//! UTF-8 and FIFOs, and an input whose name leaves no room for `.error.json`.
+//! UTF-8 and FIFOs (in `jobctl stats`, the socket's stats op and the Prometheus gauge),
+//! and an input whose name leaves no room for `.error.json`.
 
 use crate::ingest::{drop_file, TestDaemon};
 use jobd::job::JobState;
@@ -56,6 +57,16 @@ fn not_taken_in(config: &Path) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// The socket's answer to `{"op":"stats"}`.
+fn socket_stats(socket: &Path) -> Value {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    writeln!(stream, r#"{{"op":"stats"}}"#).unwrap();
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
 }
 
 /// The daemon, as the unprivileged user, killed when the test ends.
@@ -178,7 +189,8 @@ fn a_file_the_daemon_cannot_read_is_reported_then_becomes_a_dead_job_in_failed()
 #[test]
 fn symlinks_names_that_are_not_utf8_and_fifos_are_reported_once_in_the_log_and_in_stats() {
     let daemon = TestDaemon::start(
-        "[[watch]]\npath = \"{dir}/in\"\nsettle = \"100ms\"\nrescan = \"500ms\"\nkind = \"noop\"\n",
+        "[metrics]\ntextfile = \"{dir}/jobd.prom\"\ninterval = \"1s\"\n\
+         [[watch]]\npath = \"{dir}/in\"\nsettle = \"100ms\"\nrescan = \"500ms\"\nkind = \"noop\"\n",
     );
     let input = daemon.input.clone();
     std::os::unix::fs::symlink("/etc/passwd", input.join("link.csv")).unwrap();
@@ -211,6 +223,35 @@ fn symlinks_names_that_are_not_utf8_and_fifos_are_reported_once_in_the_log_and_i
     assert!(
         all.contains("pipe.csv") && all.contains("not a regular file"),
         "{all}"
+    );
+    // The socket's stats op lists the same entries; Prometheus counts them, both from
+    // jobctl and in the daemon's textfile.
+    let socket = socket_stats(&daemon.socket);
+    let listed: Vec<&str> = socket["not_taken_in"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{socket}"))
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 3, "{socket}");
+    assert!(listed.iter().any(|p| p.ends_with("link.csv")), "{socket}");
+    let (code, prometheus, _) = daemon.jobctl(&["stats", "--format", "prometheus"]);
+    assert_eq!(code, 0);
+    assert!(
+        prometheus.contains("# TYPE jobd_watch_not_taken_in gauge\njobd_watch_not_taken_in 3\n"),
+        "{prometheus}"
+    );
+    let textfile = daemon.dir.path().join("jobd.prom");
+    wait_for(
+        "the textfile to count them",
+        Duration::from_secs(10),
+        &log,
+        || {
+            fs::read_to_string(&textfile)
+                .ok()?
+                .contains("jobd_watch_not_taken_in 3\n")
+                .then_some(())
+        },
     );
     // Several rescans later, each was logged once.
     std::thread::sleep(Duration::from_millis(1500));
