@@ -51,19 +51,26 @@ const UNREAD_SHA256: &str = "000000000000000000000000000000000000000000000000000
 const NAME_MAX: usize = 255;
 const ERROR_SUFFIX: &str = ".error.json";
 
-/// The name of the error file beside a dead job's input: `<name>.error.json`, or, when
-/// that would pass the file-name limit, the name cut to fit plus `~` and 8 hex digits of
-/// the name's SHA-256, so it stays unique, starts like the input and still fits.
+/// The name of the error file beside a dead job's input: `<name>.error.json`, shortened
+/// as [`sidecar_name`] does.
 pub fn error_file_name(name: &str) -> String {
-    if name.len() + ERROR_SUFFIX.len() <= NAME_MAX {
-        return format!("{name}{ERROR_SUFFIX}");
+    sidecar_name(name, ERROR_SUFFIX)
+}
+
+/// The name of a file that belongs to the input `name`: `<name><suffix>`, or, when that
+/// would pass the file-name limit, the name cut to fit plus `~` and 8 hex digits of the
+/// name's SHA-256, so it stays unique, starts like the input and still fits. (Also used
+/// for csv_import's `.summary.json` and `.errors.csv`.)
+pub fn sidecar_name(name: &str, suffix: &str) -> String {
+    if name.len() + suffix.len() <= NAME_MAX {
+        return format!("{name}{suffix}");
     }
     let tag = &hex(&Sha256::digest(name.as_bytes()))[..8];
-    let mut keep = NAME_MAX - ERROR_SUFFIX.len() - tag.len() - 1;
+    let mut keep = NAME_MAX.saturating_sub(suffix.len() + tag.len() + 1);
     while !name.is_char_boundary(keep) {
         keep -= 1;
     }
-    format!("{}~{tag}{ERROR_SUFFIX}", &name[..keep])
+    format!("{}~{tag}{suffix}", &name[..keep])
 }
 const INCOMING: &str = ".incoming";
 

@@ -664,3 +664,48 @@ fn a_csv_dropped_into_a_watched_folder_is_imported_end_to_end() {
         "the inbox is empty"
     );
 }
+
+#[test]
+fn an_input_with_a_250_byte_name_gets_a_shortened_summary_and_errors_file() {
+    let server = Server::start(|_, _| 200);
+    let s = setup(&server, CUSTOMERS);
+    let name = format!("{}.csv", "c".repeat(246));
+    assert_eq!(name.len(), 250);
+    let file = s.input(
+        &name,
+        b"id,email\nc1,a@example.jp\nc2,not-an-email\nc3,c@example.jp\n",
+    );
+    let ids = s.run(vec![import("customers", &file)]);
+    let parent = s.job(ids[0]);
+    assert_eq!(parent.state, JobState::Succeeded, "{:?}", parent.last_error);
+
+    // Both outputs exist under names that fit, start like the input and differ by suffix.
+    let day = s.output("x");
+    let day = day.parent().unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(day)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    for written in &names {
+        assert!(written.len() <= 255, "{} bytes: {written}", written.len());
+        assert!(written.starts_with(&"c".repeat(200)), "{written}");
+    }
+    assert!(names[0].ends_with(".errors.csv"), "{names:?}");
+    assert!(names[1].ends_with(".summary.json"), "{names:?}");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(day.join(&names[1])).unwrap()).unwrap();
+    assert_eq!(summary["name"], name);
+    assert_eq!(summary["rows_invalid"], 1, "{summary}");
+    assert_eq!(
+        summary["summary_file"],
+        day.join(&names[1]).display().to_string()
+    );
+    assert_eq!(
+        summary["errors_file"],
+        day.join(&names[0]).display().to_string()
+    );
+    let errors = std::fs::read_to_string(day.join(&names[0])).unwrap();
+    assert!(errors.contains("3,email,not-an-email"), "{errors}");
+}

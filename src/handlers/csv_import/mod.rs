@@ -2,7 +2,8 @@
 //! they have all finished.
 //!
 //! Stage 0 (the file's first run) reads the file once, streaming: each record is checked
-//! against the pipeline's schema; failing rows go to `output/YYYYMMDD/<file>.errors.csv`,
+//! against the pipeline's schema; failing rows go to `output/YYYYMMDD/<file>.errors.csv` (names
+//! too long for the file system are shortened as the watched folder's `.error.json` is),
 //! good rows are grouped into batches whose bodies are appended, one after the other, to
 //! `spool/csv_import/batches/<job id>.bodies`. Unless `max_error_rate` is exceeded, that
 //! file is made durable and the job returns [`Outcome::Await`] with one `http` job per
@@ -463,12 +464,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> 
 }
 
 /// A temporary name beside `path`, unique in this process, so two jobs writing the
-/// same name (the same file dropped twice) never rename each other's halves.
+/// same name (the same file dropped twice) never rename each other's halves. Shortened
+/// like the outputs' own names, so a name that just fits still has a temporary one.
 fn temp_name(path: &Path) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
+    path.with_file_name(crate::ingest::spool::sidecar_name(
+        &format!(".{name}"),
+        &format!(".tmp-{}-{n}", std::process::id()),
+    ))
 }
 
 /// The errors file, opened at the first failing row under a temporary name.
@@ -595,14 +600,15 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
         started_at: fmt_time(started),
         output_dir: output_dir.display().to_string(),
         summary_file: output_dir
-            .join(format!("{name}.summary.json"))
+            .join(crate::ingest::spool::sidecar_name(&name, ".summary.json"))
             .display()
             .to_string(),
         bodies_file: bodies.path.display().to_string(),
         started_ms: started,
         ..Summary::default()
     };
-    let mut errors_file = ErrorsFile::new(output_dir.join(format!("{name}.errors.csv")));
+    let mut errors_file =
+        ErrorsFile::new(output_dir.join(crate::ingest::spool::sidecar_name(&name, ".errors.csv")));
     let mut batcher = Batcher::new(&payload.pipeline, p, &compiled, &sha256, job, bodies);
     let scanned = scan(
         &mut reader,
