@@ -757,7 +757,8 @@ impl Ctl {
                 "attempts": attempts,
                 "progress": progress,
                 "children_summary": summary,
-                "input": input,
+                // The same as the text's "input now": where a watched file's input is now.
+                "input_now": input,
             });
             if args.children {
                 value["children"] = Value::Array(children);

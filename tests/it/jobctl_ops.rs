@@ -249,6 +249,9 @@ fn show_prints_attempt_details_the_right_limit_and_where_the_input_went() {
         "{input}"
     );
     assert_eq!(std::fs::read_to_string(input).unwrap(), "hello");
+    // --json carries the same place; a job with no watched input has none.
+    assert_eq!(json_of(&sandbox, &["show", "3"])["input_now"], input);
+    assert_eq!(json_of(&sandbox, &["show", "1"])["input_now"], Value::Null);
 }
 
 /// Enqueues through the binary; returns the id.
