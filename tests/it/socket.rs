@@ -374,3 +374,58 @@ for _ in range(4):
         .any(|j| j.id == id && j.payload == json!({"via": "jobctl"})));
     assert_eq!(jobs.len(), 4);
 }
+
+/// Asks `{"op":"ping"}` on the socket as another user (through `setpriv`, since the tests
+/// run as root and root is always admitted); returns the answer line.
+fn ping_as(uid: u32, socket: &std::path::Path) -> String {
+    let script = "import socket, sys\n\
+                  s = socket.socket(socket.AF_UNIX)\n\
+                  s.connect(sys.argv[1])\n\
+                  try:\n    s.sendall(b'{\"op\":\"ping\"}\\n')\n\
+                  except OSError:\n    pass  # a refused peer may be answered and closed first\n\
+                  print(s.makefile().readline().strip())\n";
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .args(["/usr/bin/python3", "-c", script]) // the system one: root's may be unreachable
+        .arg(socket)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn allowed_uids_admit_only_the_listed_peers_by_their_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    const NOBODY: u32 = 65534;
+    const OTHER: u32 = 65533;
+    let daemon = TestDaemon::start(&format!("[socket]\nallowed_uids = [{NOBODY}]\n"));
+    // Let other users reach the socket file, so only SO_PEERCRED decides.
+    let dir = daemon.socket.parent().unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&daemon.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let listed: Value = serde_json::from_str(&ping_as(NOBODY, &daemon.socket)).unwrap();
+    assert_eq!(listed["ok"], true, "{listed}");
+    let refused: Value = serde_json::from_str(&ping_as(OTHER, &daemon.socket)).unwrap();
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert_eq!(error_code(&refused), "forbidden", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("uid {OTHER}")),
+        "{refused}"
+    );
+    assert!(
+        daemon.log().contains("not in socket.allowed_uids"),
+        "{}",
+        daemon.log()
+    );
+}
