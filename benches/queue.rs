@@ -3,7 +3,12 @@
 //! docs/benchmarks.md).
 //!
 //! cargo bench --bench queue -- [--jobs N] [--workers W] [--synchronous normal|full]
-//!                               [--history N] [--only enqueue|drain|latency|history]
+//!                               [--history N] [--only enqueue|drain|latency|history|isolation|scale]
+//!                               [--isolation-waiting N] [--isolation-samples N] [--isolation-drain N]
+//!                               [--scale-queued N] [--scale-history N]
+//!
+//! `drain` also runs raw rusqlite loops (claim + complete, 1 and 64 jobs per transaction,
+//! WAL, the same synchronous) in the same run and prints jobd's drain as a ratio to them.
 
 use clap::Parser;
 use jobd::clock::{Clock, SystemClock};
@@ -36,6 +41,22 @@ struct Args {
     latency_samples: usize,
     #[arg(long)]
     only: Option<String>,
+    /// Isolation: jobs waiting in a queue held at its concurrency limit (and, separately,
+    /// jobs due in the future).
+    #[arg(long, default_value_t = 1_000_000)]
+    isolation_waiting: usize,
+    /// Isolation: single enqueues timed per scenario.
+    #[arg(long, default_value_t = 500)]
+    isolation_samples: usize,
+    /// Isolation: jobs in the timed drain of the other queue.
+    #[arg(long, default_value_t = 20_000)]
+    isolation_drain: usize,
+    /// Scale: queued jobs drained, against `--jobs`.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_queued: usize,
+    /// Scale: succeeded rows in the table under a drain of `--jobs`, against none.
+    #[arg(long, default_value_t = 10_000_000)]
+    scale_history: usize,
     /// Ignored: cargo bench passes it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -43,7 +64,12 @@ struct Args {
 
 fn main() {
     let args = Args::parse();
-    let runs = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
+    // The big isolation and scale scenarios run only when asked for.
+    let runs = |name: &str| {
+        args.only
+            .as_deref()
+            .map_or(!matches!(name, "isolation" | "scale"), |o| o == name)
+    };
     println!(
         "machine: {} cores; jobs={} workers={}",
         std::thread::available_parallelism()
@@ -62,11 +88,19 @@ fn main() {
     }
     if runs("drain") {
         for mode in &modes {
+            let raw_one = raw_drain(args.jobs.min(20_000), *mode, 1);
+            let raw_many = raw_drain(args.jobs, *mode, 64);
             let dir = tempfile::tempdir().unwrap();
             let rate = drain(dir.path(), &args, *mode, 0);
             println!(
                 "drain: {} noop jobs, {} workers, synchronous={:?}: {rate:.0} jobs/s",
                 args.jobs, args.workers, mode
+            );
+            println!(
+                "drain ratio, synchronous={mode:?}: jobd {rate:.0} / raw 64/txn {raw_many:.0} = {:.2} \
+                 (raw 1/txn {raw_one:.0}: jobd is {:.1}x it)",
+                rate / raw_many,
+                rate / raw_one
             );
         }
     }
@@ -74,6 +108,12 @@ fn main() {
         bench_commit_latency(args.latency_samples);
         bench_pickup_latency(args.latency_samples);
         bench_outside_pickup(200);
+    }
+    if runs("isolation") {
+        bench_isolation(&args);
+    }
+    if runs("scale") {
+        bench_scale(&args);
     }
     if runs("history") {
         let dir = tempfile::tempdir().unwrap();
@@ -339,4 +379,321 @@ fn bench_outside_pickup(samples: usize) {
     );
     daemon.client().shutdown();
     daemon.wait().unwrap();
+}
+
+// ---- Issue 15: the raw ceiling, isolation between queues, scale with work ----
+
+/// A raw rusqlite queue, as a program without jobd would write one: a plain table with
+/// one partial index of ready rows, WAL, `synchronous` as given. Claims `per_txn` jobs
+/// with one UPDATE ... RETURNING and completes each with one UPDATE, in one transaction.
+/// Returns jobs per second for `n` jobs.
+fn raw_drain(n: usize, synchronous: Synchronous, per_txn: usize) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
+    let sync = match synchronous {
+        Synchronous::Full => "FULL",
+        _ => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};
+         CREATE TABLE jobs (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, kind TEXT NOT NULL,
+             payload TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'queued',
+             priority INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+             run_at INTEGER NOT NULL, lease_until INTEGER, worker TEXT,
+             updated_at INTEGER NOT NULL, finished_at INTEGER);
+         CREATE INDEX jobs_ready ON jobs (priority DESC, run_at, id) WHERE state = 'queued';"
+    ))
+    .unwrap();
+    let now = SystemClock.now_ms();
+    {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO jobs (queue, kind, payload, run_at, updated_at) \
+                     VALUES ('default', 'noop', ?1, ?2, ?2)",
+                )
+                .unwrap();
+            for i in 0..n {
+                insert
+                    .execute(rusqlite::params![format!("{{\"n\":{i}}}"), now])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let start = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        let ids: Vec<i64> = {
+            let mut claim = tx
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
+                     lease_until = ?1, worker = 'raw', updated_at = ?2 \
+                     WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_ready \
+                                  WHERE state = 'queued' AND run_at <= ?2 \
+                                  ORDER BY priority DESC, run_at, id LIMIT ?3) \
+                     RETURNING id, payload",
+                )
+                .unwrap();
+            let now = SystemClock.now_ms();
+            claim
+                .query_map(rusqlite::params![now + 60_000, now, per_txn as i64], |r| {
+                    r.get(0)
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        {
+            let mut complete = tx
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'succeeded', lease_until = NULL, \
+                     finished_at = ?2, updated_at = ?2 WHERE id = ?1 AND state = 'running'",
+                )
+                .unwrap();
+            let now = SystemClock.now_ms();
+            for id in &ids {
+                complete.execute(rusqlite::params![id, now]).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        assert!(!ids.is_empty(), "the raw queue ran dry early");
+        done += ids.len();
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "raw rusqlite loop: {n} jobs, {per_txn} per transaction, synchronous={synchronous:?}: {rate:.0} jobs/s"
+    );
+    rate
+}
+
+/// Adds `n` rows to `jobs` with plain SQL in one transaction: `queue`, `state` and
+/// `run_at` as given (a terminal state gets `finished_at`).
+fn seed_rows(db_path: &Path, n: usize, queue: &str, state: &str, run_at: i64) {
+    if n == 0 {
+        return;
+    }
+    let start = Instant::now();
+    let mut conn = rusqlite::Connection::open(db_path).unwrap();
+    let tx = conn.transaction().unwrap();
+    let finished = if state == "succeeded" { "?4" } else { "NULL" };
+    tx.execute(
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
+             INSERT INTO jobs (queue, kind, payload, state, run_at, created_at, updated_at, \
+                               finished_at) \
+             SELECT ?2, 'noop', '{{}}', ?3, ?4, ?4, ?4, {finished} FROM n"
+        ),
+        rusqlite::params![n as i64, queue, state, run_at],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    println!(
+        "  (seeded {n} {state} rows in queue {queue} in {:.1}s)",
+        start.elapsed().as_secs_f64()
+    );
+}
+
+/// A handler that holds its worker until the bench lets go (the sender is dropped).
+struct Hold {
+    started: crossbeam_channel::Sender<Instant>,
+    release: crossbeam_channel::Receiver<()>,
+}
+
+impl Handler for Hold {
+    fn run(&self, _job: &Job, _ctx: &JobContext) -> Outcome {
+        let _ = self.started.send(Instant::now());
+        let _ = self.release.recv();
+        Outcome::success()
+    }
+}
+
+struct IsolationFigures {
+    ack_p50: Duration,
+    pickup_p50: Duration,
+    drain: f64,
+}
+
+/// One isolation scenario: queue `held` (concurrency 1) runs one job that never ends;
+/// `waiting` more rows wait in it, and `future` rows due in a day wait in `default`. Then
+/// the `default` queue is timed: single enqueues (ack, and enqueue to start), and a drain.
+fn isolation_run(args: &Args, waiting: usize, future: usize) -> IsolationFigures {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("jobs.db");
+    let now = SystemClock.now_ms();
+    {
+        let mut db = open(&db_path, Synchronous::Normal);
+        db.write(|tx| {
+            tx.enqueue(
+                &[NewJob::new("hold", json!({})).queue("held").priority(10)],
+                now,
+            )
+        })
+        .unwrap();
+    }
+    seed_rows(&db_path, waiting, "held", "queued", now);
+    seed_rows(&db_path, future, "default", "queued", now + 86_400_000);
+    let (stamp_tx, stamps) = crossbeam_channel::unbounded();
+    let (hold_tx, hold_started) = crossbeam_channel::unbounded();
+    let (release, release_rx) = crossbeam_channel::bounded::<()>(0);
+    let mut registry = Registry::builtin();
+    registry.register("stamp", Arc::new(Stamp(stamp_tx)));
+    registry.register(
+        "hold",
+        Arc::new(Hold {
+            started: hold_tx,
+            release: release_rx,
+        }),
+    );
+    let mut config = config(dir.path(), args.workers, Synchronous::Normal);
+    config
+        .queues
+        .insert("held".into(), jobd::config::QueueConfig { concurrency: 1 });
+    let daemon = Daemon::start(
+        config,
+        DaemonOptions {
+            clock: Arc::new(SystemClock),
+            registry,
+            config_source: ConfigSource::Defaults,
+            once: false,
+            handle_signals: false,
+            hooks: Vec::new(),
+        },
+    )
+    .unwrap();
+    hold_started
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the held queue's job started");
+    let client = daemon.client();
+    let mut acks = Vec::with_capacity(args.isolation_samples);
+    let mut pickups = Vec::with_capacity(args.isolation_samples);
+    for _ in 0..args.isolation_samples {
+        std::thread::sleep(Duration::from_millis(2));
+        let t0 = Instant::now();
+        client
+            .enqueue(vec![NewJob::new("stamp", json!({}))])
+            .unwrap();
+        acks.push(t0.elapsed());
+        let ran = stamps
+            .recv_timeout(Duration::from_secs(10))
+            .expect("picked up");
+        pickups.push(ran - t0);
+    }
+    acks.sort();
+    pickups.sort();
+    let n = args.isolation_drain;
+    let jobs: Vec<NewJob> = (0..n).map(|_| NewJob::new("stamp", json!({}))).collect();
+    let t0 = Instant::now();
+    for chunk in jobs.chunks(1_000) {
+        client.enqueue(chunk.to_vec()).unwrap();
+    }
+    for _ in 0..n {
+        stamps
+            .recv_timeout(Duration::from_secs(60))
+            .expect("drained");
+    }
+    let drain = n as f64 / t0.elapsed().as_secs_f64();
+    drop(release);
+    client.shutdown();
+    daemon.wait().unwrap();
+    IsolationFigures {
+        ack_p50: percentile(&acks, 0.5),
+        pickup_p50: percentile(&pickups, 0.5),
+        drain,
+    }
+}
+
+fn bench_isolation(args: &Args) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let change = |with: f64, without: f64| (with / without - 1.0) * 100.0;
+    // A first run warms the page cache and the allocator; its figures are not kept.
+    isolation_run(args, 0, 0);
+    let base = isolation_run(args, 0, 0);
+    println!(
+        "isolation baseline (held queue at its limit, nothing waiting): ack p50 {:.3} ms, \
+         pickup p50 {:.3} ms, drain {:.0} jobs/s ({} jobs)",
+        ms(base.ack_p50),
+        ms(base.pickup_p50),
+        base.drain,
+        args.isolation_drain
+    );
+    for (label, waiting, future) in [
+        ("waiting in the held queue", args.isolation_waiting, 0),
+        (
+            "due in a day in the default queue",
+            0,
+            args.isolation_waiting,
+        ),
+    ] {
+        let with = isolation_run(args, waiting, future);
+        println!(
+            "isolation, {} jobs {label}: ack p50 {:.3} ms ({:+.1}%), pickup p50 {:.3} ms \
+             ({:+.1}%), drain {:.0} jobs/s ({:+.1}%)",
+            args.isolation_waiting,
+            ms(with.ack_p50),
+            change(ms(with.ack_p50), ms(base.ack_p50)),
+            ms(with.pickup_p50),
+            change(ms(with.pickup_p50), ms(base.pickup_p50)),
+            with.drain,
+            change(with.drain, base.drain)
+        );
+    }
+}
+
+/// Drains `queued` noop jobs seeded with plain SQL over `history` succeeded rows, with
+/// `--once`; returns jobs per second.
+fn scale_drain(args: &Args, queued: usize, history: usize) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("jobs.db");
+    drop(open(&db_path, Synchronous::Normal));
+    let now = SystemClock.now_ms();
+    seed_rows(&db_path, history, "default", "succeeded", now - 3_600_000);
+    seed_rows(&db_path, queued, "default", "queued", now);
+    let start = Instant::now();
+    let daemon = Daemon::start(
+        Config {
+            daemon: jobd::config::DaemonConfig {
+                prefetch: args.prefetch,
+                ..config(dir.path(), args.workers, Synchronous::Normal).daemon
+            },
+            ..Config::default()
+        },
+        DaemonOptions {
+            clock: Arc::new(SystemClock),
+            registry: Registry::builtin(),
+            config_source: ConfigSource::Defaults,
+            once: true,
+            handle_signals: false,
+            hooks: Vec::new(),
+        },
+    )
+    .unwrap();
+    let (_, counters) = daemon.wait().unwrap();
+    assert_eq!(counters.succeeded as usize, queued, "every job succeeded");
+    queued as f64 / start.elapsed().as_secs_f64()
+}
+
+fn bench_scale(args: &Args) {
+    // A first drain warms the page cache and the allocator; its figure is not kept.
+    scale_drain(args, args.jobs, 0);
+    let small = scale_drain(args, args.jobs, 0);
+    let big = scale_drain(args, args.scale_queued, 0);
+    println!(
+        "scale: drain of {} queued: {big:.0} jobs/s vs {} queued: {small:.0} jobs/s ({:+.1}%)",
+        args.scale_queued,
+        args.jobs,
+        (big / small - 1.0) * 100.0
+    );
+    let empty = scale_drain(args, args.jobs, 0);
+    let full = scale_drain(args, args.jobs, args.scale_history);
+    println!(
+        "scale: drain of {} with {} succeeded rows: {full:.0} jobs/s vs empty table: {empty:.0} jobs/s ({:+.1}%)",
+        args.jobs,
+        args.scale_history,
+        (full / empty - 1.0) * 100.0
+    );
 }

@@ -23,6 +23,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_operator",
         include_str!("../../migrations/0005_operator.sql"),
     ),
+    (
+        "0006_queue_ready",
+        include_str!("../../migrations/0006_queue_ready.sql"),
+    ),
 ];
 
 /// The version whose CHECK constraints bound queue and kind names.

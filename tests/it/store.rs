@@ -712,6 +712,101 @@ fn the_claim_walks_the_ready_index_in_order_without_sorting() {
 }
 
 #[test]
+fn every_claim_statement_seeks_the_queue_led_index_and_never_scans_or_sorts() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    // Many rows waiting in one queue and many due later, so a plan that walks them shows.
+    let mut jobs: Vec<NewJob> = (0..2_000).map(|_| noop().queue("held")).collect();
+    jobs.extend((0..2_000).map(|i| noop().run_at(T0 + 86_400_000 + i)));
+    db.write(|tx| tx.enqueue(&jobs, T0)).unwrap();
+    rusqlite::Connection::open(sandbox.db())
+        .unwrap()
+        .execute_batch("ANALYZE")
+        .unwrap();
+    let plans = db.write(|tx| tx.claim_query_plans()).unwrap();
+    let names: Vec<&str> = plans.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        names,
+        ["next_queue", "next_priority", "group_keys", "claim_group"]
+    );
+    for (name, plan) in &plans {
+        assert!(plan.contains("INDEX jobs_queue_ready ("), "{name}: {plan}");
+        assert!(
+            !plan.contains("SCAN"),
+            "{name} walks a table or index: {plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "{name} sorts: {plan}");
+    }
+    let plan = |name: &str| &plans.iter().find(|(n, _)| *n == name).unwrap().1;
+    // A range seek: stepping over a queue, and within one, stopping at rows due later.
+    assert!(
+        plan("next_queue").contains("(queue>?)"),
+        "{}",
+        plan("next_queue")
+    );
+    assert!(
+        plan("next_priority").contains("(queue=? AND priority<?)"),
+        "{}",
+        plan("next_priority")
+    );
+    for name in ["group_keys", "claim_group"] {
+        assert!(
+            plan(name).contains("(queue=? AND priority=? AND run_at<?)"),
+            "{name}: {}",
+            plan(name)
+        );
+    }
+}
+
+#[test]
+fn claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    let a_low = enqueue(&mut db, noop().queue("a").run_at(T0 - 30), T0);
+    let b_high = enqueue(&mut db, noop().queue("b").priority(5).run_at(T0 - 1), T0);
+    let a_high = enqueue(&mut db, noop().queue("a").priority(5).run_at(T0 - 2), T0);
+    let c_low = enqueue(&mut db, noop().queue("c").run_at(T0 - 40), T0);
+    let _paused = enqueue(&mut db, noop().queue("paused").priority(9), T0);
+    let _later = enqueue(&mut db, noop().queue("a").priority(9).run_at(T0 + 1), T0);
+    let b_low = enqueue(&mut db, noop().queue("b").run_at(T0 - 50), T0);
+    let claim_with = |db: &mut Db, limit: usize, limited: Vec<(String, usize)>| {
+        let mut spec = ClaimSpec {
+            limit,
+            limited_queues: limited,
+        };
+        spec.exclude(&["paused".to_string()]);
+        db.write(|tx| tx.claim(&spec, WORKER, T0 + LEASE, T0))
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect::<Vec<_>>()
+    };
+    // Priority first, then the earlier run_at, across queues; b has room for one only.
+    assert_eq!(
+        claim_with(&mut db, 3, vec![("b".into(), 1)]),
+        vec![a_high, b_high, c_low]
+    );
+    // The rest, in order; the paused queue's and the later row stay.
+    assert_eq!(claim_with(&mut db, 10, vec![]), vec![b_low, a_low]);
+    assert!(claim_with(&mut db, 10, vec![]).is_empty());
+    // Once due, the later row is claimed; a resumed queue's row too.
+    let due = db
+        .write(|tx| {
+            tx.claim(
+                &ClaimSpec {
+                    limit: 10,
+                    limited_queues: vec![],
+                },
+                WORKER,
+                T0 + 1 + LEASE,
+                T0 + 1,
+            )
+        })
+        .unwrap();
+    assert_eq!(due.len(), 2, "{due:?}");
+}
+
+#[test]
 fn opening_refuses_missing_corrupt_and_outdated_databases_clearly() {
     let sandbox = Sandbox::new("", "");
     let missing = Db::open(&sandbox.db(), &Default::default()).err().unwrap();
