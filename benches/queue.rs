@@ -4,6 +4,9 @@
 //!
 //! cargo bench --bench queue -- [--jobs N] [--workers W] [--synchronous normal|full]
 //!                               [--history N] [--only enqueue|drain|latency|history]
+//!                               [--only socket|pickup] [--seconds S] (issue 15: enqueue_paths)
+
+mod enqueue_paths;
 
 use clap::Parser;
 use jobd::clock::{Clock, SystemClock};
@@ -36,6 +39,9 @@ struct Args {
     latency_samples: usize,
     #[arg(long)]
     only: Option<String>,
+    /// How long each socket and pickup measurement runs (issue 15: enqueue_paths).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
     /// Ignored: cargo bench passes it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -74,6 +80,11 @@ fn main() {
         bench_commit_latency(args.latency_samples);
         bench_pickup_latency(args.latency_samples);
         bench_outside_pickup(200);
+    }
+    for what in ["socket", "pickup"] {
+        if runs(what) {
+            enqueue_paths::run(what, &modes, args.seconds);
+        }
     }
     if runs("history") {
         let dir = tempfile::tempdir().unwrap();

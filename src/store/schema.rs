@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_operator",
         include_str!("../../migrations/0005_operator.sql"),
     ),
+    // 0006 is another branch's; merged, it goes above this one.
+    (
+        "0007_attempt_start_us",
+        include_str!("../../migrations/0007_attempt_start_us.sql"),
+    ),
 ];
 
 /// The version whose CHECK constraints bound queue and kind names.
