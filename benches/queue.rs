@@ -6,9 +6,12 @@
 //!                               [--history N] [--only enqueue|drain|latency|history|isolation|scale]
 //!                               [--isolation-waiting N] [--isolation-samples N] [--isolation-drain N]
 //!                               [--scale-queued N] [--scale-history N]
+//!                               [--only socket|pickup] [--seconds S] (issue 15: enqueue_paths)
 //!
 //! `drain` also runs raw rusqlite loops (claim + complete, 1 and 64 jobs per transaction,
 //! WAL, the same synchronous) in the same run and prints jobd's drain as a ratio to them.
+
+mod enqueue_paths;
 
 use clap::Parser;
 use jobd::clock::{Clock, SystemClock};
@@ -57,6 +60,9 @@ struct Args {
     /// Scale: succeeded rows in the table under a drain of `--jobs`, against none.
     #[arg(long, default_value_t = 10_000_000)]
     scale_history: usize,
+    /// How long each socket and pickup measurement runs (issue 15: enqueue_paths).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
     /// Ignored: cargo bench passes it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -114,6 +120,11 @@ fn main() {
     }
     if runs("scale") {
         bench_scale(&args);
+    }
+    for what in ["socket", "pickup"] {
+        if runs(what) {
+            enqueue_paths::run(what, &modes, args.seconds);
+        }
     }
     if runs("history") {
         let dir = tempfile::tempdir().unwrap();

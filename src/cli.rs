@@ -127,7 +127,17 @@ pub enum CtlCommand {
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
     /// The job's kind (noop, exec, ...).
-    pub kind: String,
+    #[arg(required_unless_present = "file")]
+    pub kind: Option<String>,
+    /// Enqueue many jobs from NDJSON (`-` for standard input): one job a line, written as
+    /// the socket's `job` ({"kind":"noop","payload":{...},"delay":"30s",...}). Every line
+    /// is checked like a single enqueue; the jobs go in chunks of 10,000, each all or
+    /// nothing, and an error names its line. Prints one id a line, in input order.
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "kind", "payload", "payload_file", "stdin", "queue", "priority", "delay", "at",
+        "max_attempts", "deadline", "unique_key", "via_socket",
+    ])]
+    pub file: Option<PathBuf>,
     /// The payload as JSON.
     #[arg(long, conflicts_with_all = ["payload_file", "stdin"])]
     pub payload: Option<String>,
@@ -560,6 +570,9 @@ impl Ctl {
     }
 
     fn enqueue(&self, args: EnqueueArgs, out: &mut dyn Write) -> CtlResult {
+        if let Some(file) = &args.file {
+            return self.enqueue_lines(file, out);
+        }
         let text = match (&args.payload, &args.payload_file, &args.stdin) {
             (Some(text), _, _) => text.clone(),
             (None, Some(path), _) if path == Path::new("-") => read_stdin()?,
@@ -591,7 +604,7 @@ impl Ctl {
             return self.enqueue_via_socket(&args, payload, run_at, deadline_at, out);
         }
         let job = NewJob {
-            kind: args.kind,
+            kind: args.kind.unwrap_or_default(),
             payload,
             queue: args.queue,
             priority: args.priority,
@@ -623,6 +636,110 @@ impl Ctl {
         } else {
             say(out, &first.id.to_string())
         }
+    }
+
+    /// `jobctl enqueue --file`: NDJSON jobs in chunks of [`FILE_CHUNK`], one transaction
+    /// each, so a bad line or a failed write loses nothing already acknowledged and
+    /// enqueues nothing of its own chunk.
+    fn enqueue_lines(&self, file: &Path, out: &mut dyn Write) -> CtlResult {
+        use std::io::BufRead;
+        let mut input: Box<dyn BufRead> = if file == Path::new("-") {
+            Box::new(std::io::BufReader::with_capacity(
+                256 * 1024,
+                std::io::stdin(),
+            ))
+        } else {
+            Box::new(std::io::BufReader::with_capacity(
+                256 * 1024,
+                std::fs::File::open(file)
+                    .map_err(|e| CtlError::Usage(format!("cannot read {}: {e}", file.display())))?,
+            ))
+        };
+        let name = if file == Path::new("-") {
+            "standard input".to_string()
+        } else {
+            file.display().to_string()
+        };
+        let registry = Registry::builtin();
+        let mut db = self.open()?;
+        let mut line = Vec::new();
+        let mut number = 0usize;
+        let mut chunk: Vec<NewJob> = Vec::with_capacity(FILE_CHUNK);
+        let mut chunk_from = 1usize;
+        let mut enqueued = 0usize;
+        let mut ids = Vec::new();
+        let mut duplicates = Vec::new();
+        // Whatever went in before an error is said, so a script knows where to resume.
+        let so_far = |enqueued: usize, from: usize| {
+            if enqueued == 0 {
+                "nothing was enqueued".to_string()
+            } else {
+                format!(
+                    "the {enqueued} job(s) of lines 1 to {} are enqueued; nothing from line {from} on",
+                    from - 1
+                )
+            }
+        };
+        loop {
+            line.clear();
+            let read = input
+                .read_until(b'\n', &mut line)
+                .map_err(|e| CtlError::Usage(format!("cannot read {name}: {e}")))?;
+            if read > 0 {
+                number += 1;
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    let job = crate::ingest::protocol::parse_job_line(&line, self.now, "jobctl")
+                        .and_then(|job| registry.validate(&job, &self.config).map(|()| job))
+                        .map_err(|e| {
+                            CtlError::Usage(format!(
+                                "{name} line {number}: {e}; {}",
+                                so_far(enqueued, chunk_from)
+                            ))
+                        })?;
+                    chunk.push(job);
+                }
+            }
+            if chunk.len() == FILE_CHUNK || (read == 0 && !chunk.is_empty()) {
+                let now = self.now;
+                let written = db.write(|tx| tx.enqueue(&chunk, now)).map_err(|e| {
+                    CtlError::Failure(format!(
+                        "cannot enqueue lines {chunk_from} to {number}: {e}; {}",
+                        so_far(enqueued, chunk_from)
+                    ))
+                })?;
+                let mut text = String::with_capacity(written.len() * 12);
+                for done in &written {
+                    if self.json {
+                        ids.push(done.id);
+                        if done.duplicate {
+                            duplicates.push(done.id);
+                        }
+                    } else if done.duplicate {
+                        text.push_str(&format!(
+                            "{} (duplicate: a job with this unique key exists)\n",
+                            done.id
+                        ));
+                    } else {
+                        text.push_str(&done.id.to_string());
+                        text.push('\n');
+                    }
+                }
+                out.write_all(text.as_bytes()).map_err(output_error)?;
+                enqueued += chunk.len();
+                chunk.clear();
+                chunk_from = number + 1;
+            }
+            if read == 0 {
+                break;
+            }
+        }
+        if self.json {
+            return print_json(
+                out,
+                &json!({"enqueued": enqueued, "ids": ids, "duplicates": duplicates}),
+            );
+        }
+        Ok(())
     }
 
     fn list(&self, args: ListArgs, out: &mut dyn Write) -> CtlResult {
@@ -1591,6 +1708,10 @@ fn restore_input(spool: &Spool, id: JobId) -> Option<PathBuf> {
         }
     }
 }
+
+/// Jobs per transaction for `jobctl enqueue --file`: large enough that the commit costs
+/// little per job, small enough that a bad line late in a big file loses little work.
+const FILE_CHUNK: usize = 10_000;
 
 /// One request and its answer over the enqueue socket.
 fn socket_request(path: &Path, request: &Value) -> Result<Value, CtlError> {

@@ -6,7 +6,7 @@
 
 use super::journal::{Start, StartJournal};
 use super::workers::{Assignment, Report, Ticket};
-use super::{notify::Notifier, JobHooks, SharedConfig};
+use super::{notify::Notifier, Flush, JobHooks, ReplyTo, SharedConfig};
 use crate::clock::{after, SharedClock};
 use crate::config::{Config, ConfigSource};
 use crate::handlers::StopReason;
@@ -45,10 +45,7 @@ const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 /// What reaches the dispatcher.
 pub enum Command {
     /// Enqueue jobs all or nothing; the reply comes after the commit.
-    Enqueue {
-        jobs: Vec<NewJob>,
-        reply: Sender<Result<Vec<Enqueued>, String>>,
-    },
+    Enqueue { jobs: Vec<NewJob>, reply: ReplyTo },
     /// Runs a closure inside this turn's transaction, for a write that must be atomic
     /// with something outside the database (ingest renames a file into the spool between
     /// inserting its row and the commit). See [`TxTask`].
@@ -155,6 +152,27 @@ pub struct Dispatcher {
 struct Drain {
     grace_until: Instant,
     interrupted_until: Option<Instant>,
+}
+
+/// Sends an enqueue's answer; a direct answer's flush is noted once per run of answers
+/// to the same asker, to be called when the turn's answers are all in.
+fn answer(
+    reply: ReplyTo,
+    result: Result<Vec<Enqueued>, String>,
+    flushes: &mut Vec<Arc<dyn Flush>>,
+) {
+    match reply {
+        ReplyTo::Channel(reply) => {
+            let _ = reply.send(result);
+        }
+        ReplyTo::Direct(reply) => {
+            if let Some(flush) = reply.answer(result) {
+                if !flushes.last().is_some_and(|last| Arc::ptr_eq(last, &flush)) {
+                    flushes.push(flush);
+                }
+            }
+        }
+    }
 }
 
 impl Dispatcher {
@@ -300,7 +318,18 @@ impl Dispatcher {
         let reap_due = instant >= self.next_reap;
         let free = self.free_slots(reports.len());
         let new_work = !enqueues.is_empty() || !tasks.is_empty();
-        let claim = free > 0 && (self.look_for_work || !reports.is_empty() || new_work);
+        // Jobs enqueued for later cannot be claimed now: they need no claim, only a
+        // `next_due` early enough (a claim in the same turn reads it back anyway).
+        let later = |job: &NewJob| job.run_at.filter(|at| *at > now);
+        let ready_work = !tasks.is_empty()
+            || enqueues
+                .iter()
+                .any(|(jobs, _)| jobs.iter().any(|job| later(job).is_none()));
+        let first_later = enqueues
+            .iter()
+            .flat_map(|(jobs, _)| jobs.iter().filter_map(later))
+            .min();
+        let claim = free > 0 && (self.look_for_work || !reports.is_empty() || ready_work);
         let starts = self.starts_to_record(&reports, instant);
         let quiet = reports.is_empty()
             && !new_work
@@ -319,6 +348,10 @@ impl Dispatcher {
             .filter_map(|r| self.resolve(r, now))
             .collect();
         let spec = self.claim_spec(free, &reports);
+        let starts_us: HashMap<JobId, i64> = reports
+            .iter()
+            .filter_map(|r| Some((r.job_id, r.started_us?)))
+            .collect();
         let heartbeat: Vec<(JobId, u32)> = if heartbeat_due {
             self.live_leases(now)
         } else {
@@ -347,7 +380,8 @@ impl Dispatcher {
         let write = self.db.write(|tx| {
             let mut applied = Vec::with_capacity(resolved.len());
             for (completion, _) in &resolved {
-                applied.push(tx.complete(completion, now)?);
+                let started_us = starts_us.get(&completion.job_id).copied();
+                applied.push(tx.complete_started(completion, started_us, now)?);
             }
             let enqueued: Vec<Result<Vec<Enqueued>, String>> = enqueues
                 .iter()
@@ -402,9 +436,11 @@ impl Dispatcher {
                     }
                     Some(_) => tracing::debug!("cannot write to the queue database: {e}"),
                 }
+                let mut flushes = Vec::new();
                 for (_, reply) in enqueues {
-                    let _ = reply.send(Err(format!("not enqueued: {e}")));
+                    answer(reply, Err(format!("not enqueued: {e}")), &mut flushes);
                 }
+                flushes.iter().for_each(|f| f.flush());
                 // Tasks that ran inside the rolled-back transaction hear so here; tasks
                 // that never ran (the error came first) get the same answer when dropped.
                 for done in after_tasks {
@@ -432,9 +468,11 @@ impl Dispatcher {
                 for ((completion, _), applied) in resolved.iter().zip(&applied) {
                     self.finish(completion, applied);
                 }
+                let mut flushes = Vec::new();
                 for ((_, reply), result) in enqueues.into_iter().zip(enqueued) {
-                    let _ = reply.send(result);
+                    answer(reply, result, &mut flushes);
                 }
+                flushes.iter().for_each(|f| f.flush());
                 for done in after_tasks {
                     done(Ok(()));
                 }
@@ -461,6 +499,9 @@ impl Dispatcher {
                     self.next_reap = instant + self.config.daemon.reap_interval;
                 }
                 let found_nothing = claim && claimed.is_empty();
+                if !claim {
+                    self.next_due = self.next_due.into_iter().chain(first_later).min();
+                }
                 if claim {
                     // Fewer than asked means the ready rows ran out; wait for news.
                     self.look_for_work = claimed.len() == spec.limit;

@@ -43,6 +43,25 @@ pub trait JobHooks: Send + Sync {
 /// The dispatcher's answer to an enqueue: the ids, or why nothing was enqueued.
 pub type EnqueueReply = Result<Vec<Enqueued>, String>;
 
+/// Where an enqueue's answer goes once its commit is known.
+pub enum ReplyTo {
+    Channel(Sender<EnqueueReply>),
+    /// Handed to the asker on the dispatcher thread: the enqueue socket writes it to its
+    /// client from there, sparing a thread wake-up per acknowledgement.
+    Direct(Box<dyn DirectReply>),
+}
+
+/// An answer taken on the dispatcher thread. Must not block: it buffers, and the
+/// [`Flush`] it returns is called once every answer of the turn is in.
+pub trait DirectReply: Send {
+    fn answer(self: Box<Self>, reply: EnqueueReply) -> Option<Arc<dyn Flush>>;
+}
+
+/// Sends what [`DirectReply::answer`] buffered, without blocking.
+pub trait Flush: Send + Sync {
+    fn flush(&self);
+}
+
 /// Why a [`DaemonClient::write`] task failed: its own error, or the savepoint's.
 enum TaskError {
     Work(String),
@@ -120,9 +139,28 @@ impl DaemonClient {
         }
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.commands
-            .send(Command::Enqueue { jobs, reply })
+            .send(Command::Enqueue {
+                jobs,
+                reply: ReplyTo::Channel(reply),
+            })
             .map_err(|_| "the daemon is stopping".to_string())?;
         Ok(answer)
+    }
+
+    /// Hands jobs the caller has validated (with [`DaemonClient::validate`]) to the
+    /// dispatcher; `reply` hears the outcome after the commit. If the daemon is stopping,
+    /// `reply` is dropped unanswered, so it should answer for itself when dropped.
+    pub(crate) fn enqueue_validated(
+        &self,
+        jobs: Vec<NewJob>,
+        reply: Box<dyn DirectReply>,
+    ) -> Result<(), String> {
+        self.commands
+            .send(Command::Enqueue {
+                jobs,
+                reply: ReplyTo::Direct(reply),
+            })
+            .map_err(|_| "the daemon is stopping".to_string())
     }
 
     /// Runs `work` inside the dispatcher's next transaction (all or nothing, under a

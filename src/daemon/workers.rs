@@ -74,6 +74,8 @@ pub struct Report {
     /// Whether the handler ran at all.
     pub started: bool,
     pub started_at: UnixMillis,
+    /// When the handler started, in microseconds (recorded with the attempt).
+    pub started_us: Option<i64>,
     pub finished_at: UnixMillis,
     /// How long the handler ran, measured on the monotonic clock.
     pub ran_for: Duration,
@@ -154,6 +156,7 @@ fn run_one(
             outcome,
             started: false,
             started_at,
+            started_us: None,
             finished_at: started_at,
             ran_for: Duration::ZERO,
         };
@@ -166,6 +169,7 @@ fn run_one(
         },
         started: false,
         started_at,
+        started_us: None,
         finished_at: started_at,
         ran_for: Duration::ZERO,
     };
@@ -198,6 +202,7 @@ fn run_one(
         progress_report: ticket.progress.clone(),
     };
     let began = Instant::now();
+    let started_us = clock.now_us();
     let outcome = match registry.get(&job.kind) {
         None => Outcome::permanent(registry.unknown_kind(&job.kind)),
         Some(handler) => {
@@ -221,6 +226,7 @@ fn run_one(
         outcome,
         started: true,
         started_at,
+        started_us: Some(started_us),
         finished_at: clock.now_ms(),
         ran_for: began.elapsed(),
     }

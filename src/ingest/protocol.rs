@@ -174,6 +174,18 @@ pub fn parse_request(line: &[u8], max_batch: usize, now: UnixMillis) -> Result<R
 
 fn wire_job(value: Value, now: UnixMillis) -> Result<NewJob, String> {
     let wire: WireJob = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    job_from_wire(wire, now, "socket")
+}
+
+/// Parses one job as the socket's `job` field spells it, from its own line (NDJSON input
+/// to `jobctl enqueue --file`), straight into its fields without a JSON tree. `source`
+/// names where it came from.
+pub fn parse_job_line(line: &[u8], now: UnixMillis, source: &str) -> Result<NewJob, String> {
+    let wire: WireJob = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+    job_from_wire(wire, now, source)
+}
+
+fn job_from_wire(wire: WireJob, now: UnixMillis, source: &str) -> Result<NewJob, String> {
     let run_at = match (wire.run_at, wire.delay) {
         (Some(_), Some(_)) => return Err("give run_at or delay, not both".into()),
         (Some(at), None) => Some(time(&at).map_err(|e| format!("run_at: {e}"))?),
@@ -208,7 +220,7 @@ fn wire_job(value: Value, now: UnixMillis) -> Result<NewJob, String> {
         unique_key: wire.unique_key,
         deadline_at,
         parent_id: None,
-        source: Some("socket".into()),
+        source: Some(source.into()),
     };
     job.validate()?;
     Ok(job)

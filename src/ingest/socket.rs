@@ -1,23 +1,25 @@
 //! The enqueue socket: binds (or takes from systemd) the Unix stream socket, admits peers
 //! by SO_PEERCRED, and serves each connection on its own thread, at most
 //! `socket.max_connections` at once. Requests are pipelined: each line is handed to the
-//! dispatcher at once and a writer thread sends the answers in order as their commits
-//! land, so one client's requests share group commits.
+//! dispatcher at once, so one client's requests share group commits, and answers go out
+//! in request order from whichever thread has them: the reading thread for pings and
+//! refusals, the dispatcher right after the commit for enqueues (one thread wake-up
+//! less per acknowledgement), a writer thread only for what a slow reader leaves.
 
 use super::protocol::{codes, enqueued_line, parse_request, Refusal, Request};
 use crate::clock::SharedClock;
 use crate::config::{Config, SocketConfig};
-use crate::daemon::{DaemonClient, EnqueueReply};
+use crate::daemon::{DaemonClient, DirectReply, EnqueueReply, Flush};
 use crate::store::{Db, OpenOptions};
-use crossbeam_channel::Receiver;
 use serde_json::json;
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -262,15 +264,6 @@ fn refuse(mut stream: UnixStream, refusal: Refusal) {
     let _ = writeln!(stream, "{}", refusal.to_line());
 }
 
-/// An answer to write, in request order.
-enum Answer {
-    Now(String),
-    Later {
-        reply: Receiver<EnqueueReply>,
-        single: bool,
-    },
-}
-
 struct Connection {
     settings: Arc<SocketConfig>,
     client: DaemonClient,
@@ -332,20 +325,204 @@ pub fn read_line_bounded(
     }
 }
 
+/// A connection's answers, kept in request order. Whoever has an answer (the reading
+/// thread for pings and refusals, the dispatcher for commits) puts it in its slot; the
+/// answers at the front that are ready move to `bytes`, and whoever flushes writes them.
+/// The dispatcher only writes what the socket takes without blocking; the rest is left
+/// to this connection's writer thread, so a client that stops reading never stalls it.
+struct Output {
+    stream: UnixStream,
+    state: Mutex<OutState>,
+    /// Signalled when answers are written or the writer is asked to help.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct OutState {
+    /// Answers from request number `first` on; `None` waits for its commit.
+    slots: VecDeque<Option<String>>,
+    first: u64,
+    /// Answers in order, not yet written.
+    bytes: Vec<u8>,
+    /// Someone is writing (outside the lock): others only append.
+    writing: bool,
+    /// The dispatcher could not write everything without blocking: the writer's turn.
+    help: bool,
+    /// The peer is gone (a write failed): answers are dropped.
+    broken: bool,
+    /// The reading side is done: the writer thread ends once everything is written.
+    closing: bool,
+}
+
+impl OutState {
+    fn push(&mut self, answer: Option<String>) -> u64 {
+        self.slots.push_back(answer);
+        let number = self.first + self.slots.len() as u64 - 1;
+        self.move_ready();
+        number
+    }
+
+    fn fill(&mut self, number: u64, answer: String) {
+        if let Some(slot) = number
+            .checked_sub(self.first)
+            .and_then(|at| self.slots.get_mut(at as usize))
+        {
+            *slot = Some(answer);
+        }
+        self.move_ready();
+    }
+
+    fn move_ready(&mut self) {
+        while let Some(Some(_)) = self.slots.front() {
+            let line = self.slots.pop_front().flatten().expect("checked above");
+            self.first += 1;
+            if !self.broken {
+                self.bytes.extend_from_slice(line.as_bytes());
+                self.bytes.push(b'\n');
+            }
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.broken || (self.slots.is_empty() && self.bytes.is_empty() && !self.writing)
+    }
+}
+
+impl Output {
+    fn lock(&self) -> MutexGuard<'_, OutState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes what is ready. `blocking: false` (the dispatcher) sends only what the
+    /// socket takes at once and hands the rest to the writer thread.
+    fn write_ready(&self, blocking: bool) {
+        let mut state = self.lock();
+        while !state.writing && !state.broken && !state.bytes.is_empty() {
+            state.writing = true;
+            let mut bytes = std::mem::take(&mut state.bytes);
+            drop(state);
+            let (sent, failed) = send(&self.stream, &bytes, blocking);
+            state = self.lock();
+            state.writing = false;
+            if failed {
+                state.broken = true;
+                state.bytes.clear();
+                break;
+            }
+            if sent < bytes.len() {
+                // Would block: put the rest back in front of what others added meanwhile.
+                bytes.drain(..sent);
+                bytes.extend_from_slice(&state.bytes);
+                state.bytes = bytes;
+                state.help = true;
+                break;
+            }
+            if state.bytes.is_empty() {
+                // Keep the allocation for the next answers.
+                bytes.clear();
+                state.bytes = bytes;
+            }
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+}
+
+/// Sends `bytes`; returns how many went and whether the peer is gone.
+fn send(stream: &UnixStream, bytes: &[u8], blocking: bool) -> (usize, bool) {
+    let flags = libc::MSG_NOSIGNAL | if blocking { 0 } else { libc::MSG_DONTWAIT };
+    let mut sent = 0;
+    while sent < bytes.len() {
+        // SAFETY: the pointer and length describe the live slice `bytes[sent..]`.
+        let n = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                bytes[sent..].as_ptr().cast(),
+                bytes.len() - sent,
+                flags,
+            )
+        };
+        if n >= 0 {
+            sent += n as usize;
+            continue;
+        }
+        match io::Error::last_os_error().kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock if !blocking => return (sent, false),
+            _ => return (sent, true),
+        }
+    }
+    (sent, false)
+}
+
+impl Flush for Output {
+    fn flush(&self) {
+        self.write_ready(false);
+    }
+}
+
+/// An enqueue's answer slot, filled on the dispatcher thread after the commit; one that
+/// is dropped unanswered (the daemon stopped first) says so.
+struct Pending {
+    output: Option<Arc<Output>>,
+    number: u64,
+    single: bool,
+}
+
+impl DirectReply for Pending {
+    fn answer(mut self: Box<Self>, reply: EnqueueReply) -> Option<Arc<dyn Flush>> {
+        let output = self.output.take()?;
+        let line = match reply {
+            Ok(enqueued) => enqueued_line(&enqueued, self.single),
+            Err(e) => Refusal::new(codes::NOT_ENQUEUED, e).to_line(),
+        };
+        output.lock().fill(self.number, line);
+        Some(output)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(output) = self.output.take() {
+            let line =
+                Refusal::new(codes::UNAVAILABLE, "the daemon stopped before answering").to_line();
+            output.lock().fill(self.number, line);
+            output.write_ready(false);
+        }
+    }
+}
+
+/// What a request line gets: an answer now, or a slot its commit fills.
+enum Answer {
+    Now(String),
+    Later {
+        jobs: Vec<crate::job::NewJob>,
+        single: bool,
+    },
+}
+
 impl Connection {
     fn serve(mut self, stream: UnixStream) -> io::Result<()> {
         stream.set_read_timeout(Some(self.settings.idle_timeout))?;
-        let writer_stream = stream.try_clone()?;
-        let (answers, queue) = crossbeam_channel::bounded::<Answer>(MAX_IN_FLIGHT);
+        let output = Arc::new(Output {
+            stream: stream.try_clone()?,
+            state: Mutex::new(OutState::default()),
+            changed: Condvar::new(),
+        });
+        let helper = output.clone();
         let writer = std::thread::Builder::new()
             .name("jobd-socket-write".into())
-            .spawn(move || write_answers(writer_stream, queue))?;
+            .spawn(move || help_write(&helper))?;
         let mut reader = BufReader::with_capacity(64 * 1024, &stream);
         let mut line = Vec::new();
         let max = self.settings.max_line_bytes;
-        loop {
+        let result = loop {
+            if reader.buffer().is_empty() {
+                // About to wait for the client: what is answered goes out first.
+                output.write_ready(true);
+            }
             let answer = match read_line_bounded(&mut reader, &mut line, max) {
-                Ok(Line::End) => break,
+                Ok(Line::End) => break Ok(()),
                 Ok(Line::TooLong(n)) => Answer::Now(
                     Refusal::new(codes::LINE_TOO_LONG, format!("the line holds at least {n} bytes; at most {max} are read (socket.max_line_bytes)")).to_line(),
                 ),
@@ -357,22 +534,58 @@ impl Connection {
                 }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                     tracing::debug!("enqueue socket: closing a connection idle for {}", humantime::format_duration(self.settings.idle_timeout));
-                    break;
+                    break Ok(());
                 }
-                Err(e) => {
-                    drop(answers);
-                    let _ = writer.join();
-                    return Err(e);
-                }
+                Err(e) => break Err(e),
             };
-            if answers.send(answer).is_err() {
-                break; // the writer stopped: the peer is gone
+            let mut state = output.lock();
+            // A client that never reads its answers stops being read from.
+            while state.slots.len() >= MAX_IN_FLIGHT && !state.broken {
+                state = output
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            if state.broken {
+                break Ok(()); // the peer is gone
+            }
+            match answer {
+                Answer::Now(text) => {
+                    state.push(Some(text));
+                }
+                Answer::Later { jobs, single } => {
+                    let number = state.push(None);
+                    drop(state);
+                    let pending = Box::new(Pending {
+                        output: Some(output.clone()),
+                        number,
+                        single,
+                    });
+                    // If the daemon is stopping, the dropped slot answers for itself.
+                    let _ = self.client.enqueue_validated(jobs, pending);
+                }
+            }
+        };
+        // Every answer still owed is written before the connection closes.
+        let mut state = output.lock();
+        state.closing = true;
+        while !state.done() {
+            if !state.bytes.is_empty() && !state.writing {
+                drop(state);
+                output.write_ready(true);
+                state = output.lock();
+            } else {
+                state = output
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
             }
         }
-        drop(answers);
+        drop(state);
+        output.changed.notify_all();
         let _ = writer.join();
         let _ = stream.shutdown(std::net::Shutdown::Both);
-        Ok(())
+        result
     }
 
     fn answer(&mut self, line: &[u8]) -> Answer {
@@ -404,10 +617,7 @@ impl Connection {
                         );
                     }
                 }
-                match self.client.enqueue_async(jobs) {
-                    Ok(reply) => Answer::Later { reply, single },
-                    Err(e) => Answer::Now(Refusal::new(codes::UNAVAILABLE, e).to_line()),
-                }
+                Answer::Later { jobs, single }
             }
         }
     }
@@ -434,49 +644,26 @@ impl Connection {
     }
 }
 
-/// Writes answers in request order, waiting for each commit; flushes whenever no more
-/// answers are queued, so a pipelining client gets them in large writes.
-fn write_answers(stream: UnixStream, queue: Receiver<Answer>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, stream);
+/// The writer thread: finishes, with blocking writes, what the dispatcher could not send
+/// at once (the client reads slowly); ends when the connection closes.
+fn help_write(output: &Output) {
+    let mut state = output.lock();
     loop {
-        let answer = match queue.try_recv() {
-            Ok(answer) => answer,
-            Err(crossbeam_channel::TryRecvError::Empty) => {
-                if out.flush().is_err() {
-                    return;
-                }
-                match queue.recv() {
-                    Ok(answer) => answer,
-                    Err(_) => break,
-                }
-            }
-            Err(crossbeam_channel::TryRecvError::Disconnected) => break,
-        };
-        let line = match answer {
-            Answer::Now(line) => line,
-            Answer::Later { reply, single } => match reply.try_recv().or_else(|_| {
-                // About to wait for a commit: what is written so far goes out first, or
-                // a steady trickle of requests would hold every answer back.
-                if out.flush().is_err() {
-                    return Err(crossbeam_channel::RecvError);
-                }
-                reply.recv()
-            }) {
-                Ok(Ok(enqueued)) => enqueued_line(&enqueued, single),
-                Ok(Err(e)) => Refusal::new(codes::NOT_ENQUEUED, e).to_line(),
-                Err(_) => Refusal::new(codes::UNAVAILABLE, "the daemon stopped before answering")
-                    .to_line(),
-            },
-        };
-        if out
-            .write_all(line.as_bytes())
-            .and_then(|()| out.write_all(b"\n"))
-            .is_err()
-        {
+        if state.broken || (state.closing && state.done()) {
             return;
         }
+        if state.help && !state.writing {
+            state.help = false;
+            drop(state);
+            output.write_ready(true);
+            state = output.lock();
+            continue;
+        }
+        state = output
+            .changed
+            .wait(state)
+            .unwrap_or_else(|e| e.into_inner());
     }
-    let _ = out.flush();
 }
 
 #[cfg(test)]

@@ -656,6 +656,16 @@ impl<'a> Tx<'a> {
     /// attempt row, and enqueues any follow-ups, all or nothing. A completion for an
     /// attempt that no longer holds the job changes nothing and says so.
     pub fn complete(&self, done: &Completion, now: UnixMillis) -> Result<Applied> {
+        self.complete_started(done, None, now)
+    }
+
+    /// [`Tx::complete`], with the handler's start in microseconds for the attempt row.
+    pub fn complete_started(
+        &self,
+        done: &Completion,
+        started_us: Option<i64>,
+        now: UnixMillis,
+    ) -> Result<Applied> {
         let sql = completion_sql(done.resolution.transition());
         let mut update = self.tx.prepare_cached(sql)?;
         let changed = match &done.resolution {
@@ -698,7 +708,7 @@ impl<'a> Tx<'a> {
         };
         let ran = !matches!(done.resolution, Resolution::Released { started: false });
         if ran {
-            self.record_attempt(done, outcome, error)?;
+            self.record_attempt(done, started_us, outcome, error)?;
         }
         match &done.resolution {
             Resolution::Succeeded { follow_ups, .. } | Resolution::Dead { follow_ups, .. } => {
@@ -765,12 +775,18 @@ impl<'a> Tx<'a> {
             == 1)
     }
 
-    fn record_attempt(&self, done: &Completion, outcome: &str, error: Option<&str>) -> Result<()> {
+    fn record_attempt(
+        &self,
+        done: &Completion,
+        started_us: Option<i64>,
+        outcome: &str,
+        error: Option<&str>,
+    ) -> Result<()> {
         let detail = done.detail.as_ref().map(|d| d.to_string());
         self.tx
             .prepare_cached(
                 "INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at, \
-                 outcome, error, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 outcome, error, detail, started_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 done.job_id,
@@ -780,7 +796,8 @@ impl<'a> Tx<'a> {
                 done.finished_at.max(done.started_at),
                 outcome,
                 error,
-                detail
+                detail,
+                started_us
             ])?;
         Ok(())
     }

@@ -27,6 +27,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0006_queue_ready",
         include_str!("../../migrations/0006_queue_ready.sql"),
     ),
+    (
+        "0007_attempt_start_us",
+        include_str!("../../migrations/0007_attempt_start_us.sql"),
+    ),
 ];
 
 /// The version whose CHECK constraints bound queue and kind names.

@@ -14,6 +14,7 @@ mod http;
 mod http_server;
 mod ingest;
 mod jobctl;
+mod jobctl_file;
 mod jobctl_ops;
 mod jobctl_top;
 mod oneroster;

@@ -1,0 +1,338 @@
+//! Issue 15, targets 2, 3 and 6: the enqueue paths through the real `jobd` binary's
+//! socket (ping, single enqueue with ack from one and from 16 clients, batches of 1,000),
+//! `jobctl enqueue --file` from NDJSON, and pickup latency at a steady 1,000 jobs/s
+//! measured from the send to the handler's start as the daemon records it (microseconds).
+//! Each throughput figure is printed beside a raw rusqlite loop (one INSERT per
+//! transaction, WAL, same sync) run in the same process, and as a ratio to it.
+
+use jobd::config::Synchronous;
+use jobd::store::{Db, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Delayed an hour, so the workers leave them be and the figure is the enqueue path's.
+const JOB: &str = r#"{"kind":"noop","payload":{"n":1,"text":"a hundred-byte payload, more or less, like the issue's comparison run used..."},"delay":"1h"}"#;
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    config: PathBuf,
+    db: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mode_name(mode: Synchronous) -> &'static str {
+    match mode {
+        Synchronous::Full => "full",
+        _ => "normal",
+    }
+}
+
+fn start(dir: &Path, mode: Synchronous) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = dir.join("jobd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ndatabase = \"{d}/jobs.db\"\ndata_dir = \"{d}/var\"\nsocket = \"{d}/jobd.sock\"\n\
+             synchronous = \"{s}\"\n[log]\nlevel = \"warn\"\n",
+            d = dir.display(),
+            s = mode_name(mode)
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_jobd"))
+        .arg("--config")
+        .arg(&config)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let socket = dir.join("jobd.sock");
+    for _ in 0..500 {
+        if UnixStream::connect(&socket).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Daemon {
+        child,
+        socket,
+        config,
+        db: dir.join("jobs.db"),
+    }
+}
+
+struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    line: String,
+}
+
+impl Client {
+    fn connect(daemon: &Daemon) -> Client {
+        let stream = UnixStream::connect(&daemon.socket).unwrap();
+        Client {
+            writer: stream.try_clone().unwrap(),
+            reader: BufReader::new(stream),
+            line: String::new(),
+        }
+    }
+
+    fn call(&mut self, request: &str) -> &str {
+        self.writer.write_all(request.as_bytes()).unwrap();
+        self.line.clear();
+        self.reader.read_line(&mut self.line).unwrap();
+        assert!(self.line.contains("\"ok\":true"), "{}", self.line);
+        &self.line
+    }
+}
+
+/// One INSERT per transaction with rusqlite on the schema jobd made: the ceiling.
+fn raw_single_inserts(dir: &Path, mode: Synchronous, seconds: f64) -> f64 {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("raw.db");
+    drop(
+        Db::open(
+            &path,
+            &OpenOptions {
+                synchronous: mode,
+                create: true,
+                migrate: true,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", mode_name(mode))
+        .unwrap();
+    let payload = r#"{"n":1,"text":"a hundred-byte payload, more or less, like the issue's comparison run used..."}"#;
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed().as_secs_f64() < seconds {
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        conn.prepare_cached(
+            "INSERT INTO jobs (queue, kind, payload, run_at, created_at, updated_at) \
+             VALUES ('default', 'noop', ?1, ?2, ?2, ?2)",
+        )
+        .unwrap()
+        .execute(rusqlite::params![payload, 1_000_000_000_000i64 + n as i64])
+        .unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        n += 1;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn single_enqueues(daemon: &Daemon, clients: usize, seconds: f64) -> f64 {
+    let request = format!("{{\"op\":\"enqueue\",\"job\":{JOB}}}\n");
+    let started = Instant::now();
+    let total: u64 = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..clients)
+            .map(|_| {
+                let request = request.as_str();
+                scope.spawn(move || {
+                    let mut client = Client::connect(daemon);
+                    let mut n = 0u64;
+                    while started.elapsed().as_secs_f64() < seconds {
+                        client.call(request);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    total as f64 / started.elapsed().as_secs_f64()
+}
+
+fn pings(daemon: &Daemon, seconds: f64) -> Duration {
+    let mut client = Client::connect(daemon);
+    let started = Instant::now();
+    let mut n = 0u32;
+    while started.elapsed().as_secs_f64() < seconds {
+        client.call("{\"op\":\"ping\"}\n");
+        n += 1;
+    }
+    started.elapsed() / n
+}
+
+fn batch_line(size: usize) -> String {
+    let jobs: Vec<&str> = (0..size).map(|_| JOB).collect();
+    format!("{{\"op\":\"enqueue\",\"jobs\":[{}]}}\n", jobs.join(","))
+}
+
+fn batches(daemon: &Daemon, size: usize, seconds: f64) -> f64 {
+    let request = batch_line(size);
+    let mut client = Client::connect(daemon);
+    let started = Instant::now();
+    let mut n = 0usize;
+    while started.elapsed().as_secs_f64() < seconds {
+        client.call(&request);
+        n += size;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn jobctl_file(daemon: &Daemon, dir: &Path, count: usize) -> f64 {
+    let file = dir.join("jobs.ndjson");
+    let mut text = String::with_capacity(count * (JOB.len() + 1));
+    for _ in 0..count {
+        text.push_str(JOB);
+        text.push('\n');
+    }
+    std::fs::write(&file, text).unwrap();
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_jobctl"))
+        .arg("--config")
+        .arg(&daemon.config)
+        .args(["enqueue", "--file"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    count as f64 / elapsed.as_secs_f64()
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+/// Sends noop jobs at a steady `rate` for `seconds`, each carrying its send time in
+/// microseconds, then reads each attempt's recorded start (microseconds) back.
+fn pickup_latency(daemon: &Daemon, rate: u64, seconds: u64) -> Vec<Duration> {
+    let count = (rate * seconds) as usize;
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let stream = UnixStream::connect(&daemon.socket).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        for _ in 0..count {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            assert!(line.contains("\"ok\":true"), "{line}");
+        }
+    });
+    let start = Instant::now();
+    for n in 0..count {
+        let due = start + interval * n as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let line = format!(
+            "{{\"op\":\"enqueue\",\"job\":{{\"kind\":\"noop\",\"payload\":{{\"sent_us\":{}}}}}}}\n",
+            now_us()
+        );
+        writer.write_all(line.as_bytes()).unwrap();
+    }
+    reader.join().unwrap();
+    let db = rusqlite::Connection::open(&daemon.db).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let done: i64 = db
+            .query_row(
+                "SELECT count(*) FROM job_attempts WHERE started_us IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        if done as usize >= count || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut statement = db
+        .prepare(
+            "SELECT a.started_us - json_extract(j.payload, '$.sent_us') FROM job_attempts a \
+             JOIN jobs j ON j.id = a.job_id WHERE a.started_us IS NOT NULL",
+        )
+        .unwrap();
+    let mut latencies: Vec<Duration> = statement
+        .query_map([], |r| r.get::<_, i64>(0))
+        .unwrap()
+        .map(|us| Duration::from_micros(us.unwrap().max(0) as u64))
+        .collect();
+    assert_eq!(latencies.len(), count, "every job started");
+    latencies.sort();
+    latencies
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `--only socket`: targets 2 and 3 (throughput); `--only pickup`: target 6.
+pub fn run(what: &str, modes: &[Synchronous], seconds: f64) {
+    let dir = tempfile::tempdir().unwrap();
+    for &mode in modes {
+        let m = mode_name(mode);
+        let root = dir.path().join(m);
+        let daemon = start(&root.join("daemon"), mode);
+        if what == "socket" {
+            let raw = raw_single_inserts(&root.join("raw"), mode, seconds);
+            println!(
+                "raw rusqlite loop, 1 INSERT per transaction, synchronous={m}: {raw:.0} jobs/s"
+            );
+            let ping = pings(&daemon, seconds);
+            println!(
+                "socket ping round trip, synchronous={m}: {:.1} us (target <= 15 us)",
+                ping.as_secs_f64() * 1e6
+            );
+            let one = single_enqueues(&daemon, 1, seconds);
+            println!(
+                "socket single enqueue, ack awaited, 1 client, synchronous={m}: {one:.0} jobs/s ({:.1} us a round trip), {:.2}x raw 1/txn (targets: normal >= 30,000/s; full >= 0.7x)",
+                1e6 / one,
+                one / raw
+            );
+            let many = single_enqueues(&daemon, 16, seconds);
+            println!(
+                "socket single enqueue, ack awaited, 16 clients, synchronous={m}: {many:.0} jobs/s, {:.2}x raw 1/txn (target full >= 40,000/s)",
+                many / raw
+            );
+            let batched = batches(&daemon, 1_000, seconds);
+            println!(
+                "socket batch enqueue, 1,000 jobs a request, synchronous={m}: {batched:.0} jobs/s, {:.1}x raw 1/txn (targets: normal >= 250,000; full >= 200,000)",
+                batched / raw
+            );
+            let file = jobctl_file(&daemon, &root, 200_000);
+            println!(
+                "jobctl enqueue --file, 200,000 NDJSON lines, synchronous={m}: {file:.0} jobs/s (whole process, start to exit)"
+            );
+        } else {
+            let latencies = pickup_latency(&daemon, 1_000, seconds.max(5.0) as u64);
+            println!(
+                "pickup latency, steady 1,000 jobs/s through the socket, send to recorded handler start, synchronous={m}: n={} p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (target p99 <= {} ms)",
+                latencies.len(),
+                ms(percentile(&latencies, 0.5)),
+                ms(percentile(&latencies, 0.99)),
+                ms(*latencies.last().unwrap()),
+                if mode == Synchronous::Full { 3 } else { 2 }
+            );
+        }
+    }
+}
