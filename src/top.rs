@@ -230,13 +230,21 @@ pub fn run_live(db: &Db, style: Style, title: &str, clock: &dyn Clock) -> Result
         let wait = next_read
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(200));
-        if event::poll(wait).map_err(|e| CtlError::Failure(format!("terminal input: {e}")))? {
-            match event::read().map_err(|e| CtlError::Failure(format!("terminal input: {e}")))? {
+        // Wait on the terminal ourselves: crossterm's own poll reads end-of-file from a
+        // hung-up terminal over and over and never returns.
+        match terminal_input(wait) {
+            Input::HungUp => break,
+            Input::None => continue,
+            Input::Ready => {}
+        }
+        let input = |e: std::io::Error| CtlError::Failure(format!("terminal input: {e}"));
+        while event::poll(Duration::ZERO).map_err(input)? {
+            match event::read().map_err(input)? {
                 Event::Key(key) if key.kind != KeyEventKind::Release => {
                     let ctrl_c = key.modifiers.contains(KeyModifiers::CONTROL)
                         && matches!(key.code, KeyCode::Char('c') | KeyCode::Char('d'));
                     if ctrl_c || matches!(key.code, KeyCode::Char('q') | KeyCode::Esc) {
-                        break;
+                        return Ok(());
                     }
                 }
                 Event::Resize(..) => next_read = Instant::now(),
@@ -245,6 +253,37 @@ pub fn run_live(db: &Db, style: Style, title: &str, clock: &dyn Clock) -> Result
         }
     }
     Ok(())
+}
+
+/// What the terminal on standard input has for the view.
+enum Input {
+    /// Bytes to read (keys, or a resize report).
+    Ready,
+    /// Nothing within the wait.
+    None,
+    /// Its other end went away (an SSH link dropped, tmux killed), which does not always
+    /// come with a SIGHUP: the view ends instead of spinning on unseen.
+    HungUp,
+}
+
+/// Waits up to `wait` for the terminal on standard input.
+fn terminal_input(wait: Duration) -> Input {
+    let mut fd = libc::pollfd {
+        fd: libc::STDIN_FILENO,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout = wait.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: poll(2) on one pollfd that lives for the call.
+    let ready = unsafe { libc::poll(&mut fd, 1, timeout) };
+    if ready <= 0 {
+        // A signal (EINTR) or the timeout: the loop looks at the stop flag and the clock.
+        return Input::None;
+    }
+    if fd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        return Input::HungUp;
+    }
+    Input::Ready
 }
 
 fn tui_color(state: &str) -> Option<Color> {

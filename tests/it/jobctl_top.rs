@@ -189,6 +189,33 @@ fn top_in_a_terminal_shows_the_queues_and_q_quits_with_0() {
 }
 
 #[test]
+fn top_ends_when_its_terminal_goes_away() {
+    // Seen: after `tmux kill-server` (no SIGHUP reached it) top read end-of-file from the
+    // dead terminal over and over, at half a core, for as long as nobody killed it.
+    let sandbox = busy_sandbox("hangup");
+    let tmux = Tmux::new(sandbox.dir.path());
+    tmux.start(100, 30, &format!("exec {} top", ctl_args(&sandbox)));
+    tmux.wait_for("hangup");
+    let pid = stdout(&tmux.run(&["display", "-p", "-t", "t", "#{pane_pid}"]))
+        .trim()
+        .to_string();
+    assert!(!pid.is_empty());
+    tmux.run(&["kill-server"]);
+    // Gone, or a zombie waiting for init: either way it runs no more.
+    wait_until(
+        Duration::from_secs(10),
+        "top to end",
+        || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        },
+    );
+}
+
+#[test]
 fn top_restores_the_terminal_on_ctrl_c() {
     let sandbox = busy_sandbox("ctrlq");
     let tmux = Tmux::new(sandbox.dir.path());
