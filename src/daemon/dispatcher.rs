@@ -413,7 +413,7 @@ impl Dispatcher {
                 Vec::new()
             };
             let next_due = if claimed.len() < spec.limit {
-                tx.next_due()?
+                tx.next_due(now)?
             } else {
                 None
             };

@@ -807,6 +807,24 @@ fn claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows(
 }
 
 #[test]
+fn next_due_names_the_first_later_row_even_behind_rows_already_due() {
+    let sandbox = Sandbox::new("", "");
+    let mut db = sandbox.migrate();
+    assert_eq!(db.write(|tx| tx.next_due(T0)).unwrap(), None);
+    // Due rows of a queue the claim skips (paused, or at its limit) ...
+    enqueue(&mut db, noop().queue("held").run_at(T0 - 1_000), T0);
+    assert_eq!(db.write(|tx| tx.next_due(T0)).unwrap(), None);
+    // ... do not hide when a delayed row of another queue comes due.
+    enqueue(&mut db, noop().run_at(T0 + 5_000), T0);
+    enqueue(&mut db, noop().run_at(T0 + 9_000), T0);
+    assert_eq!(db.write(|tx| tx.next_due(T0)).unwrap(), Some(T0 + 5_000));
+    assert_eq!(
+        db.write(|tx| tx.next_due(T0 + 5_000)).unwrap(),
+        Some(T0 + 9_000)
+    );
+}
+
+#[test]
 fn opening_refuses_missing_corrupt_and_outdated_databases_clearly() {
     let sandbox = Sandbox::new("", "");
     let missing = Db::open(&sandbox.db(), &Default::default()).err().unwrap();
