@@ -184,8 +184,9 @@ fn state_parser() -> impl clap::builder::TypedValueParser<Value = JobState> {
         .map(|s| s.parse::<JobState>().expect("a possible value is a state"))
 }
 
-#[derive(Debug, Args)]
-pub struct ListArgs {
+/// Which jobs: the filter flags `list` and the bulk actions share.
+#[derive(Debug, Args, Default)]
+pub struct FilterArgs {
     /// Only jobs in this state: queued, running, retrying, waiting, succeeded, dead or cancelled.
     #[arg(long, value_parser = state_parser())]
     pub state: Option<JobState>,
@@ -195,9 +196,6 @@ pub struct ListArgs {
     /// Only jobs in this queue.
     #[arg(long)]
     pub queue: Option<String>,
-    /// Only jobs whose payload (its JSON text) contains this text.
-    #[arg(long, value_name = "TEXT")]
-    pub payload_contains: Option<String>,
     /// Only jobs whose last error contains this text.
     #[arg(long, value_name = "TEXT")]
     pub error_contains: Option<String>,
@@ -207,6 +205,27 @@ pub struct ListArgs {
     /// Only jobs created before then: an age (1h) or an RFC 3339 time.
     #[arg(long, value_name = "AGE|TIME")]
     pub until: Option<String>,
+}
+
+impl FilterArgs {
+    /// Whether any filter flag was given.
+    fn any(&self) -> bool {
+        self.state.is_some()
+            || self.kind.is_some()
+            || self.queue.is_some()
+            || self.error_contains.is_some()
+            || self.since.is_some()
+            || self.until.is_some()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Only jobs whose payload (its JSON text) contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub payload_contains: Option<String>,
     /// The next page: jobs with ids below this one (the last id of the previous page).
     #[arg(long, value_name = "ID")]
     pub after: Option<JobId>,
@@ -233,38 +252,11 @@ pub struct ShowArgs {
 /// Which jobs a bulk action picks. Without --yes it only says how many and shows some.
 #[derive(Debug, Args, Default)]
 pub struct SelectArgs {
-    /// Only jobs in this state.
-    #[arg(long, value_parser = state_parser())]
-    pub state: Option<JobState>,
-    /// Only jobs of this kind.
-    #[arg(long)]
-    pub kind: Option<String>,
-    /// Only jobs in this queue.
-    #[arg(long)]
-    pub queue: Option<String>,
-    /// Only jobs whose last error contains this text.
-    #[arg(long, value_name = "TEXT")]
-    pub error_contains: Option<String>,
-    /// Only jobs created since then: an age (1h, 30m, 7d) or an RFC 3339 time.
-    #[arg(long, value_name = "AGE|TIME")]
-    pub since: Option<String>,
-    /// Only jobs created before then: an age (1h) or an RFC 3339 time.
-    #[arg(long, value_name = "AGE|TIME")]
-    pub until: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Act on the matching jobs; without it, print how many match and a sample (dry run).
     #[arg(long)]
     pub yes: bool,
-}
-
-impl SelectArgs {
-    fn any(&self) -> bool {
-        self.state.is_some()
-            || self.kind.is_some()
-            || self.queue.is_some()
-            || self.error_contains.is_some()
-            || self.since.is_some()
-            || self.until.is_some()
-    }
 }
 
 #[derive(Debug, Args)]
@@ -745,16 +737,10 @@ impl Ctl {
     fn list(&self, args: ListArgs, out: &mut dyn Write) -> CtlResult {
         let db = self.open()?;
         let jobs = db.list(&JobFilter {
-            state: args.state,
-            kind: args.kind,
-            queue: args.queue,
             payload_contains: args.payload_contains,
-            error_contains: args.error_contains,
-            created_since: self.when("--since", args.since.as_deref())?,
-            created_until: self.when("--until", args.until.as_deref())?,
             before_id: args.after,
-            parent_id: None,
             limit: args.limit,
+            ..self.job_filter(&args.filter)?
         })?;
         let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
         let progress = db.latest_progress(&ids)?;
@@ -836,15 +822,15 @@ impl Ctl {
         })
     }
 
-    /// The filter a bulk action's flags describe.
-    fn select_filter(&self, select: &SelectArgs) -> Result<JobFilter, CtlError> {
+    /// The filter the shared filter flags describe.
+    fn job_filter(&self, filter: &FilterArgs) -> Result<JobFilter, CtlError> {
         Ok(JobFilter {
-            state: select.state,
-            kind: select.kind.clone(),
-            queue: select.queue.clone(),
-            error_contains: select.error_contains.clone(),
-            created_since: self.when("--since", select.since.as_deref())?,
-            created_until: self.when("--until", select.until.as_deref())?,
+            state: filter.state,
+            kind: filter.kind.clone(),
+            queue: filter.queue.clone(),
+            error_contains: filter.error_contains.clone(),
+            created_since: self.when("--since", filter.since.as_deref())?,
+            created_until: self.when("--until", filter.until.as_deref())?,
             ..JobFilter::default()
         })
     }
@@ -1067,13 +1053,13 @@ impl Ctl {
     }
 
     fn retry(&self, args: RetryArgs, out: &mut dyn Write) -> CtlResult {
-        if args.dead || args.select.any() {
+        if args.dead || args.select.filter.any() {
             if !args.ids.is_empty() {
                 return Err(ids_or_filter());
             }
             let mut select = args.select;
             if args.dead {
-                select.state = Some(JobState::Dead);
+                select.filter.state = Some(JobState::Dead);
                 select.yes = true;
             }
             return self.bulk(Bulk::Retry, &select, out);
@@ -1112,7 +1098,7 @@ impl Ctl {
     }
 
     fn cancel(&self, args: CancelArgs, out: &mut dyn Write) -> CtlResult {
-        if args.select.any() {
+        if args.select.filter.any() {
             if !args.ids.is_empty() {
                 return Err(ids_or_filter());
             }
@@ -1149,7 +1135,7 @@ impl Ctl {
     }
 
     fn delete(&self, args: DeleteArgs, out: &mut dyn Write) -> CtlResult {
-        if args.select.any() {
+        if args.select.filter.any() {
             if !args.ids.is_empty() {
                 return Err(ids_or_filter());
             }
@@ -1194,7 +1180,7 @@ impl Ctl {
     /// how many the action applies to, a sample), with `--yes` the action itself, in
     /// chunks of [`BULK_CHUNK`] ids, each one short write transaction.
     fn bulk(&self, action: Bulk, select: &SelectArgs, out: &mut dyn Write) -> CtlResult {
-        let filter = self.select_filter(select)?;
+        let filter = self.job_filter(&select.filter)?;
         let states = action.states();
         let mut db = self.open()?;
         if !select.yes {
