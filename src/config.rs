@@ -781,6 +781,15 @@ pub struct EndpointConfig {
     /// Requests that may go at once after a quiet spell (default 1).
     #[serde(default)]
     pub burst: Option<u32>,
+    /// Jobs of this destination (of each key, with `key`) running at once, across every
+    /// worker and daemon.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// Splits the destination by a key from each job's payload, so every shop or
+    /// storefront gets its own rate, burst, in-flight room and holds: a JSON pointer
+    /// (`"/json/shop"`) or a template of them (`"{/json/storefront}-{/json/region}"`).
+    #[serde(default)]
+    pub key: Option<String>,
     /// Refuse `http://` unless the host is loopback (default true).
     #[serde(default = "yes")]
     pub require_https: bool,
@@ -1112,6 +1121,12 @@ impl EndpointConfig {
         }
         if self.burst.is_some() && self.rate_limit.is_none() {
             return Err(format!("{key}.burst: needs a rate_limit"));
+        }
+        if self.max_in_flight == Some(0) {
+            return Err(format!("{key}.max_in_flight: must be at least 1"));
+        }
+        if let Some(template) = &self.key {
+            crate::flow::check_key_template(template).map_err(|e| format!("{key}.key: {e}"))?;
         }
         for (list, statuses) in [
             ("success", &self.success),
@@ -1548,6 +1563,21 @@ impl Config {
     }
 
     /// The retry policy of a kind: the default with the kind's overrides applied.
+    /// The limits of every endpoint that has any (`rate_limit`, `max_in_flight`), for the
+    /// claim to keep: destinations without are left to the queues.
+    pub fn destination_limits(&self) -> Vec<crate::flow::DestinationLimit> {
+        self.endpoints
+            .iter()
+            .filter(|(_, e)| e.rate_limit.is_some() || e.max_in_flight.is_some())
+            .map(|(name, e)| crate::flow::DestinationLimit {
+                destination: name.clone(),
+                rate_per_second: e.rate_limit.map(|r| r.per_second()),
+                burst: e.burst.unwrap_or(1),
+                max_in_flight: e.max_in_flight,
+            })
+            .collect()
+    }
+
     pub fn policy_for(&self, kind: &str) -> RetryPolicy {
         let r = &self.retry;
         let mut policy = RetryPolicy {

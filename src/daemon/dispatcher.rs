@@ -9,11 +9,12 @@ use super::workers::{Assignment, Report, Ticket};
 use super::{notify::Notifier, Flush, JobHooks, ReplyTo, SharedConfig};
 use crate::clock::{after, SharedClock};
 use crate::config::{Config, ConfigSource};
+use crate::flow::HoldRequest;
 use crate::handlers::StopReason;
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Outcome, Resolution, UnixMillis};
 use crate::metrics::{DaemonSnapshot, Histogram};
 use crate::retry::{FailedAttempt, RetryDecision};
-use crate::store::{Applied, ClaimSpec, Db, Enqueued, HeldClaim, StoreError};
+use crate::store::{Applied, ClaimSpec, Claimed, Db, Enqueued, HeldClaim, StoreError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -147,6 +148,8 @@ pub struct Dispatcher {
     started_at: UnixMillis,
     /// Since when writes fail, and when that was last logged at error level.
     write_failing: Option<(Instant, Instant)>,
+    /// Destination holds handlers asked for, written in the next commit.
+    pending_holds: Vec<HoldRequest>,
 }
 
 struct Drain {
@@ -227,6 +230,7 @@ impl Dispatcher {
             next_metrics: now,
             started_at,
             write_failing: None,
+            pending_holds: Vec::new(),
         }
     }
 
@@ -347,6 +351,12 @@ impl Dispatcher {
             .iter()
             .filter_map(|r| self.resolve(r, now))
             .collect();
+        for report in &reports {
+            if let Some(flight) = self.in_flight.get(&report.job_id) {
+                self.pending_holds.extend(flight.ticket.holds.take());
+            }
+        }
+        let holds = &self.pending_holds;
         let spec = self.claim_spec(free, &reports);
         let starts_us: HashMap<JobId, i64> = reports
             .iter()
@@ -383,6 +393,10 @@ impl Dispatcher {
                 let started_us = starts_us.get(&completion.job_id).copied();
                 applied.push(tx.complete_started(completion, started_us, now)?);
             }
+            // After the completions, so the job that was told to wait is parked too.
+            for hold in holds {
+                tx.hold_destination(hold, now)?;
+            }
             let enqueued: Vec<Result<Vec<Enqueued>, String>> = enqueues
                 .iter()
                 .map(|(jobs, _)| tx.enqueue(jobs, now).map_err(|e| e.to_string()))
@@ -408,15 +422,18 @@ impl Dispatcher {
                 // Read in this transaction, so a pause committed before it always holds.
                 let mut spec = spec.clone();
                 spec.exclude(&tx.paused_queue_names()?);
-                tx.claim_numbered(&spec, Some(claim_number), &name, lease_until, now)?
+                tx.claim_flow(&spec, Some(claim_number), &name, lease_until, now)?
             } else {
-                Vec::new()
+                Claimed::default()
             };
-            let next_due = if claimed.len() < spec.limit {
-                tx.next_due(now)?
+            let next_due = if claimed.jobs.len() < spec.limit {
+                // A destination out of tokens has its next one at `wake_at`.
+                let due = tx.next_due(now)?;
+                due.into_iter().chain(claimed.wake_at).min()
             } else {
                 None
             };
+            let claimed = claimed.jobs;
             Ok((applied, enqueued, rescued, claimed, next_due))
         });
         match write {
@@ -453,6 +470,7 @@ impl Dispatcher {
             }
             Ok((applied, enqueued, rescued, claimed, next_due)) => {
                 self.counters.commits += 1;
+                self.pending_holds.clear();
                 if self.write_retry_at.take().is_some() {
                     let since = self.write_failing.take().map(|(since, _)| since.elapsed());
                     tracing::info!(
@@ -588,6 +606,7 @@ impl Dispatcher {
         ClaimSpec {
             limit: free,
             limited_queues,
+            destinations: self.config.destination_limits(),
         }
     }
 
@@ -1080,6 +1099,7 @@ impl Dispatcher {
             held_outcomes: self.held.len(),
             started_at: self.started_at,
             now: self.clock.now_ms(),
+            destination_limits: self.config.destination_limits(),
         });
     }
 

@@ -289,6 +289,11 @@ impl Daemon {
         )?;
         let registry = Arc::new(options.registry);
         let shared_config: SharedConfig = Arc::new(RwLock::new(Arc::new(config.clone())));
+        // Every job the dispatcher enqueues (socket, watched folders, follow-ups) gets its
+        // destination and order key from its kind, with the config of the moment.
+        let routed_config = shared_config.clone();
+        let mut db = db;
+        db.set_router(registry.router(move || routed_config.read().expect("config lock").clone()));
         let (command_tx, command_rx) = crossbeam_channel::unbounded();
         let (work_tx, work_rx) = crossbeam_channel::unbounded();
         let notifier = notify::Notifier::from_env();

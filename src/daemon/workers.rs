@@ -24,6 +24,8 @@ pub struct Ticket {
     pub started_at: AtomicI64,
     /// What the handler reported of its progress.
     pub progress: Arc<Progress>,
+    /// The destination holds the handler asked for.
+    pub holds: Arc<crate::flow::HoldReports>,
 }
 
 impl Ticket {
@@ -200,6 +202,7 @@ fn run_one(
         children,
         sync_state: sync_state.clone(),
         progress_report: ticket.progress.clone(),
+        holds: ticket.holds.clone(),
     };
     let began = Instant::now();
     let started_us = clock.now_us();

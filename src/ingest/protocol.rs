@@ -78,6 +78,9 @@ struct WireJob {
     unique_key: Option<String>,
     #[serde(default)]
     deadline_at: Option<Value>,
+    /// Jobs with the same order key run one at a time, in enqueue order.
+    #[serde(default)]
+    order_key: Option<String>,
 }
 
 /// Parses one request line. `now` resolves `delay`.
@@ -221,6 +224,9 @@ fn job_from_wire(wire: WireJob, now: UnixMillis, source: &str) -> Result<NewJob,
         deadline_at,
         parent_id: None,
         source: Some(source.into()),
+        destination: None,
+        flow_key: None,
+        order_key: wire.order_key,
     };
     job.validate()?;
     Ok(job)

@@ -719,6 +719,9 @@ impl FolderWatcher {
             deadline_at: None,
             parent_id: None,
             source: Some(format!("watch:{}", path.display())),
+            destination: None,
+            flow_key: None,
+            order_key: None,
         }
     }
 

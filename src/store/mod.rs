@@ -1,10 +1,12 @@
 //! The only place with SQL. Opens the queue database, applies migrations, and offers the
 //! queue's transitions (`queue.rs`), the operator's queries (`admin.rs`) and controls
-//! (`operator.rs`: pauses, bulk actions, progress) in domain types,
+//! (`operator.rs`: pauses, bulk actions, progress) and flow control's state (`flow.rs`:
+//! holds, token buckets, destinations) in domain types,
 //! so another backend could sit behind the same API.
 
 mod admin;
 pub mod example;
+mod flow;
 mod ingest;
 mod live;
 mod maintenance;
@@ -16,17 +18,20 @@ mod sync;
 pub mod web;
 
 pub use admin::{Attempt, JobFilter, QueueStats, Stats};
+pub use flow::DestinationHold;
 pub use ingest::{IngestRecord, PendingFolder};
 pub use live::{Death, RunningJob};
 pub use maintenance::{BackupInfo, Checkpoint, CheckpointMode};
 pub use operator::{AttemptProgress, ChildrenSummary, QueuePause};
-pub use queue::{Applied, ClaimSpec, Enqueued, HeldClaim, Tx};
+pub use queue::{Applied, ClaimSpec, Claimed, Enqueued, HeldClaim, Tx};
 pub use sync::{SyncState, SyncStateReader};
 
 use crate::config::Synchronous;
+use crate::flow::Router;
 use crate::job::{ForbiddenTransition, JobId};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What went wrong with the queue database, in words an operator can act on.
@@ -145,6 +150,8 @@ pub struct Db {
     path: PathBuf,
     /// The configured busy timeout, restored after a checkpoint waited less.
     busy_timeout: Duration,
+    /// Routes each job enqueued through this connection ([`Db::set_router`]).
+    router: Option<Arc<dyn Router>>,
 }
 
 impl Db {
@@ -176,6 +183,7 @@ impl Db {
             conn,
             path: path.to_path_buf(),
             busy_timeout: options.busy_timeout,
+            router: None,
         };
         db.configure(options)?;
         if options.migrate {
@@ -213,6 +221,13 @@ impl Db {
         &self.path
     }
 
+    /// Every job enqueued through this connection without a destination of its own gets
+    /// the route `router` derives (its destination, key and order key). Without one,
+    /// jobs keep what they say.
+    pub fn set_router(&mut self, router: Arc<dyn Router>) {
+        self.router = Some(router);
+    }
+
     /// Refuses a database this process cannot write: SQLite opens a file it may not
     /// write (mode 0444 for us, an immutable file, a read-only mount) read-only without
     /// a word, and every write would fail later. Takes and gives back the write lock.
@@ -248,7 +263,7 @@ impl Db {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let wrapped = Tx::new(&tx);
+        let wrapped = Tx::new(&tx, self.router.as_deref());
         let value = work(&wrapped).map_err(&name_disk_full)?;
         tx.commit()
             .map_err(|e| name_disk_full(StoreError::from(e)))?;

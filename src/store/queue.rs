@@ -2,7 +2,9 @@
 //! leases, rescue, release, revive, cancel, purge. Every update is guarded by the states
 //! its [`Transition`] allows and checks how many rows it changed.
 
+use super::flow::FlowBudget;
 use super::{Result, StoreError};
+use crate::flow::{DestinationLimit, Router};
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Resolution, Transition, UnixMillis};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use std::sync::LazyLock;
@@ -10,7 +12,8 @@ use std::sync::LazyLock;
 /// The columns of a [`Job`], in the order [`job_from_row`] reads them.
 pub(super) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempts, \
      max_attempts, run_at, lease_until, worker, unique_key, parent_id, last_error, \
-     deadline_at, created_at, updated_at, finished_at, source, cancel_requested, stage";
+     deadline_at, created_at, updated_at, finished_at, source, cancel_requested, stage, \
+     destination, flow_key, order_key, order_blocked";
 
 pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     let payload: String = row.get(3)?;
@@ -41,6 +44,10 @@ pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         source: row.get(18)?,
         cancel_requested: row.get(19)?,
         stage: row.get(20)?,
+        destination: row.get(21)?,
+        flow_key: row.get(22)?,
+        order_key: row.get(23)?,
+        order_blocked: row.get(24)?,
     })
 }
 
@@ -60,7 +67,9 @@ pub(super) fn states_guard(states: &[JobState]) -> String {
     format!("({})", states.join(" OR "))
 }
 
-/// Rows per multi-row insert (11 values each, far below SQLite's parameter limit).
+/// Values per inserted row.
+const INSERT_VALUES: usize = 14;
+/// Rows per multi-row insert (14 values each, far below SQLite's parameter limit).
 const INSERT_ROWS: usize = 64;
 
 /// `INSERT INTO jobs ... VALUES (...), (...)` for `rows` rows; with `on_conflict`, a
@@ -68,27 +77,20 @@ const INSERT_ROWS: usize = 64;
 fn insert_sql(rows: usize, on_conflict: bool) -> String {
     let tuples: Vec<String> = (0..rows)
         .map(|r| {
-            let n = r * 11;
-            format!(
-                "(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6,
-                n + 7,
-                n + 8,
-                n + 9,
-                n + 10,
-                n + 11,
-                n + 11
-            )
+            let n = r * INSERT_VALUES;
+            // created_at and updated_at are both the 11th value (now).
+            let values: Vec<String> = (1..=11)
+                .chain([11])
+                .chain(12..=INSERT_VALUES)
+                .map(|v| format!("?{}", n + v))
+                .collect();
+            format!("({})", values.join(", "))
         })
         .collect();
     format!(
         "INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, unique_key, \
-                           deadline_at, parent_id, source, created_at, updated_at) VALUES {}{}",
+                           deadline_at, parent_id, source, created_at, updated_at, \
+                           destination, flow_key, order_key) VALUES {}{}",
         tuples.join(", "),
         if on_conflict {
             " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
@@ -120,7 +122,7 @@ impl ParentLink {
     }
 }
 
-/// The 11 values of one job's row, in [`insert_sql`]'s order.
+/// The [`INSERT_VALUES`] values of one job's row, in [`insert_sql`]'s order.
 fn push_row(
     values: &mut Vec<rusqlite::types::Value>,
     job: &NewJob,
@@ -143,6 +145,9 @@ fn push_row(
         optional(link.parent_of(job)),
         job.source.clone().map_or(V::Null, V::Text),
         V::Integer(now),
+        job.destination.clone().map_or(V::Null, V::Text),
+        V::Text(job.flow_key.clone().unwrap_or_default()),
+        job.order_key.clone().map_or(V::Null, V::Text),
     ]);
     Ok(())
 }
@@ -198,7 +203,24 @@ pub struct ClaimSpec {
     /// Queues with a concurrency limit and how many more of each may be claimed now.
     /// Queues not named here are bounded by `limit` alone.
     pub limited_queues: Vec<(String, usize)>,
+    /// The limits of destinations that have any (rate, in flight): their tokens and room
+    /// bound the claim across every daemon. Others are bounded by the queues alone.
+    pub destinations: Vec<DestinationLimit>,
 }
+
+/// What a claim took, and when a destination it had to leave rows of gets its next
+/// token (the dispatcher looks again then).
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    pub jobs: Vec<Job>,
+    pub wake_at: Option<UnixMillis>,
+}
+
+/// The most rows one claim steps over because their destination is at its limit; rows
+/// behind them wait for the next claim.
+const FLOW_WALK_LIMIT: usize = 4096;
+/// Rows read at a time while stepping over them.
+const FLOW_WALK_PAGE: usize = 256;
 
 impl ClaimSpec {
     /// Claims nothing from these queues (paused ones): each is bounded to no room, so the
@@ -242,6 +264,8 @@ pub struct HeldClaim {
 /// One write transaction, offering the queue's transitions.
 pub struct Tx<'a> {
     pub(super) tx: &'a Transaction<'a>,
+    /// Gives each job enqueued without a destination its route ([`crate::flow`]).
+    router: Option<&'a dyn Router>,
 }
 
 /// The update that records a completion, per transition: ?1 id, ?2 attempt, ?3 worker,
@@ -314,10 +338,17 @@ struct ClaimSql {
     /// ?1 lease_until, ?2 worker, ?3 now, ?4 how many, ?5 claim number, ?6 queue,
     /// ?7 priority: claims the first due rows of one (queue, priority) group.
     claim_group: String,
+    /// ?1 queue, ?2 priority, ?3 now, ?4 run_at and ?5 id after which, ?6 how many: due
+    /// rows' keys and destinations, for a claim that checks destination limits.
+    group_destinations: String,
+    /// ?1 lease_until, ?2 worker, ?3 now, ?4 claim number, ?5 id: claims one row chosen
+    /// by its destination's limits.
+    claim_one: String,
 }
 
 static CLAIM: LazyLock<ClaimSql> = LazyLock::new(|| {
-    let guard = state_guard(Transition::Claim);
+    // A row behind its order key's head is not in the index (0008), nor claimable.
+    let guard = format!("{} AND order_blocked = 0", state_guard(Transition::Claim));
     let ready = format!("FROM jobs INDEXED BY jobs_queue_ready WHERE {guard}");
     ClaimSql {
         next_queue: format!(
@@ -338,6 +369,15 @@ static CLAIM: LazyLock<ClaimSql> = LazyLock::new(|| {
                           ORDER BY run_at, id LIMIT ?4) \
              RETURNING {JOB_COLUMNS}"
         ),
+        group_destinations: format!(
+            "SELECT run_at, id, destination, flow_key {ready} AND queue = ?1 AND priority = ?2 \
+             AND run_at <= ?3 AND (run_at, id) > (?4, ?5) ORDER BY run_at, id LIMIT ?6"
+        ),
+        claim_one: format!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?1, \
+             worker = ?2, updated_at = ?3, claim = ?4, started_at = NULL \
+             WHERE id = ?5 AND {guard} RETURNING {JOB_COLUMNS}"
+        ),
     }
 });
 
@@ -350,8 +390,8 @@ struct ClaimableQueue {
 }
 
 impl<'a> Tx<'a> {
-    pub(super) fn new(tx: &'a Transaction<'a>) -> Tx<'a> {
-        Tx { tx }
+    pub(super) fn new(tx: &'a Transaction<'a>, router: Option<&'a dyn Router>) -> Tx<'a> {
+        Tx { tx, router }
     }
 
     /// The transaction, for the store's other modules (sync state).
@@ -374,6 +414,8 @@ impl<'a> Tx<'a> {
         for job in jobs {
             job.validate().map_err(StoreError::InvalidJob)?;
         }
+        let routed = self.routed(jobs, now)?;
+        let jobs = routed.as_deref().unwrap_or(jobs);
         // A savepoint, so a refused batch leaves the rest of a group commit standing.
         self.tx.execute_batch("SAVEPOINT enqueue")?;
         let result = self.insert_all(jobs, link, now);
@@ -388,6 +430,41 @@ impl<'a> Tx<'a> {
                 Err(e)
             }
         }
+    }
+
+    /// The jobs with their routes (destination, key, order key) where the router gives
+    /// one, and those of a held destination due when its hold ends, like the rows the
+    /// hold parked; `None` when nothing changes (no copy of a large batch).
+    fn routed(&self, jobs: &[NewJob], now: UnixMillis) -> Result<Option<Vec<NewJob>>> {
+        let mut routed: Option<Vec<NewJob>> = None;
+        if let Some(router) = self.router {
+            for (i, job) in jobs.iter().enumerate() {
+                if let Some(job) = crate::flow::apply_route(router, job) {
+                    routed.get_or_insert_with(|| jobs.to_vec())[i] = job;
+                }
+            }
+        }
+        let current = routed.as_deref().unwrap_or(jobs);
+        if current.iter().all(|j| j.destination.is_none()) {
+            return Ok(routed);
+        }
+        let holds = self.holds_in_force(now)?;
+        if holds.is_empty() {
+            return Ok(routed);
+        }
+        let mut parked = routed.unwrap_or_else(|| jobs.to_vec());
+        for job in &mut parked {
+            if let Some(destination) = &job.destination {
+                let key = (
+                    destination.clone(),
+                    job.flow_key.clone().unwrap_or_default(),
+                );
+                if let Some(until) = holds.get(&key) {
+                    job.run_at = Some(job.run_at.unwrap_or(now).max(*until));
+                }
+            }
+        }
+        Ok(Some(parked))
     }
 
     /// Inserts in order. Runs of jobs without a unique key go in [`INSERT_ROWS`] rows per
@@ -414,7 +491,8 @@ impl<'a> Tx<'a> {
                 .take_while(|job| job.unique_key.is_none())
                 .count();
             if run == INSERT_ROWS {
-                let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(run * 11);
+                let mut values: Vec<rusqlite::types::Value> =
+                    Vec::with_capacity(run * INSERT_VALUES);
                 for job in &rest[..run] {
                     push_row(&mut values, job, link, now)?;
                 }
@@ -457,7 +535,10 @@ impl<'a> Tx<'a> {
                 job.deadline_at,
                 link.parent_of(job),
                 job.source,
-                now
+                now,
+                job.destination,
+                job.flow_key.as_deref().unwrap_or(""),
+                job.order_key
             ])
             .map_err(schema_refusal)?;
         if inserted == 1 {
@@ -501,12 +582,39 @@ impl<'a> Tx<'a> {
         lease_until: UnixMillis,
         now: UnixMillis,
     ) -> Result<Vec<Job>> {
+        Ok(self.claim_flow(spec, claim, worker, lease_until, now)?.jobs)
+    }
+
+    /// [`Tx::claim_numbered`], saying also when a destination whose rows it had to leave
+    /// (no token left) gets its next token. Rows of a destination at its rate or
+    /// in-flight limit are stepped over (at most [`FLOW_WALK_LIMIT`] per claim), so
+    /// they hold back no other destination's rows; held destinations' rows are parked
+    /// out of the due range and never walked.
+    pub fn claim_flow(
+        &self,
+        spec: &ClaimSpec,
+        claim: Option<i64>,
+        worker: &str,
+        lease_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Claimed> {
         let mut claimed = Vec::new();
         if spec.limit == 0 {
-            return Ok(claimed);
+            return Ok(Claimed::default());
         }
         let queues = self.claimable_queues(spec)?;
+        let budget = std::cell::RefCell::new(FlowBudget::new(&spec.destinations, now));
+        let flow = budget.borrow().limits_anything();
         let claim_group = |queue: &str, priority: i64, take: usize, into: &mut Vec<Job>| {
+            if flow {
+                let mut budget = budget.borrow_mut();
+                return self.claim_group_within(
+                    &mut budget,
+                    (queue, priority, take),
+                    (claim, worker, lease_until, now),
+                    into,
+                );
+            }
             let mut stmt = self.tx.prepare_cached(&CLAIM.claim_group)?;
             let rows = stmt.query_map(
                 params![
@@ -589,7 +697,66 @@ impl<'a> Tx<'a> {
                 .then(a.run_at.cmp(&b.run_at))
                 .then(a.id.cmp(&b.id))
         });
-        Ok(claimed)
+        let wake_at = budget.into_inner().finish(self)?;
+        Ok(Claimed {
+            jobs: claimed,
+            wake_at,
+        })
+    }
+
+    /// Claims up to `take` due rows of one (queue, priority) group that their
+    /// destinations' limits allow, in run_at, id order, stepping over the others.
+    fn claim_group_within(
+        &self,
+        budget: &mut FlowBudget<'_>,
+        (queue, priority, take): (&str, i64, usize),
+        (claim, worker, lease_until, now): (Option<i64>, &str, UnixMillis, UnixMillis),
+        into: &mut Vec<Job>,
+    ) -> Result<usize> {
+        let mut chosen = Vec::new();
+        let mut after = (i64::MIN, i64::MIN);
+        let mut walked = 0;
+        'walk: while chosen.len() < take && walked < FLOW_WALK_LIMIT {
+            let page: Vec<(UnixMillis, JobId, Option<String>, String)> = {
+                let mut stmt = self.tx.prepare_cached(&CLAIM.group_destinations)?;
+                let rows = stmt.query_map(
+                    params![
+                        queue,
+                        priority,
+                        now,
+                        after.0,
+                        after.1,
+                        FLOW_WALK_PAGE as i64
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                )?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let last_page = page.len() < FLOW_WALK_PAGE;
+            for (run_at, id, destination, flow_key) in page {
+                walked += 1;
+                after = (run_at, id);
+                if budget.admit(self, destination.as_deref(), &flow_key)? {
+                    chosen.push(id);
+                    if chosen.len() == take {
+                        break 'walk;
+                    }
+                }
+            }
+            if last_page {
+                break;
+            }
+        }
+        let mut stmt = self.tx.prepare_cached(&CLAIM.claim_one)?;
+        let before = into.len();
+        for id in chosen {
+            let mut rows =
+                stmt.query_map(params![lease_until, worker, now, claim, id], job_from_row)?;
+            if let Some(job) = rows.next() {
+                into.push(job?);
+            }
+        }
+        Ok(into.len() - before)
     }
 
     /// The queues with ready rows this claim may take from, in name order, each with its
@@ -637,6 +804,8 @@ impl<'a> Tx<'a> {
             ("next_priority", &CLAIM.next_priority),
             ("group_keys", &CLAIM.group_keys),
             ("claim_group", &CLAIM.claim_group),
+            ("group_destinations", &CLAIM.group_destinations),
+            ("claim_one", &CLAIM.claim_one),
         ]
         .into_iter()
         .map(|(name, sql)| {

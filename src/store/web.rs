@@ -110,6 +110,7 @@ pub fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<Db> {
         conn,
         path: path.to_path_buf(),
         busy_timeout,
+        router: None,
     })
 }
 

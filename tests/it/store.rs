@@ -24,6 +24,7 @@ fn claim(db: &mut Db, limit: usize, now: i64) -> Vec<jobd::job::Job> {
             &ClaimSpec {
                 limit,
                 limited_queues: vec![],
+                destinations: vec![],
             },
             WORKER,
             now + LEASE,
@@ -104,6 +105,7 @@ fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
                     &ClaimSpec {
                         limit: 1000,
                         limited_queues: vec![],
+                        destinations: vec![],
                     },
                     WORKER,
                     now + LEASE,
@@ -302,6 +304,7 @@ fn claims_take_at_most_the_limit_and_respect_queue_limits() {
                 &ClaimSpec {
                     limit: 100,
                     limited_queues: vec![("bulk".into(), 1)],
+                    destinations: vec![],
                 },
                 WORKER,
                 T0 + LEASE,
@@ -727,9 +730,19 @@ fn every_claim_statement_seeks_the_queue_led_index_and_never_scans_or_sorts() {
     let names: Vec<&str> = plans.iter().map(|(name, _)| *name).collect();
     assert_eq!(
         names,
-        ["next_queue", "next_priority", "group_keys", "claim_group"]
+        [
+            "next_queue",
+            "next_priority",
+            "group_keys",
+            "claim_group",
+            "group_destinations",
+            "claim_one"
+        ]
     );
-    for (name, plan) in &plans {
+    // A claim under destination limits takes each chosen row by its id.
+    let (_, claim_one) = &plans[5];
+    assert!(claim_one.contains("INTEGER PRIMARY KEY"), "{claim_one}");
+    for (name, plan) in &plans[..5] {
         assert!(plan.contains("INDEX jobs_queue_ready ("), "{name}: {plan}");
         assert!(
             !plan.contains("SCAN"),
@@ -748,6 +761,12 @@ fn every_claim_statement_seeks_the_queue_led_index_and_never_scans_or_sorts() {
         plan("next_priority").contains("(queue=? AND priority<?)"),
         "{}",
         plan("next_priority")
+    );
+    // Stepping over rows at their destination's limit: the same range, from a key on.
+    assert!(
+        plan("group_destinations").contains("(queue=? AND priority=? AND run_at>? AND run_at<?)"),
+        "{}",
+        plan("group_destinations")
     );
     for name in ["group_keys", "claim_group"] {
         assert!(
@@ -773,6 +792,7 @@ fn claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows(
         let mut spec = ClaimSpec {
             limit,
             limited_queues: limited,
+            destinations: vec![],
         };
         spec.exclude(&["paused".to_string()]);
         db.write(|tx| tx.claim(&spec, WORKER, T0 + LEASE, T0))
@@ -796,6 +816,7 @@ fn claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows(
                 &ClaimSpec {
                     limit: 10,
                     limited_queues: vec![],
+                    destinations: vec![],
                 },
                 WORKER,
                 T0 + 1 + LEASE,
@@ -1064,6 +1085,7 @@ fn a_claimed_job_that_never_started_goes_back_uncharged_and_a_started_one_is_cha
                 &ClaimSpec {
                     limit: 2,
                     limited_queues: vec![],
+                    destinations: vec![],
                 },
                 Some(7),
                 WORKER,
