@@ -1418,8 +1418,11 @@ impl Ctl {
         };
         let db = self.open()?;
         if format == StatsFormat::Prometheus {
-            let metrics =
-                crate::metrics::DbMetrics::read(db.as_ref(), &self.config.daemon.data_dir, self.now)?;
+            let metrics = crate::metrics::DbMetrics::read(
+                db.as_ref(),
+                &self.config.daemon.data_dir,
+                self.now,
+            )?;
             return write!(out, "{}", crate::metrics::render(&metrics, None)).map_err(output_error);
         }
         let stats = db.stats(self.now)?;
@@ -1670,10 +1673,7 @@ impl Ctl {
             Some(file) => file.integrity_check()?,
             None => Vec::new(),
         };
-        let problems: Vec<String> = report
-            .into_iter()
-            .filter(|l| l != "ok")
-            .collect();
+        let problems: Vec<String> = report.into_iter().filter(|l| l != "ok").collect();
         if !problems.is_empty() {
             return Err(CtlError::Database(format!(
                 "database {} failed its integrity check: {}",

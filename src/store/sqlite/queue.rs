@@ -1033,7 +1033,9 @@ impl<'a> SqliteTx<'a> {
 
 /// `EXPLAIN QUERY PLAN` of each statement the claim runs, by name, as SQLite plans it
 /// on this database: what the claim costs is shown, not assumed.
-pub(super) fn claim_query_plans(conn: &rusqlite::Connection) -> Result<Vec<(&'static str, String)>> {
+pub(super) fn claim_query_plans(
+    conn: &rusqlite::Connection,
+) -> Result<Vec<(&'static str, String)>> {
     [
         ("next_queue", &CLAIM.next_queue),
         ("next_priority", &CLAIM.next_priority),
