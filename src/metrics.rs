@@ -12,7 +12,7 @@
 use crate::daemon::dispatcher::Counters;
 use crate::flow::{DestinationLimit, DestinationView};
 use crate::job::{JobState, UnixMillis};
-use crate::store::{Db, OpenOptions, Stats, StoreError};
+use crate::store::{OpenOptions, Stats, Store, StoreError};
 use crossbeam_channel::Receiver;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -93,7 +93,7 @@ impl DbMetrics {
     /// The database's gauges, and the watched-folder problems the daemon last reported
     /// in `data_dir`.
     pub fn read(
-        db: &Db,
+        db: &dyn Store,
         data_dir: &Path,
         limits: &[DestinationLimit],
         now: UnixMillis,
@@ -103,8 +103,9 @@ impl DbMetrics {
             now,
             stats: db.stats(now)?,
             attempts: db.attempt_counts()?,
-            database_bytes: db.file_size(),
-            wal_bytes: db.wal_size(),
+            // A driver without a database file has no file sizes to show.
+            database_bytes: db.sqlite().map_or(0, |file| file.file_size()),
+            wal_bytes: db.sqlite().map_or(0, |file| file.wal_size()),
             not_taken_in: crate::ingest::report::read(data_dir).len(),
         })
     }
@@ -396,13 +397,13 @@ pub fn spawn_textfile_writer(
     std::thread::Builder::new()
         .name("jobd-metrics".into())
         .spawn(move || {
-            let mut db: Option<Db> = None;
+            let mut db: Option<Box<dyn Store>> = None;
             let mut failing = false;
             for snapshot in snapshots.iter() {
                 let result = (|| -> Result<(), String> {
                     if db.is_none() {
                         db = Some(
-                            Db::open(
+                            crate::store::open_read(
                                 &database,
                                 &OpenOptions {
                                     busy_timeout,
@@ -413,7 +414,7 @@ pub fn spawn_textfile_writer(
                         );
                     }
                     let gauges = DbMetrics::read(
-                        db.as_ref().expect("opened"),
+                        db.as_deref().expect("opened"),
                         &data_dir,
                         &snapshot.destination_limits,
                         snapshot.now,

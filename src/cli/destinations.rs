@@ -7,7 +7,7 @@ use crate::flow::{label, parse_label, DestinationView, HoldRequest};
 use crate::job::{Job, JobState};
 use crate::present::absolute;
 use crate::safe_text;
-use crate::store::Db;
+use crate::store::Store;
 use serde_json::json;
 use std::io::Write;
 
@@ -170,7 +170,11 @@ impl Ctl {
 
     /// Why a waiting job is not running yet, if flow control is the reason: its
     /// destination's hold, or the earlier job of its order key.
-    pub(super) fn waits_because(&self, db: &Db, job: &Job) -> Result<Option<String>, CtlError> {
+    pub(super) fn waits_because(
+        &self,
+        db: &dyn Store,
+        job: &Job,
+    ) -> Result<Option<String>, CtlError> {
         if !matches!(job.state, JobState::Queued | JobState::Retrying) {
             return Ok(None);
         }

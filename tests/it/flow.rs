@@ -1,14 +1,14 @@
 //! Flow control per destination (issue 18) through the real `jobd` and `jobctl` against a
 //! real HTTP server on 127.0.0.1: holds a 429 asks for (durable, across a restart, with
 //! no extra attempts and no slowdown of other destinations), `max_in_flight`, rates per
-//! destination and per key, order keys; and the store's rules directly (parking,
-//! merging, tokens by the clock, order-key heads with 100,000 keys).
+//! destination and per key, order keys; and a claim with 100,000 order keys. The store's
+//! rules (parking, merging, tokens by the clock, order-key heads) are conformance cases
+//! (`store/flow.rs`), run against every driver.
 
 use crate::common::{stdout, wait_until, Sandbox};
 use crate::http_server::{HttpServer, Request, Response};
-use jobd::flow::{DestinationLimit, HoldRequest};
 use jobd::job::NewJob;
-use jobd::store::{ClaimSpec, Db};
+use jobd::store::{ClaimSpec, Store};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -302,13 +302,15 @@ fn max_in_flight_rates_and_per_key_rates_hold() {
         (9.5..=10.5).contains(&took),
         "201 requests at 20/s took {took}s"
     );
-    // And no second of it saw more than the rate (plus the one the burst allows).
+    // And no second of it saw more than the rate, plus the burst (1) and one more: a
+    // claim a little late for its token keeps its place, so the next one may follow it
+    // sooner than 50 ms (half a token at most), and arrivals jitter by a few ms.
     for (i, first) in rated.iter().enumerate() {
         let within = rated[i..]
             .iter()
             .take_while(|s| s.at.duration_since(first.at) < Duration::from_secs(1))
             .count();
-        assert!(within <= 21, "{within} requests within a second from #{i}");
+        assert!(within <= 22, "{within} requests within a second from #{i}");
     }
 
     // Each shop has its own 10/s: 16 requests each take 1.5 s, both at once.
@@ -452,174 +454,22 @@ fn jobctl_holds_and_releases_a_destination_by_hand() {
     );
 }
 
-// ---- the store's rules, directly ----
+// ---- the claim with 100,000 order keys (SQLite: it reads the query plans too) ----
 
-fn store() -> (tempfile::TempDir, Db) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(
-        &dir.path().join("jobs.db"),
-        &jobd::store::OpenOptions {
-            create: true,
-            migrate: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    (dir, db)
-}
-
-fn to(destination: &str, key: &str) -> NewJob {
-    let mut job = NewJob::new("noop", json!({}));
-    job.destination = Some(destination.into());
-    if !key.is_empty() {
-        job.flow_key = Some(key.into());
-    }
-    job
-}
-
-fn claim(db: &mut Db, spec: &ClaimSpec, now: i64) -> (Vec<i64>, Option<i64>) {
-    let claimed = db
-        .write(|tx| tx.claim_flow(spec, None, "w", now + 60_000, now))
-        .unwrap();
-    (claimed.jobs.iter().map(|j| j.id).collect(), claimed.wake_at)
-}
-
-#[test]
-fn a_hold_parks_waiting_rows_new_ones_too_and_a_release_brings_them_back() {
-    let (_dir, mut db) = store();
-    let t0 = 1_000_000;
-    let ids = db
-        .write(|tx| tx.enqueue(&[to("b", ""), to("b", "k"), to("c", "")], t0))
-        .unwrap();
-    let hold = HoldRequest::new(
-        "b",
-        "",
-        Duration::from_secs(5),
-        t0,
-        Some(429),
-        "answered 429".into(),
-    );
-    assert_eq!(
-        db.write(|tx| tx.hold_destination(&hold, t0)).unwrap(),
-        Some(t0 + 5_000)
-    );
-    // A shorter hold changes nothing.
-    let short = HoldRequest::new("b", "", Duration::from_secs(1), t0, None, "x".into());
-    assert_eq!(
-        db.write(|tx| tx.hold_destination(&short, t0)).unwrap(),
-        None
-    );
-    let late = db.write(|tx| tx.enqueue(&[to("b", "")], t0 + 10)).unwrap();
-    assert_eq!(db.get(ids[0].id).unwrap().run_at, t0 + 5_000);
-    assert_eq!(db.get(late[0].id).unwrap().run_at, t0 + 5_000);
-    // Another key and another destination are not held.
-    assert_eq!(db.get(ids[1].id).unwrap().run_at, t0);
-    let spec = ClaimSpec {
-        limit: 10,
-        ..Default::default()
-    };
-    let (claimed, _) = claim(&mut db, &spec, t0 + 100);
-    assert_eq!(claimed, vec![ids[1].id, ids[2].id]);
-    assert_eq!(db.get(ids[0].id).unwrap().attempts, 0);
-    let reason = db.destination_hold("b", "").unwrap().unwrap();
-    assert_eq!((reason.status, reason.until), (Some(429), t0 + 5_000));
-    assert!(db
-        .write(|tx| tx.release_destination("b", "", t0 + 200))
-        .unwrap());
-    let (claimed, _) = claim(&mut db, &spec, t0 + 200);
-    assert_eq!(claimed, vec![ids[0].id, late[0].id]);
-    assert!(!db
-        .write(|tx| tx.release_destination("b", "", t0 + 300))
-        .unwrap());
-}
-
-#[test]
-fn claims_draw_tokens_by_the_clock_and_keep_in_flight_bounds() {
-    let (_dir, mut db) = store();
-    let t0 = 5_000_000;
-    let jobs: Vec<NewJob> = (0..10)
-        .map(|_| to("r", ""))
-        .chain((0..10).map(|_| to("m", "")))
-        .collect();
-    db.write(|tx| tx.enqueue(&jobs, t0)).unwrap();
-    let spec = ClaimSpec {
-        limit: 100,
-        destinations: vec![
-            DestinationLimit {
-                destination: "r".into(),
-                rate_per_second: Some(4.0),
-                burst: 2,
-                max_in_flight: None,
-            },
-            DestinationLimit {
-                destination: "m".into(),
-                rate_per_second: None,
-                burst: 1,
-                max_in_flight: Some(3),
-            },
-        ],
-        ..Default::default()
-    };
-    // The burst of r (2) and the room of m (3) at once; r's next token in 250 ms.
-    let (claimed, wake) = claim(&mut db, &spec, t0);
-    assert_eq!(claimed.len(), 5);
-    assert_eq!(wake, Some(t0 + 250));
-    let (claimed, _) = claim(&mut db, &spec, t0 + 249);
-    assert!(claimed.is_empty(), "{claimed:?}");
-    let (claimed, _) = claim(&mut db, &spec, t0 + 250);
-    assert_eq!(claimed.len(), 1);
-    // A second later: 2 tokens (the burst), not 4; m still full.
-    let (claimed, _) = claim(&mut db, &spec, t0 + 1_250);
-    assert_eq!(claimed.len(), 2);
-    let views = db.destinations(&spec.destinations, t0 + 1_250).unwrap();
-    let m = views.iter().find(|v| v.destination == "m").unwrap();
-    assert_eq!((m.in_flight, m.waiting), (3, 7));
-    let r = views.iter().find(|v| v.destination == "r").unwrap();
-    assert_eq!((r.in_flight, r.waiting), (5, 5));
-    assert!(r.tokens.unwrap() < 1.0);
-}
-
-#[test]
-fn an_order_keys_next_job_goes_when_its_head_finishes_however_it_finishes() {
-    let (_dir, mut db) = store();
-    let t0 = 9_000_000;
-    let jobs: Vec<NewJob> = (0..4)
-        .map(|_| NewJob::new("noop", json!({})).order_key("k"))
-        .collect();
-    let ids: Vec<i64> = db
-        .write(|tx| tx.enqueue(&jobs, t0))
+fn claim(db: &mut dyn Store, spec: &ClaimSpec, now: i64) -> Vec<i64> {
+    db.write(|tx| tx.claim_flow(spec, None, "w", now + 60_000, now))
         .unwrap()
+        .jobs
         .iter()
-        .map(|e| e.id)
-        .collect();
-    let spec = ClaimSpec {
-        limit: 10,
-        ..Default::default()
-    };
-    let (claimed, _) = claim(&mut db, &spec, t0);
-    assert_eq!(claimed, vec![ids[0]]);
-    assert!(db.get(ids[1]).unwrap().order_blocked);
-    assert_eq!(db.order_head("k").unwrap(), Some(ids[0]));
-    // Cancelling a job behind the head lets nobody through.
-    db.write(|tx| tx.cancel(ids[2], t0)).unwrap();
-    assert!(claim(&mut db, &spec, t0).0.is_empty());
-    // The head dies: the next one in line goes.
-    let conn = rusqlite::Connection::open(db.path()).unwrap();
-    conn.execute(
-        "UPDATE jobs SET state = 'dead', lease_until = NULL, finished_at = ?2 WHERE id = ?1",
-        rusqlite::params![ids[0], t0],
-    )
-    .unwrap();
-    assert_eq!(claim(&mut db, &spec, t0).0, vec![ids[1]]);
-    // The dead head sent round again waits behind the running one.
-    db.write(|tx| tx.revive(&[ids[0]], t0)).unwrap();
-    assert!(db.get(ids[0]).unwrap().order_blocked);
-    assert!(claim(&mut db, &spec, t0).0.is_empty());
+        .map(|j| j.id)
+        .collect()
 }
 
 #[test]
 fn a_claim_with_100000_order_keys_walks_only_their_heads() {
-    let (_dir, mut db) = store();
+    let s = Sandbox::new("", "");
+    let mut store = s.migrate();
+    let db = &mut *store;
     let t0 = 20_000_000;
     // 100,000 keys with two jobs each: 100,000 heads, 100,000 rows behind them.
     let jobs: Vec<NewJob> = (0..200_000)
@@ -635,7 +485,7 @@ fn a_claim_with_100000_order_keys_walks_only_their_heads() {
     let started = Instant::now();
     let mut claimed = Vec::new();
     for _ in 0..50 {
-        claimed.extend(claim(&mut db, &spec, t0).0);
+        claimed.extend(claim(db, &spec, t0));
     }
     let took = started.elapsed();
     assert_eq!(claimed.len(), 800);
@@ -649,7 +499,9 @@ fn a_claim_with_100000_order_keys_walks_only_their_heads() {
         "50 claims of 16 took {took:?} with 100,000 blocked rows"
     );
     let plans = db
-        .write(|tx| tx.claim_query_plans())
+        .sqlite()
+        .expect("a SQLite store")
+        .claim_query_plans()
         .unwrap()
         .into_iter()
         .map(|(name, plan)| format!("{name}: {plan}"))

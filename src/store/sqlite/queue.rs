@@ -4,8 +4,9 @@
 
 use super::flow::FlowBudget;
 use super::{Result, StoreError};
-use crate::flow::{DestinationLimit, Router};
+use crate::flow::Router;
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Resolution, Transition, UnixMillis};
+use crate::store::{Applied, ClaimSpec, Claimed, Enqueued, HeldClaim};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use std::sync::LazyLock;
 
@@ -178,62 +179,11 @@ fn expect_one(id: JobId, action: &'static str, changed: usize) -> Result<()> {
 /// A finished job: succeeded, dead or cancelled.
 const TERMINAL: &str = "(state = 'succeeded' OR state = 'dead' OR state = 'cancelled')";
 
-/// The result of enqueuing one job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Enqueued {
-    pub id: JobId,
-    /// A job with the same unique key already existed; `id` is that job's.
-    pub duplicate: bool,
-}
-
-/// What a completion did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
-    /// The job moved to this state.
-    Moved(JobState),
-    /// The job was no longer this attempt's (its lease ran out and it moved on, or an
-    /// operator acted): nothing changed.
-    Stale,
-}
-
-/// How many jobs to claim, overall and per limited queue.
-#[derive(Debug, Clone, Default)]
-pub struct ClaimSpec {
-    pub limit: usize,
-    /// Queues with a concurrency limit and how many more of each may be claimed now.
-    /// Queues not named here are bounded by `limit` alone.
-    pub limited_queues: Vec<(String, usize)>,
-    /// The limits of destinations that have any (rate, in flight): their tokens and room
-    /// bound the claim across every daemon. Others are bounded by the queues alone.
-    pub destinations: Vec<DestinationLimit>,
-}
-
-/// What a claim took, and when a destination it had to leave rows of gets its next
-/// token (the dispatcher looks again then).
-#[derive(Debug, Clone, Default)]
-pub struct Claimed {
-    pub jobs: Vec<Job>,
-    pub wake_at: Option<UnixMillis>,
-}
-
 /// The most rows one claim steps over because their destination is at its limit; rows
 /// behind them wait for the next claim.
 const FLOW_WALK_LIMIT: usize = 4096;
 /// Rows read at a time while stepping over them.
 const FLOW_WALK_PAGE: usize = 256;
-
-impl ClaimSpec {
-    /// Claims nothing from these queues (paused ones): each is bounded to no room, so the
-    /// claim's per-queue exclusion (`queue NOT IN (...)`) leaves their rows alone.
-    pub fn exclude(&mut self, queues: &[String]) {
-        for queue in queues {
-            match self.limited_queues.iter_mut().find(|(q, _)| q == queue) {
-                Some((_, room)) => *room = 0,
-                None => self.limited_queues.push((queue.clone(), 0)),
-            }
-        }
-    }
-}
 
 /// A running job whose lease ran out: id, kind, attempts, own max_attempts, worker,
 /// when it was last touched, and whose claim it was.
@@ -247,22 +197,8 @@ type ExpiredLease = (
     HeldClaim,
 );
 
-/// What the row of a running job says about the claim holding it, for deciding whether
-/// its handler started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeldClaim {
-    pub id: JobId,
-    /// The attempt the claim reserved.
-    pub attempt: u32,
-    /// The claiming daemon's number for the claim; None if it was claimed without one
-    /// (by a jobd older than schema 4, or outside the daemon).
-    pub claim: Option<i64>,
-    /// When the handler started, once the daemon has recorded it.
-    pub started_at: Option<UnixMillis>,
-}
-
 /// One write transaction, offering the queue's transitions.
-pub struct Tx<'a> {
+pub struct SqliteTx<'a> {
     pub(super) tx: &'a Transaction<'a>,
     /// Gives each job enqueued without a destination its route ([`crate::flow`]).
     router: Option<&'a dyn Router>,
@@ -389,9 +325,9 @@ struct ClaimableQueue {
     room: usize,
 }
 
-impl<'a> Tx<'a> {
-    pub(super) fn new(tx: &'a Transaction<'a>, router: Option<&'a dyn Router>) -> Tx<'a> {
-        Tx { tx, router }
+impl<'a> SqliteTx<'a> {
+    pub(super) fn new(tx: &'a Transaction<'a>, router: Option<&'a dyn Router>) -> SqliteTx<'a> {
+        SqliteTx { tx, router }
     }
 
     /// The transaction, for the store's other modules (sync state).
@@ -560,7 +496,7 @@ impl<'a> Tx<'a> {
     /// Claims ready jobs (`queued | retrying`, due by `now`) in priority, then run_at,
     /// then id order: each becomes `running` with its attempt counted and a lease. The
     /// attempt is only reserved: a job whose handler never starts gets it back
-    /// ([`Tx::rescue_expired`]). Without a claim number, recovery cannot tell whether
+    /// ([`SqliteTx::rescue_expired`]). Without a claim number, recovery cannot tell whether
     /// it started and charges it.
     pub fn claim(
         &self,
@@ -572,7 +508,7 @@ impl<'a> Tx<'a> {
         self.claim_numbered(spec, None, worker, lease_until, now)
     }
 
-    /// [`Tx::claim`], recording `claim` (the daemon's number for this claim, which its
+    /// [`SqliteTx::claim`], recording `claim` (the daemon's number for this claim, which its
     /// start journal names) on every row it claims.
     pub fn claim_numbered(
         &self,
@@ -796,31 +732,6 @@ impl<'a> Tx<'a> {
             .optional()?)
     }
 
-    /// `EXPLAIN QUERY PLAN` of each statement the claim runs, by name, as SQLite plans it
-    /// on this database: what the claim costs is shown, not assumed.
-    pub fn claim_query_plans(&self) -> Result<Vec<(&'static str, String)>> {
-        [
-            ("next_queue", &CLAIM.next_queue),
-            ("next_priority", &CLAIM.next_priority),
-            ("group_keys", &CLAIM.group_keys),
-            ("claim_group", &CLAIM.claim_group),
-            ("group_destinations", &CLAIM.group_destinations),
-            ("claim_one", &CLAIM.claim_one),
-        ]
-        .into_iter()
-        .map(|(name, sql)| {
-            // Unbound parameters: the plan does not depend on their values.
-            let mut stmt = self.tx.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-            let mut rows = stmt.raw_query();
-            let mut details = Vec::new();
-            while let Some(row) = rows.next()? {
-                details.push(row.get::<_, String>(3)?);
-            }
-            Ok((name, details.join(" | ")))
-        })
-        .collect()
-    }
-
     /// Records a finished attempt: moves the job as the resolution says, writes the
     /// attempt row, and enqueues any follow-ups, all or nothing. A completion for an
     /// attempt that no longer holds the job changes nothing and says so.
@@ -828,7 +739,7 @@ impl<'a> Tx<'a> {
         self.complete_started(done, None, now)
     }
 
-    /// [`Tx::complete`], with the handler's start in microseconds for the attempt row.
+    /// [`SqliteTx::complete`], with the handler's start in microseconds for the attempt row.
     pub fn complete_started(
         &self,
         done: &Completion,
@@ -1274,4 +1185,31 @@ impl<'a> Tx<'a> {
         let state = state.ok_or(StoreError::NotFound(id))?;
         state.parse().map_err(StoreError::Corrupt)
     }
+}
+
+/// `EXPLAIN QUERY PLAN` of each statement the claim runs, by name, as SQLite plans it
+/// on this database: what the claim costs is shown, not assumed.
+pub(super) fn claim_query_plans(
+    conn: &rusqlite::Connection,
+) -> Result<Vec<(&'static str, String)>> {
+    [
+        ("next_queue", &CLAIM.next_queue),
+        ("next_priority", &CLAIM.next_priority),
+        ("group_keys", &CLAIM.group_keys),
+        ("claim_group", &CLAIM.claim_group),
+        ("group_destinations", &CLAIM.group_destinations),
+        ("claim_one", &CLAIM.claim_one),
+    ]
+    .into_iter()
+    .map(|(name, sql)| {
+        // Unbound parameters: the plan does not depend on their values.
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        let mut rows = stmt.raw_query();
+        let mut details = Vec::new();
+        while let Some(row) = rows.next()? {
+            details.push(row.get::<_, String>(3)?);
+        }
+        Ok((name, details.join(" | ")))
+    })
+    .collect()
 }

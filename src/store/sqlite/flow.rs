@@ -3,24 +3,12 @@
 //! the token buckets and in-flight counts a claim draws on ([`FlowBudget`]), and the
 //! operator's view of every destination. The rules themselves are in [`crate::flow`].
 
-use super::queue::Tx;
-use super::{Db, Result};
+use super::{Result, SqliteStore, SqliteTx};
 use crate::flow::{merge_hold, Bucket, DestinationLimit, DestinationView, HoldRequest};
 use crate::job::UnixMillis;
+use crate::store::DestinationHold;
 use rusqlite::{params, OptionalExtension};
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-
-/// A destination's hold as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DestinationHold {
-    pub destination: String,
-    pub flow_key: String,
-    pub until: UnixMillis,
-    pub held_at: Option<UnixMillis>,
-    pub status: Option<u16>,
-    pub reason: Option<String>,
-}
 
 /// A waiting row of a destination: `(destination, flow_key)`.
 type DestinationKey = (String, String);
@@ -50,7 +38,7 @@ fn hold_in(
         .optional()?)
 }
 
-impl Tx<'_> {
+impl SqliteTx<'_> {
     /// Holds a destination (and key) until `hold.until`: no job of it is claimed before
     /// then, by any daemon; its waiting rows are parked (their `run_at` moved to the
     /// hold's end), so the claim never walks them and they are charged nothing. A hold
@@ -216,7 +204,7 @@ impl<'l> FlowBudget<'l> {
     /// Takes one row of `destination`/`flow_key` if its limits allow, drawing a token.
     pub(super) fn admit(
         &mut self,
-        tx: &Tx<'_>,
+        tx: &SqliteTx<'_>,
         destination: Option<&str>,
         flow_key: &str,
     ) -> Result<bool> {
@@ -277,7 +265,7 @@ impl<'l> FlowBudget<'l> {
 
     /// Writes back the buckets drawn from; returns when a destination that turned rows
     /// away has its next token.
-    pub(super) fn finish(self, tx: &Tx<'_>) -> Result<Option<UnixMillis>> {
+    pub(super) fn finish(self, tx: &SqliteTx<'_>) -> Result<Option<UnixMillis>> {
         let mut stmt = tx.conn().prepare_cached(
             "INSERT INTO destination_state (destination, flow_key, tokens, refilled_at, \
              updated_at) VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (destination, flow_key) \
@@ -297,7 +285,7 @@ impl<'l> FlowBudget<'l> {
     }
 }
 
-impl Db {
+impl SqliteStore {
     /// A destination's hold, if one was set (it may have ended: compare with now).
     pub fn destination_hold(
         &self,
@@ -411,7 +399,7 @@ impl Db {
     }
 }
 
-impl Db {
+impl SqliteStore {
     /// The job an order key's waiting jobs wait for: its unfinished head.
     pub fn order_head(&self, order_key: &str) -> Result<Option<crate::job::JobId>> {
         Ok(self

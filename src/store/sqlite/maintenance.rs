@@ -2,22 +2,12 @@
 //! daemon's policy that keeps the WAL bounded), online backups, `VACUUM`, and the file
 //! sizes the policy and the operator look at.
 
-use super::{Db, Result, StoreError};
+use super::{Result, SqliteStore, StoreError};
+use crate::store::{BackupInfo, Checkpoint, CheckpointMode};
 use rusqlite::backup::Backup;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// `PRAGMA wal_checkpoint(MODE)`. PASSIVE never waits; RESTART waits (up to the given
-/// wait) for readers to leave the WAL so the next writer starts it from the beginning;
-/// TRUNCATE does that and then cuts the file to zero bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckpointMode {
-    Passive,
-    Full,
-    Restart,
-    Truncate,
-}
 
 impl CheckpointMode {
     fn sql(self) -> &'static str {
@@ -30,28 +20,7 @@ impl CheckpointMode {
     }
 }
 
-/// What a checkpoint did, as SQLite reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Checkpoint {
-    /// A RESTART/TRUNCATE/FULL checkpoint could not finish: a reader or writer was in
-    /// the way for longer than the wait.
-    pub busy: bool,
-    /// Frames in the WAL (-1 if the database is not in WAL mode).
-    pub log_frames: i64,
-    /// Frames copied back into the database file.
-    pub checkpointed_frames: i64,
-}
-
-/// What `backup_to` wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackupInfo {
-    pub path: PathBuf,
-    pub bytes: u64,
-    pub jobs: u64,
-    pub schema_version: i64,
-}
-
-impl Db {
+impl SqliteStore {
     /// Runs a checkpoint, waiting at most `wait` for readers and writers (the connection's
     /// busy timeout is restored afterwards). A checkpoint that cannot finish is reported
     /// as `busy`, not as an error.
@@ -116,12 +85,6 @@ impl Db {
     /// The database file's size in bytes, WAL not included.
     pub fn file_size(&self) -> u64 {
         file_size(&self.path)
-    }
-
-    pub fn job_count(&self) -> Result<u64> {
-        Ok(self
-            .conn
-            .query_row("SELECT count(*) FROM jobs", [], |row| row.get(0))?)
     }
 
     /// Writes a consistent copy of the live database to `dest` while other connections
@@ -229,7 +192,7 @@ impl Db {
     /// Rebuilds the database file without free pages, then truncates the WAL the rebuild
     /// filled. Holds the write lock throughout: the daemon's writes wait (and, past the
     /// busy timeout, are held in its memory and retried).
-    pub fn vacuum(&mut self) -> Result<()> {
+    pub fn vacuum(&self) -> Result<()> {
         self.conn.execute_batch("VACUUM")?;
         self.checkpoint(CheckpointMode::Truncate, self.busy_timeout)?;
         Ok(())
