@@ -33,13 +33,16 @@ pub mod schema;
 pub mod template;
 
 use super::{Handler, JobContext, StopReason};
+use crate::config::problems::{Problem, Problems};
 use crate::config::Config;
 use crate::csvio::{CsvReader, Dialect, EncodingChoice};
+use crate::handlers::http::config::EndpointConfig;
 use crate::job::{Job, NewJob, Outcome, UnixMillis};
 use schema::{Column, ColumnConfig, ExtraColumns, RowError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -259,16 +262,23 @@ impl CsvImportPipeline {
         })
     }
 
-    /// [`CsvImportPipeline::compile`] plus what needs the rest of the config.
-    pub fn validate(&self, key: &str, config: &Config) -> Result<(), String> {
-        self.compile(key)?;
-        if !config.endpoints.contains_key(&self.endpoint) {
-            return Err(format!(
-                "{key}.endpoint: '{}' is not an [endpoints.NAME] entry",
-                self.endpoint
-            ));
+    /// [`CsvImportPipeline::compile`] (which stops at its first problem) plus the
+    /// endpoint it names, recording what is wrong.
+    pub fn validate(
+        &self,
+        key: &str,
+        endpoints: &BTreeMap<String, EndpointConfig>,
+        problems: &mut Problems,
+    ) {
+        if let Err(e) = self.compile(key) {
+            problems.add(Problem::from_keyed_text(&e));
         }
-        Ok(())
+        if !endpoints.contains_key(&self.endpoint) {
+            problems.push(
+                format!("{key}.endpoint"),
+                format!("'{}' is not an [endpoints.NAME] entry", self.endpoint),
+            );
+        }
     }
 }
 

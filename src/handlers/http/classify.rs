@@ -1,7 +1,7 @@
 //! What an HTTP answer means for the job: the status rules of an endpoint, `Retry-After`
 //! (seconds or HTTP-date) and the bounded error text. Pure functions, tested directly.
 
-use crate::config::EndpointConfig;
+use super::config::EndpointConfig;
 use std::time::{Duration, SystemTime};
 
 /// How much of a failed response's body goes into the error.
