@@ -176,6 +176,33 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_after_date_is_measured_from_the_clock_not_the_wall() {
+        // The header as every kind reads it, at a manual clock's now: 30 s before the date.
+        let date = "Fri, 31 Dec 1999 23:59:59 GMT";
+        let at = httpdate::parse_http_date(date).unwrap();
+        let at_ms = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::RETRY_AFTER, date.parse().unwrap());
+        assert_eq!(
+            retry_after_header(&headers, at_ms - 30_000),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after_header(&headers, at_ms + 1),
+            Some(Duration::ZERO)
+        );
+        headers.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after_header(&headers, at_ms), None);
+        assert_eq!(
+            retry_after_header(&reqwest::header::HeaderMap::new(), at_ms),
+            None
+        );
+    }
+
+    #[test]
     fn error_bodies_are_cut_at_two_kib_on_a_char_boundary() {
         let body = "é".repeat(3000);
         let excerpt = body_excerpt(body.as_bytes());
