@@ -1699,7 +1699,7 @@ impl Ctl {
             return Err(CtlError::Failure(format!(
                 "config {}: {}",
                 self.source.describe(),
-                problems.join("; ")
+                problems
             )));
         }
         // Before the first start there is no database yet: the config alone is checked,

@@ -33,15 +33,18 @@ pub mod schema;
 pub mod template;
 
 use super::{Handler, JobContext, StopReason};
+use crate::config::problems::{Problem, Problems};
 use crate::config::Config;
 use crate::csvio::{CsvReader, Dialect, EncodingChoice};
+use crate::files::AtomicFile;
+use crate::handlers::http::config::EndpointConfig;
 use crate::job::{Job, NewJob, Outcome, UnixMillis};
 use schema::{Column, ColumnConfig, ExtraColumns, RowError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use template::{Body, Rows};
 
@@ -259,16 +262,23 @@ impl CsvImportPipeline {
         })
     }
 
-    /// [`CsvImportPipeline::compile`] plus what needs the rest of the config.
-    pub fn validate(&self, key: &str, config: &Config) -> Result<(), String> {
-        self.compile(key)?;
-        if !config.endpoints.contains_key(&self.endpoint) {
-            return Err(format!(
-                "{key}.endpoint: '{}' is not an [endpoints.NAME] entry",
-                self.endpoint
-            ));
+    /// [`CsvImportPipeline::compile`] (which stops at its first problem) plus the
+    /// endpoint it names, recording what is wrong.
+    pub fn validate(
+        &self,
+        key: &str,
+        endpoints: &BTreeMap<String, EndpointConfig>,
+        problems: &mut Problems,
+    ) {
+        if let Err(e) = self.compile(key) {
+            problems.add(Problem::from_keyed_text(&e));
         }
-        Ok(())
+        if !endpoints.contains_key(&self.endpoint) {
+            problems.push(
+                format!("{key}.endpoint"),
+                format!("'{}' is not an [endpoints.NAME] entry", self.endpoint),
+            );
+        }
     }
 }
 
@@ -418,83 +428,32 @@ fn safe_name(name: &str) -> String {
     }
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", hash.finalize()))
-}
-
 /// Creates a directory (and parents) the group may read, others not.
 fn make_dir(path: &Path) -> Result<(), String> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(path)
+    crate::files::create_private_dir_all(path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
-/// Writes `bytes` to `path` through a temporary name, so the file appears whole or not
-/// at all, with exactly `mode` whatever the umask.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    let tmp = temp_name(path);
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
-        file.sync_data()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// A temporary name beside `path`, unique in this process, so two jobs writing the
-/// same name (the same file dropped twice) never rename each other's halves. Shortened
-/// like the outputs' own names, so a name that just fits still has a temporary one.
-fn temp_name(path: &Path) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(crate::ingest::spool::sidecar_name(
-        &format!(".{name}"),
-        &format!(".tmp-{}-{n}", std::process::id()),
-    ))
+/// Writes `bytes` to `path` whole or not at all, with exactly `mode`.
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    crate::files::write_atomic_with_mode(path, bytes, mode)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// The errors file, opened at the first failing row under a temporary name.
 struct ErrorsFile {
     path: PathBuf,
-    tmp: PathBuf,
-    writer: Option<csv::Writer<std::fs::File>>,
+    writer: Option<csv::Writer<AtomicFile>>,
 }
 
 impl ErrorsFile {
     fn new(path: PathBuf) -> ErrorsFile {
-        ErrorsFile {
-            tmp: temp_name(&path),
-            path,
-            writer: None,
-        }
+        ErrorsFile { path, writer: None }
     }
 
     fn add(&mut self, line: u64, errors: &[RowError]) -> Result<(), String> {
         if self.writer.is_none() {
-            let file = crate::files::create_private(&self.tmp)
+            let file = AtomicFile::create(&self.path)
                 .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
             let mut writer = csv::Writer::from_writer(file);
             writer
@@ -521,12 +480,9 @@ impl ErrorsFile {
         let Some(writer) = self.writer else {
             return Ok(None);
         };
-        let file = writer
-            .into_inner()
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
-        file.sync_data().map_err(|e| e.to_string())?;
-        std::fs::rename(&self.tmp, &self.path)
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", self.path.display());
+        let file = writer.into_inner().map_err(|e| fail(&e.error()))?;
+        file.commit().map_err(|e| fail(&e))?;
         Ok(Some(self.path))
     }
 }
@@ -569,7 +525,11 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
     }));
     let sha256 = match &payload.sha256 {
         Some(sha) => sha.to_ascii_lowercase(),
-        None => sha256_file(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+        None => {
+            crate::files::sha256_file(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                .0
+        }
     };
     let mut reader = CsvReader::open(&file, compiled.encoding, &compiled.dialect)
         .map_err(|e| format!("{name}: {e}"))?;
@@ -600,7 +560,7 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
         started_at: fmt_time(started),
         output_dir: output_dir.display().to_string(),
         summary_file: output_dir
-            .join(crate::ingest::spool::sidecar_name(&name, ".summary.json"))
+            .join(crate::files::sidecar_name(&name, ".summary.json"))
             .display()
             .to_string(),
         bodies_file: bodies.path.display().to_string(),
@@ -608,7 +568,7 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
         ..Summary::default()
     };
     let mut errors_file =
-        ErrorsFile::new(output_dir.join(crate::ingest::spool::sidecar_name(&name, ".errors.csv")));
+        ErrorsFile::new(output_dir.join(crate::files::sidecar_name(&name, ".errors.csv")));
     let mut batcher = Batcher::new(&payload.pipeline, p, &compiled, &sha256, job, bodies);
     let scanned = scan(
         &mut reader,
