@@ -167,8 +167,17 @@ fn span(seen: &[Seen]) -> Duration {
     seen.last().unwrap().at.duration_since(seen[0].at)
 }
 
+/// The daemon-driven tests here measure rates: one at a time, so they do not slow each
+/// other down on a small machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn a_429_holds_its_destination_durably_without_slowing_the_others() {
+    let _alone = one_at_a_time();
     let script: Arc<Script> = Arc::new(|path: &str, n: usize| {
         if path.starts_with("/b/first") && n == 0 {
             (429, vec![("Retry-After".into(), "5".into())])
@@ -176,7 +185,7 @@ fn a_429_holds_its_destination_durably_without_slowing_the_others() {
             (200, Vec::new())
         }
     });
-    let server = Server::start(Duration::from_millis(15), script);
+    let server = Server::start(Duration::from_millis(10), script);
     let s = sandbox(
         16,
         &format!(
@@ -185,15 +194,20 @@ fn a_429_holds_its_destination_durably_without_slowing_the_others() {
         ),
     );
     let mut daemon = s.spawn_jobd(&[]);
-    let a_jobs = |round: &str| -> Vec<Value> {
-        (0..2000)
+    // How long 1,000 jobs of `a` take to drain on 16 workers; the best of two rounds, so
+    // a moment of load elsewhere on the machine does not decide the comparison.
+    let drain = |round: &str| -> Duration {
+        let jobs: Vec<Value> = (0..1000)
             .map(|i| http_job("a", &format!("/a/{round}/{i}"), json!({"i": i})))
-            .collect()
+            .collect();
+        enqueue(&s, &format!("{round}.ndjson"), &jobs);
+        let prefix = format!("/a/{round}/");
+        wait_until(Duration::from_secs(60), "a round of a", || {
+            server.seen_under(&prefix).len() == 1000
+        });
+        span(&server.seen_under(&prefix))
     };
-    // Without a hold: how fast 2,000 jobs of `a` drain on 16 workers.
-    enqueue(&s, "a1.ndjson", &a_jobs("one"));
-    wait_until(Duration::from_secs(60), "round one", || all_done(&s));
-    let without = span(&server.seen_under("/a/one/"));
+    let without = drain("one").min(drain("two"));
 
     // `b` answers 429 with Retry-After: 5 and is held; 200 more jobs of it wait.
     enqueue(&s, "b1.ndjson", &[http_job("b", "/b/first", json!({}))]);
@@ -203,30 +217,24 @@ fn a_429_holds_its_destination_durably_without_slowing_the_others() {
         .map(|i| http_job("b", &format!("/b/later/{i}"), json!({"i": i})))
         .collect();
     enqueue(&s, "b2.ndjson", &b_jobs);
-    enqueue(&s, "a2.ndjson", &a_jobs("two"));
-    wait_until(Duration::from_secs(60), "round two", || {
-        server.seen_under("/a/two/").len() == 2000
-    });
-    let with_hold = span(&server.seen_under("/a/two/"));
-    assert!(
-        with_hold.as_secs_f64() <= without.as_secs_f64() * 1.10 + 0.05,
-        "2,000 jobs of a took {with_hold:?} beside the held b, {without:?} alone"
-    );
-
     // A restart during the hold keeps it.
-    assert!(
-        first_429.elapsed() < Duration::from_secs(5),
-        "the drain took too long to test a restart inside the hold"
-    );
     stop(&mut daemon);
     assert!(held(&s, "b"), "the hold did not survive the stop");
-    let show = s.jobctl(&["show", "2002"]);
-    let text = stdout(&show);
+    let text = stdout(&s.jobctl(&["show", "2002"]));
     assert!(
         text.contains("held: b answered 429, Retry-After 5s, until"),
         "{text}"
     );
     let mut daemon = s.spawn_jobd(&[]);
+    let with_hold = drain("three").min(drain("four"));
+    assert!(
+        first_429.elapsed() < Duration::from_secs(5),
+        "the drains outlasted the hold: they were not measured beside it"
+    );
+    assert!(
+        with_hold.as_secs_f64() <= without.as_secs_f64() * 1.10 + 0.02,
+        "1,000 jobs of a took {with_hold:?} beside the held b, {without:?} alone"
+    );
     wait_until(Duration::from_secs(30), "b drained", || all_done(&s));
     stop(&mut daemon);
 
@@ -266,6 +274,7 @@ fn a_429_holds_its_destination_durably_without_slowing_the_others() {
 
 #[test]
 fn max_in_flight_rates_and_per_key_rates_hold() {
+    let _alone = one_at_a_time();
     let script: Arc<Script> = Arc::new(|_: &str, _: usize| (200, Vec::new()));
     let server = Server::start(Duration::from_millis(40), script);
     let s = sandbox(
@@ -328,6 +337,7 @@ fn max_in_flight_rates_and_per_key_rates_hold() {
 
 #[test]
 fn order_keys_keep_enqueue_order_and_a_retrying_head_blocks_only_its_key() {
+    let _alone = one_at_a_time();
     // Keys 0-3 fail once at their 10th job (500, retried after 2s); the others never do.
     let script: Arc<Script> = Arc::new(|path: &str, n: usize| {
         let parts: Vec<&str> = path.split('/').collect();
@@ -467,6 +477,7 @@ fn claim(db: &mut dyn Store, spec: &ClaimSpec, now: i64) -> Vec<i64> {
 
 #[test]
 fn a_claim_with_100000_order_keys_walks_only_their_heads() {
+    let _alone = one_at_a_time();
     let s = Sandbox::new("", "");
     let mut store = s.migrate();
     let db = &mut *store;
