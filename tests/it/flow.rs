@@ -439,6 +439,16 @@ fn jobctl_holds_and_releases_a_destination_by_hand() {
         show.contains("held: api maintenance window, until"),
         "{show}"
     );
+    // Two jobs of one order key: the second says whom it waits for.
+    for _ in 0..2 {
+        let out = s.jobctl(&["enqueue", "noop", "--order-key", "shop-1"]);
+        assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    }
+    let show = stdout(&s.jobctl(&["show", "3"]));
+    assert!(show.contains("behind job 2 of order key shop-1"), "{show}");
+    let json: Value = serde_json::from_str(&stdout(&s.jobctl(&["--json", "show", "3"]))).unwrap();
+    assert_eq!(json["waits"], "behind job 2 of order key shop-1");
+    assert_eq!(json["job"]["order_blocked"], true);
     // A shorter hold leaves the longer one standing.
     let out = s.jobctl(&["hold", "api", "--for", "1m"]);
     assert!(stdout(&out).contains("already"), "{}", stdout(&out));
@@ -452,9 +462,10 @@ fn jobctl_holds_and_releases_a_destination_by_hand() {
     assert!(server.seen_under("/api/").is_empty(), "sent while held");
     let out = s.jobctl(&["release", "api"]);
     assert!(stdout(&out).contains("api released"), "{}", stdout(&out));
-    wait_until(Duration::from_secs(10), "the job", || all_done(&s));
+    wait_until(Duration::from_secs(10), "the jobs", || all_done(&s));
     stop(&mut daemon);
     assert_eq!(server.seen_under("/api/").len(), 1);
+    assert_eq!(crate::common::count_state(&s.db(), "succeeded"), 3);
     let out = s.jobctl(&["release", "api"]);
     assert_eq!(out.status.code(), Some(3), "not held: {}", stdout(&out));
     let metrics = stdout(&s.jobctl(&["stats", "--format", "prometheus"]));
