@@ -2,9 +2,10 @@
 //! (success, duplicate, retry with `Retry-After`, or dead). Owns the per-endpoint
 //! clients and OAuth2 token caches shared by every worker. A job's destination limits
 //! (rate, in flight) are kept by the store at claim time; the holds an answer asks for
-//! are reported with the attempt and stored ([`holds`]). The in-memory rate limiter is
-//! left for jobs without a destination (inserted by hand), and the in-memory hold for
-//! the jobs this process claimed before the hold was stored.
+//! are reported with the attempt and stored ([`holds`]). An in-memory rate limiter per
+//! key spaces the requests of this process at the wire (and those of jobs without a
+//! destination, inserted by hand); the in-memory hold binds the jobs this process
+//! claimed before the hold was stored.
 
 pub mod auth;
 pub mod classify;
@@ -313,7 +314,10 @@ struct EndpointState {
     /// `query_secrets`: (parameter, value) pairs appended to every request URL.
     query_secrets: Result<Vec<(String, String)>, String>,
     tokens: TokenCache,
-    bucket: Option<Mutex<TokenBucket>>,
+    /// The endpoint's rate in this process, per flow key: it spaces the requests of jobs
+    /// the claim let through (which kept the rate across workers and daemons, but sees
+    /// neither the time from claim to send nor jobs without a destination).
+    buckets: Option<KeyedBuckets>,
     /// No request before this instant, per flow key ("" for the endpoint as a whole),
     /// with when (clock milliseconds) it was set: the other side asked us to slow down
     /// (429 with Retry-After, or a usage header near its limit). The stored hold keeps
@@ -355,12 +359,10 @@ impl EndpointState {
                 Ok((param.clone(), value))
             })
             .collect();
-        let bucket = config.rate_limit.map(|limit| {
-            Mutex::new(TokenBucket::new(
-                limit,
-                config.burst.unwrap_or(1),
-                Instant::now(),
-            ))
+        let buckets = config.rate_limit.map(|limit| KeyedBuckets {
+            limit,
+            burst: config.burst.unwrap_or(1),
+            buckets: Mutex::new(HashMap::new()),
         });
         Ok(EndpointState {
             config: config.clone(),
@@ -369,7 +371,7 @@ impl EndpointState {
             secret,
             query_secrets,
             tokens: TokenCache::default(),
-            bucket,
+            buckets,
             holds: Mutex::new(HashMap::new()),
         })
     }
@@ -736,8 +738,10 @@ impl Http {
         hold_state(&state, flow_key, wait, ctx.clock.now_ms());
     }
 
-    /// Waits for the endpoint's rate limit (only for a job without a destination: the
-    /// claim kept the others' rate) and any hold in real time, watching the stop signal.
+    /// Waits for the endpoint's rate limit in this process (per flow key) and, for a job
+    /// claimed before a hold was set (or without a destination), the hold, in real time,
+    /// watching the stop signal. A job the claim let through waits at most the jitter
+    /// between its claim and its send.
     fn wait_for_rate(
         &self,
         state: &EndpointState,
@@ -745,10 +749,9 @@ impl Http {
         ctx: &JobContext,
     ) -> Result<(), Outcome> {
         let reserved = state
-            .bucket
+            .buckets
             .as_ref()
-            .filter(|_| job.destination.is_none())
-            .map(|bucket| bucket.lock().expect("rate limit").reserve(Instant::now()));
+            .map(|buckets| buckets.reserve(&job.flow_key, Instant::now()));
         let until = Instant::now() + reserved.unwrap_or(Duration::ZERO);
         loop {
             let now = Instant::now();
@@ -767,8 +770,8 @@ impl Http {
             }
             let stop = ctx.stop.must_stop();
             if stop.is_some() || now >= ctx.deadline {
-                if let (Some(bucket), Some(_)) = (&state.bucket, reserved) {
-                    bucket.lock().expect("rate limit").release();
+                if let (Some(buckets), Some(_)) = (&state.buckets, reserved) {
+                    buckets.release(&job.flow_key);
                 }
                 return Err(match stop {
                     Some(StopReason::Cancelled) => Outcome::Cancelled {
@@ -1264,8 +1267,35 @@ fn hold_state(
         }
         *hold = (until, now_ms);
     }
-    if let Some(bucket) = &state.bucket {
-        bucket.lock().expect("rate limit").hold_until(now, until);
+}
+
+/// The most flow keys whose buckets one endpoint keeps in memory; past it they start
+/// afresh (the claim still keeps their rate).
+const MAX_KEYED_BUCKETS: usize = 10_000;
+
+/// An endpoint's token buckets in this process, one per flow key.
+struct KeyedBuckets {
+    limit: config::RateLimit,
+    burst: u32,
+    buckets: Mutex<HashMap<String, TokenBucket>>,
+}
+
+impl KeyedBuckets {
+    fn reserve(&self, key: &str, now: Instant) -> Duration {
+        let mut buckets = self.buckets.lock().expect("rate limit");
+        if buckets.len() >= MAX_KEYED_BUCKETS && !buckets.contains_key(key) {
+            buckets.clear();
+        }
+        buckets
+            .entry(key.to_string())
+            .or_insert_with(|| TokenBucket::new(self.limit, self.burst, now))
+            .reserve(now)
+    }
+
+    fn release(&self, key: &str) {
+        if let Some(bucket) = self.buckets.lock().expect("rate limit").get_mut(key) {
+            bucket.release();
+        }
     }
 }
 

@@ -1,5 +1,7 @@
-//! The token bucket behind an endpoint's `rate_limit`, shared by every worker. Its math
-//! takes `now` as an argument, so tests give explicit instants instead of sleeping.
+//! The in-process token bucket behind an endpoint's `rate_limit` (one per flow key),
+//! shared by every worker: it spaces this process's requests at the wire, after the
+//! claim kept the rate across daemons ([`crate::flow`]). Its math takes `now` as an
+//! argument, so tests give explicit instants instead of sleeping.
 
 use super::config::RateLimit;
 use std::time::{Duration, Instant};
@@ -31,12 +33,10 @@ impl TokenBucket {
     pub fn reserve(&mut self, now: Instant) -> Duration {
         self.earn(now);
         self.tokens -= 1.0;
-        // `last` may lie ahead of `now` after a hold: the wait counts from there.
-        let ahead = self.last.saturating_duration_since(now);
         if self.tokens >= 0.0 {
-            ahead
+            Duration::ZERO
         } else {
-            ahead + Duration::from_secs_f64(-self.tokens / self.rate)
+            Duration::from_secs_f64(-self.tokens / self.rate)
         }
     }
 
@@ -45,21 +45,6 @@ impl TokenBucket {
             let earned = now.duration_since(self.last).as_secs_f64() * self.rate;
             self.tokens = (self.tokens + earned).min(self.burst);
             self.last = now;
-        }
-    }
-
-    /// Nothing new goes before `until` (the other side asked us to slow down); later
-    /// reservations are spaced from there, so the requests held back do not all go at
-    /// once when the hold ends.
-    pub fn hold_until(&mut self, now: Instant, until: Instant) {
-        self.earn(now);
-        if until > self.last {
-            // One request may go when the hold ends, the rest at the rate; tokens owed
-            // are still owed, and nothing is earned during the hold.
-            if self.tokens >= 0.0 {
-                self.tokens = 1.0;
-            }
-            self.last = until;
         }
     }
 
@@ -99,16 +84,6 @@ mod tests {
             assert_eq!(bucket.reserve(later), Duration::ZERO);
         }
         assert_eq!(bucket.reserve(later).as_millis(), 500);
-    }
-
-    #[test]
-    fn a_hold_pushes_the_next_requests_past_it_and_spaces_them() {
-        let t0 = Instant::now();
-        let mut bucket = two_per_second(1, t0);
-        assert_eq!(bucket.reserve(t0), Duration::ZERO);
-        bucket.hold_until(t0, t0 + Duration::from_secs(3));
-        let waits: Vec<u128> = (0..3).map(|_| bucket.reserve(t0).as_millis()).collect();
-        assert_eq!(waits, vec![3000, 3500, 4000]);
     }
 
     #[test]
