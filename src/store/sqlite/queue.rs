@@ -6,7 +6,8 @@ use super::{Result, StoreError};
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Resolution, Transition, UnixMillis};
 use crate::store::{Applied, ClaimSpec, Enqueued, HeldClaim};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 
 /// The columns of a [`Job`], in the order [`job_from_row`] reads them.
 pub(super) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempts, \
@@ -158,21 +159,46 @@ fn schema_refusal(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// A guarded update checked beforehand must change exactly its one row.
-fn expect_one(id: JobId, action: &'static str, changed: usize) -> Result<()> {
-    if changed == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::RowsChanged {
-            id,
-            action,
-            changed,
-        })
-    }
+/// `template` with its state guards filled in from `job.rs`, so no state name is typed
+/// into a statement by hand: `{running}`, `{ready}` (what a claim takes), `{waiting}`,
+/// `{dead}`, `{terminal}` and `{active}` (queued, running or retrying: a run in
+/// progress). Built once per statement and kept for the process's life.
+pub(super) fn with_guards(template: &'static str) -> &'static str {
+    static BUILT: LazyLock<Mutex<HashMap<&'static str, &'static str>>> =
+        LazyLock::new(Default::default);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    built.entry(template).or_insert_with(|| {
+        let filled = template
+            .replace("{running}", running_guard())
+            .replace("{ready}", &state_guard(Transition::Claim))
+            .replace("{waiting}", &states_guard(&[JobState::Waiting]))
+            .replace("{dead}", &states_guard(&[JobState::Dead]))
+            .replace("{terminal}", terminal_guard())
+            .replace(
+                "{active}",
+                &states_guard(&[JobState::Queued, JobState::Running, JobState::Retrying]),
+            );
+        Box::leak(filled.into_boxed_str())
+    })
 }
 
-/// A finished job: succeeded, dead or cancelled.
-const TERMINAL: &str = "(state = 'succeeded' OR state = 'dead' OR state = 'cancelled')";
+/// `(state = 'succeeded' OR ...)`: a finished job, by [`JobState::is_terminal`].
+pub(super) fn terminal_guard() -> &'static str {
+    static GUARD: LazyLock<String> = LazyLock::new(|| {
+        let terminal: Vec<JobState> = JobState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        states_guard(&terminal)
+    });
+    &GUARD
+}
+
+/// `(state = 'running')`: the one state a job holds a lease in.
+pub(super) fn running_guard() -> &'static str {
+    static GUARD: LazyLock<String> = LazyLock::new(|| states_guard(&[JobState::Running]));
+    &GUARD
+}
 
 /// A running job whose lease ran out: id, kind, attempts, own max_attempts, worker,
 /// when it was last touched, and whose claim it was.
@@ -196,7 +222,10 @@ pub struct SqliteTx<'a> {
 /// finish it; the guard from `job.rs` comes on top.
 fn completion_sql(transition: Transition) -> &'static str {
     static SQL: LazyLock<Vec<(Transition, String)>> = LazyLock::new(|| {
-        let fence = "id = ?1 AND attempts = ?2 AND worker IS ?3 AND state = 'running'";
+        let fence = format!(
+            "id = ?1 AND attempts = ?2 AND worker IS ?3 AND {}",
+            running_guard()
+        );
         // Leaving `running` forgets which claim held the row and when it started.
         let left = "started_at = NULL, claim = NULL";
         [
@@ -338,19 +367,21 @@ impl<'a> SqliteTx<'a> {
     }
 
     /// Inserts in order. Runs of jobs without a unique key go in [`INSERT_ROWS`] rows per
-    /// statement: their ids are consecutive, ending at `last_insert_rowid()`, because this
-    /// transaction holds the write lock and a new rowid is the largest one plus one. A job
-    /// with a unique key goes in alone, so a conflict can name the job that exists.
+    /// statement, which returns their ids: one statement's new rowids rise in the order
+    /// of its VALUES, so the sorted ids are the jobs' in order, whoever else writes (no
+    /// reliance on `last_insert_rowid()` and one writer). A job with a unique key goes
+    /// in alone, so a conflict can name the job that exists.
     fn insert_all(
         &self,
         jobs: &[NewJob],
         link: ParentLink,
         now: UnixMillis,
     ) -> Result<Vec<Enqueued>> {
-        // No RETURNING: it costs a temporary B-tree per row. The SQL is built once; a
-        // single-job enqueue (the socket's usual request) never touches the long one.
+        // The SQL is built once; a single-job enqueue (the socket's usual request) never
+        // touches the long one, and takes its id from the connection's own last insert.
         static SINGLE: LazyLock<String> = LazyLock::new(|| insert_sql(1, true));
-        static MANY: LazyLock<String> = LazyLock::new(|| insert_sql(INSERT_ROWS, false));
+        static MANY: LazyLock<String> =
+            LazyLock::new(|| format!("{} RETURNING id", insert_sql(INSERT_ROWS, false)));
         let mut single = self.tx.prepare_cached(&SINGLE)?;
         let mut ids = Vec::with_capacity(jobs.len());
         let mut rest = jobs;
@@ -365,12 +396,20 @@ impl<'a> SqliteTx<'a> {
                 for job in &rest[..run] {
                     push_row(&mut values, job, link, now)?;
                 }
-                self.tx
-                    .prepare_cached(&MANY)?
-                    .execute(rusqlite::params_from_iter(values))
+                let mut many = self.tx.prepare_cached(&MANY)?;
+                let mut new_ids: Vec<JobId> = many
+                    .query_map(rusqlite::params_from_iter(values), |row| row.get(0))
+                    .map_err(schema_refusal)?
+                    .collect::<rusqlite::Result<_>>()
                     .map_err(schema_refusal)?;
-                let last = self.tx.last_insert_rowid();
-                ids.extend((last - run as i64 + 1..=last).map(|id| Enqueued {
+                if new_ids.len() != run {
+                    return Err(StoreError::InvalidJob(format!(
+                        "a batch insert of {run} jobs returned {} ids",
+                        new_ids.len()
+                    )));
+                }
+                new_ids.sort_unstable();
+                ids.extend(new_ids.into_iter().map(|id| Enqueued {
                     id,
                     duplicate: false,
                 }));
@@ -682,16 +721,33 @@ impl<'a> SqliteTx<'a> {
 
     /// Moves a waiting parent back to `queued` once none of its children is unfinished:
     /// a fresh attempt budget and the next stage, so its handler can sum up.
+    ///
+    /// The parent's row is written (locked) first and the children are counted in a
+    /// later statement: two children finishing at once in two transactions then meet at
+    /// the parent, and the second one's count sees the first one's commit, so exactly
+    /// one resumes it. (SQLite's write lock already serialises them; a driver with row
+    /// locks and per-statement snapshots needs the order.)
     fn resume_if_children_done(&self, parent: JobId, now: UnixMillis) -> Result<bool> {
-        static SQL: LazyLock<String> = LazyLock::new(|| {
+        static LOCK: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "UPDATE jobs SET state = 'queued', attempts = 0, stage = stage + 1, run_at = ?2, \
-                 updated_at = ?2 WHERE id = ?1 AND {guard} AND NOT EXISTS \
-                 (SELECT 1 FROM jobs WHERE parent_id = ?1 AND NOT {terminal})",
-                guard = state_guard(Transition::Resume),
-                terminal = TERMINAL
+                "UPDATE jobs SET updated_at = updated_at WHERE id = ?1 AND {}",
+                state_guard(Transition::Resume)
             )
         });
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE jobs SET state = '{queued}', attempts = 0, stage = stage + 1, \
+                 run_at = ?2, updated_at = ?2 WHERE id = ?1 AND {guard} AND NOT EXISTS \
+                 (SELECT 1 FROM jobs WHERE parent_id = ?1 AND NOT {terminal})",
+                queued = Transition::Resume.to_state().as_str(),
+                guard = state_guard(Transition::Resume),
+                terminal = terminal_guard()
+            )
+        });
+        if self.tx.prepare_cached(&LOCK)?.execute([parent])? == 0 {
+            // Not waiting (a follow-up's parent that finished, or gone): nothing to do.
+            return Ok(false);
+        }
         Ok(self
             .tx
             .prepare_cached(&SQL)?
@@ -736,10 +792,14 @@ impl<'a> SqliteTx<'a> {
         lease_until: UnixMillis,
         _now: UnixMillis,
     ) -> Result<usize> {
-        let mut stmt = self.tx.prepare_cached(
-            "UPDATE jobs SET lease_until = ?1 \
-             WHERE id = ?2 AND attempts = ?3 AND worker = ?4 AND state = 'running'",
-        )?;
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE jobs SET lease_until = ?1 \
+                 WHERE id = ?2 AND attempts = ?3 AND worker = ?4 AND {}",
+                running_guard()
+            )
+        });
+        let mut stmt = self.tx.prepare_cached(&SQL)?;
         let mut extended = 0;
         for (id, attempt) in jobs {
             extended += stmt.execute(params![lease_until, id, attempt, worker])?;
@@ -755,10 +815,14 @@ impl<'a> SqliteTx<'a> {
         starts: &[(JobId, u32, UnixMillis)],
         worker: &str,
     ) -> Result<usize> {
-        let mut stmt = self.tx.prepare_cached(
-            "UPDATE jobs SET started_at = ?3 \
-             WHERE id = ?1 AND attempts = ?2 AND worker = ?4 AND state = 'running'",
-        )?;
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE jobs SET started_at = ?3 \
+                 WHERE id = ?1 AND attempts = ?2 AND worker = ?4 AND {}",
+                running_guard()
+            )
+        });
+        let mut stmt = self.tx.prepare_cached(&SQL)?;
         let mut recorded = 0;
         for (id, attempt, at) in starts {
             recorded += stmt.execute(params![id, attempt, at, worker])?;
@@ -780,10 +844,14 @@ impl<'a> SqliteTx<'a> {
         started: &dyn Fn(&HeldClaim) -> bool,
     ) -> Result<Vec<(JobId, JobState)>> {
         let expired: Vec<ExpiredLease> = {
-            let mut stmt = self.tx.prepare_cached(
-                "SELECT id, kind, attempts, max_attempts, worker, updated_at, claim, started_at \
-                 FROM jobs WHERE state = 'running' AND (?2 OR lease_until < ?1)",
-            )?;
+            static SQL: LazyLock<String> = LazyLock::new(|| {
+                format!(
+                    "SELECT id, kind, attempts, max_attempts, worker, updated_at, claim, \
+                     started_at FROM jobs WHERE {} AND (?2 OR lease_until < ?1)",
+                    state_guard(Transition::RescueExpired)
+                )
+            });
+            let mut stmt = self.tx.prepare_cached(&SQL)?;
             let rows = stmt.query_map(params![now, all], |row| {
                 Ok((
                     row.get(0)?,
@@ -885,30 +953,38 @@ impl<'a> SqliteTx<'a> {
     /// An operator sends dead or cancelled jobs round again: queued now, attempts reset.
     /// A job in any other state is refused, naming its state.
     pub fn revive(&self, ids: &[JobId], now: UnixMillis) -> Result<Vec<JobId>> {
-        let guard = state_guard(Transition::Revive);
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE jobs SET state = '{queued}', attempts = 0, run_at = ?2, \
+                 finished_at = NULL, cancel_requested = 0, worker = NULL, updated_at = ?2 \
+                 WHERE id = ?1 AND {guard}",
+                queued = Transition::Revive.to_state().as_str(),
+                guard = state_guard(Transition::Revive)
+            )
+        });
+        let mut stmt = self.tx.prepare_cached(&SQL)?;
         for id in ids {
-            let state = self.state_of(*id)?;
-            Transition::Revive.check(*id, state)?;
-            let changed = self
-                .tx
-                .prepare_cached(&format!(
-                    "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?2, \
-                     finished_at = NULL, cancel_requested = 0, worker = NULL, updated_at = ?2 \
-                     WHERE id = ?1 AND {guard}"
-                ))?
-                .execute(params![id, now])?;
-            expect_one(*id, "retry", changed)?;
+            let changed = stmt.execute(params![id, now])?;
+            if changed != 1 {
+                return Err(self.refusal(*id, Transition::Revive, "retry", changed));
+            }
         }
         Ok(ids.to_vec())
     }
 
     /// Revives every dead job, or those of one kind. Returns their ids.
     pub fn revive_dead(&self, kind: Option<&str>, now: UnixMillis) -> Result<Vec<JobId>> {
-        let mut stmt = self.tx.prepare_cached(
-            "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?1, finished_at = NULL, \
-             cancel_requested = 0, worker = NULL, updated_at = ?1 \
-             WHERE state = 'dead' AND (?2 IS NULL OR kind = ?2) RETURNING id",
-        )?;
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            debug_assert!(Transition::Revive.allows(JobState::Dead));
+            format!(
+                "UPDATE jobs SET state = '{queued}', attempts = 0, run_at = ?1, \
+                 finished_at = NULL, cancel_requested = 0, worker = NULL, updated_at = ?1 \
+                 WHERE {dead} AND (?2 IS NULL OR kind = ?2) RETURNING id",
+                queued = Transition::Revive.to_state().as_str(),
+                dead = states_guard(&[JobState::Dead])
+            )
+        });
+        let mut stmt = self.tx.prepare_cached(&SQL)?;
         let ids = stmt.query_map(params![now, kind], |row| row.get(0))?;
         Ok(ids.collect::<rusqlite::Result<Vec<JobId>>>()?)
     }
@@ -916,36 +992,75 @@ impl<'a> SqliteTx<'a> {
     /// An operator cancels a job: a waiting one is cancelled at once; a running one is
     /// asked to stop (its handler sees the request and the job ends `cancelled`).
     /// Returns the state the job is in afterwards.
+    ///
+    /// Each way is one guarded update whose changed rows decide, never a state read
+    /// first: a job that moves meanwhile (under a driver with row locks) is not
+    /// mistaken for one in the state it was read in.
     pub fn cancel(&self, id: JobId, now: UnixMillis) -> Result<JobState> {
-        let state = self.state_of(id)?;
-        Transition::Cancel.check(id, state)?;
-        if state == JobState::Running {
-            let changed = self
-                .tx
-                .prepare_cached(
-                    "UPDATE jobs SET cancel_requested = 1, updated_at = ?2 \
-                     WHERE id = ?1 AND state = 'running'",
-                )?
-                .execute(params![id, now])?;
-            expect_one(id, "the cancel request", changed)?;
-            return Ok(JobState::Running);
-        }
         static CANCEL_WAITING: LazyLock<String> = LazyLock::new(|| {
+            let waiting: Vec<JobState> = Transition::Cancel
+                .from_states()
+                .iter()
+                .copied()
+                .filter(|s| *s != JobState::Running)
+                .collect();
             format!(
-                "UPDATE jobs SET state = 'cancelled', finished_at = ?2, updated_at = ?2, \
-                 last_error = 'cancelled by an operator' WHERE id = ?1 AND {} AND state <> 'running'",
-                state_guard(Transition::Cancel)
+                "UPDATE jobs SET state = '{cancelled}', finished_at = ?2, updated_at = ?2, \
+                 last_error = 'cancelled by an operator' WHERE id = ?1 AND {guard} \
+                 RETURNING parent_id",
+                cancelled = Transition::Cancel.to_state().as_str(),
+                guard = states_guard(&waiting)
             )
         });
-        let changed = self
+        static REQUEST_STOP: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE jobs SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1 AND {}",
+                running_guard()
+            )
+        });
+        let cancelled: Option<Option<JobId>> = self
             .tx
             .prepare_cached(&CANCEL_WAITING)?
-            .execute(params![id, now])?;
-        expect_one(id, "cancel", changed)?;
-        if let Some(parent) = self.parent_of(id)? {
-            self.resume_if_children_done(parent, now)?;
+            .query_row(params![id, now], |row| row.get(0))
+            .optional()?;
+        if let Some(parent) = cancelled {
+            if let Some(parent) = parent {
+                self.resume_if_children_done(parent, now)?;
+            }
+            return Ok(JobState::Cancelled);
         }
-        Ok(JobState::Cancelled)
+        let asked = self
+            .tx
+            .prepare_cached(&REQUEST_STOP)?
+            .execute(params![id, now])?;
+        if asked == 1 {
+            return Ok(JobState::Running);
+        }
+        Err(self.refusal(id, Transition::Cancel, "cancel", asked))
+    }
+
+    /// Why a guarded update of one job changed `changed` rows instead of 1: the job is
+    /// missing, its state forbids the transition, or (its state allowing it) something
+    /// else kept the row from changing.
+    pub(super) fn refusal(
+        &self,
+        id: JobId,
+        transition: Transition,
+        action: &'static str,
+        changed: usize,
+    ) -> StoreError {
+        let state = match self.state_of(id) {
+            Ok(state) => state,
+            Err(e) => return e,
+        };
+        match transition.check(id, state) {
+            Err(forbidden) => forbidden.into(),
+            Ok(_) => StoreError::RowsChanged {
+                id,
+                action,
+                changed,
+            },
+        }
     }
 
     fn parent_of(&self, id: JobId) -> Result<Option<JobId>> {
@@ -1012,8 +1127,10 @@ impl<'a> SqliteTx<'a> {
         Ok(self
             .tx
             .query_row(
-                "SELECT id FROM jobs WHERE (state = 'queued' OR state = 'retrying') \
-                 AND json_extract(payload, '$.note') = ?1 ORDER BY id LIMIT 1",
+                with_guards(
+                    "SELECT id FROM jobs WHERE {ready} \
+                     AND json_extract(payload, '$.note') = ?1 ORDER BY id LIMIT 1",
+                ),
                 [note],
                 |row| row.get(0),
             )
