@@ -1,7 +1,8 @@
 //! The operator's reads: one job with its attempts and children, filtered lists, and the
 //! counts behind `jobctl stats`.
 
-use super::queue::{job_from_row, with_guards, JOB_COLUMNS};
+use super::guards::with_guards;
+use super::queue::{job_from_row, JOB_COLUMNS};
 use super::{Result, SqliteStore, StoreError};
 use crate::job::{Job, JobId, JobState, UnixMillis};
 use crate::store::{Attempt, JobFilter, Stats};

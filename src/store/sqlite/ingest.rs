@@ -2,7 +2,8 @@
 //! never makes two jobs of one file), the dedupe lookup by content and name, and folder
 //! sets still waiting for their files.
 
-use super::queue::{state_guard, states_guard, SqliteTx};
+use super::guards::{state_guard, states_guard};
+use super::queue::SqliteTx;
 use super::{Result, SqliteStore, StoreError};
 use crate::job::{JobId, JobState, NewJob, Transition, UnixMillis};
 use crate::store::{IngestRecord, PendingFolder, StoreTx};
@@ -11,7 +12,7 @@ use std::sync::LazyLock;
 
 impl SqliteTx<'_> {
     /// Runs `work` inside the surrounding transaction in a savepoint, kept only if
-    /// `work` says so ([`crate::store::StoreTx::atomically`]), so a failed ingest step
+    /// `work` says so (`dyn StoreTx::atomically`), so a failed ingest step
     /// leaves the rest of a group commit standing.
     pub fn savepoint(&self, work: &mut dyn FnMut(&dyn StoreTx) -> bool) -> Result<()> {
         self.tx.execute_batch("SAVEPOINT ingest")?;

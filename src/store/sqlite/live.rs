@@ -1,7 +1,7 @@
 //! What `jobctl top` watches besides the counts: the jobs running now (which worker, since
 //! when) and the latest deaths. Reads only, each on a partial index or a bounded scan.
 
-use super::queue::with_guards;
+use super::guards::with_guards;
 use super::{Result, SqliteStore};
 use crate::store::{Death, RunningJob};
 

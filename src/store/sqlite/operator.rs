@@ -2,7 +2,8 @@
 //! filter picks (in chunks of ids, each chunk one short transaction), run-now, and the
 //! progress handlers report while an attempt runs.
 
-use super::queue::{job_from_row, state_guard, states_guard, with_guards, SqliteTx, JOB_COLUMNS};
+use super::guards::{state_guard, states_guard, with_guards};
+use super::queue::{job_from_row, SqliteTx, JOB_COLUMNS};
 use super::{Result, SqliteStore, StoreError};
 use crate::job::{Job, JobId, JobState, Transition, UnixMillis};
 use crate::store::{AttemptProgress, ChildrenSummary, JobFilter, QueuePause};

@@ -2,7 +2,8 @@
 //! records in its completion transaction, the operator's list and reset, the "is a run
 //! of this pipeline live?" query the scheduler asks, and the mark a run's first page reads.
 
-use super::queue::{with_guards, SqliteTx};
+use super::guards::with_guards;
+use super::queue::SqliteTx;
 use super::{Result, SqliteStore, StoreError};
 use crate::job::{JobId, SyncMark, UnixMillis};
 use crate::store::SyncState;
