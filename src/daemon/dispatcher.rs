@@ -60,7 +60,7 @@ pub enum Command {
 }
 
 /// Work run inside the dispatcher's transaction. It gets the transaction and `now`, must
-/// leave the transaction usable whatever happens (use [`crate::store::StoreTx::atomically`]),
+/// leave the transaction usable whatever happens (use `dyn StoreTx::atomically`),
 /// and returns what to do once the turn's commit is known: the callback gets `Ok(())` if
 /// the commit held and the error if it did not. Runs on the dispatcher thread: keep it
 /// quick (renames, not copies).

@@ -6,9 +6,12 @@
 //! onto them.
 
 mod admin;
+mod claim;
 pub mod example;
 mod flow;
+mod guards;
 mod ingest;
+mod leases;
 mod live;
 mod maintenance;
 mod operator;
