@@ -475,6 +475,36 @@ fn jobctl_holds_and_releases_a_destination_by_hand() {
     );
 }
 
+#[test]
+fn a_plain_insert_with_an_order_key_waits_behind_its_keys_head() {
+    let s = Sandbox::new("", "");
+    let mut store = s.migrate();
+    let conn = rusqlite::Connection::open(s.db()).unwrap();
+    for _ in 0..3 {
+        conn.execute(
+            "INSERT INTO jobs (kind, payload, order_key) VALUES ('noop', '{}', 'k')",
+            [],
+        )
+        .unwrap();
+    }
+    let blocked: Vec<bool> = conn
+        .prepare("SELECT order_blocked FROM jobs ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(blocked, [false, true, true]);
+    // The head deleted by hand: the next one in line goes.
+    conn.execute("DELETE FROM jobs WHERE id = 1", []).unwrap();
+    let spec = ClaimSpec {
+        limit: 10,
+        ..Default::default()
+    };
+    let now = jobd::clock::Clock::now_ms(&jobd::clock::SystemClock) + 1_000;
+    assert_eq!(claim(&mut *store, &spec, now), vec![2]);
+}
+
 // ---- the claim with 100,000 order keys (SQLite: it reads the query plans too) ----
 
 fn claim(db: &mut dyn Store, spec: &ClaimSpec, now: i64) -> Vec<i64> {

@@ -648,7 +648,9 @@ impl Http {
                     }
                 })?;
         let headers = response.headers().clone();
-        if let Some((wait, why)) = holds::hold_from_answer(status, &headers, ctx.clock.now_ms()) {
+        let asked = holds::hold_from_answer(status, &headers, ctx.clock.now_ms())
+            .filter(|_| endpoint.honor_retry_after);
+        if let Some((wait, why)) = asked {
             self.report_hold(&state, job, &spec.endpoint, ctx, wait, status, &why);
         }
         let class = classify(status, endpoint);
@@ -1203,7 +1205,9 @@ fn answer(
     } else {
         None
     };
-    let hold = holds::hold_from_answer(status, response.headers(), ctx.clock.now_ms());
+    // `honor_retry_after = false` ignores what the other side asks for, holds included.
+    let hold = holds::hold_from_answer(status, response.headers(), ctx.clock.now_ms())
+        .filter(|_| endpoint.honor_retry_after);
     let reason = match status {
         413 => "payload too large",
         _ => response.status().canonical_reason().unwrap_or(""),
