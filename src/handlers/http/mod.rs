@@ -20,7 +20,7 @@ use crate::job::{Job, NewJob, Outcome};
 use auth::{header_secrets, is_sensitive_header, mask, mask_value, secret_forms, TokenCache};
 use classify::{body_excerpt, classify, retry_after_header, Class};
 use config::{AuthConfig, EndpointConfig, TokenRequestFormat};
-use rate::TokenBucket;
+use rate::KeyedBuckets;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, Url};
@@ -359,11 +359,9 @@ impl EndpointState {
                 Ok((param.clone(), value))
             })
             .collect();
-        let buckets = config.rate_limit.map(|limit| KeyedBuckets {
-            limit,
-            burst: config.burst.unwrap_or(1),
-            buckets: Mutex::new(HashMap::new()),
-        });
+        let buckets = config
+            .rate_limit
+            .map(|limit| KeyedBuckets::new(limit, config.burst.unwrap_or(1)));
         Ok(EndpointState {
             config: config.clone(),
             base_url,
@@ -1270,36 +1268,6 @@ fn hold_state(
             return;
         }
         *hold = (until, now_ms);
-    }
-}
-
-/// The most flow keys whose buckets one endpoint keeps in memory; past it they start
-/// afresh (the claim still keeps their rate).
-const MAX_KEYED_BUCKETS: usize = 10_000;
-
-/// An endpoint's token buckets in this process, one per flow key.
-struct KeyedBuckets {
-    limit: config::RateLimit,
-    burst: u32,
-    buckets: Mutex<HashMap<String, TokenBucket>>,
-}
-
-impl KeyedBuckets {
-    fn reserve(&self, key: &str, now: Instant) -> Duration {
-        let mut buckets = self.buckets.lock().expect("rate limit");
-        if buckets.len() >= MAX_KEYED_BUCKETS && !buckets.contains_key(key) {
-            buckets.clear();
-        }
-        buckets
-            .entry(key.to_string())
-            .or_insert_with(|| TokenBucket::new(self.limit, self.burst, now))
-            .reserve(now)
-    }
-
-    fn release(&self, key: &str) {
-        if let Some(bucket) = self.buckets.lock().expect("rate limit").get_mut(key) {
-            bucket.release();
-        }
     }
 }
 

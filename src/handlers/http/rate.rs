@@ -4,6 +4,8 @@
 //! argument, so tests give explicit instants instead of sleeping.
 
 use super::config::RateLimit;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
@@ -54,6 +56,46 @@ impl TokenBucket {
     }
 }
 
+/// The most flow keys whose buckets one endpoint keeps in memory; past it they start
+/// afresh (the claim still keeps their rate).
+const MAX_KEYED_BUCKETS: usize = 10_000;
+
+/// An endpoint's token buckets in this process, one per flow key.
+pub struct KeyedBuckets {
+    limit: RateLimit,
+    burst: u32,
+    buckets: Mutex<HashMap<String, TokenBucket>>,
+}
+
+impl KeyedBuckets {
+    pub fn new(limit: RateLimit, burst: u32) -> KeyedBuckets {
+        KeyedBuckets {
+            limit,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reserves one request of `key` and says how long after `now` it may be sent.
+    pub fn reserve(&self, key: &str, now: Instant) -> Duration {
+        let mut buckets = self.buckets.lock().expect("rate limit");
+        if buckets.len() >= MAX_KEYED_BUCKETS && !buckets.contains_key(key) {
+            buckets.clear();
+        }
+        buckets
+            .entry(key.to_string())
+            .or_insert_with(|| TokenBucket::new(self.limit, self.burst, now))
+            .reserve(now)
+    }
+
+    /// Gives back a reservation of `key` that was never used.
+    pub fn release(&self, key: &str) {
+        if let Some(bucket) = self.buckets.lock().expect("rate limit").get_mut(key) {
+            bucket.release();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +126,17 @@ mod tests {
             assert_eq!(bucket.reserve(later), Duration::ZERO);
         }
         assert_eq!(bucket.reserve(later).as_millis(), 500);
+    }
+
+    #[test]
+    fn each_key_has_its_own_bucket() {
+        let t0 = Instant::now();
+        let keyed = KeyedBuckets::new("2/s".parse().unwrap(), 1);
+        assert_eq!(keyed.reserve("a", t0), Duration::ZERO);
+        assert_eq!(keyed.reserve("b", t0), Duration::ZERO);
+        assert_eq!(keyed.reserve("a", t0).as_millis(), 500);
+        keyed.release("a");
+        assert_eq!(keyed.reserve("a", t0).as_millis(), 500);
     }
 
     #[test]
