@@ -335,12 +335,18 @@ impl Dispatcher {
             .min();
         let claim = free > 0 && (self.look_for_work || !reports.is_empty() || ready_work);
         let starts = self.starts_to_record(&reports, instant);
+        // Holds handlers asked for, finished or not (a pull waiting out a 429 inside its
+        // attempt): written in this turn, so no daemon claims the destination meanwhile.
+        for flight in self.in_flight.values() {
+            self.pending_holds.extend(flight.ticket.holds.take());
+        }
         let quiet = reports.is_empty()
             && !new_work
             && !claim
             && !heartbeat_due
             && !reap_due
-            && starts.is_empty();
+            && starts.is_empty()
+            && self.pending_holds.is_empty();
         if quiet {
             self.housekeeping(instant);
             return Ok(self.finished_once(false));
@@ -351,11 +357,6 @@ impl Dispatcher {
             .iter()
             .filter_map(|r| self.resolve(r, now))
             .collect();
-        for report in &reports {
-            if let Some(flight) = self.in_flight.get(&report.job_id) {
-                self.pending_holds.extend(flight.ticket.holds.take());
-            }
-        }
         let holds = &self.pending_holds;
         let spec = self.claim_spec(free, &reports);
         let starts_us: HashMap<JobId, i64> = reports
