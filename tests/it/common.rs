@@ -2,9 +2,11 @@
 
 #![allow(dead_code)]
 
-use jobd::store::{Db, OpenOptions};
+use jobd::job::{Job, JobId, JobState, NewJob};
+use jobd::store::{Attempt, Db, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const JOBD: &str = env!("CARGO_BIN_EXE_jobd");
@@ -195,4 +197,167 @@ pub fn wait_while_live(db: &Db, live: &[jobd::job::JobState], limit: Duration) {
         };
         live.iter().map(|s| stats.total(*s)).sum::<u64>() + claimed == 0
     });
+}
+
+/// A temp dir with a parsed config, a `data/` dir and the config's text in `jobd.toml`
+/// (for `jobctl`), whose [`InProcessDaemon::run`] runs the daemon inside the test process
+/// until nothing is live. The kinds' end-to-end tests (http, csv, relay, oneroster) share it.
+pub struct InProcessDaemon {
+    pub dir: tempfile::TempDir,
+    pub config: jobd::config::Config,
+}
+
+/// How [`InProcessDaemon::run_with`] runs the daemon; [`DaemonRun::default`] is what the
+/// real binary does, on the system clock.
+pub struct DaemonRun {
+    pub registry: jobd::handlers::Registry,
+    pub clock: jobd::clock::SharedClock,
+    /// `--once`: exit as soon as nothing is ready, instead of waiting for the jobs.
+    pub once: bool,
+    /// Write the jobs into the store before the daemon starts, instead of handing them to
+    /// the running daemon's client (always so with `once`, which would race a client).
+    pub preload: bool,
+    pub hooks: Vec<Arc<dyn jobd::daemon::JobHooks>>,
+    /// How long the jobs may take to finish.
+    pub limit: Duration,
+}
+
+impl Default for DaemonRun {
+    fn default() -> DaemonRun {
+        DaemonRun {
+            registry: jobd::handlers::Registry::builtin(),
+            clock: Arc::new(jobd::clock::SystemClock),
+            once: false,
+            preload: false,
+            hooks: vec![Arc::new(jobd::handlers::notify::DeadLetters)],
+            limit: Duration::from_secs(60),
+        }
+    }
+}
+
+impl InProcessDaemon {
+    /// `daemon_keys` follow the `[daemon]` paths (database, data_dir, socket); `rest` is
+    /// the TOML after them ([retry], [endpoints.*], [pipelines.*] ...).
+    pub fn new(daemon_keys: &str, rest: &str) -> InProcessDaemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/jobd.sock\"\n{daemon_keys}\n{rest}",
+            db = dir.path().join("jobs.db").display(),
+            data = dir.path().join("data").display(),
+        );
+        let config = jobd::config::Config::from_toml(&text, "test config")
+            .unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
+        std::fs::write(dir.path().join("jobd.toml"), &text).expect("write jobd.toml");
+        std::fs::create_dir_all(dir.path().join("data")).expect("create data dir");
+        InProcessDaemon { dir, config }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The config file, for `jobctl --config` and the real binary.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("jobd.toml")
+    }
+
+    /// The database, created and migrated if the daemon has not run yet.
+    pub fn db(&self) -> Db {
+        Db::open(
+            &self.config.daemon.database,
+            &OpenOptions {
+                create: true,
+                migrate: true,
+                ..OpenOptions::default()
+            },
+        )
+        .expect("open the test database")
+    }
+
+    pub fn job(&self, id: JobId) -> Job {
+        self.db().get(id).expect("get job")
+    }
+
+    pub fn attempts(&self, id: JobId) -> Vec<Attempt> {
+        self.db().attempts(id).expect("attempts")
+    }
+
+    /// The jobs of one kind, newest first.
+    pub fn jobs_of(&self, kind: &str) -> Vec<Job> {
+        let filter = jobd::store::JobFilter {
+            kind: Some(kind.into()),
+            limit: 1000,
+            ..Default::default()
+        };
+        self.db().list(&filter).expect("list jobs")
+    }
+
+    /// Enqueues `jobs` and runs the daemon in real time until nothing is live.
+    pub fn run(&self, jobs: Vec<NewJob>) -> Vec<JobId> {
+        self.run_with(jobs, DaemonRun::default())
+    }
+
+    /// Runs the daemon as `how` says: until nothing is queued, running, retrying or
+    /// waiting (or, with `once`, until nothing is ready); the jobs' ids.
+    pub fn run_with(&self, jobs: Vec<NewJob>, how: DaemonRun) -> Vec<JobId> {
+        let preloaded: Option<Vec<JobId>> = (how.preload || how.once).then(|| {
+            let now = how.clock.now_ms();
+            self.db()
+                .write(|tx| tx.enqueue(&jobs, now))
+                .expect("preload the jobs")
+                .into_iter()
+                .map(|e| e.id)
+                .collect()
+        });
+        let daemon = jobd::daemon::Daemon::start(
+            self.config.clone(),
+            jobd::daemon::DaemonOptions {
+                clock: how.clock,
+                registry: how.registry,
+                config_source: jobd::config::ConfigSource::Defaults,
+                once: how.once,
+                handle_signals: false,
+                hooks: how.hooks,
+            },
+        )
+        .expect("start the in-process daemon");
+        let client = daemon.client();
+        let ids = match preloaded {
+            Some(ids) => ids,
+            None => client
+                .enqueue(jobs)
+                .expect("enqueue through the daemon")
+                .into_iter()
+                .map(|e| e.id)
+                .collect(),
+        };
+        if !how.once {
+            wait_while_live(
+                &self.db(),
+                &[
+                    JobState::Queued,
+                    JobState::Running,
+                    JobState::Retrying,
+                    JobState::Waiting,
+                ],
+                how.limit,
+            );
+            client.shutdown();
+        }
+        daemon.wait().expect("the in-process daemon stops cleanly");
+        ids
+    }
+
+    /// `jobctl --config jobd.toml args...` through the real binary; its stdout, which
+    /// must be a success.
+    pub fn jobctl(&self, args: &[&str]) -> String {
+        let output = Command::new(JOBCTL)
+            .arg("--config")
+            .arg(self.config_file())
+            .args(args)
+            .output()
+            .expect("run jobctl");
+        assert!(output.status.success(), "jobctl {args:?}: {output:?}");
+        String::from_utf8(output.stdout).expect("jobctl writes UTF-8")
+    }
 }
