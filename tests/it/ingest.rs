@@ -2,6 +2,7 @@
 //! dedupe, folder sets and their timeout, dead inputs and retry, and kill -9 mid-burst.
 //! Also the daemon harness the socket tests share.
 
+use jobd::clock::{Clock, SystemClock};
 use jobd::job::{Job, JobState};
 use jobd::store::{Db, JobFilter, OpenOptions};
 use std::collections::BTreeMap;
@@ -202,9 +203,11 @@ const WATCH: &str =
     "[[watch]]\npath = \"{dir}/in\"\nsettle = \"1s\"\nrescan = \"1s\"\nkind = \"noop\"\n";
 
 #[test]
-fn a_slow_writer_is_not_taken_early_and_a_renamed_file_is_taken_within_100ms() {
+fn a_slow_writer_is_not_taken_early() {
     let daemon = TestDaemon::start(WATCH);
     // A producer writing in place, pausing between parts for less than the settle time.
+    // Its pauses are what is tested (the real binary settles on real time), so they stay
+    // sleeps.
     let path = daemon.input.join("slow.csv");
     let mut file = fs::File::create(&path).unwrap();
     for part in 0..8 {
@@ -227,23 +230,35 @@ fn a_slow_writer_is_not_taken_early_and_a_renamed_file_is_taken_within_100ms() {
         "taken before it was complete"
     );
     assert_eq!(jobs[0].payload["name"], "slow.csv");
+}
 
-    // Write-then-rename: no settle wait.
-    let started = Instant::now();
+/// Settle and rescan as long as they go: a file taken in at all was taken on its rename
+/// notification, since a listing would find it only in a day and let it settle a day.
+const WATCH_RENAMES_ONLY: &str =
+    "[[watch]]\npath = \"{dir}/in\"\nsettle = \"1d\"\nrescan = \"1d\"\nkind = \"noop\"\n";
+
+#[test]
+fn a_renamed_in_file_is_taken_at_once_on_its_rename_notification() {
+    let daemon = TestDaemon::start(WATCH_RENAMES_ONLY);
+    // The watcher logs this once its inotify watch is registered and before its first
+    // listing; a file renamed in earlier would be found by that listing, left to settle.
+    crate::common::wait_until(Duration::from_secs(20), "the watcher to start", || {
+        daemon.log().contains(": watching ")
+    });
+    let renamed_at = SystemClock.now_ms();
     drop_file(&daemon, "fast.csv", b"a,b\n1,2\n");
-    let deadline = started + Duration::from_secs(5);
-    let mut taken_after = None;
-    while Instant::now() < deadline {
-        if daemon.jobs().len() == 2 {
-            taken_after = Some(started.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let taken_after = taken_after.expect("the renamed file was never taken");
+    let jobs = daemon.wait_for_jobs(
+        "the renamed-in file to be taken on its notification",
+        Duration::from_secs(30),
+        |jobs| jobs.len() == 1,
+    );
+    assert_eq!(jobs[0].payload["name"], "fast.csv");
+    // The daemon's own record of when it took the file, not when this test looked: the
+    // README's "taken at once", with room for a loaded machine.
+    let latency_ms = jobs[0].created_at - renamed_at;
     assert!(
-        taken_after <= Duration::from_millis(100),
-        "a renamed-in file took {taken_after:?} to become a job"
+        (0..=2_000).contains(&latency_ms),
+        "a renamed-in file became a job {latency_ms} ms after its rename"
     );
 }
 
