@@ -123,16 +123,41 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// Polls until `condition` holds, failing the test after `limit`.
-pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+/// How often the waits below look again: quickly, so a test waits little past its event.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Polls `probe` until it gives a value, failing the test after `limit` with a message
+/// naming `what` it waited for and what `explain` says (the last thing seen, a log).
+/// The one poll of the tests: a wait for an event looks for the event, not for a time.
+pub fn wait_for_explained<T>(
+    limit: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let start = Instant::now();
-    while !condition() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        if start.elapsed() >= limit {
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                explain()
+            );
+        }
+        std::thread::sleep(POLL);
     }
+}
+
+/// Polls `probe` until it gives a value, failing the test after `limit` naming `what`.
+pub fn wait_for<T>(limit: Duration, what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    wait_for_explained(limit, what, probe, String::new)
+}
+
+/// Polls until `condition` holds, failing the test after `limit` naming `what`.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    wait_for(limit, what, || condition().then_some(()))
 }
 
 pub fn signal(child: &Child, signal: i32) {
@@ -143,17 +168,17 @@ pub fn signal(child: &Child, signal: i32) {
 
 /// Waits for a child to exit, killing it and failing after `limit`.
 pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("jobd did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let pid = child.id();
+    wait_for_explained(
+        limit,
+        &format!("process {pid} to exit"),
+        || child.try_wait().expect("try_wait"),
+        || {
+            // SAFETY: kill(2) on a pid we spawned and have not reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            "killed it".to_string()
+        },
+    )
 }
 
 /// Counts jobs per state by reading the database directly.

@@ -105,6 +105,7 @@ impl Server {
             let n = count.fetch_add(1, Ordering::SeqCst);
             let answer = script(&record, n);
             recorded.lock().unwrap().push(record);
+            // A slow peer on purpose (zero unless a test scripts it): the timeout tests.
             std::thread::sleep(answer.delay);
             *lock.lock().unwrap() += 1;
             freed.notify_one();

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
 // ---- a server that records uploads ----
@@ -446,11 +446,14 @@ fn oneroster_runs_again_with_identical_ids_and_no_second_upload() {
         }
         files
     };
-    s.run(vec![job_for(&dir)]);
+    // The second run comes a minute later by the daemon's clock: ids and the manifest
+    // must not depend on the time of the run.
+    let clock = Arc::new(ManualClock::new(1_761_546_645_123));
+    s.run_with(vec![job_for(&dir)], on_clock(clock.clone()));
     let first = strip(&out_dir(&s));
     let manifest = std::fs::read(out_dir(&s).join("manifest.csv")).unwrap();
-    std::thread::sleep(Duration::from_millis(5));
-    let ids = s.run(vec![job_for(&dir)]);
+    clock.advance(Duration::from_secs(60));
+    let ids = s.run_with(vec![job_for(&dir)], on_clock(clock));
     assert_eq!(s.job(ids[0]).state, JobState::Succeeded);
     assert_eq!(first, strip(&out_dir(&s)));
     assert_eq!(
@@ -558,26 +561,17 @@ fn oneroster_a_watched_folder_set_is_converted_and_uploaded_end_to_end() {
     let daemon = crate::ingest::TestDaemon::start(&watch);
     let staged = write_fixture(daemon.dir.path(), "staging/20251027");
     std::fs::rename(&staged, daemon.input.join("20251027")).unwrap();
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let jobs = daemon.jobs();
-        let done = |kind: &str| {
-            jobs.iter()
-                .any(|j| j.kind == kind && j.state == JobState::Succeeded)
-        };
-        if done("oneroster") && done("http") {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "not converted and uploaded: {:?}\n{}",
-            jobs.iter()
-                .map(|j| (&j.kind, j.state, &j.last_error))
-                .collect::<Vec<_>>(),
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait_for_jobs(
+        "the set to be converted and uploaded",
+        Duration::from_secs(20),
+        |jobs| {
+            let done = |kind: &str| {
+                jobs.iter()
+                    .any(|j| j.kind == kind && j.state == JobState::Succeeded)
+            };
+            done("oneroster") && done("http")
+        },
+    );
     let seen = server.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].url, "/api/v1/upload");

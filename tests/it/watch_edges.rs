@@ -17,24 +17,14 @@ use std::time::{Duration, Instant};
 
 const NOBODY: u32 = 65534;
 
+/// Waits for `f` to give a value, failing with the daemon's log.
 fn wait_for<T>(
     what: &str,
     limit: Duration,
     log: &dyn Fn() -> String,
-    mut f: impl FnMut() -> Option<T>,
+    f: impl FnMut() -> Option<T>,
 ) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out waiting for {what}\nlog:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::common::wait_for_explained(limit, what, f, || format!("log:\n{}", log()))
 }
 
 fn jobctl(config: &Path, args: &[&str]) -> (i32, String) {
@@ -253,7 +243,8 @@ fn symlinks_names_that_are_not_utf8_and_fifos_are_reported_once_in_the_log_and_i
                 .then_some(())
         },
     );
-    // Several rescans later, each was logged once.
+    // Several rescans (every 500 ms) later, each was logged once. The daemon says nothing
+    // when it rescans, so this one wait is for time: three rescan periods.
     std::thread::sleep(Duration::from_millis(1500));
     let log_text = daemon.log();
     assert_eq!(log_text.matches("not taking in").count(), 3, "{log_text}");
