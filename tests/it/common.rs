@@ -260,6 +260,24 @@ impl Default for DaemonRun {
     }
 }
 
+impl DaemonRun {
+    /// Starts the daemon inside this process on `config` (signals are the test's own).
+    pub fn start(self, config: jobd::config::Config) -> jobd::daemon::Daemon {
+        jobd::daemon::Daemon::start(
+            config,
+            jobd::daemon::DaemonOptions {
+                clock: self.clock,
+                registry: self.registry,
+                config_source: jobd::config::ConfigSource::Defaults,
+                once: self.once,
+                handle_signals: false,
+                hooks: self.hooks,
+            },
+        )
+        .expect("start the in-process daemon")
+    }
+}
+
 impl InProcessDaemon {
     /// `daemon_keys` follow the `[daemon]` paths (database, data_dir, socket); `rest` is
     /// the TOML after them ([retry], [endpoints.*], [pipelines.*] ...).
@@ -334,18 +352,8 @@ impl InProcessDaemon {
                 .map(|e| e.id)
                 .collect()
         });
-        let daemon = jobd::daemon::Daemon::start(
-            self.config.clone(),
-            jobd::daemon::DaemonOptions {
-                clock: how.clock,
-                registry: how.registry,
-                config_source: jobd::config::ConfigSource::Defaults,
-                once: how.once,
-                handle_signals: false,
-                hooks: how.hooks,
-            },
-        )
-        .expect("start the in-process daemon");
+        let (once, limit) = (how.once, how.limit);
+        let daemon = how.start(self.config.clone());
         let client = daemon.client();
         let ids = match preloaded {
             Some(ids) => ids,
@@ -356,7 +364,7 @@ impl InProcessDaemon {
                 .map(|e| e.id)
                 .collect(),
         };
-        if !how.once {
+        if !once {
             wait_while_live(
                 &self.db(),
                 &[
@@ -365,7 +373,7 @@ impl InProcessDaemon {
                     JobState::Retrying,
                     JobState::Waiting,
                 ],
-                how.limit,
+                limit,
             );
             client.shutdown();
         }

@@ -2,7 +2,7 @@
 //! SIGKILL while it holds jobs claimed ahead, then restarted. Each start is counted by its
 //! side effect: the exec command appends its job id and attempt to a file first thing.
 
-use crate::common::{signal, stdout, wait_exit, wait_until, Sandbox};
+use crate::common::{signal, stdout, wait_exit, wait_until, DaemonRun, Sandbox};
 use jobd::job::{JobId, JobState, NewJob};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -206,9 +206,7 @@ fn after_repeated_kill_9_during_a_drain_attempts_equal_the_handler_starts() {
 #[test]
 fn a_lease_that_runs_out_before_the_handler_starts_gives_the_job_back_uncharged() {
     use jobd::clock::{Clock, ManualClock, SystemClock};
-    use jobd::config::{Config, ConfigSource};
-    use jobd::daemon::{Daemon, DaemonOptions};
-    use jobd::handlers::Registry;
+    use jobd::config::Config;
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
@@ -228,18 +226,11 @@ fn a_lease_that_runs_out_before_the_handler_starts_gives_the_job_back_uncharged(
     // The daemon's clock jumps past every lease while one job runs and one waits for
     // the only worker: the reaper finds both leases gone before the next heartbeat.
     let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
-    let daemon = Daemon::start(
-        config.clone(),
-        DaemonOptions {
-            clock: clock.clone(),
-            registry: Registry::builtin(),
-            config_source: ConfigSource::Defaults,
-            once: false,
-            handle_signals: false,
-            hooks: vec![],
-        },
-    )
-    .unwrap();
+    let daemon = DaemonRun {
+        clock: clock.clone(),
+        ..DaemonRun::default()
+    }
+    .start(config.clone());
     let client = daemon.client();
     let ids: Vec<JobId> = client
         .enqueue(vec![NewJob::new("exec", json!({"command": "mark"})); 2])

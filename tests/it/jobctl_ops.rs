@@ -764,7 +764,6 @@ impl jobd::handlers::Handler for Reporting {
 
 #[test]
 fn progress_is_written_with_the_heartbeat_while_the_attempt_runs() {
-    use jobd::daemon::{Daemon, DaemonOptions};
     use std::sync::Arc;
     let sandbox = Sandbox::new("lease = \"1s\"", "");
     sandbox.migrate();
@@ -775,18 +774,11 @@ fn progress_is_written_with_the_heartbeat_while_the_attempt_runs() {
     let (go, gone) = crossbeam_channel::bounded(1);
     let mut registry = jobd::handlers::Registry::builtin();
     registry.register("reporting", Arc::new(Reporting { go: gone }));
-    let daemon = Daemon::start(
-        config,
-        DaemonOptions {
-            clock: Arc::new(jobd::clock::SystemClock),
-            registry,
-            config_source: jobd::config::ConfigSource::Defaults,
-            once: false,
-            handle_signals: false,
-            hooks: vec![],
-        },
-    )
-    .unwrap();
+    let daemon = crate::common::DaemonRun {
+        registry,
+        ..Default::default()
+    }
+    .start(config);
     let id = daemon
         .client()
         .enqueue(vec![NewJob::new("reporting", json!({}))])

@@ -3,12 +3,11 @@
 //! when overdrawn, and `updated_at_min` filtering. Full and incremental syncs, kill -9
 //! mid-sync, throttling that never kills a page, the endpoint's rate limit, schedules.
 
-use crate::common::{signal, wait_exit, wait_until, Sandbox, JOBCTL, JOBD};
+use crate::common::{signal, wait_exit, wait_until, DaemonRun, Sandbox, JOBCTL, JOBD};
 use crate::http_server::{HttpServer, Request, Response};
 use jobd::clock::{Clock, SystemClock};
-use jobd::config::{Config, ConfigSource};
-use jobd::daemon::{Daemon, DaemonOptions};
-use jobd::handlers::Registry;
+use jobd::config::Config;
+use jobd::daemon::Daemon;
 use jobd::job::NewJob;
 use jobd::store::sink::SinkDb;
 use jobd::store::{Db, OpenOptions, SyncState};
@@ -333,18 +332,7 @@ fn start(text: &str) -> Daemon {
     std::env::set_var("PULL_TEST_TOKEN", TOKEN);
     let config = Config::from_toml(text, "pull test").unwrap();
     config.check_secrets().unwrap();
-    Daemon::start(
-        config,
-        DaemonOptions {
-            clock: Arc::new(SystemClock),
-            registry: Registry::builtin(),
-            config_source: ConfigSource::Defaults,
-            once: false,
-            handle_signals: false,
-            hooks: Vec::new(),
-        },
-    )
-    .unwrap()
+    DaemonRun::default().start(config)
 }
 
 fn sync_state(db: &Path, pipeline: &str) -> Option<SyncState> {
