@@ -1,4 +1,5 @@
-//! Shared test helpers: temp dirs with a config, spawning the real binaries, waiting.
+//! Shared test helpers: temp dirs with a config, spawning the real binaries, a daemon run
+//! inside the test process ([`InProcessDaemon`], [`DaemonRun`]), and waits for events.
 
 #![allow(dead_code)]
 
@@ -123,8 +124,9 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// How often the waits below look again: quickly, so a test waits little past its event.
-const POLL: Duration = Duration::from_millis(10);
+/// How often the waits below look again: soon enough that a test waits little past its
+/// event, not so often that probes which run jobctl load a shared 2-core machine.
+const POLL: Duration = Duration::from_millis(20);
 
 /// Polls `probe` until it gives a value, failing the test after `limit` with a message
 /// naming `what` it waited for and what `explain` says (the last thing seen, a log).
