@@ -207,14 +207,10 @@ fn jobctl_says_why_the_daemon_refused_its_connection() {
         line.contains("pong").then_some(stream)
     };
     let mut held = Vec::new();
-    for _ in 0..100 {
+    crate::common::wait_until(Duration::from_secs(10), "two connections admitted", || {
         held.extend(admitted());
-        if held.len() == 2 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(held.len(), 2);
+        held.len() == 2
+    });
     for args in [
         &["ping"][..],
         &["enqueue", "noop", "--payload", "{}", "--via-socket"][..],
