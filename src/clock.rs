@@ -72,6 +72,14 @@ pub fn after(at: UnixMillis, wait: Duration) -> UnixMillis {
     at.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Parses an RFC 3339 time into milliseconds (`jobctl --at`, the socket's `run_at`, the
+/// web page's filters).
+pub fn parse_time(text: &str) -> Result<UnixMillis, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| format!("'{text}' is not a time ({e}); write it like 2026-11-24T06:00:00Z"))
+}
+
 /// A time for people: RFC 3339 in UTC with milliseconds.
 pub fn format_millis(at: UnixMillis) -> String {
     chrono::DateTime::from_timestamp_millis(at)
