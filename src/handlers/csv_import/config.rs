@@ -131,107 +131,138 @@ pub struct Compiled {
     pub body: Body,
 }
 
-fn one_byte(key: &str, text: &str) -> Result<u8, String> {
+fn one_byte(key: &str, text: &str) -> Result<u8, Problem> {
     match text {
         "tab" | "\t" => Ok(b'\t'),
         t if t.len() == 1 && t.is_ascii() => Ok(t.as_bytes()[0]),
-        t => Err(format!("{key}: '{t}' is not one ASCII character")),
+        t => Err(Problem::new(
+            key,
+            format!("'{t}' is not one ASCII character"),
+        )),
     }
 }
 
 impl CsvImportPipeline {
-    /// Checks the pipeline and builds what reading needs; errors name the key under
-    /// `key` (`pipelines.NAME`).
-    pub fn compile(&self, key: &str) -> Result<Compiled, String> {
+    /// Checks the pipeline and builds what reading needs. Every problem is reported,
+    /// each naming its key under `key` (`pipelines.NAME`).
+    pub fn compile(&self, key: &str) -> Result<Compiled, Problems> {
+        let mut problems = Problems::new();
         let encoding = EncodingChoice::parse(&self.encoding, &self.fallback_encoding)
-            .map_err(|e| format!("{key}.encoding: {e}"))?;
-        let dialect = Dialect {
-            delimiter: one_byte(&format!("{key}.delimiter"), &self.delimiter)?,
-            quote: one_byte(&format!("{key}.quote"), &self.quote)?,
-            has_header: self.header,
-        };
+            .map_err(|e| Problem::new(format!("{key}.encoding"), e));
+        let encoding = problems.check(encoding);
+        let delimiter = problems.check(one_byte(&format!("{key}.delimiter"), &self.delimiter));
+        let quote = problems.check(one_byte(&format!("{key}.quote"), &self.quote));
         if self.batch_size == 0 {
-            return Err(format!("{key}.batch_size: must be at least 1"));
+            problems.push(format!("{key}.batch_size"), "must be at least 1");
         }
         if !(0.0..=1.0).contains(&self.max_error_rate) {
-            return Err(format!("{key}.max_error_rate: must be between 0 and 1"));
+            problems.push(format!("{key}.max_error_rate"), "must be between 0 and 1");
         }
         if self.max_attempts == Some(0) {
-            return Err(format!("{key}.max_attempts: must be at least 1"));
+            problems.push(format!("{key}.max_attempts"), "must be at least 1");
         }
         if self.columns.is_empty() {
-            return Err(format!("{key}.columns: declare at least one column"));
+            problems.push(format!("{key}.columns"), "declare at least one column");
         }
-        let columns = self
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Column::compile(&format!("{key}.columns[{i}]"), c))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut columns = Vec::new();
+        for (i, c) in self.columns.iter().enumerate() {
+            match Column::compile(&format!("{key}.columns[{i}]"), c) {
+                Ok(column) => columns.push(column),
+                Err(e) => problems.add(Problem::from_keyed_text(&e)),
+            }
+        }
         let fields: Vec<String> = columns.iter().map(|c| c.target.clone()).collect();
         for (i, f) in fields.iter().enumerate() {
             if fields[..i].contains(f) {
-                return Err(format!("{key}.columns: two columns are called '{f}'"));
+                problems.push(
+                    format!("{key}.columns"),
+                    format!("two columns are called '{f}'"),
+                );
             }
         }
         for k in &self.keys {
             match columns.iter().find(|c| &c.target == k) {
-                None => return Err(format!("{key}.keys: '{k}' is not a column")),
-                // A row without its key would upsert nothing, or the wrong row.
-                Some(c) if !c.required => {
-                    return Err(format!("{key}.keys: column '{k}' must be required = true"))
+                // A column that did not compile is reported already.
+                None if columns.len() == self.columns.len() => {
+                    problems.push(format!("{key}.keys"), format!("'{k}' is not a column"))
                 }
-                Some(_) => {}
+                // A row without its key would upsert nothing, or the wrong row.
+                Some(c) if !c.required => problems.push(
+                    format!("{key}.keys"),
+                    format!("column '{k}' must be required = true"),
+                ),
+                _ => {}
             }
         }
         if self.body == BodyPreset::SfmcRowset && self.keys.is_empty() {
-            return Err(format!(
-                "{key}.keys: body = \"sfmc_rowset\" needs the key columns"
-            ));
+            problems.push(
+                format!("{key}.keys"),
+                "body = \"sfmc_rowset\" needs the key columns",
+            );
         }
-        let row_template = self.row_template.clone().unwrap_or(match self.body {
-            BodyPreset::Rows => json!("{{row}}"),
-            BodyPreset::SfmcRowset => json!({"keys": "{{keys}}", "values": "{{values}}"}),
-        });
-        let batch_template = self
-            .template
-            .clone()
-            .unwrap_or_else(|| json!(template::ROWS));
-        let body = Body::compile(
-            key,
-            &batch_template,
-            &row_template,
-            &fields,
-            &self.keys,
-            self.batch_size,
-        )?;
         if let Some(queue) = &self.queue {
-            crate::job::check_name(&format!("{key}.queue"), queue)?;
+            problems.check_name(&format!("{key}.queue"), queue);
         }
         if let Some(f) = &self.follow_up {
-            crate::job::check_name(&format!("{key}.follow_up.kind"), &f.kind)?;
+            problems.check_name(&format!("{key}.follow_up.kind"), &f.kind);
             if let Some(queue) = &f.queue {
-                crate::job::check_name(&format!("{key}.follow_up.queue"), queue)?;
+                problems.check_name(&format!("{key}.follow_up.queue"), queue);
             }
         }
-        Ok(Compiled {
-            encoding,
-            dialect,
-            columns,
-            body,
-        })
+        // The body is checked against the columns, so only when they all compiled.
+        let body = if problems.is_empty() {
+            let row_template = self.row_template.clone().unwrap_or(match self.body {
+                BodyPreset::Rows => json!("{{row}}"),
+                BodyPreset::SfmcRowset => json!({"keys": "{{keys}}", "values": "{{values}}"}),
+            });
+            let batch_template = self
+                .template
+                .clone()
+                .unwrap_or_else(|| json!(template::ROWS));
+            Body::compile(
+                key,
+                &batch_template,
+                &row_template,
+                &fields,
+                &self.keys,
+                self.batch_size,
+            )
+            .map_err(|e| Problem::from_keyed_text(&e))
+        } else {
+            Err(Problem::new(key, "not compiled"))
+        };
+        match (encoding, delimiter, quote, body) {
+            (Some(encoding), Some(delimiter), Some(quote), Ok(body)) if problems.is_empty() => {
+                Ok(Compiled {
+                    encoding,
+                    dialect: Dialect {
+                        delimiter,
+                        quote,
+                        has_header: self.header,
+                    },
+                    columns,
+                    body,
+                })
+            }
+            (_, _, _, body) => {
+                if problems.is_empty() {
+                    problems.check(body);
+                }
+                Err(problems)
+            }
+        }
     }
 
-    /// [`CsvImportPipeline::compile`] (which stops at its first problem) plus the
-    /// endpoint it names, recording what is wrong.
+    /// [`CsvImportPipeline::compile`] plus the endpoint it names, recording every
+    /// problem.
     pub fn validate(
         &self,
         key: &str,
         endpoints: &BTreeMap<String, EndpointConfig>,
         problems: &mut Problems,
     ) {
-        if let Err(e) = self.compile(key) {
-            problems.add(Problem::from_keyed_text(&e));
+        if let Err(found) = self.compile(key) {
+            problems.extend(found);
         }
         if !endpoints.contains_key(&self.endpoint) {
             problems.push(
@@ -239,5 +270,40 @@ impl CsvImportPipeline {
                 format!("'{}' is not an [endpoints.NAME] entry", self.endpoint),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_of_a_csv_pipeline_is_reported() {
+        let pipeline: CsvImportPipeline = toml::from_str(
+            "endpoint = \"nope\"\ndelimiter = \";;\"\nbatch_size = 0\nmax_error_rate = 2.0\n\
+             queue = \"a b\"\ncolumns = [{ name = \"a\", pattern = \"(\" }, { name = \"\" }]\n",
+        )
+        .unwrap();
+        let mut problems = Problems::new();
+        pipeline.validate("pipelines.p", &BTreeMap::new(), &mut problems);
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "pipelines.p.delimiter",
+                "pipelines.p.batch_size",
+                "pipelines.p.max_error_rate",
+                "pipelines.p.columns[0].pattern",
+                "pipelines.p.columns[1].name",
+                "pipelines.p.queue",
+                "pipelines.p.endpoint",
+            ],
+            "{problems}"
+        );
+        let text = problems.to_string();
+        assert!(
+            text.contains("pipelines.p.delimiter: ';;' is not one ASCII character"),
+            "{text}"
+        );
     }
 }

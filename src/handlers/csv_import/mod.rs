@@ -279,7 +279,9 @@ fn stopped(ctx: &JobContext) -> Option<Outcome> {
 fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
     let payload = ImportPayload::parse(&job.payload)?;
     let p = pipeline(&ctx.config, &payload.pipeline)?;
-    let compiled = p.compile(&format!("pipelines.{}", payload.pipeline))?;
+    let compiled = p
+        .compile(&format!("pipelines.{}", payload.pipeline))
+        .map_err(|e| e.to_string())?;
     let started = ctx.clock.now_ms();
     // Checked again now: the file may have been replaced by a symlink since the enqueue.
     let file = crate::paths::check(
@@ -748,7 +750,7 @@ pub fn dry_run(
     file: &Path,
     out_dir: &Path,
 ) -> Result<(u64, u64, Vec<NewJob>), String> {
-    let compiled = p.compile("pipeline")?;
+    let compiled = p.compile("pipeline").map_err(|e| e.to_string())?;
     let mut reader =
         CsvReader::open(file, compiled.encoding, &compiled.dialect).map_err(|e| e.to_string())?;
     let bound = schema::bind(&compiled.columns, reader.headers(), p.extra_columns, p.trim)?;
