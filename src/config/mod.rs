@@ -8,10 +8,10 @@
 //! [`pipelines`] and [`schedule`]; each job kind owns its section beside its handler
 //! (`handlers::http::config` for `[endpoints]`, `handlers::exec::config` for
 //! `[commands]`, `handlers::notify::config`, `handlers::relay::config`,
-//! `handlers::pull::config`, `handlers::csv_import`), as does the web page
-//! (`web::config`). Those files depend only on [`durations`] and [`problems`] here,
-//! never on [`Config`], so the dependency runs one way; secrets are read by
-//! [`secrets`].
+//! `handlers::pull::config`, `handlers::csv_import::config`), as does the web page
+//! (`web::config`). Those files depend only on the leaves here ([`durations`],
+//! [`problems`], [`secrets`], [`schedule`]), never on [`Config`], so the dependency
+//! runs one way.
 
 pub mod daemon;
 pub mod durations;
