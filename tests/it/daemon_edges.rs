@@ -565,6 +565,31 @@ fn check_config_refuses_each_bad_setting_naming_the_key_and_its_range() {
             "[log]\nlevel = \"loud\"\n[socket]\ngroup = \"nosuchgroup\"".into(),
             vec!["daemon.poll_interval:", "daemon.retention:", "log.level:"],
         ),
+        // ... in every section, with every secret that cannot be read.
+        (
+            "workers = 0".into(),
+            "[socket]\nmax_batch = 0\n[endpoints.e]\nbase_url = \"ftp://x\"\nburst = 0\n\
+             [endpoints.f]\nbase_url_env = \"JOBD_IT_UNSET_F\"\n[notify]\ncommand = \"nope\""
+                .into(),
+            vec![
+                "daemon.workers: must be at least 1",
+                "socket.max_batch: must be at least 1",
+                "endpoints.e.base_url: scheme 'ftp' is not http or https",
+                "endpoints.e.burst: must be at least 1",
+                "notify.command: 'nope' is not a [commands.NAME] entry",
+                "endpoints.f.base_url_env: the environment variable JOBD_IT_UNSET_F is not set",
+            ],
+        ),
+        (
+            String::new(),
+            "[endpoints.f]\nbase_url_env = \"JOBD_IT_UNSET_F\"\n\
+             [endpoints.g]\nbase_url = \"https://g\"\nauth = { type = \"bearer\", token_env = \"JOBD_IT_UNSET_G\" }"
+                .into(),
+            vec![
+                "endpoints.f.base_url_env: the environment variable JOBD_IT_UNSET_F is not set",
+                "endpoints.g.auth.token_env: the environment variable JOBD_IT_UNSET_G is not set",
+            ],
+        ),
     ];
     for (daemon_keys, extra, expected) in cases {
         let sandbox = Sandbox::new(&daemon_keys, &extra);

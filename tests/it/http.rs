@@ -1092,7 +1092,7 @@ fn a_secret_base_url_is_checked_without_showing_it() {
         "http://hooks.example.com/services/SECRETPATH",
     );
     let plain = config("base_url_env = \"JOBD_IT_PLAIN_HOOK\"").unwrap();
-    let err = plain.check_secrets().unwrap_err();
+    let err = plain.check_secrets().unwrap_err().to_string();
     assert!(err.starts_with("endpoints.hook.base_url_env: "), "{err}");
     assert!(
         err.contains("http:// to a non-loopback host is refused"),
@@ -1101,7 +1101,7 @@ fn a_secret_base_url_is_checked_without_showing_it() {
     assert!(!err.contains("SECRETPATH"), "{err}");
     let unset = config("base_url_env = \"JOBD_IT_UNSET_HOOK\"").unwrap();
     assert_eq!(
-        unset.check_secrets().unwrap_err(),
+        unset.check_secrets().unwrap_err().to_string(),
         "endpoints.hook.base_url_env: the environment variable JOBD_IT_UNSET_HOOK is not set"
     );
     // A payload may not carry the URL itself.
