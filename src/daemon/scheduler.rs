@@ -21,9 +21,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 
 /// Parses a 5-field POSIX cron expression (`0 * * * *`), evaluated in UTC.
 pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
-    text.parse::<croner::Cron>().map_err(|e| {
-        format!("'{text}' is not a cron expression ({e}); write it like \"0 * * * *\"")
-    })
+    crate::config::schedule::parse_cron(text).map_err(|e| e.to_string())
 }
 
 fn utc(at: UnixMillis) -> Result<chrono::DateTime<chrono::Utc>, String> {

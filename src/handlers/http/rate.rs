@@ -1,7 +1,7 @@
 //! The token bucket behind an endpoint's `rate_limit`, shared by every worker. Its math
 //! takes `now` as an argument, so tests give explicit instants instead of sleeping.
 
-use crate::config::RateLimit;
+use super::config::RateLimit;
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
