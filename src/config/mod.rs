@@ -8,15 +8,17 @@
 //! [`pipelines`] and [`schedule`]; each job kind owns its section beside its handler
 //! (`handlers::http::config` for `[endpoints]`, `handlers::exec::config` for
 //! `[commands]`, `handlers::notify::config`, `handlers::relay::config`,
-//! `handlers::pull::config`, `handlers::csv_import`), as does the web page
-//! (`web::config`). Those files depend only on [`durations`] and [`problems`] here,
-//! never on [`Config`], so the dependency runs one way.
+//! `handlers::pull::config`, `handlers::csv_import::config`), as does the web page
+//! (`web::config`). Those files depend only on the leaves here ([`durations`],
+//! [`problems`], [`secrets`], [`schedule`]), never on [`Config`], so the dependency
+//! runs one way.
 
 pub mod daemon;
 pub mod durations;
 pub mod pipelines;
 pub mod problems;
 pub mod schedule;
+pub mod secrets;
 pub mod watch;
 
 pub use daemon::*;
@@ -136,10 +138,7 @@ pub struct QueueConfig {
 impl Config {
     /// Parses and validates TOML text. `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            origin: origin.to_string(),
-            message: e.to_string().trim().replace('\n', " "),
-        })?;
+        let config = Config::parse(text, origin)?;
         config.validate().map_err(|problems| ConfigError::Invalid {
             origin: origin.to_string(),
             problems,
@@ -147,13 +146,23 @@ impl Config {
         Ok(config)
     }
 
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
-            origin: origin.clone(),
+    /// Parses TOML text into the typed sections, unchecked.
+    fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            origin: origin.to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            origin: path.display().to_string(),
             source,
-        })?;
-        Config::from_toml(&text, &origin)
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::from_toml(&Config::read(path)?, &path.display().to_string())
     }
 
     /// Loads the file `locate` found, or the embedded defaults.
@@ -348,10 +357,15 @@ impl Config {
     }
 
     /// [`Config::load_located`] plus [`Config::check_secrets`] and
-    /// [`Config::check_host`]: what the daemon runs on.
+    /// [`Config::check_host`]: what the daemon runs on, and what `--check-config` checks.
+    /// Every problem of the three is reported together.
     pub fn load_for_daemon(source: &ConfigSource) -> Result<Config, ConfigError> {
-        let config = Config::load_located(source)?;
-        let mut problems = config.check_secrets().err().unwrap_or_default();
+        let config = match source {
+            ConfigSource::File(path) => Config::parse(&Config::read(path)?, &source.describe())?,
+            ConfigSource::Defaults => Config::default(),
+        };
+        let mut problems = config.validate().err().unwrap_or_default();
+        problems.extend(config.check_secrets().err().unwrap_or_default());
         problems.extend(config.check_host());
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {

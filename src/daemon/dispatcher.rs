@@ -14,7 +14,7 @@ use crate::handlers::StopReason;
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Outcome, Resolution, UnixMillis};
 use crate::metrics::{DaemonSnapshot, Histogram};
 use crate::retry::{FailedAttempt, RetryDecision};
-use crate::store::{Applied, ClaimSpec, Claimed, Enqueued, HeldClaim, Store, StoreError};
+use crate::store::{Applied, ClaimSpec, Claimed, Enqueued, Finished, HeldClaim, Store, StoreError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -389,11 +389,14 @@ impl Dispatcher {
                 .is_none_or(|flight| !flight.ticket.withdraw())
         };
         let write = self.db.write(|tx| {
-            let mut applied = Vec::with_capacity(resolved.len());
-            for (completion, _) in &resolved {
-                let started_us = starts_us.get(&completion.job_id).copied();
-                applied.push(tx.complete_started(completion, started_us, now)?);
-            }
+            let finished: Vec<Finished<'_>> = resolved
+                .iter()
+                .map(|(completion, _)| Finished {
+                    completion,
+                    started_us: starts_us.get(&completion.job_id).copied(),
+                })
+                .collect();
+            let applied = tx.complete_many(&finished, now)?;
             // After the completions, so the job that was told to wait is parked too.
             for hold in holds {
                 tx.hold_destination(hold, now)?;

@@ -2,7 +2,7 @@
 //! allowed. Refuses a public address without auth, and reads the token only from a file.
 
 use crate::config::problems::Problems;
-use crate::handlers::http::config::{resolve_secret, SecretError};
+use crate::config::secrets::{resolve_secret, SecretError};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -74,9 +74,22 @@ impl CommandConfig {
     }
 }
 
+/// Why a command's program cannot be run on this machine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProgramError {
+    #[error("{}: {reason}", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("{} is not a file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("{} is not executable", .0.display())]
+    NotExecutable(PathBuf),
+    #[error("'{}' is not an executable file in the PATH ({search})", program.display())]
+    NotInPath { program: PathBuf, search: String },
+}
+
 /// Whether a command's program is an executable file: a path as given, or a bare name
 /// looked up in the PATH the command will have.
-fn check_program(command: &CommandConfig) -> Result<(), String> {
+fn check_program(command: &CommandConfig) -> Result<(), ProgramError> {
     use std::os::unix::fs::PermissionsExt;
     let program = &command.program;
     let executable = |path: &Path| {
@@ -84,26 +97,81 @@ fn check_program(command: &CommandConfig) -> Result<(), String> {
     };
     if program.components().count() > 1 || program.is_absolute() {
         return match std::fs::metadata(program) {
-            Err(e) => Err(format!("{}: {e}", program.display())),
-            Ok(m) if !m.is_file() => Err(format!("{} is not a file", program.display())),
-            Ok(_) if !executable(program) => {
-                Err(format!("{} is not executable", program.display()))
-            }
+            Err(e) => Err(ProgramError::Unreadable {
+                path: program.clone(),
+                reason: e.to_string(),
+            }),
+            Ok(m) if !m.is_file() => Err(ProgramError::NotAFile(program.clone())),
+            Ok(_) if !executable(program) => Err(ProgramError::NotExecutable(program.clone())),
             Ok(_) => Ok(()),
         };
     }
-    let path = command
+    let search = command
         .env
         .get("PATH")
         .cloned()
         .or_else(|| std::env::var("PATH").ok())
         .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    if std::env::split_paths(&path).any(|dir| executable(&dir.join(program))) {
+    if std::env::split_paths(&search).any(|dir| executable(&dir.join(program))) {
         Ok(())
     } else {
-        Err(format!(
-            "'{}' is not an executable file in the PATH ({path})",
-            program.display()
-        ))
+        Err(ProgramError::NotInPath {
+            program: program.clone(),
+            search,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(program: &str, path: Option<&str>) -> CommandConfig {
+        let mut text = format!("program = \"{program}\"\n");
+        if let Some(path) = path {
+            text.push_str(&format!("env = {{ PATH = \"{path}\" }}\n"));
+        }
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn a_program_is_checked_on_this_machine_and_every_problem_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        let folder = dir.path().display().to_string();
+        assert_eq!(
+            check_program(&command(&script.display().to_string(), None)),
+            Err(ProgramError::NotExecutable(script.clone()))
+        );
+        assert_eq!(
+            check_program(&command(&folder, None)),
+            Err(ProgramError::NotAFile(dir.path().to_path_buf()))
+        );
+        assert!(matches!(
+            check_program(&command("run.sh", Some(&folder))),
+            Err(ProgramError::NotInPath { .. })
+        ));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o750)).unwrap();
+        check_program(&command("run.sh", Some(&folder))).unwrap();
+        let mut problems = Problems::new();
+        command("", None).validate("commands.x", &mut problems);
+        let mut bad = command("/nonexistent/jobd-program", None);
+        bad.env_pass = vec!["A=B".into()];
+        bad.timeout = Some(Duration::from_secs(30 * 86400));
+        bad.validate("commands.y", &mut problems);
+        bad.check_host("commands.y", &mut problems);
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "commands.x.program",
+                "commands.y.env_pass",
+                "commands.y.timeout",
+                "commands.y.program"
+            ],
+            "{problems}"
+        );
     }
 }
