@@ -561,3 +561,13 @@ fn a_claim_with_100000_order_keys_walks_only_their_heads() {
         .join("\n");
     assert!(plans.contains("jobs_queue_ready"), "{plans}");
 }
+
+#[test]
+fn the_shopify_example_puts_the_shop_under_its_api_limits() {
+    let text = include_str!("../../config/examples/shopify.toml");
+    let config = jobd::config::Config::from_toml(text, "config/examples/shopify.toml").unwrap();
+    let limits = config.destination_limits();
+    let shop = limits.iter().find(|l| l.destination == "shopify").unwrap();
+    assert_eq!(shop.rate_per_second, Some(2.0));
+    assert_eq!((shop.burst, shop.max_in_flight), (40, Some(2)));
+}
