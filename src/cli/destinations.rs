@@ -116,17 +116,34 @@ impl Ctl {
         let (name, key) = self.destination_arg(destination)?;
         let wait = parse_duration(wait).map_err(|e| CtlError::Usage(format!("--for: {e}")))?;
         let reason = reason.map_or_else(|| "held by an operator".to_string(), |r| r.to_string());
-        let hold = HoldRequest::new(&name, &key, wait, self.now, None, reason);
         let mut db = self.open()?;
         let now = self.now;
-        let set = db.write(|tx| tx.hold_destination(&hold, now))?;
+        let keys = self.keys_of(db.as_ref(), &name, &key)?;
+        let set = db.write(|tx| {
+            let mut set = None;
+            for key in &keys {
+                let hold = HoldRequest::new(&name, key, wait, now, None, reason.clone());
+                set = set.or(tx.hold_destination(&hold, now)?);
+            }
+            Ok(set)
+        })?;
         let stands = db.destination_hold(&name, &key)?.map(|h| h.until);
         let label = label(&name, &key);
         if self.json {
             return print_json(
                 out,
-                &json!({"destination": label, "held_until": stands, "extended": set.is_some()}),
+                &json!({"destination": label, "keys": keys, "held_until": stands, "extended": set.is_some()}),
             );
+        }
+        if keys.len() > 1 {
+            say(
+                out,
+                &format!(
+                    "{} and its {} key(s) with jobs or state are held:",
+                    safe_text::escape(&label),
+                    keys.len() - 1
+                ),
+            )?;
         }
         let label = safe_text::escape(&label);
         match (set, stands) {
@@ -152,7 +169,14 @@ impl Ctl {
         let (name, key) = self.destination_arg(destination)?;
         let mut db = self.open()?;
         let now = self.now;
-        let released = db.write(|tx| tx.release_destination(&name, &key, now))?;
+        let keys = self.keys_of(db.as_ref(), &name, &key)?;
+        let released = db.write(|tx| {
+            let mut released = false;
+            for key in &keys {
+                released |= tx.release_destination(&name, key, now)?;
+            }
+            Ok(released)
+        })?;
         let label = label(&name, &key);
         if self.json {
             return print_json(out, &json!({"destination": label, "released": released}));
@@ -166,6 +190,21 @@ impl Ctl {
         } else {
             Err(CtlError::NotFound(format!("{label} is not held")))
         }
+    }
+
+    /// The keys a hold or release of `name` (and `key`) acts on: that key alone; for a
+    /// destination as a whole, also every key of it the database knows (with jobs
+    /// waiting or running, or state), so `jobctl hold ga4` holds every storefront.
+    fn keys_of(&self, db: &dyn Store, name: &str, key: &str) -> Result<Vec<String>, CtlError> {
+        let mut keys = vec![key.to_string()];
+        if key.is_empty() {
+            for view in db.destinations(&[], self.now)? {
+                if view.destination == name && !view.key.is_empty() {
+                    keys.push(view.key);
+                }
+            }
+        }
+        Ok(keys)
     }
 
     /// Why a waiting job is not running yet, if flow control is the reason: its

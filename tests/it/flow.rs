@@ -571,3 +571,30 @@ fn the_shopify_example_puts_the_shop_under_its_api_limits() {
     assert_eq!(shop.rate_per_second, Some(2.0));
     assert_eq!((shop.burst, shop.max_in_flight), (40, Some(2)));
 }
+
+#[test]
+fn holding_a_keyed_destination_by_name_holds_every_key_it_has() {
+    let s = sandbox(
+        1,
+        "[endpoints.k]\nbase_url = \"http://127.0.0.1:9\"\nrate_limit = \"1/s\"\nkey = \"/json/shop\"\n",
+    );
+    let jobs: Vec<Value> = ["x", "y"]
+        .iter()
+        .map(|shop| http_job("k", "/k", json!({"shop": shop})))
+        .collect();
+    enqueue(&s, "jobs.ndjson", &jobs);
+    let out = s.jobctl(&["hold", "k", "--for", "10m"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert!(stdout(&out).contains("its 2 key(s)"), "{}", stdout(&out));
+    for label in ["k/x", "k/y"] {
+        assert!(held(&s, label), "{label}");
+    }
+    let show = stdout(&s.jobctl(&["show", "2"]));
+    assert!(show.contains("held: k/y held by an operator"), "{show}");
+    let out = s.jobctl(&["release", "k/x"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert!(!held(&s, "k/x") && held(&s, "k/y"));
+    let out = s.jobctl(&["release", "k"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    assert!(!held(&s, "k/y"));
+}
