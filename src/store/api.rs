@@ -29,6 +29,15 @@
 //!   exactly one resumes the parent (SQLite: the write lock serialises them).
 //! - **Change notices.** [`Store::change_token`] changes when another connection commits
 //!   (SQLite: `PRAGMA data_version`; PostgreSQL: LISTEN/NOTIFY or a counter).
+//! - **Flow control** ([`StoreTx::claim_flow`], holds, order keys). A held destination's
+//!   waiting rows are parked (`run_at` moved to the hold's end), at the hold and at
+//!   enqueue, so claims never walk them. A destination's tokens are drawn inside the
+//!   claim's transaction and its in-flight count is read there: claims of several
+//!   daemons must not both spend one token (SQLite: the write lock; a row-locking
+//!   driver locks the destination's state row). `order_blocked` is kept for every
+//!   writer, plain SQL included (SQLite: triggers in migration 0008): a job is blocked
+//!   while an earlier unfinished job of its order key exists, and when a key's
+//!   unblocked job finishes or is deleted, its next job in id order is unblocked.
 
 use super::{
     Applied, Attempt, AttemptProgress, ChildrenSummary, ClaimSpec, Death, Enqueued, HeldClaim,
