@@ -115,7 +115,11 @@ impl Ctl {
     ) -> CtlResult {
         let (name, key) = self.destination_arg(destination)?;
         let wait = parse_duration(wait).map_err(|e| CtlError::Usage(format!("--for: {e}")))?;
-        let reason = reason.map_or_else(|| "held by an operator".to_string(), |r| r.to_string());
+        // Read after "held: NAME" in `show`, as "answered 429, ..." is.
+        let reason = reason.map_or_else(
+            || "by an operator".to_string(),
+            |r| format!("by an operator: {r}"),
+        );
         let mut db = self.open()?;
         let now = self.now;
         let keys = self.keys_of(db.as_ref(), &name, &key)?;

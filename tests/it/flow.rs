@@ -436,7 +436,7 @@ fn jobctl_holds_and_releases_a_destination_by_hand() {
     }
     let show = stdout(&s.jobctl(&["show", "1"]));
     assert!(
-        show.contains("held: api maintenance window, until"),
+        show.contains("held: api by an operator: maintenance window, until"),
         "{show}"
     );
     // Two jobs of one order key: the second says whom it waits for.
@@ -590,7 +590,7 @@ fn holding_a_keyed_destination_by_name_holds_every_key_it_has() {
         assert!(held(&s, label), "{label}");
     }
     let show = stdout(&s.jobctl(&["show", "2"]));
-    assert!(show.contains("held: k/y held by an operator"), "{show}");
+    assert!(show.contains("held: k/y by an operator, until"), "{show}");
     let out = s.jobctl(&["release", "k/x"]);
     assert!(out.status.success(), "{}", crate::common::stderr(&out));
     assert!(!held(&s, "k/x") && held(&s, "k/y"));
