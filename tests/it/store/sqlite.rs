@@ -9,16 +9,13 @@ use jobd::store::{OpenOptions, Store, StoreError};
 
 /// A fresh SQLite file in a temp dir; every connection is a separate `store::open`.
 struct SqliteDb {
-    sandbox: Sandbox,
+    dir: tempfile::TempDir,
 }
-
-// The sandbox's spawned-process list is a RefCell it never touches here.
-unsafe impl Sync for SqliteDb {}
 
 impl TestDb for SqliteDb {
     fn connect(&self) -> Box<dyn Store> {
         jobd::store::open(
-            &self.sandbox.db(),
+            &self.dir.path().join("jobs.db"),
             &OpenOptions {
                 create: true,
                 migrate: true,
@@ -31,10 +28,11 @@ impl TestDb for SqliteDb {
 
 fn make_sqlite_db() -> Box<dyn TestDb> {
     Box::new(SqliteDb {
-        sandbox: Sandbox::new("", ""),
+        dir: tempfile::tempdir().expect("tempdir"),
     })
 }
 
+// The suite's driver-facing signature: a fresh database per case.
 const _: MakeDb = make_sqlite_db;
 
 conformance!(make_sqlite_db);
