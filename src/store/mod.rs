@@ -120,18 +120,15 @@ impl Default for OpenOptions {
 
 /// Opens the configured database with the driver it names: the only place that picks
 /// one. Today every database is a SQLite file at this path.
-pub fn open(database: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dyn Store>> {
-    Ok(Box::new(sqlite::SqliteStore::open(
-        database.as_ref(),
-        options,
-    )?))
+pub fn open(database: &Path, options: &OpenOptions) -> Result<Box<dyn Store>> {
+    Ok(Box::new(sqlite::SqliteStore::open(database, options)?))
 }
 
 /// Opens a connection that only reads (the daemon's reader, metrics, the web page): it
 /// never takes the write lock and never migrates; an outdated schema is refused.
-pub fn open_read(database: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dyn Store>> {
+pub fn open_read(database: &Path, options: &OpenOptions) -> Result<Box<dyn Store>> {
     Ok(Box::new(sqlite::SqliteStore::open_read_only(
-        database.as_ref(),
+        database,
         options.busy_timeout,
     )?))
 }
