@@ -258,10 +258,16 @@ pub struct HoldReports {
 impl HoldReports {
     pub fn push(&self, hold: HoldRequest) {
         let mut holds = self.holds.lock().unwrap_or_else(|e| e.into_inner());
-        // The latest hold per destination is the one that matters; repeated 429s inside
-        // one attempt (a pull waiting them out) would otherwise pile up.
-        holds.retain(|h| !(h.destination == hold.destination && h.flow_key == hold.flow_key));
-        holds.push(hold);
+        // One hold per destination and key, the longest asked for: repeated 429s inside
+        // one attempt (a pull waiting them out) would otherwise pile up, and a short
+        // slow-down after a long Retry-After must not replace it before it is stored.
+        let same =
+            |h: &HoldRequest| h.destination == hold.destination && h.flow_key == hold.flow_key;
+        match holds.iter_mut().find(|h| same(h)) {
+            Some(standing) if standing.until >= hold.until => {}
+            Some(standing) => *standing = hold,
+            None => holds.push(hold),
+        }
     }
 
     pub fn take(&self) -> Vec<HoldRequest> {
@@ -410,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn reported_holds_keep_the_latest_per_destination() {
+    fn reported_holds_keep_the_longest_per_destination() {
         let reports = HoldReports::default();
         reports.push(HoldRequest::new(
             "a",
@@ -436,9 +442,17 @@ mod tests {
             None,
             "z".into(),
         ));
+        reports.push(HoldRequest::new(
+            "a",
+            "",
+            Duration::from_secs(2),
+            0,
+            None,
+            "w".into(),
+        ));
         let holds = reports.take();
         assert_eq!(holds.len(), 2);
-        assert_eq!(holds[1].until, 3_000);
+        assert_eq!((holds[0].until, holds[0].reason.as_str()), (3_000, "z"));
         assert!(reports.take().is_empty());
         let capped = HoldRequest::new("a", "", Duration::MAX, 0, Some(429), "x".into());
         assert_eq!(capped.until, MAX_HOLD.as_millis() as i64);
