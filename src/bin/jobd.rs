@@ -77,7 +77,8 @@ fn main() {
     // touches the spool or the socket. Then the spool, watched folders and socket: a
     // folder that cannot be created or a socket another daemon answers on refuses the
     // start before anything runs.
-    let lock = DatabaseLock::acquire(&config.daemon.database).unwrap_or_else(|e| fail(e));
+    let lock =
+        DatabaseLock::acquire(&config.daemon.database).unwrap_or_else(|e| fail(e.to_string()));
     let spool = Spool::open(&config.daemon.data_dir).unwrap_or_else(|e| {
         fail(format!(
             "daemon.data_dir: cannot create the spool under {}: {e}",

@@ -30,7 +30,7 @@
 //! between the copy and the delete leaves the input in place, and the dedupe window then
 //! keeps its second appearance from becoming a second job.
 
-use crate::daemon::DaemonClient;
+use crate::daemon::{ClientError, DaemonClient};
 use crate::job::{Job, JobId, JobState, NewJob};
 use crate::store::{Db, IngestRecord};
 use serde::{Deserialize, Serialize};
@@ -129,7 +129,7 @@ pub enum Taken {
 pub struct PendingCommit {
     spool: Spool,
     token: String,
-    answer: crossbeam_channel::Receiver<Result<Taken, String>>,
+    answer: crossbeam_channel::Receiver<Result<Taken, ClientError>>,
 }
 
 impl PendingCommit {

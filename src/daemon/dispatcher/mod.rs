@@ -31,7 +31,7 @@ mod tests;
 
 use super::journal::StartJournal;
 use super::workers::{Assignment, Report};
-use super::{notify::Notifier, JobHooks, ReplyTo, SharedConfig};
+use super::{notify::Notifier, ClientError, JobHooks, ReplyTo, SharedConfig};
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigSource};
 use crate::job::{NewJob, UnixMillis};
@@ -70,7 +70,7 @@ pub enum Command {
 /// the commit held and the error if it did not. Runs on the dispatcher thread: keep it
 /// quick (renames, not copies).
 pub type TxTask = Box<
-    dyn FnOnce(&crate::store::Tx<'_>, UnixMillis) -> Box<dyn FnOnce(Result<(), String>) + Send>
+    dyn FnOnce(&crate::store::Tx<'_>, UnixMillis) -> Box<dyn FnOnce(Result<(), ClientError>) + Send>
         + Send,
 >;
 

@@ -11,7 +11,7 @@ use super::{Command, Dispatcher, Exit, TxTask};
 use crate::clock::{after, Moment};
 use crate::config::Config;
 use crate::daemon::workers::Report;
-use crate::daemon::{EnqueueReply, Flush, ReplyTo};
+use crate::daemon::{ClientError, EnqueueReply, Flush, ReplyTo};
 use crate::handlers::StopReason;
 use crate::job::{Completion, Job, JobId, JobState, NewJob, UnixMillis};
 use crate::store::{Applied, ClaimSpec, StoreError, Tx};
@@ -97,7 +97,7 @@ pub(super) struct Written {
 }
 
 /// What to tell each task that ran inside the transaction once its fate is known.
-type AfterTask = Box<dyn FnOnce(Result<(), String>) + Send>;
+type AfterTask = Box<dyn FnOnce(Result<(), ClientError>) + Send>;
 
 impl Dispatcher {
     /// One turn: everything waiting, in one transaction. Returns an exit when done.
@@ -410,13 +410,17 @@ impl Dispatcher {
         }
         let mut flushes = Vec::new();
         for (_, reply) in intake.enqueues {
-            answer(reply, Err(format!("not enqueued: {e}")), &mut flushes);
+            answer(
+                reply,
+                Err(ClientError::NotEnqueued(e.to_string())),
+                &mut flushes,
+            );
         }
         flushes.iter().for_each(|f| f.flush());
         // Tasks that ran inside the rolled-back transaction hear so here; tasks that
         // never ran (the error came first) get the same answer when dropped.
         for done in after_tasks {
-            done(Err(format!("not written: {e}")));
+            done(Err(ClientError::NotWritten(e.to_string())));
         }
         self.held.reports = intake.reports;
         self.held.retry_at = Some(at + WRITE_RETRY);
@@ -448,7 +452,10 @@ pub(super) fn apply_enqueues(
 ) -> Vec<EnqueueReply> {
     enqueues
         .iter()
-        .map(|(jobs, _)| tx.enqueue(jobs, now).map_err(|e| e.to_string()))
+        .map(|(jobs, _)| {
+            tx.enqueue(jobs, now)
+                .map_err(|e| ClientError::Refused(e.to_string()))
+        })
         .collect()
 }
 
