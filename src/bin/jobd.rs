@@ -79,7 +79,8 @@ fn main() {
     // start before anything runs.
     let lock =
         DatabaseLock::acquire(&config.daemon.database).unwrap_or_else(|e| fail(e.to_string()));
-    let spool = Spool::open(&config.daemon.data_dir).unwrap_or_else(|e| {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let spool = Spool::open(&config.daemon.data_dir, clock.clone()).unwrap_or_else(|e| {
         fail(format!(
             "daemon.data_dir: cannot create the spool under {}: {e}",
             config.daemon.data_dir.display()
@@ -90,7 +91,6 @@ fn main() {
     } else {
         Some(ingest::prepare(&config).unwrap_or_else(|e| fail(e)))
     };
-    let clock: SharedClock = Arc::new(SystemClock);
     let daemon = match Daemon::start_locked(
         config.clone(),
         DaemonOptions {
