@@ -281,6 +281,22 @@ fn the_reaper_rescues_a_lease_only_after_it_expired_by_the_clock() {
 }
 
 #[test]
+fn the_purge_deletes_succeeded_jobs_past_retention_on_the_reapers_turns() {
+    let mut h = harness("workers = 1\nretention = \"1h\"\nreap_interval = \"1m\"");
+    let id = h.enqueue(noops(1))[0];
+    let assignment = h.assignments().remove(0);
+    start(&assignment, T0);
+    h.turn(vec![succeeded(&assignment, T0, Duration::from_millis(1))]);
+    assert_eq!(h.job(id).state, JobState::Succeeded);
+    h.advance(Duration::from_secs(59 * 60));
+    h.turn(vec![]);
+    assert!(h.db.get(id).is_ok(), "kept for its retention");
+    h.advance(Duration::from_secs(2 * 60));
+    h.turn(vec![]);
+    assert!(h.db.get(id).is_err(), "purged once past it");
+}
+
+#[test]
 fn the_reaper_waits_for_its_interval() {
     let mut h = harness("workers = 1\nlease = \"30s\"\nreap_interval = \"1m\"");
     h.turn(vec![]);
