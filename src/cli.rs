@@ -1624,7 +1624,7 @@ impl Ctl {
             return Err(CtlError::Failure(format!(
                 "config {}: {}",
                 self.source.describe(),
-                problems.join("; ")
+                problems
             )));
         }
         // Before the first start there is no database yet: the config alone is checked,
@@ -1947,12 +1947,7 @@ fn read_stdin() -> Result<String, CtlError> {
     Ok(text)
 }
 
-/// Parses an RFC 3339 time into milliseconds.
-pub fn parse_time(text: &str) -> Result<UnixMillis, String> {
-    chrono::DateTime::parse_from_rfc3339(text.trim())
-        .map(|t| t.timestamp_millis())
-        .map_err(|e| format!("'{text}' is not a time ({e}); write it like 2026-11-24T06:00:00Z"))
-}
+pub use crate::clock::parse_time;
 
 fn format_bytes(bytes: u64) -> String {
     match bytes {

@@ -146,6 +146,25 @@ pub fn after(at: UnixMillis, wait: Duration) -> UnixMillis {
     at.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// A time that is not RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{text}' is not a time ({reason}); write it like 2026-11-24T06:00:00Z")]
+pub struct TimeError {
+    pub text: String,
+    reason: String,
+}
+
+/// Parses an RFC 3339 time into milliseconds (`jobctl --at`, the socket's `run_at`, the
+/// web page's filters).
+pub fn parse_time(text: &str) -> Result<UnixMillis, TimeError> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| TimeError {
+            text: text.to_string(),
+            reason: e.to_string(),
+        })
+}
+
 /// A time for people: RFC 3339 in UTC with milliseconds.
 pub fn format_millis(at: UnixMillis) -> String {
     chrono::DateTime::from_timestamp_millis(at)

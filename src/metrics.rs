@@ -284,34 +284,18 @@ fn number(value: f64) -> String {
     }
 }
 
-/// Writes `text` to `path` atomically: a temporary file in the same directory (mode
-/// 0640: files the daemon writes are never world-readable, so node_exporter's user must
-/// be in the jobd group), synced, then renamed over `path`. A reader never sees half a file.
+/// Writes `text` to `path` atomically ([`crate::files::AtomicFile`]: a temporary file
+/// in the same directory, unique per call and not ending in `.prom`, which node_exporter
+/// skips; mode 0640: files the daemon writes are never world-readable, so node_exporter's
+/// user must be in the jobd group). A reader never sees half a file.
 pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
-    // node_exporter only reads *.prom, so the temporary name must not end in .prom.
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let written = (|| {
-        let mut file = crate::files::create_private(&tmp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if path.file_name().is_none() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file name",
+        ));
     }
-    written
+    crate::files::write_atomic(path, text.as_bytes())
 }
 
 /// The textfile writer thread: for every snapshot the dispatcher sends, reads the

@@ -4,6 +4,7 @@
 
 use super::DaemonClient;
 use crate::clock::{format_millis, SharedClock};
+use crate::config::schedule::{parse_cron, CronError};
 use crate::config::{Config, PipelineSchedule};
 use crate::job::{NewJob, UnixMillis};
 use crate::store::Db;
@@ -22,22 +23,13 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Why a schedule has no period for a time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("'{text}' is not a cron expression ({reason}); write it like \"0 * * * *\"")]
-    NotCron { text: String, reason: String },
+    #[error(transparent)]
+    NotCron(#[from] CronError),
     #[error("time {0} is out of range")]
     OutOfRange(UnixMillis),
     /// The expression parses but has no occurrence on the side of `now` asked for.
     #[error("cron '{text}': {reason}")]
     NoOccurrence { text: String, reason: String },
-}
-
-/// Parses a 5-field POSIX cron expression (`0 * * * *`), evaluated in UTC.
-pub fn parse_cron(text: &str) -> Result<croner::Cron, ScheduleError> {
-    text.parse::<croner::Cron>()
-        .map_err(|e| ScheduleError::NotCron {
-            text: text.to_string(),
-            reason: e.to_string(),
-        })
 }
 
 fn utc(at: UnixMillis) -> Result<chrono::DateTime<chrono::Utc>, ScheduleError> {
@@ -330,8 +322,8 @@ mod tests {
             at("2026-11-22T03:00:00Z")
         );
         assert!(matches!(
-            parse_cron("every tuesday"),
-            Err(ScheduleError::NotCron { .. })
+            period_start(&PipelineSchedule::Cron("every tuesday".into()), 0),
+            Err(ScheduleError::NotCron(_))
         ));
     }
 

@@ -11,7 +11,7 @@ pub mod pull;
 pub mod relay;
 
 use crate::clock::SharedClock;
-use crate::config::Config;
+use crate::config::{Config, Problem, Problems};
 use crate::job::{Job, NewJob, Outcome, UnixMillis};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -201,14 +201,23 @@ impl Registry {
     /// Checks each `[[watch]]`'s kind and static payload as its jobs will be checked, with
     /// stand-ins for the fields the watcher adds (`file` or `dir`, `name`, `sha256`,
     /// `size`, `files`), so a misspelt setting is refused at start, not at the first file.
-    pub fn check_watches(&self, config: &Config) -> Result<(), String> {
-        for (index, watch) in config.watch.iter().enumerate() {
+    /// Every watch's problem is reported.
+    pub fn check_watches(&self, config: &Config) -> Result<(), Problems> {
+        let mut problems = Problems::new();
+        'watches: for (index, watch) in config.watch.iter().enumerate() {
             let at = format!("watch[{index}] ({})", watch.path.display());
             let mut payload = serde_json::Map::new();
             for (key, value) in &watch.payload {
-                let value =
-                    serde_json::to_value(value).map_err(|e| format!("{at}: payload.{key}: {e}"))?;
-                payload.insert(key.clone(), value);
+                match serde_json::to_value(value) {
+                    Ok(value) => payload.insert(key.clone(), value),
+                    Err(e) => {
+                        problems.add(Problem::sentence(
+                            format!("watch[{index}].payload.{key}"),
+                            format!("{at}: payload.{key}: {e}"),
+                        ));
+                        continue 'watches;
+                    }
+                };
             }
             let name = "example";
             let staged = config.daemon.data_dir.join("spool").join("0").join(name);
@@ -225,10 +234,14 @@ impl Registry {
             }
             let job =
                 NewJob::new(watch.kind.clone(), Value::Object(payload)).queue(watch.queue.clone());
-            self.validate(&job, config)
-                .map_err(|e| format!("{at}: {e}"))?;
+            if let Err(e) = self.validate(&job, config) {
+                problems.add(Problem::sentence(
+                    format!("watch[{index}]"),
+                    format!("{at}: {e}"),
+                ));
+            }
         }
-        Ok(())
+        problems.into_result()
     }
 
     pub fn unknown_kind(&self, kind: &str) -> String {

@@ -232,7 +232,7 @@ fn time(value: &Value) -> Result<UnixMillis, String> {
         Value::Number(n) => n
             .as_i64()
             .ok_or_else(|| "milliseconds must be a whole number".to_string()),
-        Value::String(text) => crate::cli::parse_time(text),
+        Value::String(text) => crate::clock::parse_time(text).map_err(|e| e.to_string()),
         _ => Err("milliseconds since the epoch, or an RFC 3339 time".into()),
     }
 }

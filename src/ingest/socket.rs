@@ -88,7 +88,7 @@ impl Listener {
             }
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            super::spool::create_private_dir(parent)
+            crate::files::create_private_dir_all(parent)
                 .map_err(|e| format!("daemon.socket: cannot create {}: {e}", parent.display()))?;
         }
         let listener = UnixListener::bind(path)

@@ -38,8 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,8 +48,6 @@ pub const META_FILE: &str = ".jobd-meta.json";
 /// What `ingest_files` records as the SHA-256 of an input that could not be read (it is
 /// never matched as a duplicate: dead-born inputs skip the dedupe).
 const UNREAD_SHA256: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-/// The longest file name most file systems allow, in bytes.
-const NAME_MAX: usize = 255;
 const ERROR_SUFFIX: &str = ".error.json";
 
 /// The name of the error file beside a dead job's input: `<name>.error.json`, shortened
@@ -59,21 +56,8 @@ pub fn error_file_name(name: &str) -> String {
     sidecar_name(name, ERROR_SUFFIX)
 }
 
-/// The name of a file that belongs to the input `name`: `<name><suffix>`, or, when that
-/// would pass the file-name limit, the name cut to fit plus `~` and 8 hex digits of the
-/// name's SHA-256, so it stays unique, starts like the input and still fits. (Also used
-/// for csv_import's `.summary.json` and `.errors.csv`.)
-pub fn sidecar_name(name: &str, suffix: &str) -> String {
-    if name.len() + suffix.len() <= NAME_MAX {
-        return format!("{name}{suffix}");
-    }
-    let tag = &hex(&Sha256::digest(name.as_bytes()))[..8];
-    let mut keep = NAME_MAX.saturating_sub(suffix.len() + tag.len() + 1);
-    while !name.is_char_boundary(keep) {
-        keep -= 1;
-    }
-    format!("{}~{tag}{suffix}", &name[..keep])
-}
+use crate::files::sidecar_name;
+
 const INCOMING: &str = ".incoming";
 
 /// What the watcher decided to make of a file or folder; written before it moves, so
@@ -180,7 +164,7 @@ impl Spool {
             spool.root.join("done"),
             spool.root.join("failed"),
         ] {
-            create_private_dir(&dir)?;
+            crate::files::create_private_dir_all(&dir)?;
         }
         Ok(spool)
     }
@@ -221,7 +205,7 @@ impl Spool {
     /// staging. On failure nothing is left in staging and `source` is where it was.
     pub fn stage(&self, source: &Path, meta: &StageMeta) -> io::Result<()> {
         let dir = self.staging_dir(&meta.token);
-        create_private_dir(&dir)?;
+        crate::files::create_private_dir_all(&dir)?;
         let result = write_private(
             &dir.join(META_FILE),
             &serde_json::to_vec_pretty(meta).expect("meta serializes"),
@@ -615,7 +599,7 @@ fn read_meta(dir: &Path) -> io::Result<StageMeta> {
 /// `name<TAB>sha256` lines, the total size, and each file's digest.
 pub fn digest(path: &Path, is_dir: bool) -> io::Result<(String, u64, Vec<FileDigest>)> {
     if !is_dir {
-        let (sha256, size) = hash_file(path)?;
+        let (sha256, size) = crate::files::sha256_file(path)?;
         return Ok((sha256, size, Vec::new()));
     }
     let mut files = Vec::new();
@@ -625,7 +609,7 @@ pub fn digest(path: &Path, is_dir: bool) -> io::Result<(String, u64, Vec<FileDig
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
-        let (sha256, size) = hash_file(&entry.path())?;
+        let (sha256, size) = crate::files::sha256_file(&entry.path())?;
         files.push(FileDigest { name, size, sha256 });
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -634,35 +618,7 @@ pub fn digest(path: &Path, is_dir: bool) -> io::Result<(String, u64, Vec<FileDig
         manifest.update(format!("{}\t{}\n", f.name, f.sha256));
     }
     let size = files.iter().map(|f| f.size).sum();
-    Ok((hex(&manifest.finalize()), size, files))
-}
-
-fn hash_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut file = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        size += n as u64;
-    }
-    Ok((hex(&hasher.finalize()), size))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Directories the daemon makes are not world-readable.
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
+    Ok((crate::files::hex(&manifest.finalize()), size, files))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -672,7 +628,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Renames `from` to `to`, creating `to`'s parent.
 fn rename_into(from: &Path, to: &Path) -> io::Result<()> {
     if let Some(parent) = to.parent() {
-        create_private_dir(parent)?;
+        crate::files::create_private_dir_all(parent)?;
     }
     fs::rename(from, to)
 }
@@ -697,7 +653,7 @@ fn move_in(source: &Path, to: &Path) -> io::Result<()> {
 
 fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     if from.is_dir() {
-        create_private_dir(to)?;
+        crate::files::create_private_dir_all(to)?;
         for entry in fs::read_dir(from)? {
             let entry = entry?;
             copy_tree(&entry.path(), &to.join(entry.file_name()))?;
@@ -712,6 +668,7 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::NAME_MAX;
 
     #[test]
     fn done_and_failed_inputs_are_dated_and_stamped_by_the_spools_clock() {

@@ -55,7 +55,7 @@ pub fn prepare_folder(key: &str, watch: &WatchConfig) -> Result<PathBuf, String>
         Ok(meta) if meta.is_dir() => {}
         Ok(_) => return Err(format!("{key}.path: {} is not a folder", path.display())),
         Err(e) if e.kind() == io::ErrorKind::NotFound && watch.create => {
-            super::spool::create_private_dir(path).map_err(|e| {
+            crate::files::create_private_dir_all(path).map_err(|e| {
                 format!(
                     "{key}.path: {} is missing and cannot be created: {e}",
                     path.display()

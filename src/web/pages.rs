@@ -498,7 +498,7 @@ impl JobsQuery {
         let time = |text: &Option<String>, key: &str| -> Result<Option<UnixMillis>, WebError> {
             non_empty(text)
                 .map(|t| {
-                    crate::cli::parse_time(&t)
+                    crate::clock::parse_time(&t)
                         .map_err(|e| WebError::BadRequest(format!("{key}: {e}")))
                 })
                 .transpose()

@@ -54,16 +54,12 @@ impl Tmux {
     }
 
     fn wait_for(&self, text: &str) -> String {
-        let mut last = String::new();
-        let found = (0..500).any(|_| {
-            last = self.screen(false);
-            last.contains(text) || {
-                std::thread::sleep(Duration::from_millis(20));
-                false
-            }
-        });
-        assert!(found, "{text:?} never appeared on the screen:\n{last}");
-        last
+        crate::common::wait_for_explained(
+            Duration::from_secs(10),
+            &format!("{text:?} to appear on the screen"),
+            || Some(self.screen(false)).filter(|screen| screen.contains(text)),
+            || format!("the screen:\n{}", self.screen(false)),
+        )
     }
 }
 

@@ -4,14 +4,16 @@
 
 pub mod auth;
 pub mod classify;
+pub mod config;
 pub mod rate;
 
 use super::{Handler, JobContext, StopReason};
 use crate::clock::Moment;
-use crate::config::{AuthConfig, Config, EndpointConfig, TokenRequestFormat};
+use crate::config::Config;
 use crate::job::{Job, NewJob, Outcome};
 use auth::{header_secrets, is_sensitive_header, mask, mask_value, secret_forms, TokenCache};
 use classify::{body_excerpt, classify, retry_after_header, Class};
+use config::{AuthConfig, EndpointConfig, TokenRequestFormat};
 use rate::TokenBucket;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
@@ -324,16 +326,23 @@ impl EndpointState {
             .user_agent(concat!("jobd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("endpoint {name}: cannot build the HTTP client: {e}"))?;
-        let base_url = config.resolve_base_url(&format!("endpoints.{name}"));
+        // Kept as text: a request reports it as its own error (the daemon refused it at start).
+        let base_url = config
+            .resolve_base_url(&format!("endpoints.{name}"))
+            .map_err(|e| e.to_string());
         let secret = match &config.auth {
-            Some(auth) => auth.secret(&format!("endpoints.{name}.auth")),
+            Some(auth) => auth
+                .secret(&format!("endpoints.{name}.auth"))
+                .map_err(|e| e.to_string()),
             None => Ok(String::new()),
         };
         let query_secrets = config
             .query_secrets
             .iter()
             .map(|(param, source)| {
-                let value = source.read(&format!("endpoints.{name}.query_secrets.{param}"))?;
+                let value = source
+                    .read(&format!("endpoints.{name}.query_secrets.{param}"))
+                    .map_err(|e| e.to_string())?;
                 Ok((param.clone(), value))
             })
             .collect();

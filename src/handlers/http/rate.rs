@@ -2,8 +2,8 @@
 //! takes `now` (a [`Moment`] of the job's clock) as an argument, so tests give explicit
 //! moments instead of sleeping.
 
+use super::config::RateLimit;
 use crate::clock::Moment;
-use crate::config::RateLimit;
 use std::time::Duration;
 
 #[derive(Debug)]

@@ -4,14 +4,16 @@
 //! follow-up, enqueued in the same transaction as its own completion; the last page
 //! returns the run's high-water mark instead, which the store records in `sync_state`.
 
+pub mod config;
 pub mod paging;
 
 use super::http::classify::{retry_after_header, Class};
 use super::http::{Fetched, Http, RequestSpec};
 use super::{Handler, JobContext};
-use crate::config::{Config, HttpPullConfig, Pagination, PipelineConfig};
+use crate::config::{Config, PipelineConfig};
 use crate::job::{Job, NewJob, Outcome, SyncMark, UnixMillis};
 use crate::store::sink::{field, SinkDb, SinkTable, Upserted};
+use config::{HttpPullConfig, Pagination};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};

@@ -2,6 +2,8 @@
 //! an `exec` job for `[notify] command`) in the transaction that kills a job, and the
 //! `notify` kind that posts a Slack-compatible JSON message to the `[notify]` endpoint.
 
+pub mod config;
+
 use super::http::{Http, RequestSpec};
 use super::{Handler, JobContext};
 use crate::config::Config;
