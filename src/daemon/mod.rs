@@ -167,6 +167,17 @@ pub struct DaemonClient {
 }
 
 impl DaemonClient {
+    /// A client whose commands go to `commands` instead of a running dispatcher, for
+    /// tests that play the dispatcher's part.
+    #[cfg(test)]
+    pub(crate) fn to_channel(commands: Sender<Command>, config: Config) -> DaemonClient {
+        DaemonClient {
+            commands,
+            registry: Arc::new(Registry::builtin()),
+            config: Arc::new(RwLock::new(Arc::new(config))),
+        }
+    }
+
     /// Enqueues jobs all or nothing; returns once they are committed.
     pub fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, ClientError> {
         self.enqueue_async(jobs)?
