@@ -8,7 +8,7 @@ use crate::config::{Config, ConfigSource};
 use crate::daemon::journal::StartJournal;
 use crate::daemon::notify::Notifier;
 use crate::daemon::workers::{self, Assignment, Report};
-use crate::daemon::{ReplyTo, SharedConfig};
+use crate::daemon::{ClientError, ReplyTo, SharedConfig};
 use crate::handlers::{Handler, JobContext, Registry, StopReason, SyncStateView};
 use crate::job::{Job, JobId, JobState, NewJob, Outcome, UnixMillis};
 use crate::store::{ClaimSpec, Db, OpenOptions};
@@ -43,6 +43,9 @@ fn harness(daemon: &str) -> Harness {
     let options = OpenOptions {
         create: true,
         migrate: true,
+        // A write that finds the database locked fails at once (see the held-outcome
+        // test), instead of SQLite's busy handler waiting for it.
+        busy_timeout: Duration::from_millis(1),
         ..OpenOptions::default()
     };
     let writer = Db::open(&database, &options).unwrap();
@@ -450,6 +453,48 @@ fn with_nothing_due_the_loop_waits_for_the_poll_or_its_longest_wait() {
     let mut h = harness("workers = 1\npoll_interval = \"10s\"\nreap_interval = \"1h\"");
     h.turn(vec![]);
     assert_eq!(h.dispatcher.time_to_wait(), super::timers::MAX_WAIT);
+}
+
+#[test]
+fn a_failed_write_holds_the_outcomes_and_tries_again_after_write_retry_by_the_clock() {
+    let mut h = harness("workers = 1\npoll_interval = \"10s\"\nreap_interval = \"1h\"");
+    let id = h.enqueue(noops(1))[0];
+    let assignment = h.assignments().remove(0);
+    start(&assignment, T0);
+    let (reply, answer) = crossbeam_channel::bounded(1);
+    let mut other = Db::open(&h.dir.path().join("jobs.db"), &OpenOptions::default()).unwrap();
+    other
+        .write(|_| {
+            // Another writer holds the database: this turn's write fails.
+            let commands = vec![
+                succeeded(&assignment, T0, Duration::from_millis(1)),
+                Command::Enqueue {
+                    jobs: noops(1),
+                    reply: ReplyTo::Channel(reply),
+                },
+            ];
+            assert_eq!(h.turn(commands), None);
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        matches!(answer.try_recv(), Ok(Err(ClientError::NotEnqueued(_)))),
+        "the enqueuer hears at once that nothing was enqueued"
+    );
+    assert_eq!(h.dispatcher.held.len(), 1, "the outcome is held in memory");
+    assert_eq!(h.job(id).state, JobState::Running);
+    h.advance(Duration::from_millis(400));
+    assert_eq!(
+        h.dispatcher.time_to_wait(),
+        super::turn::WRITE_RETRY - Duration::from_millis(400)
+    );
+    h.advance(super::turn::WRITE_RETRY - Duration::from_millis(401));
+    h.turn(vec![]);
+    assert_eq!(h.job(id).state, JobState::Running, "still waiting to retry");
+    h.advance(Duration::from_millis(1));
+    h.turn(vec![]);
+    assert_eq!(h.job(id).state, JobState::Succeeded, "written on the retry");
+    assert!(h.dispatcher.held.is_empty());
 }
 
 #[test]
