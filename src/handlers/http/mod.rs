@@ -8,6 +8,7 @@ pub mod config;
 pub mod rate;
 
 use super::{Handler, JobContext, StopReason};
+use crate::clock::Moment;
 use crate::config::Config;
 use crate::job::{Job, NewJob, Outcome};
 use auth::{header_secrets, is_sensitive_header, mask, mask_value, secret_forms, TokenCache};
@@ -310,7 +311,7 @@ struct EndpointState {
     bucket: Option<Mutex<TokenBucket>>,
     /// No request before this instant: the other side asked us to slow down (429 with
     /// Retry-After, or a usage header near its limit). Shared by every worker.
-    hold: Mutex<Option<Instant>>,
+    hold: Mutex<Option<Moment>>,
 }
 
 impl EndpointState {
@@ -345,13 +346,9 @@ impl EndpointState {
                 Ok((param.clone(), value))
             })
             .collect();
-        let bucket = config.rate_limit.map(|limit| {
-            Mutex::new(TokenBucket::new(
-                limit,
-                config.burst.unwrap_or(1),
-                Instant::now(),
-            ))
-        });
+        let bucket = config
+            .rate_limit
+            .map(|limit| Mutex::new(TokenBucket::new(limit, config.burst.unwrap_or(1))));
         Ok(EndpointState {
             config: config.clone(),
             base_url,
@@ -673,14 +670,13 @@ impl Http {
 
     /// Holds every request to `endpoint` until `wait` from now (all workers, all jobs):
     /// the other side said it is overdrawn. A shorter hold never shortens a longer one.
-    pub fn hold(&self, endpoint: &str, config: &Config, wait: Duration) {
+    pub fn hold(&self, endpoint: &str, config: &Config, now: Moment, wait: Duration) {
         let Some(endpoint_config) = config.endpoints.get(endpoint) else {
             return;
         };
         let Ok(state) = self.state(endpoint, endpoint_config) else {
             return;
         };
-        let now = Instant::now();
         let until = now + wait;
         {
             let mut hold = state.hold.lock().expect("hold");
@@ -697,13 +693,13 @@ impl Http {
     /// Waits for the endpoint's rate limit and any hold in real time, watching the stop
     /// signal.
     fn wait_for_rate(&self, state: &EndpointState, ctx: &JobContext) -> Result<(), Outcome> {
-        let reserved = state
-            .bucket
-            .as_ref()
-            .map(|bucket| bucket.lock().expect("rate limit").reserve(Instant::now()));
-        let until = Instant::now() + reserved.unwrap_or(Duration::ZERO);
+        let reserved = state.bucket.as_ref().map(|bucket| {
+            let now = ctx.clock.monotonic();
+            bucket.lock().expect("rate limit").reserve(now)
+        });
+        let until = ctx.clock.monotonic() + reserved.unwrap_or(Duration::ZERO);
         loop {
-            let now = Instant::now();
+            let now = ctx.clock.monotonic();
             // A hold set while we wait (another worker got a 429) applies to us too.
             let held = state.hold.lock().expect("hold").filter(|h| *h > now);
             let until = held.map_or(until, |h| h.max(until));
@@ -711,7 +707,7 @@ impl Http {
                 return Ok(());
             }
             let stop = ctx.stop.must_stop();
-            if stop.is_some() || now >= ctx.deadline {
+            if stop.is_some() || Instant::now() >= ctx.deadline {
                 if let (Some(bucket), Some(_)) = (&state.bucket, reserved) {
                     bucket.lock().expect("rate limit").release();
                 }
@@ -725,7 +721,7 @@ impl Http {
                     None => Outcome::retry("timed out waiting for the endpoint's rate limit"),
                 });
             }
-            std::thread::sleep((until - now).min(WAIT_SLICE));
+            std::thread::sleep(until.saturating_duration_since(now).min(WAIT_SLICE));
         }
     }
 

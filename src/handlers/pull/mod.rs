@@ -173,7 +173,8 @@ impl Pull {
             }
             throttles += 1;
             let wait = retry_after(&fetched, ctx).unwrap_or(DEFAULT_THROTTLE_WAIT);
-            self.http.hold(&pull.endpoint, &ctx.config, wait);
+            self.http
+                .hold(&pull.endpoint, &ctx.config, ctx.clock.monotonic(), wait);
             tracing::info!(job = job.id, endpoint = %pull.endpoint, wait_ms = wait.as_millis() as u64,
                 "429 from {}: holding the endpoint", fetched.url);
             let too_long = wait > MAX_INLINE_WAIT
@@ -208,7 +209,8 @@ impl Pull {
         if let Some(wait) = paging::slow_down(used, size, leak) {
             tracing::debug!(endpoint = %pull.endpoint, used, size, wait_ms = wait.as_millis() as u64,
                 "the other side's bucket is nearly full: slowing down");
-            self.http.hold(&pull.endpoint, &ctx.config, wait);
+            self.http
+                .hold(&pull.endpoint, &ctx.config, ctx.clock.monotonic(), wait);
         }
     }
 
