@@ -14,6 +14,7 @@ pub mod holds;
 pub mod rate;
 
 use super::{Handler, JobContext, StopReason};
+use crate::clock::Moment;
 use crate::config::Config;
 use crate::flow::{HoldRequest, Route};
 use crate::job::{Job, NewJob, Outcome};
@@ -324,7 +325,7 @@ struct EndpointState {
     /// jobs from being claimed at all, so this one binds only jobs without a
     /// destination and jobs claimed before it was set; a job claimed later was claimed
     /// after the hold ended or an operator released it.
-    holds: Mutex<HashMap<String, (Instant, crate::job::UnixMillis)>>,
+    holds: Mutex<HashMap<String, (Moment, crate::job::UnixMillis)>>,
 }
 
 impl EndpointState {
@@ -721,7 +722,7 @@ impl Http {
             Some(status),
             format!("answered {why}"),
         ));
-        hold_state(state, &job.flow_key, wait, ctx.clock.now_ms());
+        hold_state(state, &job.flow_key, wait, ctx);
     }
 
     /// Holds every request to `endpoint` (or its part `flow_key`) from this process
@@ -735,7 +736,7 @@ impl Http {
         let Ok(state) = self.state(endpoint, endpoint_config) else {
             return;
         };
-        hold_state(&state, flow_key, wait, ctx.clock.now_ms());
+        hold_state(&state, flow_key, wait, ctx);
     }
 
     /// Waits for the endpoint's rate limit in this process (per flow key) and, for a job
@@ -751,10 +752,10 @@ impl Http {
         let reserved = state
             .buckets
             .as_ref()
-            .map(|buckets| buckets.reserve(&job.flow_key, Instant::now()));
-        let until = Instant::now() + reserved.unwrap_or(Duration::ZERO);
+            .map(|buckets| buckets.reserve(&job.flow_key, ctx.clock.monotonic()));
+        let until = ctx.clock.monotonic() + reserved.unwrap_or(Duration::ZERO);
         loop {
-            let now = Instant::now();
+            let now = ctx.clock.monotonic();
             // A hold set while we wait (another worker got a 429) applies to us too.
             let held = state
                 .holds
@@ -769,7 +770,7 @@ impl Http {
                 return Ok(());
             }
             let stop = ctx.stop.must_stop();
-            if stop.is_some() || now >= ctx.deadline {
+            if stop.is_some() || Instant::now() >= ctx.deadline {
                 if let (Some(buckets), Some(_)) = (&state.buckets, reserved) {
                     buckets.release(&job.flow_key);
                 }
@@ -783,7 +784,7 @@ impl Http {
                     None => Outcome::retry("timed out waiting for the endpoint's rate limit"),
                 });
             }
-            std::thread::sleep((until - now).min(WAIT_SLICE));
+            std::thread::sleep(until.saturating_duration_since(now).min(WAIT_SLICE));
         }
     }
 
@@ -1253,13 +1254,9 @@ fn answer(
 
 /// Holds `state`'s requests of `flow_key` in this process until `wait` from now; a
 /// shorter hold never shortens a longer one.
-fn hold_state(
-    state: &EndpointState,
-    flow_key: &str,
-    wait: Duration,
-    now_ms: crate::job::UnixMillis,
-) {
-    let now = Instant::now();
+fn hold_state(state: &EndpointState, flow_key: &str, wait: Duration, ctx: &JobContext) {
+    let now = ctx.clock.monotonic();
+    let now_ms = ctx.clock.now_ms();
     let until = now + wait.min(crate::flow::MAX_HOLD);
     {
         let mut holds = state.holds.lock().expect("hold");

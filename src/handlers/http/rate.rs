@@ -1,12 +1,14 @@
 //! The in-process token bucket behind an endpoint's `rate_limit` (one per flow key),
 //! shared by every worker: it spaces this process's requests at the wire, after the
-//! claim kept the rate across daemons ([`crate::flow`]). Its math takes `now` as an
-//! argument, so tests give explicit instants instead of sleeping.
+//! claim kept the rate across daemons ([`crate::flow`]). Its math takes `now` (a
+//! [`Moment`] of the job's clock) as an argument, so tests give explicit moments
+//! instead of sleeping.
 
 use super::config::RateLimit;
+use crate::clock::Moment;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug)]
 pub struct TokenBucket {
@@ -17,22 +19,24 @@ pub struct TokenBucket {
     /// May go negative: each caller reserves its token and waits for it to be earned,
     /// so callers queue in arrival order without a condition variable.
     tokens: f64,
-    last: Instant,
+    /// Until when tokens are counted; None before the first use.
+    last: Option<Moment>,
 }
 
 impl TokenBucket {
-    pub fn new(limit: RateLimit, burst: u32, now: Instant) -> TokenBucket {
+    /// A full bucket, from its first use on.
+    pub fn new(limit: RateLimit, burst: u32) -> TokenBucket {
         let burst = f64::from(burst.max(1));
         TokenBucket {
             rate: limit.per_second(),
             burst,
             tokens: burst,
-            last: now,
+            last: None,
         }
     }
 
     /// Reserves one request and says how long after `now` it may be sent.
-    pub fn reserve(&mut self, now: Instant) -> Duration {
+    pub fn reserve(&mut self, now: Moment) -> Duration {
         self.earn(now);
         self.tokens -= 1.0;
         if self.tokens >= 0.0 {
@@ -42,11 +46,13 @@ impl TokenBucket {
         }
     }
 
-    fn earn(&mut self, now: Instant) {
-        if now > self.last {
-            let earned = now.duration_since(self.last).as_secs_f64() * self.rate;
+    /// Adds what was earned since `last`.
+    fn earn(&mut self, now: Moment) {
+        let last = *self.last.get_or_insert(now);
+        if now > last {
+            let earned = now.saturating_duration_since(last).as_secs_f64() * self.rate;
             self.tokens = (self.tokens + earned).min(self.burst);
-            self.last = now;
+            self.last = Some(now);
         }
     }
 
@@ -77,14 +83,14 @@ impl KeyedBuckets {
     }
 
     /// Reserves one request of `key` and says how long after `now` it may be sent.
-    pub fn reserve(&self, key: &str, now: Instant) -> Duration {
+    pub fn reserve(&self, key: &str, now: Moment) -> Duration {
         let mut buckets = self.buckets.lock().expect("rate limit");
         if buckets.len() >= MAX_KEYED_BUCKETS && !buckets.contains_key(key) {
             buckets.clear();
         }
         buckets
             .entry(key.to_string())
-            .or_insert_with(|| TokenBucket::new(self.limit, self.burst, now))
+            .or_insert_with(|| TokenBucket::new(self.limit, self.burst))
             .reserve(now)
     }
 
@@ -100,22 +106,24 @@ impl KeyedBuckets {
 mod tests {
     use super::*;
 
-    fn two_per_second(burst: u32, t0: Instant) -> TokenBucket {
-        TokenBucket::new("2/s".parse().unwrap(), burst, t0)
+    fn two_per_second(burst: u32) -> TokenBucket {
+        TokenBucket::new("2/s".parse().unwrap(), burst)
     }
+
+    const T0: Moment = Moment::ORIGIN;
 
     #[test]
     fn callers_at_the_same_instant_are_spaced_by_the_rate() {
-        let t0 = Instant::now();
-        let mut bucket = two_per_second(1, t0);
+        let t0 = T0 + Duration::from_secs(100);
+        let mut bucket = two_per_second(1);
         let waits: Vec<u128> = (0..4).map(|_| bucket.reserve(t0).as_millis()).collect();
         assert_eq!(waits, vec![0, 500, 1000, 1500]);
     }
 
     #[test]
     fn a_quiet_spell_refills_up_to_the_burst_only() {
-        let t0 = Instant::now();
-        let mut bucket = two_per_second(3, t0);
+        let t0 = T0 + Duration::from_secs(100);
+        let mut bucket = two_per_second(3);
         for _ in 0..3 {
             assert_eq!(bucket.reserve(t0), Duration::ZERO);
         }
@@ -130,7 +138,7 @@ mod tests {
 
     #[test]
     fn each_key_has_its_own_bucket() {
-        let t0 = Instant::now();
+        let t0 = T0 + Duration::from_secs(100);
         let keyed = KeyedBuckets::new("2/s".parse().unwrap(), 1);
         assert_eq!(keyed.reserve("a", t0), Duration::ZERO);
         assert_eq!(keyed.reserve("b", t0), Duration::ZERO);
@@ -141,8 +149,8 @@ mod tests {
 
     #[test]
     fn waits_shrink_as_time_passes_and_released_tokens_return() {
-        let t0 = Instant::now();
-        let mut bucket = two_per_second(1, t0);
+        let t0 = T0 + Duration::from_secs(100);
+        let mut bucket = two_per_second(1);
         assert_eq!(bucket.reserve(t0), Duration::ZERO);
         assert_eq!(
             bucket.reserve(t0 + Duration::from_millis(200)).as_millis(),
