@@ -6,6 +6,7 @@
 //! - [`retry`]: backoff, jitter, deadlines and Retry-After.
 //! - [`config`]: the TOML configuration, its defaults and validation.
 //! - [`csvio`]: streaming CSV input: encodings, dialect, line numbers.
+//! - [`dburl`]: the queue database named by path (SQLite) or URL (PostgreSQL), password masked.
 //! - [`store`]: the only module with SQL: migrations, transitions, admin queries.
 //! - [`handlers`]: the job kinds (`noop`, `exec`, `http`, `notify`, `http_pull`, `relay`, `csv_import`) and their registry.
 //! - [`daemon`]: dispatcher, workers, checkpointer, pipeline scheduler, signals and sd_notify.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod csvio;
+pub mod dburl;
 pub mod daemon;
 pub mod files;
 pub mod handlers;

@@ -9,6 +9,7 @@ mod ingest;
 mod live;
 mod maintenance;
 mod operator;
+pub mod postgres;
 mod queue;
 pub mod schema;
 pub mod sink;
@@ -75,6 +76,10 @@ pub enum StoreError {
     Io(String),
     #[error("database error: {0}")]
     Sqlite(rusqlite::Error),
+    /// An error from the PostgreSQL server or the connection to it (never names the
+    /// URL's password).
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
 }
 
 /// "database PATH is", or "the database is" where the path is not known.

@@ -1,0 +1,191 @@
+//! The PostgreSQL driver: several daemons on several machines share one queue database.
+//! Owns the connection pool, the migrations under `migrations/postgres/`, the queue's
+//! transitions with `FOR UPDATE SKIP LOCKED` claims (`queue.rs`), nodes and leadership by
+//! lease rows (`cluster.rs`) and the LISTEN connection for wake-ups (`listen.rs`).
+//!
+//! The rust-postgres client is synchronous: the dispatcher, the workers and jobctl run on
+//! plain threads, so no async runtime sits in the queue's path.
+
+mod cluster;
+mod listen;
+mod queue;
+pub mod schema;
+
+pub use cluster::{Leadership, NodeLease, LEADER_TTL};
+pub use listen::{Listener, NOTIFY_CHANNEL};
+pub use queue::PgTx;
+
+use super::{Result, StoreError};
+use crate::dburl::PostgresUrl;
+use postgres::NoTls;
+use r2d2_postgres::PostgresConnectionManager;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A pooled connection.
+pub type PgConnection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+
+/// How long opening a connection may take before the server is reported unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections kept per process: the dispatcher's, a reader's or two, jobctl's.
+const POOL_SIZE: u32 = 4;
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        use postgres::error::SqlState;
+        match e.code() {
+            Some(code)
+                if *code == SqlState::CHECK_VIOLATION
+                    || *code == SqlState::NOT_NULL_VIOLATION
+                    || *code == SqlState::INVALID_TEXT_REPRESENTATION
+                    || *code == SqlState::FOREIGN_KEY_VIOLATION =>
+            {
+                StoreError::InvalidJob(format!("refused by the schema: {}", describe(&e)))
+            }
+            Some(code) if *code == SqlState::DISK_FULL => StoreError::DiskFull(describe(&e)),
+            Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION => {
+                StoreError::ReadOnly(Default::default(), describe(&e))
+            }
+            Some(code)
+                if *code == SqlState::LOCK_NOT_AVAILABLE
+                    || *code == SqlState::T_R_DEADLOCK_DETECTED
+                    || *code == SqlState::T_R_SERIALIZATION_FAILURE =>
+            {
+                StoreError::Busy
+            }
+            _ => StoreError::Postgres(describe(&e)),
+        }
+    }
+}
+
+/// The server's message with its detail, or the client's.
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({detail})", db.message()),
+            None => db.message().to_string(),
+        },
+        None => e.to_string(),
+    }
+}
+
+/// How to open a PostgreSQL queue.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Apply pending migrations (jobd at start, `jobctl migrate`); otherwise an outdated
+    /// schema is refused.
+    pub migrate: bool,
+    /// This process's node name, recorded on the jobs it claims and required by jobs
+    /// whose files it holds.
+    pub node: String,
+    /// Every node sees the same data_dir: jobs with files are not bound to a node.
+    pub shared_data_dir: bool,
+    /// Queues with a concurrency limit that holds across every daemon.
+    pub queue_limits: BTreeMap<String, usize>,
+    /// This node's own folders (data_dir, watched folders): a new job whose payload names
+    /// a file under one is bound to this node unless `shared_data_dir`.
+    pub local_roots: Vec<std::path::PathBuf>,
+}
+
+impl PgOptions {
+    pub fn new(node: &str) -> PgOptions {
+        PgOptions {
+            migrate: false,
+            node: node.into(),
+            shared_data_dir: false,
+            queue_limits: BTreeMap::new(),
+            local_roots: Vec::new(),
+        }
+    }
+}
+
+/// A PostgreSQL queue database, through a small pool of connections.
+pub struct PgStore {
+    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    url: PostgresUrl,
+    options: PgOptions,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgStore({}, node {})", self.url, self.options.node)
+    }
+}
+
+impl PgStore {
+    /// Connects, checks (or with `migrate` brings up to date) the schema.
+    pub fn open(url: &PostgresUrl, options: PgOptions) -> Result<PgStore> {
+        let mut config = url.config();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(&format!("jobd {}", options.node));
+        }
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(0))
+            .connection_timeout(CONNECT_TIMEOUT * 2)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(manager);
+        let store = PgStore {
+            pool,
+            url: url.clone(),
+            options,
+        };
+        let mut conn = store.connection()?;
+        if store.options.migrate {
+            schema::migrate(&mut conn)?;
+        } else {
+            schema::check_version(&mut *conn)?;
+        }
+        drop(conn);
+        Ok(store)
+    }
+
+    /// A connection from the pool; an unreachable server is named (its URL masked).
+    pub fn connection(&self) -> Result<PgConnection> {
+        self.pool.get().map_err(|e| {
+            // r2d2 keeps the last connection error as text; the client's errors do not
+            // quote the URL.
+            StoreError::CannotOpen(
+                std::path::PathBuf::from(self.url.to_string()),
+                format!("cannot connect to PostgreSQL: {e}"),
+            )
+        })
+    }
+
+    pub fn url(&self) -> &PostgresUrl {
+        &self.url
+    }
+
+    pub fn node(&self) -> &str {
+        &self.options.node
+    }
+
+    pub fn options(&self) -> &PgOptions {
+        &self.options
+    }
+
+    /// Changes the queues whose limits hold across daemons (a reload).
+    pub fn set_queue_limits(&mut self, limits: BTreeMap<String, usize>) {
+        self.options.queue_limits = limits;
+    }
+
+    /// Runs `work` in one transaction (READ COMMITTED; claims lock their rows with
+    /// `FOR UPDATE SKIP LOCKED`, limited queues by an advisory lock).
+    pub fn write<T>(&self, work: impl FnOnce(&PgTx<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.connection()?;
+        let tx = conn.transaction()?;
+        let wrapped = PgTx::new(tx, &self.options);
+        let value = work(&wrapped)?;
+        wrapped.commit()?;
+        Ok(value)
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        schema::version(&mut *self.connection()?)
+    }
+}
