@@ -135,10 +135,14 @@ pub enum Transition {
     /// An operator ends a job's wait (`jobctl run-now`): a delayed or retrying job is
     /// queued due now (`queued | retrying -> queued`), its attempts kept.
     RunNow,
+    /// A job dead from birth (`queued -> dead`, never attempted): ingest enqueued it in
+    /// the same transaction and buries it there, e.g. a folder set that never became
+    /// complete, so it lands in the dead-letter box naming why instead of running.
+    BuryUnborn,
 }
 
 impl Transition {
-    pub const ALL: [Transition; 11] = [
+    pub const ALL: [Transition; 12] = [
         Transition::Claim,
         Transition::Complete,
         Transition::RetryLater,
@@ -150,6 +154,7 @@ impl Transition {
         Transition::Await,
         Transition::Resume,
         Transition::RunNow,
+        Transition::BuryUnborn,
     ];
 
     /// The states a job may be in for this transition to apply.
@@ -166,6 +171,7 @@ impl Transition {
             Transition::Cancel => &[Queued, Retrying, Running, Waiting],
             Transition::Revive => &[Dead, Cancelled],
             Transition::Resume => &[Waiting],
+            Transition::BuryUnborn => &[Queued],
         }
     }
 
@@ -176,7 +182,7 @@ impl Transition {
             Transition::Claim => JobState::Running,
             Transition::Complete => JobState::Succeeded,
             Transition::RetryLater | Transition::RescueExpired => JobState::Retrying,
-            Transition::Kill => JobState::Dead,
+            Transition::Kill | Transition::BuryUnborn => JobState::Dead,
             Transition::Release | Transition::Revive | Transition::Resume | Transition::RunNow => {
                 JobState::Queued
             }
@@ -198,6 +204,7 @@ impl Transition {
             Transition::Await => "wait",
             Transition::Resume => "resume",
             Transition::RunNow => "expedite",
+            Transition::BuryUnborn => "bury",
         }
     }
 

@@ -2,22 +2,12 @@
 //! daemon's policy that keeps the WAL bounded), online backups, `VACUUM`, and the file
 //! sizes the policy and the operator look at.
 
+use super::api::{BackupInfo, Checkpoint, CheckpointMode};
 use super::{Db, Result, StoreError};
 use rusqlite::backup::Backup;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// `PRAGMA wal_checkpoint(MODE)`. PASSIVE never waits; RESTART waits (up to the given
-/// wait) for readers to leave the WAL so the next writer starts it from the beginning;
-/// TRUNCATE does that and then cuts the file to zero bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckpointMode {
-    Passive,
-    Full,
-    Restart,
-    Truncate,
-}
 
 impl CheckpointMode {
     fn sql(self) -> &'static str {
@@ -28,27 +18,6 @@ impl CheckpointMode {
             CheckpointMode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
         }
     }
-}
-
-/// What a checkpoint did, as SQLite reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Checkpoint {
-    /// A RESTART/TRUNCATE/FULL checkpoint could not finish: a reader or writer was in
-    /// the way for longer than the wait.
-    pub busy: bool,
-    /// Frames in the WAL (-1 if the database is not in WAL mode).
-    pub log_frames: i64,
-    /// Frames copied back into the database file.
-    pub checkpointed_frames: i64,
-}
-
-/// What `backup_to` wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackupInfo {
-    pub path: PathBuf,
-    pub bytes: u64,
-    pub jobs: u64,
-    pub schema_version: i64,
 }
 
 impl Db {

@@ -4,6 +4,7 @@
 //! so another backend could sit behind the same API.
 
 mod admin;
+mod api;
 pub mod example;
 mod ingest;
 mod live;
@@ -17,9 +18,9 @@ mod sync;
 pub mod web;
 
 pub use admin::{Attempt, JobFilter, QueueStats, Stats};
+pub use api::{BackupInfo, Checkpoint, CheckpointMode, Finished, SqliteFile, Store, StoreTx};
 pub use ingest::{IngestRecord, PendingFolder};
 pub use live::{Death, RunningJob};
-pub use maintenance::{BackupInfo, Checkpoint, CheckpointMode};
 pub use operator::{AttemptProgress, ChildrenSummary, QueuePause};
 pub use queue::{Applied, ClaimSpec, Enqueued, HeldClaim, Tx};
 pub use sync::{SyncState, SyncStateReader};
