@@ -705,7 +705,13 @@ impl DaemonConfig {
             .unwrap_or_else(|| "jobd".into());
         let host: String = host
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .take(48)
             .collect();
         format!("{host}-{:08x}", fastrand::u32(..))

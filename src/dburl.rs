@@ -201,8 +201,8 @@ mod tests {
         assert!(err.starts_with("daemon.database: "), "{err}");
         assert!(err.contains("names no database"), "{err}");
         assert!(!err.contains("pw"), "{err}");
-        let err = PostgresUrl::parse("daemon.database", "postgresql://u:pw@h/d?bogus=1")
-            .unwrap_err();
+        let err =
+            PostgresUrl::parse("daemon.database", "postgresql://u:pw@h/d?bogus=1").unwrap_err();
         assert!(err.contains("not a valid PostgreSQL URL"), "{err}");
         assert!(!err.contains("pw"), "{err}");
         let err = PostgresUrl::parse("daemon.database_url_env", "mysql://x/y").unwrap_err();
@@ -211,8 +211,8 @@ mod tests {
 
     #[test]
     fn another_database_on_the_same_server() {
-        let url = PostgresUrl::parse("k", "postgresql://u:pw@h:5432/postgres?sslmode=disable")
-            .unwrap();
+        let url =
+            PostgresUrl::parse("k", "postgresql://u:pw@h:5432/postgres?sslmode=disable").unwrap();
         let other = url.with_database("jobd_test_1");
         assert_eq!(
             other.secret_text(),

@@ -20,6 +20,8 @@ mod jobctl_top;
 mod oneroster;
 mod outside_sql;
 mod payload_paths;
+mod pg;
+mod pg_store;
 mod pull;
 mod relay;
 mod service;

@@ -175,6 +175,8 @@ fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
             }
             Err(e) => panic!("unexpected error: {e}"),
         },
+        // Only for a job enqueued in the same transaction (store-trait's draft).
+        Transition::BuryUnborn => db.write(|tx| tx.bury_unborn(id, "unborn", now)).is_ok(),
         Transition::Revive => match db.write(|tx| tx.revive(&[id], now)) {
             Ok(_) => true,
             Err(StoreError::Forbidden(e)) => {

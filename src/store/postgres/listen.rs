@@ -46,7 +46,8 @@ impl Listener {
                 while !stop_flag.load(Ordering::Relaxed) {
                     match config.connect(NoTls) {
                         Ok(mut client) => {
-                            if let Err(e) = client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+                            if let Err(e) =
+                                client.batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
                             {
                                 tracing::warn!("{shown}: LISTEN failed: {e}; polling meanwhile");
                             } else {
@@ -99,12 +100,7 @@ impl Drop for Listener {
 }
 
 /// Hands notices on until the connection breaks or the stop flag is set.
-fn listen(
-    client: &mut postgres::Client,
-    stop: &AtomicBool,
-    on_notice: &dyn Fn(&str),
-    shown: &str,
-) {
+fn listen(client: &mut postgres::Client, stop: &AtomicBool, on_notice: &dyn Fn(&str), shown: &str) {
     while !stop.load(Ordering::Relaxed) {
         {
             let mut notifications = client.notifications();

@@ -7,8 +7,11 @@
 //! plain threads, so no async runtime sits in the queue's path.
 
 mod cluster;
+mod driver;
 mod listen;
+mod operator;
 mod queue;
+mod reads;
 pub mod schema;
 
 pub use cluster::{Leadership, NodeLease, LEADER_TTL};
@@ -27,6 +30,9 @@ pub type PgConnection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>
 
 /// How long opening a connection may take before the server is reported unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the dispatcher looks for new rows without a notice while LISTEN is up.
+pub const FALLBACK_POLL: Duration = Duration::from_millis(100);
 
 /// Connections kept per process: the dispatcher's, a reader's or two, jobctl's.
 const POOL_SIZE: u32 = 4;
@@ -81,6 +87,9 @@ pub struct PgOptions {
     pub node: String,
     /// Every node sees the same data_dir: jobs with files are not bound to a node.
     pub shared_data_dir: bool,
+    /// Where this node keeps the files that go beside the queue (the dispatcher's start
+    /// journal is `PATH.starts`). Default: `jobd-postgres-NODE` in the working folder.
+    pub local_path: Option<std::path::PathBuf>,
     /// Queues with a concurrency limit that holds across every daemon.
     pub queue_limits: BTreeMap<String, usize>,
     /// This node's own folders (data_dir, watched folders): a new job whose payload names
@@ -94,6 +103,7 @@ impl PgOptions {
             migrate: false,
             node: node.into(),
             shared_data_dir: false,
+            local_path: None,
             queue_limits: BTreeMap::new(),
             local_roots: Vec::new(),
         }
@@ -105,6 +115,14 @@ pub struct PgStore {
     pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
     url: PostgresUrl,
     options: PgOptions,
+    /// What [`crate::store::Store::path`] names: the files this node keeps beside the
+    /// queue (its start journal) go by it.
+    local_path: std::path::PathBuf,
+    /// The LISTEN thread, started by the first [`PgStore::notice_token`].
+    listener: std::sync::OnceLock<Option<Listener>>,
+    notices: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    opened: std::time::Instant,
+    polls: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -130,10 +148,19 @@ impl PgStore {
             .connection_timeout(CONNECT_TIMEOUT * 2)
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager);
+        let local_path = options
+            .local_path
+            .clone()
+            .unwrap_or_else(|| format!("jobd-postgres-{}", options.node).into());
         let store = PgStore {
             pool,
             url: url.clone(),
             options,
+            local_path,
+            listener: std::sync::OnceLock::new(),
+            notices: Default::default(),
+            opened: std::time::Instant::now(),
+            polls: Default::default(),
         };
         let mut conn = store.connection()?;
         if store.options.migrate {
@@ -183,6 +210,28 @@ impl PgStore {
         let value = work(&wrapped)?;
         wrapped.commit()?;
         Ok(value)
+    }
+
+    /// Changes when a NOTIFY arrives, and every [`FALLBACK_POLL`] besides (the trigger's
+    /// debounce and lost notices are covered by that look); while the LISTEN connection
+    /// is down it changes at every call, so every poll of the dispatcher claims.
+    pub fn notice_token(&self) -> i64 {
+        use std::sync::atomic::Ordering;
+        let listener = self.listener.get_or_init(|| {
+            let notices = self.notices.clone();
+            Listener::spawn(&self.url, move |_queue| {
+                notices.fetch_add(1, Ordering::Relaxed);
+            })
+            .map_err(|e| tracing::warn!("cannot start the LISTEN thread: {e}; polling"))
+            .ok()
+        });
+        let up = listener.as_ref().is_some_and(|l| l.is_up());
+        let slot = if up {
+            (self.opened.elapsed().as_millis() / FALLBACK_POLL.as_millis()) as i64
+        } else {
+            self.polls.fetch_add(1, Ordering::Relaxed)
+        };
+        (self.notices.load(Ordering::Relaxed) << 32) ^ slot ^ if up { 0 } else { 1 << 62 }
     }
 
     pub fn schema_version(&self) -> Result<i64> {

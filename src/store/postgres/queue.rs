@@ -58,7 +58,7 @@ pub(super) fn job_from_row(row: &Row) -> Result<Job> {
 }
 
 /// `state IN ('a', 'b')` for the states a transition may start from, from `job.rs`.
-fn state_guard(transition: Transition) -> String {
+pub(super) fn state_guard(transition: Transition) -> String {
     let states: Vec<String> = transition
         .from_states()
         .iter()
@@ -131,11 +131,11 @@ impl<'a> PgTx<'a> {
         Ok(work(tx.as_mut().expect("open"))?)
     }
 
-    fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+    pub(super) fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
         self.with(|tx| tx.query(sql, params))
     }
 
-    fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+    pub(super) fn run(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         self.with(|tx| tx.execute(sql, params))
     }
 
@@ -147,6 +147,17 @@ impl<'a> PgTx<'a> {
     /// its existing id comes back marked as a duplicate.
     pub fn enqueue(&self, jobs: &[NewJob], now: UnixMillis) -> Result<Vec<Enqueued>> {
         self.enqueue_linked(jobs, ParentLink::AsGiven, None, now)
+    }
+
+    /// Enqueues jobs whose files this node took in: bound to this node unless the
+    /// data_dir is shared.
+    pub(super) fn enqueue_from_files(
+        &self,
+        jobs: &[NewJob],
+        now: UnixMillis,
+    ) -> Result<Vec<Enqueued>> {
+        let node = self.options.node.clone();
+        self.enqueue_linked(jobs, ParentLink::AsGiven, Some(&node), now)
     }
 
     fn enqueue_linked(
@@ -183,7 +194,10 @@ impl<'a> PgTx<'a> {
         if inherited.is_some() {
             return inherited.map(String::from);
         }
-        let from_watch = job.source.as_deref().is_some_and(|s| s.starts_with("watch:"));
+        let from_watch = job
+            .source
+            .as_deref()
+            .is_some_and(|s| s.starts_with("watch:"));
         if from_watch || names_local_file(&job.payload, &self.options.local_roots) {
             Some(self.options.node.clone())
         } else {
@@ -242,7 +256,7 @@ impl<'a> PgTx<'a> {
             .iter()
             .map(|j| self.home_of(j, inherited_home))
             .collect();
-        let rows = self.query(
+        let rows = self.rows(
             "INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, \
              deadline_at, parent_id, source, home_node, created_at, updated_at) \
              SELECT q, k, p, pr, r, m, d, pa, s, h, $11, $11 \
@@ -285,7 +299,7 @@ impl<'a> PgTx<'a> {
     ) -> Result<Enqueued> {
         let max_attempts = job.max_attempts.map(|m| m.min(i32::MAX as u32) as i32);
         let home = self.home_of(job, inherited_home);
-        let rows = self.query(
+        let rows = self.rows(
             "INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, unique_key, \
              deadline_at, parent_id, source, home_node, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
@@ -312,7 +326,7 @@ impl<'a> PgTx<'a> {
             });
         }
         let id: i64 = self
-            .query(
+            .rows(
                 "SELECT id FROM jobs WHERE unique_key = $1",
                 &[&job.unique_key],
             )?
@@ -363,12 +377,12 @@ impl<'a> PgTx<'a> {
             if spec_room == Some(0) {
                 continue;
             }
-            self.execute(
+            self.run(
                 "SELECT pg_advisory_xact_lock($1, hashtext($2))",
                 &[&QUEUE_LOCK_SPACE, queue],
             )?;
             let running: i64 = self
-                .query(
+                .rows(
                     "SELECT count(*) FROM jobs WHERE state = 'running' AND queue = $1",
                     &[queue],
                 )?
@@ -387,7 +401,7 @@ impl<'a> PgTx<'a> {
         // Candidates: the free queues' best rows, and each bounded queue's within its
         // room; all locked, the best `limit` of them claimed.
         let mut candidates: Vec<(i64, i64, i64)> = self
-            .query(
+            .rows(
                 &format!(
                     "SELECT id, priority, run_at FROM jobs WHERE {ready} \
                      AND queue <> ALL($3::text[]) ORDER BY priority DESC, run_at, id \
@@ -401,7 +415,7 @@ impl<'a> PgTx<'a> {
         for (queue, room) in rooms.iter().filter(|(_, room)| *room > 0) {
             let take = (*room).min(spec.limit) as i64;
             candidates.extend(
-                self.query(
+                self.rows(
                     &format!(
                         "SELECT id, priority, run_at FROM jobs WHERE {ready} AND queue = $3 \
                          ORDER BY priority DESC, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED"
@@ -418,7 +432,7 @@ impl<'a> PgTx<'a> {
         candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
         candidates.truncate(spec.limit);
         let ids: Vec<i64> = candidates.iter().map(|c| c.0).collect();
-        let rows = self.query(
+        let rows = self.rows(
             &format!(
                 "UPDATE jobs j SET state = 'running', attempts = attempts + 1, \
                  lease_until = $1, worker = $2, updated_at = $3, claim = $4, started_at = NULL, \
@@ -479,7 +493,7 @@ impl<'a> PgTx<'a> {
             let ids: Vec<i64> = plain.iter().map(|&i| done[i].0.job_id).collect();
             let attempts: Vec<i32> = plain.iter().map(|&i| done[i].0.attempt as i32).collect();
             let workers: Vec<&str> = plain.iter().map(|&i| done[i].0.worker.as_str()).collect();
-            let rows = self.query(
+            let rows = self.rows(
                 &format!(
                     "UPDATE jobs j SET state = 'succeeded', lease_until = NULL, finished_at = $4, \
                      updated_at = $4, last_error = NULL, started_at = NULL, claim = NULL \
@@ -531,21 +545,21 @@ impl<'a> PgTx<'a> {
         let attempt = done.attempt as i32;
         let worker = done.worker.as_str();
         let changed = match &done.resolution {
-            Resolution::Succeeded { .. } => self.execute(
+            Resolution::Succeeded { .. } => self.run(
                 &format!(
                     "UPDATE jobs SET state = 'succeeded', lease_until = NULL, finished_at = $4, \
                      updated_at = $4, last_error = NULL, {left} WHERE {fence} AND {guard}"
                 ),
                 &[&done.job_id, &attempt, &worker, &now],
             )?,
-            Resolution::Await { .. } => self.execute(
+            Resolution::Await { .. } => self.run(
                 &format!(
                     "UPDATE jobs SET state = 'waiting', lease_until = NULL, updated_at = $4, \
                      {left} WHERE {fence} AND {guard}"
                 ),
                 &[&done.job_id, &attempt, &worker, &now],
             )?,
-            Resolution::Released { .. } => self.execute(
+            Resolution::Released { .. } => self.run(
                 &format!(
                     "UPDATE jobs SET state = 'queued', attempts = attempts - 1, \
                      lease_until = NULL, worker = NULL, updated_at = $4, {left} \
@@ -553,7 +567,7 @@ impl<'a> PgTx<'a> {
                 ),
                 &[&done.job_id, &attempt, &worker, &now],
             )?,
-            Resolution::RetryAt { run_at, error } => self.execute(
+            Resolution::RetryAt { run_at, error } => self.run(
                 &format!(
                     "UPDATE jobs SET state = 'retrying', lease_until = NULL, run_at = $5, \
                      last_error = $6, updated_at = $4, {left} WHERE {fence} AND {guard}"
@@ -562,7 +576,7 @@ impl<'a> PgTx<'a> {
             )?,
             Resolution::Dead { error: message, .. } | Resolution::Cancelled { reason: message } => {
                 let target = transition.to_state().as_str();
-                self.execute(
+                self.run(
                     &format!(
                         "UPDATE jobs SET state = $5, lease_until = NULL, finished_at = $4, \
                          updated_at = $4, last_error = $6, {left} WHERE {fence} AND {guard}"
@@ -586,22 +600,23 @@ impl<'a> PgTx<'a> {
         if !matches!(done.resolution, Resolution::Released { started: false }) {
             self.record_attempts(&[(done, started_us, outcome, error)])?;
         }
-        let home = self.home_node_of(done.job_id)?;
-        match &done.resolution {
+        // Follow-ups of a job bound to a node stay on it (they may name its files).
+        let (children, link) = match &done.resolution {
             Resolution::Succeeded { follow_ups, .. } | Resolution::Dead { follow_ups, .. } => {
-                if !follow_ups.is_empty() {
-                    let link = ParentLink::Default(done.job_id);
-                    self.enqueue_linked(follow_ups, link, home.as_deref(), now)?;
-                }
+                (follow_ups.as_slice(), ParentLink::Default(done.job_id))
             }
             Resolution::Await { children } => {
-                if !children.is_empty() {
-                    let link = ParentLink::Always(done.job_id);
-                    self.enqueue_linked(children, link, home.as_deref(), now)?;
-                }
-                self.resume_if_children_done(done.job_id, now)?;
+                (children.as_slice(), ParentLink::Always(done.job_id))
             }
-            _ => {}
+            _ => (&[][..], ParentLink::AsGiven),
+        };
+        if !children.is_empty() {
+            let home = self.home_node_of(done.job_id)?;
+            self.enqueue_linked(children, link, home.as_deref(), now)?;
+        }
+        if matches!(done.resolution, Resolution::Await { .. }) {
+            // Nothing to wait for: it goes straight back for its fan-in run.
+            self.resume_if_children_done(done.job_id, now)?;
         }
         if transition.to_state().is_terminal() {
             if let Some(parent) = done.parent_id {
@@ -618,7 +633,7 @@ impl<'a> PgTx<'a> {
 
     fn home_node_of(&self, id: JobId) -> Result<Option<String>> {
         Ok(self
-            .query("SELECT home_node FROM jobs WHERE id = $1", &[&id])?
+            .rows("SELECT home_node FROM jobs WHERE id = $1", &[&id])?
             .first()
             .and_then(|r| r.get(0)))
     }
@@ -644,7 +659,7 @@ impl<'a> PgTx<'a> {
         let details: Vec<Option<&serde_json::Value>> =
             rows.iter().map(|r| r.0.detail.as_ref()).collect();
         let started_us: Vec<Option<i64>> = rows.iter().map(|r| r.1).collect();
-        self.execute(
+        self.run(
             "INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at, \
              outcome, error, detail, started_us, node) \
              SELECT *, $10 FROM unnest($1::bigint[], $2::int[], $3::text[], $4::bigint[], \
@@ -670,14 +685,14 @@ impl<'a> PgTx<'a> {
     /// The parent row is locked first (`FOR UPDATE`), so two last children finishing on
     /// two nodes at once resume it exactly once: the second waits, then sees it queued.
     fn resume_if_children_done(&self, parent: JobId, now: UnixMillis) -> Result<bool> {
-        let locked = self.query(
+        let locked = self.rows(
             "SELECT state FROM jobs WHERE id = $1 FOR UPDATE",
             &[&parent],
         )?;
         if locked.is_empty() {
             return Ok(false);
         }
-        let changed = self.execute(
+        let changed = self.run(
             &format!(
                 "UPDATE jobs SET state = 'queued', attempts = 0, stage = stage + 1, run_at = $2, \
                  updated_at = $2 WHERE id = $1 AND {} AND NOT EXISTS \
@@ -703,7 +718,7 @@ impl<'a> PgTx<'a> {
         }
         let ids: Vec<i64> = jobs.iter().map(|j| j.0).collect();
         let attempts: Vec<i32> = jobs.iter().map(|j| j.1 as i32).collect();
-        let changed = self.execute(
+        let changed = self.run(
             "UPDATE jobs j SET lease_until = $1 FROM unnest($2::bigint[], $3::int[]) AS d(id, a) \
              WHERE j.id = d.id AND j.attempts = d.a AND j.worker = $4 AND j.state = 'running'",
             &[&lease_until, &ids, &attempts, &worker],
@@ -723,7 +738,7 @@ impl<'a> PgTx<'a> {
         let ids: Vec<i64> = starts.iter().map(|s| s.0).collect();
         let attempts: Vec<i32> = starts.iter().map(|s| s.1 as i32).collect();
         let ats: Vec<i64> = starts.iter().map(|s| s.2).collect();
-        let changed = self.execute(
+        let changed = self.run(
             "UPDATE jobs j SET started_at = d.at \
              FROM unnest($1::bigint[], $2::int[], $3::bigint[]) AS d(id, a, at) \
              WHERE j.id = d.id AND j.attempts = d.a AND j.worker = $4 AND j.state = 'running'",
@@ -739,7 +754,7 @@ impl<'a> PgTx<'a> {
         now: UnixMillis,
     ) -> Result<()> {
         for (id, attempt, progress) in reports {
-            self.execute(
+            self.run(
                 "INSERT INTO job_progress (job_id, attempt, progress, updated_at) \
                  SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = $1) \
                  ON CONFLICT (job_id, attempt) DO UPDATE SET progress = excluded.progress, \
@@ -763,7 +778,7 @@ impl<'a> PgTx<'a> {
         max_attempts_of: &dyn Fn(&str) -> u32,
         started: &dyn Fn(&HeldClaim) -> bool,
     ) -> Result<Vec<(JobId, JobState)>> {
-        let rows = self.query(
+        let rows = self.rows(
             "SELECT id, kind, attempts, max_attempts, worker, updated_at, claim, started_at, \
              parent_id, node FROM jobs WHERE state = 'running' \
              AND (lease_until < $1 OR ($2 AND node = $3)) FOR UPDATE SKIP LOCKED",
@@ -788,7 +803,7 @@ impl<'a> PgTx<'a> {
             let mine = row.get::<_, Option<String>>(9).as_deref() == Some(self.node());
             // Another node's claim numbers mean nothing here: it is charged.
             if mine && !started(&held) {
-                let changed = self.execute(
+                let changed = self.run(
                     &format!(
                         "UPDATE jobs SET state = 'queued', attempts = attempts - 1, \
                          lease_until = NULL, worker = NULL, started_at = NULL, claim = NULL, \
@@ -821,7 +836,7 @@ impl<'a> PgTx<'a> {
                 if let Some(parent) = parent {
                     resumes.push(parent);
                 }
-                self.execute(
+                self.run(
                     &format!(
                         "UPDATE jobs SET state = 'dead', lease_until = NULL, finished_at = $2, \
                          updated_at = $2, last_error = $3, started_at = NULL, claim = NULL \
@@ -830,7 +845,7 @@ impl<'a> PgTx<'a> {
                     &[&id, &now, &error],
                 )?
             } else {
-                self.execute(
+                self.run(
                     &format!(
                         "UPDATE jobs SET state = 'retrying', lease_until = NULL, run_at = $2, \
                          updated_at = $2, last_error = $3, started_at = NULL, claim = NULL \
@@ -841,7 +856,7 @@ impl<'a> PgTx<'a> {
             };
             if changed == 1 {
                 let started_at = held.started_at.unwrap_or(claimed_at).min(now);
-                self.execute(
+                self.run(
                     "INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at, \
                      outcome, error, node) VALUES ($1, $2, $3, $4, $5, 'lease_expired', $6, $7)",
                     &[
@@ -868,7 +883,7 @@ impl<'a> PgTx<'a> {
         for id in ids {
             let state = self.state_of(*id)?;
             Transition::Revive.check(*id, state)?;
-            let changed = self.execute(
+            let changed = self.run(
                 &format!(
                     "UPDATE jobs SET state = 'queued', attempts = 0, run_at = $2, \
                      finished_at = NULL, cancel_requested = 0, worker = NULL, updated_at = $2 \
@@ -885,7 +900,7 @@ impl<'a> PgTx<'a> {
     /// Revives every dead job, or those of one kind.
     pub fn revive_dead(&self, kind: Option<&str>, now: UnixMillis) -> Result<Vec<JobId>> {
         Ok(self
-            .query(
+            .rows(
                 "UPDATE jobs SET state = 'queued', attempts = 0, run_at = $1, finished_at = NULL, \
                  cancel_requested = 0, worker = NULL, updated_at = $1 \
                  WHERE state = 'dead' AND ($2::text IS NULL OR kind = $2) RETURNING id",
@@ -901,7 +916,7 @@ impl<'a> PgTx<'a> {
         let state = self.state_of(id)?;
         Transition::Cancel.check(id, state)?;
         if state == JobState::Running {
-            let changed = self.execute(
+            let changed = self.run(
                 "UPDATE jobs SET cancel_requested = 1, updated_at = $2 \
                  WHERE id = $1 AND state = 'running'",
                 &[&id, &now],
@@ -909,7 +924,7 @@ impl<'a> PgTx<'a> {
             expect_one(id, "the cancel request", changed)?;
             return Ok(JobState::Running);
         }
-        let changed = self.execute(
+        let changed = self.run(
             &format!(
                 "UPDATE jobs SET state = 'cancelled', finished_at = $2, updated_at = $2, \
                  last_error = 'cancelled by an operator' WHERE id = $1 AND {} \
@@ -920,7 +935,7 @@ impl<'a> PgTx<'a> {
         )?;
         expect_one(id, "cancel", changed)?;
         let parent: Option<i64> = self
-            .query("SELECT parent_id FROM jobs WHERE id = $1", &[&id])?
+            .rows("SELECT parent_id FROM jobs WHERE id = $1", &[&id])?
             .first()
             .and_then(|r| r.get(0));
         if let Some(parent) = parent {
@@ -942,7 +957,7 @@ impl<'a> PgTx<'a> {
                 "only finished jobs can be purged, not {state} ones"
             )));
         }
-        Ok(self.execute(
+        Ok(self.run(
             "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = $1 \
              AND finished_at < $2 LIMIT $3 FOR UPDATE SKIP LOCKED)",
             &[&state.as_str(), &before, &(chunk as i64)],
@@ -952,7 +967,7 @@ impl<'a> PgTx<'a> {
     /// When the next waiting job (this node may run) not yet due at `now` becomes due.
     pub fn next_due(&self, now: UnixMillis) -> Result<Option<UnixMillis>> {
         Ok(self
-            .query(
+            .rows(
                 "SELECT min(run_at) FROM jobs WHERE state IN ('queued', 'retrying') \
                  AND run_at > $1 AND (home_node IS NULL OR home_node = $2)",
                 &[&now, &self.options.node],
@@ -962,7 +977,7 @@ impl<'a> PgTx<'a> {
     }
 
     pub fn get(&self, id: JobId) -> Result<Job> {
-        let rows = self.query(
+        let rows = self.rows(
             &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"),
             &[&id],
         )?;
@@ -980,7 +995,7 @@ impl<'a> PgTx<'a> {
     /// The node running the job, or the last one that ran it.
     pub fn job_node(&self, id: JobId) -> Result<Option<String>> {
         Ok(self
-            .query("SELECT node FROM jobs WHERE id = $1", &[&id])?
+            .rows("SELECT node FROM jobs WHERE id = $1", &[&id])?
             .first()
             .and_then(|r| r.get(0)))
     }
@@ -988,7 +1003,7 @@ impl<'a> PgTx<'a> {
     /// The queues an operator paused.
     pub fn paused_queue_names(&self) -> Result<Vec<String>> {
         Ok(self
-            .query("SELECT queue FROM queue_pauses ORDER BY queue", &[])?
+            .rows("SELECT queue FROM queue_pauses ORDER BY queue", &[])?
             .iter()
             .map(|r| r.get(0))
             .collect())
@@ -1001,7 +1016,7 @@ impl<'a> PgTx<'a> {
                 "a sync mark needs a pipeline".into(),
             ));
         }
-        self.execute(
+        self.run(
             "INSERT INTO sync_state (pipeline, high_water, runs, last_run_items, \
              last_run_pages, last_run_job, updated_at) VALUES ($1, $2, 1, $3, $4, $5, $6) \
              ON CONFLICT (pipeline) DO UPDATE SET \
@@ -1023,7 +1038,7 @@ impl<'a> PgTx<'a> {
 
     fn state_of(&self, id: JobId) -> Result<JobState> {
         let state: String = self
-            .query("SELECT state FROM jobs WHERE id = $1", &[&id])?
+            .rows("SELECT state FROM jobs WHERE id = $1", &[&id])?
             .first()
             .map(|r| r.get(0))
             .ok_or(StoreError::NotFound(id))?;
