@@ -51,9 +51,9 @@ impl PostgresUrl {
     pub fn parse(key: &str, text: &str) -> Result<PostgresUrl, String> {
         let text = text.trim();
         if !looks_like_postgres_url(text) {
+            // Not quoted: from a secret file, it may be a bare password.
             return Err(format!(
-                "{key}: '{}' is not a postgresql:// URL",
-                mask_password(text)
+                "{key}: does not hold a postgresql:// URL (postgresql://user@host/database)"
             ));
         }
         let url = PostgresUrl { text: text.into() };
@@ -206,7 +206,7 @@ mod tests {
         assert!(err.contains("not a valid PostgreSQL URL"), "{err}");
         assert!(!err.contains("pw"), "{err}");
         let err = PostgresUrl::parse("daemon.database_url_env", "mysql://x/y").unwrap_err();
-        assert!(err.contains("not a postgresql:// URL"), "{err}");
+        assert!(err.contains("does not hold a postgresql:// URL"), "{err}");
     }
 
     #[test]

@@ -593,15 +593,19 @@ fn rerun_with_server(test: &str, url: &str, ci: Option<&str>) -> std::process::O
 fn without_a_server_the_postgres_tests_say_they_skipped_and_fail_under_ci() {
     // A port nothing listens on (the discard port, refused on loopback).
     let nowhere = "postgresql://postgres@127.0.0.1:9/postgres";
-    let test = "pg_store::leadership_goes_to_one_node_and_moves_when_its_lease_runs_out_or_it_resigns";
+    let test =
+        "pg_store::leadership_goes_to_one_node_and_moves_when_its_lease_runs_out_or_it_resigns";
     let dev = rerun_with_server(test, nowhere, None);
-    let text = String::from_utf8_lossy(&dev.stderr).to_string()
-        + &String::from_utf8_lossy(&dev.stdout);
+    let text =
+        String::from_utf8_lossy(&dev.stderr).to_string() + &String::from_utf8_lossy(&dev.stdout);
     assert!(dev.status.success(), "{text}");
     assert!(text.contains("SKIPPED pg leadership: no PostgreSQL server answers at postgresql://postgres@127.0.0.1:9/postgres"), "{text}");
     let ci = rerun_with_server(test, nowhere, Some("true"));
-    let text = String::from_utf8_lossy(&ci.stderr).to_string()
-        + &String::from_utf8_lossy(&ci.stdout);
+    let text =
+        String::from_utf8_lossy(&ci.stderr).to_string() + &String::from_utf8_lossy(&ci.stdout);
     assert!(!ci.status.success(), "{text}");
-    assert!(text.contains("CI=true: PostgreSQL tests never skip"), "{text}");
+    assert!(
+        text.contains("CI=true: PostgreSQL tests never skip"),
+        "{text}"
+    );
 }
