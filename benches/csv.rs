@@ -96,7 +96,7 @@ fn main() {
     pipeline.batch_size = args.batch_size;
     pipeline.encoding = "auto".into();
     let db_path = dir.path().join("jobs.db");
-    let mut db = jobd::store::Db::open(
+    let mut db = jobd::store::open(
         &db_path,
         &jobd::store::OpenOptions {
             create: true,

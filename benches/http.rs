@@ -9,7 +9,7 @@ use jobd::config::{Config, ConfigSource};
 use jobd::daemon::{Daemon, DaemonOptions};
 use jobd::handlers::Registry;
 use jobd::job::NewJob;
-use jobd::store::{Db, OpenOptions};
+use jobd::store::OpenOptions;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,7 +36,7 @@ fn main() {
         })
         .collect();
     // Enqueue straight into the store first, then time the daemon draining it (--once).
-    let mut db = Db::open(
+    let mut db = jobd::store::open(
         &config.daemon.database,
         &OpenOptions {
             create: true,
@@ -54,7 +54,7 @@ fn main() {
     let elapsed = started.elapsed();
     if counters.succeeded as usize != JOBS {
         // Retried jobs wait out their backoff beyond this --once run: say why they failed.
-        let db = Db::open(&config.daemon.database, &OpenOptions::default()).unwrap();
+        let db = jobd::store::open(&config.daemon.database, &OpenOptions::default()).unwrap();
         let filter = jobd::store::JobFilter {
             state: Some(jobd::job::JobState::Retrying),
             limit: 3,

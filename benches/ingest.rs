@@ -5,7 +5,7 @@
 //!
 //! Run: `CARGO_BUILD_JOBS=1 cargo bench --bench ingest`
 
-use jobd::store::{Db, JobFilter, OpenOptions};
+use jobd::store::{JobFilter, OpenOptions, Store};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -124,9 +124,9 @@ fn paced_latencies(daemon: &Daemon, rate: u64, seconds: u64) -> Vec<Duration> {
 fn rename_to_row(daemon: &Daemon, dir: &Path, files: usize) -> Vec<Duration> {
     let outbox = dir.join("outbox");
     std::fs::create_dir_all(&outbox).unwrap();
-    let db = Db::open(&daemon.db, &OpenOptions::default()).unwrap();
+    let db = jobd::store::open(&daemon.db, &OpenOptions::default()).unwrap();
     // The newest row only: cheap enough to ask every half millisecond.
-    let newest_name = |db: &Db| {
+    let newest_name = |db: &dyn Store| {
         db.list(&JobFilter {
             limit: 1,
             ..JobFilter::default()
@@ -141,7 +141,7 @@ fn rename_to_row(daemon: &Daemon, dir: &Path, files: usize) -> Vec<Duration> {
         std::fs::write(outbox.join(&name), format!("row {n}\n")).unwrap();
         let started = Instant::now();
         std::fs::rename(outbox.join(&name), daemon.input.join(&name)).unwrap();
-        while newest_name(&db).as_deref() != Some(name.as_str()) {
+        while newest_name(&*db).as_deref() != Some(name.as_str()) {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "file {n} never became a job"

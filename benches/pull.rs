@@ -9,7 +9,7 @@ use jobd::daemon::{Daemon, DaemonOptions};
 use jobd::handlers::Registry;
 use jobd::job::NewJob;
 use jobd::store::sink::SinkDb;
-use jobd::store::{Db, OpenOptions};
+use jobd::store::OpenOptions;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,7 +89,7 @@ fn sync(base: &str, rate_limit: &str) -> Duration {
         },
     )
     .unwrap();
-    let reader = Db::open(&config.daemon.database, &OpenOptions::default()).unwrap();
+    let reader = jobd::store::open(&config.daemon.database, &OpenOptions::default()).unwrap();
     let started = Instant::now();
     daemon
         .client()

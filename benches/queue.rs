@@ -19,7 +19,7 @@ use jobd::config::{Config, ConfigSource, Synchronous};
 use jobd::daemon::{Daemon, DaemonOptions};
 use jobd::handlers::{Handler, JobContext, Registry};
 use jobd::job::{Completion, Job, NewJob, Outcome, Resolution};
-use jobd::store::{ClaimSpec, Db, OpenOptions};
+use jobd::store::{ClaimSpec, OpenOptions, Store};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
@@ -139,8 +139,8 @@ fn main() {
     }
 }
 
-fn open(path: &Path, synchronous: Synchronous) -> Db {
-    Db::open(
+fn open(path: &Path, synchronous: Synchronous) -> Box<dyn Store> {
+    jobd::store::open(
         path,
         &OpenOptions {
             synchronous,
@@ -174,7 +174,7 @@ fn bench_enqueue(n: usize) {
 }
 
 /// Fills the table with `n` succeeded jobs through the queue's own transitions.
-fn seed_history(db: &mut Db, n: usize) {
+fn seed_history(db: &mut dyn Store, n: usize) {
     let now = SystemClock.now_ms() - 3_600_000;
     let mut left = n;
     while left > 0 {
@@ -231,7 +231,7 @@ fn drain(dir: &Path, args: &Args, synchronous: Synchronous, history: usize) -> f
         let mut db = open(&dir.join("jobs.db"), synchronous);
         if history > 0 {
             let start = Instant::now();
-            seed_history(&mut db, history);
+            seed_history(&mut *db, history);
             println!(
                 "  (seeded {history} succeeded rows in {:.1}s)",
                 start.elapsed().as_secs_f64()

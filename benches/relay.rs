@@ -19,7 +19,7 @@ use jobd::daemon::{Daemon, DaemonOptions};
 use jobd::handlers::relay::Relay;
 use jobd::handlers::{Handler, JobContext, NoSyncState, Registry, StopSignal};
 use jobd::job::{Completion, NewJob, Outcome, Resolution};
-use jobd::store::{CheckpointMode, ClaimSpec, Db, OpenOptions};
+use jobd::store::{CheckpointMode, ClaimSpec, OpenOptions, Store};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
@@ -102,8 +102,8 @@ fn event(n: usize, pfizer: bool) -> Value {
     }
 }
 
-fn open(config: &Config) -> Db {
-    Db::open(
+fn open(config: &Config) -> Box<dyn Store> {
+    jobd::store::open(
         &config.daemon.database,
         &OpenOptions {
             create: true,
@@ -121,7 +121,10 @@ fn fan_out(base: &str) {
     let mut db = open(&config);
     // As in the daemon: the writer never checkpoints after a commit; its checkpointer
     // thread does, on its own connection. Here that happens between runs, untimed.
-    db.disable_auto_checkpoint().unwrap();
+    db.sqlite()
+        .expect("SQLite")
+        .disable_auto_checkpoint()
+        .unwrap();
     let mut timings = Vec::new();
     let mut deliveries = 0;
     for run in 0..FAN_OUT_RUNS {
@@ -194,7 +197,9 @@ fn fan_out(base: &str) {
             total.as_secs_f64() * 1000.0
         );
         timings.push(total);
-        db.checkpoint(CheckpointMode::Truncate, Duration::from_secs(5))
+        db.sqlite()
+            .expect("SQLite")
+            .checkpoint(CheckpointMode::Truncate, Duration::from_secs(5))
             .unwrap();
     }
     timings.sort();

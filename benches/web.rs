@@ -10,7 +10,7 @@ use jobd::config::{Config, ConfigSource, Synchronous};
 use jobd::daemon::{Daemon, DaemonOptions};
 use jobd::handlers::Registry;
 use jobd::job::{Completion, NewJob, Resolution};
-use jobd::store::{ClaimSpec, Db, OpenOptions};
+use jobd::store::{ClaimSpec, OpenOptions, Store};
 use serde_json::json;
 use std::io::Read;
 use std::path::Path;
@@ -63,8 +63,8 @@ fn main() {
     }
 }
 
-fn open(path: &Path) -> Db {
-    Db::open(
+fn open(path: &Path) -> Box<dyn Store> {
+    jobd::store::open(
         path,
         &OpenOptions {
             synchronous: Synchronous::Normal,
@@ -77,7 +77,7 @@ fn open(path: &Path) -> Db {
 }
 
 /// `n` finished jobs through the queue's own transitions, one in a hundred dead.
-fn seed(db: &mut Db, n: usize) {
+fn seed(db: &mut dyn Store, n: usize) {
     let now = SystemClock.now_ms() - 1_800_000;
     let mut left = n;
     while left > 0 {
@@ -154,7 +154,7 @@ fn start(dir: &Path) -> Daemon {
 fn render(args: &Args) {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    seed(&mut open(&dir.path().join("jobs.db")), args.rows);
+    seed(&mut *open(&dir.path().join("jobs.db")), args.rows);
     println!(
         "  (seeded {} rows in {:.1}s)",
         args.rows,
@@ -241,7 +241,7 @@ fn drain(args: &Args, watched: bool) -> f64 {
     for chunk in jobs.chunks(1000) {
         daemon.client().enqueue(chunk.to_vec()).unwrap();
     }
-    let reader = Db::open(&dir.path().join("jobs.db"), &OpenOptions::default()).unwrap();
+    let reader = jobd::store::open(&dir.path().join("jobs.db"), &OpenOptions::default()).unwrap();
     loop {
         let live = reader.live_counts().unwrap();
         if live.values().sum::<u64>() == 0 {

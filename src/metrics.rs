@@ -11,7 +11,7 @@
 
 use crate::daemon::dispatcher::Counters;
 use crate::job::{JobState, UnixMillis};
-use crate::store::{Db, OpenOptions, Stats, StoreError};
+use crate::store::{OpenOptions, Stats, Store, StoreError};
 use crossbeam_channel::Receiver;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -86,12 +86,13 @@ pub struct DbMetrics {
 impl DbMetrics {
     /// The database's gauges, and the watched-folder problems the daemon last reported
     /// in `data_dir`.
-    pub fn read(db: &Db, data_dir: &Path, now: UnixMillis) -> Result<DbMetrics, StoreError> {
+    pub fn read(db: &dyn Store, data_dir: &Path, now: UnixMillis) -> Result<DbMetrics, StoreError> {
         Ok(DbMetrics {
             stats: db.stats(now)?,
             attempts: db.attempt_counts()?,
-            database_bytes: db.file_size(),
-            wal_bytes: db.wal_size(),
+            // A driver without a database file has no file sizes to show.
+            database_bytes: db.sqlite().map_or(0, |file| file.file_size()),
+            wal_bytes: db.sqlite().map_or(0, |file| file.wal_size()),
             not_taken_in: crate::ingest::report::read(data_dir).len(),
         })
     }
@@ -326,13 +327,13 @@ pub fn spawn_textfile_writer(
     std::thread::Builder::new()
         .name("jobd-metrics".into())
         .spawn(move || {
-            let mut db: Option<Db> = None;
+            let mut db: Option<Box<dyn Store>> = None;
             let mut failing = false;
             for snapshot in snapshots.iter() {
                 let result = (|| -> Result<(), String> {
                     if db.is_none() {
                         db = Some(
-                            Db::open(
+                            crate::store::open_read(
                                 &database,
                                 &OpenOptions {
                                     busy_timeout,
@@ -343,7 +344,7 @@ pub fn spawn_textfile_writer(
                         );
                     }
                     let gauges =
-                        DbMetrics::read(db.as_ref().expect("opened"), &data_dir, snapshot.now)
+                        DbMetrics::read(db.as_deref().expect("opened"), &data_dir, snapshot.now)
                             .map_err(|e| e.to_string())?;
                     let text = render(&gauges, Some(&snapshot));
                     write_textfile(&snapshot.textfile, &text)

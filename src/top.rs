@@ -6,7 +6,7 @@ use crate::cli::CtlError;
 use crate::clock::Clock;
 use crate::job::{JobState, UnixMillis};
 use crate::present::{short_duration, Style};
-use crate::store::{Db, Death, RunningJob, Stats};
+use crate::store::{Death, RunningJob, Stats, Store};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style as TuiStyle};
@@ -33,7 +33,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn read(db: &Db, now: UnixMillis) -> Result<Snapshot, CtlError> {
+    pub fn read(db: &dyn Store, now: UnixMillis) -> Result<Snapshot, CtlError> {
         Ok(Snapshot {
             at: now,
             stats: db.stats(now)?,
@@ -195,7 +195,12 @@ impl Drop for TerminalGuard {
 /// The live view on this process's terminal until `q`, Esc, Ctrl-C, SIGTERM or SIGHUP.
 /// No mouse capture, so it works over any SSH session and leaves the terminal's own
 /// copy and paste alone.
-pub fn run_live(db: &Db, style: Style, title: &str, clock: &dyn Clock) -> Result<(), CtlError> {
+pub fn run_live(
+    db: &dyn Store,
+    style: Style,
+    title: &str,
+    clock: &dyn Clock,
+) -> Result<(), CtlError> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [
         signal_hook::consts::SIGTERM,

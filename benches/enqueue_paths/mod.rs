@@ -6,7 +6,7 @@
 //! transaction, WAL, same sync) run in the same process, and as a ratio to it.
 
 use jobd::config::Synchronous;
-use jobd::store::{Db, OpenOptions};
+use jobd::store::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -101,7 +101,7 @@ fn raw_single_inserts(dir: &Path, mode: Synchronous, seconds: f64) -> f64 {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("raw.db");
     drop(
-        Db::open(
+        jobd::store::open(
             &path,
             &OpenOptions {
                 synchronous: mode,

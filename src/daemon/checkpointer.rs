@@ -2,7 +2,7 @@
 //! database and keeps it bounded, so the dispatcher's commits never checkpoint inline.
 
 use super::SharedConfig;
-use crate::store::{CheckpointMode, Db};
+use crate::store::{CheckpointMode, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -30,7 +30,7 @@ pub struct Checkpointer {
 
 impl Checkpointer {
     /// Starts the thread on its own connection to the queue database.
-    pub fn spawn(db: Db, config: SharedConfig) -> std::io::Result<Checkpointer> {
+    pub fn spawn(db: Box<dyn Store>, config: SharedConfig) -> std::io::Result<Checkpointer> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let thread = std::thread::Builder::new()
@@ -63,7 +63,7 @@ fn park(stopped: &AtomicBool, pause: Duration) {
 }
 
 struct WalKeeper {
-    db: Db,
+    db: Box<dyn Store>,
     /// The WAL was over its limit and a forced checkpoint could not cut it back yet.
     over_limit: bool,
 }
@@ -77,7 +77,11 @@ impl WalKeeper {
     /// cuts the file to zero, tried again every second until it succeeds. Returns how
     /// long to pause before the next round.
     fn round(&mut self, limit: u64) -> Duration {
-        let wal = self.db.wal_size();
+        // A driver without a WAL file has nothing to keep bounded here.
+        let Some(file) = self.db.sqlite() else {
+            return CHECKPOINT_INTERVAL;
+        };
+        let wal = file.wal_size();
         let (mode, wait) = if wal > limit {
             (CheckpointMode::Truncate, CHECKPOINT_WAIT)
         } else if wal > PASSIVE_THRESHOLD.min(limit / 2) {
@@ -85,7 +89,7 @@ impl WalKeeper {
         } else {
             return CHECKPOINT_INTERVAL;
         };
-        match self.db.checkpoint(mode, wait) {
+        match file.checkpoint(mode, wait) {
             Ok(done) if mode == CheckpointMode::Truncate && done.busy => {
                 if !self.over_limit {
                     tracing::warn!(

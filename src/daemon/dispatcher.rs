@@ -13,7 +13,7 @@ use crate::handlers::StopReason;
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Outcome, Resolution, UnixMillis};
 use crate::metrics::{DaemonSnapshot, Histogram};
 use crate::retry::{FailedAttempt, RetryDecision};
-use crate::store::{Applied, ClaimSpec, Db, Enqueued, HeldClaim, StoreError};
+use crate::store::{Applied, ClaimSpec, Enqueued, HeldClaim, Store, StoreError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -59,12 +59,12 @@ pub enum Command {
 }
 
 /// Work run inside the dispatcher's transaction. It gets the transaction and `now`, must
-/// leave the transaction usable whatever happens (use [`crate::store::Tx::atomically`]),
+/// leave the transaction usable whatever happens (use [`crate::store::StoreTx::atomically`]),
 /// and returns what to do once the turn's commit is known: the callback gets `Ok(())` if
 /// the commit held and the error if it did not. Runs on the dispatcher thread: keep it
 /// quick (renames, not copies).
 pub type TxTask = Box<
-    dyn FnOnce(&crate::store::Tx<'_>, UnixMillis) -> Box<dyn FnOnce(Result<(), String>) + Send>
+    dyn FnOnce(&dyn crate::store::StoreTx, UnixMillis) -> Box<dyn FnOnce(Result<(), String>) + Send>
         + Send,
 >;
 
@@ -102,7 +102,7 @@ pub struct Counters {
 }
 
 pub struct Dispatcher {
-    db: Db,
+    db: Box<dyn Store>,
     config: Arc<Config>,
     shared_config: SharedConfig,
     config_source: ConfigSource,
@@ -178,7 +178,7 @@ fn answer(
 impl Dispatcher {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        db: Db,
+        db: Box<dyn Store>,
         shared_config: SharedConfig,
         config_source: ConfigSource,
         clock: SharedClock,
@@ -232,7 +232,7 @@ impl Dispatcher {
 
     /// Runs until drained. Returns how it ended.
     pub fn run(mut self) -> Result<(Exit, Counters), StoreError> {
-        self.data_version = self.db.data_version()?;
+        self.data_version = self.db.change_token()?;
         loop {
             let wait = self.time_to_wait();
             let mut batch = Vec::new();
@@ -302,7 +302,7 @@ impl Dispatcher {
         let now = self.clock.now_ms();
         if instant >= self.next_poll {
             self.next_poll = instant + self.config.daemon.poll_interval;
-            let version = self.db.data_version()?;
+            let version = self.db.change_token()?;
             if version != self.data_version {
                 self.data_version = version;
                 self.look_for_work = true;

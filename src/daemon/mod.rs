@@ -13,7 +13,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, ConfigSource};
 use crate::handlers::Registry;
 use crate::job::{Job, JobState, NewJob, UnixMillis};
-use crate::store::{Db, Enqueued, OpenOptions, StoreError, Tx};
+use crate::store::{Enqueued, OpenOptions, StoreError, StoreTx};
 use crossbeam_channel::{Receiver, Sender};
 use dispatcher::{Command, Counters, Dispatcher, Exit};
 use std::sync::{Arc, RwLock};
@@ -168,7 +168,7 @@ impl DaemonClient {
     /// succeeded but the commit failed, to undo what it did outside the database.
     pub fn write<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Tx<'_>, UnixMillis) -> Result<T, String> + Send + 'static,
+        work: impl FnOnce(&dyn StoreTx, UnixMillis) -> Result<T, String> + Send + 'static,
         on_abort: impl FnOnce(&T) + Send + 'static,
     ) -> Result<T, String> {
         self.write_async(work, on_abort)?
@@ -180,7 +180,7 @@ impl DaemonClient {
     /// channel once the commit is known (or the channel closes if the daemon stopped).
     pub fn write_async<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Tx<'_>, UnixMillis) -> Result<T, String> + Send + 'static,
+        work: impl FnOnce(&dyn StoreTx, UnixMillis) -> Result<T, String> + Send + 'static,
         on_abort: impl FnOnce(&T) + Send + 'static,
     ) -> Result<Receiver<Result<T, String>>, String> {
         let (reply, answer) = crossbeam_channel::bounded(1);
@@ -262,7 +262,7 @@ impl Daemon {
                 config.daemon.data_dir.display()
             ))
         })?;
-        let db = Db::open(
+        let db = crate::store::open(
             &database,
             &OpenOptions {
                 synchronous: config.daemon.synchronous,
@@ -273,12 +273,14 @@ impl Daemon {
         )?;
         // A database we cannot write is refused now, before READY=1, not at every write.
         db.check_writable()?;
-        // After a checkpoint lets the WAL start over, the file shrinks back to the limit.
-        db.set_journal_size_limit(config.daemon.wal_limit)?;
-        // The checkpointer thread copies the WAL back, on its own connection; commits on
-        // the dispatcher's connection never stop to do it inline.
-        db.disable_auto_checkpoint()?;
-        let checkpointer_db = Db::open(
+        if let Some(file) = db.sqlite() {
+            // After a checkpoint lets the WAL start over, the file shrinks back to the limit.
+            file.set_journal_size_limit(config.daemon.wal_limit)?;
+            // The checkpointer thread copies the WAL back, on its own connection; commits
+            // on the dispatcher's connection never stop to do it inline.
+            file.disable_auto_checkpoint()?;
+        }
+        let checkpointer_db = crate::store::open(
             &database,
             &OpenOptions {
                 synchronous: config.daemon.synchronous,
@@ -339,13 +341,11 @@ impl Daemon {
         // `--once` drains what is ready and exits; scheduled runs are the running
         // daemon's business.
         if !options.once {
-            let reader = Db::open(
+            let reader = crate::store::open_read(
                 &database,
                 &OpenOptions {
-                    synchronous: config.daemon.synchronous,
                     busy_timeout: config.daemon.busy_timeout,
-                    create: false,
-                    migrate: false,
+                    ..OpenOptions::default()
                 },
             )?;
             scheduler::spawn(

@@ -6,7 +6,7 @@ use super::DaemonClient;
 use crate::clock::{format_millis, SharedClock};
 use crate::config::{Config, PipelineSchedule};
 use crate::job::{NewJob, UnixMillis};
-use crate::store::Db;
+use crate::store::Store;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,14 +107,14 @@ pub enum Tick {
 /// are live.
 pub struct Scheduler {
     client: DaemonClient,
-    db: Db,
+    db: Box<dyn Store>,
     /// The period last enqueued (or found) per pipeline.
     done: HashMap<String, UnixMillis>,
     blocked: bool,
 }
 
 impl Scheduler {
-    pub fn new(client: DaemonClient, db: Db) -> Scheduler {
+    pub fn new(client: DaemonClient, db: Box<dyn Store>) -> Scheduler {
         Scheduler {
             client,
             db,

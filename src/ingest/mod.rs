@@ -13,7 +13,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::daemon::{DaemonClient, JobHooks};
 use crate::job::{Job, JobState};
-use crate::store::{Db, OpenOptions};
+use crate::store::OpenOptions;
 use spool::Spool;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,9 +106,9 @@ impl Ingest {
         clock: SharedClock,
         spool: Spool,
     ) -> Result<Ingest, String> {
-        let db = Db::open(&config.daemon.database, &OpenOptions::default())
+        let db = crate::store::open(&config.daemon.database, &OpenOptions::default())
             .map_err(|e| format!("ingest: {e}"))?;
-        let recovered = spool.recover(&db, &client);
+        let recovered = spool.recover(db.as_ref(), &client);
         if recovered > 0 {
             tracing::warn!("ingest: took in {recovered} input(s) a previous run had staged");
         }
@@ -123,7 +123,7 @@ impl Ingest {
                 client.clone(),
                 clock.clone(),
                 spool.clone(),
-                &db,
+                db.as_ref(),
                 stop.clone(),
                 report.clone(),
             )?);

@@ -10,7 +10,7 @@ use super::protocol::{codes, enqueued_line, parse_request, Refusal, Request};
 use crate::clock::SharedClock;
 use crate::config::{Config, SocketConfig};
 use crate::daemon::{DaemonClient, DirectReply, EnqueueReply, Flush};
-use crate::store::{Db, OpenOptions};
+use crate::store::{OpenOptions, Store};
 use serde_json::json;
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Write};
@@ -269,7 +269,7 @@ struct Connection {
     client: DaemonClient,
     clock: SharedClock,
     database: PathBuf,
-    stats_db: Option<Db>,
+    stats_db: Option<Box<dyn Store>>,
 }
 
 /// One line as read: whole, or longer than allowed (its bytes were skipped).
@@ -624,7 +624,7 @@ impl Connection {
 
     fn stats(&mut self) -> String {
         if self.stats_db.is_none() {
-            match Db::open(&self.database, &OpenOptions::default()) {
+            match crate::store::open(&self.database, &OpenOptions::default()) {
                 Ok(db) => self.stats_db = Some(db),
                 Err(e) => return Refusal::new(codes::UNAVAILABLE, e.to_string()).to_line(),
             }

@@ -32,7 +32,7 @@
 
 use crate::daemon::DaemonClient;
 use crate::job::{Job, JobId, JobState, NewJob};
-use crate::store::{Db, IngestRecord};
+use crate::store::{IngestRecord, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -257,7 +257,7 @@ impl Spool {
     /// Inside the transaction: dedupe, row, rename.
     fn take_in(
         &self,
-        tx: &crate::store::Tx<'_>,
+        tx: &dyn crate::store::StoreTx,
         staged: &Staged,
         now: i64,
     ) -> Result<Taken, String> {
@@ -287,7 +287,7 @@ impl Spool {
             size: staged.size,
         };
         let id = tx
-            .enqueue_ingested(&meta.job, &record, |id| self.payload(id, staged), now)
+            .enqueue_ingested(&meta.job, &record, &|id| self.payload(id, staged), now)
             .map_err(err)?;
         if meta.is_dir {
             tx.clear_pending(&meta.watch, &meta.name).map_err(err)?;
@@ -461,7 +461,7 @@ impl Spool {
 
     /// Step 3: start-up recovery. Needs a read connection and the running dispatcher.
     /// Returns how many staged inputs were driven to a job (or a duplicate).
-    pub fn recover(&self, db: &Db, client: &DaemonClient) -> usize {
+    pub fn recover(&self, db: &dyn Store, client: &DaemonClient) -> usize {
         // Uncommitted renames back to staging; finished jobs' inputs on to done/failed.
         for (id, dir) in self.numbered_dirs() {
             let Ok(meta) = read_meta(&dir) else {

@@ -20,7 +20,7 @@ use crate::clock::SharedClock;
 use crate::config::{WatchConfig, WatchMode};
 use crate::daemon::DaemonClient;
 use crate::job::{NewJob, UnixMillis};
-use crate::store::Db;
+use crate::store::Store;
 use notify::event::{EventKind, ModifyKind, RenameMode};
 use notify::{RecursiveMode, Watcher as _};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -126,7 +126,7 @@ pub fn spawn(
     client: DaemonClient,
     clock: SharedClock,
     spool: Spool,
-    db: &Db,
+    db: &dyn Store,
     stop: Arc<AtomicBool>,
     report: WatchReport,
 ) -> Result<JoinHandle<()>, String> {

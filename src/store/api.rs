@@ -76,7 +76,7 @@ pub trait Store: Send {
 
     /// The SQLite-only capabilities (checkpoints, WAL policy, backup, vacuum, integrity
     /// check, file sizes), or None for a driver without a database file.
-    fn sqlite(&mut self) -> Option<&mut dyn SqliteFile> {
+    fn sqlite(&self) -> Option<&dyn SqliteFile> {
         None
     }
 
@@ -398,9 +398,9 @@ pub trait SqliteFile {
     fn file_size(&self) -> u64;
     /// An online backup to `dest` (replacing it only with `replace`).
     fn backup_to(&self, dest: &Path, replace: bool) -> Result<BackupInfo>;
-    fn vacuum(&mut self) -> Result<()>;
+    fn vacuum(&self) -> Result<()>;
     /// `PRAGMA integrity_check`: "ok", or what is wrong.
     fn integrity_check(&self) -> Result<Vec<String>>;
     /// `EXPLAIN QUERY PLAN` of each statement the claim runs, by name.
-    fn claim_query_plans(&mut self) -> Result<Vec<(&'static str, String)>>;
+    fn claim_query_plans(&self) -> Result<Vec<(&'static str, String)>>;
 }

@@ -1,33 +1,25 @@
-//! The only place with SQL. Opens the queue database, applies migrations, and offers the
-//! queue's transitions (`queue.rs`), the operator's queries (`admin.rs`) and controls
-//! (`operator.rs`: pauses, bulk actions, progress) in domain types,
-//! so another backend could sit behind the same API.
+//! The only place with SQL. The [`Store`] trait (`api.rs`) is the queue in domain types:
+//! its transitions, the operator's queries and controls, the web page's reads. Drivers
+//! implement it (`sqlite/`: one file, one daemon); [`open`] is the one place that picks
+//! the driver for the configured database.
 
-mod admin;
 mod api;
-pub mod example;
-mod ingest;
-mod live;
-mod maintenance;
-mod operator;
 pub mod postgres;
-mod queue;
-pub mod schema;
-pub mod sink;
+mod sqlite;
 mod sync;
+mod types;
 pub mod web;
 
-pub use admin::{Attempt, JobFilter, QueueStats, Stats};
 pub use api::{BackupInfo, Checkpoint, CheckpointMode, Finished, SqliteFile, Store, StoreTx};
-pub use ingest::{IngestRecord, PendingFolder};
-pub use live::{Death, RunningJob};
-pub use operator::{AttemptProgress, ChildrenSummary, QueuePause};
-pub use queue::{Applied, ClaimSpec, Enqueued, HeldClaim, Tx};
-pub use sync::{SyncState, SyncStateReader};
+pub use sqlite::{example, schema, sink};
+pub use sync::SyncStateReader;
+pub use types::{
+    Applied, Attempt, AttemptProgress, ChildrenSummary, ClaimSpec, Death, Enqueued, HeldClaim,
+    IngestRecord, JobFilter, PendingFolder, QueuePause, QueueStats, RunningJob, Stats, SyncState,
+};
 
 use crate::config::Synchronous;
 use crate::job::{ForbiddenTransition, JobId};
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -75,8 +67,9 @@ pub enum StoreError {
     /// A file operation around the database (a backup's copy, its rename).
     #[error("{0}")]
     Io(String),
+    /// Any other failure of the database driver, in its own words.
     #[error("database error: {0}")]
-    Sqlite(rusqlite::Error),
+    Backend(String),
     /// An error from the PostgreSQL server or the connection to it (never names the
     /// URL's password).
     #[error("PostgreSQL: {0}")]
@@ -92,21 +85,6 @@ fn read_only_subject(path: &Path) -> String {
     }
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ErrorCode;
-        match e.sqlite_error_code() {
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy,
-            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
-                StoreError::Corrupt(e.to_string())
-            }
-            Some(ErrorCode::DiskFull) => StoreError::DiskFull(e.to_string()),
-            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(PathBuf::new(), e.to_string()),
-            _ => StoreError::Sqlite(e),
-        }
-    }
-}
-
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The version line of `jobd --version` and `jobctl --version`: this build and the
@@ -116,7 +94,7 @@ pub fn version_text() -> &'static str {
         format!(
             "{} (bundled SQLite {})",
             env!("CARGO_PKG_VERSION"),
-            rusqlite::version()
+            sqlite::library_version()
         )
     });
     &TEXT
@@ -144,145 +122,20 @@ impl Default for OpenOptions {
     }
 }
 
-/// One connection to the queue database. The daemon has exactly one for writing, fed by
-/// its dispatcher; jobctl opens its own.
-pub struct Db {
-    conn: Connection,
-    path: PathBuf,
-    /// The configured busy timeout, restored after a checkpoint waited less.
-    busy_timeout: Duration,
+/// Opens the configured database with the driver it names: the only place that picks
+/// one. Today every database is a SQLite file at this path.
+pub fn open(database: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dyn Store>> {
+    Ok(Box::new(sqlite::SqliteStore::open(
+        database.as_ref(),
+        options,
+    )?))
 }
 
-impl Db {
-    pub fn open(path: &Path, options: &OpenOptions) -> Result<Db> {
-        if !options.create && !path.exists() {
-            return Err(StoreError::Missing(path.to_path_buf()));
-        }
-        if options.create {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                crate::files::create_private_dir_all(parent).map_err(|e| {
-                    StoreError::CannotOpen(
-                        path.to_path_buf(),
-                        format!("cannot create {}: {e}", parent.display()),
-                    )
-                })?;
-            }
-        }
-        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        if options.create {
-            flags |= OpenFlags::SQLITE_OPEN_CREATE;
-        }
-        let existed = path.exists();
-        let conn = Connection::open_with_flags(path, flags)
-            .map_err(|e| StoreError::CannotOpen(path.to_path_buf(), e.to_string()))?;
-        if !existed {
-            restrict_permissions(path);
-        }
-        let db = Db {
-            conn,
-            path: path.to_path_buf(),
-            busy_timeout: options.busy_timeout,
-        };
-        db.configure(options)?;
-        if options.migrate {
-            schema::migrate(&db.conn)?;
-        } else {
-            schema::check_version(&db.conn)?;
-        }
-        Ok(db)
-    }
-
-    fn configure(&self, options: &OpenOptions) -> Result<()> {
-        self.conn.busy_timeout(options.busy_timeout)?;
-        // The first read of a file that is not SQLite fails here, with NOTADB.
-        let mode: String = self
-            .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::CannotOpen(
-                self.path.clone(),
-                format!("cannot switch to WAL mode (journal_mode is {mode})"),
-            ));
-        }
-        // A larger page cache keeps the hot index pages of a big table in memory; temp
-        // B-trees (IN lists, RETURNING) stay in memory too.
-        self.conn.execute_batch(&format!(
-            "PRAGMA foreign_keys = ON; PRAGMA synchronous = {}; PRAGMA cache_size = -65536; \
-             PRAGMA temp_store = MEMORY;",
-            options.synchronous.pragma_value()
-        ))?;
-        self.conn.set_prepared_statement_cache_capacity(64);
-        Ok(())
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Refuses a database this process cannot write: SQLite opens a file it may not
-    /// write (mode 0444 for us, an immutable file, a read-only mount) read-only without
-    /// a word, and every write would fail later. Takes and gives back the write lock.
-    pub fn check_writable(&self) -> Result<()> {
-        let read_only = |why: String| {
-            StoreError::ReadOnly(
-                self.path.clone(),
-                format!(
-                    "{why} (uid {}); check the file's mode and owner, its folder and its mount",
-                    // SAFETY: getuid(2) cannot fail and touches no memory.
-                    unsafe { libc::getuid() }
-                ),
-            )
-        };
-        if self.conn.is_readonly(rusqlite::MAIN_DB)? {
-            return Err(read_only("SQLite could open it for reading only".into()));
-        }
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
-            .map_err(|e| read_only(format!("cannot take the write lock: {e}")))
-    }
-
-    /// Runs `work` in one `BEGIN IMMEDIATE` transaction: the write lock is taken up front,
-    /// so waiting for it honours the busy timeout and no read-then-write upgrade can fail.
-    pub fn write<T>(&mut self, work: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let path = self.path.clone();
-        let name_disk_full = move |e: StoreError| match e {
-            StoreError::DiskFull(m) => {
-                StoreError::DiskFull(format!("cannot write {}: {m}", path.display()))
-            }
-            other => other,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let wrapped = Tx::new(&tx);
-        let value = work(&wrapped).map_err(&name_disk_full)?;
-        tx.commit()
-            .map_err(|e| name_disk_full(StoreError::from(e)))?;
-        Ok(value)
-    }
-
-    /// Changes whenever another connection commits to the database: the cheap way to
-    /// notice rows inserted by jobctl or sqlite3 without scanning the table.
-    pub fn data_version(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA data_version", [], |row| row.get(0))?)
-    }
-
-    /// `PRAGMA quick_check`: "ok", or what is wrong.
-    pub fn integrity_check(&self) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
-        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-    }
-
-    pub fn schema_version(&self) -> Result<i64> {
-        schema::user_version(&self.conn)
-    }
-}
-
-/// Files the daemon writes are not world-readable.
-fn restrict_permissions(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640));
+/// Opens a connection that only reads (the daemon's reader, metrics, the web page): it
+/// never takes the write lock and never migrates; an outdated schema is refused.
+pub fn open_read(database: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dyn Store>> {
+    Ok(Box::new(sqlite::SqliteStore::open_read_only(
+        database.as_ref(),
+        options.busy_timeout,
+    )?))
 }

@@ -1,133 +1,25 @@
-//! Pipelines' sync state in the queue database: the high-water mark a run's last page
-//! records in its completion transaction, the operator's list and reset, the "is a run
-//! of this pipeline live?" query the scheduler asks, and a read-only view for handlers.
+//! A read-only view of pipelines' sync state for handlers, over a read connection opened
+//! on first use: a pipeline's first page reads its mark once per run, so one shared
+//! connection is plenty.
 
-use super::queue::Tx;
-use super::{Db, Result, StoreError};
+use super::{OpenOptions, Store};
 use crate::handlers::SyncStateView;
-use crate::job::{JobId, SyncMark, UnixMillis};
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use serde::Serialize;
+use crate::job::UnixMillis;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// One pipeline's row of `sync_state`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SyncState {
-    pub pipeline: String,
-    /// The start of the last complete run: the next run asks for changes since then.
-    pub high_water: UnixMillis,
-    pub runs: u64,
-    pub last_run_items: u64,
-    pub last_run_pages: u32,
-    pub last_run_job: Option<JobId>,
-    pub updated_at: UnixMillis,
-}
-
-impl Tx<'_> {
-    /// Records the end of a complete run. The mark never moves back: if two runs overlap
-    /// (a manual one beside a scheduled one), the later start wins whichever ends last,
-    /// since each fetched everything changed up to its own start.
-    pub fn record_sync_mark(&self, mark: &SyncMark, job: JobId, now: UnixMillis) -> Result<()> {
-        if mark.pipeline.is_empty() {
-            return Err(StoreError::InvalidJob(
-                "a sync mark needs a pipeline".into(),
-            ));
-        }
-        self.conn()
-            .prepare_cached(
-                "INSERT INTO sync_state (pipeline, high_water, runs, last_run_items, \
-                 last_run_pages, last_run_job, updated_at) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6) \
-                 ON CONFLICT (pipeline) DO UPDATE SET \
-                   high_water = max(high_water, excluded.high_water), runs = runs + 1, \
-                   last_run_items = excluded.last_run_items, \
-                   last_run_pages = excluded.last_run_pages, \
-                   last_run_job = excluded.last_run_job, updated_at = excluded.updated_at",
-            )?
-            .execute(params![
-                mark.pipeline,
-                mark.high_water,
-                mark.items as i64,
-                mark.pages,
-                job,
-                now
-            ])?;
-        Ok(())
-    }
-
-    /// Forgets a pipeline's mark, so its next run is a full sync. Returns whether there
-    /// was one.
-    pub fn reset_sync_state(&self, pipeline: &str) -> Result<bool> {
-        let deleted = self
-            .conn()
-            .prepare_cached("DELETE FROM sync_state WHERE pipeline = ?1")?
-            .execute([pipeline])?;
-        Ok(deleted == 1)
-    }
-}
-
-impl Db {
-    /// Every pipeline's sync state, by name.
-    pub fn sync_states(&self) -> Result<Vec<SyncState>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT pipeline, high_water, runs, last_run_items, last_run_pages, last_run_job, \
-             updated_at FROM sync_state ORDER BY pipeline",
-        )?;
-        let rows = stmt.query_map([], |row| {
-            Ok(SyncState {
-                pipeline: row.get(0)?,
-                high_water: row.get(1)?,
-                runs: row.get::<_, i64>(2)? as u64,
-                last_run_items: row.get::<_, i64>(3)? as u64,
-                last_run_pages: row.get(4)?,
-                last_run_job: row.get(5)?,
-                updated_at: row.get(6)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// Jobs of `kind` for `pipeline` (payload `$.pipeline`) that are queued, running or
-    /// retrying: a run in progress.
-    pub fn live_pipeline_jobs(&self, kind: &str, pipeline: &str) -> Result<u64> {
-        let n: i64 = self.conn.prepare_cached(
-            "SELECT count(*) FROM jobs WHERE (state = 'queued' OR state = 'running' OR state = 'retrying') \
-             AND kind = ?1 AND json_extract(payload, '$.pipeline') = ?2",
-        )?
-        .query_row(params![kind, pipeline], |row| row.get(0))?;
-        Ok(n as u64)
-    }
-}
-
-fn high_water(conn: &Connection, pipeline: &str) -> rusqlite::Result<Option<UnixMillis>> {
-    conn.prepare_cached("SELECT high_water FROM sync_state WHERE pipeline = ?1")?
-        .query_row([pipeline], |row| row.get(0))
-        .optional()
-}
-
-/// A read-only connection to the queue database for handlers, opened on first use: a
-/// pipeline's first page reads its mark once per run, so one shared connection is plenty.
 pub struct SyncStateReader {
-    path: PathBuf,
-    conn: Mutex<Option<Connection>>,
+    database: PathBuf,
+    conn: Mutex<Option<Box<dyn Store>>>,
 }
 
 impl SyncStateReader {
-    pub fn new(path: &Path) -> SyncStateReader {
+    pub fn new(database: &Path) -> SyncStateReader {
         SyncStateReader {
-            path: path.to_path_buf(),
+            database: database.to_path_buf(),
             conn: Mutex::new(None),
         }
-    }
-
-    fn open(&self) -> rusqlite::Result<Connection> {
-        let conn = Connection::open_with_flags(
-            &self.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        Ok(conn)
     }
 }
 
@@ -135,14 +27,21 @@ impl SyncStateView for SyncStateReader {
     fn high_water(&self, pipeline: &str) -> std::result::Result<Option<UnixMillis>, String> {
         let mut guard = self.conn.lock().expect("sync state reader");
         if guard.is_none() {
-            *guard = Some(self.open().map_err(|e| {
+            let options = OpenOptions {
+                busy_timeout: Duration::from_secs(10),
+                ..OpenOptions::default()
+            };
+            *guard = Some(super::open_read(&self.database, &options).map_err(|e| {
                 format!(
                     "cannot open {} to read sync_state: {e}",
-                    self.path.display()
+                    self.database.display()
                 )
             })?);
         }
-        let result = high_water(guard.as_ref().expect("opened above"), pipeline);
+        let result = guard
+            .as_ref()
+            .expect("opened above")
+            .sync_high_water(pipeline);
         if result.is_err() {
             // A broken connection is opened again next time.
             *guard = None;

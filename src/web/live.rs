@@ -47,7 +47,7 @@ impl Live {
 /// reaches it (at worst one refresh too many).
 pub async fn watch_changes(state: Arc<WebState>) {
     let live = &state.live;
-    let mut db: Option<Arc<Mutex<crate::store::Db>>> = None;
+    let mut db: Option<Arc<Mutex<Box<dyn crate::store::Store>>>> = None;
     let mut last: Option<i64> = None;
     let mut first = true;
     loop {
@@ -73,7 +73,7 @@ pub async fn watch_changes(state: Arc<WebState>) {
         }
         let conn = db.clone().expect("opened above");
         let version = tokio::task::spawn_blocking(move || {
-            conn.lock().expect("watcher connection").data_version()
+            conn.lock().expect("watcher connection").change_token()
         })
         .await;
         match version {

@@ -79,7 +79,7 @@ impl WebState {
     /// Runs a read on the pool, off the async threads.
     pub async fn read<T: Send + 'static>(
         self: &Arc<Self>,
-        read: impl FnOnce(&crate::store::Db) -> Result<T, StoreError> + Send + 'static,
+        read: impl FnOnce(&dyn crate::store::Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, WebError> {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || pool.with(read))

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use jobd::store::{Db, OpenOptions};
+use jobd::store::{OpenOptions, Store};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -62,12 +62,12 @@ impl Sandbox {
         std::fs::write(self.config(), format!("{config}{text}")).expect("write config");
     }
 
-    pub fn open(&self) -> Db {
-        Db::open(&self.db(), &OpenOptions::default()).expect("open db")
+    pub fn open(&self) -> Box<dyn Store> {
+        jobd::store::open(&self.db(), &OpenOptions::default()).expect("open db")
     }
 
-    pub fn migrate(&self) -> Db {
-        Db::open(
+    pub fn migrate(&self) -> Box<dyn Store> {
+        jobd::store::open(
             &self.db(),
             &OpenOptions {
                 create: true,
@@ -182,7 +182,7 @@ pub fn files_under(root: &Path) -> Vec<PathBuf> {
 }
 
 /// Waits until no job is in any of `live` states, failing the test after `limit`.
-pub fn wait_while_live(db: &Db, live: &[jobd::job::JobState], limit: Duration) {
+pub fn wait_while_live(db: &dyn Store, live: &[jobd::job::JobState], limit: Duration) {
     wait_until(limit, "the jobs to finish", || {
         let stats = db
             .stats(jobd::clock::Clock::now_ms(&jobd::clock::SystemClock))

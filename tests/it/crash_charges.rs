@@ -236,7 +236,7 @@ fn a_lease_that_runs_out_before_the_handler_starts_gives_the_job_back_uncharged(
         .iter()
         .map(|e| e.id)
         .collect();
-    let db = jobd::store::Db::open(&config.daemon.database, &Default::default()).unwrap();
+    let db = jobd::store::open(&config.daemon.database, &Default::default()).unwrap();
     wait_until(Duration::from_secs(20), "one running, one claimed", || {
         let queue = db.stats(clock.now_ms()).unwrap().queues["default"].clone();
         queue.states.get("running") == Some(&1) && queue.claimed == 1

@@ -11,7 +11,7 @@ use jobd::daemon::{Daemon, DaemonOptions, JobHooks};
 use jobd::handlers::notify::DeadLetters;
 use jobd::handlers::Registry;
 use jobd::job::{Job, JobId, JobState, NewJob};
-use jobd::store::{Db, OpenOptions};
+use jobd::store::{OpenOptions, Store};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -125,8 +125,8 @@ impl Setup {
         path
     }
 
-    fn db(&self) -> Db {
-        Db::open(
+    fn db(&self) -> Box<dyn Store> {
+        jobd::store::open(
             &self.config.daemon.database,
             &OpenOptions {
                 create: true,
@@ -160,7 +160,7 @@ impl Setup {
             .map(|e| e.id)
             .collect();
         crate::common::wait_while_live(
-            &db,
+            &*db,
             &[
                 JobState::Queued,
                 JobState::Running,

@@ -441,7 +441,7 @@ fn a_read_only_database_is_refused_at_start_and_jobctl_exits_4() {
         ),
     )
     .unwrap();
-    let mut made = jobd::store::Db::open(
+    let mut made = jobd::store::open(
         &db,
         &jobd::store::OpenOptions {
             create: true,

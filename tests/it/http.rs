@@ -10,7 +10,7 @@ use jobd::handlers::http::Http;
 use jobd::handlers::notify::{DeadLetters, Notify};
 use jobd::handlers::{Handler, Registry};
 use jobd::job::{JobId, JobState, NewJob};
-use jobd::store::{Attempt, Db, OpenOptions};
+use jobd::store::{Attempt, OpenOptions, Store};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -160,8 +160,8 @@ impl Setup {
         self.dir.path().join("data")
     }
 
-    fn db(&self) -> Db {
-        Db::open(&self.config.daemon.database, &OpenOptions::default()).unwrap()
+    fn db(&self) -> Box<dyn Store> {
+        jobd::store::open(&self.config.daemon.database, &OpenOptions::default()).unwrap()
     }
 
     /// Runs the daemon in real time until no job is waiting or running.
@@ -180,7 +180,7 @@ impl Setup {
         // `--once` exits as soon as nothing is ready, so its jobs must be in the table
         // before it starts; a client enqueue afterwards would race it.
         let preloaded: Option<Vec<JobId>> = once.then(|| {
-            let mut db = Db::open(
+            let mut db = jobd::store::open(
                 &self.config.daemon.database,
                 &OpenOptions {
                     create: true,
@@ -221,7 +221,7 @@ impl Setup {
         if !once {
             let db = self.db();
             crate::common::wait_while_live(
-                &db,
+                &*db,
                 &[JobState::Queued, JobState::Running, JobState::Retrying],
                 Duration::from_secs(30),
             );

@@ -3,7 +3,7 @@
 //! Also the daemon harness the socket tests share.
 
 use jobd::job::{Job, JobState};
-use jobd::store::{Db, JobFilter, OpenOptions};
+use jobd::store::{JobFilter, OpenOptions};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -114,7 +114,7 @@ impl TestDaemon {
     }
 
     pub fn jobs(&self) -> Vec<Job> {
-        let db = Db::open(&self.db, &OpenOptions::default()).unwrap();
+        let db = jobd::store::open(&self.db, &OpenOptions::default()).unwrap();
         db.list(&JobFilter::default()).unwrap()
     }
 

@@ -21,7 +21,6 @@ mod oneroster;
 mod outside_sql;
 mod payload_paths;
 mod pg;
-mod pg_store;
 mod pull;
 mod relay;
 mod service;

@@ -11,7 +11,7 @@ use jobd::config::{Config, ConfigSource};
 use jobd::daemon::{Daemon, DaemonOptions, JobHooks};
 use jobd::handlers::Registry;
 use jobd::job::{Job, JobId, JobState, NewJob};
-use jobd::store::{Db, JobFilter, OpenOptions};
+use jobd::store::{JobFilter, OpenOptions, Store};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -103,8 +103,8 @@ impl Setup {
         self.dir.path().join("data")
     }
 
-    fn db(&self) -> Db {
-        Db::open(
+    fn db(&self) -> Box<dyn Store> {
+        jobd::store::open(
             &self.config.daemon.database,
             &OpenOptions {
                 create: true,
@@ -147,7 +147,7 @@ impl Setup {
         let client = daemon.client();
         let db = self.db();
         crate::common::wait_while_live(
-            &db,
+            &*db,
             &[JobState::Queued, JobState::Running, JobState::Retrying],
             Duration::from_secs(30),
         );

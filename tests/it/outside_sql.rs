@@ -5,7 +5,7 @@
 
 use crate::common::{stderr, stdout, wait_until, Sandbox, JOBCTL, JOBD};
 use jobd::store::schema::MIGRATIONS;
-use jobd::store::{Db, OpenOptions, StoreError};
+use jobd::store::{OpenOptions, StoreError};
 use rusqlite::types::Value;
 use rusqlite::Connection;
 use std::path::Path;
@@ -207,7 +207,7 @@ fn a_database_with_names_the_new_checks_refuse_is_not_migrated_and_keeps_every_r
     )
     .unwrap();
     drop(conn);
-    let err = Db::open(
+    let err = jobd::store::open(
         &sandbox.db(),
         &OpenOptions {
             create: true,

@@ -26,21 +26,33 @@ pub struct TestDb {
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// A connection to the server, or None (printed) when none answers outside CI; under
+/// `CI=true` a missing server fails the test.
+fn admin_client(test: &str) -> Option<postgres::Client> {
+    let admin = server_url();
+    match admin.config().connect(postgres::NoTls) {
+        Ok(client) => Some(client),
+        Err(e) => {
+            let why = format!("no PostgreSQL server answers at {admin}: {e}");
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{test}: {why} (CI=true: PostgreSQL tests never skip; set JOBD_TEST_DATABASE_URL)");
+            }
+            eprintln!("SKIPPED {test}: {why} (set JOBD_TEST_DATABASE_URL to run it)");
+            None
+        }
+    }
+}
+
+/// Whether a server answers (see [`admin_client`]).
+pub fn server_available(test: &str) -> bool {
+    admin_client(test).is_some()
+}
+
 impl TestDb {
     /// A fresh empty database, or None (printed) when no server answers outside CI.
     pub fn create(test: &str) -> Option<TestDb> {
         let admin = server_url();
-        let mut client = match admin.config().connect(postgres::NoTls) {
-            Ok(client) => client,
-            Err(e) => {
-                let why = format!("no PostgreSQL server answers at {admin}: {e}");
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("{test}: {why} (CI=true: PostgreSQL tests never skip; set JOBD_TEST_DATABASE_URL)");
-                }
-                eprintln!("SKIPPED {test}: {why} (set JOBD_TEST_DATABASE_URL to run it)");
-                return None;
-            }
-        };
+        let mut client = admin_client(test)?;
         let name = format!(
             "jobd_test_{}_{}_{:06x}",
             std::process::id(),

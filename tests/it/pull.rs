@@ -10,7 +10,7 @@ use jobd::daemon::{Daemon, DaemonOptions};
 use jobd::handlers::Registry;
 use jobd::job::NewJob;
 use jobd::store::sink::SinkDb;
-use jobd::store::{Db, OpenOptions, SyncState};
+use jobd::store::{OpenOptions, SyncState};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -354,7 +354,7 @@ fn start(text: &str) -> Daemon {
 }
 
 fn sync_state(db: &Path, pipeline: &str) -> Option<SyncState> {
-    let db = Db::open(db, &OpenOptions::default()).ok()?;
+    let db = jobd::store::open(db, &OpenOptions::default()).ok()?;
     db.sync_states()
         .ok()?
         .into_iter()
@@ -507,7 +507,7 @@ fn kill_9_mid_sync_resumes_from_the_page_it_was_on() {
     wait_until(
         Duration::from_secs(10),
         "jobd to create its database",
-        || Db::open(&sandbox.db(), &OpenOptions::default()).is_ok(),
+        || jobd::store::open(&sandbox.db(), &OpenOptions::default()).is_ok(),
     );
     let out = sandbox.jobctl(&[
         "enqueue",

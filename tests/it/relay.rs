@@ -9,7 +9,7 @@ use jobd::config::{Config, ConfigSource};
 use jobd::daemon::{Daemon, DaemonOptions};
 use jobd::handlers::Registry;
 use jobd::job::{Job, JobId, JobState, NewJob};
-use jobd::store::{Attempt, Db, JobFilter, OpenOptions};
+use jobd::store::{Attempt, JobFilter, OpenOptions, Store};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -167,8 +167,8 @@ impl Setup {
         self.dir.path().join("data")
     }
 
-    fn db(&self) -> Db {
-        Db::open(&self.config.daemon.database, &OpenOptions::default()).unwrap()
+    fn db(&self) -> Box<dyn Store> {
+        jobd::store::open(&self.config.daemon.database, &OpenOptions::default()).unwrap()
     }
 
     /// Runs a daemon in real time until no job is queued, running or retrying.
@@ -194,7 +194,7 @@ impl Setup {
             .collect();
         let db = self.db();
         crate::common::wait_while_live(
-            &db,
+            &*db,
             &[JobState::Queued, JobState::Running, JobState::Retrying],
             Duration::from_secs(30),
         );

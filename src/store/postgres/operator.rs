@@ -99,6 +99,8 @@ impl PgTx<'_> {
     }
 
     pub fn bury_unborn(&self, id: JobId, error: &str, now: UnixMillis) -> Result<()> {
+        let state = self.get(id)?.state;
+        Transition::BuryUnborn.check(id, state)?;
         let changed = self.run(
             &format!(
                 "UPDATE jobs SET state = 'dead', finished_at = $2, updated_at = $2, last_error = $3 \

@@ -4,7 +4,7 @@
 //! rescue by lease and node, fan-in with the parent row locked, operator moves.
 //! Every update is guarded by the states its [`Transition`] allows.
 
-use super::super::queue::{Applied, ClaimSpec, Enqueued, HeldClaim};
+use super::super::{Applied, ClaimSpec, Enqueued, HeldClaim};
 use super::super::{Result, StoreError};
 use super::PgOptions;
 use crate::job::{

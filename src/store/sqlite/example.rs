@@ -1,8 +1,9 @@
 //! The example database shipped as `jobs.db.example`: the current schema with a few jobs in
 //! every state, made through the queue's own transitions at a fixed time.
 
-use super::{Applied, ClaimSpec, Db, OpenOptions, Result};
+use super::{OpenOptions, Result, SqliteStore};
 use crate::job::{Completion, JobState, NewJob, Resolution};
+use crate::store::{Applied, ClaimSpec};
 use serde_json::json;
 use std::path::Path;
 
@@ -16,7 +17,7 @@ pub fn write(path: &Path) -> Result<()> {
         p.push(suffix);
         let _ = std::fs::remove_file(p);
     }
-    let mut db = Db::open(
+    let mut db = SqliteStore::open(
         path,
         &OpenOptions {
             create: true,

@@ -2,58 +2,25 @@
 //! never makes two jobs of one file), the dedupe lookup by content and name, and folder
 //! sets still waiting for their files.
 
-use super::queue::Tx;
-use super::{Db, Result, StoreError};
+use super::queue::SqliteTx;
+use super::{Result, SqliteStore, StoreError};
 use crate::job::{JobId, NewJob, UnixMillis};
+use crate::store::{IngestRecord, PendingFolder, StoreTx};
 use rusqlite::{params, OptionalExtension};
-use serde::Serialize;
 
-/// A file (or folder set) taken in from a watched folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IngestRecord {
-    /// The staging name the watcher gave it before it left the input folder.
-    pub token: String,
-    /// The watched folder it came from.
-    pub watch: String,
-    /// Its name in that folder.
-    pub name: String,
-    pub sha256: String,
-    pub size: u64,
-}
-
-/// A folder set still waiting for required files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PendingFolder {
-    pub watch: String,
-    pub folder: String,
-    pub first_seen: UnixMillis,
-    pub missing: Vec<String>,
-}
-
-impl Tx<'_> {
-    /// Runs `work` all or nothing inside the surrounding transaction (a savepoint), so a
-    /// failed ingest step leaves the rest of a group commit standing.
-    pub fn atomically<T, E: From<StoreError>>(
-        &self,
-        work: impl FnOnce(&Self) -> Result<T, E>,
-    ) -> Result<T, E> {
-        self.tx
-            .execute_batch("SAVEPOINT ingest")
-            .map_err(|e| E::from(e.into()))?;
-        match work(self) {
-            Ok(value) => {
-                self.tx
-                    .execute_batch("RELEASE ingest")
-                    .map_err(|e| E::from(e.into()))?;
-                Ok(value)
-            }
-            Err(e) => {
-                self.tx
-                    .execute_batch("ROLLBACK TO ingest; RELEASE ingest")
-                    .map_err(|e| E::from(e.into()))?;
-                Err(e)
-            }
+impl SqliteTx<'_> {
+    /// Runs `work` inside the surrounding transaction in a savepoint, kept only if
+    /// `work` says so ([`crate::store::StoreTx::atomically`]), so a failed ingest step
+    /// leaves the rest of a group commit standing.
+    pub fn savepoint(&self, work: &mut dyn FnMut(&dyn StoreTx) -> bool) -> Result<()> {
+        self.tx.execute_batch("SAVEPOINT ingest")?;
+        if work(self) {
+            self.tx.execute_batch("RELEASE ingest")?;
+        } else {
+            self.tx
+                .execute_batch("ROLLBACK TO ingest; RELEASE ingest")?;
         }
+        Ok(())
     }
 
     /// The job already made from this staging token, if one was: `Some(None)` when it was
@@ -175,8 +142,8 @@ impl Tx<'_> {
     }
 }
 
-impl Db {
-    /// The job made from a staging token, if any (see [`Tx::ingested_job`]).
+impl SqliteStore {
+    /// The job made from a staging token, if any (see [`SqliteTx::ingested_job`]).
     pub fn ingested_job(&self, token: &str) -> Result<Option<Option<JobId>>> {
         Ok(self
             .conn
@@ -208,9 +175,9 @@ mod tests {
     use super::*;
     use crate::store::OpenOptions;
 
-    fn db() -> (tempfile::TempDir, Db) {
+    fn db() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(
+        let db = SqliteStore::open(
             &dir.path().join("jobs.db"),
             &OpenOptions {
                 create: true,
@@ -271,8 +238,9 @@ mod tests {
         let (_dir, mut db) = db();
         let result = db.write(|tx| {
             let kept = tx.enqueue(&[job()], 1)?[0].id;
+            let tx: &dyn StoreTx = tx;
             let failed: Result<()> = tx.atomically(|tx| {
-                tx.enqueue_ingested(&job(), &record("t1"), |_| serde_json::json!({}), 1)?;
+                tx.enqueue_ingested(&job(), &record("t1"), &|_| serde_json::json!({}), 1)?;
                 Err(StoreError::InvalidJob("boom".into()))
             });
             assert!(failed.is_err());

@@ -1,4 +1,5 @@
-//! The PostgreSQL driver's own properties on a real server: migrations under a lock, the
+//! The conformance suite run against the PostgreSQL driver on a real server (each case in
+//! a database of its own), and the driver's own properties: migrations under a lock, the
 //! schema's defaults and CHECKs for plain SQL, the NOTIFY trigger and its debounce, claims
 //! disjoint across daemons, queue limits across daemons, fan-in under two finishers,
 //! node-bound jobs, rescue by lease and node, node leases and leadership.
@@ -10,6 +11,29 @@ use jobd::store::{Applied, ClaimSpec};
 use serde_json::json;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
+
+/// A fresh database on the test server; every connection is a separate store of one node.
+struct PgConformanceDb {
+    db: TestDb,
+}
+
+impl super::TestDb for PgConformanceDb {
+    fn connect(&self) -> Box<dyn jobd::store::Store> {
+        Box::new(self.db.store("conformance"))
+    }
+}
+
+fn make_pg_db() -> Box<dyn super::TestDb> {
+    Box::new(PgConformanceDb {
+        db: TestDb::create("conformance").expect("checked by server_available"),
+    })
+}
+
+fn server_here() -> bool {
+    crate::pg::server_available("PostgreSQL conformance case")
+}
+
+conformance!(make_pg_db, if server_here);
 
 const T0: i64 = 1_800_000_000_000;
 const LEASE: i64 = 60_000;
@@ -594,7 +618,7 @@ fn without_a_server_the_postgres_tests_say_they_skipped_and_fail_under_ci() {
     // A port nothing listens on (the discard port, refused on loopback).
     let nowhere = "postgresql://postgres@127.0.0.1:9/postgres";
     let test =
-        "pg_store::leadership_goes_to_one_node_and_moves_when_its_lease_runs_out_or_it_resigns";
+        "store::postgres::leadership_goes_to_one_node_and_moves_when_its_lease_runs_out_or_it_resigns";
     let dev = rerun_with_server(test, nowhere, None);
     let text =
         String::from_utf8_lossy(&dev.stderr).to_string() + &String::from_utf8_lossy(&dev.stdout);

@@ -1,40 +1,10 @@
 //! What `jobctl top` watches besides the counts: the jobs running now (which worker, since
 //! when) and the latest deaths. Reads only, each on a partial index or a bounded scan.
 
-use super::{Db, Result};
-use crate::job::{JobId, UnixMillis};
-use serde::Serialize;
+use super::{Result, SqliteStore};
+use crate::store::{Death, RunningJob};
 
-/// A job a worker runs now.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunningJob {
-    pub id: JobId,
-    pub queue: String,
-    pub kind: String,
-    pub worker: Option<String>,
-    /// Which attempt this is.
-    pub attempt: u32,
-    /// When the current attempt was claimed: the claim sets `updated_at` and the
-    /// heartbeat leaves it alone (a cancel request moves it too).
-    pub since: UnixMillis,
-    pub lease_until: Option<UnixMillis>,
-    /// When its handler started, once the daemon recorded it; None while the job is only
-    /// claimed ahead for a worker.
-    pub started_at: Option<UnixMillis>,
-}
-
-/// A job that died, with why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Death {
-    pub id: JobId,
-    pub queue: String,
-    pub kind: String,
-    pub finished_at: UnixMillis,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-}
-
-impl Db {
+impl SqliteStore {
     /// Running jobs by worker, longest-running first, at most `limit`.
     pub fn running_jobs(&self, limit: usize) -> Result<Vec<RunningJob>> {
         let mut stmt = self.conn.prepare_cached(

@@ -6,30 +6,33 @@ use rusqlite::Connection;
 
 /// Every migration, in order; the schema version is the number applied.
 pub const MIGRATIONS: &[(&str, &str)] = &[
-    ("0001_init", include_str!("../../migrations/0001_init.sql")),
+    (
+        "0001_init",
+        include_str!("../../../migrations/0001_init.sql"),
+    ),
     (
         "0002_ingest",
-        include_str!("../../migrations/0002_ingest.sql"),
+        include_str!("../../../migrations/0002_ingest.sql"),
     ),
     (
         "0003_sync_state",
-        include_str!("../../migrations/0003_sync_state.sql"),
+        include_str!("../../../migrations/0003_sync_state.sql"),
     ),
     (
         "0004_portable_schema",
-        include_str!("../../migrations/0004_portable_schema.sql"),
+        include_str!("../../../migrations/0004_portable_schema.sql"),
     ),
     (
         "0005_operator",
-        include_str!("../../migrations/0005_operator.sql"),
+        include_str!("../../../migrations/0005_operator.sql"),
     ),
     (
         "0006_queue_ready",
-        include_str!("../../migrations/0006_queue_ready.sql"),
+        include_str!("../../../migrations/0006_queue_ready.sql"),
     ),
     (
         "0007_attempt_start_us",
-        include_str!("../../migrations/0007_attempt_start_us.sql"),
+        include_str!("../../../migrations/0007_attempt_start_us.sql"),
     ),
 ];
 

@@ -4,6 +4,7 @@
 
 use super::{Result, StoreError};
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Resolution, Transition, UnixMillis};
+use crate::store::{Applied, ClaimSpec, Enqueued, HeldClaim};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use std::sync::LazyLock;
 
@@ -173,46 +174,6 @@ fn expect_one(id: JobId, action: &'static str, changed: usize) -> Result<()> {
 /// A finished job: succeeded, dead or cancelled.
 const TERMINAL: &str = "(state = 'succeeded' OR state = 'dead' OR state = 'cancelled')";
 
-/// The result of enqueuing one job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Enqueued {
-    pub id: JobId,
-    /// A job with the same unique key already existed; `id` is that job's.
-    pub duplicate: bool,
-}
-
-/// What a completion did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
-    /// The job moved to this state.
-    Moved(JobState),
-    /// The job was no longer this attempt's (its lease ran out and it moved on, or an
-    /// operator acted): nothing changed.
-    Stale,
-}
-
-/// How many jobs to claim, overall and per limited queue.
-#[derive(Debug, Clone, Default)]
-pub struct ClaimSpec {
-    pub limit: usize,
-    /// Queues with a concurrency limit and how many more of each may be claimed now.
-    /// Queues not named here are bounded by `limit` alone.
-    pub limited_queues: Vec<(String, usize)>,
-}
-
-impl ClaimSpec {
-    /// Claims nothing from these queues (paused ones): each is bounded to no room, so the
-    /// claim's per-queue exclusion (`queue NOT IN (...)`) leaves their rows alone.
-    pub fn exclude(&mut self, queues: &[String]) {
-        for queue in queues {
-            match self.limited_queues.iter_mut().find(|(q, _)| q == queue) {
-                Some((_, room)) => *room = 0,
-                None => self.limited_queues.push((queue.clone(), 0)),
-            }
-        }
-    }
-}
-
 /// A running job whose lease ran out: id, kind, attempts, own max_attempts, worker,
 /// when it was last touched, and whose claim it was.
 type ExpiredLease = (
@@ -225,22 +186,8 @@ type ExpiredLease = (
     HeldClaim,
 );
 
-/// What the row of a running job says about the claim holding it, for deciding whether
-/// its handler started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeldClaim {
-    pub id: JobId,
-    /// The attempt the claim reserved.
-    pub attempt: u32,
-    /// The claiming daemon's number for the claim; None if it was claimed without one
-    /// (by a jobd older than schema 4, or outside the daemon).
-    pub claim: Option<i64>,
-    /// When the handler started, once the daemon has recorded it.
-    pub started_at: Option<UnixMillis>,
-}
-
 /// One write transaction, offering the queue's transitions.
-pub struct Tx<'a> {
+pub struct SqliteTx<'a> {
     pub(super) tx: &'a Transaction<'a>,
 }
 
@@ -349,9 +296,9 @@ struct ClaimableQueue {
     room: usize,
 }
 
-impl<'a> Tx<'a> {
-    pub(super) fn new(tx: &'a Transaction<'a>) -> Tx<'a> {
-        Tx { tx }
+impl<'a> SqliteTx<'a> {
+    pub(super) fn new(tx: &'a Transaction<'a>) -> SqliteTx<'a> {
+        SqliteTx { tx }
     }
 
     /// The transaction, for the store's other modules (sync state).
@@ -479,7 +426,7 @@ impl<'a> Tx<'a> {
     /// Claims ready jobs (`queued | retrying`, due by `now`) in priority, then run_at,
     /// then id order: each becomes `running` with its attempt counted and a lease. The
     /// attempt is only reserved: a job whose handler never starts gets it back
-    /// ([`Tx::rescue_expired`]). Without a claim number, recovery cannot tell whether
+    /// ([`SqliteTx::rescue_expired`]). Without a claim number, recovery cannot tell whether
     /// it started and charges it.
     pub fn claim(
         &self,
@@ -491,7 +438,7 @@ impl<'a> Tx<'a> {
         self.claim_numbered(spec, None, worker, lease_until, now)
     }
 
-    /// [`Tx::claim`], recording `claim` (the daemon's number for this claim, which its
+    /// [`SqliteTx::claim`], recording `claim` (the daemon's number for this claim, which its
     /// start journal names) on every row it claims.
     pub fn claim_numbered(
         &self,
@@ -629,29 +576,6 @@ impl<'a> Tx<'a> {
             .optional()?)
     }
 
-    /// `EXPLAIN QUERY PLAN` of each statement the claim runs, by name, as SQLite plans it
-    /// on this database: what the claim costs is shown, not assumed.
-    pub fn claim_query_plans(&self) -> Result<Vec<(&'static str, String)>> {
-        [
-            ("next_queue", &CLAIM.next_queue),
-            ("next_priority", &CLAIM.next_priority),
-            ("group_keys", &CLAIM.group_keys),
-            ("claim_group", &CLAIM.claim_group),
-        ]
-        .into_iter()
-        .map(|(name, sql)| {
-            // Unbound parameters: the plan does not depend on their values.
-            let mut stmt = self.tx.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-            let mut rows = stmt.raw_query();
-            let mut details = Vec::new();
-            while let Some(row) = rows.next()? {
-                details.push(row.get::<_, String>(3)?);
-            }
-            Ok((name, details.join(" | ")))
-        })
-        .collect()
-    }
-
     /// Records a finished attempt: moves the job as the resolution says, writes the
     /// attempt row, and enqueues any follow-ups, all or nothing. A completion for an
     /// attempt that no longer holds the job changes nothing and says so.
@@ -659,7 +583,7 @@ impl<'a> Tx<'a> {
         self.complete_started(done, None, now)
     }
 
-    /// [`Tx::complete`], with the handler's start in microseconds for the attempt row.
+    /// [`SqliteTx::complete`], with the handler's start in microseconds for the attempt row.
     pub fn complete_started(
         &self,
         done: &Completion,
@@ -1105,4 +1029,29 @@ impl<'a> Tx<'a> {
         let state = state.ok_or(StoreError::NotFound(id))?;
         state.parse().map_err(StoreError::Corrupt)
     }
+}
+
+/// `EXPLAIN QUERY PLAN` of each statement the claim runs, by name, as SQLite plans it
+/// on this database: what the claim costs is shown, not assumed.
+pub(super) fn claim_query_plans(
+    conn: &rusqlite::Connection,
+) -> Result<Vec<(&'static str, String)>> {
+    [
+        ("next_queue", &CLAIM.next_queue),
+        ("next_priority", &CLAIM.next_priority),
+        ("group_keys", &CLAIM.group_keys),
+        ("claim_group", &CLAIM.claim_group),
+    ]
+    .into_iter()
+    .map(|(name, sql)| {
+        // Unbound parameters: the plan does not depend on their values.
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        let mut rows = stmt.raw_query();
+        let mut details = Vec::new();
+        while let Some(row) = rows.next()? {
+            details.push(row.get::<_, String>(3)?);
+        }
+        Ok((name, details.join(" | ")))
+    })
+    .collect()
 }

@@ -1,10 +1,46 @@
-//! The store's conformance suite, written against its public API with explicit times, so
-//! a second backend can run the same tests.
+//! The store's conformance suite: every case is written against the `Store` trait only,
+//! with explicit times, and each driver runs all of them through [`conformance!`]
+//! (`sqlite.rs`; a new driver adds its own file with `conformance!(make_its_db)`).
+//! Driver-specific checks (query plans, the schema's CHECKs, file handling) live in the
+//! driver's file.
 
-use crate::common::Sandbox;
 use jobd::job::{Completion, JobId, JobState, NewJob, Resolution, Transition};
-use jobd::store::{Applied, ClaimSpec, Db, JobFilter, StoreError};
+use jobd::store::{Applied, ClaimSpec, Finished, JobFilter, Store, StoreError};
 use serde_json::json;
+
+/// A database under test, fresh and empty, that hands out connections to itself.
+/// `Sync`, so the concurrency cases can open one connection per thread.
+pub trait TestDb: Sync {
+    fn connect(&self) -> Box<dyn Store>;
+}
+
+/// Makes a fresh database for one case.
+pub type MakeDb = fn() -> Box<dyn TestDb>;
+
+/// One `#[test]` per conformance case for the driver whose databases `$make` makes.
+/// `conformance!(make, if available)` runs each case only when `available()` says the
+/// driver's server is there (a driver that needs one prints why it skipped).
+macro_rules! conformance {
+    ($make:path) => {
+        conformance!($make, if || true);
+    };
+    ($make:path, if $available:expr) => {
+        conformance!(@cases $make, $available; every_transition_is_allowed_from_its_states_and_refused_from_the_others, claims_follow_priority_then_run_at_then_id_and_skip_future_jobs, claims_take_at_most_the_limit_and_respect_queue_limits, completion_with_follow_ups_is_atomic_and_links_children, a_stale_completion_changes_nothing_and_other_rows_are_untouched, every_attempt_is_recorded_with_outcome_error_and_duration, release_gives_the_attempt_back, expired_leases_are_rescued_and_charged_and_exhausted_ones_die, heartbeats_extend_only_this_workers_current_attempts, unique_keys_return_the_existing_job, a_refused_batch_enqueues_nothing, operators_revive_dead_jobs_and_cancel_waiting_ones, cancelling_a_running_job_asks_it_to_stop, purge_deletes_only_old_finished_jobs_of_the_state_with_their_attempts, stats_count_per_queue_and_state_and_the_oldest_ready_age, claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows, next_due_names_the_first_later_row_even_behind_rows_already_due, a_waiting_parent_resumes_when_its_last_child_finishes, awaiting_no_children_resumes_at_once_and_cancelling_a_waiting_job_is_allowed, a_long_batch_returns_each_jobs_own_id_with_unique_keys_among_them, a_run_of_keyed_jobs_dedupes_against_the_table_and_within_the_batch, a_claimed_job_that_never_started_goes_back_uncharged_and_a_started_one_is_charged, concurrent_claims_on_two_connections_get_disjoint_jobs, a_parent_whose_last_two_children_finish_at_once_resumes_exactly_once, a_batch_of_completions_applies_each_and_reports_the_stale_one, recorded_starts_name_only_the_current_attempt_of_this_worker, reviving_the_dead_of_one_kind_leaves_other_rows_alone);
+    };
+    (@cases $make:path, $available:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                if ($available)() {
+                    super::$case($make);
+                }
+            }
+        )*
+    };
+}
+
+mod postgres;
+mod sqlite;
 
 const T0: i64 = 1_800_000_000_000;
 const WORKER: &str = "test-host:1";
@@ -14,11 +50,11 @@ fn noop() -> NewJob {
     NewJob::new("noop", json!({}))
 }
 
-fn enqueue(db: &mut Db, job: NewJob, now: i64) -> JobId {
+fn enqueue(db: &mut dyn Store, job: NewJob, now: i64) -> JobId {
     db.write(|tx| tx.enqueue(&[job], now)).unwrap()[0].id
 }
 
-fn claim(db: &mut Db, limit: usize, now: i64) -> Vec<jobd::job::Job> {
+fn claim(db: &mut dyn Store, limit: usize, now: i64) -> Vec<jobd::job::Job> {
     db.write(|tx| {
         tx.claim(
             &ClaimSpec {
@@ -46,7 +82,13 @@ fn completion(id: JobId, attempt: u32, resolution: Resolution, now: i64) -> Comp
     }
 }
 
-fn complete(db: &mut Db, id: JobId, attempt: u32, resolution: Resolution, now: i64) -> Applied {
+fn complete(
+    db: &mut dyn Store,
+    id: JobId,
+    attempt: u32,
+    resolution: Resolution,
+    now: i64,
+) -> Applied {
     let parent_id = db.get(id).unwrap().parent_id;
     let done = Completion {
         parent_id,
@@ -55,12 +97,12 @@ fn complete(db: &mut Db, id: JobId, attempt: u32, resolution: Resolution, now: i
     db.write(|tx| tx.complete(&done, now)).unwrap()
 }
 
-fn state(db: &Db, id: JobId) -> JobState {
+fn state(db: &dyn Store, id: JobId) -> JobState {
     db.get(id).unwrap().state
 }
 
 /// A fresh job brought into `state` through legal transitions only.
-fn job_in_state(db: &mut Db, target: JobState) -> JobId {
+fn job_in_state(db: &mut dyn Store, target: JobState) -> JobId {
     let id = enqueue(db, noop().priority(1000), T0);
     if target == JobState::Queued {
         return id;
@@ -94,7 +136,7 @@ fn job_in_state(db: &mut Db, target: JobState) -> JobId {
 }
 
 /// Tries a transition through the store; true if the job moved.
-fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
+fn attempt_transition(db: &mut dyn Store, transition: Transition, id: JobId) -> bool {
     let before = db.get(id).unwrap();
     let now = T0 + 10_000;
     let moved = match transition {
@@ -167,6 +209,14 @@ fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
             }
             db.get(id).unwrap().state != before.state
         }
+        Transition::BuryUnborn => match db.write(|tx| tx.bury_unborn(id, "never complete", now)) {
+            Ok(()) => true,
+            Err(StoreError::Forbidden(e)) => {
+                assert!(e.to_string().contains("cannot bury"), "{e}");
+                false
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        },
         Transition::RunNow => match db.write(|tx| tx.run_now(id, now)) {
             Ok(()) => true,
             Err(StoreError::Forbidden(e)) => {
@@ -175,8 +225,6 @@ fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
             }
             Err(e) => panic!("unexpected error: {e}"),
         },
-        // Only for a job enqueued in the same transaction (store-trait's draft).
-        Transition::BuryUnborn => db.write(|tx| tx.bury_unborn(id, "unborn", now)).is_ok(),
         Transition::Revive => match db.write(|tx| tx.revive(&[id], now)) {
             Ok(_) => true,
             Err(StoreError::Forbidden(e)) => {
@@ -197,21 +245,21 @@ fn attempt_transition(db: &mut Db, transition: Transition, id: JobId) -> bool {
     moved
 }
 
-#[test]
-fn every_transition_is_allowed_from_its_states_and_refused_from_the_others() {
+pub fn every_transition_is_allowed_from_its_states_and_refused_from_the_others(make: MakeDb) {
     for transition in Transition::ALL {
         for from in JobState::ALL {
-            let sandbox = Sandbox::new("", "");
-            let mut db = sandbox.migrate();
-            let id = job_in_state(&mut db, from);
-            let moved = attempt_transition(&mut db, transition, id);
+            let h = make();
+            let mut store = h.connect();
+            let db = &mut *store;
+            let id = job_in_state(db, from);
+            let moved = attempt_transition(db, transition, id);
             assert_eq!(
                 moved,
                 transition.allows(from),
                 "{transition:?} from {from}: moved={moved}"
             );
             if moved {
-                let now_state = state(&db, id);
+                let now_state = state(db, id);
                 let expected = match (transition, from) {
                     // A running job asked to cancel keeps running until its handler stops.
                     (Transition::Cancel, JobState::Running) => JobState::Running,
@@ -223,65 +271,19 @@ fn every_transition_is_allowed_from_its_states_and_refused_from_the_others() {
     }
 }
 
-#[test]
-fn a_bare_sql_insert_is_a_valid_queued_job() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let conn = rusqlite::Connection::open(sandbox.db()).unwrap();
-    conn.execute("INSERT INTO jobs(kind, payload) VALUES ('noop', '{}')", [])
-        .unwrap();
-    let err = conn
-        .execute(
-            "INSERT INTO jobs(kind, payload) VALUES ('noop', 'not json')",
-            [],
-        )
-        .unwrap_err();
-    assert!(err.to_string().contains("CHECK"), "{err}");
-    let now = jobd::clock::Clock::now_ms(&jobd::clock::SystemClock);
-    let claimed = claim(&mut db, 10, now + 1);
-    assert_eq!(claimed.len(), 1);
-    let job = &claimed[0];
-    assert_eq!((job.queue.as_str(), job.kind.as_str()), ("default", "noop"));
-    assert_eq!(job.attempts, 1);
-    assert!(
-        (job.created_at - now).abs() < 60_000,
-        "created_at defaults to now"
-    );
-}
-
-#[test]
-fn the_schema_refuses_impossible_rows() {
-    let sandbox = Sandbox::new("", "");
-    let _db = sandbox.migrate();
-    let conn = rusqlite::Connection::open(sandbox.db()).unwrap();
-    for bad in [
-        "INSERT INTO jobs(kind, state) VALUES ('noop', 'done')",
-        "INSERT INTO jobs(kind, state) VALUES ('noop', 'succeeded')",
-        "INSERT INTO jobs(kind, state) VALUES ('noop', 'running')",
-        "INSERT INTO jobs(kind, finished_at) VALUES ('noop', 5)",
-        "INSERT INTO jobs(kind) VALUES ('')",
-        "INSERT INTO jobs(kind, max_attempts) VALUES ('noop', 0)",
-    ] {
-        assert!(conn.execute(bad, []).is_err(), "accepted: {bad}");
-    }
-}
-
-#[test]
-fn claims_follow_priority_then_run_at_then_id_and_skip_future_jobs() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let late = enqueue(&mut db, noop().run_at(T0 + 500), T0);
-    let low_early = enqueue(&mut db, noop().priority(-1).run_at(T0 - 100), T0);
-    let a = enqueue(&mut db, noop().run_at(T0 - 50), T0);
-    let b = enqueue(&mut db, noop().run_at(T0 - 50), T0);
-    let urgent = enqueue(&mut db, noop().priority(10), T0);
-    let future = enqueue(&mut db, noop().priority(99).run_at(T0 + 60_000), T0);
-    let claimed: Vec<JobId> = claim(&mut db, 10, T0 + 1_000)
-        .iter()
-        .map(|j| j.id)
-        .collect();
+pub fn claims_follow_priority_then_run_at_then_id_and_skip_future_jobs(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let late = enqueue(db, noop().run_at(T0 + 500), T0);
+    let low_early = enqueue(db, noop().priority(-1).run_at(T0 - 100), T0);
+    let a = enqueue(db, noop().run_at(T0 - 50), T0);
+    let b = enqueue(db, noop().run_at(T0 - 50), T0);
+    let urgent = enqueue(db, noop().priority(10), T0);
+    let future = enqueue(db, noop().priority(99).run_at(T0 + 60_000), T0);
+    let claimed: Vec<JobId> = claim(db, 10, T0 + 1_000).iter().map(|j| j.id).collect();
     assert_eq!(claimed, vec![urgent, a, b, late, low_early]);
-    assert_eq!(state(&db, future), JobState::Queued);
+    assert_eq!(state(db, future), JobState::Queued);
     let job = db.get(urgent).unwrap();
     assert_eq!(job.state, JobState::Running);
     assert_eq!(job.attempts, 1);
@@ -289,15 +291,15 @@ fn claims_follow_priority_then_run_at_then_id_and_skip_future_jobs() {
     assert_eq!(job.worker.as_deref(), Some(WORKER));
 }
 
-#[test]
-fn claims_take_at_most_the_limit_and_respect_queue_limits() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
+pub fn claims_take_at_most_the_limit_and_respect_queue_limits(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
     for _ in 0..5 {
-        enqueue(&mut db, noop().queue("bulk"), T0);
-        enqueue(&mut db, noop(), T0);
+        enqueue(db, noop().queue("bulk"), T0);
+        enqueue(db, noop(), T0);
     }
-    assert_eq!(claim(&mut db, 3, T0).len(), 3);
+    assert_eq!(claim(db, 3, T0).len(), 3);
     let claimed = db
         .write(|tx| {
             tx.claim(
@@ -318,19 +320,19 @@ fn claims_take_at_most_the_limit_and_respect_queue_limits() {
     assert_eq!(claimed.len(), 5, "{claimed:?}");
 }
 
-#[test]
-fn completion_with_follow_ups_is_atomic_and_links_children() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let parent = enqueue(&mut db, noop(), T0);
-    claim(&mut db, 1, T0);
+pub fn completion_with_follow_ups_is_atomic_and_links_children(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let parent = enqueue(db, noop(), T0);
+    claim(db, 1, T0);
     let children = vec![
         NewJob::new("noop", json!({"batch": 1})),
         NewJob::new("noop", json!({"batch": 2})).unique_key("batch-2"),
     ];
     assert_eq!(
         complete(
-            &mut db,
+            db,
             parent,
             1,
             Resolution::Succeeded {
@@ -351,8 +353,8 @@ fn completion_with_follow_ups_is_atomic_and_links_children() {
     assert!(kids.iter().all(|k| k.state == JobState::Queued));
 
     // A follow-up the schema refuses rolls back the whole completion.
-    let other = enqueue(&mut db, noop().priority(10), T0);
-    assert_eq!(claim(&mut db, 1, T0)[0].id, other);
+    let other = enqueue(db, noop().priority(10), T0);
+    assert_eq!(claim(db, 1, T0)[0].id, other);
     let bad = vec![
         NewJob::new("noop", json!({})),
         NewJob::new("noop", json!({})).queue(""),
@@ -375,21 +377,21 @@ fn completion_with_follow_ups_is_atomic_and_links_children() {
         matches!(result, Err(StoreError::InvalidJob(_))),
         "{result:?}"
     );
-    assert_eq!(state(&db, other), JobState::Running);
+    assert_eq!(state(db, other), JobState::Running);
     assert_eq!(db.list(&JobFilter::default()).unwrap().len(), 4);
 }
 
-#[test]
-fn a_stale_completion_changes_nothing_and_other_rows_are_untouched() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let ids: Vec<JobId> = (0..3).map(|_| enqueue(&mut db, noop(), T0)).collect();
-    claim(&mut db, 3, T0);
+pub fn a_stale_completion_changes_nothing_and_other_rows_are_untouched(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let ids: Vec<JobId> = (0..3).map(|_| enqueue(db, noop(), T0)).collect();
+    claim(db, 3, T0);
     let before: Vec<_> = ids.iter().map(|id| db.get(*id).unwrap()).collect();
     // Wrong attempt number: an older attempt whose lease ran out.
     assert_eq!(
         complete(
-            &mut db,
+            db,
             ids[1],
             7,
             Resolution::Succeeded {
@@ -422,7 +424,7 @@ fn a_stale_completion_changes_nothing_and_other_rows_are_untouched() {
 
     assert_eq!(
         complete(
-            &mut db,
+            db,
             ids[1],
             1,
             Resolution::Succeeded {
@@ -437,14 +439,14 @@ fn a_stale_completion_changes_nothing_and_other_rows_are_untouched() {
     assert_eq!(db.get(ids[2]).unwrap(), before[2], "neighbours untouched");
 }
 
-#[test]
-fn every_attempt_is_recorded_with_outcome_error_and_duration() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let id = enqueue(&mut db, noop(), T0);
-    claim(&mut db, 1, T0);
+pub fn every_attempt_is_recorded_with_outcome_error_and_duration(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let id = enqueue(db, noop(), T0);
+    claim(db, 1, T0);
     complete(
-        &mut db,
+        db,
         id,
         1,
         Resolution::RetryAt {
@@ -456,13 +458,10 @@ fn every_attempt_is_recorded_with_outcome_error_and_duration() {
     let job = db.get(id).unwrap();
     assert_eq!((job.state, job.run_at), (JobState::Retrying, T0 + 100));
     assert_eq!(job.last_error.as_deref(), Some("HTTP 503"));
-    assert!(
-        claim(&mut db, 1, T0 + 99).is_empty(),
-        "not before its backoff"
-    );
-    assert_eq!(claim(&mut db, 1, T0 + 100)[0].attempts, 2);
+    assert!(claim(db, 1, T0 + 99).is_empty(), "not before its backoff");
+    assert_eq!(claim(db, 1, T0 + 100)[0].attempts, 2);
     complete(
-        &mut db,
+        db,
         id,
         2,
         Resolution::Dead {
@@ -496,14 +495,14 @@ fn every_attempt_is_recorded_with_outcome_error_and_duration() {
     assert_eq!(dead.lease_until, None);
 }
 
-#[test]
-fn release_gives_the_attempt_back() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let id = enqueue(&mut db, noop(), T0);
-    claim(&mut db, 1, T0);
+pub fn release_gives_the_attempt_back(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let id = enqueue(db, noop(), T0);
+    claim(db, 1, T0);
     assert_eq!(
-        complete(&mut db, id, 1, Resolution::Released { started: false }, T0),
+        complete(db, id, 1, Resolution::Released { started: false }, T0),
         Applied::Moved(JobState::Queued)
     );
     let job = db.get(id).unwrap();
@@ -517,15 +516,15 @@ fn release_gives_the_attempt_back() {
     );
 }
 
-#[test]
-fn expired_leases_are_rescued_and_charged_and_exhausted_ones_die() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let a = enqueue(&mut db, noop(), T0);
-    let b = enqueue(&mut db, noop().max_attempts(1), T0);
-    claim(&mut db, 2, T0);
-    let fresh = enqueue(&mut db, noop(), T0);
-    claim(&mut db, 1, T0 + 30_000);
+pub fn expired_leases_are_rescued_and_charged_and_exhausted_ones_die(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let a = enqueue(db, noop(), T0);
+    let b = enqueue(db, noop().max_attempts(1), T0);
+    claim(db, 2, T0);
+    let fresh = enqueue(db, noop(), T0);
+    claim(db, 1, T0 + 30_000);
     // At T0 + LEASE + 1 the first two leases have run out; the third has not.
     let rescued = db
         .write(|tx| tx.rescue_expired(T0 + LEASE + 1, false, &|_| 10, &|_| true))
@@ -541,7 +540,7 @@ fn expired_leases_are_rescued_and_charged_and_exhausted_ones_die() {
         .last_error
         .unwrap()
         .contains("attempts exhausted (1/1)"));
-    assert_eq!(state(&db, fresh), JobState::Running);
+    assert_eq!(state(db, fresh), JobState::Running);
     assert_eq!(db.attempts(a).unwrap()[0].outcome, "lease_expired");
     // At start-up every running job is recovered, whatever its lease.
     let recovered = db
@@ -550,12 +549,12 @@ fn expired_leases_are_rescued_and_charged_and_exhausted_ones_die() {
     assert_eq!(recovered, vec![(fresh, JobState::Retrying)]);
 }
 
-#[test]
-fn heartbeats_extend_only_this_workers_current_attempts() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let id = enqueue(&mut db, noop(), T0);
-    claim(&mut db, 1, T0);
+pub fn heartbeats_extend_only_this_workers_current_attempts(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let id = enqueue(db, noop(), T0);
+    claim(db, 1, T0);
     let extended = db
         .write(|tx| tx.extend_leases(&[(id, 1), (id, 2)], WORKER, T0 + 5 * LEASE, T0 + 10))
         .unwrap();
@@ -567,10 +566,10 @@ fn heartbeats_extend_only_this_workers_current_attempts() {
     assert_eq!(other, 0);
 }
 
-#[test]
-fn unique_keys_return_the_existing_job() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
+pub fn unique_keys_return_the_existing_job(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
     let first = db
         .write(|tx| tx.enqueue(&[noop().unique_key("file:abc")], T0))
         .unwrap();
@@ -583,10 +582,10 @@ fn unique_keys_return_the_existing_job() {
     assert!(!again[1].duplicate);
 }
 
-#[test]
-fn a_refused_batch_enqueues_nothing() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
+pub fn a_refused_batch_enqueues_nothing(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
     let result = db.write(|tx| tx.enqueue(&[noop(), noop().queue("")], T0));
     assert!(
         matches!(&result, Err(StoreError::InvalidJob(m)) if m.contains("queue")),
@@ -595,15 +594,15 @@ fn a_refused_batch_enqueues_nothing() {
     assert!(db.list(&JobFilter::default()).unwrap().is_empty());
 }
 
-#[test]
-fn operators_revive_dead_jobs_and_cancel_waiting_ones() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let dead = job_in_state(&mut db, JobState::Dead);
-    let dead_exec = enqueue(&mut db, NewJob::new("exec", json!({})), T0);
-    claim(&mut db, 1, T0);
+pub fn operators_revive_dead_jobs_and_cancel_waiting_ones(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let dead = job_in_state(db, JobState::Dead);
+    let dead_exec = enqueue(db, NewJob::new("exec", json!({})), T0);
+    claim(db, 1, T0);
     complete(
-        &mut db,
+        db,
         dead_exec,
         1,
         Resolution::Dead {
@@ -619,9 +618,9 @@ fn operators_revive_dead_jobs_and_cancel_waiting_ones() {
         (job.state, job.attempts, job.finished_at),
         (JobState::Queued, 0, None)
     );
-    assert_eq!(state(&db, dead_exec), JobState::Dead);
+    assert_eq!(state(db, dead_exec), JobState::Dead);
 
-    let waiting = enqueue(&mut db, noop().run_at(T0 + 999_999), T0);
+    let waiting = enqueue(db, noop().run_at(T0 + 999_999), T0);
     assert_eq!(
         db.write(|tx| tx.cancel(waiting, T0)).unwrap(),
         JobState::Cancelled
@@ -637,44 +636,44 @@ fn operators_revive_dead_jobs_and_cancel_waiting_ones() {
     ));
 }
 
-#[test]
-fn cancelling_a_running_job_asks_it_to_stop() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let id = enqueue(&mut db, noop(), T0);
-    claim(&mut db, 1, T0);
+pub fn cancelling_a_running_job_asks_it_to_stop(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let id = enqueue(db, noop(), T0);
+    claim(db, 1, T0);
     assert_eq!(db.write(|tx| tx.cancel(id, T0)).unwrap(), JobState::Running);
     assert!(db.get(id).unwrap().cancel_requested);
     assert_eq!(db.cancel_requests().unwrap(), vec![id]);
 }
 
-#[test]
-fn purge_deletes_only_old_finished_jobs_of_the_state_with_their_attempts() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let old = job_in_state(&mut db, JobState::Succeeded);
-    let dead = job_in_state(&mut db, JobState::Dead);
-    let queued = job_in_state(&mut db, JobState::Queued);
+pub fn purge_deletes_only_old_finished_jobs_of_the_state_with_their_attempts(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let old = job_in_state(db, JobState::Succeeded);
+    let dead = job_in_state(db, JobState::Dead);
+    let queued = job_in_state(db, JobState::Queued);
     let deleted = db
         .write(|tx| tx.purge_finished(JobState::Succeeded, T0 + 100, 1000))
         .unwrap();
     assert_eq!(deleted, 1);
     assert!(matches!(db.get(old), Err(StoreError::NotFound(_))));
     assert!(db.attempts(old).unwrap().is_empty());
-    assert_eq!(state(&db, dead), JobState::Dead);
-    assert_eq!(state(&db, queued), JobState::Queued);
+    assert_eq!(state(db, dead), JobState::Dead);
+    assert_eq!(state(db, queued), JobState::Queued);
     assert!(db
         .write(|tx| tx.purge_finished(JobState::Queued, T0, 10))
         .is_err());
 }
 
-#[test]
-fn stats_count_per_queue_and_state_and_the_oldest_ready_age() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    enqueue(&mut db, noop().run_at(T0 - 5_000), T0);
-    enqueue(&mut db, noop().queue("bulk"), T0);
-    job_in_state(&mut db, JobState::Succeeded);
+pub fn stats_count_per_queue_and_state_and_the_oldest_ready_age(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    enqueue(db, noop().run_at(T0 - 5_000), T0);
+    enqueue(db, noop().queue("bulk"), T0);
+    job_in_state(db, JobState::Succeeded);
     let stats = db.stats(T0 + 1_000).unwrap();
     let default = &stats.queues["default"];
     assert_eq!(default.states.get("queued"), Some(&1));
@@ -685,93 +684,18 @@ fn stats_count_per_queue_and_state_and_the_oldest_ready_age() {
     assert_eq!(stats.total(JobState::Queued), 2);
 }
 
-#[test]
-fn the_claim_walks_the_ready_index_in_order_without_sorting() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    // Plenty of ready rows, so a plan that sorts them all would show.
-    let jobs: Vec<NewJob> = (0..2_000).map(|i| noop().run_at(T0 - i)).collect();
-    db.write(|tx| tx.enqueue(&jobs, T0)).unwrap();
-    let conn = rusqlite::Connection::open(sandbox.db()).unwrap();
-    conn.execute_batch("ANALYZE").unwrap();
-    let plan: Vec<String> = conn
-        .prepare(
-            "EXPLAIN QUERY PLAN SELECT id FROM jobs INDEXED BY jobs_ready \
-             WHERE (state = 'queued' OR state = 'retrying') AND run_at <= 1 \
-             ORDER BY priority DESC, run_at, id LIMIT 10",
-        )
-        .unwrap()
-        .query_map([], |r| r.get::<_, String>(3))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let plan = plan.join(" | ");
-    assert!(plan.contains("USING INDEX jobs_ready"), "{plan}");
-    assert!(!plan.contains("TEMP B-TREE"), "the claim sorts: {plan}");
-    // And the store's claim returns the same order the index gives.
-    let claimed: Vec<i64> = claim(&mut db, 3, T0).iter().map(|j| j.run_at).collect();
-    assert_eq!(claimed, vec![T0 - 1_999, T0 - 1_998, T0 - 1_997]);
-}
-
-#[test]
-fn every_claim_statement_seeks_the_queue_led_index_and_never_scans_or_sorts() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    // Many rows waiting in one queue and many due later, so a plan that walks them shows.
-    let mut jobs: Vec<NewJob> = (0..2_000).map(|_| noop().queue("held")).collect();
-    jobs.extend((0..2_000).map(|i| noop().run_at(T0 + 86_400_000 + i)));
-    db.write(|tx| tx.enqueue(&jobs, T0)).unwrap();
-    rusqlite::Connection::open(sandbox.db())
-        .unwrap()
-        .execute_batch("ANALYZE")
-        .unwrap();
-    let plans = db.write(|tx| tx.claim_query_plans()).unwrap();
-    let names: Vec<&str> = plans.iter().map(|(name, _)| *name).collect();
-    assert_eq!(
-        names,
-        ["next_queue", "next_priority", "group_keys", "claim_group"]
-    );
-    for (name, plan) in &plans {
-        assert!(plan.contains("INDEX jobs_queue_ready ("), "{name}: {plan}");
-        assert!(
-            !plan.contains("SCAN"),
-            "{name} walks a table or index: {plan}"
-        );
-        assert!(!plan.contains("TEMP B-TREE"), "{name} sorts: {plan}");
-    }
-    let plan = |name: &str| &plans.iter().find(|(n, _)| *n == name).unwrap().1;
-    // A range seek: stepping over a queue, and within one, stopping at rows due later.
-    assert!(
-        plan("next_queue").contains("(queue>?)"),
-        "{}",
-        plan("next_queue")
-    );
-    assert!(
-        plan("next_priority").contains("(queue=? AND priority<?)"),
-        "{}",
-        plan("next_priority")
-    );
-    for name in ["group_keys", "claim_group"] {
-        assert!(
-            plan(name).contains("(queue=? AND priority=? AND run_at<?)"),
-            "{name}: {}",
-            plan(name)
-        );
-    }
-}
-
-#[test]
-fn claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let a_low = enqueue(&mut db, noop().queue("a").run_at(T0 - 30), T0);
-    let b_high = enqueue(&mut db, noop().queue("b").priority(5).run_at(T0 - 1), T0);
-    let a_high = enqueue(&mut db, noop().queue("a").priority(5).run_at(T0 - 2), T0);
-    let c_low = enqueue(&mut db, noop().queue("c").run_at(T0 - 40), T0);
-    let _paused = enqueue(&mut db, noop().queue("paused").priority(9), T0);
-    let _later = enqueue(&mut db, noop().queue("a").priority(9).run_at(T0 + 1), T0);
-    let b_low = enqueue(&mut db, noop().queue("b").run_at(T0 - 50), T0);
-    let claim_with = |db: &mut Db, limit: usize, limited: Vec<(String, usize)>| {
+pub fn claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let a_low = enqueue(db, noop().queue("a").run_at(T0 - 30), T0);
+    let b_high = enqueue(db, noop().queue("b").priority(5).run_at(T0 - 1), T0);
+    let a_high = enqueue(db, noop().queue("a").priority(5).run_at(T0 - 2), T0);
+    let c_low = enqueue(db, noop().queue("c").run_at(T0 - 40), T0);
+    let _paused = enqueue(db, noop().queue("paused").priority(9), T0);
+    let _later = enqueue(db, noop().queue("a").priority(9).run_at(T0 + 1), T0);
+    let b_low = enqueue(db, noop().queue("b").run_at(T0 - 50), T0);
+    let claim_with = |db: &mut dyn Store, limit: usize, limited: Vec<(String, usize)>| {
         let mut spec = ClaimSpec {
             limit,
             limited_queues: limited,
@@ -785,12 +709,12 @@ fn claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows(
     };
     // Priority first, then the earlier run_at, across queues; b has room for one only.
     assert_eq!(
-        claim_with(&mut db, 3, vec![("b".into(), 1)]),
+        claim_with(db, 3, vec![("b".into(), 1)]),
         vec![a_high, b_high, c_low]
     );
     // The rest, in order; the paused queue's and the later row stay.
-    assert_eq!(claim_with(&mut db, 10, vec![]), vec![b_low, a_low]);
-    assert!(claim_with(&mut db, 10, vec![]).is_empty());
+    assert_eq!(claim_with(db, 10, vec![]), vec![b_low, a_low]);
+    assert!(claim_with(db, 10, vec![]).is_empty());
     // Once due, the later row is claimed; a resumed queue's row too.
     let due = db
         .write(|tx| {
@@ -808,17 +732,17 @@ fn claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows(
     assert_eq!(due.len(), 2, "{due:?}");
 }
 
-#[test]
-fn next_due_names_the_first_later_row_even_behind_rows_already_due() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
+pub fn next_due_names_the_first_later_row_even_behind_rows_already_due(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
     assert_eq!(db.write(|tx| tx.next_due(T0)).unwrap(), None);
     // Due rows of a queue the claim skips (paused, or at its limit) ...
-    enqueue(&mut db, noop().queue("held").run_at(T0 - 1_000), T0);
+    enqueue(db, noop().queue("held").run_at(T0 - 1_000), T0);
     assert_eq!(db.write(|tx| tx.next_due(T0)).unwrap(), None);
     // ... do not hide when a delayed row of another queue comes due.
-    enqueue(&mut db, noop().run_at(T0 + 5_000), T0);
-    enqueue(&mut db, noop().run_at(T0 + 9_000), T0);
+    enqueue(db, noop().run_at(T0 + 5_000), T0);
+    enqueue(db, noop().run_at(T0 + 9_000), T0);
     assert_eq!(db.write(|tx| tx.next_due(T0)).unwrap(), Some(T0 + 5_000));
     assert_eq!(
         db.write(|tx| tx.next_due(T0 + 5_000)).unwrap(),
@@ -826,47 +750,21 @@ fn next_due_names_the_first_later_row_even_behind_rows_already_due() {
     );
 }
 
-#[test]
-fn opening_refuses_missing_corrupt_and_outdated_databases_clearly() {
-    let sandbox = Sandbox::new("", "");
-    let missing = Db::open(&sandbox.db(), &Default::default()).err().unwrap();
-    assert!(missing.to_string().contains("does not exist"), "{missing}");
-    std::fs::write(
-        sandbox.db(),
-        b"this is not a database at all, just text, long enough",
-    )
-    .unwrap();
-    let corrupt = Db::open(&sandbox.db(), &Default::default()).err().unwrap();
-    assert!(
-        corrupt
-            .to_string()
-            .contains("corrupt or not a jobd database"),
-        "{corrupt}"
-    );
-    std::fs::remove_file(sandbox.db()).unwrap();
-    rusqlite::Connection::open(sandbox.db()).unwrap();
-    let outdated = Db::open(&sandbox.db(), &Default::default()).err().unwrap();
-    assert!(
-        outdated.to_string().contains("run `jobctl migrate`"),
-        "{outdated}"
-    );
-}
-
-#[test]
-fn a_waiting_parent_resumes_when_its_last_child_finishes() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let parent = enqueue(&mut db, noop().priority(100), T0);
-    claim(&mut db, 1, T0);
+pub fn a_waiting_parent_resumes_when_its_last_child_finishes(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let parent = enqueue(db, noop().priority(100), T0);
+    claim(db, 1, T0);
     let children: Vec<NewJob> = (0..3)
         .map(|i| NewJob::new("noop", json!({"i": i})))
         .collect();
     assert_eq!(
-        complete(&mut db, parent, 1, Resolution::Await { children }, T0),
+        complete(db, parent, 1, Resolution::Await { children }, T0),
         Applied::Moved(JobState::Waiting)
     );
     assert_eq!(db.attempts(parent).unwrap()[0].outcome, "waiting");
-    let kids: Vec<_> = claim(&mut db, 10, T0 + 1);
+    let kids: Vec<_> = claim(db, 10, T0 + 1);
     assert_eq!(
         kids.len(),
         3,
@@ -874,7 +772,7 @@ fn a_waiting_parent_resumes_when_its_last_child_finishes() {
     );
     assert!(kids.iter().all(|k| k.parent_id == Some(parent)));
     complete(
-        &mut db,
+        db,
         kids[0].id,
         1,
         Resolution::Succeeded {
@@ -884,7 +782,7 @@ fn a_waiting_parent_resumes_when_its_last_child_finishes() {
         T0 + 2,
     );
     complete(
-        &mut db,
+        db,
         kids[1].id,
         1,
         Resolution::RetryAt {
@@ -894,12 +792,12 @@ fn a_waiting_parent_resumes_when_its_last_child_finishes() {
         T0 + 2,
     );
     assert_eq!(
-        state(&db, parent),
+        state(db, parent),
         JobState::Waiting,
         "a retrying child is not finished"
     );
     complete(
-        &mut db,
+        db,
         kids[2].id,
         1,
         Resolution::Dead {
@@ -908,11 +806,11 @@ fn a_waiting_parent_resumes_when_its_last_child_finishes() {
         },
         T0 + 3,
     );
-    assert_eq!(state(&db, parent), JobState::Waiting);
-    let again = claim(&mut db, 10, T0 + 100);
+    assert_eq!(state(db, parent), JobState::Waiting);
+    let again = claim(db, 10, T0 + 100);
     assert_eq!(again.len(), 1);
     complete(
-        &mut db,
+        db,
         kids[1].id,
         2,
         Resolution::Succeeded {
@@ -934,33 +832,27 @@ fn a_waiting_parent_resumes_when_its_last_child_finishes() {
     let counts = db.children_counts(parent).unwrap();
     assert_eq!(counts.get("succeeded"), Some(&2));
     assert_eq!(counts.get("dead"), Some(&1));
-    let fan_in = claim(&mut db, 10, T0 + 102);
+    let fan_in = claim(db, 10, T0 + 102);
     assert_eq!(
         (fan_in[0].id, fan_in[0].stage, fan_in[0].attempts),
         (parent, 1, 1)
     );
 }
 
-#[test]
-fn awaiting_no_children_resumes_at_once_and_cancelling_a_waiting_job_is_allowed() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let lonely = enqueue(&mut db, noop(), T0);
-    claim(&mut db, 1, T0);
+pub fn awaiting_no_children_resumes_at_once_and_cancelling_a_waiting_job_is_allowed(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let lonely = enqueue(db, noop(), T0);
+    claim(db, 1, T0);
     assert_eq!(
-        complete(
-            &mut db,
-            lonely,
-            1,
-            Resolution::Await { children: vec![] },
-            T0
-        ),
+        complete(db, lonely, 1, Resolution::Await { children: vec![] }, T0),
         Applied::Moved(JobState::Waiting)
     );
     let job = db.get(lonely).unwrap();
     assert_eq!((job.state, job.stage), (JobState::Queued, 1));
 
-    let waiting = job_in_state(&mut db, JobState::Waiting);
+    let waiting = job_in_state(db, JobState::Waiting);
     assert_eq!(
         db.write(|tx| tx.cancel(waiting, T0)).unwrap(),
         JobState::Cancelled
@@ -974,11 +866,11 @@ fn awaiting_no_children_resumes_at_once_and_cancelling_a_waiting_job_is_allowed(
     assert_eq!(child[0].state, JobState::Queued, "its children go on");
 }
 
-#[test]
-fn a_long_batch_returns_each_jobs_own_id_with_unique_keys_among_them() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let existing = enqueue(&mut db, noop().unique_key("k-140"), T0);
+pub fn a_long_batch_returns_each_jobs_own_id_with_unique_keys_among_them(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let existing = enqueue(db, noop().unique_key("k-140"), T0);
     // 200 jobs: long runs go in many rows per statement, keyed ones one at a time.
     let jobs: Vec<NewJob> = (0..200)
         .map(|i| {
@@ -1009,11 +901,11 @@ fn a_long_batch_returns_each_jobs_own_id_with_unique_keys_among_them() {
     );
 }
 
-#[test]
-fn a_run_of_keyed_jobs_dedupes_against_the_table_and_within_the_batch() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let existing = enqueue(&mut db, noop().unique_key("k-3"), T0);
+pub fn a_run_of_keyed_jobs_dedupes_against_the_table_and_within_the_batch(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let existing = enqueue(db, noop().unique_key("k-3"), T0);
     // 20 keyed jobs in a row: k-3 exists already, and k-7 comes twice.
     let jobs: Vec<NewJob> = (0..20)
         .map(|i| {
@@ -1054,12 +946,14 @@ fn a_run_of_keyed_jobs_dedupes_against_the_table_and_within_the_batch() {
     assert_eq!(db.list(&JobFilter::default()).unwrap().len(), 19);
 }
 
-#[test]
-fn a_claimed_job_that_never_started_goes_back_uncharged_and_a_started_one_is_charged() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let started = enqueue(&mut db, noop(), T0);
-    let ahead = enqueue(&mut db, noop().max_attempts(1), T0);
+pub fn a_claimed_job_that_never_started_goes_back_uncharged_and_a_started_one_is_charged(
+    make: MakeDb,
+) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let started = enqueue(db, noop(), T0);
+    let ahead = enqueue(db, noop().max_attempts(1), T0);
     let claimed = db
         .write(|tx| {
             tx.claim_numbered(
@@ -1117,39 +1011,224 @@ fn a_claimed_job_that_never_started_goes_back_uncharged_and_a_started_one_is_cha
     assert!(db.attempts(ahead).unwrap().is_empty());
 }
 
-#[test]
-fn cancel_and_revive_refuse_when_the_guarded_update_changes_nothing() {
-    let sandbox = Sandbox::new("", "");
-    let mut db = sandbox.migrate();
-    let dead = job_in_state(&mut db, JobState::Dead);
-    let running = job_in_state(&mut db, JobState::Running);
-    let queued = job_in_state(&mut db, JobState::Queued);
-    // Another program's trigger swallows every update: the store must not report a move
-    // that did not happen.
-    let conn = rusqlite::Connection::open(sandbox.db()).unwrap();
-    conn.execute_batch(
-        "CREATE TRIGGER swallow BEFORE UPDATE ON jobs BEGIN SELECT RAISE(IGNORE); END;",
-    )
-    .unwrap();
-    drop(conn);
-    for (id, result) in [
-        (queued, db.write(|tx| tx.cancel(queued, T0 + 1).map(|_| ()))),
-        (
-            running,
-            db.write(|tx| tx.cancel(running, T0 + 1).map(|_| ())),
-        ),
-        (dead, db.write(|tx| tx.revive(&[dead], T0 + 1).map(|_| ()))),
-    ] {
-        match result {
-            Err(StoreError::RowsChanged {
-                id: named,
-                changed: 0,
-                ..
-            }) => assert_eq!(named, id),
-            other => panic!("job {id}: expected RowsChanged, got {other:?}"),
-        }
+pub fn concurrent_claims_on_two_connections_get_disjoint_jobs(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let jobs: Vec<NewJob> = (0..300).map(|i| noop().priority(i % 3)).collect();
+    let ids: Vec<JobId> = store
+        .write(|tx| tx.enqueue(&jobs, T0))
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let barrier = std::sync::Barrier::new(2);
+    let claimed: Vec<Vec<JobId>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = ["node-a:1", "node-b:1"]
+            .into_iter()
+            .map(|worker| {
+                let (h, barrier) = (&h, &barrier);
+                scope.spawn(move || {
+                    let mut db = h.connect();
+                    barrier.wait();
+                    let mut mine = Vec::new();
+                    loop {
+                        let batch = db
+                            .write(|tx| {
+                                tx.claim(
+                                    &ClaimSpec {
+                                        limit: 7,
+                                        limited_queues: vec![],
+                                    },
+                                    worker,
+                                    T0 + LEASE,
+                                    T0,
+                                )
+                            })
+                            .unwrap();
+                        if batch.is_empty() {
+                            return mine;
+                        }
+                        assert!(batch.iter().all(|j| j.worker.as_deref() == Some(worker)));
+                        mine.extend(batch.iter().map(|j| j.id));
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let mut all: Vec<JobId> = claimed.concat();
+    let claimed_total = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), claimed_total, "a job was claimed twice");
+    assert_eq!(all, ids, "every job was claimed once");
+    for id in ids {
+        assert_eq!(store.get(id).unwrap().attempts, 1, "job {id}");
     }
-    assert_eq!(state(&db, queued), JobState::Queued);
-    assert_eq!(state(&db, dead), JobState::Dead);
-    assert!(!db.get(running).unwrap().cancel_requested);
+}
+
+pub fn a_parent_whose_last_two_children_finish_at_once_resumes_exactly_once(make: MakeDb) {
+    // Repeated, so the two finishers really do meet at the parent now and then.
+    for round in 0..10 {
+        let h = make();
+        let mut store = h.connect();
+        let db = &mut *store;
+        let parent = enqueue(db, noop().priority(100), T0);
+        claim(db, 1, T0);
+        let children = vec![
+            NewJob::new("noop", json!({"child": 1})),
+            NewJob::new("noop", json!({"child": 2})),
+        ];
+        complete(db, parent, 1, Resolution::Await { children }, T0);
+        let claimed = claim(db, 10, T0 + 1);
+        assert_eq!(claimed.len(), 2, "round {round}: {claimed:?}");
+        let barrier = std::sync::Barrier::new(2);
+        let applied: Vec<Applied> = std::thread::scope(|scope| {
+            let finishers: Vec<_> = claimed
+                .iter()
+                .map(|child| {
+                    let (h, barrier) = (&h, &barrier);
+                    let done = Completion {
+                        parent_id: Some(parent),
+                        ..completion(
+                            child.id,
+                            1,
+                            Resolution::Succeeded {
+                                follow_ups: vec![],
+                                sync_marks: vec![],
+                            },
+                            T0 + 2,
+                        )
+                    };
+                    scope.spawn(move || {
+                        let mut db = h.connect();
+                        barrier.wait();
+                        db.write(|tx| tx.complete(&done, T0 + 2)).unwrap()
+                    })
+                })
+                .collect();
+            finishers.into_iter().map(|f| f.join().unwrap()).collect()
+        });
+        assert_eq!(applied, vec![Applied::Moved(JobState::Succeeded); 2]);
+        let resumed = db.get(parent).unwrap();
+        assert_eq!(resumed.state, JobState::Queued, "round {round}");
+        assert_eq!(resumed.stage, 1, "round {round}: resumed more than once");
+        assert_eq!(resumed.attempts, 0, "round {round}");
+        // And it runs its fan-in stage once: claimed once, then nothing is left.
+        assert_eq!(claim(db, 10, T0 + 3).len(), 1, "round {round}");
+        assert!(claim(db, 10, T0 + 3).is_empty(), "round {round}");
+    }
+}
+
+pub fn a_batch_of_completions_applies_each_and_reports_the_stale_one(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let ids: Vec<JobId> = (0..4).map(|_| enqueue(db, noop(), T0)).collect();
+    let bystander = enqueue(db, noop().run_at(T0 + 60_000), T0);
+    claim(db, 4, T0);
+    let before = db.get(bystander).unwrap();
+    let ok = Resolution::Succeeded {
+        follow_ups: vec![],
+        sync_marks: vec![],
+    };
+    let completions = [
+        completion(ids[0], 1, ok.clone(), T0 + 1),
+        completion(
+            ids[1],
+            1,
+            Resolution::RetryAt {
+                run_at: T0 + 500,
+                error: "later".into(),
+            },
+            T0 + 1,
+        ),
+        // Not this job's attempt: stale, changes nothing.
+        completion(ids[2], 7, ok.clone(), T0 + 1),
+        completion(
+            ids[3],
+            1,
+            Resolution::Dead {
+                error: "broken".into(),
+                follow_ups: vec![],
+            },
+            T0 + 1,
+        ),
+    ];
+    let batch: Vec<Finished<'_>> = completions
+        .iter()
+        .map(|completion| Finished {
+            completion,
+            started_us: Some(T0 * 1_000),
+        })
+        .collect();
+    let applied = db.write(|tx| tx.complete_many(&batch, T0 + 1)).unwrap();
+    assert_eq!(
+        applied,
+        vec![
+            Applied::Moved(JobState::Succeeded),
+            Applied::Moved(JobState::Retrying),
+            Applied::Stale,
+            Applied::Moved(JobState::Dead),
+        ]
+    );
+    assert_eq!(state(db, ids[2]), JobState::Running);
+    assert!(db.attempts(ids[2]).unwrap().is_empty());
+    for id in [ids[0], ids[1], ids[3]] {
+        assert_eq!(db.attempts(id).unwrap().len(), 1, "job {id}");
+    }
+    assert_eq!(db.get(bystander).unwrap(), before, "a neighbour changed");
+}
+
+pub fn recorded_starts_name_only_the_current_attempt_of_this_worker(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let a = enqueue(db, noop(), T0);
+    let b = enqueue(db, noop(), T0);
+    claim(db, 2, T0);
+    let recorded = db
+        .write(|tx| {
+            let mine = tx.record_starts(&[(a, 1, T0 + 3), (b, 9, T0 + 3)], WORKER)?;
+            let theirs = tx.record_starts(&[(b, 1, T0 + 3)], "someone-else:1")?;
+            Ok((mine, theirs))
+        })
+        .unwrap();
+    assert_eq!(recorded, (1, 0));
+    let running = db.running_jobs(10).unwrap();
+    let started = |id| running.iter().find(|r| r.id == id).unwrap().started_at;
+    assert_eq!(started(a), Some(T0 + 3));
+    assert_eq!(started(b), None);
+}
+
+pub fn reviving_the_dead_of_one_kind_leaves_other_rows_alone(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let dead_noop = job_in_state(db, JobState::Dead);
+    let other = enqueue(db, NewJob::new("other", json!({})).priority(2000), T0);
+    claim(db, 1, T0);
+    complete(
+        db,
+        other,
+        1,
+        Resolution::Dead {
+            error: "x".into(),
+            follow_ups: vec![],
+        },
+        T0,
+    );
+    let cancelled = job_in_state(db, JobState::Cancelled);
+    let before_other = db.get(other).unwrap();
+    let before_cancelled = db.get(cancelled).unwrap();
+    let revived = db.write(|tx| tx.revive_dead(Some("noop"), T0 + 9)).unwrap();
+    assert_eq!(revived, vec![dead_noop]);
+    let job = db.get(dead_noop).unwrap();
+    assert_eq!(
+        (job.state, job.attempts, job.run_at),
+        (JobState::Queued, 0, T0 + 9)
+    );
+    assert_eq!(job.finished_at, None);
+    assert_eq!(db.get(other).unwrap(), before_other);
+    assert_eq!(db.get(cancelled).unwrap(), before_cancelled);
 }

@@ -2,42 +2,12 @@
 //! filter picks (in chunks of ids, each chunk one short transaction), run-now, and the
 //! progress handlers report while an attempt runs.
 
-use super::admin::JobFilter;
-use super::queue::{job_from_row, state_guard, states_guard, Tx, JOB_COLUMNS};
-use super::{Db, Result, StoreError};
+use super::queue::{job_from_row, state_guard, states_guard, SqliteTx, JOB_COLUMNS};
+use super::{Result, SqliteStore, StoreError};
 use crate::job::{Job, JobId, JobState, Transition, UnixMillis};
+use crate::store::{AttemptProgress, ChildrenSummary, JobFilter, QueuePause};
 use rusqlite::params;
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-
-/// A queue an operator paused.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct QueuePause {
-    pub queue: String,
-    pub paused_at: UnixMillis,
-    pub reason: Option<String>,
-}
-
-/// What a handler reported during one attempt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AttemptProgress {
-    pub attempt: u32,
-    pub progress: serde_json::Value,
-    pub updated_at: UnixMillis,
-}
-
-/// A fan-out job's children at a glance.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct ChildrenSummary {
-    pub total: u64,
-    /// Children per state; states with none are left out.
-    pub states: BTreeMap<String, u64>,
-    /// How many have finished (succeeded, dead or cancelled).
-    pub finished: u64,
-    /// When the first child was created and the last one finished.
-    pub first_created_at: Option<UnixMillis>,
-    pub last_finished_at: Option<UnixMillis>,
-}
 
 const TERMINAL: &str = "(state = 'succeeded' OR state = 'dead' OR state = 'cancelled')";
 
@@ -54,7 +24,7 @@ fn paused_queues_in(conn: &rusqlite::Connection) -> Result<Vec<QueuePause>> {
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-impl Db {
+impl SqliteStore {
     pub fn paused_queues(&self) -> Result<Vec<QueuePause>> {
         paused_queues_in(&self.conn)
     }
@@ -170,7 +140,7 @@ impl Db {
     }
 }
 
-impl Tx<'_> {
+impl SqliteTx<'_> {
     /// Pauses a queue: no daemon claims from it until it is resumed. Returns false if it
     /// was paused already (the first pause's time is kept).
     pub fn pause_queue(&self, queue: &str, reason: Option<&str>, now: UnixMillis) -> Result<bool> {
@@ -203,7 +173,7 @@ impl Tx<'_> {
     }
 
     /// Sends those of these jobs that are dead or cancelled round again, as
-    /// [`Tx::revive`] does; the others (moved on since they were picked) are skipped.
+    /// [`SqliteTx::revive`] does; the others (moved on since they were picked) are skipped.
     /// Returns the ids revived.
     pub fn revive_where_allowed(&self, ids: &[JobId], now: UnixMillis) -> Result<Vec<JobId>> {
         let mut stmt = self.conn().prepare_cached(&format!(

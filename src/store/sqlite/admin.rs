@@ -2,44 +2,11 @@
 //! counts behind `jobctl stats`.
 
 use super::queue::{job_from_row, JOB_COLUMNS};
-use super::{Db, Result, StoreError};
+use super::{Result, SqliteStore, StoreError};
 use crate::job::{Job, JobId, JobState, UnixMillis};
+use crate::store::{Attempt, JobFilter, Stats};
 use rusqlite::{params, OptionalExtension};
-use serde::Serialize;
 use std::collections::BTreeMap;
-
-/// One attempt of a job, as recorded.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Attempt {
-    pub attempt: u32,
-    pub worker: Option<String>,
-    pub started_at: UnixMillis,
-    pub finished_at: UnixMillis,
-    pub duration_ms: i64,
-    pub outcome: String,
-    pub error: Option<String>,
-    pub detail: Option<serde_json::Value>,
-}
-
-/// Which jobs `list` shows, newest first (and which jobs a bulk action picks).
-#[derive(Debug, Clone, Default)]
-pub struct JobFilter {
-    pub state: Option<JobState>,
-    pub kind: Option<String>,
-    pub queue: Option<String>,
-    pub parent_id: Option<JobId>,
-    /// `last_error` contains this text.
-    pub error_contains: Option<String>,
-    /// The payload's JSON text contains this text.
-    pub payload_contains: Option<String>,
-    /// Created at or after this time.
-    pub created_since: Option<UnixMillis>,
-    /// Created before this time.
-    pub created_until: Option<UnixMillis>,
-    /// Keyset paging: only ids below this one (the next page of a newest-first list).
-    pub before_id: Option<JobId>,
-    pub limit: usize,
-}
 
 impl JobFilter {
     /// The WHERE terms and their values. Only the terms set are written, so the planner
@@ -105,46 +72,7 @@ impl JobFilter {
     }
 }
 
-/// Counts for one queue.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct QueueStats {
-    /// Jobs per state; states with none are left out. `running` counts only jobs whose
-    /// handler runs.
-    pub states: BTreeMap<String, u64>,
-    /// Jobs claimed ahead for a worker (state `running`, handler not started yet).
-    pub claimed: u64,
-    /// How long the longest-waiting ready job has been due, in milliseconds.
-    pub oldest_ready_age_ms: Option<i64>,
-    /// Paused by an operator (`jobctl pause`): nothing new is claimed from it.
-    pub paused: bool,
-    /// Since when it is paused.
-    pub paused_at: Option<UnixMillis>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Stats {
-    pub queues: BTreeMap<String, QueueStats>,
-    /// Jobs that reached each terminal state in the last minute and the last hour.
-    pub finished_last_minute: BTreeMap<String, u64>,
-    pub finished_last_hour: BTreeMap<String, u64>,
-}
-
-impl Stats {
-    /// Jobs claimed ahead (state `running`, handler not started), over all queues.
-    pub fn claimed(&self) -> u64 {
-        self.queues.values().map(|q| q.claimed).sum()
-    }
-
-    /// Jobs in `state` over all queues; for `running`, only those whose handler runs.
-    pub fn total(&self, state: JobState) -> u64 {
-        self.queues
-            .values()
-            .filter_map(|q| q.states.get(state.as_str()))
-            .sum()
-    }
-}
-
-impl Db {
+impl SqliteStore {
     pub fn get(&self, id: JobId) -> Result<Job> {
         self.conn
             .query_row(
@@ -205,7 +133,7 @@ impl Db {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// SQLite's plan for the query [`Db::list`] runs with this filter, one line per step
+    /// SQLite's plan for the query [`SqliteStore::list`] runs with this filter, one line per step
     /// (`SEARCH jobs USING INTEGER PRIMARY KEY (rowid<?)`, ...): how a test shows that
     /// paging walks the primary key rather than scanning and sorting.
     pub fn list_plan(&self, filter: &JobFilter) -> Result<Vec<String>> {
@@ -324,7 +252,7 @@ impl Db {
     }
 }
 
-impl Db {
+impl SqliteStore {
     /// Attempts recorded per outcome (`succeeded`, `retry`, `dead`, ...). Purging finished
     /// jobs removes their attempts too, so these can go down.
     pub fn attempt_counts(&self) -> Result<BTreeMap<String, u64>> {

@@ -2,8 +2,8 @@
 //! daemon's policy that keeps the WAL bounded), online backups, `VACUUM`, and the file
 //! sizes the policy and the operator look at.
 
-use super::api::{BackupInfo, Checkpoint, CheckpointMode};
-use super::{Db, Result, StoreError};
+use super::{Result, SqliteStore, StoreError};
+use crate::store::{BackupInfo, Checkpoint, CheckpointMode};
 use rusqlite::backup::Backup;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ impl CheckpointMode {
     }
 }
 
-impl Db {
+impl SqliteStore {
     /// Runs a checkpoint, waiting at most `wait` for readers and writers (the connection's
     /// busy timeout is restored afterwards). A checkpoint that cannot finish is reported
     /// as `busy`, not as an error.
@@ -85,12 +85,6 @@ impl Db {
     /// The database file's size in bytes, WAL not included.
     pub fn file_size(&self) -> u64 {
         file_size(&self.path)
-    }
-
-    pub fn job_count(&self) -> Result<u64> {
-        Ok(self
-            .conn
-            .query_row("SELECT count(*) FROM jobs", [], |row| row.get(0))?)
     }
 
     /// Writes a consistent copy of the live database to `dest` while other connections
@@ -198,7 +192,7 @@ impl Db {
     /// Rebuilds the database file without free pages, then truncates the WAL the rebuild
     /// filled. Holds the write lock throughout: the daemon's writes wait (and, past the
     /// busy timeout, are held in its memory and retried).
-    pub fn vacuum(&mut self) -> Result<()> {
+    pub fn vacuum(&self) -> Result<()> {
         self.conn.execute_batch("VACUUM")?;
         self.checkpoint(CheckpointMode::Truncate, self.busy_timeout)?;
         Ok(())

@@ -1,0 +1,209 @@
+//! The SQLite driver: one database file in WAL mode, one daemon (the lock beside the
+//! file), one writer connection whose `BEGIN IMMEDIATE` transactions serialise every
+//! write, read-only connections beside it, and `PRAGMA data_version` as the change
+//! notice. Migrations (`schema.rs`) are tracked by `PRAGMA user_version`. The SQL of
+//! each part of the [`Store`] lives in its own file; `store_impl.rs` maps the traits
+//! onto them.
+
+mod admin;
+pub mod example;
+mod ingest;
+mod live;
+mod maintenance;
+mod operator;
+mod queue;
+pub mod schema;
+pub mod sink;
+mod store_impl;
+mod sync;
+mod web;
+
+use super::{OpenOptions, Result, StoreError};
+pub(crate) use queue::SqliteTx;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The version of the SQLite library bundled in this build.
+pub fn library_version() -> &'static str {
+    rusqlite::version()
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Busy,
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                StoreError::Corrupt(e.to_string())
+            }
+            Some(ErrorCode::DiskFull) => StoreError::DiskFull(e.to_string()),
+            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(PathBuf::new(), e.to_string()),
+            _ => StoreError::Backend(e.to_string()),
+        }
+    }
+}
+
+/// One connection to the queue database. The daemon has exactly one for writing, fed by
+/// its dispatcher; jobctl opens its own.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    /// The configured busy timeout, restored after a checkpoint waited less.
+    busy_timeout: Duration,
+}
+
+impl SqliteStore {
+    /// A connection that cannot write: the web page's reads and its change watcher.
+    pub fn open_read_only(path: &Path, busy_timeout: Duration) -> Result<SqliteStore> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::CannotOpen(path.to_path_buf(), e.to_string()))?;
+        conn.busy_timeout(busy_timeout)?;
+        conn.execute_batch("PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;")?;
+        conn.set_prepared_statement_cache_capacity(32);
+        schema::check_version(&conn)?;
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            busy_timeout,
+        })
+    }
+
+    pub fn open(path: &Path, options: &OpenOptions) -> Result<SqliteStore> {
+        if !options.create && !path.exists() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
+        if options.create {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                crate::files::create_private_dir_all(parent).map_err(|e| {
+                    StoreError::CannotOpen(
+                        path.to_path_buf(),
+                        format!("cannot create {}: {e}", parent.display()),
+                    )
+                })?;
+            }
+        }
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if options.create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let existed = path.exists();
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| StoreError::CannotOpen(path.to_path_buf(), e.to_string()))?;
+        if !existed {
+            restrict_permissions(path);
+        }
+        let db = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            busy_timeout: options.busy_timeout,
+        };
+        db.configure(options)?;
+        if options.migrate {
+            schema::migrate(&db.conn)?;
+        } else {
+            schema::check_version(&db.conn)?;
+        }
+        Ok(db)
+    }
+
+    fn configure(&self, options: &OpenOptions) -> Result<()> {
+        self.conn.busy_timeout(options.busy_timeout)?;
+        // The first read of a file that is not SQLite fails here, with NOTADB.
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::CannotOpen(
+                self.path.clone(),
+                format!("cannot switch to WAL mode (journal_mode is {mode})"),
+            ));
+        }
+        // A larger page cache keeps the hot index pages of a big table in memory; temp
+        // B-trees (IN lists, RETURNING) stay in memory too.
+        self.conn.execute_batch(&format!(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = {}; PRAGMA cache_size = -65536; \
+             PRAGMA temp_store = MEMORY;",
+            options.synchronous.pragma_value()
+        ))?;
+        self.conn.set_prepared_statement_cache_capacity(64);
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Refuses a database this process cannot write: SQLite opens a file it may not
+    /// write (mode 0444 for us, an immutable file, a read-only mount) read-only without
+    /// a word, and every write would fail later. Takes and gives back the write lock.
+    pub fn check_writable(&self) -> Result<()> {
+        let read_only = |why: String| {
+            StoreError::ReadOnly(
+                self.path.clone(),
+                format!(
+                    "{why} (uid {}); check the file's mode and owner, its folder and its mount",
+                    // SAFETY: getuid(2) cannot fail and touches no memory.
+                    unsafe { libc::getuid() }
+                ),
+            )
+        };
+        if self.conn.is_readonly(rusqlite::MAIN_DB)? {
+            return Err(read_only("SQLite could open it for reading only".into()));
+        }
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
+            .map_err(|e| read_only(format!("cannot take the write lock: {e}")))
+    }
+
+    /// Runs `work` in one `BEGIN IMMEDIATE` transaction: the write lock is taken up front,
+    /// so waiting for it honours the busy timeout and no read-then-write upgrade can fail.
+    pub fn write<T>(&mut self, work: impl FnOnce(&SqliteTx<'_>) -> Result<T>) -> Result<T> {
+        let path = self.path.clone();
+        let name_disk_full = move |e: StoreError| match e {
+            StoreError::DiskFull(m) => {
+                StoreError::DiskFull(format!("cannot write {}: {m}", path.display()))
+            }
+            other => other,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let wrapped = SqliteTx::new(&tx);
+        let value = work(&wrapped).map_err(&name_disk_full)?;
+        tx.commit()
+            .map_err(|e| name_disk_full(StoreError::from(e)))?;
+        Ok(value)
+    }
+
+    /// Changes whenever another connection commits to the database: the cheap way to
+    /// notice rows inserted by jobctl or sqlite3 without scanning the table.
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |row| row.get(0))?)
+    }
+
+    /// `PRAGMA quick_check`: "ok", or what is wrong.
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        schema::user_version(&self.conn)
+    }
+}
+
+/// Files the daemon writes are not world-readable.
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o640));
+}
