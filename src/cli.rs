@@ -389,10 +389,15 @@ type CtlResult = Result<(), CtlError>;
 pub fn run(cli: Cli, out: &mut dyn Write, clock: &dyn Clock) -> CtlResult {
     let source = ConfigSource::locate(cli.config.as_deref());
     let config = Config::load_located(&source).map_err(|e| CtlError::Failure(e.to_string()))?;
-    let database = cli
-        .db
-        .clone()
-        .unwrap_or_else(|| config.daemon.database.clone());
+    let database = match &cli.db {
+        // A URL given on the command line is kept by its masked name too, so no message
+        // shows its password.
+        Some(db) => match crate::dburl::postgres_url_of(db) {
+            Some(url) => crate::dburl::register(&url.map_err(CtlError::Failure)?),
+            None => db.clone(),
+        },
+        None => config.daemon.database.clone(),
+    };
     let now = clock.now_ms();
     let style = Style::detect(
         cli.color,
@@ -1645,7 +1650,8 @@ impl Ctl {
         }
         // Before the first start there is no database yet: the config alone is checked,
         // so `jobctl check` works as a pre-deploy check.
-        if !self.database.exists() {
+        let on_postgres = crate::dburl::postgres_url_of(&self.database).is_some();
+        if !on_postgres && !self.database.exists() {
             if self.json {
                 return print_json(
                     out,

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const DEFAULT_DATABASE: &str = "./var/jobs.db";
+/// PostgreSQL: the leader's lease (River's default).
+pub const DEFAULT_LEADER_LEASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_DATA_DIR: &str = "./var";
 pub const DEFAULT_SOCKET: &str = "./var/run/jobd.sock";
 pub const DEFAULT_WORKERS: usize = 4;
@@ -589,6 +591,10 @@ pub struct DaemonConfig {
     /// whose files lie under it may run on any node. Without it such jobs run only on the
     /// node that took their files in.
     pub shared_data_dir: bool,
+    /// PostgreSQL only: how long the leader's lease lasts without renewal; after a leader
+    /// dies, another takes over within about this long. Renewed every third of it.
+    #[serde(deserialize_with = "duration")]
+    pub leader_lease: Duration,
     /// Root of spool/, done/, failed/ and output/.
     pub data_dir: PathBuf,
     /// The enqueue socket.
@@ -653,14 +659,22 @@ impl DaemonConfig {
             };
             return Ok(DatabaseTarget::Postgres(PostgresUrl::parse(key, &url)?));
         }
-        let text = self.database.to_string_lossy();
-        if looks_like_postgres_url(&text) {
-            return Ok(DatabaseTarget::Postgres(PostgresUrl::parse(
-                "daemon.database",
-                &text,
-            )?));
+        match crate::dburl::postgres_url_of(&self.database) {
+            Some(url) => Ok(DatabaseTarget::Postgres(url?)),
+            None => Ok(DatabaseTarget::Sqlite(self.database.clone())),
         }
-        Ok(DatabaseTarget::Sqlite(self.database.clone()))
+    }
+
+    /// Resolves a PostgreSQL URL (reading `database_url_env` / `database_url_file`) and
+    /// keeps only its masked text in `database`, so nothing that names the database shows
+    /// the password; the store finds the URL by that name ([`crate::dburl::register`]).
+    pub fn resolve_database(&mut self) -> Result<(), String> {
+        if let DatabaseTarget::Postgres(url) = self.database_target()? {
+            self.database = crate::dburl::register(&url);
+            self.database_url_env = None;
+            self.database_url_file = None;
+        }
+        Ok(())
     }
 
     /// Whether the queue is on PostgreSQL (without reading a secret).
@@ -726,6 +740,7 @@ impl Default for DaemonConfig {
             database_url_file: None,
             node: None,
             shared_data_dir: false,
+            leader_lease: DEFAULT_LEADER_LEASE,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             socket: PathBuf::from(DEFAULT_SOCKET),
             workers: DEFAULT_WORKERS,
@@ -1335,11 +1350,21 @@ impl Config {
     }
 
     /// Loads the file `locate` found, or the embedded defaults.
+    /// Loads the configuration the binaries run on. A PostgreSQL URL is resolved now
+    /// (from `database_url_env` / `database_url_file` too) and kept by its masked name.
     pub fn load_located(source: &ConfigSource) -> Result<Config, ConfigError> {
-        match source {
-            ConfigSource::File(path) => Config::load(path),
-            ConfigSource::Defaults => Ok(Config::default()),
-        }
+        let mut config = match source {
+            ConfigSource::File(path) => Config::load(path)?,
+            ConfigSource::Defaults => Config::default(),
+        };
+        config
+            .daemon
+            .resolve_database()
+            .map_err(|message| ConfigError {
+                origin: source.describe(),
+                message,
+            })?;
+        Ok(config)
     }
 
     /// Checks what types alone cannot, naming the key. Every duration out of its bounds,
@@ -1498,6 +1523,9 @@ impl Config {
         d.check_database_form()?;
         if let Some(node) = &d.node {
             crate::job::check_name("daemon.node", node)?;
+        }
+        if d.leader_lease < Duration::from_secs(1) {
+            return Err("daemon.leader_lease: must be at least 1s".into());
         }
         if d.allowed_paths.iter().any(|p| p.as_os_str().is_empty()) {
             return Err("daemon.allowed_paths: an entry is empty (give folders)".into());

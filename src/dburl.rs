@@ -1,8 +1,38 @@
 //! Where the queue lives: a SQLite file (a path) or a PostgreSQL server (a
 //! `postgresql://` URL), and the URL shown with its password masked wherever it is printed.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
+
+/// The URLs this process resolved, by their masked text. The configuration keeps only
+/// the masked text in `daemon.database`, so every message that names the database
+/// (`database.display()`) shows no password; [`postgres_url_of`] finds the real one.
+static RESOLVED: LazyLock<Mutex<HashMap<String, PostgresUrl>>> = LazyLock::new(Default::default);
+
+/// Keeps `url` for this process and returns the name to use for it: its masked text.
+pub fn register(url: &PostgresUrl) -> PathBuf {
+    let masked = url.to_string();
+    RESOLVED
+        .lock()
+        .expect("resolved URLs")
+        .insert(masked.clone(), url.clone());
+    PathBuf::from(masked)
+}
+
+/// The PostgreSQL URL a database name stands for: a registered masked name, or a URL
+/// given as is. None for a path (SQLite).
+pub fn postgres_url_of(database: &Path) -> Option<Result<PostgresUrl, String>> {
+    let text = database.to_string_lossy();
+    if !looks_like_postgres_url(&text) {
+        return None;
+    }
+    if let Some(url) = RESOLVED.lock().expect("resolved URLs").get(text.as_ref()) {
+        return Some(Ok(url.clone()));
+    }
+    Some(PostgresUrl::parse("daemon.database", &text))
+}
 
 /// The queue database the configuration names.
 #[derive(Clone, PartialEq, Eq)]

@@ -402,7 +402,10 @@ impl Dispatcher {
             }
             if reap_due {
                 rescued = tx.rescue_expired(now, false, &max_attempts_of, &started)?;
-                tx.purge_finished(JobState::Succeeded, retention_cutoff, PURGE_CHUNK)?;
+                // Once across daemons sharing a database: the leader purges.
+                if super::cluster::is_leader() {
+                    tx.purge_finished(JobState::Succeeded, retention_cutoff, PURGE_CHUNK)?;
+                }
             }
             let claimed = if claim {
                 // Read in this transaction, so a pause committed before it always holds.

@@ -123,8 +123,14 @@ impl Default for OpenOptions {
 }
 
 /// Opens the configured database with the driver it names: the only place that picks
-/// one. Today every database is a SQLite file at this path.
+/// one: a `postgresql://` URL (or the masked name [`crate::dburl::register`] gave it)
+/// opens PostgreSQL, a path a SQLite file.
 pub fn open(database: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dyn Store>> {
+    if let Some(url) = crate::dburl::postgres_url_of(database.as_ref()) {
+        let url = url.map_err(|e| StoreError::CannotOpen(database.as_ref().to_path_buf(), e))?;
+        let options = postgres::process_options(options.migrate);
+        return Ok(Box::new(postgres::PgStore::open(&url, options)?));
+    }
     Ok(Box::new(sqlite::SqliteStore::open(
         database.as_ref(),
         options,
@@ -134,6 +140,13 @@ pub fn open(database: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dyn
 /// Opens a connection that only reads (the daemon's reader, metrics, the web page): it
 /// never takes the write lock and never migrates; an outdated schema is refused.
 pub fn open_read(database: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dyn Store>> {
+    if let Some(url) = crate::dburl::postgres_url_of(database.as_ref()) {
+        let url = url.map_err(|e| StoreError::CannotOpen(database.as_ref().to_path_buf(), e))?;
+        return Ok(Box::new(postgres::PgStore::open(
+            &url,
+            postgres::process_options(false),
+        )?));
+    }
     Ok(Box::new(sqlite::SqliteStore::open_read_only(
         database.as_ref(),
         options.busy_timeout,

@@ -110,6 +110,34 @@ impl PgOptions {
     }
 }
 
+/// The options every store this process opens on PostgreSQL gets (the daemon sets its
+/// node and limits at start; jobctl keeps the default).
+static PROCESS_OPTIONS: std::sync::Mutex<Option<PgOptions>> = std::sync::Mutex::new(None);
+
+/// Sets the options of the stores this process opens from now on.
+pub fn configure_process(options: PgOptions) {
+    *PROCESS_OPTIONS.lock().expect("process options") = Some(options);
+}
+
+/// The options for a store this process opens: what [`configure_process`] set, or a
+/// node name for an operator's tool (`jobctl-HOST-PID`), which claims nothing.
+pub fn process_options(migrate: bool) -> PgOptions {
+    let configured = PROCESS_OPTIONS.lock().expect("process options").clone();
+    let mut options = configured.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let host: String = host
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
+            .take(40)
+            .collect();
+        PgOptions::new(&format!("jobctl-{host}-{}", std::process::id()))
+    });
+    options.migrate = migrate;
+    options
+}
+
 /// A PostgreSQL queue database, through a small pool of connections.
 pub struct PgStore {
     pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
@@ -141,7 +169,7 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name(&format!("jobd {}", options.node));
         }
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(0))
@@ -162,13 +190,20 @@ impl PgStore {
             opened: std::time::Instant::now(),
             polls: Default::default(),
         };
-        let mut conn = store.connection()?;
+        // One direct connection first: a server that is down or a database that does not
+        // exist is reported in the server's words, at once.
+        let mut client = config.connect(NoTls).map_err(|e| {
+            StoreError::CannotOpen(
+                std::path::PathBuf::from(store.url.to_string()),
+                format!("cannot connect to PostgreSQL: {}", describe(&e)),
+            )
+        })?;
         if store.options.migrate {
-            schema::migrate(&mut conn)?;
+            schema::migrate(&mut client)?;
         } else {
-            schema::check_version(&mut *conn)?;
+            schema::check_version(&mut client)?;
         }
-        drop(conn);
+        drop(client);
         Ok(store)
     }
 

@@ -60,6 +60,7 @@ pub fn migrate(client: &mut postgres::Client) -> Result<Vec<&'static str>> {
     let mut applied = Vec::new();
     loop {
         let mut tx = client.transaction()?;
+        tx.batch_execute("SET LOCAL client_min_messages = warning")?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
         tx.batch_execute(CREATE_TABLE)?;
         let found = version(&mut tx)?;
