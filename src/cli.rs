@@ -98,6 +98,10 @@ pub enum CtlCommand {
     Purge(PurgeArgs),
     /// Create the database or bring its schema up to date.
     Migrate,
+    /// Copy every unfinished and dead job (with attempts), the sync state and the queue
+    /// pauses from this (SQLite) database into an empty PostgreSQL one. Stop the daemon
+    /// first.
+    Copy(CopyArgs),
     /// Check the database's integrity and the configuration.
     Check,
     /// Pipelines' last sync marks; `--reset NAME` makes its next run a full sync.
@@ -430,6 +434,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, clock: &dyn Clock) -> CtlResult {
         CtlCommand::Ping { socket } => ctl.ping(socket, out),
         CtlCommand::Purge(args) => ctl.purge(args, out),
         CtlCommand::Migrate => ctl.migrate(out),
+        CtlCommand::Copy(args) => ctl.copy(args, out),
         CtlCommand::Check => ctl.check(out),
         CtlCommand::SyncState(args) => ctl.sync_state(args, out),
         CtlCommand::Top => ctl.top(out, clock),
@@ -1613,6 +1618,43 @@ impl Ctl {
             &format!(
                 "purged {total} {state} job(s) finished before {}",
                 self.style.time(cutoff)
+            ),
+        )
+    }
+
+    fn copy(&self, args: CopyArgs, out: &mut dyn Write) -> CtlResult {
+        let url = match crate::dburl::postgres_url_of(Path::new(&args.to)) {
+            Some(url) => url.map_err(|e| CtlError::Usage(e.replace("daemon.database", "--to")))?,
+            None => {
+                return Err(CtlError::Usage(
+                    "--to: give the PostgreSQL database as a postgresql:// URL".into(),
+                ))
+            }
+        };
+        let source = self.open()?;
+        if source.sqlite().is_none() {
+            return Err(CtlError::Usage(format!(
+                "jobctl copy copies from a SQLite database; {} is not one",
+                self.database.display()
+            )));
+        }
+        let target = crate::store::postgres::PgStore::open(
+            &url,
+            crate::store::postgres::process_options(true),
+        )?;
+        let report = target.import(&*source)?;
+        if self.json {
+            return print_json(out, &json!({"from": self.database, "to": url.to_string(), "copied": report}));
+        }
+        say(
+            out,
+            &format!(
+                "copied {} job(s), {} attempt(s), {} sync state(s) and {} paused queue(s) from {} to {url}",
+                report.jobs,
+                report.attempts,
+                report.sync_states,
+                report.paused_queues,
+                self.database.display()
             ),
         )
     }

@@ -378,11 +378,15 @@ impl Dispatcher {
                 .is_none_or(|flight| !flight.ticket.withdraw())
         };
         let write = self.db.write(|tx| {
-            let mut applied = Vec::with_capacity(resolved.len());
-            for (completion, _) in &resolved {
-                let started_us = starts_us.get(&completion.job_id).copied();
-                applied.push(tx.complete_started(completion, started_us, now)?);
-            }
+            // One batch: a driver may write many outcomes in one statement.
+            let finished: Vec<crate::store::Finished<'_>> = resolved
+                .iter()
+                .map(|(completion, _)| crate::store::Finished {
+                    completion,
+                    started_us: starts_us.get(&completion.job_id).copied(),
+                })
+                .collect();
+            let applied = tx.complete_many(&finished, now)?;
             let enqueued: Vec<Result<Vec<Enqueued>, String>> = enqueues
                 .iter()
                 .map(|(jobs, _)| tx.enqueue(jobs, now).map_err(|e| e.to_string()))

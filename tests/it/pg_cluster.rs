@@ -414,3 +414,112 @@ fn a_watched_folders_jobs_run_on_the_node_holding_the_files() {
     assert_eq!(kept.len(), 10, "{kept:?}");
     assert!(crate::common::files_under(&cluster.nodes[1].data().join("done")).is_empty());
 }
+
+#[test]
+fn jobctl_copy_moves_unfinished_and_dead_jobs_attempts_and_sync_state_to_postgres() {
+    use jobd::job::{Completion, NewJob, Resolution, SyncMark};
+    use jobd::store::{ClaimSpec, OpenOptions};
+    let Some(db) = TestDb::create("pg jobctl copy") else {
+        return;
+    };
+    let sandbox = crate::common::Sandbox::new("", "");
+    let mut sqlite = jobd::store::open(
+        sandbox.db(),
+        &OpenOptions {
+            create: true,
+            migrate: true,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    let t0 = 1_800_000_000_000i64;
+    let new = |note: &str| NewJob::new("noop", serde_json::json!({ "note": note }));
+    let ids: Vec<i64> = sqlite
+        .write(|tx| tx.enqueue(&[new("ok"), new("dies"), new("retries"), new("waits"), new("stays")], t0))
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let claimed = sqlite
+        .write(|tx| {
+            tx.claim(
+                &ClaimSpec {
+                    limit: 4,
+                    limited_queues: vec![],
+                },
+                "w",
+                t0 + 60_000,
+                t0,
+            )
+        })
+        .unwrap();
+    let done = |job: &jobd::job::Job, resolution: Resolution| Completion {
+        job_id: job.id,
+        parent_id: None,
+        attempt: job.attempts,
+        worker: "w".into(),
+        started_at: t0,
+        finished_at: t0 + 1,
+        resolution,
+        detail: None,
+    };
+    let outcomes = [
+        Resolution::Succeeded {
+            follow_ups: vec![],
+            sync_marks: vec![SyncMark {
+                pipeline: "customers".into(),
+                high_water: t0 - 5,
+                items: 7,
+                pages: 1,
+            }],
+        },
+        Resolution::Dead {
+            error: "broken".into(),
+            follow_ups: vec![],
+        },
+        Resolution::RetryAt {
+            run_at: t0 + 9_000,
+            error: "later".into(),
+        },
+        Resolution::Await {
+            children: vec![new("child a"), new("child b")],
+        },
+    ];
+    for (job, outcome) in claimed.iter().zip(outcomes) {
+        sqlite.write(|tx| tx.complete(&done(job, outcome), t0 + 1)).unwrap();
+    }
+    sqlite.write(|tx| tx.pause_queue("slow", Some("drill"), t0)).unwrap();
+    drop(sqlite);
+    let to = db.url.secret_text().to_string();
+    let out = std::process::Command::new(crate::common::JOBCTL)
+        .arg("--db")
+        .arg(sandbox.db())
+        .args(["copy", "--to", &to])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    // Queued, dead, retrying, waiting and the two children: 6 jobs; the succeeded one stays.
+    assert!(text.contains("copied 6 job(s), 2 attempt(s), 1 sync state(s) and 1 paused queue(s)"), "{text}");
+    let pg = db.store("check");
+    assert!(pg.get(ids[0]).is_err(), "the succeeded job is not copied");
+    assert_eq!(pg.get(ids[1]).unwrap().state, jobd::job::JobState::Dead);
+    assert_eq!(pg.attempts(ids[1]).unwrap()[0].error.as_deref(), Some("broken"));
+    assert_eq!(pg.get(ids[2]).unwrap().run_at, t0 + 9_000);
+    assert_eq!(pg.get(ids[3]).unwrap().state, jobd::job::JobState::Waiting);
+    assert_eq!(pg.children_counts(ids[3]).unwrap().get("queued"), Some(&2));
+    assert_eq!(pg.get(ids[4]).unwrap().state, jobd::job::JobState::Queued);
+    assert_eq!(pg.sync_high_water("customers").unwrap(), Some(t0 - 5));
+    assert_eq!(pg.paused_queues().unwrap()[0].queue, "slow");
+    // New jobs get ids after the copied ones; a second copy is refused.
+    let next = pg.write(|tx| tx.enqueue(&[new("new")], t0)).unwrap()[0].id;
+    assert!(next > ids[4] + 2, "{next}");
+    let again = std::process::Command::new(crate::common::JOBCTL)
+        .arg("--db")
+        .arg(sandbox.db())
+        .args(["copy", "--to", &to])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
+}

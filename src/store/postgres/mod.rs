@@ -7,6 +7,7 @@
 //! plain threads, so no async runtime sits in the queue's path.
 
 mod cluster;
+mod copy;
 mod driver;
 mod listen;
 mod operator;
@@ -15,6 +16,7 @@ mod reads;
 pub mod schema;
 
 pub use cluster::{Leadership, NodeLease, LEADER_TTL};
+pub use copy::CopyReport;
 pub use listen::{Listener, NOTIFY_CHANNEL};
 pub use queue::PgTx;
 
