@@ -11,7 +11,7 @@ use jobd::dburl::PostgresUrl;
 use jobd::job::NewJob;
 use jobd::store::postgres::{PgOptions, PgStore};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,27 +32,44 @@ struct Database {
 impl Database {
     fn create() -> Database {
         let admin = server();
-        let name = format!("jobd_bench_{}_{:06x}", std::process::id(), fastrand::u32(..0xffffff));
-        let mut client = admin.config().connect(postgres::NoTls).expect("a PostgreSQL server");
-        client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let name = format!(
+            "jobd_bench_{}_{:06x}",
+            std::process::id(),
+            fastrand::u32(..0xffffff)
+        );
+        let mut client = admin
+            .config()
+            .connect(postgres::NoTls)
+            .expect("a PostgreSQL server");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
         let url = admin.with_database(&name);
-        drop(PgStore::open(&url, PgOptions { migrate: true, ..PgOptions::new("bench") }).unwrap());
+        drop(
+            PgStore::open(
+                &url,
+                PgOptions {
+                    migrate: true,
+                    ..PgOptions::new("bench")
+                },
+            )
+            .unwrap(),
+        );
         Database { admin, url, name }
     }
 
     fn client(&self) -> postgres::Client {
         self.url.config().connect(postgres::NoTls).unwrap()
     }
-
-    fn count(&self, sql: &str) -> i64 {
-        self.client().query_one(sql, &[]).unwrap().get(0)
-    }
 }
 
 impl Drop for Database {
     fn drop(&mut self) {
         if let Ok(mut client) = self.admin.config().connect(postgres::NoTls) {
-            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+            let _ = client.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
         }
     }
 }
@@ -93,7 +110,11 @@ fn start(db: &Database, node: &str) -> Daemon {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let daemon = Daemon { child, _dir: dir, socket };
+    let daemon = Daemon {
+        child,
+        _dir: dir,
+        socket,
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !daemon.socket.exists() {
         assert!(Instant::now() < deadline, "jobd did not start");
@@ -136,7 +157,9 @@ fn drain(daemons: usize, jobs: usize) -> f64 {
 fn batch_enqueue(jobs: usize) -> f64 {
     let db = Database::create();
     let store = PgStore::open(&db.url, PgOptions::new("bench")).unwrap();
-    let batch: Vec<NewJob> = (0..jobs).map(|_| NewJob::new("noop", serde_json::json!({}))).collect();
+    let batch: Vec<NewJob> = (0..jobs)
+        .map(|_| NewJob::new("noop", serde_json::json!({})))
+        .collect();
     let started = Instant::now();
     for chunk in batch.chunks(10_000) {
         store.write(|tx| tx.enqueue(chunk, 0)).unwrap();
@@ -155,19 +178,28 @@ fn pickup(samples: usize, via_socket: bool) -> (f64, f64) {
     let daemon = start(&db, "p0");
     let mut client = db.client();
     let mut latencies = Vec::with_capacity(samples);
-    let mut stream = via_socket.then(|| std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap());
-    let mut reader = stream.as_ref().map(|s| std::io::BufReader::new(s.try_clone().unwrap()));
+    let mut stream =
+        via_socket.then(|| std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap());
+    let mut reader = stream
+        .as_ref()
+        .map(|s| std::io::BufReader::new(s.try_clone().unwrap()));
     for i in 0..samples {
         // Past the trigger's 100 ms debounce, so each sample is a fresh notice.
         std::thread::sleep(Duration::from_millis(120));
         let sent_us = now_us();
         if let Some(stream) = stream.as_mut() {
-            writeln!(stream, "{{\"job\": {{\"kind\": \"noop\", \"payload\": {{\"i\": {i}}}}}}}").unwrap();
+            writeln!(
+                stream,
+                "{{\"job\": {{\"kind\": \"noop\", \"payload\": {{\"i\": {i}}}}}}}"
+            )
+            .unwrap();
             let mut line = String::new();
             std::io::BufRead::read_line(reader.as_mut().unwrap(), &mut line).unwrap();
         } else {
             client
-                .batch_execute(&format!("INSERT INTO jobs (kind, payload) VALUES ('noop', '{{\"i\": {i}}}')"))
+                .batch_execute(&format!(
+                    "INSERT INTO jobs (kind, payload) VALUES ('noop', '{{\"i\": {i}}}')"
+                ))
                 .unwrap();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -220,12 +252,18 @@ fn main() {
     }
     let jobs = arg("--jobs", 20_000);
     let samples = arg("--samples", 100);
-    let _ = Path::new(JOBD);
     println!("PostgreSQL figures (load before: {})", load());
     for daemons in 1..=3 {
-        println!("drain, {daemons} daemon(s) x 4 workers, {jobs} noop jobs: {:.0} jobs/s (load {})", drain(daemons, jobs), load());
+        println!(
+            "drain, {daemons} daemon(s) x 4 workers, {jobs} noop jobs: {:.0} jobs/s (load {})",
+            drain(daemons, jobs),
+            load()
+        );
     }
-    println!("batch enqueue, 10,000 per transaction: {:.0} jobs/s", batch_enqueue(jobs.max(10_000)));
+    println!(
+        "batch enqueue, 10,000 per transaction: {:.0} jobs/s",
+        batch_enqueue(jobs.max(10_000))
+    );
     let (p50, p99) = pickup(samples, false);
     println!("pickup from INSERT: p50 {p50:.2} ms, p99 {p99:.2} ms ({samples} samples)");
     let (p50, p99) = pickup(samples, true);

@@ -128,6 +128,14 @@ pub enum CtlCommand {
     },
 }
 
+/// `jobctl copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The PostgreSQL database: postgresql://user@host/db (it must hold no jobs yet).
+    #[arg(long)]
+    pub to: String,
+}
+
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
     /// The job's kind (noop, exec, ...).
@@ -1644,7 +1652,10 @@ impl Ctl {
         )?;
         let report = target.import(&*source)?;
         if self.json {
-            return print_json(out, &json!({"from": self.database, "to": url.to_string(), "copied": report}));
+            return print_json(
+                out,
+                &json!({"from": self.database, "to": url.to_string(), "copied": report}),
+            );
         }
         say(
             out,

@@ -13,7 +13,7 @@ use crate::handlers::StopReason;
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Outcome, Resolution, UnixMillis};
 use crate::metrics::{DaemonSnapshot, Histogram};
 use crate::retry::{FailedAttempt, RetryDecision};
-use crate::store::{Applied, ClaimSpec, Enqueued, HeldClaim, Store, StoreError};
+use crate::store::{Applied, ClaimSpec, Enqueued, Finished, HeldClaim, Store, StoreError};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -59,7 +59,7 @@ pub enum Command {
 }
 
 /// Work run inside the dispatcher's transaction. It gets the transaction and `now`, must
-/// leave the transaction usable whatever happens (use [`crate::store::StoreTx::atomically`]),
+/// leave the transaction usable whatever happens (use `dyn StoreTx::atomically`),
 /// and returns what to do once the turn's commit is known: the callback gets `Ok(())` if
 /// the commit held and the error if it did not. Runs on the dispatcher thread: keep it
 /// quick (renames, not copies).
@@ -378,10 +378,9 @@ impl Dispatcher {
                 .is_none_or(|flight| !flight.ticket.withdraw())
         };
         let write = self.db.write(|tx| {
-            // One batch: a driver may write many outcomes in one statement.
-            let finished: Vec<crate::store::Finished<'_>> = resolved
+            let finished: Vec<Finished<'_>> = resolved
                 .iter()
-                .map(|(completion, _)| crate::store::Finished {
+                .map(|(completion, _)| Finished {
                     completion,
                     started_us: starts_us.get(&completion.job_id).copied(),
                 })

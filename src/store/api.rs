@@ -53,7 +53,7 @@ pub struct Finished<'a> {
 /// its dispatcher) and read connections beside it; jobctl opens its own.
 ///
 /// Object safe: callers hold a `Box<dyn Store>` from [`super::open`]. Generic helpers
-/// ([`Store::write`] with a typed result) are inherent functions on `dyn Store`.
+/// (`write` with a typed result) are inherent functions on `dyn Store`.
 pub trait Store: Send {
     /// What names the database, for messages and for the files kept beside it (the
     /// daemon's start journal is `PATH.starts`). SQLite: the database file.
@@ -66,7 +66,7 @@ pub trait Store: Send {
     fn schema_version(&self) -> Result<i64>;
 
     /// Runs `work` in one write transaction and commits it if `work` returns Ok; an error
-    /// rolls everything back. Use [`Store::write`] (on `dyn Store`) for a typed result.
+    /// rolls everything back. Use `write` (on `dyn Store`) for a typed result.
     fn write_dyn(&mut self, work: &mut dyn FnMut(&dyn StoreTx) -> Result<()>) -> Result<()>;
 
     /// Changes whenever another connection commits: the cheap way to notice rows
@@ -178,7 +178,7 @@ impl<'s> dyn Store + 's {
 /// the states its [`crate::job::Transition`] allows and checks how many rows it changed.
 pub trait StoreTx {
     /// Runs `work` all or nothing inside this transaction (a savepoint): `work` returns
-    /// whether to keep what it did. Use [`StoreTx::atomically`] (on `dyn StoreTx`).
+    /// whether to keep what it did. Use `atomically` (on `dyn StoreTx`).
     fn savepoint_dyn(&self, work: &mut dyn FnMut(&dyn StoreTx) -> bool) -> Result<()>;
 
     // --- the queue's transitions ---

@@ -63,12 +63,12 @@ impl Sandbox {
     }
 
     pub fn open(&self) -> Box<dyn Store> {
-        jobd::store::open(&self.db(), &OpenOptions::default()).expect("open db")
+        jobd::store::open(self.db(), &OpenOptions::default()).expect("open db")
     }
 
     pub fn migrate(&self) -> Box<dyn Store> {
         jobd::store::open(
-            &self.db(),
+            self.db(),
             &OpenOptions {
                 create: true,
                 migrate: true,

@@ -208,7 +208,7 @@ fn a_database_with_names_the_new_checks_refuse_is_not_migrated_and_keeps_every_r
     .unwrap();
     drop(conn);
     let err = jobd::store::open(
-        &sandbox.db(),
+        sandbox.db(),
         &OpenOptions {
             create: true,
             migrate: true,

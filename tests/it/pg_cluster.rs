@@ -236,7 +236,10 @@ fn a_daemon_killed_mid_drain_has_its_jobs_rescued_by_the_others_after_its_leases
         .map(|r| r.get(0))
         .collect();
     for id in &repeated {
-        assert!(held.contains_key(id), "job {id} ran twice but n2 did not hold it");
+        assert!(
+            held.contains_key(id),
+            "job {id} ran twice but n2 did not hold it"
+        );
     }
     for row in client
         .query(
@@ -246,7 +249,10 @@ fn a_daemon_killed_mid_drain_has_its_jobs_rescued_by_the_others_after_its_leases
         .unwrap()
     {
         let (id, at, node): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
-        assert!(held.contains_key(&id), "job {id} rescued but n2 did not hold it");
+        assert!(
+            held.contains_key(&id),
+            "job {id} rescued but n2 did not hold it"
+        );
         assert!(at > held[&id], "job {id} rescued before its lease ran out");
         assert_ne!(node, "n2");
     }
@@ -285,7 +291,9 @@ fn a_schedule_runs_once_per_period_across_daemons_while_the_leader_is_killed() {
             .map(|r| (r.get(0), r.get(1)))
             .collect()
     };
-    wait(Duration::from_secs(60), "4 periods", || runs(&cluster).len() >= 4);
+    wait(Duration::from_secs(60), "4 periods", || {
+        runs(&cluster).len() >= 4
+    });
     let leader: String = cluster
         .db
         .client()
@@ -295,7 +303,9 @@ fn a_schedule_runs_once_per_period_across_daemons_while_the_leader_is_killed() {
     let killed_at = jobd::clock::Clock::now_ms(&jobd::clock::SystemClock);
     let index = cluster.nodes.iter().position(|n| n.name == leader).unwrap();
     cluster.nodes[index].kill9();
-    wait(Duration::from_secs(90), "12 periods", || runs(&cluster).len() >= 12);
+    wait(Duration::from_secs(90), "12 periods", || {
+        runs(&cluster).len() >= 12
+    });
     let got = runs(&cluster);
     // One row per period by the unique key; which periods: consecutive, except that the
     // failover (the dead leader's lease, 2 s, and the next election) may skip one.
@@ -391,7 +401,8 @@ fn a_watched_folders_jobs_run_on_the_node_holding_the_files() {
         std::fs::write(inbox.join(format!("f{i}.txt")), format!("file {i}\n")).unwrap();
     }
     wait(Duration::from_secs(120), "10 jobs succeeded", || {
-        cluster.count("SELECT count(*) FROM jobs WHERE state = 'succeeded' AND source LIKE 'watch:%'")
+        cluster
+            .count("SELECT count(*) FROM jobs WHERE state = 'succeeded' AND source LIKE 'watch:%'")
             == 10
     });
     assert_eq!(
@@ -435,7 +446,18 @@ fn jobctl_copy_moves_unfinished_and_dead_jobs_attempts_and_sync_state_to_postgre
     let t0 = 1_800_000_000_000i64;
     let new = |note: &str| NewJob::new("noop", serde_json::json!({ "note": note }));
     let ids: Vec<i64> = sqlite
-        .write(|tx| tx.enqueue(&[new("ok"), new("dies"), new("retries"), new("waits"), new("stays")], t0))
+        .write(|tx| {
+            tx.enqueue(
+                &[
+                    new("ok"),
+                    new("dies"),
+                    new("retries"),
+                    new("waits"),
+                    new("stays"),
+                ],
+                t0,
+            )
+        })
         .unwrap()
         .iter()
         .map(|e| e.id)
@@ -486,9 +508,13 @@ fn jobctl_copy_moves_unfinished_and_dead_jobs_attempts_and_sync_state_to_postgre
         },
     ];
     for (job, outcome) in claimed.iter().zip(outcomes) {
-        sqlite.write(|tx| tx.complete(&done(job, outcome), t0 + 1)).unwrap();
+        sqlite
+            .write(|tx| tx.complete(&done(job, outcome), t0 + 1))
+            .unwrap();
     }
-    sqlite.write(|tx| tx.pause_queue("slow", Some("drill"), t0)).unwrap();
+    sqlite
+        .write(|tx| tx.pause_queue("slow", Some("drill"), t0))
+        .unwrap();
     drop(sqlite);
     let to = db.url.secret_text().to_string();
     let out = std::process::Command::new(crate::common::JOBCTL)
@@ -497,14 +523,21 @@ fn jobctl_copy_moves_unfinished_and_dead_jobs_attempts_and_sync_state_to_postgre
         .args(["copy", "--to", &to])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     // Queued, dead, retrying, waiting and the two children: 6 jobs; the succeeded one stays.
-    assert!(text.contains("copied 6 job(s), 2 attempt(s), 1 sync state(s) and 1 paused queue(s)"), "{text}");
+    assert!(
+        text.contains("copied 6 job(s), 2 attempt(s), 1 sync state(s) and 1 paused queue(s)"),
+        "{text}"
+    );
     let pg = db.store("check");
     assert!(pg.get(ids[0]).is_err(), "the succeeded job is not copied");
     assert_eq!(pg.get(ids[1]).unwrap().state, jobd::job::JobState::Dead);
-    assert_eq!(pg.attempts(ids[1]).unwrap()[0].error.as_deref(), Some("broken"));
+    assert_eq!(
+        pg.attempts(ids[1]).unwrap()[0].error.as_deref(),
+        Some("broken")
+    );
     assert_eq!(pg.get(ids[2]).unwrap().run_at, t0 + 9_000);
     assert_eq!(pg.get(ids[3]).unwrap().state, jobd::job::JobState::Waiting);
     assert_eq!(pg.children_counts(ids[3]).unwrap().get("queued"), Some(&2));

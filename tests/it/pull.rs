@@ -507,7 +507,7 @@ fn kill_9_mid_sync_resumes_from_the_page_it_was_on() {
     wait_until(
         Duration::from_secs(10),
         "jobd to create its database",
-        || jobd::store::open(&sandbox.db(), &OpenOptions::default()).is_ok(),
+        || jobd::store::open(sandbox.db(), &OpenOptions::default()).is_ok(),
     );
     let out = sandbox.jobctl(&[
         "enqueue",

@@ -1,6 +1,7 @@
 //! The operator's reads: one job with its attempts and children, filtered lists, and the
 //! counts behind `jobctl stats`.
 
+use super::guards::with_guards;
 use super::queue::{job_from_row, JOB_COLUMNS};
 use super::{Result, SqliteStore, StoreError};
 use crate::job::{Job, JobId, JobState, UnixMillis};
@@ -166,10 +167,10 @@ impl SqliteStore {
         }
         // A start is recorded on its row a dispatcher turn after it happens; until then
         // the job counts as claimed.
-        let mut claimed = self.conn.prepare_cached(
-            "SELECT queue, count(*) FROM jobs WHERE state = 'running' AND started_at IS NULL \
+        let mut claimed = self.conn.prepare_cached(with_guards(
+            "SELECT queue, count(*) FROM jobs WHERE {running} AND started_at IS NULL \
              GROUP BY queue",
-        )?;
+        ))?;
         let rows = claimed.query_map([], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
         })?;
@@ -186,10 +187,9 @@ impl SqliteStore {
                 q.states.remove(JobState::Running.as_str());
             }
         }
-        let mut oldest = self.conn.prepare_cached(
-            "SELECT queue, min(run_at) FROM jobs WHERE (state = 'queued' OR state = 'retrying') \
-             AND run_at <= ?1 GROUP BY queue",
-        )?;
+        let mut oldest = self.conn.prepare_cached(with_guards(
+            "SELECT queue, min(run_at) FROM jobs WHERE {ready} AND run_at <= ?1 GROUP BY queue",
+        ))?;
         let rows = oldest.query_map([now], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
         })?;
@@ -222,9 +222,9 @@ impl SqliteStore {
 
     /// Running jobs an operator asked to stop.
     pub fn cancel_requests(&self) -> Result<Vec<JobId>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id FROM jobs WHERE state = 'running' AND cancel_requested = 1",
-        )?;
+        let mut stmt = self.conn.prepare_cached(with_guards(
+            "SELECT id FROM jobs WHERE {running} AND cancel_requested = 1",
+        ))?;
         let ids = stmt.query_map([], |row| row.get(0))?;
         Ok(ids.collect::<rusqlite::Result<Vec<JobId>>>()?)
     }
@@ -235,11 +235,11 @@ impl SqliteStore {
         for (state, sql) in [
             (
                 "ready",
-                "SELECT count(*) FROM jobs WHERE (state = 'queued' OR state = 'retrying')",
+                with_guards("SELECT count(*) FROM jobs WHERE {ready}"),
             ),
             (
                 "running",
-                "SELECT count(*) FROM jobs WHERE state = 'running'",
+                with_guards("SELECT count(*) FROM jobs WHERE {running}"),
             ),
         ] {
             let n: u64 = self

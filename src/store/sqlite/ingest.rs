@@ -2,15 +2,17 @@
 //! never makes two jobs of one file), the dedupe lookup by content and name, and folder
 //! sets still waiting for their files.
 
+use super::guards::{state_guard, states_guard};
 use super::queue::SqliteTx;
 use super::{Result, SqliteStore, StoreError};
-use crate::job::{JobId, NewJob, UnixMillis};
+use crate::job::{JobId, JobState, NewJob, Transition, UnixMillis};
 use crate::store::{IngestRecord, PendingFolder, StoreTx};
 use rusqlite::{params, OptionalExtension};
+use std::sync::LazyLock;
 
 impl SqliteTx<'_> {
     /// Runs `work` inside the surrounding transaction in a savepoint, kept only if
-    /// `work` says so ([`crate::store::StoreTx::atomically`]), so a failed ingest step
+    /// `work` says so (`dyn StoreTx::atomically`), so a failed ingest step
     /// leaves the rest of a group commit standing.
     pub fn savepoint(&self, work: &mut dyn FnMut(&dyn StoreTx) -> bool) -> Result<()> {
         self.tx.execute_batch("SAVEPOINT ingest")?;
@@ -69,11 +71,15 @@ impl SqliteTx<'_> {
         }
         let id = self.enqueue(std::slice::from_ref(job), now)?[0].id;
         let patch = payload_of(id).to_string();
+        static PATCH: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE jobs SET payload = json_patch(payload, ?2) WHERE id = ?1 AND {}",
+                states_guard(&[JobState::Queued])
+            )
+        });
         let changed = self
             .tx
-            .prepare_cached(
-                "UPDATE jobs SET payload = json_patch(payload, ?2) WHERE id = ?1 AND state = 'queued'",
-            )?
+            .prepare_cached(&PATCH)?
             .execute(params![id, patch])?;
         if changed != 1 {
             return Err(StoreError::NotFound(id));
@@ -98,15 +104,20 @@ impl SqliteTx<'_> {
     /// A job that is dead from birth: a folder set that never became complete. Only a job
     /// enqueued in this same transaction (queued, never attempted) may be buried.
     pub fn bury_unborn(&self, id: JobId, error: &str, now: UnixMillis) -> Result<()> {
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE jobs SET state = '{dead}', finished_at = ?2, updated_at = ?2, \
+                 last_error = ?3 WHERE id = ?1 AND {guard} AND attempts = 0",
+                dead = Transition::BuryUnborn.to_state().as_str(),
+                guard = state_guard(Transition::BuryUnborn)
+            )
+        });
         let changed = self
             .tx
-            .prepare_cached(
-                "UPDATE jobs SET state = 'dead', finished_at = ?2, updated_at = ?2, last_error = ?3 \
-                 WHERE id = ?1 AND state = 'queued' AND attempts = 0",
-            )?
+            .prepare_cached(&SQL)?
             .execute(params![id, now, error])?;
         if changed != 1 {
-            return Err(StoreError::NotFound(id));
+            return Err(self.refusal(id, Transition::BuryUnborn, "bury", changed));
         }
         Ok(())
     }

@@ -1,16 +1,17 @@
 //! What `jobctl top` watches besides the counts: the jobs running now (which worker, since
 //! when) and the latest deaths. Reads only, each on a partial index or a bounded scan.
 
+use super::guards::with_guards;
 use super::{Result, SqliteStore};
 use crate::store::{Death, RunningJob};
 
 impl SqliteStore {
     /// Running jobs by worker, longest-running first, at most `limit`.
     pub fn running_jobs(&self, limit: usize) -> Result<Vec<RunningJob>> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(with_guards(
             "SELECT id, queue, kind, worker, attempts, updated_at, lease_until, started_at FROM jobs \
-             WHERE state = 'running' ORDER BY worker, updated_at, id LIMIT ?1",
-        )?;
+             WHERE {running} ORDER BY worker, updated_at, id LIMIT ?1",
+        ))?;
         let rows = stmt.query_map([limit as i64], |row| {
             Ok(RunningJob {
                 id: row.get(0)?,
@@ -28,11 +29,11 @@ impl SqliteStore {
 
     /// The latest dead jobs, newest death first, at most `limit`.
     pub fn recent_deaths(&self, limit: usize) -> Result<Vec<Death>> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(with_guards(
             "SELECT id, queue, kind, finished_at, attempts, last_error FROM jobs \
-             WHERE state = 'dead' AND finished_at IS NOT NULL \
+             WHERE {dead} AND finished_at IS NOT NULL \
              ORDER BY finished_at DESC, id DESC LIMIT ?1",
-        )?;
+        ))?;
         let rows = stmt.query_map([limit as i64], |row| {
             Ok(Death {
                 id: row.get(0)?,

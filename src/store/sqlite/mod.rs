@@ -6,8 +6,11 @@
 //! onto them.
 
 mod admin;
+mod claim;
 pub mod example;
+mod guards;
 mod ingest;
+mod leases;
 mod live;
 mod maintenance;
 mod operator;

@@ -2,14 +2,13 @@
 //! filter picks (in chunks of ids, each chunk one short transaction), run-now, and the
 //! progress handlers report while an attempt runs.
 
-use super::queue::{job_from_row, state_guard, states_guard, SqliteTx, JOB_COLUMNS};
+use super::guards::{state_guard, states_guard, with_guards};
+use super::queue::{job_from_row, SqliteTx, JOB_COLUMNS};
 use super::{Result, SqliteStore, StoreError};
 use crate::job::{Job, JobId, JobState, Transition, UnixMillis};
 use crate::store::{AttemptProgress, ChildrenSummary, JobFilter, QueuePause};
 use rusqlite::params;
 use std::collections::{BTreeMap, HashMap};
-
-const TERMINAL: &str = "(state = 'succeeded' OR state = 'dead' OR state = 'cancelled')";
 
 fn paused_queues_in(conn: &rusqlite::Connection) -> Result<Vec<QueuePause>> {
     let mut stmt =
@@ -95,8 +94,8 @@ impl SqliteStore {
             return Ok(summary);
         }
         let (first, last, finished): (Option<i64>, Option<i64>, u64) =
-            self.conn.prepare_cached(&format!(
-                "SELECT min(created_at), max(finished_at), sum({TERMINAL}) FROM jobs WHERE parent_id = ?1"
+            self.conn.prepare_cached(with_guards(
+                "SELECT min(created_at), max(finished_at), sum({terminal}) FROM jobs WHERE parent_id = ?1"
             ))?
             .query_row([id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
         summary.first_created_at = first;
@@ -207,20 +206,17 @@ impl SqliteTx<'_> {
     /// `jobctl run-now`: a queued (delayed) or retrying job becomes queued and due now.
     /// A job in another state is refused, naming its state.
     pub fn run_now(&self, id: JobId, now: UnixMillis) -> Result<()> {
-        let job = self.get(id)?;
-        Transition::RunNow.check(id, job.state)?;
         let changed = self
             .conn()
             .prepare_cached(&format!(
-                "UPDATE jobs SET state = 'queued', run_at = min(run_at, ?2), updated_at = ?2 \
-                 WHERE id = ?1 AND {}",
-                state_guard(Transition::RunNow)
+                "UPDATE jobs SET state = '{queued}', run_at = min(run_at, ?2), updated_at = ?2 \
+                 WHERE id = ?1 AND {guard}",
+                queued = Transition::RunNow.to_state().as_str(),
+                guard = state_guard(Transition::RunNow)
             ))?
             .execute(params![id, now])?;
         if changed != 1 {
-            return Err(StoreError::Io(format!(
-                "job {id} changed while it was being moved; nothing done"
-            )));
+            return Err(self.refusal(id, Transition::RunNow, "run now", changed));
         }
         Ok(())
     }

@@ -1,10 +1,12 @@
-//! The queue's transitions inside one write transaction: enqueue, claim, complete, extend
-//! leases, rescue, release, revive, cancel, purge. Every update is guarded by the states
-//! its [`Transition`] allows and checks how many rows it changed.
+//! The queue's transitions inside one write transaction: enqueue, complete (with fan-in),
+//! release, revive, cancel, purge, next due (the claim is `claim.rs`, leases and rescue
+//! `leases.rs`). Every update is guarded by the states its [`Transition`] allows and
+//! checks how many rows it changed.
 
+use super::guards::{running_guard, state_guard, states_guard, terminal_guard, with_guards};
 use super::{Result, StoreError};
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Resolution, Transition, UnixMillis};
-use crate::store::{Applied, ClaimSpec, Enqueued, HeldClaim};
+use crate::store::{Applied, Enqueued};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use std::sync::LazyLock;
 
@@ -43,22 +45,6 @@ pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         cancel_requested: row.get(19)?,
         stage: row.get(20)?,
     })
-}
-
-/// `(state = 'a' OR state = 'b')` for the states a transition may start from: the guard
-/// of every update comes from the state machine in `job.rs`, not from a second list here.
-/// An OR chain, not an IN list, to match the partial indexes (see the migration).
-pub(super) fn state_guard(transition: Transition) -> String {
-    states_guard(transition.from_states())
-}
-
-/// `(state = 'a' OR state = 'b')` for these states.
-pub(super) fn states_guard(states: &[JobState]) -> String {
-    let states: Vec<String> = states
-        .iter()
-        .map(|s| format!("state = '{}'", s.as_str()))
-        .collect();
-    format!("({})", states.join(" OR "))
 }
 
 /// Rows per multi-row insert (11 values each, far below SQLite's parameter limit).
@@ -158,34 +144,6 @@ fn schema_refusal(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// A guarded update checked beforehand must change exactly its one row.
-fn expect_one(id: JobId, action: &'static str, changed: usize) -> Result<()> {
-    if changed == 1 {
-        Ok(())
-    } else {
-        Err(StoreError::RowsChanged {
-            id,
-            action,
-            changed,
-        })
-    }
-}
-
-/// A finished job: succeeded, dead or cancelled.
-const TERMINAL: &str = "(state = 'succeeded' OR state = 'dead' OR state = 'cancelled')";
-
-/// A running job whose lease ran out: id, kind, attempts, own max_attempts, worker,
-/// when it was last touched, and whose claim it was.
-type ExpiredLease = (
-    JobId,
-    String,
-    u32,
-    Option<u32>,
-    Option<String>,
-    UnixMillis,
-    HeldClaim,
-);
-
 /// One write transaction, offering the queue's transitions.
 pub struct SqliteTx<'a> {
     pub(super) tx: &'a Transaction<'a>,
@@ -196,7 +154,10 @@ pub struct SqliteTx<'a> {
 /// finish it; the guard from `job.rs` comes on top.
 fn completion_sql(transition: Transition) -> &'static str {
     static SQL: LazyLock<Vec<(Transition, String)>> = LazyLock::new(|| {
-        let fence = "id = ?1 AND attempts = ?2 AND worker IS ?3 AND state = 'running'";
+        let fence = format!(
+            "id = ?1 AND attempts = ?2 AND worker IS ?3 AND {}",
+            running_guard()
+        );
         // Leaving `running` forgets which claim held the row and when it started.
         let left = "started_at = NULL, claim = NULL";
         [
@@ -246,56 +207,6 @@ fn completion_sql(transition: Transition) -> &'static str {
         .expect("every resolution's transition has an update")
 }
 
-/// The statements of a claim. Every one seeks `jobs_queue_ready` (queue, priority DESC,
-/// run_at, id): a queue the claim may not take from costs the one seek that steps over
-/// it, and inside a queue each priority's due rows (`run_at <= now`) are one range, so
-/// neither rows waiting in an excluded queue nor rows due later are ever walked.
-struct ClaimSql {
-    /// ?1 a queue name: the next queue after it with ready rows, and its top priority.
-    next_queue: String,
-    /// ?1 queue, ?2 priority: the next lower priority with ready rows in that queue.
-    next_priority: String,
-    /// ?1 queue, ?2 priority, ?3 now, ?4 how many: the due rows' order keys, to merge
-    /// several queues by priority, run_at and id.
-    group_keys: String,
-    /// ?1 lease_until, ?2 worker, ?3 now, ?4 how many, ?5 claim number, ?6 queue,
-    /// ?7 priority: claims the first due rows of one (queue, priority) group.
-    claim_group: String,
-}
-
-static CLAIM: LazyLock<ClaimSql> = LazyLock::new(|| {
-    let guard = state_guard(Transition::Claim);
-    let ready = format!("FROM jobs INDEXED BY jobs_queue_ready WHERE {guard}");
-    ClaimSql {
-        next_queue: format!(
-            "SELECT queue, priority {ready} AND queue > ?1 ORDER BY queue, priority DESC LIMIT 1"
-        ),
-        next_priority: format!(
-            "SELECT priority {ready} AND queue = ?1 AND priority < ?2 \
-             ORDER BY priority DESC LIMIT 1"
-        ),
-        group_keys: format!(
-            "SELECT run_at, id {ready} AND queue = ?1 AND priority = ?2 AND run_at <= ?3 \
-             ORDER BY run_at, id LIMIT ?4"
-        ),
-        claim_group: format!(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?1, \
-             worker = ?2, updated_at = ?3, claim = ?5, started_at = NULL \
-             WHERE id IN (SELECT id {ready} AND queue = ?6 AND priority = ?7 AND run_at <= ?3 \
-                          ORDER BY run_at, id LIMIT ?4) \
-             RETURNING {JOB_COLUMNS}"
-        ),
-    }
-});
-
-/// A queue the claim may take from: its name, the priority of its first ready group,
-/// and how many of its jobs this claim may take.
-struct ClaimableQueue {
-    name: String,
-    top_priority: i64,
-    room: usize,
-}
-
 impl<'a> SqliteTx<'a> {
     pub(super) fn new(tx: &'a Transaction<'a>) -> SqliteTx<'a> {
         SqliteTx { tx }
@@ -338,19 +249,21 @@ impl<'a> SqliteTx<'a> {
     }
 
     /// Inserts in order. Runs of jobs without a unique key go in [`INSERT_ROWS`] rows per
-    /// statement: their ids are consecutive, ending at `last_insert_rowid()`, because this
-    /// transaction holds the write lock and a new rowid is the largest one plus one. A job
-    /// with a unique key goes in alone, so a conflict can name the job that exists.
+    /// statement, which returns their ids: one statement's new rowids rise in the order
+    /// of its VALUES, so the sorted ids are the jobs' in order, whoever else writes (no
+    /// reliance on `last_insert_rowid()` and one writer). A job with a unique key goes
+    /// in alone, so a conflict can name the job that exists.
     fn insert_all(
         &self,
         jobs: &[NewJob],
         link: ParentLink,
         now: UnixMillis,
     ) -> Result<Vec<Enqueued>> {
-        // No RETURNING: it costs a temporary B-tree per row. The SQL is built once; a
-        // single-job enqueue (the socket's usual request) never touches the long one.
+        // The SQL is built once; a single-job enqueue (the socket's usual request) never
+        // touches the long one, and takes its id from the connection's own last insert.
         static SINGLE: LazyLock<String> = LazyLock::new(|| insert_sql(1, true));
-        static MANY: LazyLock<String> = LazyLock::new(|| insert_sql(INSERT_ROWS, false));
+        static MANY: LazyLock<String> =
+            LazyLock::new(|| format!("{} RETURNING id", insert_sql(INSERT_ROWS, false)));
         let mut single = self.tx.prepare_cached(&SINGLE)?;
         let mut ids = Vec::with_capacity(jobs.len());
         let mut rest = jobs;
@@ -365,12 +278,20 @@ impl<'a> SqliteTx<'a> {
                 for job in &rest[..run] {
                     push_row(&mut values, job, link, now)?;
                 }
-                self.tx
-                    .prepare_cached(&MANY)?
-                    .execute(rusqlite::params_from_iter(values))
+                let mut many = self.tx.prepare_cached(&MANY)?;
+                let mut new_ids: Vec<JobId> = many
+                    .query_map(rusqlite::params_from_iter(values), |row| row.get(0))
+                    .map_err(schema_refusal)?
+                    .collect::<rusqlite::Result<_>>()
                     .map_err(schema_refusal)?;
-                let last = self.tx.last_insert_rowid();
-                ids.extend((last - run as i64 + 1..=last).map(|id| Enqueued {
+                if new_ids.len() != run {
+                    return Err(StoreError::InvalidJob(format!(
+                        "a batch insert of {run} jobs returned {} ids",
+                        new_ids.len()
+                    )));
+                }
+                new_ids.sort_unstable();
+                ids.extend(new_ids.into_iter().map(|id| Enqueued {
                     id,
                     duplicate: false,
                 }));
@@ -421,159 +342,6 @@ impl<'a> SqliteTx<'a> {
             id,
             duplicate: true,
         })
-    }
-
-    /// Claims ready jobs (`queued | retrying`, due by `now`) in priority, then run_at,
-    /// then id order: each becomes `running` with its attempt counted and a lease. The
-    /// attempt is only reserved: a job whose handler never starts gets it back
-    /// ([`SqliteTx::rescue_expired`]). Without a claim number, recovery cannot tell whether
-    /// it started and charges it.
-    pub fn claim(
-        &self,
-        spec: &ClaimSpec,
-        worker: &str,
-        lease_until: UnixMillis,
-        now: UnixMillis,
-    ) -> Result<Vec<Job>> {
-        self.claim_numbered(spec, None, worker, lease_until, now)
-    }
-
-    /// [`SqliteTx::claim`], recording `claim` (the daemon's number for this claim, which its
-    /// start journal names) on every row it claims.
-    pub fn claim_numbered(
-        &self,
-        spec: &ClaimSpec,
-        claim: Option<i64>,
-        worker: &str,
-        lease_until: UnixMillis,
-        now: UnixMillis,
-    ) -> Result<Vec<Job>> {
-        let mut claimed = Vec::new();
-        if spec.limit == 0 {
-            return Ok(claimed);
-        }
-        let queues = self.claimable_queues(spec)?;
-        let claim_group = |queue: &str, priority: i64, take: usize, into: &mut Vec<Job>| {
-            let mut stmt = self.tx.prepare_cached(&CLAIM.claim_group)?;
-            let rows = stmt.query_map(
-                params![
-                    lease_until,
-                    worker,
-                    now,
-                    take as i64,
-                    claim,
-                    queue,
-                    priority
-                ],
-                job_from_row,
-            )?;
-            let before = into.len();
-            for job in rows {
-                into.push(job?);
-            }
-            Ok::<usize, StoreError>(into.len() - before)
-        };
-        let wanted: usize = queues.iter().map(|q| q.room).sum();
-        if wanted <= spec.limit {
-            // Every queue may take all it has room for: no merge needed. Inside a queue,
-            // higher priorities go first, each one's due rows in run_at, id order.
-            for queue in &queues {
-                let mut left = queue.room;
-                let mut priority = Some(queue.top_priority);
-                while let Some(p) = priority.filter(|_| left > 0) {
-                    left -= claim_group(&queue.name, p, left, &mut claimed)?;
-                    priority = if left > 0 {
-                        self.next_priority(&queue.name, p)?
-                    } else {
-                        None
-                    };
-                }
-            }
-        } else {
-            // More room than the limit: read each queue's best candidates' keys, merge
-            // them by priority, run_at and id, then claim each group's chosen prefix
-            // (this transaction holds the write lock, so the prefix is the same rows).
-            let mut candidates: Vec<(i64, UnixMillis, JobId, usize)> = Vec::new();
-            let mut groups: Vec<(&str, i64)> = Vec::new();
-            for queue in &queues {
-                let mut left = queue.room;
-                let mut priority = Some(queue.top_priority);
-                while let Some(p) = priority.filter(|_| left > 0) {
-                    let group = groups.len();
-                    groups.push((&queue.name, p));
-                    let mut stmt = self.tx.prepare_cached(&CLAIM.group_keys)?;
-                    let keys = stmt.query_map(params![queue.name, p, now, left as i64], |row| {
-                        Ok((p, row.get(0)?, row.get(1)?, group))
-                    })?;
-                    let before = candidates.len();
-                    for key in keys {
-                        candidates.push(key?);
-                    }
-                    left -= candidates.len() - before;
-                    priority = if left > 0 {
-                        self.next_priority(&queue.name, p)?
-                    } else {
-                        None
-                    };
-                }
-            }
-            candidates
-                .sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-            let mut chosen = vec![0usize; groups.len()];
-            for (_, _, _, group) in candidates.iter().take(spec.limit) {
-                chosen[*group] += 1;
-            }
-            for ((queue, priority), take) in groups.iter().zip(chosen) {
-                if take > 0 {
-                    claim_group(queue, *priority, take, &mut claimed)?;
-                }
-            }
-        }
-        // RETURNING gives rows in no promised order.
-        claimed.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then(a.run_at.cmp(&b.run_at))
-                .then(a.id.cmp(&b.id))
-        });
-        Ok(claimed)
-    }
-
-    /// The queues with ready rows this claim may take from, in name order, each with its
-    /// room (its own limit's, bounded by the claim's). One seek per queue with ready
-    /// rows, whatever they hold: a paused queue or one at its limit is stepped over.
-    fn claimable_queues(&self, spec: &ClaimSpec) -> Result<Vec<ClaimableQueue>> {
-        let mut stmt = self.tx.prepare_cached(&CLAIM.next_queue)?;
-        let mut queues = Vec::new();
-        let mut after = String::new();
-        while let Some((name, top_priority)) = stmt
-            .query_row([&after], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))
-            .optional()?
-        {
-            let room = spec
-                .limited_queues
-                .iter()
-                .find(|(q, _)| *q == name)
-                .map_or(spec.limit, |(_, room)| (*room).min(spec.limit));
-            if room > 0 {
-                queues.push(ClaimableQueue {
-                    name: name.clone(),
-                    top_priority,
-                    room,
-                });
-            }
-            after = name;
-        }
-        Ok(queues)
-    }
-
-    /// The next lower priority with ready rows in this queue.
-    fn next_priority(&self, queue: &str, priority: i64) -> Result<Option<i64>> {
-        Ok(self
-            .tx
-            .prepare_cached(&CLAIM.next_priority)?
-            .query_row(params![queue, priority], |row| row.get(0))
-            .optional()?)
     }
 
     /// Records a finished attempt: moves the job as the resolution says, writes the
@@ -682,16 +450,33 @@ impl<'a> SqliteTx<'a> {
 
     /// Moves a waiting parent back to `queued` once none of its children is unfinished:
     /// a fresh attempt budget and the next stage, so its handler can sum up.
-    fn resume_if_children_done(&self, parent: JobId, now: UnixMillis) -> Result<bool> {
-        static SQL: LazyLock<String> = LazyLock::new(|| {
+    ///
+    /// The parent's row is written (locked) first and the children are counted in a
+    /// later statement: two children finishing at once in two transactions then meet at
+    /// the parent, and the second one's count sees the first one's commit, so exactly
+    /// one resumes it. (SQLite's write lock already serialises them; a driver with row
+    /// locks and per-statement snapshots needs the order.)
+    pub(super) fn resume_if_children_done(&self, parent: JobId, now: UnixMillis) -> Result<bool> {
+        static LOCK: LazyLock<String> = LazyLock::new(|| {
             format!(
-                "UPDATE jobs SET state = 'queued', attempts = 0, stage = stage + 1, run_at = ?2, \
-                 updated_at = ?2 WHERE id = ?1 AND {guard} AND NOT EXISTS \
-                 (SELECT 1 FROM jobs WHERE parent_id = ?1 AND NOT {terminal})",
-                guard = state_guard(Transition::Resume),
-                terminal = TERMINAL
+                "UPDATE jobs SET updated_at = updated_at WHERE id = ?1 AND {}",
+                state_guard(Transition::Resume)
             )
         });
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE jobs SET state = '{queued}', attempts = 0, stage = stage + 1, \
+                 run_at = ?2, updated_at = ?2 WHERE id = ?1 AND {guard} AND NOT EXISTS \
+                 (SELECT 1 FROM jobs WHERE parent_id = ?1 AND NOT {terminal})",
+                queued = Transition::Resume.to_state().as_str(),
+                guard = state_guard(Transition::Resume),
+                terminal = terminal_guard()
+            )
+        });
+        if self.tx.prepare_cached(&LOCK)?.execute([parent])? == 0 {
+            // Not waiting (a follow-up's parent that finished, or gone): nothing to do.
+            return Ok(false);
+        }
         Ok(self
             .tx
             .prepare_cached(&SQL)?
@@ -726,189 +511,41 @@ impl<'a> SqliteTx<'a> {
         Ok(())
     }
 
-    /// Extends the leases of running jobs this worker holds (the heartbeat). Returns how
-    /// many were extended. `updated_at` stays the claim's time: the reaper records it as
-    /// the lost attempt's start, and `jobctl top` shows it as "running since".
-    pub fn extend_leases(
-        &self,
-        jobs: &[(JobId, u32)],
-        worker: &str,
-        lease_until: UnixMillis,
-        _now: UnixMillis,
-    ) -> Result<usize> {
-        let mut stmt = self.tx.prepare_cached(
-            "UPDATE jobs SET lease_until = ?1 \
-             WHERE id = ?2 AND attempts = ?3 AND worker = ?4 AND state = 'running'",
-        )?;
-        let mut extended = 0;
-        for (id, attempt) in jobs {
-            extended += stmt.execute(params![lease_until, id, attempt, worker])?;
-        }
-        Ok(extended)
-    }
-
-    /// Records that the handlers of these running attempts (id, attempt, when) started,
-    /// so readers can tell running jobs from ones only claimed ahead. An attempt that
-    /// has moved on meanwhile is skipped. Returns how many were recorded.
-    pub fn record_starts(
-        &self,
-        starts: &[(JobId, u32, UnixMillis)],
-        worker: &str,
-    ) -> Result<usize> {
-        let mut stmt = self.tx.prepare_cached(
-            "UPDATE jobs SET started_at = ?3 \
-             WHERE id = ?1 AND attempts = ?2 AND worker = ?4 AND state = 'running'",
-        )?;
-        let mut recorded = 0;
-        for (id, attempt, at) in starts {
-            recorded += stmt.execute(params![id, attempt, at, worker])?;
-        }
-        Ok(recorded)
-    }
-
-    /// Takes back running jobs whose lease ran out (or, with `all`, every running job: at
-    /// start-up nothing can still hold one). A job whose handler had started (as
-    /// `started` judges from its claim) is charged the lost attempt: it goes to
-    /// `retrying` due now, or to `dead` if that was its last. A job only claimed ahead
-    /// goes back to `queued` with its reserved attempt given back and no attempt
-    /// recorded. `max_attempts_of` gives a kind's policy limit for jobs without their own.
-    pub fn rescue_expired(
-        &self,
-        now: UnixMillis,
-        all: bool,
-        max_attempts_of: &dyn Fn(&str) -> u32,
-        started: &dyn Fn(&HeldClaim) -> bool,
-    ) -> Result<Vec<(JobId, JobState)>> {
-        let expired: Vec<ExpiredLease> = {
-            let mut stmt = self.tx.prepare_cached(
-                "SELECT id, kind, attempts, max_attempts, worker, updated_at, claim, started_at \
-                 FROM jobs WHERE state = 'running' AND (?2 OR lease_until < ?1)",
-            )?;
-            let rows = stmt.query_map(params![now, all], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                    HeldClaim {
-                        id: row.get(0)?,
-                        attempt: row.get(2)?,
-                        claim: row.get(6)?,
-                        started_at: row.get(7)?,
-                    },
-                ))
-            })?;
-            rows.collect::<rusqlite::Result<_>>()?
-        };
-        let mut rescued = Vec::with_capacity(expired.len());
-        let mut resumes = Vec::new();
-        let guard = state_guard(Transition::RescueExpired);
-        static GIVE_BACK: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "UPDATE jobs SET state = 'queued', attempts = attempts - 1, lease_until = NULL, \
-                 worker = NULL, started_at = NULL, claim = NULL, updated_at = ?2 \
-                 WHERE id = ?1 AND attempts = ?3 AND {}",
-                state_guard(Transition::Release)
-            )
-        });
-        for (id, kind, attempts, own_max, worker, claimed_at, held) in expired {
-            if !started(&held) {
-                let changed = self
-                    .tx
-                    .prepare_cached(&GIVE_BACK)?
-                    .execute(params![id, now, attempts])?;
-                if changed == 1 {
-                    rescued.push((id, Transition::Release.to_state()));
-                }
-                continue;
-            }
-            let max = own_max.unwrap_or_else(|| max_attempts_of(&kind));
-            let reason = if all {
-                "lease expired: the daemon stopped while the job was running"
-            } else {
-                "lease expired"
-            };
-            let (target, error) = if attempts >= max {
-                (
-                    Transition::Kill,
-                    format!("{reason}; attempts exhausted ({attempts}/{max})"),
-                )
-            } else {
-                (Transition::RescueExpired, reason.to_string())
-            };
-            let changed = if target == Transition::Kill {
-                // A dead child may be the last one its parent waited for.
-                if let Some(parent) = self.parent_of(id)? {
-                    resumes.push(parent);
-                }
-                self.tx
-                    .prepare_cached(&format!(
-                        "UPDATE jobs SET state = 'dead', lease_until = NULL, finished_at = ?2, \
-                     updated_at = ?2, last_error = ?3, started_at = NULL, claim = NULL \
-                     WHERE id = ?1 AND {guard}"
-                    ))?
-                    .execute(params![id, now, error])?
-            } else {
-                self.tx
-                    .prepare_cached(&format!(
-                        "UPDATE jobs SET state = 'retrying', lease_until = NULL, run_at = ?2, \
-                     updated_at = ?2, last_error = ?3, started_at = NULL, claim = NULL \
-                     WHERE id = ?1 AND {guard}"
-                    ))?
-                    .execute(params![id, now, error])?
-            };
-            if changed == 1 {
-                self.tx
-                    .prepare_cached(
-                        "INSERT INTO job_attempts (job_id, attempt, worker, started_at, \
-                         finished_at, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5, 'lease_expired', ?6)",
-                    )?
-                    .execute(params![
-                        id,
-                        attempts.max(1),
-                        worker,
-                        held.started_at.unwrap_or(claimed_at).min(now),
-                        now,
-                        error
-                    ])?;
-                rescued.push((id, target.to_state()));
-            }
-        }
-        for parent in resumes {
-            self.resume_if_children_done(parent, now)?;
-        }
-        Ok(rescued)
-    }
-
     /// An operator sends dead or cancelled jobs round again: queued now, attempts reset.
     /// A job in any other state is refused, naming its state.
     pub fn revive(&self, ids: &[JobId], now: UnixMillis) -> Result<Vec<JobId>> {
-        let guard = state_guard(Transition::Revive);
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE jobs SET state = '{queued}', attempts = 0, run_at = ?2, \
+                 finished_at = NULL, cancel_requested = 0, worker = NULL, updated_at = ?2 \
+                 WHERE id = ?1 AND {guard}",
+                queued = Transition::Revive.to_state().as_str(),
+                guard = state_guard(Transition::Revive)
+            )
+        });
+        let mut stmt = self.tx.prepare_cached(&SQL)?;
         for id in ids {
-            let state = self.state_of(*id)?;
-            Transition::Revive.check(*id, state)?;
-            let changed = self
-                .tx
-                .prepare_cached(&format!(
-                    "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?2, \
-                     finished_at = NULL, cancel_requested = 0, worker = NULL, updated_at = ?2 \
-                     WHERE id = ?1 AND {guard}"
-                ))?
-                .execute(params![id, now])?;
-            expect_one(*id, "retry", changed)?;
+            let changed = stmt.execute(params![id, now])?;
+            if changed != 1 {
+                return Err(self.refusal(*id, Transition::Revive, "retry", changed));
+            }
         }
         Ok(ids.to_vec())
     }
 
     /// Revives every dead job, or those of one kind. Returns their ids.
     pub fn revive_dead(&self, kind: Option<&str>, now: UnixMillis) -> Result<Vec<JobId>> {
-        let mut stmt = self.tx.prepare_cached(
-            "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?1, finished_at = NULL, \
-             cancel_requested = 0, worker = NULL, updated_at = ?1 \
-             WHERE state = 'dead' AND (?2 IS NULL OR kind = ?2) RETURNING id",
-        )?;
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            debug_assert!(Transition::Revive.allows(JobState::Dead));
+            format!(
+                "UPDATE jobs SET state = '{queued}', attempts = 0, run_at = ?1, \
+                 finished_at = NULL, cancel_requested = 0, worker = NULL, updated_at = ?1 \
+                 WHERE {dead} AND (?2 IS NULL OR kind = ?2) RETURNING id",
+                queued = Transition::Revive.to_state().as_str(),
+                dead = states_guard(&[JobState::Dead])
+            )
+        });
+        let mut stmt = self.tx.prepare_cached(&SQL)?;
         let ids = stmt.query_map(params![now, kind], |row| row.get(0))?;
         Ok(ids.collect::<rusqlite::Result<Vec<JobId>>>()?)
     }
@@ -916,39 +553,78 @@ impl<'a> SqliteTx<'a> {
     /// An operator cancels a job: a waiting one is cancelled at once; a running one is
     /// asked to stop (its handler sees the request and the job ends `cancelled`).
     /// Returns the state the job is in afterwards.
+    ///
+    /// Each way is one guarded update whose changed rows decide, never a state read
+    /// first: a job that moves meanwhile (under a driver with row locks) is not
+    /// mistaken for one in the state it was read in.
     pub fn cancel(&self, id: JobId, now: UnixMillis) -> Result<JobState> {
-        let state = self.state_of(id)?;
-        Transition::Cancel.check(id, state)?;
-        if state == JobState::Running {
-            let changed = self
-                .tx
-                .prepare_cached(
-                    "UPDATE jobs SET cancel_requested = 1, updated_at = ?2 \
-                     WHERE id = ?1 AND state = 'running'",
-                )?
-                .execute(params![id, now])?;
-            expect_one(id, "the cancel request", changed)?;
-            return Ok(JobState::Running);
-        }
         static CANCEL_WAITING: LazyLock<String> = LazyLock::new(|| {
+            let waiting: Vec<JobState> = Transition::Cancel
+                .from_states()
+                .iter()
+                .copied()
+                .filter(|s| *s != JobState::Running)
+                .collect();
             format!(
-                "UPDATE jobs SET state = 'cancelled', finished_at = ?2, updated_at = ?2, \
-                 last_error = 'cancelled by an operator' WHERE id = ?1 AND {} AND state <> 'running'",
-                state_guard(Transition::Cancel)
+                "UPDATE jobs SET state = '{cancelled}', finished_at = ?2, updated_at = ?2, \
+                 last_error = 'cancelled by an operator' WHERE id = ?1 AND {guard} \
+                 RETURNING parent_id",
+                cancelled = Transition::Cancel.to_state().as_str(),
+                guard = states_guard(&waiting)
             )
         });
-        let changed = self
+        static REQUEST_STOP: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "UPDATE jobs SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1 AND {}",
+                running_guard()
+            )
+        });
+        let cancelled: Option<Option<JobId>> = self
             .tx
             .prepare_cached(&CANCEL_WAITING)?
-            .execute(params![id, now])?;
-        expect_one(id, "cancel", changed)?;
-        if let Some(parent) = self.parent_of(id)? {
-            self.resume_if_children_done(parent, now)?;
+            .query_row(params![id, now], |row| row.get(0))
+            .optional()?;
+        if let Some(parent) = cancelled {
+            if let Some(parent) = parent {
+                self.resume_if_children_done(parent, now)?;
+            }
+            return Ok(JobState::Cancelled);
         }
-        Ok(JobState::Cancelled)
+        let asked = self
+            .tx
+            .prepare_cached(&REQUEST_STOP)?
+            .execute(params![id, now])?;
+        if asked == 1 {
+            return Ok(JobState::Running);
+        }
+        Err(self.refusal(id, Transition::Cancel, "cancel", asked))
     }
 
-    fn parent_of(&self, id: JobId) -> Result<Option<JobId>> {
+    /// Why a guarded update of one job changed `changed` rows instead of 1: the job is
+    /// missing, its state forbids the transition, or (its state allowing it) something
+    /// else kept the row from changing.
+    pub(super) fn refusal(
+        &self,
+        id: JobId,
+        transition: Transition,
+        action: &'static str,
+        changed: usize,
+    ) -> StoreError {
+        let state = match self.state_of(id) {
+            Ok(state) => state,
+            Err(e) => return e,
+        };
+        match transition.check(id, state) {
+            Err(forbidden) => forbidden.into(),
+            Ok(_) => StoreError::RowsChanged {
+                id,
+                action,
+                changed,
+            },
+        }
+    }
+
+    pub(super) fn parent_of(&self, id: JobId) -> Result<Option<JobId>> {
         Ok(self
             .tx
             .prepare_cached("SELECT parent_id FROM jobs WHERE id = ?1")?
@@ -1012,8 +688,10 @@ impl<'a> SqliteTx<'a> {
         Ok(self
             .tx
             .query_row(
-                "SELECT id FROM jobs WHERE (state = 'queued' OR state = 'retrying') \
-                 AND json_extract(payload, '$.note') = ?1 ORDER BY id LIMIT 1",
+                with_guards(
+                    "SELECT id FROM jobs WHERE {ready} \
+                     AND json_extract(payload, '$.note') = ?1 ORDER BY id LIMIT 1",
+                ),
                 [note],
                 |row| row.get(0),
             )
@@ -1029,29 +707,4 @@ impl<'a> SqliteTx<'a> {
         let state = state.ok_or(StoreError::NotFound(id))?;
         state.parse().map_err(StoreError::Corrupt)
     }
-}
-
-/// `EXPLAIN QUERY PLAN` of each statement the claim runs, by name, as SQLite plans it
-/// on this database: what the claim costs is shown, not assumed.
-pub(super) fn claim_query_plans(
-    conn: &rusqlite::Connection,
-) -> Result<Vec<(&'static str, String)>> {
-    [
-        ("next_queue", &CLAIM.next_queue),
-        ("next_priority", &CLAIM.next_priority),
-        ("group_keys", &CLAIM.group_keys),
-        ("claim_group", &CLAIM.claim_group),
-    ]
-    .into_iter()
-    .map(|(name, sql)| {
-        // Unbound parameters: the plan does not depend on their values.
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-        let mut rows = stmt.raw_query();
-        let mut details = Vec::new();
-        while let Some(row) = rows.next()? {
-            details.push(row.get::<_, String>(3)?);
-        }
-        Ok((name, details.join(" | ")))
-    })
-    .collect()
 }

@@ -175,7 +175,7 @@ impl StoreTx for SqliteTx<'_> {
 
 impl SqliteFile for SqliteStore {
     fn claim_query_plans(&self) -> Result<Vec<(&'static str, String)>> {
-        super::queue::claim_query_plans(&self.conn)
+        super::claim::claim_query_plans(&self.conn)
     }
 
     forward! {

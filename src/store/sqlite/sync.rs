@@ -2,6 +2,7 @@
 //! records in its completion transaction, the operator's list and reset, the "is a run
 //! of this pipeline live?" query the scheduler asks, and the mark a run's first page reads.
 
+use super::guards::with_guards;
 use super::queue::SqliteTx;
 use super::{Result, SqliteStore, StoreError};
 use crate::job::{JobId, SyncMark, UnixMillis};
@@ -74,11 +75,13 @@ impl SqliteStore {
     /// Jobs of `kind` for `pipeline` (payload `$.pipeline`) that are queued, running or
     /// retrying: a run in progress.
     pub fn live_pipeline_jobs(&self, kind: &str, pipeline: &str) -> Result<u64> {
-        let n: i64 = self.conn.prepare_cached(
-            "SELECT count(*) FROM jobs WHERE (state = 'queued' OR state = 'running' OR state = 'retrying') \
+        let n: i64 = self
+            .conn
+            .prepare_cached(with_guards(
+                "SELECT count(*) FROM jobs WHERE {active} \
              AND kind = ?1 AND json_extract(payload, '$.pipeline') = ?2",
-        )?
-        .query_row(params![kind, pipeline], |row| row.get(0))?;
+            ))?
+            .query_row(params![kind, pipeline], |row| row.get(0))?;
         Ok(n as u64)
     }
 }

@@ -6,6 +6,7 @@
 //! from the partial and `jobs_finished` indexes, and a search that no index serves reads
 //! a bounded window of ids per page (see [`SEARCH_WINDOW`]).
 
+use super::guards::with_guards;
 use super::{Result, SqliteStore, SqliteTx, StoreError};
 use crate::job::{JobId, JobState, UnixMillis};
 use crate::store::web::{
@@ -81,10 +82,8 @@ fn search_sql(search: &JobSearch) -> SearchSql {
         // Each state's test is written so one of the partial indexes serves it; the
         // text matches the indexes' own WHERE clauses.
         let condition = match state {
-            JobState::Queued | JobState::Retrying => {
-                "(state = 'queued' OR state = 'retrying') AND state = ?"
-            }
-            JobState::Running => "state = 'running' AND state = ?",
+            JobState::Queued | JobState::Retrying => with_guards("{ready} AND state = ?"),
+            JobState::Running => with_guards("{running} AND state = ?"),
             // Succeeded rows are most of a big table: reading ids downwards finds a
             // page of them at once, so the index is not wanted (`+state`).
             JobState::Succeeded => "+state = ?",
@@ -139,10 +138,10 @@ impl SqliteStore {
         let mut add = |queue: String, state: String, count: u64| {
             overview.live.entry(queue).or_default().insert(state, count);
         };
-        let mut ready = self.conn.prepare_cached(
+        let mut ready = self.conn.prepare_cached(with_guards(
             "SELECT queue, state, count(*), min(CASE WHEN run_at <= ?1 THEN run_at END) \
-             FROM jobs WHERE (state = 'queued' OR state = 'retrying') GROUP BY queue, state",
-        )?;
+             FROM jobs WHERE {ready} GROUP BY queue, state",
+        ))?;
         let mut oldest = BTreeMap::new();
         for row in ready.query_map([now], |row| {
             Ok((
@@ -160,21 +159,21 @@ impl SqliteStore {
             }
             add(queue, state, count);
         }
-        let mut running = self.conn.prepare_cached(
-            "SELECT queue, count(*) FROM jobs WHERE state = 'running' GROUP BY queue",
-        )?;
+        let mut running = self.conn.prepare_cached(with_guards(
+            "SELECT queue, count(*) FROM jobs WHERE {running} GROUP BY queue",
+        ))?;
         for row in running.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))? {
             let (queue, count) = row?;
             add(queue, "running".into(), count);
         }
         // A waiting job always has a live child (the transaction that finishes its last
         // child resumes it), so the children index finds them without a table scan.
-        let mut waiting = self.conn.prepare_cached(
-            "SELECT queue, count(*) FROM jobs WHERE state = 'waiting' AND id IN \
+        let mut waiting = self.conn.prepare_cached(with_guards(
+            "SELECT queue, count(*) FROM jobs WHERE {waiting} AND id IN \
              (SELECT parent_id FROM jobs INDEXED BY jobs_parent WHERE parent_id IS NOT NULL \
-              AND state <> 'succeeded' AND state <> 'dead' AND state <> 'cancelled') \
+              AND NOT {terminal}) \
              GROUP BY queue",
-        )?;
+        ))?;
         for row in waiting.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))? {
             let (queue, count) = row?;
             add(queue, "waiting".into(), count);
@@ -224,11 +223,11 @@ impl SqliteStore {
                 .throughput
                 .insert(state.as_str().to_string(), minutes);
         }
-        let mut running_jobs = self.conn.prepare_cached(
+        let mut running_jobs = self.conn.prepare_cached(with_guards(
             // Named: for `ORDER BY id` the planner would rather read every id.
             "SELECT id, queue, kind, worker, attempts, updated_at, lease_until \
-             FROM jobs INDEXED BY jobs_leases WHERE state = 'running' ORDER BY id LIMIT 200",
-        )?;
+             FROM jobs INDEXED BY jobs_leases WHERE {running} ORDER BY id LIMIT 200",
+        ))?;
         overview.running = running_jobs
             .query_map([], |row| {
                 Ok(RunningJob {
@@ -364,11 +363,11 @@ impl SqliteStore {
     /// Dead jobs grouped by kind and the first 120 characters of their error, largest
     /// groups first.
     pub fn web_dead_groups(&self, limit: usize) -> Result<Vec<DeadGroup>> {
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(with_guards(
             "SELECT kind, substr(coalesce(last_error, ''), 1, 120) AS error, count(*), \
-             max(finished_at), max(id) FROM jobs WHERE state = 'dead' AND finished_at IS NOT NULL \
+             max(finished_at), max(id) FROM jobs WHERE {dead} AND finished_at IS NOT NULL \
              GROUP BY kind, error ORDER BY count(*) DESC, max(id) DESC LIMIT ?1",
-        )?;
+        ))?;
         let rows = stmt.query_map([limit as i64], |row| {
             Ok(DeadGroup {
                 kind: row.get(0)?,

@@ -136,7 +136,7 @@ fn every_claim_statement_seeks_the_queue_led_index_and_never_scans_or_sorts() {
 #[test]
 fn opening_refuses_missing_corrupt_and_outdated_databases_clearly() {
     let sandbox = Sandbox::new("", "");
-    let missing = jobd::store::open(&sandbox.db(), &Default::default())
+    let missing = jobd::store::open(sandbox.db(), &Default::default())
         .err()
         .unwrap();
     assert!(missing.to_string().contains("does not exist"), "{missing}");
@@ -145,7 +145,7 @@ fn opening_refuses_missing_corrupt_and_outdated_databases_clearly() {
         b"this is not a database at all, just text, long enough",
     )
     .unwrap();
-    let corrupt = jobd::store::open(&sandbox.db(), &Default::default())
+    let corrupt = jobd::store::open(sandbox.db(), &Default::default())
         .err()
         .unwrap();
     assert!(
@@ -156,7 +156,7 @@ fn opening_refuses_missing_corrupt_and_outdated_databases_clearly() {
     );
     std::fs::remove_file(sandbox.db()).unwrap();
     rusqlite::Connection::open(sandbox.db()).unwrap();
-    let outdated = jobd::store::open(&sandbox.db(), &Default::default())
+    let outdated = jobd::store::open(sandbox.db(), &Default::default())
         .err()
         .unwrap();
     assert!(

@@ -1,0 +1,242 @@
+//! The claim: ready jobs (`queued | retrying`, due) become `running` for a worker, in
+//! priority, run_at, id order, within the claim's limit and each queue's room, many in
+//! one transaction; and the claim statements' real query plans, for the test that they
+//! only seek the index.
+
+use super::guards::state_guard;
+use super::queue::{job_from_row, SqliteTx, JOB_COLUMNS};
+use super::{Result, StoreError};
+use crate::job::{Job, JobId, Transition, UnixMillis};
+use crate::store::ClaimSpec;
+use rusqlite::{params, OptionalExtension};
+use std::sync::LazyLock;
+
+/// The statements of a claim. Every one seeks `jobs_queue_ready` (queue, priority DESC,
+/// run_at, id): a queue the claim may not take from costs the one seek that steps over
+/// it, and inside a queue each priority's due rows (`run_at <= now`) are one range, so
+/// neither rows waiting in an excluded queue nor rows due later are ever walked.
+struct ClaimSql {
+    /// ?1 a queue name: the next queue after it with ready rows, and its top priority.
+    next_queue: String,
+    /// ?1 queue, ?2 priority: the next lower priority with ready rows in that queue.
+    next_priority: String,
+    /// ?1 queue, ?2 priority, ?3 now, ?4 how many: the due rows' order keys, to merge
+    /// several queues by priority, run_at and id.
+    group_keys: String,
+    /// ?1 lease_until, ?2 worker, ?3 now, ?4 how many, ?5 claim number, ?6 queue,
+    /// ?7 priority: claims the first due rows of one (queue, priority) group.
+    claim_group: String,
+}
+
+static CLAIM: LazyLock<ClaimSql> = LazyLock::new(|| {
+    let guard = state_guard(Transition::Claim);
+    let ready = format!("FROM jobs INDEXED BY jobs_queue_ready WHERE {guard}");
+    ClaimSql {
+        next_queue: format!(
+            "SELECT queue, priority {ready} AND queue > ?1 ORDER BY queue, priority DESC LIMIT 1"
+        ),
+        next_priority: format!(
+            "SELECT priority {ready} AND queue = ?1 AND priority < ?2 \
+             ORDER BY priority DESC LIMIT 1"
+        ),
+        group_keys: format!(
+            "SELECT run_at, id {ready} AND queue = ?1 AND priority = ?2 AND run_at <= ?3 \
+             ORDER BY run_at, id LIMIT ?4"
+        ),
+        claim_group: format!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?1, \
+             worker = ?2, updated_at = ?3, claim = ?5, started_at = NULL \
+             WHERE id IN (SELECT id {ready} AND queue = ?6 AND priority = ?7 AND run_at <= ?3 \
+                          ORDER BY run_at, id LIMIT ?4) \
+             RETURNING {JOB_COLUMNS}"
+        ),
+    }
+});
+
+/// A queue the claim may take from: its name, the priority of its first ready group,
+/// and how many of its jobs this claim may take.
+struct ClaimableQueue {
+    name: String,
+    top_priority: i64,
+    room: usize,
+}
+
+impl SqliteTx<'_> {
+    /// Claims ready jobs (`queued | retrying`, due by `now`) in priority, then run_at,
+    /// then id order: each becomes `running` with its attempt counted and a lease. The
+    /// attempt is only reserved: a job whose handler never starts gets it back
+    /// ([`SqliteTx::rescue_expired`]). Without a claim number, recovery cannot tell whether
+    /// it started and charges it.
+    pub fn claim(
+        &self,
+        spec: &ClaimSpec,
+        worker: &str,
+        lease_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Vec<Job>> {
+        self.claim_numbered(spec, None, worker, lease_until, now)
+    }
+
+    /// [`SqliteTx::claim`], recording `claim` (the daemon's number for this claim, which its
+    /// start journal names) on every row it claims.
+    pub fn claim_numbered(
+        &self,
+        spec: &ClaimSpec,
+        claim: Option<i64>,
+        worker: &str,
+        lease_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Vec<Job>> {
+        let mut claimed = Vec::new();
+        if spec.limit == 0 {
+            return Ok(claimed);
+        }
+        let queues = self.claimable_queues(spec)?;
+        let claim_group = |queue: &str, priority: i64, take: usize, into: &mut Vec<Job>| {
+            let mut stmt = self.tx.prepare_cached(&CLAIM.claim_group)?;
+            let rows = stmt.query_map(
+                params![
+                    lease_until,
+                    worker,
+                    now,
+                    take as i64,
+                    claim,
+                    queue,
+                    priority
+                ],
+                job_from_row,
+            )?;
+            let before = into.len();
+            for job in rows {
+                into.push(job?);
+            }
+            Ok::<usize, StoreError>(into.len() - before)
+        };
+        let wanted: usize = queues.iter().map(|q| q.room).sum();
+        if wanted <= spec.limit {
+            // Every queue may take all it has room for: no merge needed. Inside a queue,
+            // higher priorities go first, each one's due rows in run_at, id order.
+            for queue in &queues {
+                let mut left = queue.room;
+                let mut priority = Some(queue.top_priority);
+                while let Some(p) = priority.filter(|_| left > 0) {
+                    left -= claim_group(&queue.name, p, left, &mut claimed)?;
+                    priority = if left > 0 {
+                        self.next_priority(&queue.name, p)?
+                    } else {
+                        None
+                    };
+                }
+            }
+        } else {
+            // More room than the limit: read each queue's best candidates' keys, merge
+            // them by priority, run_at and id, then claim each group's chosen prefix
+            // (this transaction holds the write lock, so the prefix is the same rows).
+            let mut candidates: Vec<(i64, UnixMillis, JobId, usize)> = Vec::new();
+            let mut groups: Vec<(&str, i64)> = Vec::new();
+            for queue in &queues {
+                let mut left = queue.room;
+                let mut priority = Some(queue.top_priority);
+                while let Some(p) = priority.filter(|_| left > 0) {
+                    let group = groups.len();
+                    groups.push((&queue.name, p));
+                    let mut stmt = self.tx.prepare_cached(&CLAIM.group_keys)?;
+                    let keys = stmt.query_map(params![queue.name, p, now, left as i64], |row| {
+                        Ok((p, row.get(0)?, row.get(1)?, group))
+                    })?;
+                    let before = candidates.len();
+                    for key in keys {
+                        candidates.push(key?);
+                    }
+                    left -= candidates.len() - before;
+                    priority = if left > 0 {
+                        self.next_priority(&queue.name, p)?
+                    } else {
+                        None
+                    };
+                }
+            }
+            candidates
+                .sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+            let mut chosen = vec![0usize; groups.len()];
+            for (_, _, _, group) in candidates.iter().take(spec.limit) {
+                chosen[*group] += 1;
+            }
+            for ((queue, priority), take) in groups.iter().zip(chosen) {
+                if take > 0 {
+                    claim_group(queue, *priority, take, &mut claimed)?;
+                }
+            }
+        }
+        // RETURNING gives rows in no promised order.
+        claimed.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(claimed)
+    }
+
+    /// The queues with ready rows this claim may take from, in name order, each with its
+    /// room (its own limit's, bounded by the claim's). One seek per queue with ready
+    /// rows, whatever they hold: a paused queue or one at its limit is stepped over.
+    fn claimable_queues(&self, spec: &ClaimSpec) -> Result<Vec<ClaimableQueue>> {
+        let mut stmt = self.tx.prepare_cached(&CLAIM.next_queue)?;
+        let mut queues = Vec::new();
+        let mut after = String::new();
+        while let Some((name, top_priority)) = stmt
+            .query_row([&after], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))
+            .optional()?
+        {
+            let room = spec
+                .limited_queues
+                .iter()
+                .find(|(q, _)| *q == name)
+                .map_or(spec.limit, |(_, room)| (*room).min(spec.limit));
+            if room > 0 {
+                queues.push(ClaimableQueue {
+                    name: name.clone(),
+                    top_priority,
+                    room,
+                });
+            }
+            after = name;
+        }
+        Ok(queues)
+    }
+
+    /// The next lower priority with ready rows in this queue.
+    fn next_priority(&self, queue: &str, priority: i64) -> Result<Option<i64>> {
+        Ok(self
+            .tx
+            .prepare_cached(&CLAIM.next_priority)?
+            .query_row(params![queue, priority], |row| row.get(0))
+            .optional()?)
+    }
+}
+
+/// `EXPLAIN QUERY PLAN` of each statement the claim runs, by name, as SQLite plans it
+/// on this database: what the claim costs is shown, not assumed.
+pub(super) fn claim_query_plans(
+    conn: &rusqlite::Connection,
+) -> Result<Vec<(&'static str, String)>> {
+    [
+        ("next_queue", &CLAIM.next_queue),
+        ("next_priority", &CLAIM.next_priority),
+        ("group_keys", &CLAIM.group_keys),
+        ("claim_group", &CLAIM.claim_group),
+    ]
+    .into_iter()
+    .map(|(name, sql)| {
+        // Unbound parameters: the plan does not depend on their values.
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        let mut rows = stmt.raw_query();
+        let mut details = Vec::new();
+        while let Some(row) = rows.next()? {
+            details.push(row.get::<_, String>(3)?);
+        }
+        Ok((name, details.join(" | ")))
+    })
+    .collect()
+}

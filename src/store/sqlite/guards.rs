@@ -1,0 +1,63 @@
+//! State guards for SQL, built from the state machine in `job.rs`: no statement types a
+//! state name by hand in its WHERE clause.
+
+use crate::job::{JobState, Transition};
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+/// `(state = 'a' OR state = 'b')` for the states a transition may start from: the guard
+/// of every update comes from the state machine in `job.rs`, not from a second list here.
+/// An OR chain, not an IN list, to match the partial indexes (see the migration).
+pub(super) fn state_guard(transition: Transition) -> String {
+    states_guard(transition.from_states())
+}
+
+/// `(state = 'a' OR state = 'b')` for these states.
+pub(super) fn states_guard(states: &[JobState]) -> String {
+    let states: Vec<String> = states
+        .iter()
+        .map(|s| format!("state = '{}'", s.as_str()))
+        .collect();
+    format!("({})", states.join(" OR "))
+}
+
+/// `template` with its state guards filled in from `job.rs`, so no state name is typed
+/// into a statement by hand: `{running}`, `{ready}` (what a claim takes), `{waiting}`,
+/// `{dead}`, `{terminal}` and `{active}` (queued, running or retrying: a run in
+/// progress). Built once per statement and kept for the process's life.
+pub(super) fn with_guards(template: &'static str) -> &'static str {
+    static BUILT: LazyLock<Mutex<HashMap<&'static str, &'static str>>> =
+        LazyLock::new(Default::default);
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    built.entry(template).or_insert_with(|| {
+        let filled = template
+            .replace("{running}", running_guard())
+            .replace("{ready}", &state_guard(Transition::Claim))
+            .replace("{waiting}", &states_guard(&[JobState::Waiting]))
+            .replace("{dead}", &states_guard(&[JobState::Dead]))
+            .replace("{terminal}", terminal_guard())
+            .replace(
+                "{active}",
+                &states_guard(&[JobState::Queued, JobState::Running, JobState::Retrying]),
+            );
+        Box::leak(filled.into_boxed_str())
+    })
+}
+
+/// `(state = 'succeeded' OR ...)`: a finished job, by [`JobState::is_terminal`].
+pub(super) fn terminal_guard() -> &'static str {
+    static GUARD: LazyLock<String> = LazyLock::new(|| {
+        let terminal: Vec<JobState> = JobState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        states_guard(&terminal)
+    });
+    &GUARD
+}
+
+/// `(state = 'running')`: the one state a job holds a lease in.
+pub(super) fn running_guard() -> &'static str {
+    static GUARD: LazyLock<String> = LazyLock::new(|| states_guard(&[JobState::Running]));
+    &GUARD
+}
