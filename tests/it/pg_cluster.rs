@@ -526,9 +526,10 @@ fn jobctl_copy_moves_unfinished_and_dead_jobs_attempts_and_sync_state_to_postgre
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
-    // Queued, dead, retrying, waiting and the two children: 6 jobs; the succeeded one stays.
+    // Queued, dead, retrying, waiting and the two children: 6 jobs (3 attempts: the dead,
+    // the retried and the waiting one); the succeeded one stays.
     assert!(
-        text.contains("copied 6 job(s), 2 attempt(s), 1 sync state(s) and 1 paused queue(s)"),
+        text.contains("copied 6 job(s), 3 attempt(s), 1 sync state(s) and 1 paused queue(s)"),
         "{text}"
     );
     let pg = db.store("check");
