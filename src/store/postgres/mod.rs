@@ -10,6 +10,7 @@ mod cluster;
 mod copy;
 mod driver;
 mod listen;
+mod moves;
 mod operator;
 mod queue;
 mod reads;
