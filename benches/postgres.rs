@@ -190,7 +190,7 @@ fn pickup(samples: usize, via_socket: bool) -> (f64, f64) {
         if let Some(stream) = stream.as_mut() {
             writeln!(
                 stream,
-                "{{\"job\": {{\"kind\": \"noop\", \"payload\": {{\"i\": {i}}}}}}}"
+                "{{\"op\": \"enqueue\", \"job\": {{\"kind\": \"noop\", \"payload\": {{\"i\": {i}}}}}}}"
             )
             .unwrap();
             let mut line = String::new();
@@ -252,7 +252,16 @@ fn main() {
     }
     let jobs = arg("--jobs", 20_000);
     let samples = arg("--samples", 100);
+    let only = std::env::args()
+        .skip_while(|a| a != "--only")
+        .nth(1)
+        .unwrap_or_default();
     println!("PostgreSQL figures (load before: {})", load());
+    if only == "socket" {
+        let (p50, p99) = pickup(samples, true);
+        println!("pickup from the socket: p50 {p50:.2} ms, p99 {p99:.2} ms ({samples} samples)");
+        return;
+    }
     for daemons in 1..=3 {
         println!(
             "drain, {daemons} daemon(s) x 4 workers, {jobs} noop jobs: {:.0} jobs/s (load {})",
