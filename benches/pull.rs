@@ -3,6 +3,11 @@
 //! 2 requests/s (what the limit implies, about 20 s, and at most 10% over).
 //! Run: `cargo bench --bench pull`.
 
+// The tests' own HTTP server (thread per connection, keep-alive), shared with them.
+#[path = "../tests/it/http_server.rs"]
+mod http_server;
+
+use http_server::{HttpServer, Request, Response};
 use jobd::clock::SystemClock;
 use jobd::config::{Config, ConfigSource};
 use jobd::daemon::{Daemon, DaemonOptions};
@@ -11,7 +16,7 @@ use jobd::job::NewJob;
 use jobd::store::sink::SinkDb;
 use jobd::store::OpenOptions;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 const CUSTOMERS: usize = 10_000;
@@ -19,49 +24,49 @@ const LIMIT: usize = 250;
 const PATH: &str = "/admin/api/2024-10/customers.json";
 
 /// Serves the customers with Link pagination; page bodies are built once up front so
-/// the figure is jobd's, not the fake store's.
-fn serve() -> (Arc<tiny_http::Server>, String) {
-    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-    let base = format!("http://{}", server.server_addr().to_ip().unwrap());
-    let pages: Arc<Vec<String>> = Arc::new(
-        (0..CUSTOMERS / LIMIT)
-            .map(|p| {
-                let items: Vec<Value> = (p * LIMIT..(p + 1) * LIMIT)
-                    .map(|i| {
-                        json!({"id": i + 1, "email": format!("c{i}@example.com"),
-                               "updated_at": "2024-01-01T00:00:00-05:00",
-                               "default_address": {"city": "Kyoto"}})
-                    })
-                    .collect();
-                json!({ "customers": items }).to_string()
-            })
-            .collect(),
-    );
-    for _ in 0..4 {
-        let (server, pages, base) = (server.clone(), pages.clone(), base.clone());
-        std::thread::spawn(move || {
-            while let Ok(request) = server.recv() {
-                let url = reqwest::Url::parse(&format!("{base}{}", request.url())).unwrap();
-                let page: usize = url
-                    .query_pairs()
-                    .find(|(k, _)| k == "page_info")
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0);
-                let mut response = tiny_http::Response::from_string(pages[page].clone());
-                if page + 1 < pages.len() {
-                    let link = format!(
-                        "<{base}{PATH}?limit={LIMIT}&page_info={}>; rel=\"next\"",
-                        page + 1
-                    );
-                    response.add_header(
-                        tiny_http::Header::from_bytes(&b"Link"[..], link.as_bytes()).unwrap(),
-                    );
-                }
-                let _ = request.respond(response);
-            }
-        });
-    }
-    (server, base)
+/// the figure is jobd's, not the fake store's. The server stops when dropped.
+fn serve() -> HttpServer {
+    let pages: Vec<String> = (0..CUSTOMERS / LIMIT)
+        .map(|p| {
+            let items: Vec<Value> = (p * LIMIT..(p + 1) * LIMIT)
+                .map(|i| {
+                    json!({"id": i + 1, "email": format!("c{i}@example.com"),
+                           "updated_at": "2024-01-01T00:00:00-05:00",
+                           "default_address": {"city": "Kyoto"}})
+                })
+                .collect();
+            json!({ "customers": items }).to_string()
+        })
+        .collect();
+    // The Link header needs the server's address, known only once it listens.
+    let base: Arc<OnceLock<String>> = Arc::default();
+    let base_of_links = base.clone();
+    let server = HttpServer::start(Arc::new(move |request: Request| {
+        let url = reqwest::Url::parse(&format!("http://x{}", request.url)).unwrap();
+        let page: usize = url
+            .query_pairs()
+            .find(|(k, _)| k == "page_info")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut headers = Vec::new();
+        if page + 1 < pages.len() {
+            let base = base_of_links.get().expect("the server's address");
+            headers.push((
+                "Link".to_string(),
+                format!(
+                    "<{base}{PATH}?limit={LIMIT}&page_info={}>; rel=\"next\"",
+                    page + 1
+                ),
+            ));
+        }
+        Response {
+            status: 200,
+            headers,
+            body: pages[page].clone().into_bytes(),
+        }
+    }));
+    base.set(server.base.clone()).unwrap();
+    server
 }
 
 fn sync(base: &str, rate_limit: &str) -> Duration {
@@ -116,7 +121,8 @@ fn sync(base: &str, rate_limit: &str) -> Duration {
 }
 
 fn main() {
-    let (server, base) = serve();
+    let server = serve();
+    let base = server.base.clone();
     let free = sync(&base, "");
     println!(
         "pull: {CUSTOMERS} customers in 40 pages, no rate limit: {:.2}s (target <= 5s), {:.0} items/s",
@@ -132,5 +138,5 @@ fn main() {
         implied.as_secs_f64(),
         (limited.as_secs_f64() / implied.as_secs_f64() - 1.0) * 100.0
     );
-    server.unblock();
+    drop(server);
 }

@@ -91,6 +91,7 @@ fn seed(db: &mut dyn Store, n: usize) {
                 &ClaimSpec {
                     limit: take,
                     limited_queues: vec![],
+                    destinations: vec![],
                 },
                 "seed:0",
                 now + 60_000,
@@ -241,7 +242,7 @@ fn drain(args: &Args, watched: bool) -> f64 {
     for chunk in jobs.chunks(1000) {
         daemon.client().enqueue(chunk.to_vec()).unwrap();
     }
-    let reader = jobd::store::open(dir.path().join("jobs.db"), &OpenOptions::default()).unwrap();
+    let reader = jobd::store::open(&dir.path().join("jobs.db"), &OpenOptions::default()).unwrap();
     loop {
         let live = reader.live_counts().unwrap();
         if live.values().sum::<u64>() == 0 {

@@ -2,6 +2,7 @@
 //! no clock, no randomness of their own, so every case is testable exactly.
 
 use crate::clock::after;
+use crate::config::durations;
 use crate::job::UnixMillis;
 use std::time::Duration;
 
@@ -11,14 +12,18 @@ pub const DEFAULT_CAP: Duration = Duration::from_secs(3600);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 pub const DEFAULT_JITTER: f64 = 0.1;
 
-/// How a kind of job is retried.
-#[derive(Debug, Clone, PartialEq)]
+/// How a kind of job is retried. `[retry]` in the config file is read straight into it;
+/// what the file leaves out keeps its default.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// The wait after the first failed attempt.
+    #[serde(deserialize_with = "durations::duration")]
     pub base: Duration,
     /// Each further wait is this many times the previous one.
     pub factor: f64,
     /// No wait is longer, including a `Retry-After` hint.
+    #[serde(deserialize_with = "durations::duration")]
     pub cap: Duration,
     /// Attempts in all, the first included.
     pub max_attempts: u32,
@@ -26,6 +31,7 @@ pub struct RetryPolicy {
     /// together do not all come back together.
     pub jitter: f64,
     /// Give up once this much time has passed since the job was created.
+    #[serde(deserialize_with = "durations::optional_duration")]
     pub deadline: Option<Duration>,
 }
 

@@ -80,7 +80,7 @@ fn main() {
     // On PostgreSQL, the node name instead: two daemons with one name are refused.
     let clock: SharedClock = Arc::new(SystemClock);
     let lock = DaemonLock::acquire(&config, clock.clone()).unwrap_or_else(|e| fail(e));
-    let spool = Spool::open(&config.daemon.data_dir).unwrap_or_else(|e| {
+    let spool = Spool::open(&config.daemon.data_dir, clock.clone()).unwrap_or_else(|e| {
         fail(format!(
             "daemon.data_dir: cannot create the spool under {}: {e}",
             config.daemon.data_dir.display()

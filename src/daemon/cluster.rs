@@ -157,7 +157,9 @@ impl DaemonLock {
     ) -> Result<DaemonLock, String> {
         let url = match config.daemon.database_target()? {
             crate::dburl::DatabaseTarget::Sqlite(path) => {
-                return super::lock::DatabaseLock::acquire(&path).map(DaemonLock::File)
+                return super::lock::DatabaseLock::acquire(&path)
+                    .map(DaemonLock::File)
+                    .map_err(|e| e.to_string())
             }
             crate::dburl::DatabaseTarget::Postgres(url) => url,
         };

@@ -11,7 +11,8 @@ pub mod pull;
 pub mod relay;
 
 use crate::clock::SharedClock;
-use crate::config::Config;
+use crate::config::{Config, Problem, Problems};
+use crate::flow::{HoldReports, HoldRequest, Route, Router};
 use crate::job::{Job, NewJob, Outcome, UnixMillis};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -119,6 +120,8 @@ pub struct JobContext {
     pub sync_state: Arc<dyn SyncStateView>,
     /// Where [`JobContext::progress`] reports go.
     pub progress_report: Arc<Progress>,
+    /// Where [`JobContext::hold`] requests go.
+    pub holds: Arc<HoldReports>,
 }
 
 impl JobContext {
@@ -126,6 +129,13 @@ impl JobContext {
     /// in memory and written by the dispatcher with its next heartbeat.
     pub fn progress(&self, name: &str, value: u64) {
         self.progress_report.set(name, value);
+    }
+
+    /// Asks that no job of a destination be claimed until the request's `until` (the
+    /// other side said to slow down). Written with this attempt's outcome, for every
+    /// worker and daemon; a shorter hold never shortens a longer one.
+    pub fn hold(&self, request: HoldRequest) {
+        self.holds.push(request);
     }
 }
 
@@ -136,6 +146,12 @@ pub trait Handler: Send + Sync {
     }
 
     fn run(&self, job: &Job, ctx: &JobContext) -> Outcome;
+
+    /// Where a job of this kind goes: its destination (and key) and order key, derived
+    /// from its payload when it is enqueued. Default: under no flow control.
+    fn route(&self, _job: &NewJob, _config: &Config) -> Route {
+        Route::default()
+    }
 
     /// Kills whatever this handler started outside the daemon (exec's process groups)
     /// and starts nothing more: called once before the daemon exits, however it exits.
@@ -201,14 +217,23 @@ impl Registry {
     /// Checks each `[[watch]]`'s kind and static payload as its jobs will be checked, with
     /// stand-ins for the fields the watcher adds (`file` or `dir`, `name`, `sha256`,
     /// `size`, `files`), so a misspelt setting is refused at start, not at the first file.
-    pub fn check_watches(&self, config: &Config) -> Result<(), String> {
-        for (index, watch) in config.watch.iter().enumerate() {
+    /// Every watch's problem is reported.
+    pub fn check_watches(&self, config: &Config) -> Result<(), Problems> {
+        let mut problems = Problems::new();
+        'watches: for (index, watch) in config.watch.iter().enumerate() {
             let at = format!("watch[{index}] ({})", watch.path.display());
             let mut payload = serde_json::Map::new();
             for (key, value) in &watch.payload {
-                let value =
-                    serde_json::to_value(value).map_err(|e| format!("{at}: payload.{key}: {e}"))?;
-                payload.insert(key.clone(), value);
+                match serde_json::to_value(value) {
+                    Ok(value) => payload.insert(key.clone(), value),
+                    Err(e) => {
+                        problems.add(Problem::sentence(
+                            format!("watch[{index}].payload.{key}"),
+                            format!("{at}: payload.{key}: {e}"),
+                        ));
+                        continue 'watches;
+                    }
+                };
             }
             let name = "example";
             let staged = config.daemon.data_dir.join("spool").join("0").join(name);
@@ -225,13 +250,44 @@ impl Registry {
             }
             let job =
                 NewJob::new(watch.kind.clone(), Value::Object(payload)).queue(watch.queue.clone());
-            self.validate(&job, config)
-                .map_err(|e| format!("{at}: {e}"))?;
+            if let Err(e) = self.validate(&job, config) {
+                problems.add(Problem::sentence(
+                    format!("watch[{index}]"),
+                    format!("{at}: {e}"),
+                ));
+            }
         }
-        Ok(())
+        problems.into_result()
+    }
+
+    /// The [`Router`] the store asks for each job it enqueues: this registry's kinds,
+    /// with the endpoints of the config `config` gives (the current one, after reloads).
+    pub fn router(
+        self: &Arc<Self>,
+        config: impl Fn() -> Arc<Config> + Send + Sync + 'static,
+    ) -> Arc<dyn Router> {
+        Arc::new(KindRouter {
+            registry: self.clone(),
+            config: Box::new(config),
+        })
     }
 
     pub fn unknown_kind(&self, kind: &str) -> String {
         format!("unknown kind '{kind}' (known: {})", self.kinds().join(", "))
+    }
+}
+
+/// Routes a job by its kind's [`Handler::route`].
+struct KindRouter {
+    registry: Arc<Registry>,
+    config: Box<dyn Fn() -> Arc<Config> + Send + Sync>,
+}
+
+impl Router for KindRouter {
+    fn route(&self, job: &NewJob) -> Route {
+        match self.registry.get(&job.kind) {
+            Some(handler) => handler.route(job, &(self.config)()),
+            None => Route::default(),
+        }
     }
 }

@@ -6,7 +6,6 @@
 use crate::job::UnixMillis;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -69,12 +68,8 @@ impl WatchReport {
 
     fn write(&self, entries: &BTreeMap<(String, String), Problem>) {
         let list: Vec<&Problem> = entries.values().collect();
-        let tmp = self.file.with_extension("json.tmp");
-        let result = crate::files::create_private(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&serde_json::to_vec_pretty(&list).expect("problems serialize"))
-            })
-            .and_then(|()| std::fs::rename(&tmp, &self.file));
+        let bytes = serde_json::to_vec_pretty(&list).expect("problems serialize");
+        let result = crate::files::write_atomic(&self.file, &bytes);
         if let Err(e) = result {
             tracing::warn!("cannot write {}: {e}", self.file.display());
         }

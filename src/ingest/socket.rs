@@ -88,7 +88,7 @@ impl Listener {
             }
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            super::spool::create_private_dir(parent)
+            crate::files::create_private_dir_all(parent)
                 .map_err(|e| format!("daemon.socket: cannot create {}: {e}", parent.display()))?;
         }
         let listener = UnixListener::bind(path)
@@ -606,7 +606,12 @@ impl Connection {
                         format!("jobs[{i}]")
                     };
                     if !self.client.knows_kind(&job.kind) {
-                        let known = self.client.validate(job).err().unwrap_or_default();
+                        let known = self
+                            .client
+                            .validate(job)
+                            .err()
+                            .map(|e| e.to_string())
+                            .unwrap_or_default();
                         return Answer::Now(
                             Refusal::new(codes::UNKNOWN_KIND, format!("{at}: {known}")).to_line(),
                         );

@@ -30,25 +30,24 @@
 //! between the copy and the delete leaves the input in place, and the dedupe window then
 //! keeps its second appearance from becoming a second job.
 
-use crate::daemon::DaemonClient;
+use crate::clock::{SharedClock, SystemClock};
+use crate::daemon::{ClientError, DaemonClient};
 use crate::job::{Job, JobId, JobState, NewJob};
 use crate::store::{IngestRecord, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::{self, Read, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The hidden file beside a staged input that says which job to make of it.
 pub const META_FILE: &str = ".jobd-meta.json";
 /// What `ingest_files` records as the SHA-256 of an input that could not be read (it is
 /// never matched as a duplicate: dead-born inputs skip the dedupe).
 const UNREAD_SHA256: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-/// The longest file name most file systems allow, in bytes.
-const NAME_MAX: usize = 255;
 const ERROR_SUFFIX: &str = ".error.json";
 
 /// The name of the error file beside a dead job's input: `<name>.error.json`, shortened
@@ -57,21 +56,8 @@ pub fn error_file_name(name: &str) -> String {
     sidecar_name(name, ERROR_SUFFIX)
 }
 
-/// The name of a file that belongs to the input `name`: `<name><suffix>`, or, when that
-/// would pass the file-name limit, the name cut to fit plus `~` and 8 hex digits of the
-/// name's SHA-256, so it stays unique, starts like the input and still fits. (Also used
-/// for csv_import's `.summary.json` and `.errors.csv`.)
-pub fn sidecar_name(name: &str, suffix: &str) -> String {
-    if name.len() + suffix.len() <= NAME_MAX {
-        return format!("{name}{suffix}");
-    }
-    let tag = &hex(&Sha256::digest(name.as_bytes()))[..8];
-    let mut keep = NAME_MAX.saturating_sub(suffix.len() + tag.len() + 1);
-    while !name.is_char_boundary(keep) {
-        keep -= 1;
-    }
-    format!("{}~{tag}{suffix}", &name[..keep])
-}
+use crate::files::sidecar_name;
+
 const INCOMING: &str = ".incoming";
 
 /// What the watcher decided to make of a file or folder; written before it moves, so
@@ -129,7 +115,7 @@ pub enum Taken {
 pub struct PendingCommit {
     spool: Spool,
     token: String,
-    answer: crossbeam_channel::Receiver<Result<Taken, String>>,
+    answer: crossbeam_channel::Receiver<Result<Taken, ClientError>>,
 }
 
 impl PendingCommit {
@@ -152,30 +138,43 @@ impl PendingCommit {
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
+    /// Says which `done/YYYYMMDD` and `failed/YYYYMMDD` an input goes to, and when it
+    /// failed.
+    clock: SharedClock,
 }
 
 static TOKENS: AtomicU64 = AtomicU64::new(0);
 
+/// The `YYYYMMDD` (UTC) folder name of the day `at` falls in.
+fn day_folder(at: crate::job::UnixMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(at)
+        .unwrap_or_default()
+        .format("%Y%m%d")
+        .to_string()
+}
+
 impl Spool {
     /// Creates `spool/.incoming`, `done/` and `failed/` under `data_dir` (made absolute, so
     /// payloads name files the handler can open whatever its working directory).
-    pub fn open(data_dir: &Path) -> io::Result<Spool> {
+    pub fn open(data_dir: &Path, clock: SharedClock) -> io::Result<Spool> {
         let root = std::path::absolute(data_dir)?;
-        let spool = Spool { root };
+        let spool = Spool { root, clock };
         for dir in [
             spool.incoming(),
             spool.root.join("done"),
             spool.root.join("failed"),
         ] {
-            create_private_dir(&dir)?;
+            crate::files::create_private_dir_all(&dir)?;
         }
         Ok(spool)
     }
 
-    /// The spool of a data directory, creating nothing (for jobctl).
+    /// The spool of a data directory, creating nothing (for jobctl, which moves inputs
+    /// back from failed/ but never into a dated folder; its clock is the wall clock).
     pub fn at(data_dir: &Path) -> io::Result<Spool> {
         Ok(Spool {
             root: std::path::absolute(data_dir)?,
+            clock: Arc::new(SystemClock),
         })
     }
 
@@ -206,7 +205,7 @@ impl Spool {
     /// staging. On failure nothing is left in staging and `source` is where it was.
     pub fn stage(&self, source: &Path, meta: &StageMeta) -> io::Result<()> {
         let dir = self.staging_dir(&meta.token);
-        create_private_dir(&dir)?;
+        crate::files::create_private_dir_all(&dir)?;
         let result = write_private(
             &dir.join(META_FILE),
             &serde_json::to_vec_pretty(meta).expect("meta serializes"),
@@ -358,9 +357,7 @@ impl Spool {
 
     /// `done/YYYYMMDD` or `failed/YYYYMMDD` for today (UTC).
     fn dated(&self, top: &str) -> PathBuf {
-        self.root
-            .join(top)
-            .join(chrono::Utc::now().format("%Y%m%d").to_string())
+        self.root.join(top).join(day_folder(self.clock.now_ms()))
     }
 
     /// A succeeded job's input goes to `done/YYYYMMDD/<id>`. No input, nothing to do.
@@ -396,7 +393,7 @@ impl Spool {
             "kind": job.map(|(j, _)| j.kind.clone()).or_else(|| meta.as_ref().map(|m| m.job.kind.clone())),
             "attempts": job.map(|(j, _)| j.attempts),
             "last_error": job.and_then(|(_, e)| e).or(meta.as_ref().and_then(|m| m.dead.as_deref())),
-            "failed_at": crate::clock::format_millis(chrono::Utc::now().timestamp_millis()),
+            "failed_at": crate::clock::format_millis(self.clock.now_ms()),
         });
         // Written inside spool/<id> first, so it travels with the input in one rename.
         write_private(
@@ -602,7 +599,7 @@ fn read_meta(dir: &Path) -> io::Result<StageMeta> {
 /// `name<TAB>sha256` lines, the total size, and each file's digest.
 pub fn digest(path: &Path, is_dir: bool) -> io::Result<(String, u64, Vec<FileDigest>)> {
     if !is_dir {
-        let (sha256, size) = hash_file(path)?;
+        let (sha256, size) = crate::files::sha256_file(path)?;
         return Ok((sha256, size, Vec::new()));
     }
     let mut files = Vec::new();
@@ -612,7 +609,7 @@ pub fn digest(path: &Path, is_dir: bool) -> io::Result<(String, u64, Vec<FileDig
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
-        let (sha256, size) = hash_file(&entry.path())?;
+        let (sha256, size) = crate::files::sha256_file(&entry.path())?;
         files.push(FileDigest { name, size, sha256 });
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -621,35 +618,7 @@ pub fn digest(path: &Path, is_dir: bool) -> io::Result<(String, u64, Vec<FileDig
         manifest.update(format!("{}\t{}\n", f.name, f.sha256));
     }
     let size = files.iter().map(|f| f.size).sum();
-    Ok((hex(&manifest.finalize()), size, files))
-}
-
-fn hash_file(path: &Path) -> io::Result<(String, u64)> {
-    let mut file = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        size += n as u64;
-    }
-    Ok((hex(&hasher.finalize()), size))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Directories the daemon makes are not world-readable.
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
+    Ok((crate::files::hex(&manifest.finalize()), size, files))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -659,7 +628,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Renames `from` to `to`, creating `to`'s parent.
 fn rename_into(from: &Path, to: &Path) -> io::Result<()> {
     if let Some(parent) = to.parent() {
-        create_private_dir(parent)?;
+        crate::files::create_private_dir_all(parent)?;
     }
     fs::rename(from, to)
 }
@@ -684,7 +653,7 @@ fn move_in(source: &Path, to: &Path) -> io::Result<()> {
 
 fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
     if from.is_dir() {
-        create_private_dir(to)?;
+        crate::files::create_private_dir_all(to)?;
         for entry in fs::read_dir(from)? {
             let entry = entry?;
             copy_tree(&entry.path(), &to.join(entry.file_name()))?;
@@ -699,6 +668,27 @@ fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::NAME_MAX;
+
+    #[test]
+    fn done_and_failed_inputs_are_dated_and_stamped_by_the_spools_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2026-11-23T23:59:59.500Z, then half a second later: the next day.
+        let clock = Arc::new(crate::clock::ManualClock::new(1_795_478_399_500));
+        let spool = Spool::open(&dir.path().join("var"), clock.clone()).unwrap();
+        for id in [1, 2] {
+            fs::create_dir_all(spool.job_dir(id)).unwrap();
+            fs::write(spool.job_dir(id).join("in.csv"), "x").unwrap();
+        }
+        let done = spool.move_done(1).unwrap().unwrap();
+        assert_eq!(done, spool.root().join("done/20261123/1"));
+        clock.advance(std::time::Duration::from_millis(500));
+        let failed = spool.move_failed(2, None).unwrap().unwrap();
+        assert_eq!(failed, spool.root().join("failed/20261124/2"));
+        let error: serde_json::Value =
+            serde_json::from_slice(&fs::read(failed.join(error_file_name("2"))).unwrap()).unwrap();
+        assert_eq!(error["failed_at"], "2026-11-24T00:00:00.000Z");
+    }
 
     #[test]
     fn a_folder_digest_is_stable_and_names_each_file() {
@@ -740,7 +730,7 @@ mod tests {
     #[test]
     fn staging_moves_the_input_out_and_a_failed_stage_leaves_it() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(&dir.path().join("var")).unwrap();
+        let spool = Spool::open(&dir.path().join("var"), Arc::new(SystemClock)).unwrap();
         let input = dir.path().join("in");
         fs::create_dir(&input).unwrap();
         fs::write(input.join("a.csv"), "x").unwrap();

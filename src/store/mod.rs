@@ -14,8 +14,9 @@ pub use api::{BackupInfo, Checkpoint, CheckpointMode, Finished, SqliteFile, Stor
 pub use sqlite::{example, schema, sink};
 pub use sync::SyncStateReader;
 pub use types::{
-    Applied, Attempt, AttemptProgress, ChildrenSummary, ClaimSpec, Death, Enqueued, HeldClaim,
-    IngestRecord, JobFilter, PendingFolder, QueuePause, QueueStats, RunningJob, Stats, SyncState,
+    Applied, Attempt, AttemptProgress, ChildrenSummary, ClaimSpec, Claimed, Death, DestinationHold,
+    Enqueued, HeldClaim, IngestRecord, JobFilter, PendingFolder, QueuePause, QueueStats,
+    RunningJob, Stats, SyncState,
 };
 
 use crate::config::Synchronous;
@@ -125,30 +126,27 @@ impl Default for OpenOptions {
 /// Opens the configured database with the driver it names: the only place that picks
 /// one: a `postgresql://` URL (or the masked name [`crate::dburl::register`] gave it)
 /// opens PostgreSQL, a path a SQLite file.
-pub fn open(database: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dyn Store>> {
-    if let Some(url) = crate::dburl::postgres_url_of(database.as_ref()) {
-        let url = url.map_err(|e| StoreError::CannotOpen(database.as_ref().to_path_buf(), e))?;
+pub fn open(database: &Path, options: &OpenOptions) -> Result<Box<dyn Store>> {
+    if let Some(url) = crate::dburl::postgres_url_of(database) {
+        let url = url.map_err(|e| StoreError::CannotOpen(database.to_path_buf(), e))?;
         let options = postgres::process_options(options.migrate);
         return Ok(Box::new(postgres::PgStore::open(&url, options)?));
     }
-    Ok(Box::new(sqlite::SqliteStore::open(
-        database.as_ref(),
-        options,
-    )?))
+    Ok(Box::new(sqlite::SqliteStore::open(database, options)?))
 }
 
 /// Opens a connection that only reads (the daemon's reader, metrics, the web page): it
 /// never takes the write lock and never migrates; an outdated schema is refused.
-pub fn open_read(database: impl AsRef<Path>, options: &OpenOptions) -> Result<Box<dyn Store>> {
-    if let Some(url) = crate::dburl::postgres_url_of(database.as_ref()) {
-        let url = url.map_err(|e| StoreError::CannotOpen(database.as_ref().to_path_buf(), e))?;
+pub fn open_read(database: &Path, options: &OpenOptions) -> Result<Box<dyn Store>> {
+    if let Some(url) = crate::dburl::postgres_url_of(database) {
+        let url = url.map_err(|e| StoreError::CannotOpen(database.to_path_buf(), e))?;
         return Ok(Box::new(postgres::PgStore::open(
             &url,
             postgres::process_options(false),
         )?));
     }
     Ok(Box::new(sqlite::SqliteStore::open_read_only(
-        database.as_ref(),
+        database,
         options.busy_timeout,
     )?))
 }

@@ -33,6 +33,7 @@ pub async fn overview(State(state): State<Arc<WebState>>) -> ApiResult {
         "now": data.now,
         "overview": data.overview,
         "sync_state": data.sync,
+        "pipelines": pages::pipeline_rows(&state, &data.sync, data.now),
         "incomplete_folder_sets": data.pending,
         "recent_actions": data.actions,
         "paused_queues": data.paused,

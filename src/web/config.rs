@@ -1,6 +1,8 @@
 //! The `[web]` section: where the page listens, how it authenticates, whether actions are
 //! allowed. Refuses a public address without auth, and reads the token only from a file.
 
+use crate::config::problems::Problems;
+use crate::config::secrets::{resolve_secret, SecretError};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,36 +22,36 @@ pub struct WebConfig {
 }
 
 impl WebConfig {
-    /// What types alone cannot check, naming the key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// What types alone cannot check, recording every problem with its key.
+    pub fn validate(&self, problems: &mut Problems) {
         let Some(listen) = self.listen else {
             if self.token_file.is_some() || self.actions {
-                return Err("web: token_file or actions given without web.listen".into());
+                problems.push("web", "token_file or actions given without web.listen");
             }
-            return Ok(());
+            return;
         };
         if !listen.ip().is_loopback() && self.token_file.is_none() {
-            return Err(format!(
-                "web.listen: {listen} is not a loopback address, so web.token_file is required \
-                 (anyone who can reach the port could read the queue)"
-            ));
+            problems.push(
+                "web.listen",
+                format!(
+                    "{listen} is not a loopback address, so web.token_file is required \
+                     (anyone who can reach the port could read the queue)"
+                ),
+            );
         }
         if let Some(path) = &self.token_file {
             if path.as_os_str().is_empty() {
-                return Err("web.token_file: must not be empty".into());
+                problems.push("web.token_file", "must not be empty");
             }
         }
-        Ok(())
     }
 
     /// The token, read now; `None` when no auth is configured. Errors name the key and
     /// never the token.
-    pub fn token(&self) -> Result<Option<String>, String> {
+    pub fn token(&self) -> Result<Option<String>, SecretError> {
         match &self.token_file {
             None => Ok(None),
-            Some(file) => {
-                crate::config::resolve_secret("web.token", &None, &Some(file.clone())).map(Some)
-            }
+            Some(file) => resolve_secret("web.token", &None, &Some(file.clone())).map(Some),
         }
     }
 }
@@ -60,7 +62,10 @@ mod tests {
 
     fn web(text: &str) -> Result<WebConfig, String> {
         let config: WebConfig = toml::from_str(text).map_err(|e| e.to_string())?;
-        config.validate().map(|_| config)
+        let mut problems = Problems::new();
+        config.validate(&mut problems);
+        problems.into_result().map_err(|p| p.to_string())?;
+        Ok(config)
     }
 
     #[test]
@@ -104,7 +109,7 @@ mod tests {
         };
         assert_eq!(config.token().unwrap().as_deref(), Some("s3cret-token"));
         std::fs::remove_file(&path).unwrap();
-        let err = config.token().unwrap_err();
+        let err = config.token().unwrap_err().to_string();
         assert!(err.starts_with("web.token_file: cannot read"), "{err}");
     }
 }

@@ -2,8 +2,9 @@
 //! http kind's mask wherever it appears, and payload fields whose names say they hold
 //! a secret (`token`, `password`, `authorization`, ...) are masked whatever they hold.
 
-use crate::config::{AuthConfig, Config};
+use crate::config::Config;
 use crate::handlers::http::auth::{mask, MASK};
+use crate::handlers::http::config::AuthConfig;
 use base64::Engine;
 use serde_json::Value;
 

@@ -201,7 +201,7 @@ impl WebServer {
         let Some(listen) = config.web.listen else {
             return Ok(None);
         };
-        let token = config.web.token()?;
+        let token = config.web.token().map_err(|e| e.to_string())?;
         let listener = std::net::TcpListener::bind(listen)
             .map_err(|e| format!("web.listen: cannot listen on {listen}: {e}"))?;
         let address = listener

@@ -339,7 +339,23 @@ fn overview_body(state: &WebState, data: &OverviewData) -> Markup {
     }
 }
 
-fn pipelines(state: &WebState, sync: &[SyncState], now: UnixMillis) -> Markup {
+/// One configured (or formerly configured) pipeline as the overview shows it: its
+/// schedule, when the scheduler will next enqueue a run, and its sync state.
+#[derive(Debug, serde::Serialize)]
+pub struct PipelineRow {
+    pub name: String,
+    /// None for a pipeline no longer in the config that left sync state behind.
+    pub kind: Option<&'static str>,
+    /// "every 1h", "cron 0 * * * *" or "on demand".
+    pub schedule: String,
+    /// When the next period starts, so the scheduler enqueues the next run (ms); None
+    /// for pipelines without a schedule.
+    pub next_run: Option<UnixMillis>,
+    pub sync: Option<SyncState>,
+}
+
+/// The pipelines of the config and of the sync state, by name.
+pub fn pipeline_rows(state: &WebState, sync: &[SyncState], now: UnixMillis) -> Vec<PipelineRow> {
     let config = state.config();
     let by_name: BTreeMap<&str, &SyncState> =
         sync.iter().map(|s| (s.pipeline.as_str(), s)).collect();
@@ -349,25 +365,45 @@ fn pipelines(state: &WebState, sync: &[SyncState], now: UnixMillis) -> Markup {
         .map(String::as_str)
         .chain(by_name.keys().copied())
         .collect();
-    if names.is_empty() {
+    names
+        .into_iter()
+        .map(|name| {
+            let pipeline = config.pipelines.get(name);
+            let schedule = pipeline.and_then(|p| p.schedule());
+            PipelineRow {
+                name: name.to_string(),
+                kind: pipeline.map(|p| p.job_kind()),
+                schedule: match &schedule {
+                    Some(crate::config::PipelineSchedule::Every(d)) => {
+                        format!("every {}", humantime::format_duration(*d))
+                    }
+                    Some(crate::config::PipelineSchedule::Cron(c)) => format!("cron {c}"),
+                    None => "on demand".into(),
+                },
+                next_run: schedule
+                    .and_then(|s| crate::daemon::scheduler::next_boundary(&s, now).ok()),
+                sync: by_name.get(name).map(|s| (*s).clone()),
+            }
+        })
+        .collect()
+}
+
+fn pipelines(state: &WebState, sync: &[SyncState], now: UnixMillis) -> Markup {
+    let rows = pipeline_rows(state, sync, now);
+    if rows.is_empty() {
         return html! { p { "No pipelines configured." } };
     }
     html! {
         table {
-            thead { tr { th { "pipeline" } th { "kind" } th { "schedule" } th { "last complete run" } th { "synced up to" } th.num { "runs" } th.num { "last run items" } } }
+            thead { tr { th { "pipeline" } th { "kind" } th { "schedule" } th { "next run" } th { "last complete run" } th { "synced up to" } th.num { "runs" } th.num { "last run items" } } }
             tbody {
-                @for name in names {
-                    @let pipeline = config.pipelines.get(name);
-                    @let mark = by_name.get(name);
+                @for row in &rows {
                     tr {
-                        td { (name) }
-                        td { (pipeline.map(|p| p.job_kind()).unwrap_or("(not configured)")) }
-                        td { (match pipeline.and_then(|p| p.schedule()) {
-                            Some(crate::config::PipelineSchedule::Every(d)) => format!("every {}", humantime::format_duration(d)),
-                            Some(crate::config::PipelineSchedule::Cron(c)) => format!("cron {c}"),
-                            None => "on demand".into(),
-                        }) }
-                        @if let Some(m) = mark {
+                        td { (row.name) }
+                        td { (row.kind.unwrap_or("(not configured)")) }
+                        td { (row.schedule) }
+                        td.next-run { (when_opt(row.next_run, now)) }
+                        @if let Some(m) = &row.sync {
                             td { (when(m.updated_at, now)) }
                             td { (when(m.high_water, now)) }
                             td.num { (count(m.runs)) }
@@ -462,7 +498,7 @@ impl JobsQuery {
         let time = |text: &Option<String>, key: &str| -> Result<Option<UnixMillis>, WebError> {
             non_empty(text)
                 .map(|t| {
-                    crate::cli::parse_time(&t)
+                    crate::clock::parse_time(&t)
                         .map_err(|e| WebError::BadRequest(format!("{key}: {e}")))
                 })
                 .transpose()

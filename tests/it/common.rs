@@ -1,10 +1,13 @@
-//! Shared test helpers: temp dirs with a config, spawning the real binaries, waiting.
+//! Shared test helpers: temp dirs with a config, spawning the real binaries, a daemon run
+//! inside the test process ([`InProcessDaemon`], [`DaemonRun`]), and waits for events.
 
 #![allow(dead_code)]
 
-use jobd::store::{OpenOptions, Store};
+use jobd::job::{Job, JobId, JobState, NewJob};
+use jobd::store::{Attempt, OpenOptions, Store};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const JOBD: &str = env!("CARGO_BIN_EXE_jobd");
@@ -63,12 +66,12 @@ impl Sandbox {
     }
 
     pub fn open(&self) -> Box<dyn Store> {
-        jobd::store::open(self.db(), &OpenOptions::default()).expect("open db")
+        jobd::store::open(&self.db(), &OpenOptions::default()).expect("open db")
     }
 
     pub fn migrate(&self) -> Box<dyn Store> {
         jobd::store::open(
-            self.db(),
+            &self.db(),
             &OpenOptions {
                 create: true,
                 migrate: true,
@@ -121,16 +124,42 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// Polls until `condition` holds, failing the test after `limit`.
-pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+/// How often the waits below look again: soon enough that a test waits little past its
+/// event, not so often that probes which run jobctl load a shared 2-core machine.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `probe` until it gives a value, failing the test after `limit` with a message
+/// naming `what` it waited for and what `explain` says (the last thing seen, a log).
+/// The one poll of the tests: a wait for an event looks for the event, not for a time.
+pub fn wait_for_explained<T>(
+    limit: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let start = Instant::now();
-    while !condition() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        if start.elapsed() >= limit {
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                explain()
+            );
+        }
+        std::thread::sleep(POLL);
     }
+}
+
+/// Polls `probe` until it gives a value, failing the test after `limit` naming `what`.
+pub fn wait_for<T>(limit: Duration, what: &str, probe: impl FnMut() -> Option<T>) -> T {
+    wait_for_explained(limit, what, probe, String::new)
+}
+
+/// Polls until `condition` holds, failing the test after `limit` naming `what`.
+pub fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    wait_for(limit, what, || condition().then_some(()))
 }
 
 pub fn signal(child: &Child, signal: i32) {
@@ -141,17 +170,17 @@ pub fn signal(child: &Child, signal: i32) {
 
 /// Waits for a child to exit, killing it and failing after `limit`.
 pub fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("jobd did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let pid = child.id();
+    wait_for_explained(
+        limit,
+        &format!("process {pid} to exit"),
+        || child.try_wait().expect("try_wait"),
+        || {
+            // SAFETY: kill(2) on a pid we spawned and have not reaped.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            "killed it".to_string()
+        },
+    )
 }
 
 /// Counts jobs per state by reading the database directly.
@@ -195,4 +224,175 @@ pub fn wait_while_live(db: &dyn Store, live: &[jobd::job::JobState], limit: Dura
         };
         live.iter().map(|s| stats.total(*s)).sum::<u64>() + claimed == 0
     });
+}
+
+/// A temp dir with a parsed config, a `data/` dir and the config's text in `jobd.toml`
+/// (for `jobctl`), whose [`InProcessDaemon::run`] runs the daemon inside the test process
+/// until nothing is live. The kinds' end-to-end tests (http, csv, relay, oneroster) share it.
+pub struct InProcessDaemon {
+    pub dir: tempfile::TempDir,
+    pub config: jobd::config::Config,
+}
+
+/// How [`InProcessDaemon::run_with`] runs the daemon; [`DaemonRun::default`] is what the
+/// real binary does, on the system clock.
+pub struct DaemonRun {
+    pub registry: jobd::handlers::Registry,
+    pub clock: jobd::clock::SharedClock,
+    /// `--once`: exit as soon as nothing is ready, instead of waiting for the jobs.
+    pub once: bool,
+    /// Write the jobs into the store before the daemon starts, instead of handing them to
+    /// the running daemon's client (always so with `once`, which would race a client).
+    pub preload: bool,
+    pub hooks: Vec<Arc<dyn jobd::daemon::JobHooks>>,
+    /// How long the jobs may take to finish.
+    pub limit: Duration,
+}
+
+impl Default for DaemonRun {
+    fn default() -> DaemonRun {
+        DaemonRun {
+            registry: jobd::handlers::Registry::builtin(),
+            clock: Arc::new(jobd::clock::SystemClock),
+            once: false,
+            preload: false,
+            hooks: vec![Arc::new(jobd::handlers::notify::DeadLetters)],
+            limit: Duration::from_secs(60),
+        }
+    }
+}
+
+impl DaemonRun {
+    /// Starts the daemon inside this process on `config` (signals are the test's own).
+    pub fn start(self, config: jobd::config::Config) -> jobd::daemon::Daemon {
+        jobd::daemon::Daemon::start(
+            config,
+            jobd::daemon::DaemonOptions {
+                clock: self.clock,
+                registry: self.registry,
+                config_source: jobd::config::ConfigSource::Defaults,
+                once: self.once,
+                handle_signals: false,
+                hooks: self.hooks,
+            },
+        )
+        .expect("start the in-process daemon")
+    }
+}
+
+impl InProcessDaemon {
+    /// `daemon_keys` follow the `[daemon]` paths (database, data_dir, socket); `rest` is
+    /// the TOML after them ([retry], [endpoints.*], [pipelines.*] ...).
+    pub fn new(daemon_keys: &str, rest: &str) -> InProcessDaemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/jobd.sock\"\n{daemon_keys}\n{rest}",
+            db = dir.path().join("jobs.db").display(),
+            data = dir.path().join("data").display(),
+        );
+        let config = jobd::config::Config::from_toml(&text, "test config")
+            .unwrap_or_else(|e| panic!("test config: {e}\n{text}"));
+        std::fs::write(dir.path().join("jobd.toml"), &text).expect("write jobd.toml");
+        std::fs::create_dir_all(dir.path().join("data")).expect("create data dir");
+        InProcessDaemon { dir, config }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The config file, for `jobctl --config` and the real binary.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.path().join("jobd.toml")
+    }
+
+    /// The database, created and migrated if the daemon has not run yet.
+    pub fn db(&self) -> Box<dyn Store> {
+        jobd::store::open(
+            &self.config.daemon.database,
+            &OpenOptions {
+                create: true,
+                migrate: true,
+                ..OpenOptions::default()
+            },
+        )
+        .expect("open the test database")
+    }
+
+    pub fn job(&self, id: JobId) -> Job {
+        self.db().get(id).expect("get job")
+    }
+
+    pub fn attempts(&self, id: JobId) -> Vec<Attempt> {
+        self.db().attempts(id).expect("attempts")
+    }
+
+    /// The jobs of one kind, newest first.
+    pub fn jobs_of(&self, kind: &str) -> Vec<Job> {
+        let filter = jobd::store::JobFilter {
+            kind: Some(kind.into()),
+            limit: 1000,
+            ..Default::default()
+        };
+        self.db().list(&filter).expect("list jobs")
+    }
+
+    /// Enqueues `jobs` and runs the daemon in real time until nothing is live.
+    pub fn run(&self, jobs: Vec<NewJob>) -> Vec<JobId> {
+        self.run_with(jobs, DaemonRun::default())
+    }
+
+    /// Runs the daemon as `how` says: until nothing is queued, running, retrying or
+    /// waiting (or, with `once`, until nothing is ready); the jobs' ids.
+    pub fn run_with(&self, jobs: Vec<NewJob>, how: DaemonRun) -> Vec<JobId> {
+        let preloaded: Option<Vec<JobId>> = (how.preload || how.once).then(|| {
+            let now = how.clock.now_ms();
+            self.db()
+                .write(|tx| tx.enqueue(&jobs, now))
+                .expect("preload the jobs")
+                .into_iter()
+                .map(|e| e.id)
+                .collect()
+        });
+        let (once, limit) = (how.once, how.limit);
+        let daemon = how.start(self.config.clone());
+        let client = daemon.client();
+        let ids = match preloaded {
+            Some(ids) => ids,
+            None => client
+                .enqueue(jobs)
+                .expect("enqueue through the daemon")
+                .into_iter()
+                .map(|e| e.id)
+                .collect(),
+        };
+        if !once {
+            wait_while_live(
+                &*self.db(),
+                &[
+                    JobState::Queued,
+                    JobState::Running,
+                    JobState::Retrying,
+                    JobState::Waiting,
+                ],
+                limit,
+            );
+            client.shutdown();
+        }
+        daemon.wait().expect("the in-process daemon stops cleanly");
+        ids
+    }
+
+    /// `jobctl --config jobd.toml args...` through the real binary; its stdout, which
+    /// must be a success.
+    pub fn jobctl(&self, args: &[&str]) -> String {
+        let output = Command::new(JOBCTL)
+            .arg("--config")
+            .arg(self.config_file())
+            .args(args)
+            .output()
+            .expect("run jobctl");
+        assert!(output.status.success(), "jobctl {args:?}: {output:?}");
+        String::from_utf8(output.stdout).expect("jobctl writes UTF-8")
+    }
 }

@@ -2,11 +2,11 @@
 //! SIGKILL while it holds jobs claimed ahead, then restarted. Each start is counted by its
 //! side effect: the exec command appends its job id and attempt to a file first thing.
 
-use crate::common::{signal, stdout, wait_exit, wait_until, Sandbox};
+use crate::common::{signal, stdout, wait_exit, wait_until, DaemonRun, Sandbox};
 use jobd::job::{JobId, JobState, NewJob};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A sandbox with `workers` workers and a `mark` command that records its start in
 /// `starts.log`, then sleeps 2 s while the file `slow` exists, else `quick_sleep`.
@@ -86,7 +86,6 @@ fn after_kill_9_jobs_claimed_ahead_are_not_charged_and_stats_show_them_as_claime
     let sandbox = sandbox(2, "0");
     let ids = enqueue_marks(&sandbox, 10, Some(1));
     std::fs::write(sandbox.path("slow"), "").unwrap();
-    let started = Instant::now();
     let mut jobd = sandbox.spawn_jobd(&[]);
     // Two handlers run (2 s each); the first claim took two more ahead for them.
     wait_until(Duration::from_secs(20), "2 running and 2 claimed", || {
@@ -110,8 +109,13 @@ fn after_kill_9_jobs_claimed_ahead_are_not_charged_and_stats_show_them_as_claime
             "{series} missing:\n{prometheus}"
         );
     }
-    // kill -9 about 1.5 s in: the two running jobs have started, nothing else has.
-    std::thread::sleep(Duration::from_millis(1500).saturating_sub(started.elapsed()));
+    // kill -9 once the two running commands have recorded their start (they sleep 2 s):
+    // nothing else has started.
+    wait_until(
+        Duration::from_secs(20),
+        "the two running commands to start",
+        || starts(&sandbox).len() == 2,
+    );
     signal(&jobd, libc::SIGKILL);
     wait_exit(&mut jobd, Duration::from_secs(10));
     let before_restart = starts(&sandbox);
@@ -155,7 +159,14 @@ fn after_repeated_kill_9_during_a_drain_attempts_equal_the_handler_starts() {
         wait_until(Duration::from_secs(20), "jobd ready", || {
             sandbox.log().matches("jobd ready").count() > run
         });
-        std::thread::sleep(Duration::from_millis(450));
+        // Mid-drain: kill -9 once this run has started a few rounds of commands, when the
+        // claims hold more ahead of the workers (sized by the handlers' time so far).
+        let started_before: usize = starts(&sandbox).values().map(Vec::len).sum();
+        wait_until(
+            Duration::from_secs(20),
+            "this run to start six commands",
+            || starts(&sandbox).values().map(Vec::len).sum::<usize>() >= started_before + 6,
+        );
         signal(&jobd, libc::SIGKILL);
         wait_exit(&mut jobd, Duration::from_secs(10));
     }
@@ -195,9 +206,7 @@ fn after_repeated_kill_9_during_a_drain_attempts_equal_the_handler_starts() {
 #[test]
 fn a_lease_that_runs_out_before_the_handler_starts_gives_the_job_back_uncharged() {
     use jobd::clock::{Clock, ManualClock, SystemClock};
-    use jobd::config::{Config, ConfigSource};
-    use jobd::daemon::{Daemon, DaemonOptions};
-    use jobd::handlers::Registry;
+    use jobd::config::Config;
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
@@ -217,18 +226,11 @@ fn a_lease_that_runs_out_before_the_handler_starts_gives_the_job_back_uncharged(
     // The daemon's clock jumps past every lease while one job runs and one waits for
     // the only worker: the reaper finds both leases gone before the next heartbeat.
     let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
-    let daemon = Daemon::start(
-        config.clone(),
-        DaemonOptions {
-            clock: clock.clone(),
-            registry: Registry::builtin(),
-            config_source: ConfigSource::Defaults,
-            once: false,
-            handle_signals: false,
-            hooks: vec![],
-        },
-    )
-    .unwrap();
+    let daemon = DaemonRun {
+        clock: clock.clone(),
+        ..DaemonRun::default()
+    }
+    .start(config.clone());
     let client = daemon.client();
     let ids: Vec<JobId> = client
         .enqueue(vec![NewJob::new("exec", json!({"command": "mark"})); 2])

@@ -2,16 +2,10 @@
 //! receives; schema errors with line numbers; Shift_JIS and BOM; quoted newlines; the same
 //! file twice; fan-in summaries when batches die; kill -9 during the fan-out.
 
-use crate::common::{signal, wait_exit, wait_until, Sandbox};
+use crate::common::{signal, wait_exit, wait_until, InProcessDaemon, Sandbox};
 use crate::http_server::{HttpServer, Request, Response};
 
-use jobd::clock::SystemClock;
-use jobd::config::{Config, ConfigSource};
-use jobd::daemon::{Daemon, DaemonOptions, JobHooks};
-use jobd::handlers::notify::DeadLetters;
-use jobd::handlers::Registry;
-use jobd::job::{Job, JobId, JobState, NewJob};
-use jobd::store::{OpenOptions, Store};
+use jobd::job::{JobId, JobState, NewJob};
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -94,113 +88,48 @@ type = "enum"
 values = ["free", "pro"]
 "#;
 
-struct Setup {
-    dir: tempfile::TempDir,
-    config: Config,
-}
-
-fn setup(server: &Server, pipelines: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/jobd.sock\"\nworkers = 2\nsynchronous = \"normal\"\n\
-         [retry]\nbase = \"50ms\"\njitter = 0.0\ncap = \"1s\"\nmax_attempts = 2\n\
-         [endpoints.sfmc]\nbase_url = \"{base}\"\n{pipelines}",
-        db = dir.path().join("jobs.db").display(),
-        data = dir.path().join("data").display(),
-        base = server.base,
+fn setup(server: &Server, pipelines: &str) -> InProcessDaemon {
+    let s = InProcessDaemon::new(
+        "workers = 2\nsynchronous = \"normal\"",
+        &format!(
+            "[retry]\nbase = \"50ms\"\njitter = 0.0\ncap = \"1s\"\nmax_attempts = 2\n\
+             [endpoints.sfmc]\nbase_url = \"{base}\"\n{pipelines}",
+            base = server.base,
+        ),
     );
-    let config = Config::from_toml(&text, "test").unwrap();
-    std::fs::create_dir_all(dir.path().join("data/input")).unwrap();
-    Setup { dir, config }
+    std::fs::create_dir_all(s.data().join("input")).unwrap();
+    s
 }
 
-impl Setup {
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
+/// Writes an input file under data/input/.
+fn input(s: &InProcessDaemon, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = s.data().join("input").join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
 
-    fn input(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.data().join("input").join(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-
-    fn db(&self) -> Box<dyn Store> {
-        jobd::store::open(
-            &self.config.daemon.database,
-            &OpenOptions {
-                create: true,
-                migrate: true,
-                ..OpenOptions::default()
-            },
-        )
+/// The one file under output/YYYYMMDD/ with this name.
+fn output(s: &InProcessDaemon, name: &str) -> PathBuf {
+    let out = s.data().join("output");
+    let day = std::fs::read_dir(&out)
+        .unwrap_or_else(|e| panic!("{}: {e}", out.display()))
+        .next()
+        .expect("a dated output directory")
         .unwrap()
-    }
+        .path();
+    let name_of_day = day.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name_of_day.len() == 8 && name_of_day.bytes().all(|b| b.is_ascii_digit()),
+        "{name_of_day} is YYYYMMDD"
+    );
+    day.join(name)
+}
 
-    /// Runs an in-process daemon until nothing is queued, running, retrying or waiting.
-    fn run(&self, jobs: Vec<NewJob>) -> Vec<JobId> {
-        let db = self.db();
-        let daemon = Daemon::start(
-            self.config.clone(),
-            DaemonOptions {
-                clock: Arc::new(SystemClock),
-                registry: Registry::builtin(),
-                config_source: ConfigSource::Defaults,
-                once: false,
-                handle_signals: false,
-                hooks: vec![Arc::new(DeadLetters) as Arc<dyn JobHooks>],
-            },
-        )
-        .unwrap();
-        let client = daemon.client();
-        let ids: Vec<JobId> = client
-            .enqueue(jobs)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
-        crate::common::wait_while_live(
-            &*db,
-            &[
-                JobState::Queued,
-                JobState::Running,
-                JobState::Retrying,
-                JobState::Waiting,
-            ],
-            Duration::from_secs(60),
-        );
-        client.shutdown();
-        daemon.wait().unwrap();
-        ids
-    }
-
-    fn job(&self, id: JobId) -> Job {
-        self.db().get(id).unwrap()
-    }
-
-    /// The one file under output/YYYYMMDD/ with this name.
-    fn output(&self, name: &str) -> PathBuf {
-        let out = self.data().join("output");
-        let day = std::fs::read_dir(&out)
-            .unwrap_or_else(|e| panic!("{}: {e}", out.display()))
-            .next()
-            .expect("a dated output directory")
-            .unwrap()
-            .path();
-        let name_of_day = day.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(
-            name_of_day.len() == 8 && name_of_day.bytes().all(|b| b.is_ascii_digit()),
-            "{name_of_day} is YYYYMMDD"
-        );
-        day.join(name)
-    }
-
-    fn summary(&self, name: &str) -> Value {
-        let path = self.output(&format!("{name}.summary.json"));
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o640, "summary is not world-readable");
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-    }
+fn summary(s: &InProcessDaemon, name: &str) -> Value {
+    let path = output(s, &format!("{name}.summary.json"));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "summary is not world-readable");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
 fn import(pipeline: &str, file: &Path) -> NewJob {
@@ -238,7 +167,7 @@ fn batches_reach_the_server_typed_and_bad_rows_are_reported_by_line() {
                 c4,d@example.jp,D,,,,x\n\
                 c5,e@example.jp\n\
                 c6,f@example.jp,F,x7,2024-13-01,gold,x\n";
-    let file = s.input("customers.csv", text.as_bytes());
+    let file = input(&s, "customers.csv", text.as_bytes());
     let ids = s.run(vec![import("customers", &file)]);
 
     let parent = s.job(ids[0]);
@@ -256,7 +185,7 @@ fn batches_reach_the_server_typed_and_bad_rows_are_reported_by_line() {
     assert_eq!(rows["c2"]["joined"], "2024-02-01");
     assert_eq!(rows["c4"]["joined"], Value::Null);
 
-    let errors = std::fs::read_to_string(s.output("customers.csv.errors.csv")).unwrap();
+    let errors = std::fs::read_to_string(output(&s, "customers.csv.errors.csv")).unwrap();
     let lines: Vec<&str> = errors.lines().collect();
     assert_eq!(lines[0], "line,column,value,reason");
     assert_eq!(lines[1], "5,email,not-an-email,is not an email address");
@@ -274,7 +203,7 @@ fn batches_reach_the_server_typed_and_bad_rows_are_reported_by_line() {
         "{errors}"
     );
 
-    let summary = s.summary("customers.csv");
+    let summary = summary(&s, "customers.csv");
     assert_eq!(summary["status"], "completed");
     assert_eq!(
         (
@@ -313,14 +242,14 @@ fn a_shift_jis_file_arrives_as_utf8_json() {
         std::str::from_utf8(&sjis).is_err(),
         "the fixture is not UTF-8"
     );
-    let file = s.input("kaiin.csv", &sjis);
+    let file = input(&s, "kaiin.csv", &sjis);
     let ids = s.run(vec![import("customers", &file)]);
     assert_eq!(s.job(ids[0]).state, JobState::Succeeded);
     let rows = rows_by_key(&server.seen_at("/hub"));
     for (i, name) in names.iter().enumerate() {
         assert_eq!(rows[&format!("k{i}")]["name"], *name);
     }
-    assert_eq!(s.summary("kaiin.csv")["encoding"], "Shift_JIS");
+    assert_eq!(summary(&s, "kaiin.csv")["encoding"], "Shift_JIS");
 }
 
 #[test]
@@ -331,11 +260,11 @@ fn the_same_file_again_sends_nothing_twice() {
     for i in 0..5 {
         text.push_str(&format!("r{i},r{i}@example.jp\n"));
     }
-    let first = s.input("a.csv", text.as_bytes());
+    let first = input(&s, "a.csv", text.as_bytes());
     s.run(vec![import("customers", &first)]);
     assert_eq!(server.seen_at("/hub").len(), 3);
     // The same bytes under another name, and once more under the first one.
-    let second = s.input("b.csv", text.as_bytes());
+    let second = input(&s, "b.csv", text.as_bytes());
     let ids = s.run(vec![
         import("customers", &second),
         import("customers", &first),
@@ -345,7 +274,7 @@ fn the_same_file_again_sends_nothing_twice() {
         let job = s.job(id);
         assert_eq!(job.state, JobState::Succeeded, "{:?}", job.last_error);
     }
-    let summary = s.summary("b.csv");
+    let summary = summary(&s, "b.csv");
     assert_eq!(summary["batches"], 3);
     assert_eq!(summary["batches_already_enqueued"], 3);
     assert_eq!(summary["batches_succeeded"], 0);
@@ -368,13 +297,13 @@ fn fan_in_summary_counts_the_batches_that_died_and_a_retry_still_has_its_body() 
     });
     let s = setup(&server, CUSTOMERS);
     let text = "id,email\nk1,a@x.jp\nk2,b@x.jp\nbad,c@x.jp\nk4,d@x.jp\nk5,e@x.jp\n";
-    let file = s.input("partial.csv", text.as_bytes());
+    let file = input(&s, "partial.csv", text.as_bytes());
     let ids = s.run(vec![import("customers", &file)]);
     let parent = s.job(ids[0]);
     assert_eq!(parent.state, JobState::Dead);
     let error = parent.last_error.unwrap();
     assert!(error.contains("1 of 3 batches did not succeed"), "{error}");
-    let summary = s.summary("partial.csv");
+    let summary = summary(&s, "partial.csv");
     assert_eq!(summary["status"], "completed_with_failures");
     assert_eq!(summary["batches"], 3);
     assert_eq!(summary["batches_succeeded"], 2);
@@ -421,14 +350,14 @@ fn fan_in_summary_counts_the_batches_that_died_and_a_retry_still_has_its_body() 
 fn files_that_cannot_be_imported_die_with_their_reason_and_send_nothing() {
     let server = Server::start(|_, _| 200);
     let s = setup(&server, CUSTOMERS);
-    let no_email = s.input("no-email.csv", b"id,name\n1,A\n");
-    let binary = s.input("photo.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR");
+    let no_email = input(&s, "no-email.csv", b"id,name\n1,A\n");
+    let binary = input(&s, "photo.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR");
     let mut text = String::from("id,email\n");
     for i in 0..10 {
         let email = if i < 6 { "broken" } else { "ok@x.jp" };
         text.push_str(&format!("{i},{email}\n"));
     }
-    let mostly_bad = s.input("mostly-bad.csv", text.as_bytes());
+    let mostly_bad = input(&s, "mostly-bad.csv", text.as_bytes());
     let missing = s.data().join("input/missing.csv");
     let ids = s.run(vec![
         import("customers", &no_email),
@@ -457,9 +386,9 @@ fn files_that_cannot_be_imported_die_with_their_reason_and_send_nothing() {
     );
     assert!(errors[3].contains("missing.csv"), "{}", errors[3]);
     assert!(server.seen_at("/").is_empty());
-    assert_eq!(s.summary("mostly-bad.csv")["status"], "refused");
+    assert_eq!(summary(&s, "mostly-bad.csv")["status"], "refused");
     assert_eq!(
-        std::fs::read_to_string(s.output("mostly-bad.csv.errors.csv"))
+        std::fs::read_to_string(output(&s, "mostly-bad.csv.errors.csv"))
             .unwrap()
             .lines()
             .count(),
@@ -671,7 +600,8 @@ fn an_input_with_a_250_byte_name_gets_a_shortened_summary_and_errors_file() {
     let s = setup(&server, CUSTOMERS);
     let name = format!("{}.csv", "c".repeat(246));
     assert_eq!(name.len(), 250);
-    let file = s.input(
+    let file = input(
+        &s,
         &name,
         b"id,email\nc1,a@example.jp\nc2,not-an-email\nc3,c@example.jp\n",
     );
@@ -680,7 +610,7 @@ fn an_input_with_a_250_byte_name_gets_a_shortened_summary_and_errors_file() {
     assert_eq!(parent.state, JobState::Succeeded, "{:?}", parent.last_error);
 
     // Both outputs exist under names that fit, start like the input and differ by suffix.
-    let day = s.output("x");
+    let day = output(&s, "x");
     let day = day.parent().unwrap();
     let mut names: Vec<String> = std::fs::read_dir(day)
         .unwrap()

@@ -15,20 +15,32 @@ fn enqueue_many(sandbox: &Sandbox, jobs: Vec<NewJob>) {
     }
 }
 
-/// An exec command that appends the job id to `ran.txt`, optionally sleeping first.
+/// A command that notes its job id in `started.txt`, sleeps `sleep` seconds, then notes
+/// the id in `ran.txt`.
 fn append_command(sandbox: &Sandbox, sleep: &str) -> String {
     format!(
-        "[commands.append]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"sleep {sleep}; echo $JOBD_JOB_ID >> '{}'\"]\n",
+        "[commands.append]\nprogram = \"/bin/sh\"\nargs = [\"-c\", \"echo $JOBD_JOB_ID >> '{}'; sleep {sleep}; echo $JOBD_JOB_ID >> '{}'\"]\n",
+        sandbox.path("started.txt").display(),
         sandbox.path("ran.txt").display()
     )
 }
 
-fn ran_ids(sandbox: &Sandbox) -> Vec<i64> {
-    std::fs::read_to_string(sandbox.path("ran.txt"))
+fn ids_in(sandbox: &Sandbox, file: &str) -> Vec<i64> {
+    std::fs::read_to_string(sandbox.path(file))
         .unwrap_or_default()
         .lines()
         .map(|l| l.trim().parse().expect("an id per line"))
         .collect()
+}
+
+/// The jobs whose command ran to its end.
+fn ran_ids(sandbox: &Sandbox) -> Vec<i64> {
+    ids_in(sandbox, "ran.txt")
+}
+
+/// The jobs whose command has started.
+fn started_ids(sandbox: &Sandbox) -> Vec<i64> {
+    ids_in(sandbox, "started.txt")
 }
 
 #[test]
@@ -167,10 +179,9 @@ fn sigterm_lets_running_jobs_finish_and_puts_waiting_ones_back_uncharged() {
             .collect(),
     );
     let mut jobd = sandbox.spawn_jobd(&[]);
-    wait_until(Duration::from_secs(20), "jobs to be claimed", || {
-        count_state(&sandbox.db(), "running") >= 2
+    wait_until(Duration::from_secs(20), "two commands to start", || {
+        started_ids(&sandbox).len() >= 2
     });
-    std::thread::sleep(Duration::from_millis(200));
     signal(&jobd, libc::SIGTERM);
     let status = wait_exit(&mut jobd, Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{}", sandbox.log());
@@ -207,10 +218,9 @@ fn sigterm_past_the_grace_period_kills_the_command_and_releases_the_job() {
         vec![NewJob::new("exec", json!({"command": "append"}))],
     );
     let mut jobd = sandbox.spawn_jobd(&[]);
-    wait_until(Duration::from_secs(20), "the job to run", || {
-        count_state(&sandbox.db(), "running") == 1
+    wait_until(Duration::from_secs(20), "the command to start", || {
+        started_ids(&sandbox).len() == 1
     });
-    std::thread::sleep(Duration::from_millis(300));
     let started = std::time::Instant::now();
     signal(&jobd, libc::SIGTERM);
     assert_eq!(

@@ -207,14 +207,10 @@ fn jobctl_says_why_the_daemon_refused_its_connection() {
         line.contains("pong").then_some(stream)
     };
     let mut held = Vec::new();
-    for _ in 0..100 {
+    crate::common::wait_until(Duration::from_secs(10), "two connections admitted", || {
         held.extend(admitted());
-        if held.len() == 2 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(held.len(), 2);
+        held.len() == 2
+    });
     for args in [
         &["ping"][..],
         &["enqueue", "noop", "--payload", "{}", "--via-socket"][..],
@@ -568,6 +564,31 @@ fn check_config_refuses_each_bad_setting_naming_the_key_and_its_range() {
             "poll_interval = \"1ns\"\nretention = \"0s\"".into(),
             "[log]\nlevel = \"loud\"\n[socket]\ngroup = \"nosuchgroup\"".into(),
             vec!["daemon.poll_interval:", "daemon.retention:", "log.level:"],
+        ),
+        // ... in every section, with every secret that cannot be read.
+        (
+            "workers = 0".into(),
+            "[socket]\nmax_batch = 0\n[endpoints.e]\nbase_url = \"ftp://x\"\nburst = 0\n\
+             [endpoints.f]\nbase_url_env = \"JOBD_IT_UNSET_F\"\n[notify]\ncommand = \"nope\""
+                .into(),
+            vec![
+                "daemon.workers: must be at least 1",
+                "socket.max_batch: must be at least 1",
+                "endpoints.e.base_url: scheme 'ftp' is not http or https",
+                "endpoints.e.burst: must be at least 1",
+                "notify.command: 'nope' is not a [commands.NAME] entry",
+                "endpoints.f.base_url_env: the environment variable JOBD_IT_UNSET_F is not set",
+            ],
+        ),
+        (
+            String::new(),
+            "[endpoints.f]\nbase_url_env = \"JOBD_IT_UNSET_F\"\n\
+             [endpoints.g]\nbase_url = \"https://g\"\nauth = { type = \"bearer\", token_env = \"JOBD_IT_UNSET_G\" }"
+                .into(),
+            vec![
+                "endpoints.f.base_url_env: the environment variable JOBD_IT_UNSET_F is not set",
+                "endpoints.g.auth.token_env: the environment variable JOBD_IT_UNSET_G is not set",
+            ],
         ),
     ];
     for (daemon_keys, extra, expected) in cases {

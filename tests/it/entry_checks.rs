@@ -188,7 +188,15 @@ fn a_job_error_or_a_watched_file_named_with_a_newline_cannot_forge_a_log_line() 
     daemon.wait_for_jobs("a dead job", Duration::from_secs(15), |jobs| {
         jobs.len() == 1 && jobs[0].state == JobState::Dead
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Both lines are logged about the time the job dies; their escaped forms are the sign.
+    crate::common::wait_until(
+        Duration::from_secs(10),
+        "the error and the file name to be logged",
+        || {
+            let log = daemon.log();
+            log.contains("bad rows\\n2026-01-01") && log.contains("evil\\n2026-01-01")
+        },
+    );
     let log = daemon.log();
     // Every real line starts with this year's timestamp (the machine's clock).
     let year = chrono::Utc::now().format("%Y-").to_string();

@@ -2,6 +2,7 @@
 //! the whole process group, and cancelling a running command.
 
 use crate::common::*;
+use jobd::clock::{Clock, SystemClock};
 use jobd::job::NewJob;
 use serde_json::json;
 use std::time::Duration;
@@ -59,8 +60,12 @@ fn exit_codes_decide_success_retry_and_death_and_stderr_is_kept() {
     let later = enqueue(&sandbox, "later");
     let broken = enqueue(&sandbox, "broken");
     run_once(&sandbox);
-    // `later` retried after 10 ms: run again until it is out of attempts.
-    std::thread::sleep(Duration::from_millis(50));
+    // `later` retried after 10 ms: once its run_at has come, run again until it is out of
+    // attempts.
+    let retry_at = sandbox.open().get(later).unwrap().run_at;
+    wait_until(Duration::from_secs(5), "later's backoff to pass", || {
+        SystemClock.now_ms() > retry_at
+    });
     run_once(&sandbox);
     let db = sandbox.open();
     assert_eq!(db.get(ok).unwrap().state.as_str(), "succeeded");
@@ -137,13 +142,17 @@ fn a_timeout_kills_the_whole_process_group() {
 
 #[test]
 fn cancelling_a_running_command_stops_it_and_the_job_ends_cancelled() {
-    let sandbox = with_commands("", &[("slow", "sleep 60", None)]);
+    // The command says when it has started, so the cancel finds it running.
+    let marks = tempfile::tempdir().unwrap();
+    let started = marks.path().join("started");
+    let script = format!("touch '{}'; exec sleep 60", started.display());
+    let sandbox = with_commands("", &[("slow", &script, None)]);
     let id = enqueue(&sandbox, "slow");
     let mut jobd = sandbox.spawn_jobd(&[]);
-    wait_until(Duration::from_secs(20), "the job to run", || {
-        count_state(&sandbox.db(), "running") == 1
+    wait_until(Duration::from_secs(20), "the command to start", || {
+        started.exists()
     });
-    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count_state(&sandbox.db(), "running"), 1);
     let out = sandbox.jobctl(&["cancel", &id.to_string()]);
     assert!(
         stdout(&out).contains("running; asked to stop"),

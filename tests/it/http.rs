@@ -1,19 +1,18 @@
 //! The `http` and `notify` kinds against a real HTTP server on 127.0.0.1: classification,
 //! Retry-After, timeouts, OAuth2, rate limits, multipart, masking and dead-letter webhooks.
 
+use crate::common::{DaemonRun, InProcessDaemon};
 use crate::http_server::{split_multipart, HttpServer, Request, Response};
 
 use jobd::clock::{Clock, ManualClock, SharedClock, SystemClock};
-use jobd::config::{Config, ConfigSource};
-use jobd::daemon::{Daemon, DaemonOptions, JobHooks};
+use jobd::config::Config;
 use jobd::handlers::http::Http;
-use jobd::handlers::notify::{DeadLetters, Notify};
+use jobd::handlers::notify::Notify;
 use jobd::handlers::{Handler, Registry};
 use jobd::job::{JobId, JobState, NewJob};
-use jobd::store::{Attempt, OpenOptions, Store};
+use jobd::store::Attempt;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -106,6 +105,7 @@ impl Server {
             let n = count.fetch_add(1, Ordering::SeqCst);
             let answer = script(&record, n);
             recorded.lock().unwrap().push(record);
+            // A slow peer on purpose (zero unless a test scripts it): the timeout tests.
             std::thread::sleep(answer.delay);
             *lock.lock().unwrap() += 1;
             freed.notify_one();
@@ -137,105 +137,27 @@ impl Server {
 
 // ---- a daemon around one test ----
 
-struct Setup {
-    dir: tempfile::TempDir,
-    config: Config,
+fn setup(workers: usize, extra: &str) -> InProcessDaemon {
+    InProcessDaemon::new(
+        &format!("workers = {workers}\nsynchronous = \"normal\""),
+        &format!("[retry]\nbase = \"100ms\"\nfactor = 2.0\njitter = 0.0\ncap = \"10s\"\nmax_attempts = 5\n{extra}"),
+    )
 }
 
-fn setup(workers: usize, extra: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/jobd.sock\"\nworkers = {workers}\nsynchronous = \"normal\"\n\
-         [retry]\nbase = \"100ms\"\nfactor = 2.0\njitter = 0.0\ncap = \"10s\"\nmax_attempts = 5\n{extra}",
-        db = dir.path().join("jobs.db").display(),
-        data = dir.path().join("data").display(),
-    );
-    let config = Config::from_toml(&text, "test").unwrap();
-    std::fs::create_dir_all(dir.path().join("data")).unwrap();
-    Setup { dir, config }
+/// One `--once` run with `registry` on `clock`: the jobs are in the table before it starts.
+fn once_on(registry: Registry, clock: SharedClock) -> DaemonRun {
+    DaemonRun {
+        registry,
+        clock,
+        once: true,
+        ..DaemonRun::default()
+    }
 }
 
-impl Setup {
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn db(&self) -> Box<dyn Store> {
-        jobd::store::open(&self.config.daemon.database, &OpenOptions::default()).unwrap()
-    }
-
-    /// Runs the daemon in real time until no job is waiting or running.
-    fn run(&self, registry: Registry, jobs: Vec<NewJob>) -> Vec<JobId> {
-        self.run_with(registry, jobs, Arc::new(SystemClock), false)
-    }
-
-    fn run_with(
-        &self,
-        registry: Registry,
-        jobs: Vec<NewJob>,
-        clock: SharedClock,
-        once: bool,
-    ) -> Vec<JobId> {
-        let hooks: Vec<Arc<dyn JobHooks>> = vec![Arc::new(DeadLetters)];
-        // `--once` exits as soon as nothing is ready, so its jobs must be in the table
-        // before it starts; a client enqueue afterwards would race it.
-        let preloaded: Option<Vec<JobId>> = once.then(|| {
-            let mut db = jobd::store::open(
-                &self.config.daemon.database,
-                &OpenOptions {
-                    create: true,
-                    migrate: true,
-                    ..OpenOptions::default()
-                },
-            )
-            .unwrap();
-            let now = clock.now_ms();
-            db.write(|tx| tx.enqueue(&jobs, now))
-                .unwrap()
-                .into_iter()
-                .map(|e| e.id)
-                .collect()
-        });
-        let daemon = Daemon::start(
-            self.config.clone(),
-            DaemonOptions {
-                clock,
-                registry,
-                config_source: ConfigSource::Defaults,
-                once,
-                handle_signals: false,
-                hooks,
-            },
-        )
-        .unwrap();
-        let client = daemon.client();
-        let ids: Vec<JobId> = match preloaded {
-            Some(ids) => ids,
-            None => client
-                .enqueue(jobs)
-                .unwrap()
-                .into_iter()
-                .map(|e| e.id)
-                .collect(),
-        };
-        if !once {
-            let db = self.db();
-            crate::common::wait_while_live(
-                &*db,
-                &[JobState::Queued, JobState::Running, JobState::Retrying],
-                Duration::from_secs(30),
-            );
-            client.shutdown();
-        }
-        daemon.wait().unwrap();
-        ids
-    }
-
-    fn state(&self, id: JobId) -> (JobState, Option<String>, Vec<Attempt>) {
-        let db = self.db();
-        let job = db.get(id).unwrap();
-        (job.state, job.last_error, db.attempts(id).unwrap())
-    }
+/// A job's state, last error and attempts.
+fn outcome(s: &InProcessDaemon, id: JobId) -> (JobState, Option<String>, Vec<Attempt>) {
+    let job = s.job(id);
+    (job.state, job.last_error, s.attempts(id))
 }
 
 fn endpoint(server: &Server, extra: &str) -> String {
@@ -263,13 +185,10 @@ fn success_sends_the_body_the_token_and_an_idempotency_key() {
         2,
         &endpoint(&server, "headers = { \"X-Tenant\" = \"t1\" }\n[endpoints.api.auth]\ntype = \"bearer\"\ntoken_env = \"JOBD_IT_HTTP_TOKEN\""),
     );
-    let ids = s.run(
-        Registry::builtin(),
-        vec![
-            post("/usage", json!({"records": [1, 2, 3]})),
-            post("/usage", json!({"records": [4]})).unique_key("batch-7"),
-        ],
-    );
+    let ids = s.run(vec![
+        post("/usage", json!({"records": [1, 2, 3]})),
+        post("/usage", json!({"records": [4]})).unique_key("batch-7"),
+    ]);
     let seen = server.seen_at("/usage");
     assert_eq!(seen.len(), 2);
     let first = seen
@@ -294,7 +213,7 @@ fn success_sends_the_body_the_token_and_an_idempotency_key() {
         .unwrap();
     assert_eq!(second.header("Idempotency-Key"), Some("batch-7"));
     for id in ids {
-        let (state, _, attempts) = s.state(id);
+        let (state, _, attempts) = outcome(&s, id);
         assert_eq!(state, JobState::Succeeded);
         let detail = attempts[0].detail.clone().unwrap();
         assert_eq!(detail["status"], 201);
@@ -307,8 +226,8 @@ fn success_sends_the_body_the_token_and_an_idempotency_key() {
 fn conflict_409_counts_as_a_duplicate_success() {
     let server = Server::start(1, |_, _| reply(409).body("already have it"));
     let s = setup(1, &endpoint(&server, ""));
-    let ids = s.run(Registry::builtin(), vec![post("/usage", json!({}))]);
-    let (state, _, attempts) = s.state(ids[0]);
+    let ids = s.run(vec![post("/usage", json!({}))]);
+    let (state, _, attempts) = outcome(&s, ids[0]);
     assert_eq!(state, JobState::Succeeded);
     assert_eq!(attempts.len(), 1);
     let detail = attempts[0].detail.clone().unwrap();
@@ -326,8 +245,8 @@ fn server_errors_are_retried_with_the_backoff_then_succeed() {
         }
     });
     let s = setup(1, &endpoint(&server, ""));
-    let ids = s.run(Registry::builtin(), vec![post("/usage", json!({}))]);
-    let (state, _, attempts) = s.state(ids[0]);
+    let ids = s.run(vec![post("/usage", json!({}))]);
+    let (state, _, attempts) = outcome(&s, ids[0]);
     assert_eq!(state, JobState::Succeeded);
     assert_eq!(attempts.len(), 3);
     assert_eq!(attempts[0].outcome, "retry");
@@ -363,12 +282,9 @@ fn retry_after_is_honoured_in_seconds_and_as_an_http_date() {
         }
     });
     let s = setup(2, &endpoint(&server, ""));
-    let ids = s.run(
-        Registry::builtin(),
-        vec![post("/seconds", json!({})), post("/date", json!({}))],
-    );
+    let ids = s.run(vec![post("/seconds", json!({})), post("/date", json!({}))]);
     for id in ids {
-        let (state, _, attempts) = s.state(id);
+        let (state, _, attempts) = outcome(&s, id);
         assert_eq!(state, JobState::Succeeded);
         assert_eq!(attempts.len(), 2);
         let hinted = attempts[0].detail.clone().unwrap()["retry_after_ms"]
@@ -400,9 +316,9 @@ fn client_errors_are_dead_at_once_with_status_and_a_bounded_body() {
     let jobs = ["/400", "/401", "/403", "/404"]
         .map(|p| post(p, json!({})))
         .to_vec();
-    let ids = s.run(Registry::builtin(), jobs);
+    let ids = s.run(jobs);
     for (id, status) in ids.into_iter().zip([400, 401, 403, 404]) {
-        let (state, error, attempts) = s.state(id);
+        let (state, error, attempts) = outcome(&s, id);
         assert_eq!(state, JobState::Dead, "{status}");
         assert_eq!(attempts.len(), 1, "{status} was retried");
         let error = error.unwrap();
@@ -419,11 +335,8 @@ fn a_slow_answer_times_out_and_is_retried() {
     let server = Server::start(4, |_, _| reply(200).delay(Duration::from_millis(1500)));
     let s = setup(1, &endpoint(&server, "timeout = \"200ms\""));
     let started = Instant::now();
-    let ids = s.run(
-        Registry::builtin(),
-        vec![post("/slow", json!({})).max_attempts(2)],
-    );
-    let (state, error, attempts) = s.state(ids[0]);
+    let ids = s.run(vec![post("/slow", json!({})).max_attempts(2)]);
+    let (state, error, attempts) = outcome(&s, ids[0]);
     assert_eq!(state, JobState::Dead);
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[0].outcome, "retry");
@@ -450,11 +363,8 @@ fn a_refused_connection_is_retried() {
         1,
         &format!("[endpoints.api]\nbase_url = \"http://127.0.0.1:{port}\"\n"),
     );
-    let ids = s.run(
-        Registry::builtin(),
-        vec![post("/x", json!({})).max_attempts(2)],
-    );
-    let (state, error, attempts) = s.state(ids[0]);
+    let ids = s.run(vec![post("/x", json!({})).max_attempts(2)]);
+    let (state, error, attempts) = outcome(&s, ids[0]);
     assert_eq!(state, JobState::Dead);
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[0].outcome, "retry");
@@ -520,33 +430,35 @@ fn oauth2_token_is_fetched_once_for_many_jobs_and_refreshed_on_expiry_and_401() 
             .map(|i| post("/data", json!({"tag": tag, "i": i})))
             .collect::<Vec<_>>()
     };
-    let ids = s.run_with(registry(), batch(50, "first"), clock.clone(), true);
+    let ids = s.run_with(batch(50, "first"), once_on(registry(), clock.clone()));
     assert_eq!(issued.load(Ordering::SeqCst), 1, "one fetch for 50 jobs");
     assert_eq!(http.token_fetches("api"), 1);
     for id in &ids {
-        assert_eq!(s.state(*id).0, JobState::Succeeded);
+        assert_eq!(outcome(&s, *id).0, JobState::Succeeded);
     }
 
     // An hour later the token is past its refresh time: one new fetch.
     clock.advance(Duration::from_secs(3600));
-    let ids = s.run_with(registry(), batch(10, "later"), clock.clone(), true);
+    let ids = s.run_with(batch(10, "later"), once_on(registry(), clock.clone()));
     assert_eq!(issued.load(Ordering::SeqCst), 2, "refreshed on expiry");
-    assert!(ids.iter().all(|id| s.state(*id).0 == JobState::Succeeded));
+    assert!(ids
+        .iter()
+        .all(|id| outcome(&s, *id).0 == JobState::Succeeded));
 
     // The server revokes access-2 early: the 401 refreshes once and the request is resent.
     revoked.store(2, Ordering::SeqCst);
-    let ids = s.run_with(registry(), batch(1, "revoked"), clock.clone(), true);
+    let ids = s.run_with(batch(1, "revoked"), once_on(registry(), clock.clone()));
     assert_eq!(issued.load(Ordering::SeqCst), 3, "refreshed on 401");
-    let (state, _, attempts) = s.state(ids[0]);
+    let (state, _, attempts) = outcome(&s, ids[0]);
     assert_eq!(state, JobState::Succeeded);
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0].detail.clone().unwrap()["token_refreshed"], true);
 
     // A 401 that survives the refresh is dead, after exactly one refresh.
     revoked.store(usize::MAX, Ordering::SeqCst);
-    let ids = s.run_with(registry(), batch(1, "refused"), clock.clone(), true);
+    let ids = s.run_with(batch(1, "refused"), once_on(registry(), clock.clone()));
     assert_eq!(issued.load(Ordering::SeqCst), 4);
-    let (state, error, attempts) = s.state(ids[0]);
+    let (state, error, attempts) = outcome(&s, ids[0]);
     assert_eq!(state, JobState::Dead);
     assert_eq!(attempts.len(), 1);
     assert!(error.unwrap().starts_with("HTTP 401"));
@@ -559,7 +471,7 @@ fn a_rate_limit_holds_across_workers() {
     let server = Server::start(4, |_, _| reply(200));
     let s = setup(4, &endpoint(&server, "rate_limit = \"2/s\"\nburst = 1"));
     let jobs = (0..7).map(|i| post("/r", json!({"i": i}))).collect();
-    s.run(Registry::builtin(), jobs);
+    s.run(jobs);
     let mut arrivals: Vec<Instant> = server.seen().iter().map(|r| r.at).collect();
     arrivals.sort();
     assert_eq!(arrivals.len(), 7);
@@ -596,8 +508,8 @@ fn multipart_upload_arrives_intact() {
             {"name": "metadata", "json": metadata, "filename": "metadata.json"},
         ]}),
     );
-    let ids = s.run(Registry::builtin(), vec![job]);
-    assert_eq!(s.state(ids[0]).0, JobState::Succeeded);
+    let ids = s.run(vec![job]);
+    assert_eq!(outcome(&s, ids[0]).0, JobState::Succeeded);
     let request = &server.seen_at("/upload")[0];
     let content_type = request.header("Content-Type").unwrap();
     let boundary = content_type
@@ -660,7 +572,7 @@ fn byte_ranges_of_one_body_file_are_sent_exactly() {
         json!({"endpoint": "api", "path": "/rest", "body_file": "spool/bodies/all.bodies",
                "body_offset": a}),
     ));
-    let ids = s.run(Registry::builtin(), jobs);
+    let ids = s.run(jobs);
     for (i, path) in ["/p0", "/p1", "/p2"].iter().enumerate() {
         let seen = server.seen_at(path);
         assert_eq!(seen.len(), 1, "{path}");
@@ -670,13 +582,13 @@ fn byte_ranges_of_one_body_file_are_sent_exactly() {
             Some(&*parts[i].len().to_string())
         );
         assert_eq!(seen[0].header("Content-Type"), Some("application/json"));
-        assert_eq!(s.state(ids[i]).0, JobState::Succeeded);
+        assert_eq!(outcome(&s, ids[i]).0, JobState::Succeeded);
     }
     assert_eq!(
         server.seen_at("/rest")[0].body,
         [parts[1], parts[2]].concat()
     );
-    let (state, error, _) = s.state(ids[3]);
+    let (state, error, _) = outcome(&s, ids[3]);
     assert_eq!(state, JobState::Dead);
     let error = error.unwrap();
     assert!(error.contains("past its end"), "{error}");
@@ -710,11 +622,10 @@ fn a_dead_job_sends_one_webhook_with_its_facts() {
         2,
         &format!("{}\n[endpoints.alerts]\nbase_url = \"{}\"\n[notify]\nendpoint = \"alerts\"\npath = \"/hook\"\n", endpoint(&server, ""), server.base),
     );
-    let ids = s.run(
-        Registry::builtin(),
-        vec![post("/usage", json!({})).source("watch:/in/batch-1.json")],
-    );
-    assert_eq!(s.state(ids[0]).0, JobState::Dead);
+    let ids = s.run(vec![
+        post("/usage", json!({})).source("watch:/in/batch-1.json")
+    ]);
+    assert_eq!(outcome(&s, ids[0]).0, JobState::Dead);
     let hooks = server.seen_at("/hook");
     assert_eq!(hooks.len(), 1);
     let message = hooks[0].json();
@@ -748,7 +659,7 @@ fn a_notification_that_dies_does_not_notify_again() {
             endpoint(&server, "")
         ),
     );
-    s.run(Registry::builtin(), vec![post("/usage", json!({}))]);
+    s.run(vec![post("/usage", json!({}))]);
     // The job, then its notification; the notification's death sends nothing more.
     assert_eq!(server.seen_at("/usage").len(), 1);
     assert_eq!(server.seen_at("/hook").len(), 1);
@@ -894,7 +805,7 @@ fn only_methods_that_change_state_carry_an_idempotency_key() {
         .iter()
         .flat_map(|e| methods.iter().map(move |m| job(e, m)))
         .collect();
-    let ids = s.run(Registry::builtin(), jobs);
+    let ids = s.run(jobs);
     let keyed = |endpoint: &str| -> Vec<String> {
         let mut keyed: Vec<String> = server
             .seen_at(&format!("/{endpoint}/"))
@@ -916,7 +827,7 @@ fn only_methods_that_change_state_carry_an_idempotency_key() {
     assert_eq!(keyed("api"), ["PATCH", "POST"], "the default");
     assert_eq!(keyed("puts"), ["DELETE", "POST", "PUT"], "as configured");
     // The attempt's detail has the key only when it was sent.
-    let detail = |id: JobId| s.state(id).2[0].detail.clone().unwrap();
+    let detail = |id: JobId| outcome(&s, id).2[0].detail.clone().unwrap();
     assert_eq!(detail(ids[0])["idempotency_key"], Value::Null, "GET");
     assert_eq!(detail(ids[1])["idempotency_key"], "api-POST");
 
@@ -982,9 +893,7 @@ fn secrets_a_server_echoes_even_base64_encoded_are_masked_when_stored_and_shown(
     );
     // A payload that brings its own Basic credentials.
     let basic = format!("Basic {}", b64.encode(format!("alice:{password}")));
-    let ids = s.run(
-        Registry::builtin(),
-        vec![
+    let ids = s.run(vec![
             NewJob::new("http", json!({"endpoint": "bearer", "path": "/a", "json": {}})),
             NewJob::new(
                 "http",
@@ -1028,7 +937,7 @@ fn secrets_a_server_echoes_even_base64_encoded_are_masked_when_stored_and_shown(
         }
     };
     for id in &ids[..2] {
-        let (state, error, attempts) = s.state(*id);
+        let (state, error, attempts) = outcome(&s, *id);
         assert_eq!(state, JobState::Dead);
         let error = error.unwrap();
         assert!(
@@ -1039,7 +948,7 @@ fn secrets_a_server_echoes_even_base64_encoded_are_masked_when_stored_and_shown(
         check("last_error", &error);
         check("attempt", &serde_json::to_string(&attempts).unwrap());
     }
-    let (state, _, attempts) = s.state(ids[2]);
+    let (state, _, attempts) = outcome(&s, ids[2]);
     assert_eq!(state, JobState::Succeeded);
     let recorded = &attempts[0].detail.as_ref().unwrap()["recorded"];
     assert_eq!(recorded["authorization"], "***");
@@ -1098,13 +1007,10 @@ fn a_base_url_from_the_environment_or_a_file_is_used_and_masked_everywhere() {
         ),
     )
     .unwrap();
-    let ids = s.run(
-        Registry::builtin(),
-        vec![NewJob::new(
-            "http",
-            json!({"endpoint": "hook", "path": "/x", "json": {"text": "hi"}}),
-        )],
-    );
+    let ids = s.run(vec![NewJob::new(
+        "http",
+        json!({"endpoint": "hook", "path": "/x", "json": {"text": "hi"}}),
+    )]);
     assert_eq!(
         hook.seen()[0].url,
         "/services/T0SECRET/B0SECRET/xoxSecretPart/x",
@@ -1123,7 +1029,7 @@ fn a_base_url_from_the_environment_or_a_file_is_used_and_masked_everywhere() {
             assert!(!text.contains(secret), "{what} shows {secret}: {text}");
         }
     };
-    let (state, error, attempts) = s.state(ids[0]);
+    let (state, error, attempts) = outcome(&s, ids[0]);
     assert_eq!(state, JobState::Dead);
     let error = error.unwrap();
     assert_eq!(
@@ -1147,7 +1053,7 @@ fn a_base_url_from_the_environment_or_a_file_is_used_and_masked_everywhere() {
     for job in &notify_jobs {
         check(
             "notify job",
-            &serde_json::to_string(&s.state(job.id).2).unwrap(),
+            &serde_json::to_string(&outcome(&s, job.id).2).unwrap(),
         );
     }
     for args in [&["show"][..], &["--json", "show"][..]] {
@@ -1186,7 +1092,7 @@ fn a_secret_base_url_is_checked_without_showing_it() {
         "http://hooks.example.com/services/SECRETPATH",
     );
     let plain = config("base_url_env = \"JOBD_IT_PLAIN_HOOK\"").unwrap();
-    let err = plain.check_secrets().unwrap_err();
+    let err = plain.check_secrets().unwrap_err().to_string();
     assert!(err.starts_with("endpoints.hook.base_url_env: "), "{err}");
     assert!(
         err.contains("http:// to a non-loopback host is refused"),
@@ -1195,7 +1101,7 @@ fn a_secret_base_url_is_checked_without_showing_it() {
     assert!(!err.contains("SECRETPATH"), "{err}");
     let unset = config("base_url_env = \"JOBD_IT_UNSET_HOOK\"").unwrap();
     assert_eq!(
-        unset.check_secrets().unwrap_err(),
+        unset.check_secrets().unwrap_err().to_string(),
         "endpoints.hook.base_url_env: the environment variable JOBD_IT_UNSET_HOOK is not set"
     );
     // A payload may not carry the URL itself.

@@ -2,6 +2,8 @@
 //! dedupe, folder sets and their timeout, dead inputs and retry, and kill -9 mid-burst.
 //! Also the daemon harness the socket tests share.
 
+use crate::common::{wait_for, wait_for_explained, wait_until};
+use jobd::clock::{Clock, SystemClock};
 use jobd::job::{Job, JobState};
 use jobd::store::{JobFilter, OpenOptions};
 use std::collections::BTreeMap;
@@ -10,7 +12,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// A jobd process with its own directory, config, database and socket.
 pub struct TestDaemon {
@@ -69,26 +73,30 @@ impl TestDaemon {
     }
 
     fn wait_until_answering(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(mut stream) = UnixStream::connect(&self.socket) {
+        let socket = self.socket.clone();
+        let log = self.dir.path().join("jobd.log");
+        let child = self.child.as_mut().unwrap();
+        wait_for_explained(
+            Duration::from_secs(20),
+            "jobd to answer a ping on its socket",
+            || {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!(
+                        "jobd exited with {status}:\n{}",
+                        fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                let mut stream = UnixStream::connect(&socket).ok()?;
                 stream
                     .set_read_timeout(Some(Duration::from_secs(5)))
                     .unwrap();
-                if writeln!(stream, "{{\"op\":\"ping\"}}").is_ok() {
-                    let mut line = String::new();
-                    if BufReader::new(&stream).read_line(&mut line).is_ok() && line.contains("pong")
-                    {
-                        return;
-                    }
-                }
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("jobd exited with {status}:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("jobd did not answer on its socket:\n{}", self.log());
+                writeln!(stream, "{{\"op\":\"ping\"}}").ok()?;
+                let mut line = String::new();
+                BufReader::new(&stream).read_line(&mut line).ok()?;
+                line.contains("pong").then_some(())
+            },
+            || fs::read_to_string(&log).unwrap_or_default(),
+        );
     }
 
     pub fn log(&self) -> String {
@@ -125,25 +133,29 @@ impl TestDaemon {
         timeout: Duration,
         check: impl Fn(&[Job]) -> bool,
     ) -> Vec<Job> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let jobs = self.jobs();
-            if check(&jobs) {
-                return jobs;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what}; {} job(s): {:?}\nlog:\n{}",
-                    jobs.len(),
-                    jobs.iter()
-                        .map(|j| (j.id, j.state))
+        let last = std::cell::RefCell::new(Vec::new());
+        wait_for_explained(
+            timeout,
+            what,
+            || {
+                let jobs = self.jobs();
+                let done = check(&jobs).then(|| jobs.clone());
+                *last.borrow_mut() = jobs;
+                done
+            },
+            || {
+                let last = last.borrow();
+                format!(
+                    "{} job(s): {:?}\nlog:\n{}",
+                    last.len(),
+                    last.iter()
+                        .map(|j| (j.id, &j.kind, j.state, &j.last_error))
                         .take(20)
                         .collect::<Vec<_>>(),
                     self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                )
+            },
+        )
     }
 
     pub fn jobctl(&self, args: &[&str]) -> (i32, String, String) {
@@ -202,9 +214,11 @@ const WATCH: &str =
     "[[watch]]\npath = \"{dir}/in\"\nsettle = \"1s\"\nrescan = \"1s\"\nkind = \"noop\"\n";
 
 #[test]
-fn a_slow_writer_is_not_taken_early_and_a_renamed_file_is_taken_within_100ms() {
+fn a_slow_writer_is_not_taken_early() {
     let daemon = TestDaemon::start(WATCH);
     // A producer writing in place, pausing between parts for less than the settle time.
+    // Its pauses are what is tested (the real binary settles on real time), so they stay
+    // sleeps.
     let path = daemon.input.join("slow.csv");
     let mut file = fs::File::create(&path).unwrap();
     for part in 0..8 {
@@ -227,23 +241,35 @@ fn a_slow_writer_is_not_taken_early_and_a_renamed_file_is_taken_within_100ms() {
         "taken before it was complete"
     );
     assert_eq!(jobs[0].payload["name"], "slow.csv");
+}
 
-    // Write-then-rename: no settle wait.
-    let started = Instant::now();
+/// Settle and rescan as long as they go: a file taken in at all was taken on its rename
+/// notification, since a listing would find it only in a day and let it settle a day.
+const WATCH_RENAMES_ONLY: &str =
+    "[[watch]]\npath = \"{dir}/in\"\nsettle = \"1d\"\nrescan = \"1d\"\nkind = \"noop\"\n";
+
+#[test]
+fn a_renamed_in_file_is_taken_at_once_on_its_rename_notification() {
+    let daemon = TestDaemon::start(WATCH_RENAMES_ONLY);
+    // The watcher logs this once its inotify watch is registered and before its first
+    // listing; a file renamed in earlier would be found by that listing, left to settle.
+    wait_until(Duration::from_secs(20), "the watcher to start", || {
+        daemon.log().contains(": watching ")
+    });
+    let renamed_at = SystemClock.now_ms();
     drop_file(&daemon, "fast.csv", b"a,b\n1,2\n");
-    let deadline = started + Duration::from_secs(5);
-    let mut taken_after = None;
-    while Instant::now() < deadline {
-        if daemon.jobs().len() == 2 {
-            taken_after = Some(started.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let taken_after = taken_after.expect("the renamed file was never taken");
+    let jobs = daemon.wait_for_jobs(
+        "the renamed-in file to be taken on its notification",
+        Duration::from_secs(30),
+        |jobs| jobs.len() == 1,
+    );
+    assert_eq!(jobs[0].payload["name"], "fast.csv");
+    // The daemon's own record of when it took the file, not when this test looked: the
+    // README's "taken at once", with room for a loaded machine.
+    let latency_ms = jobs[0].created_at - renamed_at;
     assert!(
-        taken_after <= Duration::from_millis(100),
-        "a renamed-in file took {taken_after:?} to become a job"
+        (0..=5_000).contains(&latency_ms),
+        "a renamed-in file became a job {latency_ms} ms after its rename"
     );
 }
 
@@ -280,17 +306,25 @@ fn a_thousand_files_become_a_thousand_jobs_and_duplicate_content_is_not_enqueued
     daemon.wait_for_jobs("the changed file", Duration::from_secs(10), |jobs| {
         jobs.len() == 1001
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fs::read_dir(&daemon.input).unwrap().count() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
+    // Each duplicate is logged as it is put in done/. (f0000.csv's copy may be replaced
+    // by its changed content before the watcher sees it, so it is not counted on.)
+    wait_until(
+        Duration::from_secs(10),
+        "f0001.csv..f0009.csv to be logged as duplicates and the input to be empty",
+        || {
+            let log = daemon.log();
+            (1..10).all(|n| log.contains(&format!("f{n:04}.csv is a duplicate of")))
+                && fs::read_dir(&daemon.input).unwrap().count() == 0
+        },
+    );
     assert_eq!(daemon.jobs().len(), 1001, "a duplicate became a job");
-    let done = inputs_under(&daemon.data.join("done"));
-    assert_eq!(done.iter().filter(|n| n.as_str() == "f0001.csv").count(), 2);
-    assert!(
-        daemon.log().contains("is a duplicate of"),
-        "no log line for the duplicate"
+    wait_until(
+        Duration::from_secs(10),
+        "both copies of f0001.csv in done/",
+        || {
+            let done = inputs_under(&daemon.data.join("done"));
+            done.iter().filter(|n| n.as_str() == "f0001.csv").count() == 2
+        },
     );
 }
 
@@ -300,13 +334,13 @@ const FOLDER_SET: &str =
     optional = [\"class.csv\"]\nincomplete_timeout = \"6s\"\n";
 
 /// Inputs move to done/ or failed/ just after their job's end is committed, so a test
-/// that has seen the job's state waits a moment for the move.
+/// that has seen the job's state waits for the move.
 fn wait_gone(path: &Path) {
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    while path.exists() && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(!path.exists(), "{} stayed in the input", path.display());
+    wait_until(
+        Duration::from_secs(10),
+        &format!("{} to leave the input", path.display()),
+        || !path.exists(),
+    );
 }
 
 #[test]
@@ -316,11 +350,18 @@ fn a_folder_set_waits_for_its_required_files_and_an_incomplete_one_dies_naming_t
     fs::create_dir(&set).unwrap();
     fs::write(set.join("School.CSV"), "s").unwrap();
     fs::write(set.join("student.csv"), "st").unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // The daemon's record that it looked at the set and found it incomplete.
+    let stats = wait_for(
+        Duration::from_secs(10),
+        "the set to be recorded as incomplete",
+        || {
+            let (code, stats, _) = daemon.jobctl(&["stats", "--json"]);
+            assert_eq!(code, 0);
+            let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+            (stats["incomplete_folders"][0]["folder"] == "20251027").then_some(stats)
+        },
+    );
     assert!(daemon.jobs().is_empty(), "taken without teacher.csv");
-    let (code, stats, _) = daemon.jobctl(&["stats", "--json"]);
-    assert_eq!(code, 0);
-    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(
         stats["incomplete_folders"][0]["folder"], "20251027",
         "{stats}"
@@ -364,14 +405,9 @@ fn a_folder_set_waits_for_its_required_files_and_an_incomplete_one_dies_naming_t
     );
     wait_gone(&late);
     // It goes through the spool on its way to failed/, just after its death is committed.
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    while !inputs_under(&daemon.data.join("failed")).contains(&"school.csv".to_string())
-        && std::time::Instant::now() < until
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let failed = inputs_under(&daemon.data.join("failed"));
-    assert!(failed.contains(&"school.csv".to_string()), "{failed:?}");
+    wait_until(Duration::from_secs(10), "school.csv in failed/", || {
+        inputs_under(&daemon.data.join("failed")).contains(&"school.csv".to_string())
+    });
     let (_, stats, _) = daemon.jobctl(&["stats", "--json"]);
     let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
     assert_eq!(stats["incomplete_folders"], serde_json::json!([]));
@@ -387,13 +423,16 @@ fn a_dead_jobs_input_goes_to_failed_with_its_error_and_retry_brings_it_back() {
     });
     let id = jobs[0].id;
     // The move happens right after the commit that killed the job.
-    std::thread::sleep(Duration::from_millis(200));
     let day = chrono::Utc::now().format("%Y%m%d").to_string();
     let failed = daemon.data.join("failed").join(&day).join(id.to_string());
-    assert!(
-        failed.join("bad.csv").exists(),
-        "not in failed/: {:?}",
-        inputs_under(&daemon.data)
+    wait_for_explained(
+        Duration::from_secs(10),
+        "bad.csv and its error in failed/",
+        || {
+            (failed.join("bad.csv").exists() && failed.join("bad.csv.error.json").exists())
+                .then_some(())
+        },
+        || format!("found: {:?}", inputs_under(&daemon.data)),
     );
     let error: serde_json::Value =
         serde_json::from_slice(&fs::read(failed.join("bad.csv.error.json")).unwrap()).unwrap();
@@ -434,25 +473,42 @@ fn kill_9_during_a_burst_of_drops_loses_no_file_and_makes_no_second_job() {
         .unwrap();
     }
     let input = daemon.input.clone();
-    let producer = std::thread::spawn(move || {
-        for n in 0..total {
-            let name = format!("k{n:04}.csv");
-            fs::rename(outbox.join(&name), input.join(&name)).unwrap();
-            if n % 50 == 0 {
-                std::thread::sleep(Duration::from_millis(15));
+    let moved = Arc::new(AtomicUsize::new(0));
+    let producer = {
+        let moved = moved.clone();
+        std::thread::spawn(move || {
+            for n in 0..total {
+                let name = format!("k{n:04}.csv");
+                fs::rename(outbox.join(&name), input.join(&name)).unwrap();
+                moved.fetch_add(1, Ordering::SeqCst);
+                // A producer that drops in bursts of 50: its pace is part of the scene.
+                if n % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(15));
+                }
             }
-        }
-    });
-    // Two kills at different moments of the burst.
+        })
+    };
+    // Two kills while the daemon is taking files in: each once it has made a job or
+    // two more since it started.
     let mut mid_burst = 0;
-    for delay in [60, 90] {
-        std::thread::sleep(Duration::from_millis(delay));
+    for kill in 1..=2 {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("jobs to be made before kill {kill}"),
+            || daemon.jobs().len() >= 2 * kill,
+        );
         daemon.kill9();
-        let present = fs::read_dir(&daemon.input).unwrap().count() + daemon.jobs().len();
-        if present < total {
+        let at_kill = moved.load(Ordering::SeqCst);
+        if at_kill < total {
             mid_burst += 1;
         }
-        std::thread::sleep(Duration::from_millis(30));
+        // The producer goes on while the daemon is down: the restart finds files that
+        // arrived with nobody watching.
+        wait_until(
+            Duration::from_secs(10),
+            "the producer to move on while the daemon is down",
+            || moved.load(Ordering::SeqCst) > at_kill || at_kill == total,
+        );
         daemon.spawn();
     }
     producer.join().unwrap();
@@ -462,8 +518,12 @@ fn kill_9_during_a_burst_of_drops_loses_no_file_and_makes_no_second_job() {
         Duration::from_secs(60),
         |jobs| jobs.len() >= total && jobs.iter().all(|j| j.state == JobState::Succeeded),
     );
-    // Let the last moves to done/ land.
-    std::thread::sleep(Duration::from_millis(300));
+    // The last moves to done/ land just after their jobs' ends are committed.
+    wait_until(
+        Duration::from_secs(10),
+        "every input to leave the spool",
+        || inputs_under(&daemon.data.join("spool")).is_empty(),
+    );
     assert_eq!(jobs.len(), total, "a file became two jobs");
     let mut per_name: BTreeMap<String, usize> = BTreeMap::new();
     for job in &jobs {

@@ -738,9 +738,10 @@ fn a_csv_import_records_its_progress_and_show_sums_up_its_children() {
     assert!(list.contains("rows_read=96"), "{list}");
 }
 
-/// A handler that reports progress, then holds its attempt open until the test says go.
+/// A handler that reports progress, then holds its attempt open until the test says go
+/// (or the daemon stops).
 struct Reporting {
-    go: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    go: crossbeam_channel::Receiver<()>,
 }
 
 impl jobd::handlers::Handler for Reporting {
@@ -748,11 +749,13 @@ impl jobd::handlers::Handler for Reporting {
         for n in 1..=500 {
             ctx.progress("rows", n);
         }
-        while !self.go.load(std::sync::atomic::Ordering::SeqCst) {
+        // Woken by the test's go at once; looks at the daemon's stop in between.
+        while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+            self.go.recv_timeout(Duration::from_millis(10))
+        {
             if ctx.stop.must_stop().is_some() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
         ctx.progress("rows", 501);
         jobd::job::Outcome::success()
@@ -761,8 +764,6 @@ impl jobd::handlers::Handler for Reporting {
 
 #[test]
 fn progress_is_written_with_the_heartbeat_while_the_attempt_runs() {
-    use jobd::daemon::{Daemon, DaemonOptions};
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let sandbox = Sandbox::new("lease = \"1s\"", "");
     sandbox.migrate();
@@ -770,21 +771,14 @@ fn progress_is_written_with_the_heartbeat_while_the_attempt_runs() {
         &sandbox.config(),
     )))
     .unwrap();
-    let go = Arc::new(AtomicBool::new(false));
+    let (go, gone) = crossbeam_channel::bounded(1);
     let mut registry = jobd::handlers::Registry::builtin();
-    registry.register("reporting", Arc::new(Reporting { go: go.clone() }));
-    let daemon = Daemon::start(
-        config,
-        DaemonOptions {
-            clock: Arc::new(jobd::clock::SystemClock),
-            registry,
-            config_source: jobd::config::ConfigSource::Defaults,
-            once: false,
-            handle_signals: false,
-            hooks: vec![],
-        },
-    )
-    .unwrap();
+    registry.register("reporting", Arc::new(Reporting { go: gone }));
+    let daemon = crate::common::DaemonRun {
+        registry,
+        ..Default::default()
+    }
+    .start(config);
     let id = daemon
         .client()
         .enqueue(vec![NewJob::new("reporting", json!({}))])
@@ -807,7 +801,7 @@ fn progress_is_written_with_the_heartbeat_while_the_attempt_runs() {
     assert_eq!(state_of(&sandbox, id), "running");
     let shown = ok(&sandbox, &["list"]);
     assert!(shown.contains("rows=500"), "{shown}");
-    go.store(true, Ordering::SeqCst);
+    go.send(()).unwrap();
     wait_until(Duration::from_secs(20), "the job to finish", || {
         state_of(&sandbox, id) == "succeeded"
     });

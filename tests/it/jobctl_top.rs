@@ -54,16 +54,12 @@ impl Tmux {
     }
 
     fn wait_for(&self, text: &str) -> String {
-        let mut last = String::new();
-        let found = (0..500).any(|_| {
-            last = self.screen(false);
-            last.contains(text) || {
-                std::thread::sleep(Duration::from_millis(20));
-                false
-            }
-        });
-        assert!(found, "{text:?} never appeared on the screen:\n{last}");
-        last
+        crate::common::wait_for_explained(
+            Duration::from_secs(10),
+            &format!("{text:?} to appear on the screen"),
+            || Some(self.screen(false)).filter(|screen| screen.contains(text)),
+            || format!("the screen:\n{}", self.screen(false)),
+        )
     }
 }
 
@@ -102,6 +98,7 @@ fn busy_sandbox(queue: &str) -> Sandbox {
     let spec = ClaimSpec {
         limit: 2,
         limited_queues: vec![],
+        destinations: vec![],
     };
     let claimed = db
         .write(|tx| tx.claim(&spec, "box:42", now + 600_000, now - 65_000))

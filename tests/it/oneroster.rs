@@ -4,20 +4,17 @@
 //! multipart upload to a server on 127.0.0.1 (4xx dead at once, 413 named, 503 retried),
 //! the upload's recorded uploadId, the status poll, the zip archive and `on_error`.
 
+use crate::common::{DaemonRun, InProcessDaemon};
 use crate::http_server::{split_multipart, HttpServer, Request, Response};
 
-use jobd::clock::{Clock, ManualClock, SystemClock};
-use jobd::config::{Config, ConfigSource};
-use jobd::daemon::{Daemon, DaemonOptions, JobHooks};
-use jobd::handlers::Registry;
-use jobd::job::{Job, JobId, JobState, NewJob};
-use jobd::store::{JobFilter, OpenOptions, Store};
+use jobd::clock::{Clock, ManualClock};
+use jobd::job::{JobId, JobState, NewJob};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
 // ---- a server that records uploads ----
@@ -71,119 +68,27 @@ impl Server {
 
 // ---- a daemon around one test ----
 
-struct Setup {
-    dir: tempfile::TempDir,
-    config: Config,
-}
-
-fn setup(server: &Server) -> Setup {
+fn setup(server: &Server) -> InProcessDaemon {
     setup_with(server, "")
 }
 
-/// `endpoint` is TOML added to `[endpoints.roster]`; the config is also written to
-/// `jobd.toml` for jobctl.
-fn setup_with(server: &Server, endpoint: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/jobd.sock\"\nworkers = 2\nsynchronous = \"normal\"\n\
-         [retry]\nbase = \"100ms\"\nfactor = 2.0\njitter = 0.0\ncap = \"1s\"\nmax_attempts = 5\n\
-         [endpoints.roster]\nbase_url = \"{base}\"\n{endpoint}\n",
-        db = dir.path().join("jobs.db").display(),
-        data = dir.path().join("data").display(),
-        base = server.base,
-    );
-    let config = Config::from_toml(&text, "test").unwrap();
-    std::fs::write(dir.path().join("jobd.toml"), &text).unwrap();
-    std::fs::create_dir_all(dir.path().join("data")).unwrap();
-    Setup { dir, config }
+/// `endpoint` is TOML added to `[endpoints.roster]`.
+fn setup_with(server: &Server, endpoint: &str) -> InProcessDaemon {
+    InProcessDaemon::new(
+        "workers = 2\nsynchronous = \"normal\"",
+        &format!(
+            "[retry]\nbase = \"100ms\"\nfactor = 2.0\njitter = 0.0\ncap = \"1s\"\nmax_attempts = 5\n\
+             [endpoints.roster]\nbase_url = \"{base}\"\n{endpoint}\n",
+            base = server.base,
+        ),
+    )
 }
 
-impl Setup {
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn db(&self) -> Box<dyn Store> {
-        jobd::store::open(
-            &self.config.daemon.database,
-            &OpenOptions {
-                create: true,
-                migrate: true,
-                ..OpenOptions::default()
-            },
-        )
-        .unwrap()
-    }
-
-    /// Enqueues `jobs` and runs the daemon in real time until nothing is live.
-    fn run(&self, jobs: Vec<NewJob>) -> Vec<JobId> {
-        self.run_with_clock(jobs, Arc::new(SystemClock))
-    }
-
-    /// Like [`Setup::run`], with the daemon's clock.
-    fn run_with_clock(&self, jobs: Vec<NewJob>, clock: Arc<dyn Clock>) -> Vec<JobId> {
-        let mut db = self.db();
-        let now = clock.now_ms();
-        let ids: Vec<JobId> = db
-            .write(|tx| tx.enqueue(&jobs, now))
-            .unwrap()
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
-        drop(db);
-        let hooks: Vec<Arc<dyn JobHooks>> = Vec::new();
-        let daemon = Daemon::start(
-            self.config.clone(),
-            DaemonOptions {
-                clock,
-                registry: Registry::builtin(),
-                config_source: ConfigSource::Defaults,
-                once: false,
-                handle_signals: false,
-                hooks,
-            },
-        )
-        .unwrap();
-        let client = daemon.client();
-        let db = self.db();
-        crate::common::wait_while_live(
-            &*db,
-            &[JobState::Queued, JobState::Running, JobState::Retrying],
-            Duration::from_secs(30),
-        );
-        client.shutdown();
-        daemon.wait().unwrap();
-        ids
-    }
-
-    fn job(&self, id: JobId) -> Job {
-        self.db().get(id).unwrap()
-    }
-
-    fn uploads(&self) -> Vec<Job> {
-        self.jobs_of("http")
-    }
-
-    fn jobs_of(&self, kind: &str) -> Vec<Job> {
-        self.db()
-            .list(&JobFilter {
-                kind: Some(kind.into()),
-                limit: 100,
-                ..JobFilter::default()
-            })
-            .unwrap()
-    }
-
-    /// `jobctl --config jobd.toml args...` through the real binary; its stdout.
-    fn jobctl(&self, args: &[&str]) -> String {
-        let output = std::process::Command::new(crate::common::JOBCTL)
-            .arg("--config")
-            .arg(self.dir.path().join("jobd.toml"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "jobctl {args:?}: {output:?}");
-        String::from_utf8(output.stdout).unwrap()
+/// The daemon on `clock` instead of the system's.
+fn on_clock(clock: Arc<dyn Clock>) -> DaemonRun {
+    DaemonRun {
+        clock,
+        ..DaemonRun::default()
     }
 }
 
@@ -249,7 +154,7 @@ fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-fn out_dir(s: &Setup) -> PathBuf {
+fn out_dir(s: &InProcessDaemon) -> PathBuf {
     let dated = s.data().join("output");
     let day = std::fs::read_dir(&dated).unwrap().next().unwrap().unwrap();
     day.path().join("oneroster").join("20251027")
@@ -508,7 +413,7 @@ fn oneroster_converts_the_set_field_by_field_and_uploads_every_part() {
     let mut summed: Vec<&str> = sums.keys().map(String::as_str).collect();
     summed.sort();
     assert_eq!(summed, others);
-    let uploads = s.uploads();
+    let uploads = s.jobs_of("http");
     assert_eq!(uploads.len(), 1);
     assert_eq!(uploads[0].state, JobState::Succeeded);
     assert!(uploads[0]
@@ -541,11 +446,14 @@ fn oneroster_runs_again_with_identical_ids_and_no_second_upload() {
         }
         files
     };
-    s.run(vec![job_for(&dir)]);
+    // The second run comes a minute later by the daemon's clock: ids and the manifest
+    // must not depend on the time of the run.
+    let clock = Arc::new(ManualClock::new(1_761_546_645_123));
+    s.run_with(vec![job_for(&dir)], on_clock(clock.clone()));
     let first = strip(&out_dir(&s));
     let manifest = std::fs::read(out_dir(&s).join("manifest.csv")).unwrap();
-    std::thread::sleep(Duration::from_millis(5));
-    let ids = s.run(vec![job_for(&dir)]);
+    clock.advance(Duration::from_secs(60));
+    let ids = s.run_with(vec![job_for(&dir)], on_clock(clock));
     assert_eq!(s.job(ids[0]).state, JobState::Succeeded);
     assert_eq!(first, strip(&out_dir(&s)));
     assert_eq!(
@@ -553,7 +461,7 @@ fn oneroster_runs_again_with_identical_ids_and_no_second_upload() {
         std::fs::read(out_dir(&s).join("manifest.csv")).unwrap()
     );
     assert_eq!(server.seen().len(), 1, "the same folder is uploaded once");
-    assert_eq!(s.uploads().len(), 1);
+    assert_eq!(s.jobs_of("http").len(), 1);
 }
 
 #[test]
@@ -563,7 +471,7 @@ fn oneroster_upload_4xx_is_dead_without_retry() {
     let dir = write_fixture(&s.data(), "spool/sds/20251027");
     let ids = s.run(vec![job_for(&dir)]);
     assert_eq!(s.job(ids[0]).state, JobState::Succeeded);
-    let uploads = s.uploads();
+    let uploads = s.jobs_of("http");
     assert_eq!(uploads[0].state, JobState::Dead);
     assert_eq!(uploads[0].attempts, 1);
     assert_eq!(server.seen().len(), 1);
@@ -575,7 +483,7 @@ fn oneroster_upload_503_is_retried() {
     let s = setup(&server);
     let dir = write_fixture(&s.data(), "spool/sds/20251027");
     s.run(vec![job_for(&dir)]);
-    let uploads = s.uploads();
+    let uploads = s.jobs_of("http");
     assert_eq!(uploads[0].state, JobState::Succeeded);
     assert_eq!(uploads[0].attempts, 3);
     assert_eq!(server.seen().len(), 3);
@@ -608,7 +516,7 @@ fn oneroster_an_error_in_a_required_file_makes_the_job_dead_with_the_report() {
         student[1][1..],
         ["3", "School SIS ID", "7", "no such school in School.csv"]
     );
-    assert!(s.uploads().is_empty());
+    assert!(s.jobs_of("http").is_empty());
     let left: Vec<String> = std::fs::read_dir(out_dir(&s))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -653,26 +561,17 @@ fn oneroster_a_watched_folder_set_is_converted_and_uploaded_end_to_end() {
     let daemon = crate::ingest::TestDaemon::start(&watch);
     let staged = write_fixture(daemon.dir.path(), "staging/20251027");
     std::fs::rename(&staged, daemon.input.join("20251027")).unwrap();
-    let until = Instant::now() + Duration::from_secs(20);
-    loop {
-        let jobs = daemon.jobs();
-        let done = |kind: &str| {
-            jobs.iter()
-                .any(|j| j.kind == kind && j.state == JobState::Succeeded)
-        };
-        if done("oneroster") && done("http") {
-            break;
-        }
-        assert!(
-            Instant::now() < until,
-            "not converted and uploaded: {:?}\n{}",
-            jobs.iter()
-                .map(|j| (&j.kind, j.state, &j.last_error))
-                .collect::<Vec<_>>(),
-            daemon.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    daemon.wait_for_jobs(
+        "the set to be converted and uploaded",
+        Duration::from_secs(20),
+        |jobs| {
+            let done = |kind: &str| {
+                jobs.iter()
+                    .any(|j| j.kind == kind && j.state == JobState::Succeeded)
+            };
+            done("oneroster") && done("http")
+        },
+    );
     let seen = server.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].url, "/api/v1/upload");
@@ -696,7 +595,7 @@ fn job_with(dir: &Path, extra: Value) -> NewJob {
     job
 }
 
-fn last_detail(s: &Setup, id: JobId) -> Value {
+fn last_detail(s: &InProcessDaemon, id: JobId) -> Value {
     let attempts = s.db().attempts(id).unwrap();
     attempts.last().unwrap().detail.clone().unwrap()
 }
@@ -707,7 +606,7 @@ fn oneroster_upload_413_is_dead_and_named_payload_too_large() {
     let s = setup(&server);
     let dir = write_fixture(&s.data(), "spool/sds/20251027");
     s.run(vec![job_for(&dir)]);
-    let uploads = s.uploads();
+    let uploads = s.jobs_of("http");
     assert_eq!(uploads[0].state, JobState::Dead);
     assert_eq!(uploads[0].attempts, 1, "413 is not retried");
     let error = uploads[0].last_error.clone().unwrap();
@@ -728,7 +627,7 @@ fn oneroster_upload_records_the_upload_id_shown_by_jobctl() {
     let s = setup(&server);
     let dir = write_fixture(&s.data(), "spool/sds/20251027");
     s.run(vec![job_for(&dir)]);
-    let upload = &s.uploads()[0];
+    let upload = &s.jobs_of("http")[0];
     assert_eq!(upload.state, JobState::Succeeded);
     assert_eq!(upload.payload["record"], json!(["uploadId"]));
     // No status poll unless asked for.
@@ -790,7 +689,7 @@ fn oneroster_status_job_polls_until_the_upload_is_completed() {
         &dir,
         json!({"status_poll": true, "poll_interval": "300ms", "max_polls": 10}),
     )]);
-    let upload = &s.uploads()[0];
+    let upload = &s.jobs_of("http")[0];
     assert_eq!(upload.state, JobState::Succeeded);
     let polls = s.jobs_of("oneroster_status");
     assert_eq!(polls.len(), 1);
@@ -883,7 +782,7 @@ fn oneroster_archive_zip_holds_the_set_and_is_the_same_for_the_same_input() {
     job.payload.as_object_mut().unwrap().remove("endpoint");
     // A fixed clock: the same input at the same run time must give the same bytes.
     let clock = Arc::new(ManualClock::new(1_761_546_645_123));
-    let ids = s.run_with_clock(vec![job.clone()], clock.clone());
+    let ids = s.run_with(vec![job.clone()], on_clock(clock.clone()));
     assert_eq!(s.job(ids[0]).state, JobState::Succeeded);
     let out = out_dir(&s);
     let zip_path = out.with_file_name("20251027.zip");
@@ -938,11 +837,11 @@ fn oneroster_archive_zip_holds_the_set_and_is_the_same_for_the_same_input() {
         zip_path.display().to_string()
     );
 
-    s.run_with_clock(vec![job.clone()], clock.clone());
+    s.run_with(vec![job.clone()], on_clock(clock.clone()));
     assert_eq!(first, std::fs::read(&zip_path).unwrap(), "byte-identical");
     // Another run time changes uploadedAt (bulk files carry no dateLastModified).
     clock.advance(Duration::from_secs(1));
-    s.run_with_clock(vec![job], clock);
+    s.run_with(vec![job], on_clock(clock));
     assert_ne!(first, std::fs::read(&zip_path).unwrap());
     assert!(server.seen().is_empty(), "no endpoint, no upload");
 }
@@ -982,7 +881,7 @@ fn oneroster_on_error_skip_leaves_bad_rows_out_everywhere_and_goes_on() {
         ]
     );
     assert_eq!(last_detail(&s, ids[0])["errors"], 3);
-    assert_eq!(s.uploads()[0].state, JobState::Succeeded);
+    assert_eq!(s.jobs_of("http")[0].state, JobState::Succeeded);
 }
 
 #[test]
@@ -1007,7 +906,7 @@ fn oneroster_on_error_fail_makes_an_optional_file_error_fatal() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(left, ["errors.csv"]);
-    assert!(s.uploads().is_empty());
+    assert!(s.jobs_of("http").is_empty());
 
     // The default goes on with the same input.
     let ids = s.run(vec![job_for(&dir)]);
@@ -1020,7 +919,7 @@ fn oneroster_an_upload_answer_without_an_upload_id_starts_no_status_poll() {
     let s = setup(&server);
     let dir = write_fixture(&s.data(), "spool/sds/20251027");
     s.run(vec![job_with(&dir, json!({"status_poll": true}))]);
-    let upload = &s.uploads()[0];
+    let upload = &s.jobs_of("http")[0];
     assert_eq!(upload.state, JobState::Succeeded);
     let detail = last_detail(&s, upload.id);
     assert_eq!(detail["recorded"], json!({}));
@@ -1059,7 +958,7 @@ fn oneroster_a_zero_byte_optional_file_is_an_empty_one() {
         "no error: the file is empty, not broken"
     );
     assert_eq!(last_detail(&s, ids[0])["errors"], 0);
-    assert_eq!(s.uploads()[0].state, JobState::Succeeded);
+    assert_eq!(s.jobs_of("http")[0].state, JobState::Succeeded);
 
     // Both optional enrollment files empty: enrollments.csv has no rows, so it is absent.
     std::fs::write(dir.join("teacherroster.csv"), "Section SIS ID,SIS ID\n").unwrap();
@@ -1104,7 +1003,7 @@ fn oneroster_a_dead_conversion_always_leaves_errors_csv() {
             "not a CSV file: the file is empty"
         ]]
     );
-    assert!(s.uploads().is_empty());
+    assert!(s.jobs_of("http").is_empty());
 
     // A missing required file too.
     std::fs::remove_file(dir.join("School.csv")).unwrap();

@@ -435,7 +435,7 @@ fn jobctl_copy_moves_unfinished_and_dead_jobs_attempts_and_sync_state_to_postgre
     };
     let sandbox = crate::common::Sandbox::new("", "");
     let mut sqlite = jobd::store::open(
-        sandbox.db(),
+        &sandbox.db(),
         &OpenOptions {
             create: true,
             migrate: true,
@@ -468,6 +468,7 @@ fn jobctl_copy_moves_unfinished_and_dead_jobs_attempts_and_sync_state_to_postgre
                 &ClaimSpec {
                     limit: 4,
                     limited_queues: vec![],
+                    destinations: vec![],
                 },
                 "w",
                 t0 + 60_000,

@@ -3,11 +3,11 @@
 //! when overdrawn, and `updated_at_min` filtering. Full and incremental syncs, kill -9
 //! mid-sync, throttling that never kills a page, the endpoint's rate limit, schedules.
 
-use crate::common::{signal, wait_exit, wait_until, Sandbox, JOBCTL, JOBD};
+use crate::common::{signal, wait_exit, wait_until, DaemonRun, Sandbox, JOBCTL, JOBD};
+use crate::http_server::{HttpServer, Request, Response};
 use jobd::clock::{Clock, SystemClock};
-use jobd::config::{Config, ConfigSource};
-use jobd::daemon::{Daemon, DaemonOptions};
-use jobd::handlers::Registry;
+use jobd::config::Config;
+use jobd::daemon::Daemon;
 use jobd::job::NewJob;
 use jobd::store::sink::SinkDb;
 use jobd::store::{OpenOptions, SyncState};
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "shpat_test_token";
@@ -41,7 +41,7 @@ struct Bucket {
     last: Instant,
 }
 
-/// A fake Shopify store serving customers.
+/// A fake Shopify store serving customers, on the tests' own HTTP server.
 pub struct Shop {
     pub base: String,
     /// (id, updated_at ms, version) sorted by id.
@@ -52,7 +52,8 @@ pub struct Shop {
     delay: Duration,
     /// What a 429 says in Retry-After.
     pub retry_after: Mutex<String>,
-    server: Arc<tiny_http::Server>,
+    /// Stops accepting when the shop is dropped (its handler holds the shop weakly).
+    _server: HttpServer,
 }
 
 /// 2024-01-01T00:00:00Z: when the fake customers were last changed.
@@ -61,38 +62,39 @@ const OLD: i64 = 1_704_067_200_000;
 impl Shop {
     /// `bucket`: (size, leak per second); `delay` per answer.
     pub fn start(customers: usize, bucket: Option<(f64, f64)>, delay: Duration) -> Arc<Shop> {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
-        let base = format!("http://{}", server.server_addr().to_ip().unwrap());
-        let shop = Arc::new(Shop {
-            base,
-            customers: Mutex::new(
-                (1..=customers as i64)
-                    .map(|id| (id, OLD + id * 1000, 1))
-                    .collect(),
-            ),
-            seen: Mutex::new(Vec::new()),
-            bucket: bucket.map(|(size, leak)| {
-                Mutex::new(Bucket {
-                    size,
-                    leak,
-                    level: 0.0,
-                    last: Instant::now(),
-                })
-            }),
-            throttled: AtomicUsize::new(0),
-            delay,
-            retry_after: Mutex::new("0.25".into()),
-            server: server.clone(),
-        });
-        for _ in 0..4 {
+        Arc::new_cyclic(|shop: &Weak<Shop>| {
             let shop = shop.clone();
-            std::thread::spawn(move || {
-                while let Ok(request) = shop.server.recv() {
-                    shop.answer(request);
-                }
-            });
-        }
-        shop
+            let server =
+                HttpServer::start(Arc::new(move |request: Request| match shop.upgrade() {
+                    Some(shop) => shop.answer(request),
+                    None => Response {
+                        status: 503,
+                        headers: Vec::new(),
+                        body: b"the shop is closed".to_vec(),
+                    },
+                }));
+            Shop {
+                base: server.base.clone(),
+                customers: Mutex::new(
+                    (1..=customers as i64)
+                        .map(|id| (id, OLD + id * 1000, 1))
+                        .collect(),
+                ),
+                seen: Mutex::new(Vec::new()),
+                bucket: bucket.map(|(size, leak)| {
+                    Mutex::new(Bucket {
+                        size,
+                        leak,
+                        level: 0.0,
+                        last: Instant::now(),
+                    })
+                }),
+                throttled: AtomicUsize::new(0),
+                delay,
+                retry_after: Mutex::new("0.25".into()),
+                _server: server,
+            }
+        })
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -111,24 +113,23 @@ impl Shop {
         }
     }
 
-    fn answer(&self, request: tiny_http::Request) {
-        let at = Instant::now();
-        let url = request.url().to_string();
-        let parsed = reqwest::Url::parse(&format!("{}{url}", self.base)).unwrap();
+    fn answer(&self, request: Request) -> Response {
+        let parsed = reqwest::Url::parse(&format!("{}{}", self.base, request.url)).unwrap();
         let path = parsed.path().to_string();
         let query: BTreeMap<String, String> = parsed.query_pairs().into_owned().collect();
-        let token_ok = request
-            .headers()
-            .iter()
-            .any(|h| h.field.equiv("X-Shopify-Access-Token") && h.value.as_str() == TOKEN);
+        let token_ok = request.headers.iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case("X-Shopify-Access-Token") && value == TOKEN
+        });
         let (status, body, mut headers, offset, items) = self.respond(&path, &query, token_ok);
         self.seen.lock().unwrap().push(Seen {
-            at,
+            at: request.at,
             query,
             status,
             offset,
             items,
         });
+        // A slow store on purpose: the kill -9 test needs a sync long enough to kill in
+        // the middle of, and the schedule test a run longer than its period.
         std::thread::sleep(self.delay);
         if let Some(bucket) = &self.bucket {
             let b = bucket.lock().unwrap();
@@ -137,13 +138,11 @@ impl Shop {
                 format!("{}/{}", b.level.ceil() as u32, b.size as u32),
             ));
         }
-        let mut response = tiny_http::Response::from_string(body).with_status_code(status);
-        for (name, value) in headers {
-            response.add_header(
-                tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).unwrap(),
-            );
+        Response {
+            status,
+            headers,
+            body: body.into_bytes(),
         }
-        let _ = request.respond(response);
     }
 
     #[allow(clippy::type_complexity)]
@@ -266,12 +265,6 @@ impl Shop {
     }
 }
 
-impl Drop for Shop {
-    fn drop(&mut self) {
-        self.server.unblock();
-    }
-}
-
 fn customer(id: i64, updated: i64, version: u32) -> Value {
     // Shopify writes times in the shop's zone: -05:00 here, so string order would lie.
     let at = chrono::DateTime::from_timestamp_millis(updated)
@@ -339,18 +332,7 @@ fn start(text: &str) -> Daemon {
     std::env::set_var("PULL_TEST_TOKEN", TOKEN);
     let config = Config::from_toml(text, "pull test").unwrap();
     config.check_secrets().unwrap();
-    Daemon::start(
-        config,
-        DaemonOptions {
-            clock: Arc::new(SystemClock),
-            registry: Registry::builtin(),
-            config_source: ConfigSource::Defaults,
-            once: false,
-            handle_signals: false,
-            hooks: Vec::new(),
-        },
-    )
-    .unwrap()
+    DaemonRun::default().start(config)
 }
 
 fn sync_state(db: &Path, pipeline: &str) -> Option<SyncState> {
@@ -507,7 +489,7 @@ fn kill_9_mid_sync_resumes_from_the_page_it_was_on() {
     wait_until(
         Duration::from_secs(10),
         "jobd to create its database",
-        || jobd::store::open(sandbox.db(), &OpenOptions::default()).is_ok(),
+        || jobd::store::open(&sandbox.db(), &OpenOptions::default()).is_ok(),
     );
     let out = sandbox.jobctl(&[
         "enqueue",
@@ -664,6 +646,48 @@ fn a_retry_after_of_twenty_digits_puts_the_page_off_a_day_and_kills_nothing() {
 }
 
 #[test]
+fn the_call_limit_header_holds_the_shop_before_it_answers_429() {
+    // A bucket of 10 leaking 2/s, as Shopify's usage header reports it: 16 pages sent as
+    // fast as they come would overflow it at the 11th. Near its top (80%), the answer's
+    // `X-Shopify-Shop-Api-Call-Limit` holds the endpoint, stored like a 429's hold, so
+    // the next page is not claimed before the bucket has leaked back.
+    let shop = Shop::start(4_000, Some((10.0, 2.0)), Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let daemon = start(&config_text(
+        dir.path(),
+        &shop.base,
+        "",
+        &[("customers", "")],
+        "",
+    ));
+    daemon.client().enqueue(vec![run("customers")]).unwrap();
+    let state = wait_for_runs(&db, "customers", 1, Duration::from_secs(60));
+    daemon.client().shutdown();
+    daemon.wait().unwrap();
+    assert_eq!(state.last_run_items, 4_000);
+    assert_eq!(shop.seen().len(), 16);
+    assert_eq!(
+        shop.throttled.load(Ordering::SeqCst),
+        0,
+        "the store answered 429"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (destination, reason): (String, String) = conn
+        .query_row(
+            "SELECT destination, hold_reason FROM destination_state WHERE hold_reason IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(destination, "shop");
+    assert!(
+        reason.starts_with("answered 200 with X-Shopify-Shop-Api-Call-Limit"),
+        "{reason}"
+    );
+}
+
+#[test]
 fn the_endpoint_rate_limit_is_observed() {
     let shop = Shop::start(5_000, None, Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();
@@ -788,7 +812,6 @@ fn query_of(url: &str) -> BTreeMap<String, String> {
 
 #[test]
 fn body_cursor_and_numbered_page_pagination_fetch_every_item_once() {
-    use crate::http_server::{HttpServer, Request, Response};
     const ITEMS: usize = 250;
     let all: Vec<Value> = (1..=ITEMS as i64)
         .map(|id| customer(id, 1_760_000_000_000 + id * 1_000, 1))

@@ -2,14 +2,11 @@
 //! a real HTTP server on 127.0.0.1, through a real daemon, with one `http` job per
 //! (event, destination).
 
+use crate::common::InProcessDaemon;
 use crate::http_server::{HttpServer, Request, Response};
 
-use jobd::clock::SystemClock;
-use jobd::config::{Config, ConfigSource};
-use jobd::daemon::{Daemon, DaemonOptions};
-use jobd::handlers::Registry;
 use jobd::job::{Job, JobId, JobState, NewJob};
-use jobd::store::{Attempt, JobFilter, OpenOptions, Store};
+use jobd::store::{Attempt, JobFilter};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -94,11 +91,6 @@ fn body(request: &Request) -> Value {
     serde_json::from_slice(&request.body).unwrap()
 }
 
-struct Setup {
-    dir: tempfile::TempDir,
-    config: Config,
-}
-
 /// Three endpoints at `base` and the two storefronts of the example (bosley: GA4 + Meta;
 /// pfizer: sGTM), with the secrets in the environment.
 fn routes(base: &str) -> String {
@@ -137,86 +129,29 @@ path = "/oms/events"
 
 /// A daemon config with three endpoints on `server` and the two storefronts of the
 /// example (bosley: GA4 + Meta; pfizer: sGTM), plus `extra`.
-fn setup(server: &Server, extra: &str) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        r#"[daemon]
-database = "{db}"
-data_dir = "{data}"
-socket = "{data}/jobd.sock"
-workers = 4
-synchronous = "normal"
-[retry]
-base = "100ms"
-factor = 2.0
-jitter = 0.0
-cap = "1s"
-max_attempts = 3
-{routes}{extra}"#,
-        db = dir.path().join("jobs.db").display(),
-        data = dir.path().join("data").display(),
-        routes = routes(&server.base),
-    );
-    let config = Config::from_toml(&text, "relay test").unwrap();
-    std::fs::create_dir_all(dir.path().join("data")).unwrap();
-    Setup { dir, config }
+fn setup(server: &Server, extra: &str) -> InProcessDaemon {
+    InProcessDaemon::new(
+        "workers = 4\nsynchronous = \"normal\"",
+        &format!(
+            "[retry]\nbase = \"100ms\"\nfactor = 2.0\njitter = 0.0\ncap = \"1s\"\nmax_attempts = 3\n{routes}{extra}",
+            routes = routes(&server.base),
+        ),
+    )
 }
 
-impl Setup {
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
+/// A job and its attempts.
+fn with_attempts(s: &InProcessDaemon, id: JobId) -> (Job, Vec<Attempt>) {
+    (s.job(id), s.attempts(id))
+}
 
-    fn db(&self) -> Box<dyn Store> {
-        jobd::store::open(&self.config.daemon.database, &OpenOptions::default()).unwrap()
-    }
-
-    /// Runs a daemon in real time until no job is queued, running or retrying.
-    fn run(&self, jobs: Vec<NewJob>) -> Vec<JobId> {
-        let daemon = Daemon::start(
-            self.config.clone(),
-            DaemonOptions {
-                clock: Arc::new(SystemClock),
-                registry: Registry::builtin(),
-                config_source: ConfigSource::Defaults,
-                once: false,
-                handle_signals: false,
-                hooks: Vec::new(),
-            },
-        )
-        .unwrap();
-        let client = daemon.client();
-        let ids: Vec<JobId> = client
-            .enqueue(jobs)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
-        let db = self.db();
-        crate::common::wait_while_live(
-            &*db,
-            &[JobState::Queued, JobState::Running, JobState::Retrying],
-            Duration::from_secs(30),
-        );
-        client.shutdown();
-        daemon.wait().unwrap();
-        ids
-    }
-
-    fn job(&self, id: JobId) -> (Job, Vec<Attempt>) {
-        let db = self.db();
-        (db.get(id).unwrap(), db.attempts(id).unwrap())
-    }
-
-    /// The relay queue's jobs.
-    fn deliveries(&self) -> Vec<Job> {
-        let filter = JobFilter {
-            queue: Some("relay".into()),
-            limit: 1000,
-            ..Default::default()
-        };
-        self.db().list(&filter).unwrap()
-    }
+/// The relay queue's jobs.
+fn deliveries(s: &InProcessDaemon) -> Vec<Job> {
+    let filter = JobFilter {
+        queue: Some("relay".into()),
+        limit: 1000,
+        ..Default::default()
+    };
+    s.db().list(&filter).unwrap()
 }
 
 fn relay(payload: Value) -> NewJob {
@@ -229,7 +164,7 @@ fn the_oms_sample_batch_reaches_the_right_destinations_with_correct_bodies() {
     let s = setup(&server, "");
     let ids = s.run(vec![relay(sample_batch())]);
 
-    let (job, attempts) = s.job(ids[0]);
+    let (job, attempts) = with_attempts(&s, ids[0]);
     assert_eq!(job.state, JobState::Succeeded);
     let detail = attempts[0].detail.clone().unwrap();
     assert_eq!(detail["counts"]["events"], 3);
@@ -304,7 +239,7 @@ fn the_oms_sample_batch_reaches_the_right_destinations_with_correct_bodies() {
 
     // One http job per (event, destination) in the relay queue, keyed for dedup, and no
     // secret in any payload or attempt.
-    let deliveries = s.deliveries();
+    let deliveries = deliveries(&s);
     assert_eq!(deliveries.len(), 5);
     let mut keys: Vec<String> = deliveries
         .iter()
@@ -325,7 +260,28 @@ fn the_oms_sample_batch_reaches_the_right_destinations_with_correct_bodies() {
         assert_eq!(delivery.kind, "http");
         assert_eq!(delivery.state, JobState::Succeeded);
         assert_eq!(delivery.parent_id, Some(ids[0]));
-        let (_, attempts) = s.job(delivery.id);
+        // Flow control per storefront: the endpoint is its destination, the storefront
+        // its key, and the events of one order reach each destination in order.
+        let (storefront, order, name) = {
+            let key = delivery.unique_key.as_deref().unwrap();
+            let parts: Vec<&str> = key.split(':').collect();
+            let (storefront, name) = parts[3].split_once('/').unwrap();
+            (
+                storefront.to_string(),
+                parts[1].to_string(),
+                name.to_string(),
+            )
+        };
+        assert_eq!(
+            delivery.destination.as_deref(),
+            delivery.payload["endpoint"].as_str()
+        );
+        assert_eq!(delivery.flow_key, storefront);
+        assert_eq!(
+            delivery.order_key.as_deref(),
+            Some(format!("relay:{storefront}:{order}:{name}").as_str())
+        );
+        let (_, attempts) = with_attempts(&s, delivery.id);
         let stored = format!("{} {:?}", delivery.payload, attempts);
         assert!(
             !stored.contains(GA4_SECRET) && !stored.contains(META_TOKEN),
@@ -351,11 +307,11 @@ fn a_duplicate_batch_is_not_delivered_again() {
         5,
         "a delivery was repeated"
     );
-    assert_eq!(s.deliveries().len(), 5);
+    assert_eq!(deliveries(&s).len(), 5);
     for id in &ids {
-        assert_eq!(s.job(*id).0.state, JobState::Succeeded);
+        assert_eq!(with_attempts(&s, *id).0.state, JobState::Succeeded);
     }
-    let (_, attempts) = s.job(ids[1]);
+    let (_, attempts) = with_attempts(&s, ids[1]);
     assert_eq!(
         attempts[0].detail.clone().unwrap()["counts"]["repeated_in_batch"],
         2
@@ -397,8 +353,8 @@ fn one_destination_answering_503_does_not_hold_back_the_others() {
         last_other < last_meta,
         "GA4 and sGTM waited for Meta's retries"
     );
-    for delivery in s.deliveries() {
-        let (_, attempts) = s.job(delivery.id);
+    for delivery in deliveries(&s) {
+        let (_, attempts) = with_attempts(&s, delivery.id);
         let to_meta = delivery.unique_key.as_deref().unwrap().ends_with("/meta");
         if to_meta {
             assert_eq!(delivery.state, JobState::Dead);
@@ -444,7 +400,7 @@ fn a_bad_event_is_reported_while_the_rest_go_through() {
         5,
         "the good events all went"
     );
-    let (job, attempts) = s.job(ids[0]);
+    let (job, attempts) = with_attempts(&s, ids[0]);
     assert_eq!(job.state, JobState::Succeeded);
     let detail = attempts[0].detail.clone().unwrap();
     let counts = &detail["counts"];
@@ -510,7 +466,7 @@ fn an_ndjson_file_under_the_data_dir_is_relayed_and_a_file_elsewhere_is_refused(
     // (and checked again when the job runs: tests/it/payload_paths.rs).
     let ids = s.run(vec![relay(json!({"file": spool.join("batch.ndjson")}))]);
     assert_eq!(server.seen.lock().unwrap().len(), 5);
-    let (job, attempts) = s.job(ids[0]);
+    let (job, attempts) = with_attempts(&s, ids[0]);
     assert_eq!(job.state, JobState::Succeeded);
     let detail = attempts[0].detail.clone().unwrap();
     assert_eq!(detail["counts"]["deliveries"], 5);

@@ -178,6 +178,7 @@ fn backup_while_the_daemon_drains_thousands_of_jobs_is_consistent() {
                     .unwrap();
                     added += 1;
                 }
+                // An outside writer's pace: the load the backup runs under, not a wait.
                 std::thread::sleep(Duration::from_millis(5));
             }
             added
@@ -316,6 +317,7 @@ fn wal_under_load(wal_limit: &str, hold: Duration, run_for: Duration) -> (Vec<u6
                     .unwrap();
                 }
                 tx.commit().unwrap();
+                // An outside writer's pace: the load under test, not a wait.
                 std::thread::sleep(Duration::from_millis(10));
             }
         })
@@ -332,6 +334,7 @@ fn wal_under_load(wal_limit: &str, hold: Duration, run_for: Duration) -> (Vec<u6
                 let _: i64 = conn
                     .query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))
                     .unwrap();
+                // The long reader under test holds its snapshot this long.
                 std::thread::sleep(hold);
                 conn.execute_batch("COMMIT").unwrap();
                 // A forced checkpoint can only succeed in these pauses; they are short
@@ -346,6 +349,7 @@ fn wal_under_load(wal_limit: &str, hold: Duration, run_for: Duration) -> (Vec<u6
     let start = Instant::now();
     while start.elapsed() < run_for {
         samples.push(size());
+        // The sampling period of the measurement (the WAL's size over the run).
         std::thread::sleep(Duration::from_millis(250));
     }
     stop.store(true, Ordering::SeqCst);
@@ -353,10 +357,12 @@ fn wal_under_load(wal_limit: &str, hold: Duration, run_for: Duration) -> (Vec<u6
     reader.join().unwrap();
     // Load over: the policy cuts the WAL back below the limit by itself.
     let limit = jobd::config::parse_size(wal_limit).unwrap();
-    let settle = Instant::now();
-    while size() > limit && settle.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_explained(
+        Duration::from_secs(10),
+        "the WAL to be cut back to its limit after the load",
+        || (size() <= limit).then_some(()),
+        || format!("the WAL is {} bytes, the limit {limit}", size()),
+    );
     let after = size();
     assert!(
         jobd.try_wait().unwrap().is_none(),
@@ -783,7 +789,10 @@ fn on_a_full_disk_enqueues_fail_clearly_outcomes_wait_and_the_daemon_recovers() 
             .contains("disk is full"),
         "{answer}"
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Each refusal is a write the dispatcher tried and lost; it answers the next one too,
+    // and is still there.
+    let again = socket.ask(&padded);
+    assert_eq!(again["error"]["code"], "not_enqueued", "{again}");
     assert!(
         jobd.try_wait().unwrap().is_none(),
         "jobd exited on a full disk: {}",
@@ -801,13 +810,19 @@ fn on_a_full_disk_enqueues_fail_clearly_outcomes_wait_and_the_daemon_recovers() 
         }
     }
     // The same connection enqueues once there is room again.
-    let mut answer = socket.ask(&padded);
-    let start = Instant::now();
-    while answer["ok"] != true && start.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(200));
-        answer = socket.ask(&padded);
-    }
-    assert_eq!(answer["ok"], true, "{answer}");
+    let answer = std::cell::RefCell::new(serde_json::Value::Null);
+    wait_for_explained(
+        Duration::from_secs(30),
+        "the socket to enqueue again once there is room",
+        || {
+            let reply = socket.ask(&padded);
+            let ok = reply["ok"] == true;
+            *answer.borrow_mut() = reply;
+            ok.then_some(())
+        },
+        || format!("the last answer: {}", answer.borrow()),
+    );
+    let answer = answer.into_inner();
     ids.push(answer["id"].as_i64().expect("the new job's id"));
     wait_until(Duration::from_secs(60), "every job to succeed", || {
         count_state(&db_path, "succeeded") == ids.len() as i64

@@ -2,13 +2,14 @@
 //! line, limits, the socket file's life, systemd's passed socket, and a client in
 //! another process speaking the documented protocol.
 
+use crate::common::{wait_for, wait_for_explained};
 use crate::ingest::TestDaemon;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A connection that sends lines and reads answers.
 pub struct Client {
@@ -178,34 +179,45 @@ fn connections_are_limited_idle_ones_closed_and_the_socket_file_is_0660() {
     assert_eq!(mode, 0o660);
     // The harness's own ping connection may hold a slot until the daemon sees it close.
     let admitted = || {
-        for _ in 0..50 {
-            let mut client = Client::connect(&daemon);
-            if client.answer_or_ask(r#"{"op":"ping"}"#)["ok"] == true {
-                return client;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("never admitted");
+        wait_for(
+            Duration::from_secs(10),
+            "a connection to be admitted",
+            || {
+                let mut client = Client::connect(&daemon);
+                (client.answer_or_ask(r#"{"op":"ping"}"#)["ok"] == true).then_some(client)
+            },
+        )
     };
+    // Taken before the first connection's ping is sent, so the daemon's last read of it
+    // comes later and its idle close no sooner than 500 ms after this.
+    let before_first = Instant::now();
     let mut first = admitted();
     let _second = admitted();
     let mut third = Client::connect(&daemon);
     assert_eq!(error_code(&third.answer()), "too_many_connections");
-    // Idle past the timeout: closed by the daemon, and the slot is free again.
-    std::thread::sleep(Duration::from_millis(900));
+    // Idle past the timeout: closed by the daemon (the read ends), and the slot is free
+    // again.
     let mut rest = Vec::new();
     first.reader.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
+    let closed_after = before_first.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(450),
+        "closed {closed_after:?} after its ping, before the 500ms idle timeout"
+    );
     // (Retried for a while: on a loaded machine the second idle close may come late.)
-    let mut answer = Value::Null;
-    for _ in 0..30 {
-        answer = Client::connect(&daemon).answer_or_ask(r#"{"op":"ping"}"#);
-        if answer["ok"] == true {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(answer["ok"], true, "a freed slot was not reused: {answer}");
+    let answer = std::cell::RefCell::new(Value::Null);
+    wait_for_explained(
+        Duration::from_secs(10),
+        "a freed slot to be reused",
+        || {
+            let ping = Client::connect(&daemon).answer_or_ask(r#"{"op":"ping"}"#);
+            let ok = ping["ok"] == true;
+            *answer.borrow_mut() = ping;
+            ok.then_some(())
+        },
+        || format!("the last answer: {}", answer.borrow()),
+    );
 }
 
 #[test]
@@ -282,18 +294,23 @@ fn a_socket_passed_by_systemd_is_used_instead_of_binding() {
         });
     }
     let mut child = command.spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let answer = std::iter::from_fn(|| (std::time::Instant::now() < deadline).then_some(()))
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(25));
+    let answer = wait_for_explained(
+        Duration::from_secs(20),
+        "jobd to answer on the passed socket",
+        || {
             let mut stream = UnixStream::connect(&passed).ok()?;
             stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
             writeln!(stream, r#"{{"op":"ping"}}"#).ok()?;
             let mut line = String::new();
             BufReader::new(&stream).read_line(&mut line).ok()?;
-            Some(line)
-        })
-        .unwrap_or_default();
+            (!line.is_empty()).then_some(line)
+        },
+        || {
+            let _ = child.kill();
+            let _ = child.wait();
+            "no answer; killed it".to_string()
+        },
+    );
     let configured_exists = dir.path().join("configured.sock").exists();
     // SAFETY: our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };

@@ -157,6 +157,7 @@ fn seed(sandbox: &Sandbox) -> Seeded {
             &ClaimSpec {
                 limit: 1,
                 limited_queues: vec![],
+                destinations: vec![],
             },
             "seed:1",
             now + 60_000,
@@ -775,4 +776,52 @@ fn a_public_address_without_a_token_is_refused_at_start_and_by_check_config() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("web.token_file: cannot read"));
+}
+
+#[test]
+fn the_overview_shows_each_pipelines_next_run() {
+    let sink = "sink = { ndjson = \"pulled.ndjson\" }";
+    let web = WebDaemon::start(
+        false,
+        false,
+        &format!(
+            "[pipelines.hourly]\nkind = \"http_pull\"\nendpoint = \"usage\"\npath = \"/items\"\n\
+             items_key = \"items\"\nevery = \"1h\"\n{sink}\n\
+             [pipelines.nightly]\nkind = \"http_pull\"\nendpoint = \"usage\"\npath = \"/items\"\n\
+             items_key = \"items\"\ncron = \"30 2 * * *\"\n{sink}\n\
+             [pipelines.by-hand]\nkind = \"http_pull\"\nendpoint = \"usage\"\npath = \"/items\"\n\
+             items_key = \"items\"\n{sink}\n"
+        ),
+    );
+    let api = web.json("/api/overview");
+    let now = api["now"].as_i64().unwrap();
+    let row = |name: &str| -> Value {
+        api["pipelines"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no pipelines: {api}"))
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no pipeline {name}: {api}"))
+            .clone()
+    };
+    const HOUR: i64 = 3_600_000;
+    const DAY: i64 = 24 * HOUR;
+    // `every` periods are aligned to the epoch: the next one starts on the next hour.
+    assert_eq!(row("hourly")["next_run"], (now / HOUR + 1) * HOUR, "{api}");
+    assert_eq!(row("hourly")["schedule"], "every 1h");
+    // The cron pipeline's next run is the next 02:30 UTC.
+    let today = now - now % DAY + 2 * HOUR + HOUR / 2;
+    let next = if today > now { today } else { today + DAY };
+    assert_eq!(row("nightly")["next_run"], next, "{api}");
+    // Without a schedule there is no next run.
+    assert_eq!(row("by-hand")["next_run"], Value::Null, "{api}");
+    assert_eq!(row("by-hand")["schedule"], "on demand");
+
+    let overview = web.body("/", 200);
+    assert!(overview.contains("<th>next run</th>"), "{overview}");
+    assert_eq!(
+        overview.matches("class=\"next-run\"><time").count(),
+        2,
+        "two scheduled pipelines show a time: {overview}"
+    );
 }

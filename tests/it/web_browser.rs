@@ -51,6 +51,12 @@ impl Drop for Browser {
 
 impl Browser {
     fn start() -> Browser {
+        Browser::start_with(true)
+    }
+
+    /// A browser with JavaScript on, or turned off by Chromium's content setting (as an
+    /// operator's locked-down browser would have it).
+    fn start_with(javascript: bool) -> Browser {
         let driver_path = find_program(&["chromedriver"]).expect(
             "chromedriver is not installed: apt-get install -y chromium chromium-driver (.ci/run does)",
         );
@@ -87,7 +93,11 @@ impl Browser {
                     "--disable-component-update", "--disable-sync",
                     "--disable-dev-shm-usage", "--window-size=1280,1100",
                     format!("--user-data-dir={}", profile.path().display()),
-                ]
+                ],
+                "prefs": {
+                    "profile.managed_default_content_settings.javascript":
+                        if javascript { 1 } else { 2 }
+                }
             }
         }}});
         let answer: Value = post(&http, &format!("{base}/session"), &capabilities);
@@ -258,6 +268,48 @@ fn a_browser_follows_a_job_retries_it_and_sees_counts_change_without_a_reload() 
         json!("not reloaded")
     );
     browser.screenshot("overview-after-drain");
+}
+
+#[test]
+fn with_javascript_off_every_page_reads_and_a_retry_still_works() {
+    let web = WebDaemon::start(true, false, "");
+    web.wait_for_states();
+    let ids = web.ids;
+    let browser = Browser::start_with(false);
+
+    browser.go(&format!("{}/", web.base));
+    assert_eq!(browser.text("h1").as_deref(), Some("Overview"));
+    assert_eq!(count_of(&browser, "dead"), Some(1));
+    // The page's own scripts did not run: htmx never defined itself.
+    assert_eq!(
+        browser.script("return typeof window.htmx;"),
+        json!("undefined"),
+        "JavaScript is off"
+    );
+    browser.screenshot("no-js-overview");
+
+    browser.go(&format!("{}/dead", web.base));
+    assert!(browser.text("#dead").unwrap().contains("boom 400 ***"));
+    browser.go(&format!("{}/queues", web.base));
+    assert!(browser.text("main").unwrap().contains("slow"));
+    browser.go(&format!("{}/jobs?state=dead", web.base));
+    browser.click(&format!("a[href=\"/jobs/{}\"]", ids.dead));
+    wait_until(Duration::from_secs(10), "the job's page", || {
+        browser
+            .current_url()
+            .ends_with(&format!("/jobs/{}", ids.dead))
+    });
+    assert_eq!(browser.text("#job-state").as_deref(), Some("dead"));
+
+    // The retry button is a plain form: it posts, the page reloads and shows the move.
+    browser.click("#retry");
+    wait_until(
+        Duration::from_secs(10),
+        "the retried job to show queued after the form's reload",
+        || browser.text("#job-state").as_deref() == Some("queued"),
+    );
+    assert_eq!(web.state_of(ids.dead), "queued");
+    browser.screenshot("no-js-job-retried");
 }
 
 /// Enqueues `n` noop jobs in one go for the daemon to drain.

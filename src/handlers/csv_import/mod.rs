@@ -29,248 +29,29 @@
 //! again by the same pipeline enqueues nothing new, while another pipeline (e.g. a
 //! triggered send fed by the same file) still gets its own batches.
 
+pub mod config;
 pub mod schema;
 pub mod template;
 
+pub use config::{BodyPreset, Compiled, CsvImportPipeline, FollowUp};
+
 use super::{Handler, JobContext, StopReason};
 use crate::config::Config;
-use crate::csvio::{CsvReader, Dialect, EncodingChoice};
+use crate::csvio::CsvReader;
+use crate::files::AtomicFile;
 use crate::job::{Job, NewJob, Outcome, UnixMillis};
-use schema::{Column, ColumnConfig, ExtraColumns, RowError};
+use schema::RowError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use template::{Body, Rows};
 
-pub const DEFAULT_BATCH_SIZE: usize = 100;
-/// Up to 5% of the rows may fail before the whole file is refused.
-pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
-pub const DEFAULT_ENCODING: &str = "auto";
-/// What `auto` falls back to when a file is not UTF-8: what Japanese Excel writes.
-pub const DEFAULT_FALLBACK_ENCODING: &str = "shift_jis";
 /// How many rows pass between looks at the stop signal.
 const STOP_CHECK_EVERY: u64 = 4096;
 /// The longest value copied into the errors file.
 const ERROR_VALUE_LIMIT: usize = 1000;
-
-/// A `csv_import` pipeline (`[pipelines.NAME]` with `kind = "csv_import"`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CsvImportPipeline {
-    /// `auto` or an encoding label (`utf-8`, `shift_jis`, `cp932`, `euc-jp`, ...).
-    #[serde(default = "default_encoding")]
-    pub encoding: String,
-    /// What `auto` uses when the file has no BOM and is not UTF-8.
-    #[serde(default = "default_fallback")]
-    pub fallback_encoding: String,
-    /// One character; `"\t"` or `"tab"` for tab-separated files.
-    #[serde(default = "default_delimiter")]
-    pub delimiter: String,
-    #[serde(default = "default_quote")]
-    pub quote: String,
-    /// Whether the first record is a header row (else columns are taken by position).
-    #[serde(default = "yes")]
-    pub header: bool,
-    #[serde(default)]
-    pub extra_columns: ExtraColumns,
-    /// Trim spaces around values before checking them.
-    #[serde(default = "yes")]
-    pub trim: bool,
-    /// The largest share of invalid rows (0.0–1.0) that still lets the good rows go.
-    #[serde(default = "default_max_error_rate")]
-    pub max_error_rate: f64,
-    #[serde(default = "default_batch_size")]
-    pub batch_size: usize,
-    /// The `[endpoints.NAME]` the batches go to.
-    pub endpoint: String,
-    #[serde(default)]
-    pub method: Option<String>,
-    #[serde(default)]
-    pub path: Option<String>,
-    /// `rows` (an array of row objects) or `sfmc_rowset` (`{"keys", "values"}` per row).
-    #[serde(default)]
-    pub body: BodyPreset,
-    /// Output names of the key columns (for `sfmc_rowset`, `{{keys}}` and `{{values}}`).
-    #[serde(default)]
-    pub keys: Vec<String>,
-    /// The batch body (default `"{{rows}}"`); see `template`.
-    #[serde(default)]
-    pub template: Option<Value>,
-    /// Each row inside `{{rows}}` (default from `body`).
-    #[serde(default)]
-    pub row_template: Option<Value>,
-    /// The queue of the batch jobs (default: the import job's queue).
-    #[serde(default)]
-    pub queue: Option<String>,
-    /// The batch jobs' attempt limit (default: the http kind's retry policy).
-    #[serde(default)]
-    pub max_attempts: Option<u32>,
-    pub columns: Vec<ColumnConfig>,
-    /// A job enqueued with the summary when every batch succeeded.
-    #[serde(default)]
-    pub follow_up: Option<FollowUp>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum BodyPreset {
-    #[default]
-    Rows,
-    SfmcRowset,
-}
-
-/// The job enqueued after a file was delivered in full. String values of its payload may
-/// hold `{{file}}`, `{{name}}`, `{{sha256}}`, `{{pipeline}}` and `{{summary}}`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FollowUp {
-    pub kind: String,
-    #[serde(default = "empty_object")]
-    pub payload: Value,
-    #[serde(default)]
-    pub queue: Option<String>,
-}
-
-fn default_encoding() -> String {
-    DEFAULT_ENCODING.into()
-}
-fn default_fallback() -> String {
-    DEFAULT_FALLBACK_ENCODING.into()
-}
-fn default_delimiter() -> String {
-    ",".into()
-}
-fn default_quote() -> String {
-    "\"".into()
-}
-fn yes() -> bool {
-    true
-}
-fn default_max_error_rate() -> f64 {
-    DEFAULT_MAX_ERROR_RATE
-}
-fn default_batch_size() -> usize {
-    DEFAULT_BATCH_SIZE
-}
-fn empty_object() -> Value {
-    json!({})
-}
-
-/// A pipeline ready to read files.
-#[derive(Debug, Clone)]
-pub struct Compiled {
-    pub encoding: EncodingChoice,
-    pub dialect: Dialect,
-    pub columns: Vec<Column>,
-    pub body: Body,
-}
-
-fn one_byte(key: &str, text: &str) -> Result<u8, String> {
-    match text {
-        "tab" | "\t" => Ok(b'\t'),
-        t if t.len() == 1 && t.is_ascii() => Ok(t.as_bytes()[0]),
-        t => Err(format!("{key}: '{t}' is not one ASCII character")),
-    }
-}
-
-impl CsvImportPipeline {
-    /// Checks the pipeline and builds what reading needs; errors name the key under
-    /// `key` (`pipelines.NAME`).
-    pub fn compile(&self, key: &str) -> Result<Compiled, String> {
-        let encoding = EncodingChoice::parse(&self.encoding, &self.fallback_encoding)
-            .map_err(|e| format!("{key}.encoding: {e}"))?;
-        let dialect = Dialect {
-            delimiter: one_byte(&format!("{key}.delimiter"), &self.delimiter)?,
-            quote: one_byte(&format!("{key}.quote"), &self.quote)?,
-            has_header: self.header,
-        };
-        if self.batch_size == 0 {
-            return Err(format!("{key}.batch_size: must be at least 1"));
-        }
-        if !(0.0..=1.0).contains(&self.max_error_rate) {
-            return Err(format!("{key}.max_error_rate: must be between 0 and 1"));
-        }
-        if self.max_attempts == Some(0) {
-            return Err(format!("{key}.max_attempts: must be at least 1"));
-        }
-        if self.columns.is_empty() {
-            return Err(format!("{key}.columns: declare at least one column"));
-        }
-        let columns = self
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Column::compile(&format!("{key}.columns[{i}]"), c))
-            .collect::<Result<Vec<_>, _>>()?;
-        let fields: Vec<String> = columns.iter().map(|c| c.target.clone()).collect();
-        for (i, f) in fields.iter().enumerate() {
-            if fields[..i].contains(f) {
-                return Err(format!("{key}.columns: two columns are called '{f}'"));
-            }
-        }
-        for k in &self.keys {
-            match columns.iter().find(|c| &c.target == k) {
-                None => return Err(format!("{key}.keys: '{k}' is not a column")),
-                // A row without its key would upsert nothing, or the wrong row.
-                Some(c) if !c.required => {
-                    return Err(format!("{key}.keys: column '{k}' must be required = true"))
-                }
-                Some(_) => {}
-            }
-        }
-        if self.body == BodyPreset::SfmcRowset && self.keys.is_empty() {
-            return Err(format!(
-                "{key}.keys: body = \"sfmc_rowset\" needs the key columns"
-            ));
-        }
-        let row_template = self.row_template.clone().unwrap_or(match self.body {
-            BodyPreset::Rows => json!("{{row}}"),
-            BodyPreset::SfmcRowset => json!({"keys": "{{keys}}", "values": "{{values}}"}),
-        });
-        let batch_template = self
-            .template
-            .clone()
-            .unwrap_or_else(|| json!(template::ROWS));
-        let body = Body::compile(
-            key,
-            &batch_template,
-            &row_template,
-            &fields,
-            &self.keys,
-            self.batch_size,
-        )?;
-        if let Some(queue) = &self.queue {
-            crate::job::check_name(&format!("{key}.queue"), queue)?;
-        }
-        if let Some(f) = &self.follow_up {
-            crate::job::check_name(&format!("{key}.follow_up.kind"), &f.kind)?;
-            if let Some(queue) = &f.queue {
-                crate::job::check_name(&format!("{key}.follow_up.queue"), queue)?;
-            }
-        }
-        Ok(Compiled {
-            encoding,
-            dialect,
-            columns,
-            body,
-        })
-    }
-
-    /// [`CsvImportPipeline::compile`] plus what needs the rest of the config.
-    pub fn validate(&self, key: &str, config: &Config) -> Result<(), String> {
-        self.compile(key)?;
-        if !config.endpoints.contains_key(&self.endpoint) {
-            return Err(format!(
-                "{key}.endpoint: '{}' is not an [endpoints.NAME] entry",
-                self.endpoint
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// The job's payload: what a watched folder gives (`file`, `name`, `sha256`, `size`)
 /// plus the pipeline. Unknown fields are refused, so a misspelt setting is caught when
@@ -418,83 +199,32 @@ fn safe_name(name: &str) -> String {
     }
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", hash.finalize()))
-}
-
 /// Creates a directory (and parents) the group may read, others not.
 fn make_dir(path: &Path) -> Result<(), String> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(path)
+    crate::files::create_private_dir_all(path)
         .map_err(|e| format!("cannot create {}: {e}", path.display()))
 }
 
-/// Writes `bytes` to `path` through a temporary name, so the file appears whole or not
-/// at all, with exactly `mode` whatever the umask.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    let tmp = temp_name(path);
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
-        file.sync_data()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written.map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-/// A temporary name beside `path`, unique in this process, so two jobs writing the
-/// same name (the same file dropped twice) never rename each other's halves. Shortened
-/// like the outputs' own names, so a name that just fits still has a temporary one.
-fn temp_name(path: &Path) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    path.with_file_name(crate::ingest::spool::sidecar_name(
-        &format!(".{name}"),
-        &format!(".tmp-{}-{n}", std::process::id()),
-    ))
+/// Writes `bytes` to `path` whole or not at all, with exactly `mode`.
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    crate::files::write_atomic_with_mode(path, bytes, mode)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// The errors file, opened at the first failing row under a temporary name.
 struct ErrorsFile {
     path: PathBuf,
-    tmp: PathBuf,
-    writer: Option<csv::Writer<std::fs::File>>,
+    writer: Option<csv::Writer<AtomicFile>>,
 }
 
 impl ErrorsFile {
     fn new(path: PathBuf) -> ErrorsFile {
-        ErrorsFile {
-            tmp: temp_name(&path),
-            path,
-            writer: None,
-        }
+        ErrorsFile { path, writer: None }
     }
 
     fn add(&mut self, line: u64, errors: &[RowError]) -> Result<(), String> {
         if self.writer.is_none() {
-            let file = crate::files::create_private(&self.tmp)
+            let file = AtomicFile::create(&self.path)
                 .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
             let mut writer = csv::Writer::from_writer(file);
             writer
@@ -521,12 +251,9 @@ impl ErrorsFile {
         let Some(writer) = self.writer else {
             return Ok(None);
         };
-        let file = writer
-            .into_inner()
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
-        file.sync_data().map_err(|e| e.to_string())?;
-        std::fs::rename(&self.tmp, &self.path)
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", self.path.display());
+        let file = writer.into_inner().map_err(|e| fail(&e.error()))?;
+        file.commit().map_err(|e| fail(&e))?;
         Ok(Some(self.path))
     }
 }
@@ -552,7 +279,9 @@ fn stopped(ctx: &JobContext) -> Option<Outcome> {
 fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
     let payload = ImportPayload::parse(&job.payload)?;
     let p = pipeline(&ctx.config, &payload.pipeline)?;
-    let compiled = p.compile(&format!("pipelines.{}", payload.pipeline))?;
+    let compiled = p
+        .compile(&format!("pipelines.{}", payload.pipeline))
+        .map_err(|e| e.to_string())?;
     let started = ctx.clock.now_ms();
     // Checked again now: the file may have been replaced by a symlink since the enqueue.
     let file = crate::paths::check(
@@ -569,7 +298,11 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
     }));
     let sha256 = match &payload.sha256 {
         Some(sha) => sha.to_ascii_lowercase(),
-        None => sha256_file(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+        None => {
+            crate::files::sha256_file(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                .0
+        }
     };
     let mut reader = CsvReader::open(&file, compiled.encoding, &compiled.dialect)
         .map_err(|e| format!("{name}: {e}"))?;
@@ -600,7 +333,7 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
         started_at: fmt_time(started),
         output_dir: output_dir.display().to_string(),
         summary_file: output_dir
-            .join(crate::ingest::spool::sidecar_name(&name, ".summary.json"))
+            .join(crate::files::sidecar_name(&name, ".summary.json"))
             .display()
             .to_string(),
         bodies_file: bodies.path.display().to_string(),
@@ -608,7 +341,7 @@ fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
         ..Summary::default()
     };
     let mut errors_file =
-        ErrorsFile::new(output_dir.join(crate::ingest::spool::sidecar_name(&name, ".errors.csv")));
+        ErrorsFile::new(output_dir.join(crate::files::sidecar_name(&name, ".errors.csv")));
     let mut batcher = Batcher::new(&payload.pipeline, p, &compiled, &sha256, job, bodies);
     let scanned = scan(
         &mut reader,
@@ -1017,7 +750,7 @@ pub fn dry_run(
     file: &Path,
     out_dir: &Path,
 ) -> Result<(u64, u64, Vec<NewJob>), String> {
-    let compiled = p.compile("pipeline")?;
+    let compiled = p.compile("pipeline").map_err(|e| e.to_string())?;
     let mut reader =
         CsvReader::open(file, compiled.encoding, &compiled.dialect).map_err(|e| e.to_string())?;
     let bound = schema::bind(&compiled.columns, reader.headers(), p.extra_columns, p.trim)?;
@@ -1043,6 +776,10 @@ pub fn dry_run(
         source: None,
         cancel_requested: false,
         stage: 0,
+        destination: None,
+        flow_key: String::new(),
+        order_key: None,
+        order_blocked: false,
     };
     make_dir(out_dir)?;
     let bodies = BodiesFile::create(out_dir, Path::new("dry-run.bodies"))?;

@@ -1,7 +1,7 @@
 //! What an HTTP answer means for the job: the status rules of an endpoint, `Retry-After`
 //! (seconds or HTTP-date) and the bounded error text. Pure functions, tested directly.
 
-use crate::config::EndpointConfig;
+use super::config::EndpointConfig;
 use std::time::{Duration, SystemTime};
 
 /// How much of a failed response's body goes into the error.
@@ -172,6 +172,33 @@ mod tests {
         assert_eq!(
             retry_after_header(&headers, 0),
             Some(Duration::from_secs(7))
+        );
+    }
+
+    #[test]
+    fn a_retry_after_date_is_measured_from_the_clock_not_the_wall() {
+        // The header as every kind reads it, at a manual clock's now: 30 s before the date.
+        let date = "Fri, 31 Dec 1999 23:59:59 GMT";
+        let at = httpdate::parse_http_date(date).unwrap();
+        let at_ms = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::RETRY_AFTER, date.parse().unwrap());
+        assert_eq!(
+            retry_after_header(&headers, at_ms - 30_000),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after_header(&headers, at_ms + 1),
+            Some(Duration::ZERO)
+        );
+        headers.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after_header(&headers, at_ms), None);
+        assert_eq!(
+            retry_after_header(&reqwest::header::HeaderMap::new(), at_ms),
+            None
         );
     }
 

@@ -13,7 +13,7 @@ pub mod status;
 
 use crate::clock::format_millis;
 use crate::config::Config;
-use crate::handlers::csv_import::write_atomic;
+use crate::files::AtomicFile;
 use crate::handlers::{Handler, JobContext};
 use crate::job::{Job, NewJob, Outcome};
 use map::{EnrollmentIds, Fatal, Inputs, Out, SdsError, Sink};
@@ -22,7 +22,6 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -269,10 +268,7 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
         .join("oneroster")
         .join(&name);
     let out_dir = ctx.data_dir.join(&out_rel);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(&out_dir)
+    crate::files::create_private_dir_all(&out_dir)
         .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
     let errors_path = out_dir.join("errors.csv");
     let mut errors: Vec<SdsError> = Vec::new();
@@ -370,7 +366,8 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
     let converted = map::convert(&inputs, &ns, p.enrollment_ids()?, &mut errors, &mut files);
     ctx.progress("input_errors", errors.len() as u64);
     if let Err(fatal) = converted {
-        files.abort();
+        // Dropped unfinished, the outputs take their temporary files with them.
+        drop(files);
         let message = fatal.to_string();
         return stop(&mut errors, fatal, message);
     }
@@ -386,7 +383,7 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
         OnError::Fail => errors.iter().collect(),
     };
     if let Some(first) = fatal.first() {
-        files.abort();
+        drop(files);
         let what = match on_error {
             OnError::Fail => "error(s) with on_error = \"fail\"",
             _ => "error(s) in required files",
@@ -496,7 +493,13 @@ fn write_errors(path: &Path, errors: &[SdsError]) -> Result<(), String> {
         })
         .collect();
     let bytes = csv_bytes(&["file", "line", "field", "value", "reason"], &rows)?;
-    write_atomic(path, &bytes, 0o640)
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` (0640) whole or not at all.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    crate::files::write_atomic(path, bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Writes `files` of `dir` into one zip at `path`, at its root, under a temporary name
@@ -504,11 +507,9 @@ fn write_errors(path: &Path, errors: &[SdsError]) -> Result<(), String> {
 /// (1980-01-01, the zip epoch) and modes, deflate (RFC 1951, as the spec asks).
 fn write_zip(path: &Path, dir: &Path, files: &[String]) -> Result<(), String> {
     use zip::write::SimpleFileOptions;
-    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
     let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
     let write = || -> Result<(), String> {
-        let file = crate::files::create_private(&tmp).map_err(|e| fail(&e))?;
+        let file = AtomicFile::create(path).map_err(|e| fail(&e))?;
         let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
         let options = SimpleFileOptions::DEFAULT
             .compression_method(zip::CompressionMethod::Deflated)
@@ -526,12 +527,9 @@ fn write_zip(path: &Path, dir: &Path, files: &[String]) -> Result<(), String> {
             .map_err(|e| fail(&e))?
             .into_inner()
             .map_err(|e| fail(&e.error().to_string()))?;
-        file.sync_data().map_err(|e| fail(&e))?;
-        std::fs::rename(&tmp, path).map_err(|e| fail(&e))
+        file.commit().map_err(|e| fail(&e))
     };
-    write().inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    write()
 }
 
 /// RFC 4180 with LF line ends, quoting only where needed, UTF-8 without BOM.
@@ -555,7 +553,7 @@ fn csv_bytes(header: &[&str], rows: &[Vec<String>]) -> Result<Vec<u8>, String> {
 
 /// A writer that hashes what passes through it.
 struct Hashing {
-    inner: std::io::BufWriter<std::fs::File>,
+    inner: std::io::BufWriter<AtomicFile>,
     hasher: Sha256,
 }
 
@@ -571,11 +569,10 @@ impl Write for Hashing {
     }
 }
 
-/// One output CSV being written under a temporary name.
+/// One output CSV being written under a temporary name (removed if it is dropped).
 struct OutCsv {
     name: String,
     path: PathBuf,
-    tmp: PathBuf,
     writer: csv::Writer<Hashing>,
     records: u64,
 }
@@ -584,9 +581,8 @@ impl OutCsv {
     fn create(dir: &Path, entity: &str, header: &[&str]) -> Result<OutCsv, String> {
         let name = format!("{entity}.csv");
         let path = dir.join(&name);
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let file = crate::files::create_private(&tmp)
-            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        let file = AtomicFile::create(&path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         let mut writer = csv::WriterBuilder::new()
             .terminator(csv::Terminator::Any(b'\n'))
             .quote_style(csv::QuoteStyle::Necessary)
@@ -596,11 +592,10 @@ impl OutCsv {
             });
         writer
             .write_record(header)
-            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         Ok(OutCsv {
             name,
             path,
-            tmp,
             writer,
             records: 0,
         })
@@ -617,14 +612,9 @@ impl OutCsv {
         } else {
             self.writer.write_record(fields)
         };
-        written.map_err(|e| format!("cannot write {}: {e}", self.tmp.display()))?;
+        written.map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
         self.records += 1;
         Ok(())
-    }
-
-    /// Drops the file: its temporary name is removed.
-    fn abort(self) {
-        let _ = std::fs::remove_file(&self.tmp);
     }
 
     /// Flushes, syncs and renames into place.
@@ -635,8 +625,7 @@ impl OutCsv {
             .inner
             .into_inner()
             .map_err(|e| fail(&e.to_string()))?;
-        file.sync_data().map_err(|e| fail(&e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| fail(&e))?;
+        file.commit().map_err(|e| fail(&e))?;
         Ok(Written {
             name: self.name,
             records: self.records,
@@ -670,20 +659,11 @@ impl Files {
         for (out, entity, header) in specs {
             match OutCsv::create(dir, entity, header) {
                 Ok(f) => files.files.push((out, f)),
-                Err(e) => {
-                    files.abort();
-                    return Err(e);
-                }
+                // The files made so far are dropped, and with them their temporary names.
+                Err(e) => return Err(e),
             }
         }
         Ok(files)
-    }
-
-    /// Removes the temporary files.
-    fn abort(self) {
-        for (_, f) in self.files {
-            let _ = std::fs::remove_file(&f.tmp);
-        }
     }
 }
 
@@ -703,25 +683,16 @@ impl Sink for Files {
 fn write_set(out_dir: &Path, files: Files, p: &Payload, now: &str) -> Result<Vec<Written>, String> {
     let mut written = Vec::new();
     let mut rest = files.files.into_iter();
+    // A file dropped unfinished (no rows, or after an error) takes its temporary name
+    // with it.
     for (_, f) in rest.by_ref() {
-        let tmp = f.tmp.clone();
         if f.records == 0 {
             // No data rows: not allowed in a set, so neither written nor described (and
             // an earlier run's file of that name goes too).
             let _ = std::fs::remove_file(&f.path);
-            f.abort();
             continue;
         }
-        match f.finish() {
-            Ok(w) => written.push(w),
-            Err(e) => {
-                let _ = std::fs::remove_file(tmp);
-                for (_, f) in rest {
-                    let _ = std::fs::remove_file(&f.tmp);
-                }
-                return Err(e);
-            }
-        }
+        written.push(f.finish()?);
     }
     let mut manifest: Vec<Vec<String>> = vec![
         vec!["manifest.version".into(), "1.0".into()],
@@ -740,7 +711,7 @@ fn write_set(out_dir: &Path, files: Files, p: &Payload, now: &str) -> Result<Vec
         manifest.push(vec!["source.systemName".into(), system.clone()]);
     }
     let bytes = csv_bytes(&["propertyName", "value"], &manifest)?;
-    write_atomic(&out_dir.join("manifest.csv"), &bytes, 0o640)?;
+    write_atomic(&out_dir.join("manifest.csv"), &bytes)?;
     written.insert(
         0,
         Written {
@@ -757,7 +728,7 @@ fn write_set(out_dir: &Path, files: Files, p: &Payload, now: &str) -> Result<Vec
         "checksums": written.iter().map(|w| (w.name.clone(), w.sha256.clone())).collect::<BTreeMap<_, _>>(),
     });
     let bytes = serde_json::to_vec_pretty(&metadata).map_err(|e| e.to_string())?;
-    write_atomic(&out_dir.join("metadata.json"), &bytes, 0o640)?;
+    write_atomic(&out_dir.join("metadata.json"), &bytes)?;
     Ok(written)
 }
 

@@ -2,7 +2,8 @@
 //! with the rest of the config (`deny_unknown_fields`), validated against `[endpoints]`
 //! so a destination never names an endpoint or a credential that is not there.
 
-use crate::config::EndpointConfig;
+use crate::config::problems::Problems;
+use crate::handlers::http::config::EndpointConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -121,19 +122,18 @@ impl DestinationConfig {
 }
 
 impl RelayConfig {
-    /// Checks what types cannot, naming the key.
-    pub fn validate(&self, endpoints: &BTreeMap<String, EndpointConfig>) -> Result<(), String> {
-        crate::job::check_name("relay.queue", &self.queue)?;
+    /// Checks what types cannot, recording every problem with its key.
+    pub fn validate(&self, endpoints: &BTreeMap<String, EndpointConfig>, problems: &mut Problems) {
+        problems.check_name("relay.queue", &self.queue);
         for (code, storefront) in &self.storefronts {
             if code.trim().is_empty() {
-                return Err("relay.storefronts: a storefront code is empty".into());
+                problems.push("relay.storefronts", "a storefront code is empty");
             }
             for (name, dest) in &storefront.destinations {
                 let key = format!("relay.storefronts.{code}.destinations.{name}");
-                dest.validate(&key, endpoints)?;
+                dest.validate(&key, endpoints, problems);
             }
         }
-        Ok(())
     }
 }
 
@@ -142,46 +142,57 @@ impl DestinationConfig {
         &self,
         key: &str,
         endpoints: &BTreeMap<String, EndpointConfig>,
-    ) -> Result<(), String> {
-        let endpoint = endpoints.get(&self.endpoint).ok_or_else(|| {
-            format!(
-                "{key}.endpoint: '{}' is not an [endpoints.NAME] entry",
-                self.endpoint
-            )
-        })?;
+        problems: &mut Problems,
+    ) {
+        let endpoint = endpoints.get(&self.endpoint);
+        if endpoint.is_none() {
+            problems.push(
+                format!("{key}.endpoint"),
+                format!("'{}' is not an [endpoints.NAME] entry", self.endpoint),
+            );
+        }
         let given = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
         match self.shape {
             Shape::Ga4 => {
                 if !given(&self.measurement_id) {
-                    return Err(format!("{key}.measurement_id: required for shape ga4"));
+                    problems.push(format!("{key}.measurement_id"), "required for shape ga4");
                 }
                 // GA4 refuses requests without the API secret; catch it at start instead
                 // of in every delivery's dead letter.
-                if !endpoint.query_secrets.contains_key("api_secret") {
-                    return Err(format!(
-                        "{key}: shape ga4 needs [endpoints.{}.query_secrets] api_secret",
-                        self.endpoint
-                    ));
+                if endpoint.is_some_and(|e| !e.query_secrets.contains_key("api_secret")) {
+                    problems.push(
+                        key,
+                        format!(
+                            "shape ga4 needs [endpoints.{}.query_secrets] api_secret",
+                            self.endpoint
+                        ),
+                    );
                 }
             }
             Shape::MetaCapi => {
                 let pixel = self.pixel_id.as_deref().unwrap_or("");
                 if pixel.is_empty() || !pixel.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(format!(
-                        "{key}.pixel_id: required for shape meta_capi, and all digits"
-                    ));
+                    problems.push(
+                        format!("{key}.pixel_id"),
+                        "required for shape meta_capi, and all digits",
+                    );
                 }
-                if !endpoint.query_secrets.contains_key("access_token") && endpoint.auth.is_none() {
-                    return Err(format!(
-                        "{key}: shape meta_capi needs [endpoints.{}.query_secrets] access_token (or auth)",
-                        self.endpoint
-                    ));
+                if endpoint.is_some_and(|e| {
+                    !e.query_secrets.contains_key("access_token") && e.auth.is_none()
+                }) {
+                    problems.push(
+                        key,
+                        format!(
+                            "shape meta_capi needs [endpoints.{}.query_secrets] access_token (or auth)",
+                            self.endpoint
+                        ),
+                    );
                 }
             }
             Shape::Sgtm => {}
         }
         if self.shape != Shape::Ga4 && self.measurement_id.is_some() {
-            return Err(format!("{key}.measurement_id: only for shape ga4"));
+            problems.push(format!("{key}.measurement_id"), "only for shape ga4");
         }
         if self.shape != Shape::MetaCapi {
             for (field, value) in [
@@ -190,17 +201,20 @@ impl DestinationConfig {
                 ("test_event_code", &self.test_event_code),
             ] {
                 if value.is_some() {
-                    return Err(format!("{key}.{field}: only for shape meta_capi"));
+                    problems.push(format!("{key}.{field}"), "only for shape meta_capi");
                 }
             }
         }
-        if let Some((from, _)) = self.event_names.iter().find(|(_, to)| to.trim().is_empty()) {
-            return Err(format!("{key}.event_names.{from}: must not be empty"));
+        for (from, _) in self
+            .event_names
+            .iter()
+            .filter(|(_, to)| to.trim().is_empty())
+        {
+            problems.push(format!("{key}.event_names.{from}"), "must not be empty");
         }
         if self.only_mapped && self.event_names.is_empty() {
-            return Err(format!("{key}.only_mapped: needs event_names"));
+            problems.push(format!("{key}.only_mapped"), "needs event_names");
         }
-        Ok(())
     }
 }
 

@@ -80,9 +80,10 @@ impl PgStore {
         let insert = tx.prepare(
             "INSERT INTO jobs (id, queue, kind, payload, state, priority, attempts, max_attempts, \
              run_at, worker, unique_key, last_error, deadline_at, cancel_requested, stage, \
-             created_at, updated_at, finished_at, source) \
+             created_at, updated_at, finished_at, source, destination, flow_key, order_key, \
+             order_blocked) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                     $18, $19)",
+                     $18, $19, $20, $21, $22, $23)",
         )?;
         for job in jobs.values() {
             tx.execute(
@@ -107,6 +108,10 @@ impl PgStore {
                     &job.updated_at,
                     &job.finished_at,
                     &job.source,
+                    &job.destination,
+                    &job.flow_key,
+                    &job.order_key,
+                    &job.order_blocked,
                 ],
             )?;
             report.jobs += 1;

@@ -11,10 +11,13 @@ use super::super::{
     IngestRecord, JobFilter, PendingFolder, QueuePause, Result, RunningJob, Stats, StoreError,
     SyncState,
 };
+use super::super::{Claimed, DestinationHold};
 use super::{PgStore, PgTx};
+use crate::flow::{DestinationLimit, DestinationView, HoldRequest, Router};
 use crate::job::{Completion, Job, JobId, JobState, NewJob, SyncMark, UnixMillis};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn not_ported(what: &str) -> StoreError {
@@ -180,6 +183,27 @@ impl Store for PgStore {
     fn web_actions(&self, limit: usize) -> Result<Vec<WebAction>> {
         PgStore::web_actions(self, limit)
     }
+
+    fn set_router(&mut self, router: Arc<dyn Router>) {
+        PgStore::set_router(self, router)
+    }
+    fn destinations(
+        &self,
+        limits: &[DestinationLimit],
+        now: UnixMillis,
+    ) -> Result<Vec<DestinationView>> {
+        PgStore::destinations(self, limits, now)
+    }
+    fn destination_hold(
+        &self,
+        destination: &str,
+        flow_key: &str,
+    ) -> Result<Option<DestinationHold>> {
+        PgStore::destination_hold(self, destination, flow_key)
+    }
+    fn order_head(&self, order_key: &str) -> Result<Option<JobId>> {
+        PgStore::order_head(self, order_key)
+    }
 }
 
 impl StoreTx for PgTx<'_> {
@@ -197,15 +221,26 @@ impl StoreTx for PgTx<'_> {
     fn enqueue(&self, jobs: &[NewJob], now: UnixMillis) -> Result<Vec<Enqueued>> {
         PgTx::enqueue(self, jobs, now)
     }
-    fn claim_numbered(
+    fn claim_flow(
         &self,
         spec: &ClaimSpec,
         claim: Option<i64>,
         worker: &str,
         lease_until: UnixMillis,
         now: UnixMillis,
-    ) -> Result<Vec<Job>> {
-        PgTx::claim_numbered(self, spec, claim, worker, lease_until, now)
+    ) -> Result<Claimed> {
+        PgTx::claim_flow(self, spec, claim, worker, lease_until, now)
+    }
+    fn hold_destination(&self, hold: &HoldRequest, now: UnixMillis) -> Result<Option<UnixMillis>> {
+        PgTx::hold_destination(self, hold, now)
+    }
+    fn release_destination(
+        &self,
+        destination: &str,
+        flow_key: &str,
+        now: UnixMillis,
+    ) -> Result<bool> {
+        PgTx::release_destination(self, destination, flow_key, now)
     }
     fn complete_started(
         &self,

@@ -9,6 +9,7 @@
 mod cluster;
 mod copy;
 mod driver;
+mod flow;
 mod listen;
 mod moves;
 mod operator;
@@ -154,6 +155,8 @@ pub struct PgStore {
     notices: std::sync::Arc<std::sync::atomic::AtomicI64>,
     opened: std::time::Instant,
     polls: std::sync::atomic::AtomicI64,
+    /// Routes each job enqueued through this store ([`crate::store::Store::set_router`]).
+    router: Option<std::sync::Arc<dyn crate::flow::Router>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -192,6 +195,7 @@ impl PgStore {
             notices: Default::default(),
             opened: std::time::Instant::now(),
             polls: Default::default(),
+            router: None,
         };
         // One direct connection first: a server that is down or a database that does not
         // exist is reported in the server's words, at once.
@@ -234,6 +238,12 @@ impl PgStore {
         &self.options
     }
 
+    /// Every job enqueued through this store without a destination of its own gets the
+    /// route `router` derives.
+    pub fn set_router(&mut self, router: std::sync::Arc<dyn crate::flow::Router>) {
+        self.router = Some(router);
+    }
+
     /// Changes the queues whose limits hold across daemons (a reload).
     pub fn set_queue_limits(&mut self, limits: BTreeMap<String, usize>) {
         self.options.queue_limits = limits;
@@ -244,7 +254,7 @@ impl PgStore {
     pub fn write<T>(&self, work: impl FnOnce(&PgTx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.connection()?;
         let tx = conn.transaction()?;
-        let wrapped = PgTx::new(tx, &self.options);
+        let wrapped = PgTx::new(tx, &self.options).routed_by(self.router.as_deref());
         let value = work(&wrapped)?;
         wrapped.commit()?;
         Ok(value)

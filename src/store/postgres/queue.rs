@@ -6,8 +6,9 @@
 //! (enqueue, claim and completion share the row mapping and the parent links), hence
 //! somewhat above 800 lines; the other moves are in `moves.rs`.
 
-use super::super::{Applied, ClaimSpec, Enqueued};
+use super::super::{Applied, ClaimSpec, Claimed, Enqueued};
 use super::super::{Result, StoreError};
+use super::flow::PgFlowBudget;
 use super::PgOptions;
 use crate::job::{
     Completion, Job, JobId, JobState, NewJob, Resolution, SyncMark, Transition, UnixMillis,
@@ -20,7 +21,8 @@ use std::path::Path;
 /// The columns of a [`Job`], in the order [`job_from_row`] reads them.
 pub(super) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempts, \
      max_attempts, run_at, lease_until, worker, unique_key, parent_id, last_error, \
-     deadline_at, created_at, updated_at, finished_at, source, cancel_requested, stage";
+     deadline_at, created_at, updated_at, finished_at, source, cancel_requested, stage, \
+     destination, flow_key, order_key, order_blocked";
 
 /// [`JOB_COLUMNS`] of the table aliased `j`.
 fn job_columns_of_j() -> String {
@@ -56,6 +58,10 @@ pub(super) fn job_from_row(row: &Row) -> Result<Job> {
         source: row.get(18),
         cancel_requested: row.get::<_, i32>(19) != 0,
         stage: unsigned(20),
+        destination: row.get(21),
+        flow_key: row.get(22),
+        order_key: row.get(23),
+        order_blocked: row.get(24),
     })
 }
 
@@ -104,10 +110,20 @@ pub fn names_local_file(payload: &serde_json::Value, roots: &[std::path::PathBuf
     }
 }
 
+/// A claim's candidate row: id, priority, run_at, destination, flow_key.
+type Candidate = (i64, i64, i64, Option<String>, String);
+
+/// How many rows beyond its limit a claim with destination limits locks and looks at,
+/// so rows of a destination out of tokens do not hide the others' (SQLite walks up to
+/// its own bound the same way).
+pub const FLOW_EXTRA_CANDIDATES: usize = 256;
+
 /// One PostgreSQL transaction, offering the queue's transitions.
 pub struct PgTx<'a> {
     tx: RefCell<Option<Transaction<'a>>>,
     options: &'a PgOptions,
+    /// Gives each job enqueued without a destination its route ([`crate::flow`]).
+    pub(super) router: Option<&'a dyn crate::flow::Router>,
 }
 
 impl<'a> PgTx<'a> {
@@ -115,7 +131,14 @@ impl<'a> PgTx<'a> {
         PgTx {
             tx: RefCell::new(Some(tx)),
             options,
+            router: None,
         }
+    }
+
+    /// Routes the jobs this transaction enqueues by `router`.
+    pub(super) fn routed_by(mut self, router: Option<&'a dyn crate::flow::Router>) -> Self {
+        self.router = router;
+        self
     }
 
     pub(super) fn commit(self) -> Result<()> {
@@ -172,6 +195,8 @@ impl<'a> PgTx<'a> {
         for job in jobs {
             job.validate().map_err(StoreError::InvalidJob)?;
         }
+        let routed = self.routed(jobs, now)?;
+        let jobs = routed.as_deref().unwrap_or(jobs);
         // A savepoint, so a refused batch leaves the rest of a group commit standing.
         self.with(|tx| tx.batch_execute("SAVEPOINT enqueue"))?;
         match self.insert_all(jobs, link, inherited_home, now) {
@@ -254,17 +279,26 @@ impl<'a> PgTx<'a> {
         let deadlines: Vec<Option<i64>> = jobs.iter().map(|j| j.deadline_at).collect();
         let parents: Vec<Option<i64>> = jobs.iter().map(|j| link.parent_of(j)).collect();
         let sources: Vec<Option<&str>> = jobs.iter().map(|j| j.source.as_deref()).collect();
+        let destinations: Vec<Option<&str>> =
+            jobs.iter().map(|j| j.destination.as_deref()).collect();
+        let flow_keys: Vec<&str> = jobs
+            .iter()
+            .map(|j| j.flow_key.as_deref().unwrap_or(""))
+            .collect();
+        let order_keys: Vec<Option<&str>> = jobs.iter().map(|j| j.order_key.as_deref()).collect();
         let homes: Vec<Option<String>> = jobs
             .iter()
             .map(|j| self.home_of(j, inherited_home))
             .collect();
         let rows = self.rows(
             "INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, \
-             deadline_at, parent_id, source, home_node, created_at, updated_at) \
-             SELECT q, k, p, pr, r, m, d, pa, s, h, $11, $11 \
+             deadline_at, parent_id, source, home_node, created_at, updated_at, \
+             destination, flow_key, order_key) \
+             SELECT q, k, p, pr, r, m, d, pa, s, h, $11, $11, de, fk, ok \
              FROM unnest($1::text[], $2::text[], $3::json[], $4::bigint[], $5::bigint[], \
-                         $6::int[], $7::bigint[], $8::bigint[], $9::text[], $10::text[]) \
-                  WITH ORDINALITY AS t(q, k, p, pr, r, m, d, pa, s, h, n) \
+                         $6::int[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], \
+                         $12::text[], $13::text[], $14::text[]) \
+                  WITH ORDINALITY AS t(q, k, p, pr, r, m, d, pa, s, h, de, fk, ok, n) \
              ORDER BY n RETURNING id",
             &[
                 &queues,
@@ -278,6 +312,9 @@ impl<'a> PgTx<'a> {
                 &sources,
                 &homes,
                 &now,
+                &destinations,
+                &flow_keys,
+                &order_keys,
             ],
         )?;
         let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
@@ -303,8 +340,9 @@ impl<'a> PgTx<'a> {
         let home = self.home_of(job, inherited_home);
         let rows = self.rows(
             "INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, unique_key, \
-             deadline_at, parent_id, source, home_node, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+             deadline_at, parent_id, source, home_node, created_at, updated_at, \
+             destination, flow_key, order_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15) \
              ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING id",
             &[
                 &job.queue,
@@ -319,6 +357,9 @@ impl<'a> PgTx<'a> {
                 &job.source,
                 &home,
                 &now,
+                &job.destination,
+                &job.flow_key.as_deref().unwrap_or(""),
+                &job.order_key,
             ],
         )?;
         if let Some(row) = rows.first() {
@@ -343,6 +384,18 @@ impl<'a> PgTx<'a> {
         })
     }
 
+    /// [`PgTx::claim_flow`] without the flow's wake-up time.
+    pub fn claim_numbered(
+        &self,
+        spec: &ClaimSpec,
+        claim: Option<i64>,
+        worker: &str,
+        lease_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Vec<Job>> {
+        Ok(self.claim_flow(spec, claim, worker, lease_until, now)?.jobs)
+    }
+
     /// [`PgTx::claim_numbered`] without a claim number.
     pub fn claim(
         &self,
@@ -359,19 +412,33 @@ impl<'a> PgTx<'a> {
     /// limit across daemons (`queue_limits`) is claimed from under its advisory lock,
     /// after counting its running rows in every daemon; a queue `spec` names is bounded
     /// by its room there too (paused queues have none).
-    pub fn claim_numbered(
+    ///
+    /// Flow control: rows behind their order key's head and rows of a held destination
+    /// are never taken. With destination limits, more candidates than the limit are
+    /// locked (up to [`FLOW_EXTRA_CANDIDATES`] more), each limited destination's state
+    /// row is locked and its tokens and running rows read, and candidates are admitted
+    /// in claim order while their destination has room: rows of a destination at its
+    /// limit do not hold back the others'.
+    pub fn claim_flow(
         &self,
         spec: &ClaimSpec,
         claim: Option<i64>,
         worker: &str,
         lease_until: UnixMillis,
         now: UnixMillis,
-    ) -> Result<Vec<Job>> {
+    ) -> Result<Claimed> {
         if spec.limit == 0 {
-            return Ok(Vec::new());
+            return Ok(Claimed::default());
         }
+        let mut budget = PgFlowBudget::new(&spec.destinations, now);
+        let flow = budget.limits_anything();
+        let fetch = if flow {
+            spec.limit + FLOW_EXTRA_CANDIDATES
+        } else {
+            spec.limit
+        };
         let node = self.options.node.as_str();
-        let limit = spec.limit as i64;
+        let limit = fetch as i64;
         // Rooms: the spec's (per daemon, paused = 0), then the limits across daemons.
         let mut rooms: Vec<(String, usize)> = spec.limited_queues.clone();
         for (queue, concurrency) in &self.options.queue_limits {
@@ -399,40 +466,71 @@ impl<'a> PgTx<'a> {
         }
         let bounded: Vec<&str> = rooms.iter().map(|(q, _)| q.as_str()).collect();
         let ready = "state IN ('queued', 'retrying') AND run_at <= $1 \
-                     AND (home_node IS NULL OR home_node = $2)";
+                     AND (home_node IS NULL OR home_node = $2) AND NOT order_blocked \
+                     AND (destination IS NULL OR NOT EXISTS (SELECT 1 FROM destination_state ds \
+                          WHERE ds.destination = jobs.destination \
+                          AND ds.flow_key = jobs.flow_key AND ds.held_until > $1))";
         // Candidates: the free queues' best rows, and each bounded queue's within its
         // room; all locked, the best `limit` of them claimed.
-        let mut candidates: Vec<(i64, i64, i64)> = self
+        let candidate =
+            |r: &postgres::Row| -> Candidate { (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)) };
+        let mut candidates: Vec<Candidate> = self
             .rows(
                 &format!(
-                    "SELECT id, priority, run_at FROM jobs WHERE {ready} \
+                    "SELECT id, priority, run_at, destination, flow_key FROM jobs WHERE {ready} \
                      AND queue <> ALL($3::text[]) ORDER BY priority DESC, run_at, id \
                      LIMIT $4 FOR UPDATE SKIP LOCKED"
                 ),
                 &[&now, &node, &bounded, &limit],
             )?
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(candidate)
             .collect();
         for (queue, room) in rooms.iter().filter(|(_, room)| *room > 0) {
-            let take = (*room).min(spec.limit) as i64;
+            let take = (*room).min(fetch) as i64;
             candidates.extend(
                 self.rows(
                     &format!(
-                        "SELECT id, priority, run_at FROM jobs WHERE {ready} AND queue = $3 \
+                        "SELECT id, priority, run_at, destination, flow_key FROM jobs \
+                         WHERE {ready} AND queue = $3 \
                          ORDER BY priority DESC, run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED"
                     ),
                     &[&now, &node, queue, &take],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1), r.get(2))),
+                .map(candidate),
             );
         }
         if candidates.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Claimed::default());
         }
         candidates.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
-        candidates.truncate(spec.limit);
+        if flow {
+            let keys: Vec<(Option<String>, String)> = candidates
+                .iter()
+                .map(|c| (c.3.clone(), c.4.clone()))
+                .collect();
+            budget.load(self, &keys)?;
+            let mut admitted = Vec::with_capacity(spec.limit);
+            for c in candidates {
+                if admitted.len() == spec.limit {
+                    break;
+                }
+                if budget.admit(c.3.as_deref(), &c.4) {
+                    admitted.push(c);
+                }
+            }
+            candidates = admitted;
+        } else {
+            candidates.truncate(spec.limit);
+        }
+        let wake_at = budget.finish(self)?;
+        if candidates.is_empty() {
+            return Ok(Claimed {
+                jobs: Vec::new(),
+                wake_at,
+            });
+        }
         let ids: Vec<i64> = candidates.iter().map(|c| c.0).collect();
         let rows = self.rows(
             &format!(
@@ -451,7 +549,10 @@ impl<'a> PgTx<'a> {
                 .then(a.run_at.cmp(&b.run_at))
                 .then(a.id.cmp(&b.id))
         });
-        Ok(claimed)
+        Ok(Claimed {
+            jobs: claimed,
+            wake_at,
+        })
     }
 
     /// Records a finished attempt (see [`PgTx::complete_many`]).

@@ -7,10 +7,16 @@ use super::super::{Result, StoreError};
 use postgres::GenericClient;
 
 /// Every PostgreSQL migration, in order; the schema version is the number applied.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init",
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init",
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        "0002_flow_control",
+        include_str!("../../../migrations/postgres/0002_flow_control.sql"),
+    ),
+];
 
 /// The advisory lock key migrations hold (`pg_advisory_xact_lock`): "jobd" and 1.
 pub const MIGRATION_LOCK: i64 = 0x6a6f_6264_0000_0001;

@@ -42,6 +42,7 @@ fn spec(limit: usize) -> ClaimSpec {
     ClaimSpec {
         limit,
         limited_queues: vec![],
+        destinations: vec![],
     }
 }
 
@@ -379,6 +380,84 @@ fn a_queue_limit_holds_across_daemons() {
         .write(|tx| tx.claim(&spec(10), "w", T0 + LEASE, T0 + 2))
         .unwrap();
     assert_eq!(more.len(), 1);
+}
+
+#[test]
+fn destination_limits_and_order_keys_hold_across_daemons() {
+    let Some(db) = TestDb::create("pg destination limits") else {
+        return;
+    };
+    let stores: Vec<PgStore> = (0..4).map(|n| db.store(&format!("n{n}"))).collect();
+    let to = |destination: &str| {
+        let mut job = NewJob::new("noop", json!({}));
+        job.destination = Some(destination.into());
+        job
+    };
+    // 10 jobs to "m" (at most 2 in flight), 10 to "r" (burst 3, a token a minute),
+    // 10 of one order key (one at a time).
+    let jobs: Vec<NewJob> = (0..10)
+        .map(|_| to("m"))
+        .chain((0..10).map(|_| to("r")))
+        .chain((0..10).map(|_| NewJob::new("noop", json!({})).order_key("line")))
+        .collect();
+    enqueue(&stores[0], jobs, T0);
+    let limited = ClaimSpec {
+        limit: 50,
+        limited_queues: vec![],
+        destinations: vec![
+            jobd::flow::DestinationLimit {
+                destination: "m".into(),
+                rate_per_second: None,
+                burst: 1,
+                max_in_flight: Some(2),
+            },
+            jobd::flow::DestinationLimit {
+                destination: "r".into(),
+                rate_per_second: Some(1.0 / 60.0),
+                burst: 3,
+                max_in_flight: None,
+            },
+        ],
+    };
+    let barrier = Arc::new(Barrier::new(stores.len()));
+    let got: Vec<jobd::job::Job> = stores
+        .into_iter()
+        .map(|store| {
+            let barrier = barrier.clone();
+            let spec = limited.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut all = Vec::new();
+                for _ in 0..5 {
+                    all.extend(
+                        store
+                            .write(|tx| tx.claim(&spec, "w", T0 + LEASE, T0 + 10))
+                            .unwrap(),
+                    );
+                }
+                all
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let count = |pick: &dyn Fn(&jobd::job::Job) -> bool| got.iter().filter(|j| pick(j)).count();
+    assert_eq!(
+        count(&|j| j.destination.as_deref() == Some("m")),
+        2,
+        "{got:?}"
+    );
+    assert_eq!(
+        count(&|j| j.destination.as_deref() == Some("r")),
+        3,
+        "{got:?}"
+    );
+    assert_eq!(
+        count(&|j| j.order_key.as_deref() == Some("line")),
+        1,
+        "{got:?}"
+    );
 }
 
 #[test]

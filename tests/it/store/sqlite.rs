@@ -9,16 +9,13 @@ use jobd::store::{OpenOptions, Store, StoreError};
 
 /// A fresh SQLite file in a temp dir; every connection is a separate `store::open`.
 struct SqliteDb {
-    sandbox: Sandbox,
+    dir: tempfile::TempDir,
 }
-
-// The sandbox's spawned-process list is a RefCell it never touches here.
-unsafe impl Sync for SqliteDb {}
 
 impl TestDb for SqliteDb {
     fn connect(&self) -> Box<dyn Store> {
         jobd::store::open(
-            self.sandbox.db(),
+            &self.dir.path().join("jobs.db"),
             &OpenOptions {
                 create: true,
                 migrate: true,
@@ -31,10 +28,11 @@ impl TestDb for SqliteDb {
 
 fn make_sqlite_db() -> Box<dyn TestDb> {
     Box::new(SqliteDb {
-        sandbox: Sandbox::new("", ""),
+        dir: tempfile::tempdir().expect("tempdir"),
     })
 }
 
+// The suite's driver-facing signature: a fresh database per case.
 const _: MakeDb = make_sqlite_db;
 
 conformance!(make_sqlite_db);
@@ -102,9 +100,19 @@ fn every_claim_statement_seeks_the_queue_led_index_and_never_scans_or_sorts() {
     let names: Vec<&str> = plans.iter().map(|(name, _)| *name).collect();
     assert_eq!(
         names,
-        ["next_queue", "next_priority", "group_keys", "claim_group"]
+        [
+            "next_queue",
+            "next_priority",
+            "group_keys",
+            "claim_group",
+            "group_destinations",
+            "claim_one"
+        ]
     );
-    for (name, plan) in &plans {
+    // A claim under destination limits takes each chosen row by its id.
+    let (_, claim_one) = &plans[5];
+    assert!(claim_one.contains("INTEGER PRIMARY KEY"), "{claim_one}");
+    for (name, plan) in &plans[..5] {
         assert!(plan.contains("INDEX jobs_queue_ready ("), "{name}: {plan}");
         assert!(
             !plan.contains("SCAN"),
@@ -124,6 +132,12 @@ fn every_claim_statement_seeks_the_queue_led_index_and_never_scans_or_sorts() {
         "{}",
         plan("next_priority")
     );
+    // Stepping over rows at their destination's limit: the same range, from a key on.
+    assert!(
+        plan("group_destinations").contains("(queue=? AND priority=? AND run_at>? AND run_at<?)"),
+        "{}",
+        plan("group_destinations")
+    );
     for name in ["group_keys", "claim_group"] {
         assert!(
             plan(name).contains("(queue=? AND priority=? AND run_at<?)"),
@@ -136,7 +150,7 @@ fn every_claim_statement_seeks_the_queue_led_index_and_never_scans_or_sorts() {
 #[test]
 fn opening_refuses_missing_corrupt_and_outdated_databases_clearly() {
     let sandbox = Sandbox::new("", "");
-    let missing = jobd::store::open(sandbox.db(), &Default::default())
+    let missing = jobd::store::open(&sandbox.db(), &Default::default())
         .err()
         .unwrap();
     assert!(missing.to_string().contains("does not exist"), "{missing}");
@@ -145,7 +159,7 @@ fn opening_refuses_missing_corrupt_and_outdated_databases_clearly() {
         b"this is not a database at all, just text, long enough",
     )
     .unwrap();
-    let corrupt = jobd::store::open(sandbox.db(), &Default::default())
+    let corrupt = jobd::store::open(&sandbox.db(), &Default::default())
         .err()
         .unwrap();
     assert!(
@@ -156,7 +170,7 @@ fn opening_refuses_missing_corrupt_and_outdated_databases_clearly() {
     );
     std::fs::remove_file(sandbox.db()).unwrap();
     rusqlite::Connection::open(sandbox.db()).unwrap();
-    let outdated = jobd::store::open(sandbox.db(), &Default::default())
+    let outdated = jobd::store::open(&sandbox.db(), &Default::default())
         .err()
         .unwrap();
     assert!(

@@ -5,9 +5,12 @@
 //! its own process group, and a timeout or cancel stops the whole group (SIGTERM, then
 //! SIGKILL after `kill_grace`). Every group still alive is killed before the daemon exits.
 
+pub mod config;
+
 use super::{Handler, JobContext, StopReason};
-use crate::config::{CommandConfig, Config};
+use crate::config::Config;
 use crate::job::{Job, Outcome};
+use config::CommandConfig;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

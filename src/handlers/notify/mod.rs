@@ -2,6 +2,8 @@
 //! an `exec` job for `[notify] command`) in the transaction that kills a job, and the
 //! `notify` kind that posts a Slack-compatible JSON message to the `[notify]` endpoint.
 
+pub mod config;
+
 use super::http::{Http, RequestSpec};
 use super::{Handler, JobContext};
 use crate::config::Config;
@@ -115,6 +117,10 @@ impl Handler for Notify {
             return Err(format!("notify payload needs \"{DEAD_LETTER_KEY}\""));
         }
         self.http.validate(&request(payload, &Value::Null), config)
+    }
+
+    fn route(&self, job: &crate::job::NewJob, config: &Config) -> crate::flow::Route {
+        super::http::endpoint_route(job, config)
     }
 
     fn run(&self, job: &Job, ctx: &JobContext) -> Outcome {
