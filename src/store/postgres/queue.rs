@@ -1,6 +1,7 @@
 //! The queue's transitions on PostgreSQL inside one transaction: enqueue, claim with
 //! `FOR UPDATE SKIP LOCKED` (queue limits counted across daemons under an advisory lock
-//! per limited queue), completions batched into one statement per kind of move, leases
+//! per limited queue; destination limits under the destination's row lock, `flow.rs`;
+//! rows behind their order key's head and of held destinations left out), completions batched into one statement per kind of move, leases
 //! and starts, fan-in with the parent row locked.
 //! Every update is guarded by the states its [`Transition`] allows. One cohesive thing
 //! (enqueue, claim and completion share the row mapping and the parent links), hence
