@@ -6,6 +6,7 @@
 //! The rust-postgres client is synchronous: the dispatcher, the workers and jobctl run on
 //! plain threads, so no async runtime sits in the queue's path.
 
+mod claim;
 mod cluster;
 mod copy;
 mod driver;
