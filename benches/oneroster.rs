@@ -138,6 +138,7 @@ fn main() {
         children: None,
         sync_state: Arc::new(NoSyncState),
         progress_report: Default::default(),
+        holds: Default::default(),
     };
     let hwm_before = vm_hwm_kib();
     let start = Instant::now();

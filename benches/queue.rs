@@ -185,6 +185,7 @@ fn seed_history(db: &mut dyn Store, n: usize) {
                 &ClaimSpec {
                     limit: take,
                     limited_queues: vec![],
+                    destinations: vec![],
                 },
                 "seed:0",
                 now + 60_000,

@@ -163,6 +163,7 @@ fn fan_out(base: &str) {
             children: None,
             sync_state: Arc::new(NoSyncState),
             progress_report: Default::default(),
+            holds: Default::default(),
         };
         let started = Instant::now();
         let started_at = SystemClock.now_ms();

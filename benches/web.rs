@@ -91,6 +91,7 @@ fn seed(db: &mut dyn Store, n: usize) {
                 &ClaimSpec {
                     limit: take,
                     limited_queues: vec![],
+                    destinations: vec![],
                 },
                 "seed:0",
                 now + 60_000,

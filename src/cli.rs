@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+mod destinations;
+
 /// Exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 database unavailable.
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILURE: i32 = 1;
@@ -82,6 +84,24 @@ pub enum CtlCommand {
         /// The queue to resume.
         queue: String,
     },
+    /// Each destination and key: rate, tokens, jobs in flight and waiting, held until and why.
+    Destinations,
+    /// Hold a destination (`NAME` or `NAME/KEY`): no daemon claims its jobs until then.
+    Hold {
+        /// The destination: an `[endpoints.NAME]`, or `NAME/KEY` for one key of it.
+        destination: String,
+        /// How long (10m, 1h); a longer hold that stands is kept.
+        #[arg(long = "for", value_name = "DURATION")]
+        wait: String,
+        /// Why, shown by `destinations` and `show`.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// End a destination's hold now: its waiting jobs are due at once.
+    Release {
+        /// The destination: `NAME` or `NAME/KEY`, as `destinations` lists it.
+        destination: String,
+    },
     /// Counts per queue and state, oldest waiting age, recent throughput.
     Stats(StatsArgs),
     /// Write a consistent copy of the database while the daemon runs.
@@ -135,7 +155,7 @@ pub struct EnqueueArgs {
     /// nothing, and an error names its line. Prints one id a line, in input order.
     #[arg(long, value_name = "FILE", conflicts_with_all = [
         "kind", "payload", "payload_file", "stdin", "queue", "priority", "delay", "at",
-        "max_attempts", "deadline", "unique_key", "via_socket",
+        "max_attempts", "deadline", "unique_key", "order_key", "via_socket",
     ])]
     pub file: Option<PathBuf>,
     /// The payload as JSON.
@@ -168,6 +188,10 @@ pub struct EnqueueArgs {
     /// Enqueue nothing if a job with this key exists; print its id.
     #[arg(long)]
     pub unique_key: Option<String>,
+    /// Run one at a time, in enqueue order, with the other jobs of this key (a shop, an
+    /// order): a retrying job holds back only the jobs of its own key.
+    #[arg(long, value_name = "KEY")]
+    pub order_key: Option<String>,
     /// Send the job through the running daemon's enqueue socket instead of writing to
     /// the database directly.
     #[arg(long)]
@@ -419,6 +443,13 @@ pub fn run(cli: Cli, out: &mut dyn Write, clock: &dyn Clock) -> CtlResult {
         CtlCommand::RunNow { ids } => ctl.run_now(&ids, out),
         CtlCommand::Pause { queue, reason } => ctl.pause(&queue, reason.as_deref(), out),
         CtlCommand::Resume { queue } => ctl.resume(&queue, out),
+        CtlCommand::Destinations => ctl.destinations(out),
+        CtlCommand::Hold {
+            destination,
+            wait,
+            reason,
+        } => ctl.hold(&destination, &wait, reason.as_deref(), out),
+        CtlCommand::Release { destination } => ctl.release(&destination, out),
         CtlCommand::Stats(args) => ctl.stats(args, out),
         CtlCommand::Backup(args) => ctl.backup(args, out),
         CtlCommand::Vacuum => ctl.vacuum(out),
@@ -549,6 +580,15 @@ struct Ctl {
 }
 
 impl Ctl {
+    /// [`Ctl::open`] for enqueuing: jobs get their destination and order key from their
+    /// kind, as the daemon's do.
+    fn open_routed(&self) -> Result<Box<dyn Store>, CtlError> {
+        let mut db = self.open()?;
+        let config = std::sync::Arc::new(self.config.clone());
+        db.set_router(std::sync::Arc::new(Registry::builtin()).router(move || config.clone()));
+        Ok(db)
+    }
+
     fn open(&self) -> Result<Box<dyn Store>, CtlError> {
         Ok(crate::store::open(
             &self.database,
@@ -618,11 +658,14 @@ impl Ctl {
             deadline_at,
             parent_id: None,
             source: Some("jobctl".into()),
+            destination: None,
+            flow_key: None,
+            order_key: args.order_key,
         };
         Registry::builtin()
             .validate(&job, &self.config)
             .map_err(CtlError::Usage)?;
-        let mut db = self.open()?;
+        let mut db = self.open_routed()?;
         let now = self.now;
         let enqueued = db.write(|tx| tx.enqueue(std::slice::from_ref(&job), now))?;
         let first = enqueued[0];
@@ -665,7 +708,7 @@ impl Ctl {
             file.display().to_string()
         };
         let registry = Registry::builtin();
-        let mut db = self.open()?;
+        let mut db = self.open_routed()?;
         let mut line = Vec::new();
         let mut number = 0usize;
         let mut chunk: Vec<NewJob> = Vec::with_capacity(FILE_CHUNK);
@@ -862,6 +905,7 @@ impl Ctl {
             Vec::new()
         };
         let input = self.input_now(&job);
+        let waits = self.waits_because(db.as_ref(), &job)?;
         if self.json {
             let children: Vec<Value> = children
                 .iter()
@@ -874,6 +918,8 @@ impl Ctl {
                 "children_summary": summary,
                 // The same as the text's "input now": where a watched file's input is now.
                 "input_now": input,
+                // The same as the text's "waits": why flow control keeps it waiting.
+                "waits": waits,
             });
             if args.children {
                 value["children"] = Value::Array(children);
@@ -925,6 +971,18 @@ impl Ctl {
         ];
         if let Some(input) = &input {
             lines.push(("input now", input.clone()));
+        }
+        if let Some(destination) = &job.destination {
+            lines.push((
+                "destination",
+                crate::flow::label(destination, &job.flow_key),
+            ));
+        }
+        if let Some(key) = &job.order_key {
+            lines.push(("order key", key.clone()));
+        }
+        if let Some(waits) = &waits {
+            lines.push(("waits", waits.clone()));
         }
         if let Some(p) = progress.last() {
             lines.push((
@@ -1421,6 +1479,7 @@ impl Ctl {
             let metrics = crate::metrics::DbMetrics::read(
                 db.as_ref(),
                 &self.config.daemon.data_dir,
+                &self.config.destination_limits(),
                 self.now,
             )?;
             return write!(out, "{}", crate::metrics::render(&metrics, None)).map_err(output_error);
@@ -1812,6 +1871,9 @@ impl Ctl {
         }
         if let Some(key) = &args.unique_key {
             job["unique_key"] = json!(key);
+        }
+        if let Some(key) = &args.order_key {
+            job["order_key"] = json!(key);
         }
         let path = self.socket_path(args.socket.clone());
         let answer = socket_request(&path, &json!({"op": "enqueue", "job": job}))?;

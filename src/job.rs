@@ -263,6 +263,12 @@ pub struct Job {
     /// How many times it has waited for children and been resumed: 0 on its first run,
     /// 1 when it runs again after its children finished, and so on.
     pub stage: u32,
+    /// Its destination (an `[endpoints.NAME]`) and the key splitting it (empty: none).
+    pub destination: Option<String>,
+    pub flow_key: String,
+    pub order_key: Option<String>,
+    /// Waits for an earlier job of its order key to finish.
+    pub order_blocked: bool,
 }
 
 /// A job to be enqueued. Everything but `kind` has a default.
@@ -290,6 +296,17 @@ pub struct NewJob {
     /// Where it came from, for people: `jobctl`, `socket`, `watch:/path/file.csv`, ...
     #[serde(default)]
     pub source: Option<String>,
+    /// The destination whose flow control it is under (an `[endpoints.NAME]`); derived
+    /// by its kind at enqueue when not given ([`crate::flow::Router`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// The part of the destination it belongs to (a shop, a storefront), when the
+    /// endpoint is split by `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_key: Option<String>,
+    /// Jobs with the same order key run one at a time, in enqueue order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_key: Option<String>,
 }
 
 fn empty_object() -> Value {
@@ -313,7 +330,15 @@ impl NewJob {
             deadline_at: None,
             parent_id: None,
             source: None,
+            destination: None,
+            flow_key: None,
+            order_key: None,
         }
+    }
+
+    pub fn order_key(mut self, key: impl Into<String>) -> Self {
+        self.order_key = Some(key.into());
+        self
     }
 
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
@@ -356,6 +381,22 @@ impl NewJob {
         }
         if matches!(&self.unique_key, Some(k) if k.is_empty()) {
             return Err("unique_key must not be empty".into());
+        }
+        for (field, value) in [
+            ("order_key", &self.order_key),
+            ("destination", &self.destination),
+        ] {
+            match value {
+                Some(k) if k.is_empty() => return Err(format!("{field} must not be empty")),
+                Some(k) if k.len() > crate::flow::MAX_KEY_LEN => {
+                    return Err(format!(
+                        "{field} is {} bytes long; at most {} are kept",
+                        k.len(),
+                        crate::flow::MAX_KEY_LEN
+                    ))
+                }
+                _ => {}
+            }
         }
         Ok(())
     }

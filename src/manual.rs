@@ -27,6 +27,15 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         "delete",
         "jobctl delete --state dead --kind http --until 30d    # a dry run; add --yes to act",
     ),
+    (
+        "destinations",
+        "jobctl destinations    # rate, tokens, in flight, waiting, held until and why",
+    ),
+    (
+        "hold",
+        "jobctl hold shopify --for 10m --reason \"maintenance window\"",
+    ),
+    ("release", "jobctl release shopify"),
     ("stats", "jobctl stats --format prometheus"),
     ("backup", "jobctl backup /var/backups/jobs-$(date +%F).db"),
     ("vacuum", "jobctl vacuum"),

@@ -10,6 +10,7 @@
 //! connection, so a slow count never stalls the dispatcher.
 
 use crate::daemon::dispatcher::Counters;
+use crate::flow::{DestinationLimit, DestinationView};
 use crate::job::{JobState, UnixMillis};
 use crate::store::{OpenOptions, Stats, Store, StoreError};
 use crossbeam_channel::Receiver;
@@ -69,6 +70,8 @@ pub struct DaemonSnapshot {
     pub held_outcomes: usize,
     pub started_at: UnixMillis,
     pub now: UnixMillis,
+    /// The destinations' limits of the daemon's config, for their gauges.
+    pub destination_limits: Vec<DestinationLimit>,
 }
 
 /// The gauges read from the database.
@@ -81,13 +84,23 @@ pub struct DbMetrics {
     /// Entries the watchers see but do not take in (`<data_dir>/watch-problems.json`,
     /// what `jobctl stats` lists as "not taken in").
     pub not_taken_in: usize,
+    /// Each destination and key, as `jobctl destinations` shows it.
+    pub destinations: Vec<DestinationView>,
+    pub now: UnixMillis,
 }
 
 impl DbMetrics {
     /// The database's gauges, and the watched-folder problems the daemon last reported
     /// in `data_dir`.
-    pub fn read(db: &dyn Store, data_dir: &Path, now: UnixMillis) -> Result<DbMetrics, StoreError> {
+    pub fn read(
+        db: &dyn Store,
+        data_dir: &Path,
+        limits: &[DestinationLimit],
+        now: UnixMillis,
+    ) -> Result<DbMetrics, StoreError> {
         Ok(DbMetrics {
+            destinations: db.destinations(limits, now)?,
+            now,
             stats: db.stats(now)?,
             attempts: db.attempt_counts()?,
             // A driver without a database file has no file sizes to show.
@@ -190,6 +203,7 @@ pub fn render(db: &DbMetrics, daemon: Option<&DaemonSnapshot>) -> String {
         "Entries in watched folders the watchers see but do not take in (symlinks, non-UTF-8 names, non-files, unreadable files); jobctl stats lists them.",
     );
     let _ = writeln!(out, "jobd_watch_not_taken_in {}", db.not_taken_in);
+    destination_gauges(&mut out, db);
 
     let Some(d) = daemon else {
         return out;
@@ -263,6 +277,62 @@ pub fn render(db: &DbMetrics, daemon: Option<&DaemonSnapshot>) -> String {
     out
 }
 
+/// Per destination and key: jobs waiting and in flight, tokens, and the hold.
+fn destination_gauges(out: &mut String, db: &DbMetrics) {
+    let labels = |v: &DestinationView| {
+        format!(
+            "destination=\"{}\",key=\"{}\"",
+            escape(&v.destination),
+            escape(&v.key)
+        )
+    };
+    type Gauge<'a> = (
+        &'a str,
+        &'a str,
+        &'a dyn Fn(&DestinationView) -> Option<f64>,
+    );
+    let gauges: [Gauge<'_>; 5] = [
+        (
+            "jobd_destination_waiting",
+            "Queued or retrying jobs of each destination and key.",
+            &|v| Some(v.waiting as f64),
+        ),
+        (
+            "jobd_destination_in_flight",
+            "Running (or claimed) jobs of each destination and key.",
+            &|v| Some(v.in_flight as f64),
+        ),
+        (
+            "jobd_destination_tokens",
+            "Tokens in the bucket of each destination and key with a rate_limit.",
+            &|v| v.tokens,
+        ),
+        (
+            "jobd_destination_held",
+            "1 while the destination (and key) is held: none of its jobs is claimed.",
+            &|v| Some(f64::from(u8::from(v.is_held(db.now)))),
+        ),
+        (
+            "jobd_destination_held_seconds",
+            "How long the destination's hold has left to run (0: not held).",
+            &|v| {
+                Some(match v.held_until.filter(|_| v.is_held(db.now)) {
+                    Some(until) => (until - db.now) as f64 / 1000.0,
+                    None => 0.0,
+                })
+            },
+        ),
+    ];
+    for (name, help, value) in gauges {
+        header(out, name, "gauge", help);
+        for v in &db.destinations {
+            if let Some(value) = value(v) {
+                let _ = writeln!(out, "{name}{{{}}} {}", labels(v), number(value));
+            }
+        }
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -327,9 +397,13 @@ pub fn spawn_textfile_writer(
                             .map_err(|e| e.to_string())?,
                         );
                     }
-                    let gauges =
-                        DbMetrics::read(db.as_deref().expect("opened"), &data_dir, snapshot.now)
-                            .map_err(|e| e.to_string())?;
+                    let gauges = DbMetrics::read(
+                        db.as_deref().expect("opened"),
+                        &data_dir,
+                        &snapshot.destination_limits,
+                        snapshot.now,
+                    )
+                    .map_err(|e| e.to_string())?;
                     let text = render(&gauges, Some(&snapshot));
                     write_textfile(&snapshot.textfile, &text)
                         .map_err(|e| format!("cannot write {}: {e}", snapshot.textfile.display()))
@@ -369,6 +443,7 @@ mod tests {
             held_outcomes: 0,
             started_at: 1_700_000_000_000,
             now: 1_700_000_000_000,
+            destination_limits: Vec::new(),
         };
         let text = render(&DbMetrics::default(), Some(&snapshot));
         assert!(text.contains("jobd_handler_duration_seconds_bucket{le=\"0.001\"} 1\n"));

@@ -1,9 +1,11 @@
 //! `jobctl top`: a live view of the queue refreshed about once a second (counts per queue
-//! and state, throughput, what each worker runs and since when, recent deaths), drawn with
-//! ratatui on crossterm; one plain snapshot when standard output is not a terminal.
+//! and state, throughput, what each worker runs and since when, held destinations, recent
+//! deaths), drawn with ratatui on crossterm; one plain snapshot when standard output is
+//! not a terminal.
 
 use crate::cli::CtlError;
 use crate::clock::Clock;
+use crate::flow::DestinationView;
 use crate::job::{JobState, UnixMillis};
 use crate::present::{short_duration, Style};
 use crate::store::{Death, RunningJob, Stats, Store};
@@ -30,6 +32,8 @@ pub struct Snapshot {
     pub stats: Stats,
     pub running: Vec<RunningJob>,
     pub deaths: Vec<Death>,
+    /// Destinations (and keys) held now: none of their jobs is claimed.
+    pub held: Vec<DestinationView>,
 }
 
 impl Snapshot {
@@ -39,6 +43,11 @@ impl Snapshot {
             stats: db.stats(now)?,
             running: db.running_jobs(LIST_LIMIT)?,
             deaths: db.recent_deaths(DEATHS)?,
+            held: db
+                .destinations(&[], now)?
+                .into_iter()
+                .filter(|d| d.is_held(now))
+                .collect(),
         })
     }
 }
@@ -137,6 +146,23 @@ pub fn sections(s: &Snapshot, style: &Style) -> Vec<Section> {
             d.last_error.clone().unwrap_or_default(),
         ]);
     }
+    let mut held = vec![vec![
+        "DESTINATION".to_string(),
+        "WAITING".into(),
+        "HELD UNTIL".into(),
+        "LEFT".into(),
+        "WHY".into(),
+    ]];
+    for d in &s.held {
+        let until = d.held_until.unwrap_or(style.now);
+        held.push(vec![
+            d.label(),
+            d.waiting.to_string(),
+            crate::present::absolute(until, style.utc),
+            short_duration(until - style.now),
+            d.hold_reason.clone().unwrap_or_default(),
+        ]);
+    }
     vec![
         Section {
             title: "Queues".into(),
@@ -156,6 +182,11 @@ pub fn sections(s: &Snapshot, style: &Style) -> Vec<Section> {
             ),
             rows: running,
             empty: "no job is running",
+        },
+        Section {
+            title: "Held destinations".into(),
+            rows: held,
+            empty: "no destination is held",
         },
         Section {
             title: "Recent deaths".into(),
@@ -432,6 +463,20 @@ mod tests {
                 attempts: 5,
                 last_error: Some("HTTP 500\nfrom upstream".into()),
             }],
+            held: vec![DestinationView {
+                destination: "shopify".into(),
+                key: String::new(),
+                rate_per_second: None,
+                burst: None,
+                max_in_flight: None,
+                tokens: None,
+                in_flight: 0,
+                waiting: 12,
+                held_until: Some(now + 30_000),
+                hold_status: Some(429),
+                hold_reason: Some("answered 429, Retry-After 30s".into()),
+                held_at: Some(now),
+            }],
         };
         let lines = snapshot_lines(&snapshot, &Style::plain(now), "jobd");
         let text = lines.join("\n");
@@ -447,6 +492,13 @@ mod tests {
         );
         assert!(
             text.contains("Workers (1 running, 0 claimed ahead)"),
+            "{text}"
+        );
+        assert!(text.contains("Held destinations"), "{text}");
+        assert!(
+            text.contains("shopify      12")
+                && text.contains("30s")
+                && text.contains("answered 429, Retry-After 30s"),
             "{text}"
         );
     }

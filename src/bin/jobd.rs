@@ -77,8 +77,10 @@ fn main() {
     // touches the spool or the socket. Then the spool, watched folders and socket: a
     // folder that cannot be created or a socket another daemon answers on refuses the
     // start before anything runs.
-    let lock = DatabaseLock::acquire(&config.daemon.database).unwrap_or_else(|e| fail(e));
-    let spool = Spool::open(&config.daemon.data_dir).unwrap_or_else(|e| {
+    let lock =
+        DatabaseLock::acquire(&config.daemon.database).unwrap_or_else(|e| fail(e.to_string()));
+    let clock: SharedClock = Arc::new(SystemClock);
+    let spool = Spool::open(&config.daemon.data_dir, clock.clone()).unwrap_or_else(|e| {
         fail(format!(
             "daemon.data_dir: cannot create the spool under {}: {e}",
             config.daemon.data_dir.display()
@@ -89,7 +91,6 @@ fn main() {
     } else {
         Some(ingest::prepare(&config).unwrap_or_else(|e| fail(e)))
     };
-    let clock: SharedClock = Arc::new(SystemClock);
     let daemon = match Daemon::start_locked(
         config.clone(),
         DaemonOptions {

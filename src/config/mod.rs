@@ -377,6 +377,21 @@ impl Config {
     }
 
     /// The retry policy of a kind: the default with the kind's overrides applied.
+    /// The limits of every endpoint that has any (`rate_limit`, `max_in_flight`), for the
+    /// claim to keep: destinations without are left to the queues.
+    pub fn destination_limits(&self) -> Vec<crate::flow::DestinationLimit> {
+        self.endpoints
+            .iter()
+            .filter(|(_, e)| e.rate_limit.is_some() || e.max_in_flight.is_some())
+            .map(|(name, e)| crate::flow::DestinationLimit {
+                destination: name.clone(),
+                rate_per_second: e.rate_limit.map(|r| r.per_second()),
+                burst: e.burst.unwrap_or(1),
+                max_in_flight: e.max_in_flight,
+            })
+            .collect()
+    }
+
     pub fn policy_for(&self, kind: &str) -> RetryPolicy {
         match self.kinds.get(kind) {
             Some(settings) => settings.retry.apply(&self.retry),

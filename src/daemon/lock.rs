@@ -10,6 +10,30 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// Why the database lock was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another daemon holds it; `how` says which lock and whose.
+    #[error("another jobd is already running on {} ({how}); stop it first", database.display())]
+    Held { database: PathBuf, how: String },
+    /// The lock's files could not be opened or locked.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LockError {
+    let path = path.to_path_buf();
+    move |source| LockError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 #[derive(Debug)]
 pub struct DatabaseLock {
     _file: File,
@@ -51,7 +75,7 @@ impl Drop for IdentityLock {
 
 impl IdentityLock {
     /// Locks the database file, creating it (empty, 0640) if it does not exist yet.
-    fn acquire(database: &Path) -> Result<IdentityLock, String> {
+    fn acquire(database: &Path) -> Result<IdentityLock, LockError> {
         let mut fds = identity_fds().lock().expect("lock table");
         // A descriptor this process opened on the file before is used again: opening a
         // second one would mean closing it some day.
@@ -73,10 +97,10 @@ impl IdentityLock {
                         .open(database),
                     other => other,
                 }
-                .map_err(|e| format!("cannot open the database {}: {e}", database.display()))?;
+                .map_err(io_error("open the database", database))?;
                 let meta = opened
                     .metadata()
-                    .map_err(|e| format!("cannot stat the database {}: {e}", database.display()))?;
+                    .map_err(io_error("stat the database", database))?;
                 let id = (meta.dev(), meta.ino());
                 fds.insert(
                     id,
@@ -101,19 +125,21 @@ impl IdentityLock {
                 })
             }
             Err(std::fs::TryLockError::WouldBlock) => Err(refused(database, flock_holder(id))),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(format!("cannot lock {}: {e}", database.display()))
-            }
+            Err(std::fs::TryLockError::Error(e)) => Err(io_error("lock", database)(e)),
         }
     }
 }
 
-fn refused(database: &Path, holder: Option<u32>) -> String {
-    format!(
-        "another jobd is already running on {} (the database file is locked{}, maybe under another name: a symlink or hard link); stop it first",
-        database.display(),
-        holder.map(|pid| format!(" by pid {pid}")).unwrap_or_default()
-    )
+fn refused(database: &Path, holder: Option<u32>) -> LockError {
+    LockError::Held {
+        database: database.to_path_buf(),
+        how: format!(
+            "the database file is locked{}, maybe under another name: a symlink or hard link",
+            holder
+                .map(|pid| format!(" by pid {pid}"))
+                .unwrap_or_default()
+        ),
+    }
 }
 
 /// The pid holding an exclusive flock on the file `id`, from /proc/locks
@@ -130,13 +156,12 @@ fn flock_holder((dev, ino): FileId) -> Option<u32> {
 }
 
 impl DatabaseLock {
-    pub fn acquire(database: &Path) -> Result<DatabaseLock, String> {
+    pub fn acquire(database: &Path) -> Result<DatabaseLock, LockError> {
         let mut path = database.as_os_str().to_owned();
         path.push(".lock");
         let path = PathBuf::from(path);
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            crate::files::create_private_dir_all(parent)
-                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            crate::files::create_private_dir_all(parent).map_err(io_error("create", parent))?;
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -145,25 +170,25 @@ impl DatabaseLock {
             .truncate(false)
             .mode(0o640)
             .open(&path)
-            .map_err(|e| format!("cannot open lock file {}: {e}", path.display()))?;
+            .map_err(io_error("open lock file", &path))?;
         if let Err(e) = file.try_lock() {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
             return Err(match e {
-                std::fs::TryLockError::WouldBlock => format!(
-                    "another jobd is already running on {} (lock {} held{}); stop it first",
-                    database.display(),
-                    path.display(),
-                    if holder.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" by pid {holder}")
-                    }
-                ),
-                std::fs::TryLockError::Error(e) => {
-                    format!("cannot lock {}: {e}", path.display())
-                }
+                std::fs::TryLockError::WouldBlock => LockError::Held {
+                    database: database.to_path_buf(),
+                    how: format!(
+                        "lock {} held{}",
+                        path.display(),
+                        if holder.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" by pid {holder}")
+                        }
+                    ),
+                },
+                std::fs::TryLockError::Error(e) => io_error("lock", &path)(e),
             });
         }
         // The path lock is ours; the file's own lock catches a daemon that named the
@@ -195,7 +220,11 @@ mod tests {
         std::fs::hard_link(&db, &hard).unwrap();
         for other in [&link, &hard] {
             let e = DatabaseLock::acquire(other).unwrap_err();
-            assert!(e.contains("another jobd is already running"), "{e}");
+            assert!(matches!(e, LockError::Held { .. }), "{e}");
+            assert!(
+                e.to_string().contains("another jobd is already running"),
+                "{e}"
+            );
         }
         drop(held);
         // Released: another name may now take it.

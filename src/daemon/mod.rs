@@ -41,7 +41,52 @@ pub trait JobHooks: Send + Sync {
 }
 
 /// The dispatcher's answer to an enqueue: the ids, or why nothing was enqueued.
-pub type EnqueueReply = Result<Vec<Enqueued>, String>;
+pub type EnqueueReply = Result<Vec<Enqueued>, ClientError>;
+
+/// Why the daemon did not do what a [`DaemonClient`] asked. In every case nothing of
+/// the request was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The daemon is stopping: it takes no more requests.
+    #[error("the daemon is stopping")]
+    Stopping,
+    /// The daemon stopped after it took the request, before its commit.
+    #[error("the daemon stopped before answering")]
+    StoppedBeforeAnswer,
+    /// The job was refused before it reached the queue (unknown kind, bad payload).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store refused these jobs (the rest of the turn went ahead).
+    #[error("{0}")]
+    Refused(String),
+    /// The turn's transaction did not commit (disk full, database busy).
+    #[error("not enqueued: {0}")]
+    NotEnqueued(String),
+    /// The turn's transaction did not commit, so neither did the work given to
+    /// [`DaemonClient::write`].
+    #[error("not written: {0}")]
+    NotWritten(String),
+    /// The work given to [`DaemonClient::write`] failed; what it did was rolled back.
+    #[error("{0}")]
+    Work(String),
+}
+
+impl ClientError {
+    /// Whether the request failed because the daemon is going away, not because of it.
+    pub fn is_stopping(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Stopping | ClientError::StoppedBeforeAnswer
+        )
+    }
+}
+
+/// For callers that report errors as text (the enqueue socket's refusals, ingest).
+impl From<ClientError> for String {
+    fn from(e: ClientError) -> String {
+        e.to_string()
+    }
+}
 
 /// Where an enqueue's answer goes once its commit is known.
 pub enum ReplyTo {
@@ -79,8 +124,8 @@ pub type SharedConfig = Arc<RwLock<Arc<Config>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("{0}")]
-    Locked(String),
+    #[error(transparent)]
+    Locked(#[from] lock::LockError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -122,20 +167,33 @@ pub struct DaemonClient {
 }
 
 impl DaemonClient {
+    /// A client whose commands go to `commands` instead of a running dispatcher, for
+    /// tests that play the dispatcher's part.
+    #[cfg(test)]
+    pub(crate) fn to_channel(commands: Sender<Command>, config: Config) -> DaemonClient {
+        DaemonClient {
+            commands,
+            registry: Arc::new(Registry::builtin()),
+            config: Arc::new(RwLock::new(Arc::new(config))),
+        }
+    }
+
     /// Enqueues jobs all or nothing; returns once they are committed.
-    pub fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, String> {
+    pub fn enqueue(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, ClientError> {
         self.enqueue_async(jobs)?
             .recv()
-            .map_err(|_| "the daemon stopped before answering".to_string())?
+            .map_err(|_| ClientError::StoppedBeforeAnswer)?
     }
 
     /// Validates and hands jobs to the dispatcher without waiting: the answer arrives on
     /// the returned channel after the commit. Lets one client pipeline many requests into
     /// the same group commit (the enqueue socket).
-    pub fn enqueue_async(&self, jobs: Vec<NewJob>) -> Result<Receiver<EnqueueReply>, String> {
+    pub fn enqueue_async(&self, jobs: Vec<NewJob>) -> Result<Receiver<EnqueueReply>, ClientError> {
         let config = self.config.read().expect("config lock").clone();
         for job in &jobs {
-            self.registry.validate(job, &config)?;
+            self.registry
+                .validate(job, &config)
+                .map_err(ClientError::Invalid)?;
         }
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.commands
@@ -143,7 +201,7 @@ impl DaemonClient {
                 jobs,
                 reply: ReplyTo::Channel(reply),
             })
-            .map_err(|_| "the daemon is stopping".to_string())?;
+            .map_err(|_| ClientError::Stopping)?;
         Ok(answer)
     }
 
@@ -154,26 +212,27 @@ impl DaemonClient {
         &self,
         jobs: Vec<NewJob>,
         reply: Box<dyn DirectReply>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClientError> {
         self.commands
             .send(Command::Enqueue {
                 jobs,
                 reply: ReplyTo::Direct(reply),
             })
-            .map_err(|_| "the daemon is stopping".to_string())
+            .map_err(|_| ClientError::Stopping)
     }
 
     /// Runs `work` inside the dispatcher's next transaction (all or nothing, under a
-    /// savepoint) and returns its value once committed. `on_abort` runs if the work
+    /// savepoint) and returns its value once committed; an error of `work`'s own comes
+    /// back as [`ClientError::Work`]. `on_abort` runs if the work
     /// succeeded but the commit failed, to undo what it did outside the database.
     pub fn write<T: Send + 'static>(
         &self,
         work: impl FnOnce(&dyn StoreTx, UnixMillis) -> Result<T, String> + Send + 'static,
         on_abort: impl FnOnce(&T) + Send + 'static,
-    ) -> Result<T, String> {
+    ) -> Result<T, ClientError> {
         self.write_async(work, on_abort)?
             .recv()
-            .map_err(|_| "the daemon stopped before answering".to_string())?
+            .map_err(|_| ClientError::StoppedBeforeAnswer)?
     }
 
     /// [`DaemonClient::write`] without waiting: the answer arrives on the returned
@@ -182,16 +241,16 @@ impl DaemonClient {
         &self,
         work: impl FnOnce(&dyn StoreTx, UnixMillis) -> Result<T, String> + Send + 'static,
         on_abort: impl FnOnce(&T) + Send + 'static,
-    ) -> Result<Receiver<Result<T, String>>, String> {
+    ) -> Result<Receiver<Result<T, ClientError>>, ClientError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         let task: dispatcher::TxTask = Box::new(move |tx, now| {
             let result = tx
                 .atomically(|tx| work(tx, now).map_err(TaskError::Work))
                 .map_err(|e| match e {
-                    TaskError::Work(e) => e,
-                    TaskError::Store(e) => e.to_string(),
+                    TaskError::Work(e) => ClientError::Work(e),
+                    TaskError::Store(e) => ClientError::Work(e.to_string()),
                 });
-            Box::new(move |committed: Result<(), String>| {
+            Box::new(move |committed: Result<(), ClientError>| {
                 let answer = match (result, committed) {
                     (Ok(value), Ok(())) => Ok(value),
                     (Ok(value), Err(e)) => {
@@ -205,14 +264,16 @@ impl DaemonClient {
         });
         self.commands
             .send(Command::Write(task))
-            .map_err(|_| "the daemon is stopping".to_string())?;
+            .map_err(|_| ClientError::Stopping)?;
         Ok(answer)
     }
 
     /// Checks a job's kind and payload as an enqueue would.
-    pub fn validate(&self, job: &NewJob) -> Result<(), String> {
+    pub fn validate(&self, job: &NewJob) -> Result<(), ClientError> {
         let config = self.config.read().expect("config lock").clone();
-        self.registry.validate(job, &config)
+        self.registry
+            .validate(job, &config)
+            .map_err(ClientError::Invalid)
     }
 
     /// Whether a job kind is known (to tell an unknown kind from a bad payload).
@@ -243,8 +304,7 @@ impl Daemon {
     /// Locks the database, migrates it, recovers jobs left running, and starts the
     /// dispatcher and workers. READY=1 is sent when this returns.
     pub fn start(config: Config, options: DaemonOptions) -> Result<Daemon, DaemonError> {
-        let lock =
-            lock::DatabaseLock::acquire(&config.daemon.database).map_err(DaemonError::Locked)?;
+        let lock = lock::DatabaseLock::acquire(&config.daemon.database)?;
         Daemon::start_locked(config, options, lock)
     }
 
@@ -291,6 +351,11 @@ impl Daemon {
         )?;
         let registry = Arc::new(options.registry);
         let shared_config: SharedConfig = Arc::new(RwLock::new(Arc::new(config.clone())));
+        // Every job the dispatcher enqueues (socket, watched folders, follow-ups) gets its
+        // destination and order key from its kind, with the config of the moment.
+        let routed_config = shared_config.clone();
+        let mut db = db;
+        db.set_router(registry.router(move || routed_config.read().expect("config lock").clone()));
         let (command_tx, command_rx) = crossbeam_channel::unbounded();
         let (work_tx, work_rx) = crossbeam_channel::unbounded();
         let notifier = notify::Notifier::from_env();

@@ -4,6 +4,7 @@
 
 use super::DaemonClient;
 use crate::clock::{format_millis, SharedClock};
+use crate::config::schedule::{parse_cron, CronError};
 use crate::config::{Config, PipelineSchedule};
 use crate::job::{NewJob, UnixMillis};
 use crate::store::Store;
@@ -19,18 +20,35 @@ const BLOCKED_RECHECK: Duration = Duration::from_secs(5);
 /// The longest the thread sleeps between looks (config reloads are seen this fast).
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 
-/// Parses a 5-field POSIX cron expression (`0 * * * *`), evaluated in UTC.
-pub fn parse_cron(text: &str) -> Result<croner::Cron, String> {
-    crate::config::schedule::parse_cron(text).map_err(|e| e.to_string())
+/// Why a schedule has no period for a time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(transparent)]
+    NotCron(#[from] CronError),
+    #[error("time {0} is out of range")]
+    OutOfRange(UnixMillis),
+    /// The expression parses but has no occurrence on the side of `now` asked for.
+    #[error("cron '{text}': {reason}")]
+    NoOccurrence { text: String, reason: String },
 }
 
-fn utc(at: UnixMillis) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    chrono::DateTime::from_timestamp_millis(at).ok_or_else(|| format!("time {at} is out of range"))
+fn utc(at: UnixMillis) -> Result<chrono::DateTime<chrono::Utc>, ScheduleError> {
+    chrono::DateTime::from_timestamp_millis(at).ok_or(ScheduleError::OutOfRange(at))
+}
+
+fn no_occurrence(text: &str) -> impl FnOnce(croner::errors::CronError) -> ScheduleError + '_ {
+    move |e| ScheduleError::NoOccurrence {
+        text: text.to_string(),
+        reason: e.to_string(),
+    }
 }
 
 /// The start of the period `now` falls in: the latest boundary at or before `now`.
 /// `every` periods are aligned to the Unix epoch (`1h` starts on the hour, UTC).
-pub fn period_start(schedule: &PipelineSchedule, now: UnixMillis) -> Result<UnixMillis, String> {
+pub fn period_start(
+    schedule: &PipelineSchedule,
+    now: UnixMillis,
+) -> Result<UnixMillis, ScheduleError> {
     match schedule {
         PipelineSchedule::Every(every) => {
             let ms = (every.as_millis() as i64).max(1);
@@ -40,13 +58,16 @@ pub fn period_start(schedule: &PipelineSchedule, now: UnixMillis) -> Result<Unix
             let cron = parse_cron(text)?;
             cron.find_previous_occurrence(&utc(now)?, true)
                 .map(|t| t.timestamp_millis())
-                .map_err(|e| format!("cron '{text}': {e}"))
+                .map_err(no_occurrence(text))
         }
     }
 }
 
 /// When the next period after the one `now` falls in starts.
-pub fn next_boundary(schedule: &PipelineSchedule, now: UnixMillis) -> Result<UnixMillis, String> {
+pub fn next_boundary(
+    schedule: &PipelineSchedule,
+    now: UnixMillis,
+) -> Result<UnixMillis, ScheduleError> {
     match schedule {
         PipelineSchedule::Every(every) => {
             Ok(period_start(schedule, now)? + (every.as_millis() as i64).max(1))
@@ -55,7 +76,7 @@ pub fn next_boundary(schedule: &PipelineSchedule, now: UnixMillis) -> Result<Uni
             let cron = parse_cron(text)?;
             cron.find_next_occurrence(&utc(now)?, false)
                 .map(|t| t.timestamp_millis())
-                .map_err(|e| format!("cron '{text}': {e}"))
+                .map_err(no_occurrence(text))
         }
     }
 }
@@ -65,7 +86,7 @@ pub fn due_period(
     schedule: &PipelineSchedule,
     last: Option<UnixMillis>,
     now: UnixMillis,
-) -> Result<Option<UnixMillis>, String> {
+) -> Result<Option<UnixMillis>, ScheduleError> {
     let period = period_start(schedule, now)?;
     Ok((last.is_none_or(|l| l < period)).then_some(period))
 }
@@ -99,6 +120,8 @@ pub enum Tick {
         pipeline: String,
         error: String,
     },
+    /// The daemon is stopping: the scheduler stops too.
+    Stopping,
 }
 
 /// Enqueues scheduled runs through the daemon and asks a read connection whether runs
@@ -135,7 +158,7 @@ impl Scheduler {
                 Err(error) => {
                     ticks.push(Tick::Failed {
                         pipeline: name.clone(),
-                        error,
+                        error: error.to_string(),
                     });
                     continue;
                 }
@@ -181,9 +204,13 @@ impl Scheduler {
                         }
                     });
                 }
+                Err(error) if error.is_stopping() => {
+                    ticks.push(Tick::Stopping);
+                    return ticks;
+                }
                 Err(error) => ticks.push(Tick::Failed {
                     pipeline: name.clone(),
-                    error,
+                    error: error.to_string(),
                 }),
             }
         }
@@ -233,11 +260,9 @@ pub fn spawn(
                             }
                         }
                         Tick::Failed { pipeline, error } => {
-                            if error.contains("stopping") || error.contains("stopped") {
-                                return;
-                            }
                             tracing::error!(pipeline = %pipeline, "cannot schedule {pipeline}: {error}");
                         }
+                        Tick::Stopping => return,
                     }
                 }
                 let wait = scheduler.sleep_after(&config, now);
@@ -296,7 +321,45 @@ mod tests {
             period_start(&daily, at("2026-11-23T02:59:59Z")).unwrap(),
             at("2026-11-22T03:00:00Z")
         );
-        assert!(parse_cron("every tuesday").is_err());
+        assert!(matches!(
+            period_start(&PipelineSchedule::Cron("every tuesday".into()), 0),
+            Err(ScheduleError::NotCron(_))
+        ));
+    }
+
+    #[test]
+    fn a_daemon_that_is_stopping_stops_the_scheduler_by_its_error_not_its_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\n[socket]\nenabled = false\n\
+             [endpoints.shop]\nbase_url = \"http://127.0.0.1:9\"\n\
+             [pipelines.customers]\nkind = \"http_pull\"\nendpoint = \"shop\"\npath = \"/c.json\"\n\
+             items_key = \"customers\"\nsink = {{ sqlite = \"{sink}\" }}\ncolumns = {{ email = \"email\" }}\n\
+             every = \"1h\"\n",
+            db = dir.path().join("jobs.db").display(),
+            data = dir.path().join("data").display(),
+            sink = dir.path().join("shop.db").display(),
+        );
+        let config = Config::from_toml(&text, "test").unwrap();
+        let db = crate::store::open(
+            &config.daemon.database,
+            &crate::store::OpenOptions {
+                create: true,
+                migrate: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // A client whose dispatcher is gone: the channel's other end is dropped.
+        let (commands, _) = crossbeam_channel::unbounded();
+        let client = DaemonClient {
+            commands,
+            registry: Arc::new(crate::handlers::Registry::builtin()),
+            config: Arc::new(std::sync::RwLock::new(Arc::new(config.clone()))),
+        };
+        let mut scheduler = Scheduler::new(client, db);
+        let ticks = scheduler.run_once(&config, at("2026-11-23T05:42:10Z"));
+        assert_eq!(ticks, [Tick::Stopping]);
     }
 
     #[test]

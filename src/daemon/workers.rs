@@ -24,6 +24,8 @@ pub struct Ticket {
     pub started_at: AtomicI64,
     /// What the handler reported of its progress.
     pub progress: Arc<Progress>,
+    /// The destination holds the handler asked for.
+    pub holds: Arc<crate::flow::HoldReports>,
 }
 
 impl Ticket {
@@ -123,7 +125,9 @@ pub(super) fn spawn(
         .collect()
 }
 
-fn run_one(
+/// Runs one assignment on this thread, unless it was stopped or taken back before its
+/// handler could start.
+pub(super) fn run_one(
     assignment: Assignment,
     registry: &Registry,
     clock: &SharedClock,
@@ -200,8 +204,9 @@ fn run_one(
         children,
         sync_state: sync_state.clone(),
         progress_report: ticket.progress.clone(),
+        holds: ticket.holds.clone(),
     };
-    let began = Instant::now();
+    let began = clock.monotonic();
     let started_us = clock.now_us();
     let outcome = match registry.get(&job.kind) {
         None => Outcome::permanent(registry.unknown_kind(&job.kind)),
@@ -228,6 +233,6 @@ fn run_one(
         started_at,
         started_us: Some(started_us),
         finished_at: clock.now_ms(),
-        ran_for: began.elapsed(),
+        ran_for: clock.monotonic().saturating_duration_since(began),
     }
 }

@@ -12,6 +12,7 @@ pub mod relay;
 
 use crate::clock::SharedClock;
 use crate::config::{Config, Problem, Problems};
+use crate::flow::{HoldReports, HoldRequest, Route, Router};
 use crate::job::{Job, NewJob, Outcome, UnixMillis};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -119,6 +120,8 @@ pub struct JobContext {
     pub sync_state: Arc<dyn SyncStateView>,
     /// Where [`JobContext::progress`] reports go.
     pub progress_report: Arc<Progress>,
+    /// Where [`JobContext::hold`] requests go.
+    pub holds: Arc<HoldReports>,
 }
 
 impl JobContext {
@@ -126,6 +129,13 @@ impl JobContext {
     /// in memory and written by the dispatcher with its next heartbeat.
     pub fn progress(&self, name: &str, value: u64) {
         self.progress_report.set(name, value);
+    }
+
+    /// Asks that no job of a destination be claimed until the request's `until` (the
+    /// other side said to slow down). Written with this attempt's outcome, for every
+    /// worker and daemon; a shorter hold never shortens a longer one.
+    pub fn hold(&self, request: HoldRequest) {
+        self.holds.push(request);
     }
 }
 
@@ -136,6 +146,12 @@ pub trait Handler: Send + Sync {
     }
 
     fn run(&self, job: &Job, ctx: &JobContext) -> Outcome;
+
+    /// Where a job of this kind goes: its destination (and key) and order key, derived
+    /// from its payload when it is enqueued. Default: under no flow control.
+    fn route(&self, _job: &NewJob, _config: &Config) -> Route {
+        Route::default()
+    }
 
     /// Kills whatever this handler started outside the daemon (exec's process groups)
     /// and starts nothing more: called once before the daemon exits, however it exits.
@@ -244,7 +260,34 @@ impl Registry {
         problems.into_result()
     }
 
+    /// The [`Router`] the store asks for each job it enqueues: this registry's kinds,
+    /// with the endpoints of the config `config` gives (the current one, after reloads).
+    pub fn router(
+        self: &Arc<Self>,
+        config: impl Fn() -> Arc<Config> + Send + Sync + 'static,
+    ) -> Arc<dyn Router> {
+        Arc::new(KindRouter {
+            registry: self.clone(),
+            config: Box::new(config),
+        })
+    }
+
     pub fn unknown_kind(&self, kind: &str) -> String {
         format!("unknown kind '{kind}' (known: {})", self.kinds().join(", "))
+    }
+}
+
+/// Routes a job by its kind's [`Handler::route`].
+struct KindRouter {
+    registry: Arc<Registry>,
+    config: Box<dyn Fn() -> Arc<Config> + Send + Sync>,
+}
+
+impl Router for KindRouter {
+    fn route(&self, job: &NewJob) -> Route {
+        match self.registry.get(&job.kind) {
+            Some(handler) => handler.route(job, &(self.config)()),
+            None => Route::default(),
+        }
     }
 }

@@ -78,6 +78,9 @@ struct WireJob {
     unique_key: Option<String>,
     #[serde(default)]
     deadline_at: Option<Value>,
+    /// Jobs with the same order key run one at a time, in enqueue order.
+    #[serde(default)]
+    order_key: Option<String>,
 }
 
 /// Parses one request line. `now` resolves `delay`.
@@ -221,6 +224,9 @@ fn job_from_wire(wire: WireJob, now: UnixMillis, source: &str) -> Result<NewJob,
         deadline_at,
         parent_id: None,
         source: Some(source.into()),
+        destination: None,
+        flow_key: None,
+        order_key: wire.order_key,
     };
     job.validate()?;
     Ok(job)
@@ -280,7 +286,7 @@ mod tests {
             Request::Stats
         );
         let Request::Enqueue { jobs, single } = parse_request(
-            br#"{"op":"enqueue","job":{"kind":"noop","payload":{"a":1},"delay":"2s","unique_key":"k"}}"#,
+            br#"{"op":"enqueue","job":{"kind":"noop","payload":{"a":1},"delay":"2s","unique_key":"k","order_key":"shop-1"}}"#,
             3,
             1_000,
         )
@@ -290,6 +296,7 @@ mod tests {
         assert!(single);
         assert_eq!(jobs[0].run_at, Some(3_000));
         assert_eq!(jobs[0].unique_key.as_deref(), Some("k"));
+        assert_eq!(jobs[0].order_key.as_deref(), Some("shop-1"));
         assert_eq!(jobs[0].source.as_deref(), Some("socket"));
         let Request::Enqueue { jobs, single } = parse_request(
             br#"{"op":"enqueue","jobs":[{"kind":"noop","run_at":"2026-01-01T00:00:00Z"},{"kind":"noop","run_at":5}]}"#,

@@ -606,7 +606,12 @@ impl Connection {
                         format!("jobs[{i}]")
                     };
                     if !self.client.knows_kind(&job.kind) {
-                        let known = self.client.validate(job).err().unwrap_or_default();
+                        let known = self
+                            .client
+                            .validate(job)
+                            .err()
+                            .map(|e| e.to_string())
+                            .unwrap_or_default();
                         return Answer::Now(
                             Refusal::new(codes::UNKNOWN_KIND, format!("{at}: {known}")).to_line(),
                         );

@@ -30,7 +30,8 @@
 //! between the copy and the delete leaves the input in place, and the dedupe window then
 //! keeps its second appearance from becoming a second job.
 
-use crate::daemon::DaemonClient;
+use crate::clock::{SharedClock, SystemClock};
+use crate::daemon::{ClientError, DaemonClient};
 use crate::job::{Job, JobId, JobState, NewJob};
 use crate::store::{IngestRecord, Store};
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,7 @@ use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// The hidden file beside a staged input that says which job to make of it.
 pub const META_FILE: &str = ".jobd-meta.json";
@@ -113,7 +115,7 @@ pub enum Taken {
 pub struct PendingCommit {
     spool: Spool,
     token: String,
-    answer: crossbeam_channel::Receiver<Result<Taken, String>>,
+    answer: crossbeam_channel::Receiver<Result<Taken, ClientError>>,
 }
 
 impl PendingCommit {
@@ -136,16 +138,27 @@ impl PendingCommit {
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
+    /// Says which `done/YYYYMMDD` and `failed/YYYYMMDD` an input goes to, and when it
+    /// failed.
+    clock: SharedClock,
 }
 
 static TOKENS: AtomicU64 = AtomicU64::new(0);
 
+/// The `YYYYMMDD` (UTC) folder name of the day `at` falls in.
+fn day_folder(at: crate::job::UnixMillis) -> String {
+    chrono::DateTime::from_timestamp_millis(at)
+        .unwrap_or_default()
+        .format("%Y%m%d")
+        .to_string()
+}
+
 impl Spool {
     /// Creates `spool/.incoming`, `done/` and `failed/` under `data_dir` (made absolute, so
     /// payloads name files the handler can open whatever its working directory).
-    pub fn open(data_dir: &Path) -> io::Result<Spool> {
+    pub fn open(data_dir: &Path, clock: SharedClock) -> io::Result<Spool> {
         let root = std::path::absolute(data_dir)?;
-        let spool = Spool { root };
+        let spool = Spool { root, clock };
         for dir in [
             spool.incoming(),
             spool.root.join("done"),
@@ -156,10 +169,12 @@ impl Spool {
         Ok(spool)
     }
 
-    /// The spool of a data directory, creating nothing (for jobctl).
+    /// The spool of a data directory, creating nothing (for jobctl, which moves inputs
+    /// back from failed/ but never into a dated folder; its clock is the wall clock).
     pub fn at(data_dir: &Path) -> io::Result<Spool> {
         Ok(Spool {
             root: std::path::absolute(data_dir)?,
+            clock: Arc::new(SystemClock),
         })
     }
 
@@ -342,9 +357,7 @@ impl Spool {
 
     /// `done/YYYYMMDD` or `failed/YYYYMMDD` for today (UTC).
     fn dated(&self, top: &str) -> PathBuf {
-        self.root
-            .join(top)
-            .join(chrono::Utc::now().format("%Y%m%d").to_string())
+        self.root.join(top).join(day_folder(self.clock.now_ms()))
     }
 
     /// A succeeded job's input goes to `done/YYYYMMDD/<id>`. No input, nothing to do.
@@ -380,7 +393,7 @@ impl Spool {
             "kind": job.map(|(j, _)| j.kind.clone()).or_else(|| meta.as_ref().map(|m| m.job.kind.clone())),
             "attempts": job.map(|(j, _)| j.attempts),
             "last_error": job.and_then(|(_, e)| e).or(meta.as_ref().and_then(|m| m.dead.as_deref())),
-            "failed_at": crate::clock::format_millis(chrono::Utc::now().timestamp_millis()),
+            "failed_at": crate::clock::format_millis(self.clock.now_ms()),
         });
         // Written inside spool/<id> first, so it travels with the input in one rename.
         write_private(
@@ -658,6 +671,26 @@ mod tests {
     use crate::files::NAME_MAX;
 
     #[test]
+    fn done_and_failed_inputs_are_dated_and_stamped_by_the_spools_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2026-11-23T23:59:59.500Z, then half a second later: the next day.
+        let clock = Arc::new(crate::clock::ManualClock::new(1_795_478_399_500));
+        let spool = Spool::open(&dir.path().join("var"), clock.clone()).unwrap();
+        for id in [1, 2] {
+            fs::create_dir_all(spool.job_dir(id)).unwrap();
+            fs::write(spool.job_dir(id).join("in.csv"), "x").unwrap();
+        }
+        let done = spool.move_done(1).unwrap().unwrap();
+        assert_eq!(done, spool.root().join("done/20261123/1"));
+        clock.advance(std::time::Duration::from_millis(500));
+        let failed = spool.move_failed(2, None).unwrap().unwrap();
+        assert_eq!(failed, spool.root().join("failed/20261124/2"));
+        let error: serde_json::Value =
+            serde_json::from_slice(&fs::read(failed.join(error_file_name("2"))).unwrap()).unwrap();
+        assert_eq!(error["failed_at"], "2026-11-24T00:00:00.000Z");
+    }
+
+    #[test]
     fn a_folder_digest_is_stable_and_names_each_file() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("b.csv"), "b").unwrap();
@@ -697,7 +730,7 @@ mod tests {
     #[test]
     fn staging_moves_the_input_out_and_a_failed_stage_leaves_it() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(&dir.path().join("var")).unwrap();
+        let spool = Spool::open(&dir.path().join("var"), Arc::new(SystemClock)).unwrap();
         let input = dir.path().join("in");
         fs::create_dir(&input).unwrap();
         fs::write(input.join("a.csv"), "x").unwrap();

@@ -16,7 +16,7 @@
 
 use super::report::{Problem, WatchReport};
 use super::spool::{digest, PendingCommit, Spool, StageMeta, Staged, Taken};
-use crate::clock::SharedClock;
+use crate::clock::{Moment, SharedClock};
 use crate::config::{WatchConfig, WatchMode};
 use crate::daemon::DaemonClient;
 use crate::job::{NewJob, UnixMillis};
@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// How long an input that could not be read or moved waits before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -78,9 +78,9 @@ pub fn prepare_folder(key: &str, watch: &WatchConfig) -> Result<PathBuf, String>
 struct Seen {
     size: u64,
     mtime: Option<SystemTime>,
-    since: Instant,
+    since: Moment,
     renamed_in: bool,
-    retry_at: Option<Instant>,
+    retry_at: Option<Moment>,
     /// When reading it first failed (clock time), for `unreadable_timeout`.
     failing_since: Option<UnixMillis>,
 }
@@ -88,10 +88,10 @@ struct Seen {
 /// A subfolder seen in dir mode.
 struct FolderSeen {
     signature: Vec<(String, u64, Option<SystemTime>)>,
-    since: Instant,
+    since: Moment,
     first_seen: UnixMillis,
     recorded_missing: Option<Vec<String>>,
-    retry_at: Option<Instant>,
+    retry_at: Option<Moment>,
     /// When reading it first failed (clock time), for `unreadable_timeout`.
     failing_since: Option<UnixMillis>,
 }
@@ -109,7 +109,7 @@ pub struct FolderWatcher {
     folders: HashMap<String, FolderSeen>,
     /// Staged inputs whose commit failed; driven again on the next rescan.
     stuck: Vec<String>,
-    next_rescan: Instant,
+    next_rescan: Moment,
     /// What this folder holds but does not take in, as `jobctl stats` shows it.
     report: WatchReport,
     /// Entries reported as ignored, so each is logged once.
@@ -157,7 +157,7 @@ pub fn spawn(
                     pending.folder,
                     FolderSeen {
                         signature: Vec::new(),
-                        since: Instant::now(),
+                        since: clock.monotonic(),
                         first_seen: pending.first_seen,
                         recorded_missing: Some(pending.missing),
                         retry_at: None,
@@ -174,12 +174,12 @@ pub fn spawn(
         watch_name,
         matcher,
         client,
-        clock,
+        clock: clock.clone(),
         spool,
         files: HashMap::new(),
         folders,
         stuck: Vec::new(),
-        next_rescan: Instant::now(),
+        next_rescan: clock.monotonic(),
         report,
         ignored: HashSet::new(),
     };
@@ -207,7 +207,10 @@ impl FolderWatcher {
             humantime::format_duration(self.config.settle)
         );
         while !stop.load(Ordering::SeqCst) {
-            let wait = tick.min(self.next_rescan.saturating_duration_since(Instant::now()));
+            let wait = tick.min(
+                self.next_rescan
+                    .saturating_duration_since(self.clock.monotonic()),
+            );
             match events.recv_timeout(wait) {
                 Ok(event) => self.note(event),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -216,9 +219,9 @@ impl FolderWatcher {
             while let Ok(event) = events.try_recv() {
                 self.note(event);
             }
-            if Instant::now() >= self.next_rescan {
+            if self.clock.monotonic() >= self.next_rescan {
                 self.rescan();
-                self.next_rescan = Instant::now() + self.config.rescan;
+                self.next_rescan = self.clock.monotonic() + self.config.rescan;
             }
             match self.config.mode {
                 WatchMode::File => self.take_ready_files(),
@@ -234,12 +237,12 @@ impl FolderWatcher {
             Err(e) => {
                 // Overflow and the like: what was missed is found by listing again.
                 tracing::warn!("{}: notification error ({e}); rescanning", self.key);
-                self.next_rescan = Instant::now();
+                self.next_rescan = self.clock.monotonic();
                 return;
             }
         };
         if event.need_rescan() {
-            self.next_rescan = Instant::now();
+            self.next_rescan = self.clock.monotonic();
         }
         let renamed_in = matches!(
             event.kind,
@@ -257,7 +260,7 @@ impl FolderWatcher {
                 if path.is_dir() {
                     // A folder moved in brings files no event announced.
                     if self.config.recursive {
-                        self.next_rescan = Instant::now();
+                        self.next_rescan = self.clock.monotonic();
                     }
                     return;
                 }
@@ -299,7 +302,7 @@ impl FolderWatcher {
         if !self.wanted_name(&path) {
             return;
         }
-        let now = Instant::now();
+        let now = self.clock.monotonic();
         let seen = self.files.entry(path).or_insert(Seen {
             size: u64::MAX,
             mtime: None,
@@ -481,7 +484,7 @@ impl FolderWatcher {
             name,
             FolderSeen {
                 signature: Vec::new(),
-                since: Instant::now(),
+                since: self.clock.monotonic(),
                 first_seen: self.clock.now_ms(),
                 recorded_missing: None,
                 retry_at: None,
@@ -546,7 +549,7 @@ impl FolderWatcher {
     }
 
     fn take_ready_files(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.monotonic();
         let settle = self.config.settle;
         let mut ready = Vec::new();
         let mut not_files = Vec::new();
@@ -567,7 +570,7 @@ impl FolderWatcher {
                 seen.mtime = mtime;
                 seen.since = now;
             }
-            if (seen.renamed_in || now.duration_since(seen.since) >= settle)
+            if (seen.renamed_in || now.saturating_duration_since(seen.since) >= settle)
                 && ready.len() < MAX_TAKE
             {
                 ready.push(path.clone());
@@ -719,12 +722,15 @@ impl FolderWatcher {
             deadline_at: None,
             parent_id: None,
             source: Some(format!("watch:{}", path.display())),
+            destination: None,
+            flow_key: None,
+            order_key: None,
         }
     }
 
     /// Folder sets: take the complete ones, record the incomplete, bury the timed out.
     fn check_folders(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.monotonic();
         let now_ms = self.clock.now_ms();
         let names: Vec<String> = self.folders.keys().cloned().collect();
         let mut pending = Vec::new();
@@ -756,7 +762,7 @@ impl FolderWatcher {
                 .filter(|r| !present.contains(&r.to_lowercase()))
                 .cloned()
                 .collect();
-            let settled = now.duration_since(seen.since) >= self.config.settle;
+            let settled = now.saturating_duration_since(seen.since) >= self.config.settle;
             let timed_out = now_ms.saturating_sub(seen.first_seen)
                 >= self.config.incomplete_timeout.as_millis() as i64;
             let complete =
@@ -870,6 +876,10 @@ fn list_folder(dir: &Path) -> Option<Vec<(String, u64, Option<SystemTime>)>> {
     files.sort();
     Some(files)
 }
+
+#[cfg(test)]
+#[path = "watch_clock_tests.rs"]
+mod clock_tests;
 
 #[cfg(test)]
 mod tests {

@@ -29,15 +29,27 @@
 //!   exactly one resumes the parent (SQLite: the write lock serialises them).
 //! - **Change notices.** [`Store::change_token`] changes when another connection commits
 //!   (SQLite: `PRAGMA data_version`; PostgreSQL: LISTEN/NOTIFY or a counter).
+//! - **Flow control** ([`StoreTx::claim_flow`], holds, order keys). A held destination's
+//!   waiting rows are parked (`run_at` moved to the hold's end), at the hold and at
+//!   enqueue, so claims never walk them. A destination's tokens are drawn inside the
+//!   claim's transaction and its in-flight count is read there: claims of several
+//!   daemons must not both spend one token (SQLite: the write lock; a row-locking
+//!   driver locks the destination's state row). `order_blocked` is kept for every
+//!   writer, plain SQL included (SQLite: triggers in migration 0008): a job is blocked
+//!   while an earlier unfinished job of its order key exists, and when a key's
+//!   unblocked job finishes or is deleted, its next job in id order is unblocked.
 
 use super::{
     Applied, Attempt, AttemptProgress, ChildrenSummary, ClaimSpec, Death, Enqueued, HeldClaim,
     IngestRecord, JobFilter, PendingFolder, QueuePause, Result, RunningJob, Stats, StoreError,
     SyncState,
 };
+use super::{Claimed, DestinationHold};
+use crate::flow::{DestinationLimit, DestinationView, HoldRequest, Router};
 use crate::job::{Completion, Job, JobId, JobState, NewJob, SyncMark, UnixMillis};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One finished attempt to record: the completion and, when known, when its handler
@@ -157,6 +169,27 @@ pub trait Store: Send {
     fn web_child_progress(&self, parent: JobId) -> Result<super::web::ChildProgress>;
     fn web_source_file(&self, job: JobId) -> Result<Option<super::web::SourceFile>>;
     fn web_actions(&self, limit: usize) -> Result<Vec<super::web::WebAction>>;
+
+    // --- flow control ---
+
+    /// Every job this connection enqueues without a destination of its own gets the
+    /// route `router` derives from its kind (destination, key, order key).
+    fn set_router(&mut self, router: Arc<dyn Router>);
+    /// Each destination and key with limits, state, waiting or running jobs: limits,
+    /// tokens refilled to `now`, in flight, waiting, and the hold if one stands.
+    fn destinations(
+        &self,
+        limits: &[DestinationLimit],
+        now: UnixMillis,
+    ) -> Result<Vec<DestinationView>>;
+    /// A destination's hold, if one was set (it may have ended: compare with now).
+    fn destination_hold(
+        &self,
+        destination: &str,
+        flow_key: &str,
+    ) -> Result<Option<DestinationHold>>;
+    /// The unfinished head of an order key: the job its other jobs wait for.
+    fn order_head(&self, order_key: &str) -> Result<Option<JobId>>;
 }
 
 impl<'s> dyn Store + 's {
@@ -208,7 +241,42 @@ pub trait StoreTx {
         worker: &str,
         lease_until: UnixMillis,
         now: UnixMillis,
-    ) -> Result<Vec<Job>>;
+    ) -> Result<Vec<Job>> {
+        Ok(self.claim_flow(spec, claim, worker, lease_until, now)?.jobs)
+    }
+
+    /// [`StoreTx::claim_numbered`] within the destinations' limits (`spec.destinations`):
+    /// each limited destination and key gives at most its whole tokens (a bucket
+    /// refilled by `now`, drawn at claim time, shared by every daemon) and its room under
+    /// `max_in_flight` (running rows of it, counted in the database). Rows it must leave
+    /// do not hold back other destinations' rows. Rows with `order_blocked` are never
+    /// claimed. Says when a destination it left rows of gets its next token.
+    fn claim_flow(
+        &self,
+        spec: &ClaimSpec,
+        claim: Option<i64>,
+        worker: &str,
+        lease_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Claimed>;
+
+    // --- flow control ---
+
+    /// Holds a destination (and key) until `hold.until`: none of its jobs is claimed
+    /// before then, by any daemon, and its waiting jobs are charged nothing (their
+    /// `run_at` moves to the hold's end). A hold never shortens a longer one and lasts
+    /// at most [`crate::flow::MAX_HOLD`]. Returns the new end, or None if a longer hold
+    /// stands. Jobs enqueued during the hold wait for it too.
+    fn hold_destination(&self, hold: &HoldRequest, now: UnixMillis) -> Result<Option<UnixMillis>>;
+
+    /// Ends a destination's hold now; the jobs it held are due at once. Returns whether
+    /// it was held.
+    fn release_destination(
+        &self,
+        destination: &str,
+        flow_key: &str,
+        now: UnixMillis,
+    ) -> Result<bool>;
 
     /// Records a finished attempt: moves the job as the resolution says, writes the
     /// attempt row, enqueues follow-ups, all or nothing. A completion for an attempt that

@@ -13,8 +13,9 @@ pub use api::{BackupInfo, Checkpoint, CheckpointMode, Finished, SqliteFile, Stor
 pub use sqlite::{example, schema, sink};
 pub use sync::SyncStateReader;
 pub use types::{
-    Applied, Attempt, AttemptProgress, ChildrenSummary, ClaimSpec, Death, Enqueued, HeldClaim,
-    IngestRecord, JobFilter, PendingFolder, QueuePause, QueueStats, RunningJob, Stats, SyncState,
+    Applied, Attempt, AttemptProgress, ChildrenSummary, ClaimSpec, Claimed, Death, DestinationHold,
+    Enqueued, HeldClaim, IngestRecord, JobFilter, PendingFolder, QueuePause, QueueStats,
+    RunningJob, Stats, SyncState,
 };
 
 use crate::config::Synchronous;

@@ -31,6 +31,28 @@ pub struct ClaimSpec {
     /// Queues with a concurrency limit and how many more of each may be claimed now.
     /// Queues not named here are bounded by `limit` alone.
     pub limited_queues: Vec<(String, usize)>,
+    /// The limits of destinations that have any (rate, in flight): their tokens and room
+    /// bound the claim across every daemon. Others are bounded by the queues alone.
+    pub destinations: Vec<crate::flow::DestinationLimit>,
+}
+
+/// What a claim took, and when a destination it had to leave rows of gets its next
+/// token (the dispatcher looks again then).
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    pub jobs: Vec<crate::job::Job>,
+    pub wake_at: Option<UnixMillis>,
+}
+
+/// A destination's hold as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DestinationHold {
+    pub destination: String,
+    pub flow_key: String,
+    pub until: UnixMillis,
+    pub held_at: Option<UnixMillis>,
+    pub status: Option<u16>,
+    pub reason: Option<String>,
 }
 
 impl ClaimSpec {

@@ -187,7 +187,7 @@ async fn perform(
     })
     .await
     .map_err(|e| WebError::Internal(format!("the action failed: {e}")))?;
-    let done = written.map_err(WebError::Conflict)?;
+    let done = written.map_err(|e| WebError::Conflict(e.to_string()))?;
     tracing::info!(
         action = done.action.as_str(),
         by = %who.0,
@@ -344,7 +344,7 @@ async fn perform_on_queue(
     })
     .await
     .map_err(|e| WebError::Internal(format!("the action failed: {e}")))?;
-    let done = written.map_err(WebError::Conflict)?;
+    let done = written.map_err(|e| WebError::Conflict(e.to_string()))?;
     tracing::info!(
         action = done.action.as_str(),
         by = %who.0,

@@ -98,6 +98,7 @@ fn busy_sandbox(queue: &str) -> Sandbox {
     let spec = ClaimSpec {
         limit: 2,
         limited_queues: vec![],
+        destinations: vec![],
     };
     let claimed = db
         .write(|tx| tx.claim(&spec, "box:42", now + 600_000, now - 65_000))

@@ -10,6 +10,7 @@ mod docs;
 mod entry_checks;
 mod example_db;
 mod exec;
+mod flow;
 mod http;
 mod http_server;
 mod ingest;

@@ -128,6 +128,9 @@ fn a_schema_3_database_migrates_with_every_row_id_attempt_index_and_key_kept() {
     let mut indexes = index_names(&conn);
     // Every index kept, plus those later migrations add (0006: the claim's per-queue one).
     indexes.push("jobs.jobs_queue_ready".to_string());
+    // 0008: a destination's waiting rows, and the unfinished jobs of each order key.
+    indexes.push("jobs.jobs_destination_waiting".to_string());
+    indexes.push("jobs.jobs_order_live".to_string());
     indexes.sort();
     drop(conn);
 

@@ -646,6 +646,48 @@ fn a_retry_after_of_twenty_digits_puts_the_page_off_a_day_and_kills_nothing() {
 }
 
 #[test]
+fn the_call_limit_header_holds_the_shop_before_it_answers_429() {
+    // A bucket of 10 leaking 2/s, as Shopify's usage header reports it: 16 pages sent as
+    // fast as they come would overflow it at the 11th. Near its top (80%), the answer's
+    // `X-Shopify-Shop-Api-Call-Limit` holds the endpoint, stored like a 429's hold, so
+    // the next page is not claimed before the bucket has leaked back.
+    let shop = Shop::start(4_000, Some((10.0, 2.0)), Duration::ZERO);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobs.db");
+    let daemon = start(&config_text(
+        dir.path(),
+        &shop.base,
+        "",
+        &[("customers", "")],
+        "",
+    ));
+    daemon.client().enqueue(vec![run("customers")]).unwrap();
+    let state = wait_for_runs(&db, "customers", 1, Duration::from_secs(60));
+    daemon.client().shutdown();
+    daemon.wait().unwrap();
+    assert_eq!(state.last_run_items, 4_000);
+    assert_eq!(shop.seen().len(), 16);
+    assert_eq!(
+        shop.throttled.load(Ordering::SeqCst),
+        0,
+        "the store answered 429"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (destination, reason): (String, String) = conn
+        .query_row(
+            "SELECT destination, hold_reason FROM destination_state WHERE hold_reason IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(destination, "shop");
+    assert!(
+        reason.starts_with("answered 200 with X-Shopify-Shop-Api-Call-Limit"),
+        "{reason}"
+    );
+}
+
+#[test]
 fn the_endpoint_rate_limit_is_observed() {
     let shop = Shop::start(5_000, None, Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();

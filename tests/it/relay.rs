@@ -260,6 +260,27 @@ fn the_oms_sample_batch_reaches_the_right_destinations_with_correct_bodies() {
         assert_eq!(delivery.kind, "http");
         assert_eq!(delivery.state, JobState::Succeeded);
         assert_eq!(delivery.parent_id, Some(ids[0]));
+        // Flow control per storefront: the endpoint is its destination, the storefront
+        // its key, and the events of one order reach each destination in order.
+        let (storefront, order, name) = {
+            let key = delivery.unique_key.as_deref().unwrap();
+            let parts: Vec<&str> = key.split(':').collect();
+            let (storefront, name) = parts[3].split_once('/').unwrap();
+            (
+                storefront.to_string(),
+                parts[1].to_string(),
+                name.to_string(),
+            )
+        };
+        assert_eq!(
+            delivery.destination.as_deref(),
+            delivery.payload["endpoint"].as_str()
+        );
+        assert_eq!(delivery.flow_key, storefront);
+        assert_eq!(
+            delivery.order_key.as_deref(),
+            Some(format!("relay:{storefront}:{order}:{name}").as_str())
+        );
         let (_, attempts) = with_attempts(&s, delivery.id);
         let stored = format!("{} {:?}", delivery.payload, attempts);
         assert!(

@@ -157,6 +157,7 @@ fn seed(sandbox: &Sandbox) -> Seeded {
             &ClaimSpec {
                 limit: 1,
                 limited_queues: vec![],
+                destinations: vec![],
             },
             "seed:1",
             now + 60_000,

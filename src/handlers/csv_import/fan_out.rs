@@ -297,6 +297,10 @@ pub fn dry_run(
         source: None,
         cancel_requested: false,
         stage: 0,
+        destination: None,
+        flow_key: String::new(),
+        order_key: None,
+        order_blocked: false,
     };
     make_dir(out_dir)?;
     let bodies = BodiesFile::create(out_dir, Path::new("dry-run.bodies"))?;

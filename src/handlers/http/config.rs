@@ -56,6 +56,15 @@ pub struct EndpointConfig {
     /// Requests that may go at once after a quiet spell (default 1).
     #[serde(default)]
     pub burst: Option<u32>,
+    /// Jobs of this destination (of each key, with `key`) running at once, across every
+    /// worker and daemon.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// Splits the destination by a key from each job's payload, so every shop or
+    /// storefront gets its own rate, burst, in-flight room and holds: a JSON pointer
+    /// (`"/json/shop"`) or a template of them (`"{/json/storefront}-{/json/region}"`).
+    #[serde(default)]
+    pub key: Option<String>,
     /// Refuse `http://` unless the host is loopback (default true).
     #[serde(default = "yes")]
     pub require_https: bool,
@@ -169,6 +178,12 @@ impl EndpointConfig {
             problems.push(format!("{key}.burst"), "must be at least 1");
         } else if self.burst.is_some() && self.rate_limit.is_none() {
             problems.push(format!("{key}.burst"), "needs a rate_limit");
+        }
+        if self.max_in_flight == Some(0) {
+            problems.push(format!("{key}.max_in_flight"), "must be at least 1");
+        }
+        if let Some(Err(e)) = self.key.as_deref().map(crate::flow::check_key_template) {
+            problems.push(format!("{key}.key"), e);
         }
         for (list, statuses) in [
             ("success", &self.success),
@@ -491,6 +506,14 @@ mod tests {
             (
                 "base_url = \"https://x\"\nburst = 3",
                 "endpoints.e.burst: needs a rate_limit",
+            ),
+            (
+                "base_url = \"https://x\"\nmax_in_flight = 0",
+                "endpoints.e.max_in_flight: must be at least 1",
+            ),
+            (
+                "base_url = \"https://x\"\nkey = \"shop\"",
+                "endpoints.e.key: 'shop' is neither a JSON pointer",
             ),
             (
                 "base_url = \"https://x\"\ntimeout = \"2h\"",

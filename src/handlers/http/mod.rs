@@ -1,19 +1,27 @@
 //! `http`: delivers one request to a configured endpoint and classifies the answer
 //! (success, duplicate, retry with `Retry-After`, or dead). Owns the per-endpoint
-//! clients, OAuth2 token caches and rate limiters shared by every worker.
+//! clients and OAuth2 token caches shared by every worker. A job's destination limits
+//! (rate, in flight) are kept by the store at claim time; the holds an answer asks for
+//! are reported with the attempt and stored ([`holds`]). An in-memory rate limiter per
+//! key spaces the requests of this process at the wire (and those of jobs without a
+//! destination, inserted by hand); the in-memory hold binds the jobs this process
+//! claimed before the hold was stored.
 
 pub mod auth;
 pub mod classify;
 pub mod config;
+pub mod holds;
 pub mod rate;
 
 use super::{Handler, JobContext, StopReason};
+use crate::clock::Moment;
 use crate::config::Config;
+use crate::flow::{HoldRequest, Route};
 use crate::job::{Job, NewJob, Outcome};
 use auth::{header_secrets, is_sensitive_header, mask, mask_value, secret_forms, TokenCache};
 use classify::{body_excerpt, classify, retry_after_header, Class};
 use config::{AuthConfig, EndpointConfig, TokenRequestFormat};
-use rate::TokenBucket;
+use rate::KeyedBuckets;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use reqwest::{Method, Url};
@@ -307,10 +315,17 @@ struct EndpointState {
     /// `query_secrets`: (parameter, value) pairs appended to every request URL.
     query_secrets: Result<Vec<(String, String)>, String>,
     tokens: TokenCache,
-    bucket: Option<Mutex<TokenBucket>>,
-    /// No request before this instant: the other side asked us to slow down (429 with
-    /// Retry-After, or a usage header near its limit). Shared by every worker.
-    hold: Mutex<Option<Instant>>,
+    /// The endpoint's rate in this process, per flow key: it spaces the requests of jobs
+    /// the claim let through (which kept the rate across workers and daemons, but sees
+    /// neither the time from claim to send nor jobs without a destination).
+    buckets: Option<KeyedBuckets>,
+    /// No request before this instant, per flow key ("" for the endpoint as a whole),
+    /// with when (clock milliseconds) it was set: the other side asked us to slow down
+    /// (429 with Retry-After, or a usage header near its limit). The stored hold keeps
+    /// jobs from being claimed at all, so this one binds only jobs without a
+    /// destination and jobs claimed before it was set; a job claimed later was claimed
+    /// after the hold ended or an operator released it.
+    holds: Mutex<HashMap<String, (Moment, crate::job::UnixMillis)>>,
 }
 
 impl EndpointState {
@@ -345,13 +360,9 @@ impl EndpointState {
                 Ok((param.clone(), value))
             })
             .collect();
-        let bucket = config.rate_limit.map(|limit| {
-            Mutex::new(TokenBucket::new(
-                limit,
-                config.burst.unwrap_or(1),
-                Instant::now(),
-            ))
-        });
+        let buckets = config
+            .rate_limit
+            .map(|limit| KeyedBuckets::new(limit, config.burst.unwrap_or(1)));
         Ok(EndpointState {
             config: config.clone(),
             base_url,
@@ -359,8 +370,8 @@ impl EndpointState {
             secret,
             query_secrets,
             tokens: TokenCache::default(),
-            bucket,
-            hold: Mutex::new(None),
+            buckets,
+            holds: Mutex::new(HashMap::new()),
         })
     }
 
@@ -503,6 +514,8 @@ struct Exchange {
     token_refreshed: bool,
     /// A successful answer's body, kept only when the payload records fields of it.
     body: Vec<u8>,
+    /// How long the answer asked the destination to be held, and why.
+    hold: Option<(Duration, String)>,
 }
 
 impl Http {
@@ -551,10 +564,13 @@ impl Http {
             Err(e) => return Outcome::retry(e),
         };
         let key = idempotency_key(job, spec);
-        if let Err(outcome) = self.wait_for_rate(&state, ctx) {
+        if let Err(outcome) = self.wait_for_rate(&state, job, ctx) {
             return outcome;
         }
         let exchange = self.exchange(&state, spec, &method, &url, &key, ctx);
+        if let (Some((wait, why)), Some(status)) = (&exchange.hold, exchange.status) {
+            self.report_hold(&state, job, &spec.endpoint, ctx, *wait, status, why);
+        }
         let secrets = state.secrets_for(spec);
         let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
         let url_text = mask(url.as_str(), &secrets);
@@ -568,6 +584,7 @@ impl Http {
             "error": error,
             "duplicate": exchange.class == Class::Duplicate,
             "retry_after_ms": exchange.retry_after.map(|d| d.as_millis() as u64),
+            "hold_ms": exchange.hold.as_ref().map(|(d, _)| d.as_millis() as u64),
             "token_refreshed": exchange.token_refreshed,
             "idempotency_key": idempotency_header(endpoint, &method).map(|_| &key),
         });
@@ -616,7 +633,7 @@ impl Http {
         let method = spec.method().unwrap_or(Method::GET);
         let url = state.url(spec, endpoint)?;
         let key = idempotency_key(job, spec);
-        self.wait_for_rate(&state, ctx)?;
+        self.wait_for_rate(&state, job, ctx)?;
         let all_secrets = state.secrets_for(spec);
         let secrets: Vec<&str> = all_secrets.iter().map(String::as_str).collect();
         let url_text = mask(url.as_str(), &secrets);
@@ -630,6 +647,11 @@ impl Http {
                     }
                 })?;
         let headers = response.headers().clone();
+        let asked = holds::hold_from_answer(status, &headers, ctx.clock.now_ms())
+            .filter(|_| endpoint.honor_retry_after);
+        if let Some((wait, why)) = asked {
+            self.report_hold(&state, job, &spec.endpoint, ctx, wait, status, &why);
+        }
         let class = classify(status, endpoint);
         let retry_after = if class == Class::Retry && endpoint.honor_retry_after {
             retry_after_header(&headers, ctx.clock.now_ms())
@@ -671,49 +693,86 @@ impl Http {
         })
     }
 
-    /// Holds every request to `endpoint` until `wait` from now (all workers, all jobs):
-    /// the other side said it is overdrawn. A shorter hold never shortens a longer one.
-    pub fn hold(&self, endpoint: &str, config: &Config, wait: Duration) {
+    /// Holds `job`'s destination for `wait`: stored with the attempt (so no job of it is
+    /// claimed meanwhile, by any daemon) and in this process (for jobs already claimed).
+    /// `why` says what asked for it ("429, Retry-After 30s").
+    #[allow(clippy::too_many_arguments)]
+    fn report_hold(
+        &self,
+        state: &EndpointState,
+        job: &Job,
+        endpoint: &str,
+        ctx: &JobContext,
+        wait: Duration,
+        status: u16,
+        why: &str,
+    ) {
+        let destination = job.destination.as_deref().unwrap_or(endpoint);
+        tracing::info!(
+            job = job.id,
+            destination,
+            wait_ms = wait.as_millis() as u64,
+            "{destination} answered {why}: holding it"
+        );
+        ctx.hold(HoldRequest::new(
+            destination,
+            &job.flow_key,
+            wait,
+            ctx.clock.now_ms(),
+            Some(status),
+            format!("answered {why}"),
+        ));
+        hold_state(state, &job.flow_key, wait, ctx);
+    }
+
+    /// Holds every request to `endpoint` (or its part `flow_key`) from this process
+    /// until `wait` from now: the other side said it is overdrawn. A shorter hold never
+    /// shortens a longer one. The caller reports the stored hold ([`JobContext::hold`]).
+    pub fn hold(&self, endpoint: &str, flow_key: &str, ctx: &JobContext, wait: Duration) {
+        let config = &ctx.config;
         let Some(endpoint_config) = config.endpoints.get(endpoint) else {
             return;
         };
         let Ok(state) = self.state(endpoint, endpoint_config) else {
             return;
         };
-        let now = Instant::now();
-        let until = now + wait;
-        {
-            let mut hold = state.hold.lock().expect("hold");
-            if hold.is_some_and(|h| h >= until) {
-                return;
-            }
-            *hold = Some(until);
-        }
-        if let Some(bucket) = &state.bucket {
-            bucket.lock().expect("rate limit").hold_until(now, until);
-        }
+        hold_state(&state, flow_key, wait, ctx);
     }
 
-    /// Waits for the endpoint's rate limit and any hold in real time, watching the stop
-    /// signal.
-    fn wait_for_rate(&self, state: &EndpointState, ctx: &JobContext) -> Result<(), Outcome> {
+    /// Waits for the endpoint's rate limit in this process (per flow key) and, for a job
+    /// claimed before a hold was set (or without a destination), the hold, in real time,
+    /// watching the stop signal. A job the claim let through waits at most the jitter
+    /// between its claim and its send.
+    fn wait_for_rate(
+        &self,
+        state: &EndpointState,
+        job: &Job,
+        ctx: &JobContext,
+    ) -> Result<(), Outcome> {
         let reserved = state
-            .bucket
+            .buckets
             .as_ref()
-            .map(|bucket| bucket.lock().expect("rate limit").reserve(Instant::now()));
-        let until = Instant::now() + reserved.unwrap_or(Duration::ZERO);
+            .map(|buckets| buckets.reserve(&job.flow_key, ctx.clock.monotonic()));
+        let until = ctx.clock.monotonic() + reserved.unwrap_or(Duration::ZERO);
         loop {
-            let now = Instant::now();
+            let now = ctx.clock.monotonic();
             // A hold set while we wait (another worker got a 429) applies to us too.
-            let held = state.hold.lock().expect("hold").filter(|h| *h > now);
+            let held = state
+                .holds
+                .lock()
+                .expect("hold")
+                .get(&job.flow_key)
+                .filter(|(_, set_at)| job.destination.is_none() || job.updated_at < *set_at)
+                .map(|(until, _)| *until)
+                .filter(|h| *h > now);
             let until = held.map_or(until, |h| h.max(until));
             if now >= until {
                 return Ok(());
             }
             let stop = ctx.stop.must_stop();
-            if stop.is_some() || now >= ctx.deadline {
-                if let (Some(bucket), Some(_)) = (&state.bucket, reserved) {
-                    bucket.lock().expect("rate limit").release();
+            if stop.is_some() || Instant::now() >= ctx.deadline {
+                if let (Some(buckets), Some(_)) = (&state.buckets, reserved) {
+                    buckets.release(&job.flow_key);
                 }
                 return Err(match stop {
                     Some(StopReason::Cancelled) => Outcome::Cancelled {
@@ -725,7 +784,7 @@ impl Http {
                     None => Outcome::retry("timed out waiting for the endpoint's rate limit"),
                 });
             }
-            std::thread::sleep((until - now).min(WAIT_SLICE));
+            std::thread::sleep(until.saturating_duration_since(now).min(WAIT_SLICE));
         }
     }
 
@@ -770,6 +829,7 @@ impl Http {
             retry_after: None,
             token_refreshed: false,
             body: Vec::new(),
+            hold: None,
         };
         let oauth = matches!(
             state.config.auth,
@@ -1144,6 +1204,9 @@ fn answer(
     } else {
         None
     };
+    // `honor_retry_after = false` ignores what the other side asks for, holds included.
+    let hold = holds::hold_from_answer(status, response.headers(), ctx.clock.now_ms())
+        .filter(|_| endpoint.honor_retry_after);
     let reason = match status {
         413 => "payload too large",
         _ => response.status().canonical_reason().unwrap_or(""),
@@ -1185,6 +1248,23 @@ fn answer(
         retry_after,
         token_refreshed: false,
         body: kept,
+        hold,
+    }
+}
+
+/// Holds `state`'s requests of `flow_key` in this process until `wait` from now; a
+/// shorter hold never shortens a longer one.
+fn hold_state(state: &EndpointState, flow_key: &str, wait: Duration, ctx: &JobContext) {
+    let now = ctx.clock.monotonic();
+    let now_ms = ctx.clock.now_ms();
+    let until = now + wait.min(crate::flow::MAX_HOLD);
+    {
+        let mut holds = state.holds.lock().expect("hold");
+        let hold = holds.entry(flow_key.to_string()).or_insert((now, now_ms));
+        if hold.0 >= until {
+            return;
+        }
+        *hold = (until, now_ms);
     }
 }
 
@@ -1238,5 +1318,29 @@ impl Handler for Http {
             Ok(spec) => self.deliver(job, &spec, ctx),
             Err(e) => Outcome::permanent(e),
         }
+    }
+
+    fn route(&self, job: &NewJob, config: &Config) -> Route {
+        endpoint_route(job, config)
+    }
+}
+
+/// The route of a job whose payload names an `endpoint` (http, notify, the upload
+/// status poll): that endpoint, split by its `key` when it has one.
+pub fn endpoint_route(job: &NewJob, config: &Config) -> Route {
+    let Some(name) = job.payload.get("endpoint").and_then(Value::as_str) else {
+        return Route::default();
+    };
+    let Some(endpoint) = config.endpoints.get(name) else {
+        return Route::default();
+    };
+    Route {
+        destination: Some(name.to_string()),
+        flow_key: endpoint
+            .key
+            .as_deref()
+            .map(|template| crate::flow::key_of(template, &job.payload))
+            .unwrap_or_default(),
+        order_key: None,
     }
 }

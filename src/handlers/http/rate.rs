@@ -1,8 +1,14 @@
-//! The token bucket behind an endpoint's `rate_limit`, shared by every worker. Its math
-//! takes `now` as an argument, so tests give explicit instants instead of sleeping.
+//! The in-process token bucket behind an endpoint's `rate_limit` (one per flow key),
+//! shared by every worker: it spaces this process's requests at the wire, after the
+//! claim kept the rate across daemons ([`crate::flow`]). Its math takes `now` (a
+//! [`Moment`] of the job's clock) as an argument, so tests give explicit moments
+//! instead of sleeping.
 
 use super::config::RateLimit;
-use std::time::{Duration, Instant};
+use crate::clock::Moment;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
 
 #[derive(Debug)]
 pub struct TokenBucket {
@@ -13,53 +19,40 @@ pub struct TokenBucket {
     /// May go negative: each caller reserves its token and waits for it to be earned,
     /// so callers queue in arrival order without a condition variable.
     tokens: f64,
-    last: Instant,
+    /// Until when tokens are counted; None before the first use.
+    last: Option<Moment>,
 }
 
 impl TokenBucket {
-    pub fn new(limit: RateLimit, burst: u32, now: Instant) -> TokenBucket {
+    /// A full bucket, from its first use on.
+    pub fn new(limit: RateLimit, burst: u32) -> TokenBucket {
         let burst = f64::from(burst.max(1));
         TokenBucket {
             rate: limit.per_second(),
             burst,
             tokens: burst,
-            last: now,
+            last: None,
         }
     }
 
     /// Reserves one request and says how long after `now` it may be sent.
-    pub fn reserve(&mut self, now: Instant) -> Duration {
+    pub fn reserve(&mut self, now: Moment) -> Duration {
         self.earn(now);
         self.tokens -= 1.0;
-        // `last` may lie ahead of `now` after a hold: the wait counts from there.
-        let ahead = self.last.saturating_duration_since(now);
         if self.tokens >= 0.0 {
-            ahead
+            Duration::ZERO
         } else {
-            ahead + Duration::from_secs_f64(-self.tokens / self.rate)
+            Duration::from_secs_f64(-self.tokens / self.rate)
         }
     }
 
-    fn earn(&mut self, now: Instant) {
-        if now > self.last {
-            let earned = now.duration_since(self.last).as_secs_f64() * self.rate;
+    /// Adds what was earned since `last`.
+    fn earn(&mut self, now: Moment) {
+        let last = *self.last.get_or_insert(now);
+        if now > last {
+            let earned = now.saturating_duration_since(last).as_secs_f64() * self.rate;
             self.tokens = (self.tokens + earned).min(self.burst);
-            self.last = now;
-        }
-    }
-
-    /// Nothing new goes before `until` (the other side asked us to slow down); later
-    /// reservations are spaced from there, so the requests held back do not all go at
-    /// once when the hold ends.
-    pub fn hold_until(&mut self, now: Instant, until: Instant) {
-        self.earn(now);
-        if until > self.last {
-            // One request may go when the hold ends, the rest at the rate; tokens owed
-            // are still owed, and nothing is earned during the hold.
-            if self.tokens >= 0.0 {
-                self.tokens = 1.0;
-            }
-            self.last = until;
+            self.last = Some(now);
         }
     }
 
@@ -69,26 +62,68 @@ impl TokenBucket {
     }
 }
 
+/// The most flow keys whose buckets one endpoint keeps in memory; past it they start
+/// afresh (the claim still keeps their rate).
+const MAX_KEYED_BUCKETS: usize = 10_000;
+
+/// An endpoint's token buckets in this process, one per flow key.
+pub struct KeyedBuckets {
+    limit: RateLimit,
+    burst: u32,
+    buckets: Mutex<HashMap<String, TokenBucket>>,
+}
+
+impl KeyedBuckets {
+    pub fn new(limit: RateLimit, burst: u32) -> KeyedBuckets {
+        KeyedBuckets {
+            limit,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Reserves one request of `key` and says how long after `now` it may be sent.
+    pub fn reserve(&self, key: &str, now: Moment) -> Duration {
+        let mut buckets = self.buckets.lock().expect("rate limit");
+        if buckets.len() >= MAX_KEYED_BUCKETS && !buckets.contains_key(key) {
+            buckets.clear();
+        }
+        buckets
+            .entry(key.to_string())
+            .or_insert_with(|| TokenBucket::new(self.limit, self.burst))
+            .reserve(now)
+    }
+
+    /// Gives back a reservation of `key` that was never used.
+    pub fn release(&self, key: &str) {
+        if let Some(bucket) = self.buckets.lock().expect("rate limit").get_mut(key) {
+            bucket.release();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn two_per_second(burst: u32, t0: Instant) -> TokenBucket {
-        TokenBucket::new("2/s".parse().unwrap(), burst, t0)
+    fn two_per_second(burst: u32) -> TokenBucket {
+        TokenBucket::new("2/s".parse().unwrap(), burst)
     }
+
+    const T0: Moment = Moment::ORIGIN;
 
     #[test]
     fn callers_at_the_same_instant_are_spaced_by_the_rate() {
-        let t0 = Instant::now();
-        let mut bucket = two_per_second(1, t0);
+        let t0 = T0 + Duration::from_secs(100);
+        let mut bucket = two_per_second(1);
         let waits: Vec<u128> = (0..4).map(|_| bucket.reserve(t0).as_millis()).collect();
         assert_eq!(waits, vec![0, 500, 1000, 1500]);
     }
 
     #[test]
     fn a_quiet_spell_refills_up_to_the_burst_only() {
-        let t0 = Instant::now();
-        let mut bucket = two_per_second(3, t0);
+        let t0 = T0 + Duration::from_secs(100);
+        let mut bucket = two_per_second(3);
         for _ in 0..3 {
             assert_eq!(bucket.reserve(t0), Duration::ZERO);
         }
@@ -102,19 +137,20 @@ mod tests {
     }
 
     #[test]
-    fn a_hold_pushes_the_next_requests_past_it_and_spaces_them() {
-        let t0 = Instant::now();
-        let mut bucket = two_per_second(1, t0);
-        assert_eq!(bucket.reserve(t0), Duration::ZERO);
-        bucket.hold_until(t0, t0 + Duration::from_secs(3));
-        let waits: Vec<u128> = (0..3).map(|_| bucket.reserve(t0).as_millis()).collect();
-        assert_eq!(waits, vec![3000, 3500, 4000]);
+    fn each_key_has_its_own_bucket() {
+        let t0 = T0 + Duration::from_secs(100);
+        let keyed = KeyedBuckets::new("2/s".parse().unwrap(), 1);
+        assert_eq!(keyed.reserve("a", t0), Duration::ZERO);
+        assert_eq!(keyed.reserve("b", t0), Duration::ZERO);
+        assert_eq!(keyed.reserve("a", t0).as_millis(), 500);
+        keyed.release("a");
+        assert_eq!(keyed.reserve("a", t0).as_millis(), 500);
     }
 
     #[test]
     fn waits_shrink_as_time_passes_and_released_tokens_return() {
-        let t0 = Instant::now();
-        let mut bucket = two_per_second(1, t0);
+        let t0 = T0 + Duration::from_secs(100);
+        let mut bucket = two_per_second(1);
         assert_eq!(bucket.reserve(t0), Duration::ZERO);
         assert_eq!(
             bucket.reserve(t0 + Duration::from_millis(200)).as_millis(),

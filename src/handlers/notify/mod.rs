@@ -119,6 +119,10 @@ impl Handler for Notify {
         self.http.validate(&request(payload, &Value::Null), config)
     }
 
+    fn route(&self, job: &crate::job::NewJob, config: &Config) -> crate::flow::Route {
+        super::http::endpoint_route(job, config)
+    }
+
     fn run(&self, job: &Job, ctx: &JobContext) -> Outcome {
         let facts = job
             .payload

@@ -104,6 +104,10 @@ pub struct UploadStatus {
 }
 
 impl Handler for UploadStatus {
+    fn route(&self, job: &crate::job::NewJob, config: &Config) -> crate::flow::Route {
+        super::super::http::endpoint_route(job, config)
+    }
+
     fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
         let p = StatusPayload::parse(payload)?;
         if !config.endpoints.contains_key(&p.endpoint) {

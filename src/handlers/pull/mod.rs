@@ -167,13 +167,20 @@ impl Pull {
                 .http
                 .fetch(job, spec, ctx, MAX_PAGE_BYTES)
                 .map_err(Throttled::Ended)?;
-            self.observe_usage(pull, &fetched, ctx);
+            self.observe_usage(job, pull, &fetched, ctx);
             if fetched.status != 429 {
                 return Ok((fetched, throttles));
             }
             throttles += 1;
             let wait = retry_after(&fetched, ctx).unwrap_or(DEFAULT_THROTTLE_WAIT);
-            self.http.hold(&pull.endpoint, &ctx.config, wait);
+            self.hold(
+                job,
+                pull,
+                ctx,
+                wait,
+                429,
+                format!("answered 429, waiting {}s", wait.as_secs_f64()),
+            );
             tracing::info!(job = job.id, endpoint = %pull.endpoint, wait_ms = wait.as_millis() as u64,
                 "429 from {}: holding the endpoint", fetched.url);
             let too_long = wait > MAX_INLINE_WAIT
@@ -186,8 +193,32 @@ impl Pull {
         }
     }
 
+    /// Holds the pull's endpoint for `wait`: in this process (the next fetch of this
+    /// attempt waits it out) and stored with the attempt, so no other job of the
+    /// destination is claimed meanwhile.
+    fn hold(
+        &self,
+        job: &Job,
+        pull: &HttpPullConfig,
+        ctx: &JobContext,
+        wait: Duration,
+        status: u16,
+        why: String,
+    ) {
+        let destination = job.destination.as_deref().unwrap_or(&pull.endpoint);
+        self.http.hold(&pull.endpoint, &job.flow_key, ctx, wait);
+        ctx.hold(crate::flow::HoldRequest::new(
+            destination,
+            &job.flow_key,
+            wait,
+            ctx.clock.now_ms(),
+            Some(status),
+            why,
+        ));
+    }
+
     /// Slows every request to the endpoint when the other side's bucket nears its top.
-    fn observe_usage(&self, pull: &HttpPullConfig, fetched: &Fetched, ctx: &JobContext) {
+    fn observe_usage(&self, job: &Job, pull: &HttpPullConfig, fetched: &Fetched, ctx: &JobContext) {
         if pull.call_limit_header.is_empty() {
             return;
         }
@@ -208,7 +239,11 @@ impl Pull {
         if let Some(wait) = paging::slow_down(used, size, leak) {
             tracing::debug!(endpoint = %pull.endpoint, used, size, wait_ms = wait.as_millis() as u64,
                 "the other side's bucket is nearly full: slowing down");
-            self.http.hold(&pull.endpoint, &ctx.config, wait);
+            let why = format!(
+                "answered {} with {} {used}/{size}",
+                fetched.status, pull.call_limit_header
+            );
+            self.hold(job, pull, ctx, wait, fetched.status, why);
         }
     }
 
@@ -386,6 +421,21 @@ fn current_url(run: &RunState) -> Option<&String> {
 impl Handler for Pull {
     fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
         PullPayload::parse(payload)?.pipeline(config).map(|_| ())
+    }
+
+    /// A pull goes to its pipeline's endpoint (one per shop), and the pages of every
+    /// pipeline of that endpoint run one at a time, in order: a shop's API sees one
+    /// pull request at a time.
+    fn route(&self, job: &NewJob, config: &Config) -> crate::flow::Route {
+        let Ok(pull) = PullPayload::parse(&job.payload).and_then(|p| p.pipeline(config).cloned())
+        else {
+            return crate::flow::Route::default();
+        };
+        crate::flow::Route {
+            destination: Some(pull.endpoint.clone()),
+            flow_key: String::new(),
+            order_key: Some(format!("pull:{}", pull.endpoint)),
+        }
     }
 
     fn run(&self, job: &Job, ctx: &JobContext) -> Outcome {

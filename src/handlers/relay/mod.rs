@@ -241,13 +241,19 @@ fn route_part(events: &[Value], offset: usize, config: &RelayConfig, source: &st
                 payload.insert("query".into(), Value::Object(query));
             }
             payload.insert("json".into(), body);
-            part.deliveries.push((
-                destination,
-                NewJob::new("http", Value::Object(payload))
+            part.deliveries.push((destination, {
+                let mut job = NewJob::new("http", Value::Object(payload))
                     .queue(config.queue.clone())
                     .unique_key(key)
-                    .source(source),
-            ));
+                    .order_key(crate::flow::bounded(&format!(
+                        "relay:{}:{}:{name}",
+                        event.storefront, event.order_id
+                    )))
+                    .source(source);
+                // Each storefront has its own limits at each destination.
+                job.flow_key = Some(crate::flow::bounded(event.storefront));
+                job
+            }));
         }
     }
     part

@@ -1,13 +1,15 @@
-//! The claim: ready jobs (`queued | retrying`, due) become `running` for a worker, in
-//! priority, run_at, id order, within the claim's limit and each queue's room, many in
+//! The claim: ready jobs (`queued | retrying`, due, not behind their order key's head)
+//! become `running` for a worker, in priority, run_at, id order, within the claim's
+//! limit, each queue's room and each destination's tokens and in-flight room, many in
 //! one transaction; and the claim statements' real query plans, for the test that they
 //! only seek the index.
 
+use super::flow::FlowBudget;
 use super::guards::state_guard;
 use super::queue::{job_from_row, SqliteTx, JOB_COLUMNS};
 use super::{Result, StoreError};
 use crate::job::{Job, JobId, Transition, UnixMillis};
-use crate::store::ClaimSpec;
+use crate::store::{ClaimSpec, Claimed};
 use rusqlite::{params, OptionalExtension};
 use std::sync::LazyLock;
 
@@ -26,10 +28,23 @@ struct ClaimSql {
     /// ?1 lease_until, ?2 worker, ?3 now, ?4 how many, ?5 claim number, ?6 queue,
     /// ?7 priority: claims the first due rows of one (queue, priority) group.
     claim_group: String,
+    /// ?1 queue, ?2 priority, ?3 now, ?4 run_at and ?5 id after which, ?6 how many: due
+    /// rows' keys and destinations, for a claim that checks destination limits.
+    group_destinations: String,
+    /// ?1 lease_until, ?2 worker, ?3 now, ?4 claim number, ?5 id: claims one row chosen
+    /// by its destination's limits.
+    claim_one: String,
 }
 
+/// The most rows one claim steps over because their destination is at its limit; rows
+/// behind them wait for the next claim.
+const FLOW_WALK_LIMIT: usize = 4096;
+/// Rows read at a time while stepping over them.
+const FLOW_WALK_PAGE: usize = 256;
+
 static CLAIM: LazyLock<ClaimSql> = LazyLock::new(|| {
-    let guard = state_guard(Transition::Claim);
+    // A row behind its order key's head is not in the index (0008), nor claimable.
+    let guard = format!("{} AND order_blocked = 0", state_guard(Transition::Claim));
     let ready = format!("FROM jobs INDEXED BY jobs_queue_ready WHERE {guard}");
     ClaimSql {
         next_queue: format!(
@@ -49,6 +64,15 @@ static CLAIM: LazyLock<ClaimSql> = LazyLock::new(|| {
              WHERE id IN (SELECT id {ready} AND queue = ?6 AND priority = ?7 AND run_at <= ?3 \
                           ORDER BY run_at, id LIMIT ?4) \
              RETURNING {JOB_COLUMNS}"
+        ),
+        group_destinations: format!(
+            "SELECT run_at, id, destination, flow_key {ready} AND queue = ?1 AND priority = ?2 \
+             AND run_at <= ?3 AND (run_at, id) > (?4, ?5) ORDER BY run_at, id LIMIT ?6"
+        ),
+        claim_one: format!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?1, \
+             worker = ?2, updated_at = ?3, claim = ?4, started_at = NULL \
+             WHERE id = ?5 AND {guard} RETURNING {JOB_COLUMNS}"
         ),
     }
 });
@@ -87,12 +111,39 @@ impl SqliteTx<'_> {
         lease_until: UnixMillis,
         now: UnixMillis,
     ) -> Result<Vec<Job>> {
+        Ok(self.claim_flow(spec, claim, worker, lease_until, now)?.jobs)
+    }
+
+    /// [`SqliteTx::claim_numbered`], saying also when a destination whose rows it had to
+    /// leave (no token left) gets its next token. Rows of a destination at its rate or
+    /// in-flight limit are stepped over (at most [`FLOW_WALK_LIMIT`] per claim), so they
+    /// hold back no other destination's rows; held destinations' rows are parked out of
+    /// the due range and never walked.
+    pub fn claim_flow(
+        &self,
+        spec: &ClaimSpec,
+        claim: Option<i64>,
+        worker: &str,
+        lease_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Claimed> {
         let mut claimed = Vec::new();
         if spec.limit == 0 {
-            return Ok(claimed);
+            return Ok(Claimed::default());
         }
         let queues = self.claimable_queues(spec)?;
+        let budget = std::cell::RefCell::new(FlowBudget::new(&spec.destinations, now));
+        let flow = budget.borrow().limits_anything();
         let claim_group = |queue: &str, priority: i64, take: usize, into: &mut Vec<Job>| {
+            if flow {
+                let mut budget = budget.borrow_mut();
+                return self.claim_group_within(
+                    &mut budget,
+                    (queue, priority, take),
+                    (claim, worker, lease_until, now),
+                    into,
+                );
+            }
             let mut stmt = self.tx.prepare_cached(&CLAIM.claim_group)?;
             let rows = stmt.query_map(
                 params![
@@ -175,7 +226,66 @@ impl SqliteTx<'_> {
                 .then(a.run_at.cmp(&b.run_at))
                 .then(a.id.cmp(&b.id))
         });
-        Ok(claimed)
+        let wake_at = budget.into_inner().finish(self)?;
+        Ok(Claimed {
+            jobs: claimed,
+            wake_at,
+        })
+    }
+
+    /// Claims up to `take` due rows of one (queue, priority) group that their
+    /// destinations' limits allow, in run_at, id order, stepping over the others.
+    fn claim_group_within(
+        &self,
+        budget: &mut FlowBudget<'_>,
+        (queue, priority, take): (&str, i64, usize),
+        (claim, worker, lease_until, now): (Option<i64>, &str, UnixMillis, UnixMillis),
+        into: &mut Vec<Job>,
+    ) -> Result<usize> {
+        let mut chosen = Vec::new();
+        let mut after = (i64::MIN, i64::MIN);
+        let mut walked = 0;
+        'walk: while chosen.len() < take && walked < FLOW_WALK_LIMIT {
+            let page: Vec<(UnixMillis, JobId, Option<String>, String)> = {
+                let mut stmt = self.tx.prepare_cached(&CLAIM.group_destinations)?;
+                let rows = stmt.query_map(
+                    params![
+                        queue,
+                        priority,
+                        now,
+                        after.0,
+                        after.1,
+                        FLOW_WALK_PAGE as i64
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                )?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            let last_page = page.len() < FLOW_WALK_PAGE;
+            for (run_at, id, destination, flow_key) in page {
+                walked += 1;
+                after = (run_at, id);
+                if budget.admit(self, destination.as_deref(), &flow_key)? {
+                    chosen.push(id);
+                    if chosen.len() == take {
+                        break 'walk;
+                    }
+                }
+            }
+            if last_page {
+                break;
+            }
+        }
+        let mut stmt = self.tx.prepare_cached(&CLAIM.claim_one)?;
+        let before = into.len();
+        for id in chosen {
+            let mut rows =
+                stmt.query_map(params![lease_until, worker, now, claim, id], job_from_row)?;
+            if let Some(job) = rows.next() {
+                into.push(job?);
+            }
+        }
+        Ok(into.len() - before)
     }
 
     /// The queues with ready rows this claim may take from, in name order, each with its
@@ -226,6 +336,8 @@ pub(super) fn claim_query_plans(
         ("next_priority", &CLAIM.next_priority),
         ("group_keys", &CLAIM.group_keys),
         ("claim_group", &CLAIM.claim_group),
+        ("group_destinations", &CLAIM.group_destinations),
+        ("claim_one", &CLAIM.claim_one),
     ]
     .into_iter()
     .map(|(name, sql)| {

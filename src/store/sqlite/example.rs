@@ -63,7 +63,7 @@ pub fn write(path: &Path) -> Result<()> {
         let claimed = tx.claim(
             &ClaimSpec {
                 limit: 6,
-                limited_queues: vec![],
+                ..ClaimSpec::default()
             },
             worker,
             now + 60_000,

@@ -8,6 +8,7 @@
 mod admin;
 mod claim;
 pub mod example;
+mod flow;
 mod guards;
 mod ingest;
 mod leases;
@@ -22,9 +23,11 @@ mod sync;
 mod web;
 
 use super::{OpenOptions, Result, StoreError};
+use crate::flow::Router;
 pub(crate) use queue::SqliteTx;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The version of the SQLite library bundled in this build.
@@ -54,6 +57,8 @@ pub struct SqliteStore {
     path: PathBuf,
     /// The configured busy timeout, restored after a checkpoint waited less.
     busy_timeout: Duration,
+    /// Routes each job enqueued through this connection ([`SqliteStore::set_router`]).
+    router: Option<Arc<dyn Router>>,
 }
 
 impl SqliteStore {
@@ -75,6 +80,7 @@ impl SqliteStore {
             conn,
             path: path.to_path_buf(),
             busy_timeout,
+            router: None,
         })
     }
 
@@ -106,6 +112,7 @@ impl SqliteStore {
             conn,
             path: path.to_path_buf(),
             busy_timeout: options.busy_timeout,
+            router: None,
         };
         db.configure(options)?;
         if options.migrate {
@@ -143,6 +150,12 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Every job enqueued through this connection without a destination of its own gets
+    /// the route `router` derives (its destination, key and order key).
+    pub fn set_router(&mut self, router: Arc<dyn Router>) {
+        self.router = Some(router);
+    }
+
     /// Refuses a database this process cannot write: SQLite opens a file it may not
     /// write (mode 0444 for us, an immutable file, a read-only mount) read-only without
     /// a word, and every write would fail later. Takes and gives back the write lock.
@@ -178,7 +191,7 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let wrapped = SqliteTx::new(&tx);
+        let wrapped = SqliteTx::new(&tx, self.router.as_deref());
         let value = work(&wrapped).map_err(&name_disk_full)?;
         tx.commit()
             .map_err(|e| name_disk_full(StoreError::from(e)))?;

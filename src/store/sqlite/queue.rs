@@ -5,6 +5,7 @@
 
 use super::guards::{running_guard, state_guard, states_guard, terminal_guard, with_guards};
 use super::{Result, StoreError};
+use crate::flow::Router;
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Resolution, Transition, UnixMillis};
 use crate::store::{Applied, Enqueued};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
@@ -13,7 +14,8 @@ use std::sync::LazyLock;
 /// The columns of a [`Job`], in the order [`job_from_row`] reads them.
 pub(super) const JOB_COLUMNS: &str = "id, queue, kind, payload, state, priority, attempts, \
      max_attempts, run_at, lease_until, worker, unique_key, parent_id, last_error, \
-     deadline_at, created_at, updated_at, finished_at, source, cancel_requested, stage";
+     deadline_at, created_at, updated_at, finished_at, source, cancel_requested, stage, \
+     destination, flow_key, order_key, order_blocked";
 
 pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     let payload: String = row.get(3)?;
@@ -44,10 +46,16 @@ pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         source: row.get(18)?,
         cancel_requested: row.get(19)?,
         stage: row.get(20)?,
+        destination: row.get(21)?,
+        flow_key: row.get(22)?,
+        order_key: row.get(23)?,
+        order_blocked: row.get(24)?,
     })
 }
 
-/// Rows per multi-row insert (11 values each, far below SQLite's parameter limit).
+/// Values per inserted row.
+const INSERT_VALUES: usize = 14;
+/// Rows per multi-row insert (14 values each, far below SQLite's parameter limit).
 const INSERT_ROWS: usize = 64;
 
 /// `INSERT INTO jobs ... VALUES (...), (...)` for `rows` rows; with `on_conflict`, a
@@ -55,27 +63,20 @@ const INSERT_ROWS: usize = 64;
 fn insert_sql(rows: usize, on_conflict: bool) -> String {
     let tuples: Vec<String> = (0..rows)
         .map(|r| {
-            let n = r * 11;
-            format!(
-                "(?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6,
-                n + 7,
-                n + 8,
-                n + 9,
-                n + 10,
-                n + 11,
-                n + 11
-            )
+            let n = r * INSERT_VALUES;
+            // created_at and updated_at are both the 11th value (now).
+            let values: Vec<String> = (1..=11)
+                .chain([11])
+                .chain(12..=INSERT_VALUES)
+                .map(|v| format!("?{}", n + v))
+                .collect();
+            format!("({})", values.join(", "))
         })
         .collect();
     format!(
         "INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, unique_key, \
-                           deadline_at, parent_id, source, created_at, updated_at) VALUES {}{}",
+                           deadline_at, parent_id, source, created_at, updated_at, \
+                           destination, flow_key, order_key) VALUES {}{}",
         tuples.join(", "),
         if on_conflict {
             " ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL DO NOTHING"
@@ -107,7 +108,7 @@ impl ParentLink {
     }
 }
 
-/// The 11 values of one job's row, in [`insert_sql`]'s order.
+/// The [`INSERT_VALUES`] values of one job's row, in [`insert_sql`]'s order.
 fn push_row(
     values: &mut Vec<rusqlite::types::Value>,
     job: &NewJob,
@@ -130,6 +131,9 @@ fn push_row(
         optional(link.parent_of(job)),
         job.source.clone().map_or(V::Null, V::Text),
         V::Integer(now),
+        job.destination.clone().map_or(V::Null, V::Text),
+        V::Text(job.flow_key.clone().unwrap_or_default()),
+        job.order_key.clone().map_or(V::Null, V::Text),
     ]);
     Ok(())
 }
@@ -147,6 +151,8 @@ fn schema_refusal(e: rusqlite::Error) -> StoreError {
 /// One write transaction, offering the queue's transitions.
 pub struct SqliteTx<'a> {
     pub(super) tx: &'a Transaction<'a>,
+    /// Gives each job enqueued without a destination its route ([`crate::flow`]).
+    router: Option<&'a dyn Router>,
 }
 
 /// The update that records a completion, per transition: ?1 id, ?2 attempt, ?3 worker,
@@ -208,8 +214,8 @@ fn completion_sql(transition: Transition) -> &'static str {
 }
 
 impl<'a> SqliteTx<'a> {
-    pub(super) fn new(tx: &'a Transaction<'a>) -> SqliteTx<'a> {
-        SqliteTx { tx }
+    pub(super) fn new(tx: &'a Transaction<'a>, router: Option<&'a dyn Router>) -> SqliteTx<'a> {
+        SqliteTx { tx, router }
     }
 
     /// The transaction, for the store's other modules (sync state).
@@ -232,6 +238,8 @@ impl<'a> SqliteTx<'a> {
         for job in jobs {
             job.validate().map_err(StoreError::InvalidJob)?;
         }
+        let routed = self.routed(jobs, now)?;
+        let jobs = routed.as_deref().unwrap_or(jobs);
         // A savepoint, so a refused batch leaves the rest of a group commit standing.
         self.tx.execute_batch("SAVEPOINT enqueue")?;
         let result = self.insert_all(jobs, link, now);
@@ -246,6 +254,41 @@ impl<'a> SqliteTx<'a> {
                 Err(e)
             }
         }
+    }
+
+    /// The jobs with their routes (destination, key, order key) where the router gives
+    /// one, and those of a held destination due when its hold ends, like the rows the
+    /// hold parked; `None` when nothing changes (no copy of a large batch).
+    fn routed(&self, jobs: &[NewJob], now: UnixMillis) -> Result<Option<Vec<NewJob>>> {
+        let mut routed: Option<Vec<NewJob>> = None;
+        if let Some(router) = self.router {
+            for (i, job) in jobs.iter().enumerate() {
+                if let Some(job) = crate::flow::apply_route(router, job) {
+                    routed.get_or_insert_with(|| jobs.to_vec())[i] = job;
+                }
+            }
+        }
+        let current = routed.as_deref().unwrap_or(jobs);
+        if current.iter().all(|j| j.destination.is_none()) {
+            return Ok(routed);
+        }
+        let holds = self.holds_in_force(now)?;
+        if holds.is_empty() {
+            return Ok(routed);
+        }
+        let mut parked = routed.unwrap_or_else(|| jobs.to_vec());
+        for job in &mut parked {
+            if let Some(destination) = &job.destination {
+                let key = (
+                    destination.clone(),
+                    job.flow_key.clone().unwrap_or_default(),
+                );
+                if let Some(until) = holds.get(&key) {
+                    job.run_at = Some(job.run_at.unwrap_or(now).max(*until));
+                }
+            }
+        }
+        Ok(Some(parked))
     }
 
     /// Inserts in order. Runs of jobs without a unique key go in [`INSERT_ROWS`] rows per
@@ -274,7 +317,8 @@ impl<'a> SqliteTx<'a> {
                 .take_while(|job| job.unique_key.is_none())
                 .count();
             if run == INSERT_ROWS {
-                let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(run * 11);
+                let mut values: Vec<rusqlite::types::Value> =
+                    Vec::with_capacity(run * INSERT_VALUES);
                 for job in &rest[..run] {
                     push_row(&mut values, job, link, now)?;
                 }
@@ -325,7 +369,10 @@ impl<'a> SqliteTx<'a> {
                 job.deadline_at,
                 link.parent_of(job),
                 job.source,
-                now
+                now,
+                job.destination,
+                job.flow_key.as_deref().unwrap_or(""),
+                job.order_key
             ])
             .map_err(schema_refusal)?;
         if inserted == 1 {

@@ -34,6 +34,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0007_attempt_start_us",
         include_str!("../../../migrations/0007_attempt_start_us.sql"),
     ),
+    (
+        "0008_flow_control",
+        include_str!("../../../migrations/0008_flow_control.sql"),
+    ),
 ];
 
 /// The version whose CHECK constraints bound queue and kind names.

@@ -4,6 +4,7 @@
 //! this file is only the map.
 
 use super::{SqliteStore, SqliteTx};
+use crate::flow::{DestinationLimit, DestinationView, HoldRequest, Router};
 use crate::job::{Completion, Job, JobId, JobState, NewJob, SyncMark, UnixMillis};
 use crate::store::web::{
     ChildProgress, DeadGroup, JobPage, JobSearch, Overview, SourceFile, SucceededBase, WebAction,
@@ -13,8 +14,10 @@ use crate::store::{
     ClaimSpec, Death, Enqueued, HeldClaim, IngestRecord, JobFilter, PendingFolder, QueuePause,
     Result, RunningJob, SqliteFile, Stats, Store, StoreTx, SyncState,
 };
+use crate::store::{Claimed, DestinationHold};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// `fn name(&self, args) -> R { <Self>::name(self, args) }`: the inherent method wins
@@ -89,6 +92,13 @@ impl Store for SqliteStore {
         fn web_child_progress(&self, parent: JobId) -> Result<ChildProgress>;
         fn web_source_file(&self, job: JobId) -> Result<Option<SourceFile>>;
         fn web_actions(&self, limit: usize) -> Result<Vec<WebAction>>;
+        fn destinations(&self, limits: &[DestinationLimit], now: UnixMillis) -> Result<Vec<DestinationView>>;
+        fn destination_hold(&self, destination: &str, flow_key: &str) -> Result<Option<DestinationHold>>;
+        fn order_head(&self, order_key: &str) -> Result<Option<JobId>>;
+    }
+
+    fn set_router(&mut self, router: Arc<dyn Router>) {
+        <Self>::set_router(self, router)
     }
 }
 
@@ -119,14 +129,16 @@ impl StoreTx for SqliteTx<'_> {
 
     forward! {
         fn enqueue(&self, jobs: &[NewJob], now: UnixMillis) -> Result<Vec<Enqueued>>;
-        fn claim_numbered(
+        fn claim_flow(
             &self,
             spec: &ClaimSpec,
             claim: Option<i64>,
             worker: &str,
             lease_until: UnixMillis,
             now: UnixMillis,
-        ) -> Result<Vec<Job>>;
+        ) -> Result<Claimed>;
+        fn hold_destination(&self, hold: &HoldRequest, now: UnixMillis) -> Result<Option<UnixMillis>>;
+        fn release_destination(&self, destination: &str, flow_key: &str, now: UnixMillis) -> Result<bool>;
         fn complete_started(
             &self,
             done: &Completion,

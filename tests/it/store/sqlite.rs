@@ -100,9 +100,19 @@ fn every_claim_statement_seeks_the_queue_led_index_and_never_scans_or_sorts() {
     let names: Vec<&str> = plans.iter().map(|(name, _)| *name).collect();
     assert_eq!(
         names,
-        ["next_queue", "next_priority", "group_keys", "claim_group"]
+        [
+            "next_queue",
+            "next_priority",
+            "group_keys",
+            "claim_group",
+            "group_destinations",
+            "claim_one"
+        ]
     );
-    for (name, plan) in &plans {
+    // A claim under destination limits takes each chosen row by its id.
+    let (_, claim_one) = &plans[5];
+    assert!(claim_one.contains("INTEGER PRIMARY KEY"), "{claim_one}");
+    for (name, plan) in &plans[..5] {
         assert!(plan.contains("INDEX jobs_queue_ready ("), "{name}: {plan}");
         assert!(
             !plan.contains("SCAN"),
@@ -121,6 +131,12 @@ fn every_claim_statement_seeks_the_queue_led_index_and_never_scans_or_sorts() {
         plan("next_priority").contains("(queue=? AND priority<?)"),
         "{}",
         plan("next_priority")
+    );
+    // Stepping over rows at their destination's limit: the same range, from a key on.
+    assert!(
+        plan("group_destinations").contains("(queue=? AND priority=? AND run_at>? AND run_at<?)"),
+        "{}",
+        plan("group_destinations")
     );
     for name in ["group_keys", "claim_group"] {
         assert!(

@@ -1,0 +1,250 @@
+//! The dispatcher owns the daemon's one writer connection. Each turn takes every command
+//! waiting on its channel (worker reports, enqueue requests, signals) and writes them in
+//! one `BEGIN IMMEDIATE` transaction, together with a claim for every free slot,
+//! heartbeats and the reaper's work: group commit, so throughput holds even with
+//! `synchronous=FULL`.
+//!
+//! A turn ([`Dispatcher::run_once`]) is a sequence of named phases (see `turn.rs`), each
+//! decided from the clock it is given: tests call them with a manual clock and a real
+//! database instead of sleeping. [`Dispatcher::run`] is the thin loop around it: wait for
+//! a command or the next timer, run a turn.
+//!
+//! - `turn.rs`: the turn and its phases (completions and enqueues, destination holds,
+//!   heartbeat, rescue, purge, claim, next due), and what happens when the write fails
+//! - `flight.rs`: the jobs handed to workers and not yet finished
+//! - `claim.rs`: how many to claim (free slots and claim-ahead) and within which limits
+//! - `timers.rs`: when each periodic phase is next due, and how long to wait
+//! - `drain.rs`: stopping: the grace period, interrupting handlers, releasing the rest
+//! - `outcome.rs`: a worker's report turned into one store transition, and its aftermath
+//! - `service.rs`: reloads, start-up recovery, watchdog, STATUS= and metrics
+
+mod claim;
+mod drain;
+mod flight;
+mod outcome;
+mod service;
+mod timers;
+mod turn;
+
+#[cfg(test)]
+mod tests;
+
+use super::journal::StartJournal;
+use super::workers::{Assignment, Report};
+use super::{notify::Notifier, ClientError, JobHooks, ReplyTo, SharedConfig};
+use crate::clock::SharedClock;
+use crate::config::{Config, ConfigSource};
+use crate::flow::HoldRequest;
+use crate::job::{NewJob, UnixMillis};
+use crate::metrics::{DaemonSnapshot, Histogram};
+use crate::store::{Store, StoreError};
+use claim::ClaimState;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use drain::Drain;
+use flight::InFlightTable;
+use std::sync::Arc;
+use timers::Timers;
+use turn::HeldOutcomes;
+
+/// The most commands folded into one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// What reaches the dispatcher.
+pub enum Command {
+    /// Enqueue jobs all or nothing; the reply comes after the commit.
+    Enqueue { jobs: Vec<NewJob>, reply: ReplyTo },
+    /// Runs a closure inside this turn's transaction, for a write that must be atomic
+    /// with something outside the database (ingest renames a file into the spool between
+    /// inserting its row and the commit). See [`TxTask`].
+    Write(TxTask),
+    /// A worker finished (or gave back) an attempt.
+    Finished(Report),
+    /// SIGTERM / SIGINT: drain. A second one forces the exit.
+    Shutdown,
+    /// SIGHUP: reload the configuration.
+    Reload,
+}
+
+/// Work run inside the dispatcher's transaction. It gets the transaction and `now`, must
+/// leave the transaction usable whatever happens (use `dyn StoreTx::atomically`),
+/// and returns what to do once the turn's commit is known: the callback gets `Ok(())` if
+/// the commit held and the error if it did not. Runs on the dispatcher thread: keep it
+/// quick (renames, not copies).
+pub type TxTask = Box<
+    dyn FnOnce(
+            &dyn crate::store::StoreTx,
+            UnixMillis,
+        ) -> Box<dyn FnOnce(Result<(), ClientError>) + Send>
+        + Send,
+>;
+
+/// How the dispatcher ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Drained within the grace period, or `--once` found nothing more to do.
+    Clean,
+    /// A second stop signal cut the drain short; unfinished jobs were put back.
+    Forced,
+}
+
+/// Counters for logs, STATUS= and benchmarks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counters {
+    pub succeeded: u64,
+    pub retried: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    /// Write transactions committed: jobs per commit is what group commit buys.
+    pub commits: u64,
+}
+
+/// What the dispatcher tells about itself: counters, handler times, its start.
+struct Stats {
+    counters: Counters,
+    /// How long handlers ran, for the metrics textfile.
+    handler_durations: Histogram,
+    started_at: UnixMillis,
+}
+
+/// The configuration in force, and where a reload reads the next one from.
+struct Settings {
+    /// This turn's configuration (a reload replaces it between turns).
+    config: Arc<Config>,
+    /// Shared with the rest of the daemon, which reads the same one.
+    shared: SharedConfig,
+    source: ConfigSource,
+    /// `--once`: process what is ready, then exit.
+    once: bool,
+}
+
+/// Where the dispatcher's words go: workers, systemd, the metrics writer.
+struct Outlets {
+    work: Sender<Assignment>,
+    notifier: Notifier,
+    metrics: Sender<DaemonSnapshot>,
+}
+
+pub struct Dispatcher {
+    db: Box<dyn Store>,
+    settings: Settings,
+    clock: SharedClock,
+    hooks: Vec<Arc<dyn JobHooks>>,
+    /// This daemon's name in `jobs.worker`: host and pid.
+    name: String,
+    commands: Receiver<Command>,
+    outlets: Outlets,
+    flights: InFlightTable,
+    /// Where workers note each handler start; opened by [`Dispatcher::recover`].
+    journal: Option<Arc<StartJournal>>,
+    claims: ClaimState,
+    held: HeldOutcomes,
+    timers: Timers,
+    draining: Option<Drain>,
+    stats: Stats,
+    /// Destination holds handlers asked for, written in the next commit (kept across a
+    /// failed write, like the outcomes).
+    pending_holds: Vec<HoldRequest>,
+}
+
+impl Dispatcher {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        db: Box<dyn Store>,
+        shared_config: SharedConfig,
+        config_source: ConfigSource,
+        clock: SharedClock,
+        hooks: Vec<Arc<dyn JobHooks>>,
+        commands: Receiver<Command>,
+        work: Sender<Assignment>,
+        once: bool,
+        notifier: Notifier,
+        metrics: Sender<DaemonSnapshot>,
+    ) -> Dispatcher {
+        let config = shared_config.read().expect("config lock").clone();
+        let timers = Timers::starting_at(clock.monotonic(), notifier.watchdog_interval());
+        let started_at = clock.now_ms();
+        Dispatcher {
+            db,
+            settings: Settings {
+                config,
+                shared: shared_config,
+                source: config_source,
+                once,
+            },
+            clock,
+            hooks,
+            name: format!("{}:{}", hostname(), std::process::id()),
+            commands,
+            outlets: Outlets {
+                work,
+                notifier,
+                metrics,
+            },
+            flights: InFlightTable::default(),
+            journal: None,
+            claims: ClaimState::starting_at(started_at),
+            held: HeldOutcomes::default(),
+            timers,
+            draining: None,
+            stats: Stats {
+                counters: Counters::default(),
+                handler_durations: Histogram::default(),
+                started_at,
+            },
+            pending_holds: Vec::new(),
+        }
+    }
+
+    fn config(&self) -> &Arc<Config> {
+        &self.settings.config
+    }
+
+    /// Runs until drained. Returns how it ended.
+    pub fn run(mut self) -> Result<(Exit, Counters), StoreError> {
+        self.claims.data_version = self.db.change_token()?;
+        loop {
+            let wait = self.time_to_wait();
+            let mut batch = Vec::new();
+            match self.commands.recv_timeout(wait) {
+                Ok(command) => batch.push(command),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Nobody can talk to us any more: drain as if told to stop.
+                    if self.draining.is_none() {
+                        self.begin_drain();
+                    }
+                }
+            }
+            while batch.len() < MAX_BATCH {
+                match self.commands.try_recv() {
+                    Ok(command) => batch.push(command),
+                    Err(_) => break,
+                }
+            }
+            if let Some(exit) = self.run_once(batch)? {
+                return Ok((exit, self.stats.counters));
+            }
+        }
+    }
+
+    /// In `--once` mode: done when nothing runs and a claim found nothing. Draining:
+    /// done when nothing runs.
+    fn finished(&self, found_nothing: bool) -> Option<Exit> {
+        let idle = self.flights.is_empty() && self.held.is_empty();
+        if self.settings.once && idle && (found_nothing || !self.claims.look_for_work) {
+            return Some(Exit::Clean);
+        }
+        if self.draining.is_some() && idle {
+            return Some(Exit::Clean);
+        }
+        None
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}

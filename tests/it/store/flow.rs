@@ -1,0 +1,190 @@
+//! Conformance cases for flow control (issue 18), against the `Store` trait only: a hold
+//! parks a destination's waiting jobs (new ones too) and a release brings them back;
+//! claims draw tokens by the clock and keep `max_in_flight`; an order key's next job
+//! goes when its head finishes, however it finishes.
+
+use super::{complete, MakeDb, WORKER};
+use jobd::flow::{DestinationLimit, HoldRequest};
+use jobd::job::{NewJob, Resolution};
+use jobd::store::{ClaimSpec, Store};
+use serde_json::json;
+use std::time::Duration;
+
+fn to(destination: &str, key: &str) -> NewJob {
+    let mut job = NewJob::new("noop", json!({}));
+    job.destination = Some(destination.into());
+    if !key.is_empty() {
+        job.flow_key = Some(key.into());
+    }
+    job
+}
+
+fn claim(db: &mut dyn Store, spec: &ClaimSpec, now: i64) -> (Vec<i64>, Option<i64>) {
+    let claimed = db
+        .write(|tx| tx.claim_flow(spec, None, WORKER, now + 60_000, now))
+        .unwrap();
+    (claimed.jobs.iter().map(|j| j.id).collect(), claimed.wake_at)
+}
+
+fn any(limit: usize) -> ClaimSpec {
+    ClaimSpec {
+        limit,
+        ..Default::default()
+    }
+}
+
+pub fn a_hold_parks_waiting_jobs_new_ones_too_and_a_release_brings_them_back(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let t0 = 1_000_000;
+    let ids = db
+        .write(|tx| tx.enqueue(&[to("b", ""), to("b", "k"), to("c", "")], t0))
+        .unwrap();
+    let hold = HoldRequest::new(
+        "b",
+        "",
+        Duration::from_secs(5),
+        t0,
+        Some(429),
+        "answered 429".into(),
+    );
+    assert_eq!(
+        db.write(|tx| tx.hold_destination(&hold, t0)).unwrap(),
+        Some(t0 + 5_000)
+    );
+    // A shorter hold changes nothing.
+    let short = HoldRequest::new("b", "", Duration::from_secs(1), t0, None, "x".into());
+    assert_eq!(
+        db.write(|tx| tx.hold_destination(&short, t0)).unwrap(),
+        None
+    );
+    let late = db.write(|tx| tx.enqueue(&[to("b", "")], t0 + 10)).unwrap();
+    assert_eq!(db.get(ids[0].id).unwrap().run_at, t0 + 5_000);
+    assert_eq!(db.get(late[0].id).unwrap().run_at, t0 + 5_000);
+    // Another key and another destination are not held.
+    assert_eq!(db.get(ids[1].id).unwrap().run_at, t0);
+    let (claimed, _) = claim(db, &any(10), t0 + 100);
+    assert_eq!(claimed, vec![ids[1].id, ids[2].id]);
+    assert_eq!(db.get(ids[0].id).unwrap().attempts, 0, "charged nothing");
+    let stored = db.destination_hold("b", "").unwrap().unwrap();
+    assert_eq!((stored.status, stored.until), (Some(429), t0 + 5_000));
+    assert_eq!(stored.reason.as_deref(), Some("answered 429"));
+    assert!(db
+        .write(|tx| tx.release_destination("b", "", t0 + 200))
+        .unwrap());
+    let (claimed, _) = claim(db, &any(10), t0 + 200);
+    assert_eq!(claimed, vec![ids[0].id, late[0].id]);
+    assert!(!db
+        .write(|tx| tx.release_destination("b", "", t0 + 300))
+        .unwrap());
+}
+
+pub fn claims_draw_tokens_by_the_clock_and_keep_in_flight_bounds(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let t0 = 5_000_000;
+    let jobs: Vec<NewJob> = (0..10)
+        .map(|_| to("r", ""))
+        .chain((0..10).map(|_| to("m", "")))
+        .collect();
+    db.write(|tx| tx.enqueue(&jobs, t0)).unwrap();
+    let spec = ClaimSpec {
+        limit: 100,
+        destinations: vec![
+            DestinationLimit {
+                destination: "r".into(),
+                rate_per_second: Some(4.0),
+                burst: 2,
+                max_in_flight: None,
+            },
+            DestinationLimit {
+                destination: "m".into(),
+                rate_per_second: None,
+                burst: 1,
+                max_in_flight: Some(3),
+            },
+        ],
+        ..Default::default()
+    };
+    // The burst of r (2) and the room of m (3) at once; r's next token in 250 ms.
+    let (claimed, wake) = claim(db, &spec, t0);
+    assert_eq!(claimed.len(), 5);
+    assert_eq!(wake, Some(t0 + 250));
+    let (claimed, _) = claim(db, &spec, t0 + 249);
+    assert!(claimed.is_empty(), "{claimed:?}");
+    let (claimed, _) = claim(db, &spec, t0 + 250);
+    assert_eq!(claimed.len(), 1);
+    // A second later: 2 tokens (the burst), not 4; m still full.
+    let (claimed, _) = claim(db, &spec, t0 + 1_250);
+    assert_eq!(claimed.len(), 2);
+    let views = db.destinations(&spec.destinations, t0 + 1_250).unwrap();
+    let m = views.iter().find(|v| v.destination == "m").unwrap();
+    assert_eq!((m.in_flight, m.waiting, m.max_in_flight), (3, 7, Some(3)));
+    let r = views.iter().find(|v| v.destination == "r").unwrap();
+    assert_eq!((r.in_flight, r.waiting), (5, 5));
+    assert!(r.tokens.unwrap() < 1.0);
+    // One of m's jobs finishes: one more of m may go.
+    let running = db.get(claimed[0]).unwrap();
+    let m_job = (1..=20)
+        .map(|id| db.get(id).unwrap())
+        .find(|j| j.destination.as_deref() == Some("m") && j.worker.is_some())
+        .unwrap();
+    assert_eq!(running.destination.as_deref(), Some("r"));
+    let done = Resolution::Succeeded {
+        follow_ups: vec![],
+        sync_marks: vec![],
+    };
+    complete(db, m_job.id, 1, done, t0 + 1_300);
+    let (claimed, _) = claim(db, &spec, t0 + 1_300);
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(
+        db.get(claimed[0]).unwrap().destination.as_deref(),
+        Some("m")
+    );
+}
+
+pub fn an_order_keys_next_job_goes_when_its_head_finishes_however_it_finishes(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let t0 = 9_000_000;
+    let jobs: Vec<NewJob> = (0..4)
+        .map(|_| NewJob::new("noop", json!({})).order_key("k"))
+        .chain([NewJob::new("noop", json!({})).order_key("other")])
+        .collect();
+    let ids: Vec<i64> = db
+        .write(|tx| tx.enqueue(&jobs, t0))
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let (claimed, _) = claim(db, &any(10), t0);
+    assert_eq!(claimed, vec![ids[0], ids[4]], "each key's head only");
+    assert!(db.get(ids[1]).unwrap().order_blocked);
+    assert_eq!(db.order_head("k").unwrap(), Some(ids[0]));
+    // Cancelling a job behind the head lets nobody through.
+    db.write(|tx| tx.cancel(ids[2], t0)).unwrap();
+    assert!(claim(db, &any(10), t0).0.is_empty());
+    // The head dies: the next one in line goes.
+    let dead = Resolution::Dead {
+        error: "boom".into(),
+        follow_ups: vec![],
+    };
+    complete(db, ids[0], 1, dead, t0 + 10);
+    assert_eq!(claim(db, &any(10), t0 + 10).0, vec![ids[1]]);
+    // The dead head sent round again waits behind the running one.
+    db.write(|tx| tx.revive(&[ids[0]], t0 + 20)).unwrap();
+    assert!(db.get(ids[0]).unwrap().order_blocked);
+    assert!(claim(db, &any(10), t0 + 20).0.is_empty());
+    // The running one succeeds: the revived job (first in id order) goes, then the last.
+    let done = Resolution::Succeeded {
+        follow_ups: vec![],
+        sync_marks: vec![],
+    };
+    complete(db, ids[1], 1, done.clone(), t0 + 30);
+    assert_eq!(claim(db, &any(10), t0 + 30).0, vec![ids[0]]);
+    complete(db, ids[0], 1, done, t0 + 40);
+    assert_eq!(claim(db, &any(10), t0 + 40).0, vec![ids[3]]);
+}
