@@ -358,6 +358,7 @@ impl Ctl {
                     "stats": snapshot.stats,
                     "running": snapshot.running,
                     "recent_deaths": snapshot.deaths,
+                    "held_destinations": snapshot.held,
                 }),
             );
         }

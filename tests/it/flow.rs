@@ -428,6 +428,18 @@ fn jobctl_holds_and_releases_a_destination_by_hand() {
     assert!(out.status.success(), "{}", crate::common::stderr(&out));
     assert!(stdout(&out).contains("api held until"), "{}", stdout(&out));
     enqueue(&s, "jobs.ndjson", &[http_job("api", "/api/1", json!({}))]);
+    // jobctl top (here its plain snapshot, not on a terminal) lists the held destination.
+    let top = stdout(&s.jobctl(&["top"]));
+    let held = top
+        .split("Held destinations")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no held destinations section: {top}"));
+    assert!(
+        held.contains("api") && held.contains("maintenance window"),
+        "{top}"
+    );
+    let top: Value = serde_json::from_str(&stdout(&s.jobctl(&["--json", "top"]))).unwrap();
+    assert_eq!(top["held_destinations"][0]["destination"], "api", "{top}");
     let text = stdout(&s.jobctl(&["destinations"]));
     assert!(text.contains("DESTINATION"), "{text}");
     let row = text.lines().find(|l| l.starts_with("api")).unwrap();
