@@ -6,9 +6,10 @@ set -euo pipefail
 # What the tests drive besides the binaries: tmux (jobctl top in a pseudo-terminal), the
 # system's own sqlite3 CLI and python3 (outside writers, not jobd's bundled SQLite),
 # setpriv (daemons run as an unprivileged user), and chromium with chromedriver (the web
-# page's browser test). A missing one is installed; if that fails, CI fails.
+# page's browser test), psql (.ci/run asks the PostgreSQL server whether it answers). A missing one is installed; if that fails, CI fails.
 need=()
 command -v tmux >/dev/null 2>&1 || need+=(tmux)
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)

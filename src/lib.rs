@@ -6,6 +6,7 @@
 //! - [`retry`]: backoff, jitter, deadlines and Retry-After.
 //! - [`config`]: the TOML configuration: composes the sections (each kind's beside its handler), every problem reported with its key.
 //! - [`csvio`]: streaming CSV input: encodings, dialect, line numbers.
+//! - [`dburl`]: the queue database named by path (SQLite) or URL (PostgreSQL), password masked.
 //! - [`flow`]: flow control per destination: routes, token buckets, holds (pure rules).
 //! - [`store`]: the only module with SQL: migrations, transitions, admin queries.
 //! - [`handlers`]: the job kinds (`noop`, `exec`, `http`, `notify`, `http_pull`, `relay`, `csv_import`, `oneroster`) and their registry.
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod config;
 pub mod csvio;
 pub mod daemon;
+pub mod dburl;
 pub mod files;
 pub mod flow;
 pub mod handlers;

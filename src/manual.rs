@@ -42,6 +42,10 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ("ping", "jobctl ping --socket /run/jobd/jobd.sock"),
     ("purge", "jobctl purge --state succeeded --older-than 7d"),
     ("migrate", "jobctl --db /var/lib/jobd/jobs.db migrate"),
+    (
+        "copy",
+        "jobctl --db /var/lib/jobd/jobs.db copy --to postgresql://jobd@db.internal/jobd",
+    ),
     ("check", "jobctl --config /etc/jobd/jobd.toml check --json"),
     ("sync-state", "jobctl sync-state --reset shopify_orders"),
     (

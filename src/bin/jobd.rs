@@ -4,8 +4,8 @@
 use clap::Parser;
 use jobd::clock::{SharedClock, SystemClock};
 use jobd::config::{Config, ConfigSource, LogFormat};
+use jobd::daemon::cluster::DaemonLock;
 use jobd::daemon::dispatcher::Exit;
-use jobd::daemon::lock::DatabaseLock;
 use jobd::daemon::{Daemon, DaemonOptions};
 use jobd::handlers::notify::DeadLetters;
 use jobd::handlers::Registry;
@@ -77,9 +77,9 @@ fn main() {
     // touches the spool or the socket. Then the spool, watched folders and socket: a
     // folder that cannot be created or a socket another daemon answers on refuses the
     // start before anything runs.
-    let lock =
-        DatabaseLock::acquire(&config.daemon.database).unwrap_or_else(|e| fail(e.to_string()));
+    // On PostgreSQL, the node name instead: two daemons with one name are refused.
     let clock: SharedClock = Arc::new(SystemClock);
+    let lock = DaemonLock::acquire(&config, clock.clone()).unwrap_or_else(|e| fail(e));
     let spool = Spool::open(&config.daemon.data_dir, clock.clone()).unwrap_or_else(|e| {
         fail(format!(
             "daemon.data_dir: cannot create the spool under {}: {e}",

@@ -256,6 +256,46 @@ impl Ctl {
         )
     }
 
+    pub(super) fn copy(&self, args: CopyArgs, out: &mut dyn Write) -> CtlResult {
+        let url = match crate::dburl::postgres_url_of(Path::new(&args.to)) {
+            Some(url) => url.map_err(|e| CtlError::Usage(e.replace("daemon.database", "--to")))?,
+            None => {
+                return Err(CtlError::Usage(
+                    "--to: give the PostgreSQL database as a postgresql:// URL".into(),
+                ))
+            }
+        };
+        let source = self.open()?;
+        if source.sqlite().is_none() {
+            return Err(CtlError::Usage(format!(
+                "jobctl copy copies from a SQLite database; {} is not one",
+                self.database.display()
+            )));
+        }
+        let target = crate::store::postgres::PgStore::open(
+            &url,
+            crate::store::postgres::process_options(true),
+        )?;
+        let report = target.import(&*source)?;
+        if self.json {
+            return print_json(
+                out,
+                &json!({"from": self.database, "to": url.to_string(), "copied": report}),
+            );
+        }
+        say(
+            out,
+            &format!(
+                "copied {} job(s), {} attempt(s), {} sync state(s) and {} paused queue(s) from {} to {url}",
+                report.jobs,
+                report.attempts,
+                report.sync_states,
+                report.paused_queues,
+                self.database.display()
+            ),
+        )
+    }
+
     pub(super) fn migrate(&self, out: &mut dyn Write) -> CtlResult {
         let db = crate::store::open(
             &self.database,
@@ -289,7 +329,8 @@ impl Ctl {
         }
         // Before the first start there is no database yet: the config alone is checked,
         // so `jobctl check` works as a pre-deploy check.
-        if !self.database.exists() {
+        let on_postgres = crate::dburl::postgres_url_of(&self.database).is_some();
+        if !on_postgres && !self.database.exists() {
             if self.json {
                 return print_json(
                     out,

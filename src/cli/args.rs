@@ -3,6 +3,14 @@
 
 use super::*;
 
+/// `jobctl copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// The PostgreSQL database: postgresql://user@host/db (it must hold no jobs yet).
+    #[arg(long)]
+    pub to: String,
+}
+
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
     /// The job's kind (noop, exec, ...).

@@ -124,6 +124,10 @@ pub enum CtlCommand {
     Purge(PurgeArgs),
     /// Create the database or bring its schema up to date.
     Migrate,
+    /// Copy every unfinished and dead job (with attempts), the sync state and the queue
+    /// pauses from this (SQLite) database into an empty PostgreSQL one. Stop the daemon
+    /// first.
+    Copy(CopyArgs),
     /// Check the database's integrity and the configuration.
     Check,
     /// Pipelines' last sync marks; `--reset NAME` makes its next run a full sync.
@@ -213,10 +217,15 @@ type CtlResult = Result<(), CtlError>;
 pub fn run(cli: Cli, out: &mut dyn Write, clock: &dyn Clock) -> CtlResult {
     let source = ConfigSource::locate(cli.config.as_deref());
     let config = Config::load_located(&source).map_err(|e| CtlError::Failure(e.to_string()))?;
-    let database = cli
-        .db
-        .clone()
-        .unwrap_or_else(|| config.daemon.database.clone());
+    let database = match &cli.db {
+        // A URL given on the command line is kept by its masked name too, so no message
+        // shows its password.
+        Some(db) => match crate::dburl::postgres_url_of(db) {
+            Some(url) => crate::dburl::register(&url.map_err(CtlError::Failure)?),
+            None => db.clone(),
+        },
+        None => config.daemon.database.clone(),
+    };
     let now = clock.now_ms();
     let style = Style::detect(
         cli.color,
@@ -256,6 +265,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, clock: &dyn Clock) -> CtlResult {
         CtlCommand::Ping { socket } => ctl.ping(socket, out),
         CtlCommand::Purge(args) => ctl.purge(args, out),
         CtlCommand::Migrate => ctl.migrate(out),
+        CtlCommand::Copy(args) => ctl.copy(args, out),
         CtlCommand::Check => ctl.check(out),
         CtlCommand::SyncState(args) => ctl.sync_state(args, out),
         CtlCommand::Top => ctl.top(out, clock),

@@ -4,11 +4,15 @@
 
 use super::durations;
 use super::problems::{Problem, Problems};
+use super::secrets::resolve_secret;
+use crate::dburl::{looks_like_postgres_url, DatabaseTarget, PostgresUrl};
 use serde::{Deserialize, Deserializer};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const DEFAULT_DATABASE: &str = "./var/jobs.db";
+/// PostgreSQL: the leader's lease (River's default).
+pub const DEFAULT_LEADER_LEASE: Duration = Duration::from_secs(15);
 pub const DEFAULT_DATA_DIR: &str = "./var";
 pub const DEFAULT_SOCKET: &str = "./var/run/jobd.sock";
 pub const DEFAULT_WORKERS: usize = 4;
@@ -82,8 +86,25 @@ impl std::str::FromStr for Synchronous {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
-    /// The SQLite queue file.
+    /// The queue database: a path (a SQLite file, the embedded default) or a
+    /// `postgresql://` URL (several daemons against one PostgreSQL server). See
+    /// [`DaemonConfig::database_target`].
     pub database: PathBuf,
+    /// The PostgreSQL URL from an environment variable, for a URL that carries a password.
+    pub database_url_env: Option<String>,
+    /// The PostgreSQL URL from a file (`$CREDENTIALS_DIRECTORY` expands).
+    pub database_url_file: Option<PathBuf>,
+    /// This daemon's name among the daemons sharing a PostgreSQL database, recorded on
+    /// the jobs it runs. Default: the host name plus a random suffix, new at each start.
+    pub node: Option<String>,
+    /// PostgreSQL only: every node sees the same `data_dir` (a shared mount), so jobs
+    /// whose files lie under it may run on any node. Without it such jobs run only on the
+    /// node that took their files in.
+    pub shared_data_dir: bool,
+    /// PostgreSQL only: how long the leader's lease lasts without renewal; after a leader
+    /// dies, another takes over within about this long. Renewed every third of it.
+    #[serde(deserialize_with = "durations::duration")]
+    pub leader_lease: Duration,
     /// Root of spool/, done/, failed/ and output/.
     pub data_dir: PathBuf,
     /// The enqueue socket.
@@ -133,6 +154,11 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
             database: PathBuf::from(DEFAULT_DATABASE),
+            database_url_env: None,
+            database_url_file: None,
+            node: None,
+            shared_data_dir: false,
+            leader_lease: DEFAULT_LEADER_LEASE,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             socket: PathBuf::from(DEFAULT_SOCKET),
             workers: DEFAULT_WORKERS,
@@ -312,9 +338,111 @@ impl DaemonConfig {
         if self.database.as_os_str().is_empty() {
             problems.push("daemon.database", "must not be empty");
         }
+        if let Err(e) = self.check_database_form() {
+            problems.add(Problem::from_keyed_text(&e));
+        }
+        if let Some(node) = &self.node {
+            problems.check_name("daemon.node", node);
+        }
+        if self.leader_lease < Duration::from_secs(1) {
+            problems.push("daemon.leader_lease", "must be at least 1s");
+        }
         if self.allowed_paths.iter().any(|p| p.as_os_str().is_empty()) {
             problems.push("daemon.allowed_paths", "an entry is empty (give folders)");
         }
+    }
+}
+
+impl DaemonConfig {
+    /// The queue database: the SQLite path, or the PostgreSQL URL from `database`,
+    /// `database_url_env` or `database_url_file` (read now; errors name the key and show
+    /// the URL with its password masked).
+    pub fn database_target(&self) -> Result<DatabaseTarget, String> {
+        self.check_database_form()?;
+        if self.database_url_env.is_some() || self.database_url_file.is_some() {
+            let url = resolve_secret(
+                "daemon.database_url",
+                &self.database_url_env,
+                &self.database_url_file,
+            )
+            .map_err(|e| e.to_string())?;
+            let key = if self.database_url_env.is_some() {
+                "daemon.database_url_env"
+            } else {
+                "daemon.database_url_file"
+            };
+            return Ok(DatabaseTarget::Postgres(PostgresUrl::parse(key, &url)?));
+        }
+        match crate::dburl::postgres_url_of(&self.database) {
+            Some(url) => Ok(DatabaseTarget::Postgres(url?)),
+            None => Ok(DatabaseTarget::Sqlite(self.database.clone())),
+        }
+    }
+
+    /// Resolves a PostgreSQL URL (reading `database_url_env` / `database_url_file`) and
+    /// keeps only its masked text in `database`, so nothing that names the database shows
+    /// the password; the store finds the URL by that name ([`crate::dburl::register`]).
+    pub fn resolve_database(&mut self) -> Result<(), String> {
+        if let DatabaseTarget::Postgres(url) = self.database_target()? {
+            self.database = crate::dburl::register(&url);
+            self.database_url_env = None;
+            self.database_url_file = None;
+        }
+        Ok(())
+    }
+
+    /// Whether the queue is on PostgreSQL (without reading a secret).
+    pub fn uses_postgres(&self) -> bool {
+        self.database_url_env.is_some()
+            || self.database_url_file.is_some()
+            || looks_like_postgres_url(&self.database.to_string_lossy())
+    }
+
+    /// What can be checked without reading secrets: one source of the URL, a URL that
+    /// parses, and PostgreSQL-only settings only with PostgreSQL.
+    fn check_database_form(&self) -> Result<(), String> {
+        let from_secret = self.database_url_env.is_some() || self.database_url_file.is_some();
+        if from_secret && self.database != Path::new(DEFAULT_DATABASE) {
+            return Err(
+                "daemon.database and daemon.database_url_env/database_url_file: give only one"
+                    .into(),
+            );
+        }
+        let text = self.database.to_string_lossy();
+        if !from_secret && looks_like_postgres_url(&text) {
+            PostgresUrl::parse("daemon.database", &text)?;
+        }
+        if !self.uses_postgres() && self.shared_data_dir {
+            return Err(
+                "daemon.shared_data_dir: only for a PostgreSQL database (one SQLite daemon sees its own data_dir)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// This daemon's node name: `daemon.node`, or the host name and a random suffix.
+    pub fn node_name(&self) -> String {
+        if let Some(node) = &self.node {
+            return node.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "jobd".into());
+        let host: String = host
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(48)
+            .collect();
+        format!("{host}-{:08x}", fastrand::u32(..))
     }
 }
 

@@ -165,12 +165,28 @@ impl Config {
         Config::from_toml(&Config::read(path)?, &path.display().to_string())
     }
 
-    /// Loads the file `locate` found, or the embedded defaults.
+    /// Loads the file `locate` found, or the embedded defaults. A PostgreSQL URL is
+    /// resolved now (from `database_url_env` / `database_url_file` too) and kept by its
+    /// masked name.
     pub fn load_located(source: &ConfigSource) -> Result<Config, ConfigError> {
-        match source {
-            ConfigSource::File(path) => Config::load(path),
-            ConfigSource::Defaults => Ok(Config::default()),
-        }
+        let mut config = match source {
+            ConfigSource::File(path) => Config::load(path)?,
+            ConfigSource::Defaults => Config::default(),
+        };
+        config.resolve_database(source)?;
+        Ok(config)
+    }
+
+    /// [`DaemonConfig::resolve_database`], its error as this configuration's.
+    fn resolve_database(&mut self, source: &ConfigSource) -> Result<(), ConfigError> {
+        self.daemon.resolve_database().map_err(|message| {
+            let mut problems = Problems::new();
+            problems.add(Problem::from_keyed_text(&message));
+            ConfigError::Invalid {
+                origin: source.describe(),
+                problems,
+            }
+        })
     }
 
     /// Checks what types alone cannot. Every problem found is reported, each naming its
@@ -312,6 +328,9 @@ impl Config {
             endpoint.check_secrets(&format!("endpoints.{name}"), &mut problems);
         }
         problems.check(self.web.token());
+        if let Err(e) = self.daemon.database_target() {
+            problems.add(Problem::from_keyed_text(&e));
+        }
         problems.into_result()
     }
 
@@ -373,6 +392,8 @@ impl Config {
                 problems,
             });
         }
+        let mut config = config;
+        config.resolve_database(source)?;
         Ok(config)
     }
 
@@ -495,6 +516,7 @@ impl ConfigSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dburl::DatabaseTarget;
 
     #[test]
     fn sizes_and_the_metrics_section() {
@@ -661,6 +683,111 @@ mod tests {
         for (text, expected) in cases {
             let message = Config::from_toml(text, "t.toml").unwrap_err().to_string();
             assert!(message.contains(expected), "{text:?} gave {message}");
+        }
+    }
+
+    #[test]
+    fn a_postgresql_url_selects_postgres_and_a_path_keeps_sqlite() {
+        let sqlite =
+            Config::from_toml("[daemon]\ndatabase = \"/var/lib/jobd/jobs.db\"\n", "t").unwrap();
+        assert_eq!(
+            sqlite.daemon.database_target().unwrap(),
+            DatabaseTarget::Sqlite("/var/lib/jobd/jobs.db".into())
+        );
+        let pg = Config::from_toml(
+            "[daemon]\ndatabase = \"postgresql://jobd@db.internal/jobs\"\nnode = \"vm-1\"\n",
+            "t",
+        )
+        .unwrap();
+        let DatabaseTarget::Postgres(url) = pg.daemon.database_target().unwrap() else {
+            panic!("a URL selects PostgreSQL");
+        };
+        assert_eq!(url.database(), "jobs");
+        assert_eq!(pg.daemon.node_name(), "vm-1");
+        // The default node name: the host name and a random suffix, new each time.
+        let a = sqlite.daemon.node_name();
+        assert_ne!(a, sqlite.daemon.node_name());
+        crate::job::check_name("node", &a).unwrap();
+    }
+
+    #[test]
+    fn the_database_url_comes_from_the_environment_or_a_file_and_is_never_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db-url");
+        std::fs::write(&file, "postgresql://jobd:hunter2@db/jobs\n").unwrap();
+        let config = Config::from_toml(
+            &format!("[daemon]\ndatabase_url_file = \"{}\"\n", file.display()),
+            "t",
+        )
+        .unwrap();
+        let target = config.daemon.database_target().unwrap();
+        let DatabaseTarget::Postgres(url) = &target else {
+            panic!("postgres");
+        };
+        assert_eq!(url.secret_text(), "postgresql://jobd:hunter2@db/jobs");
+        assert_eq!(target.to_string(), "postgresql://jobd:***@db/jobs");
+        assert!(!format!("{target:?}").contains("hunter2"));
+        config.check_secrets().unwrap();
+        // A missing variable is refused by the daemon's check, naming the key.
+        let config = Config::from_toml(
+            "[daemon]\ndatabase_url_env = \"JOBD_TEST_UNSET_DATABASE_URL\"\n",
+            "t",
+        )
+        .unwrap();
+        let err = config.check_secrets().unwrap_err().to_string();
+        assert!(
+            err.contains("daemon.database_url_env: the environment variable JOBD_TEST_UNSET_DATABASE_URL is not set"),
+            "{err}"
+        );
+        // A file holding something else than a URL: named, not shown.
+        std::fs::write(&file, "hunter2\n").unwrap();
+        let config = Config::from_toml(
+            &format!("[daemon]\ndatabase_url_file = \"{}\"\n", file.display()),
+            "t",
+        )
+        .unwrap();
+        let err = config.daemon.database_target().unwrap_err();
+        assert!(err.starts_with("daemon.database_url_file: "), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn bad_database_settings_are_refused_naming_the_key() {
+        let cases = [
+            (
+                "[daemon]\ndatabase = \"postgresql://u:pw@db\"\n",
+                "daemon.database: postgresql://u:***@db names no database",
+            ),
+            (
+                "[daemon]\ndatabase = \"/x/jobs.db\"\ndatabase_url_env = \"X\"\n",
+                "daemon.database and daemon.database_url_env/database_url_file: give only one",
+            ),
+            (
+                "[daemon]\ndatabase_url_env = \"X\"\ndatabase_url_file = \"/y\"\n",
+                "",
+            ),
+            (
+                "[daemon]\nshared_data_dir = true\n",
+                "daemon.shared_data_dir: only for a PostgreSQL database",
+            ),
+            (
+                "[daemon]\ndatabase = \"postgresql://db/jobs\"\nnode = \"has space\"\n",
+                "daemon.node",
+            ),
+        ];
+        for (text, expected) in cases {
+            match Config::from_toml(text, "t.toml") {
+                Err(e) => {
+                    let message = e.to_string();
+                    assert!(message.contains(expected), "{text:?} gave {message}");
+                    assert!(!message.contains(":pw@"), "{message}");
+                }
+                // Both sources given: refused when the secret is read.
+                Ok(config) => {
+                    let err = config.daemon.database_target().unwrap_err();
+                    assert!(err.contains("give only one"), "{text:?} gave {err}");
+                }
+            }
         }
     }
 

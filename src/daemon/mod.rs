@@ -2,6 +2,7 @@
 //! (the one writer), the worker pool and the signal listener until it is told to stop.
 
 pub mod checkpointer;
+pub mod cluster;
 pub mod dispatcher;
 pub mod journal;
 pub mod lock;
@@ -155,7 +156,7 @@ pub struct Daemon {
     scheduler_stop: Arc<std::sync::atomic::AtomicBool>,
     /// The web page, if `[web] listen` is set; stopped once the dispatcher is done.
     web: Option<crate::web::WebServer>,
-    _lock: lock::DatabaseLock,
+    _lock: cluster::DaemonLock,
 }
 
 /// A handle for enqueuing into, reloading and stopping a running daemon.
@@ -304,7 +305,9 @@ impl Daemon {
     /// Locks the database, migrates it, recovers jobs left running, and starts the
     /// dispatcher and workers. READY=1 is sent when this returns.
     pub fn start(config: Config, options: DaemonOptions) -> Result<Daemon, DaemonError> {
-        let lock = lock::DatabaseLock::acquire(&config.daemon.database)?;
+        // The file lock for SQLite; on PostgreSQL the node name (see cluster.rs).
+        let lock = cluster::DaemonLock::acquire(&config, options.clock.clone())
+            .map_err(DaemonError::Setup)?;
         Daemon::start_locked(config, options, lock)
     }
 
@@ -313,8 +316,9 @@ impl Daemon {
     pub fn start_locked(
         config: Config,
         options: DaemonOptions,
-        lock: lock::DatabaseLock,
+        lock: impl Into<cluster::DaemonLock>,
     ) -> Result<Daemon, DaemonError> {
+        let lock = lock.into();
         let database = config.daemon.database.clone();
         crate::files::create_private_dir_all(&config.daemon.data_dir).map_err(|e| {
             DaemonError::Setup(format!(

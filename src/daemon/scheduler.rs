@@ -243,6 +243,12 @@ pub fn spawn(
         .spawn(move || {
             let mut last_blocked: HashMap<String, UnixMillis> = HashMap::new();
             while !stop.load(Ordering::SeqCst) {
+                // Among daemons sharing a PostgreSQL database only the leader schedules
+                // (the run's unique key keeps a period to one run even across a change).
+                if !super::cluster::is_leader() {
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
                 let config = scheduler.client.config();
                 let now = clock.now_ms();
                 for tick in scheduler.run_once(&config, now) {

@@ -1,5 +1,6 @@
 //! `noop`: succeeds at once, or, for tests and drills, fails as its payload says
-//! (`{"fail": "retry" | "permanent", "error": "..."}`).
+//! (`{"fail": "retry" | "permanent", "error": "..."}`), after `{"sleep_ms": N}` (at most
+//! a minute) if asked, so drills can keep jobs running for a while.
 
 use super::{Handler, JobContext};
 use crate::job::{Job, Outcome};
@@ -8,6 +9,9 @@ pub struct Noop;
 
 impl Handler for Noop {
     fn run(&self, job: &Job, _ctx: &JobContext) -> Outcome {
+        if let Some(ms) = job.payload.get("sleep_ms").and_then(|v| v.as_u64()) {
+            std::thread::sleep(std::time::Duration::from_millis(ms.min(60_000)));
+        }
         let error = job
             .payload
             .get("error")

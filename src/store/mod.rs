@@ -4,6 +4,7 @@
 //! the driver for the configured database.
 
 mod api;
+pub mod postgres;
 mod sqlite;
 mod sync;
 mod types;
@@ -70,6 +71,10 @@ pub enum StoreError {
     /// Any other failure of the database driver, in its own words.
     #[error("database error: {0}")]
     Backend(String),
+    /// An error from the PostgreSQL server or the connection to it (never names the
+    /// URL's password).
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
 }
 
 /// "database PATH is", or "the database is" where the path is not known.
@@ -119,14 +124,27 @@ impl Default for OpenOptions {
 }
 
 /// Opens the configured database with the driver it names: the only place that picks
-/// one. Today every database is a SQLite file at this path.
+/// one: a `postgresql://` URL (or the masked name [`crate::dburl::register`] gave it)
+/// opens PostgreSQL, a path a SQLite file.
 pub fn open(database: &Path, options: &OpenOptions) -> Result<Box<dyn Store>> {
+    if let Some(url) = crate::dburl::postgres_url_of(database) {
+        let url = url.map_err(|e| StoreError::CannotOpen(database.to_path_buf(), e))?;
+        let options = postgres::process_options(options.migrate);
+        return Ok(Box::new(postgres::PgStore::open(&url, options)?));
+    }
     Ok(Box::new(sqlite::SqliteStore::open(database, options)?))
 }
 
 /// Opens a connection that only reads (the daemon's reader, metrics, the web page): it
 /// never takes the write lock and never migrates; an outdated schema is refused.
 pub fn open_read(database: &Path, options: &OpenOptions) -> Result<Box<dyn Store>> {
+    if let Some(url) = crate::dburl::postgres_url_of(database) {
+        let url = url.map_err(|e| StoreError::CannotOpen(database.to_path_buf(), e))?;
+        return Ok(Box::new(postgres::PgStore::open(
+            &url,
+            postgres::process_options(false),
+        )?));
+    }
     Ok(Box::new(sqlite::SqliteStore::open_read_only(
         database,
         options.busy_timeout,

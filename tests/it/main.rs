@@ -21,6 +21,8 @@ mod jobctl_top;
 mod oneroster;
 mod outside_sql;
 mod payload_paths;
+mod pg;
+mod pg_cluster;
 mod pull;
 mod relay;
 mod service;

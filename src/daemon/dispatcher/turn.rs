@@ -532,6 +532,10 @@ pub(super) fn rescue(
 
 /// Phase: deletes succeeded jobs older than `daemon.retention`, a chunk per turn.
 pub(super) fn purge(tx: &dyn StoreTx, config: &Config, now: UnixMillis) -> Result<(), StoreError> {
+    // Once across daemons sharing a database: the leader purges.
+    if !crate::daemon::cluster::is_leader() {
+        return Ok(());
+    }
     let cutoff = now - config.daemon.retention.as_millis() as i64;
     tx.purge_finished(JobState::Succeeded, cutoff, PURGE_CHUNK)?;
     Ok(())

@@ -1,0 +1,560 @@
+//! Several real jobd processes against one PostgreSQL database: a drain where every job
+//! succeeds exactly once, a daemon killed with SIGKILL mid-drain whose jobs the others
+//! rescue after its leases, a pipeline schedule run once per period across daemons while
+//! the leader is killed, a queue limit held across daemons, and a watched folder's jobs
+//! run on the node that holds the files.
+
+use crate::common::JOBD;
+use crate::pg::TestDb;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One daemon's folder, config and process.
+struct Node {
+    name: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("jobd.toml")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("var")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("jobd.log")).unwrap_or_default()
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("jobd.log")).unwrap();
+        self.child = Some(
+            Command::new(JOBD)
+                .arg("--config")
+                .arg(self.config())
+                .env_remove("NOTIFY_SOCKET")
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("spawn jobd"),
+        );
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Daemons `n1..nN` against one fresh database; `daemon_keys` go into each `[daemon]`,
+/// `extra` after it.
+struct Cluster {
+    db: TestDb,
+    nodes: Vec<Node>,
+}
+
+impl Cluster {
+    fn new(test: &str, n: usize, daemon_keys: &str, extra: &str) -> Option<Cluster> {
+        let db = TestDb::create(test)?;
+        // Migrated once up front, so the daemons start together on a ready schema.
+        drop(db.store("setup"));
+        let nodes = (1..=n)
+            .map(|i| {
+                let dir = tempfile::tempdir().unwrap();
+                let name = format!("n{i}");
+                let text = format!(
+                    "[daemon]\ndatabase = \"{url}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/run/jobd.sock\"\n\
+                     node = \"{name}\"\nworkers = 4\n{daemon_keys}\n{extra}\n",
+                    url = db.url.secret_text(),
+                    data = dir.path().join("var").display(),
+                );
+                let text = text.replace("{dir}", &dir.path().display().to_string());
+                std::fs::write(dir.path().join("jobd.toml"), text).unwrap();
+                Node {
+                    name,
+                    dir,
+                    child: None,
+                }
+            })
+            .collect();
+        Some(Cluster { db, nodes })
+    }
+
+    fn start_all(&mut self) {
+        for node in &mut self.nodes {
+            node.start();
+        }
+        // Each has taken its node name once its row is there.
+        let mut client = self.db.client();
+        wait(Duration::from_secs(60), "every node registered", || {
+            let n: i64 = client
+                .query_one("SELECT count(*) FROM jobd_nodes", &[])
+                .unwrap()
+                .get(0);
+            n as usize == self.nodes.len()
+        });
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.db.client().query_one(sql, &[]).unwrap().get(0)
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("--- {}\n{}", n.name, n.log()))
+            .collect()
+    }
+}
+
+fn wait(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn three_daemons_drain_100000_jobs_each_exactly_once() {
+    let Some(mut cluster) = Cluster::new("pg cluster drain", 3, "", "") else {
+        return;
+    };
+    cluster.start_all();
+    cluster
+        .db
+        .client()
+        .batch_execute(
+            "INSERT INTO jobs (kind, payload) SELECT 'noop', '{}' FROM generate_series(1, 100000)",
+        )
+        .unwrap();
+    let started = Instant::now();
+    wait(Duration::from_secs(900), "100,000 jobs succeeded", || {
+        cluster.count("SELECT count(*) FROM jobs WHERE state = 'succeeded'") == 100_000
+    });
+    eprintln!("3 daemons drained 100,000 jobs in {:?}", started.elapsed());
+    assert_eq!(
+        cluster.count("SELECT count(*) FROM job_attempts WHERE outcome = 'succeeded'"),
+        100_000
+    );
+    assert_eq!(
+        cluster.count(
+            "SELECT count(*) FROM (SELECT job_id FROM job_attempts GROUP BY job_id \
+             HAVING count(*) <> 1) twice"
+        ),
+        0,
+        "no job ran twice"
+    );
+    assert_eq!(
+        cluster.count("SELECT count(DISTINCT node) FROM job_attempts"),
+        3,
+        "every daemon took part:\n{}",
+        cluster.logs()
+    );
+    for node in &mut cluster.nodes {
+        node.stop();
+    }
+    // Clean shutdowns give the node names and the leadership back.
+    assert_eq!(cluster.count("SELECT count(*) FROM jobd_nodes"), 0);
+    assert_eq!(cluster.count("SELECT count(*) FROM jobd_leader"), 0);
+}
+
+#[test]
+fn a_daemon_killed_mid_drain_has_its_jobs_rescued_by_the_others_after_its_leases() {
+    let Some(mut cluster) = Cluster::new(
+        "pg cluster kill -9",
+        3,
+        "lease = \"3s\"\nreap_interval = \"500ms\"",
+        "",
+    ) else {
+        return;
+    };
+    cluster.start_all();
+    cluster
+        .db
+        .client()
+        .batch_execute(
+            "INSERT INTO jobs (kind, payload) \
+             SELECT 'noop', '{\"sleep_ms\": 20}' FROM generate_series(1, 3000)",
+        )
+        .unwrap();
+    wait(Duration::from_secs(120), "n2 running jobs", || {
+        cluster.count("SELECT count(*) FROM jobs WHERE state = 'running' AND node = 'n2'") >= 4
+    });
+    cluster.nodes[1].kill9();
+    let mut client = cluster.db.client();
+    // Frozen now: what n2 held when it died.
+    let held: BTreeMap<i64, i64> = client
+        .query(
+            "SELECT id, lease_until FROM jobs WHERE state = 'running' AND node = 'n2'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(!held.is_empty());
+    wait(Duration::from_secs(300), "every job succeeded", || {
+        cluster.count("SELECT count(*) FROM jobs WHERE state = 'succeeded'") == 3000
+    });
+    assert_eq!(
+        cluster.count("SELECT count(*) FROM job_attempts WHERE outcome = 'succeeded'"),
+        3000,
+        "nothing lost, each succeeded once"
+    );
+    // Jobs with more than one attempt are only ones n2 held at the kill; each of those
+    // was taken back by another node, not before its lease ran out.
+    let repeated: Vec<i64> = client
+        .query(
+            "SELECT job_id FROM job_attempts GROUP BY job_id HAVING count(*) > 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for id in &repeated {
+        assert!(
+            held.contains_key(id),
+            "job {id} ran twice but n2 did not hold it"
+        );
+    }
+    for row in client
+        .query(
+            "SELECT job_id, finished_at, node FROM job_attempts WHERE outcome = 'lease_expired'",
+            &[],
+        )
+        .unwrap()
+    {
+        let (id, at, node): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+        assert!(
+            held.contains_key(&id),
+            "job {id} rescued but n2 did not hold it"
+        );
+        assert!(at > held[&id], "job {id} rescued before its lease ran out");
+        assert_ne!(node, "n2");
+    }
+    assert_eq!(
+        cluster.count("SELECT count(*) FROM job_attempts WHERE outcome = 'lease_expired'") as usize,
+        held.len(),
+        "every job n2 held was rescued once"
+    );
+}
+
+#[test]
+fn a_schedule_runs_once_per_period_across_daemons_while_the_leader_is_killed() {
+    let Some(mut cluster) = Cluster::new(
+        "pg cluster schedule",
+        3,
+        "leader_lease = \"2s\"",
+        "[endpoints.shop]\nbase_url = \"http://127.0.0.1:9\"\nidempotency_header = \"\"\n\
+         [kinds.http_pull.retry]\nmax_attempts = 1\n\
+         [pipelines.customers]\nkind = \"http_pull\"\nendpoint = \"shop\"\npath = \"/c.json\"\n\
+         items_key = \"customers\"\nsink = { ndjson = \"{dir}/customers.ndjson\" }\nevery = \"2s\"\n",
+    ) else {
+        return;
+    };
+    cluster.start_all();
+    let runs = |cluster: &Cluster| -> Vec<(String, i64)> {
+        cluster
+            .db
+            .client()
+            .query(
+                "SELECT unique_key, created_at FROM jobs WHERE unique_key LIKE 'http_pull:customers:%' \
+                 ORDER BY unique_key",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    wait(Duration::from_secs(60), "4 periods", || {
+        runs(&cluster).len() >= 4
+    });
+    let leader: String = cluster
+        .db
+        .client()
+        .query_one("SELECT holder FROM jobd_leader", &[])
+        .unwrap()
+        .get(0);
+    let killed_at = jobd::clock::Clock::now_ms(&jobd::clock::SystemClock);
+    let index = cluster.nodes.iter().position(|n| n.name == leader).unwrap();
+    cluster.nodes[index].kill9();
+    wait(Duration::from_secs(90), "12 periods", || {
+        runs(&cluster).len() >= 12
+    });
+    let got = runs(&cluster);
+    // One row per period by the unique key; which periods: consecutive, except that the
+    // failover (the dead leader's lease, 2 s, and the next election) may skip one.
+    let periods: BTreeSet<i64> = got
+        .iter()
+        .map(|(key, _)| {
+            let text = key.trim_start_matches("http_pull:customers:");
+            chrono::DateTime::parse_from_rfc3339(text)
+                .unwrap_or_else(|e| panic!("{key}: {e}"))
+                .timestamp_millis()
+        })
+        .collect();
+    assert_eq!(periods.len(), got.len(), "one run per period: {got:?}");
+    let first = *periods.first().unwrap();
+    let last = *periods.last().unwrap();
+    let missing: Vec<i64> = (0..=(last - first) / 2000)
+        .map(|i| first + i * 2000)
+        .filter(|p| !periods.contains(p))
+        .collect();
+    for period in &missing {
+        assert!(
+            (killed_at - 2000..=killed_at + 6000).contains(period),
+            "period {period} missing outside the failover after {killed_at}: {got:?}"
+        );
+    }
+    assert!(missing.len() <= 2, "{missing:?}");
+    let new_leader: String = cluster
+        .db
+        .client()
+        .query_one("SELECT holder FROM jobd_leader", &[])
+        .unwrap()
+        .get(0);
+    assert_ne!(new_leader, leader);
+}
+
+#[test]
+fn a_queue_limit_of_2_holds_across_three_daemons() {
+    let Some(mut cluster) = Cluster::new(
+        "pg cluster queue limit",
+        3,
+        "",
+        "[queues.two]\nconcurrency = 2\n",
+    ) else {
+        return;
+    };
+    cluster.start_all();
+    cluster
+        .db
+        .client()
+        .batch_execute(
+            "INSERT INTO jobs (kind, queue, payload) \
+             SELECT 'noop', 'two', '{\"sleep_ms\": 100}' FROM generate_series(1, 40)",
+        )
+        .unwrap();
+    let mut client = cluster.db.client();
+    let mut most = 0;
+    let start = Instant::now();
+    loop {
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE state = 'running'), \
+                        count(*) FILTER (WHERE state = 'succeeded') FROM jobs WHERE queue = 'two'",
+                &[],
+            )
+            .unwrap();
+        let (running, done): (i64, i64) = (row.get(0), row.get(1));
+        assert!(running <= 2, "{running} running in a queue limited to 2");
+        most = most.max(running);
+        if done == 40 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "drained");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(most, 2, "the limit was reached");
+}
+
+#[test]
+fn a_watched_folders_jobs_run_on_the_node_holding_the_files() {
+    let Some(mut cluster) = Cluster::new(
+        "pg cluster watch",
+        2,
+        "",
+        "[[watch]]\npath = \"{dir}/in\"\nsettle = \"200ms\"\nrescan = \"1s\"\nkind = \"noop\"\n",
+    ) else {
+        return;
+    };
+    // Only n1's folder gets files; n2 watches an empty folder of its own.
+    cluster.start_all();
+    let inbox = cluster.nodes[0].dir.path().join("in");
+    std::fs::create_dir_all(&inbox).unwrap();
+    for i in 0..10 {
+        std::fs::write(inbox.join(format!("f{i}.txt")), format!("file {i}\n")).unwrap();
+    }
+    wait(Duration::from_secs(120), "10 jobs succeeded", || {
+        cluster
+            .count("SELECT count(*) FROM jobs WHERE state = 'succeeded' AND source LIKE 'watch:%'")
+            == 10
+    });
+    assert_eq!(
+        cluster.count(
+            "SELECT count(*) FROM jobs WHERE source LIKE 'watch:%' AND home_node = 'n1' AND node = 'n1'"
+        ),
+        10,
+        "bound to n1 and run there"
+    );
+    assert_eq!(
+        cluster.count("SELECT count(*) FROM job_attempts WHERE node <> 'n1'"),
+        0
+    );
+    // The files went to n1's done/ folder.
+    let done = cluster.nodes[0].data().join("done");
+    let kept: Vec<PathBuf> = crate::common::files_under(&done)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .collect();
+    assert_eq!(kept.len(), 10, "{kept:?}");
+    assert!(crate::common::files_under(&cluster.nodes[1].data().join("done")).is_empty());
+}
+
+#[test]
+fn jobctl_copy_moves_unfinished_and_dead_jobs_attempts_and_sync_state_to_postgres() {
+    use jobd::job::{Completion, NewJob, Resolution, SyncMark};
+    use jobd::store::{ClaimSpec, OpenOptions};
+    let Some(db) = TestDb::create("pg jobctl copy") else {
+        return;
+    };
+    let sandbox = crate::common::Sandbox::new("", "");
+    let mut sqlite = jobd::store::open(
+        &sandbox.db(),
+        &OpenOptions {
+            create: true,
+            migrate: true,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    let t0 = 1_800_000_000_000i64;
+    let new = |note: &str| NewJob::new("noop", serde_json::json!({ "note": note }));
+    let ids: Vec<i64> = sqlite
+        .write(|tx| {
+            tx.enqueue(
+                &[
+                    new("ok"),
+                    new("dies"),
+                    new("retries"),
+                    new("waits"),
+                    new("stays"),
+                ],
+                t0,
+            )
+        })
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let claimed = sqlite
+        .write(|tx| {
+            tx.claim(
+                &ClaimSpec {
+                    limit: 4,
+                    limited_queues: vec![],
+                    destinations: vec![],
+                },
+                "w",
+                t0 + 60_000,
+                t0,
+            )
+        })
+        .unwrap();
+    let done = |job: &jobd::job::Job, resolution: Resolution| Completion {
+        job_id: job.id,
+        parent_id: None,
+        attempt: job.attempts,
+        worker: "w".into(),
+        started_at: t0,
+        finished_at: t0 + 1,
+        resolution,
+        detail: None,
+    };
+    let outcomes = [
+        Resolution::Succeeded {
+            follow_ups: vec![],
+            sync_marks: vec![SyncMark {
+                pipeline: "customers".into(),
+                high_water: t0 - 5,
+                items: 7,
+                pages: 1,
+            }],
+        },
+        Resolution::Dead {
+            error: "broken".into(),
+            follow_ups: vec![],
+        },
+        Resolution::RetryAt {
+            run_at: t0 + 9_000,
+            error: "later".into(),
+        },
+        Resolution::Await {
+            children: vec![new("child a"), new("child b")],
+        },
+    ];
+    for (job, outcome) in claimed.iter().zip(outcomes) {
+        sqlite
+            .write(|tx| tx.complete(&done(job, outcome), t0 + 1))
+            .unwrap();
+    }
+    sqlite
+        .write(|tx| tx.pause_queue("slow", Some("drill"), t0))
+        .unwrap();
+    drop(sqlite);
+    let to = db.url.secret_text().to_string();
+    let out = std::process::Command::new(crate::common::JOBCTL)
+        .arg("--db")
+        .arg(sandbox.db())
+        .args(["copy", "--to", &to])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    // Queued, dead, retrying, waiting and the two children: 6 jobs (3 attempts: the dead,
+    // the retried and the waiting one); the succeeded one stays.
+    assert!(
+        text.contains("copied 6 job(s), 3 attempt(s), 1 sync state(s) and 1 paused queue(s)"),
+        "{text}"
+    );
+    let pg = db.store("check");
+    assert!(pg.get(ids[0]).is_err(), "the succeeded job is not copied");
+    assert_eq!(pg.get(ids[1]).unwrap().state, jobd::job::JobState::Dead);
+    assert_eq!(
+        pg.attempts(ids[1]).unwrap()[0].error.as_deref(),
+        Some("broken")
+    );
+    assert_eq!(pg.get(ids[2]).unwrap().run_at, t0 + 9_000);
+    assert_eq!(pg.get(ids[3]).unwrap().state, jobd::job::JobState::Waiting);
+    assert_eq!(pg.children_counts(ids[3]).unwrap().get("queued"), Some(&2));
+    assert_eq!(pg.get(ids[4]).unwrap().state, jobd::job::JobState::Queued);
+    assert_eq!(pg.sync_high_water("customers").unwrap(), Some(t0 - 5));
+    assert_eq!(pg.paused_queues().unwrap()[0].queue, "slow");
+    // New jobs get ids after the copied ones; a second copy is refused.
+    let next = pg.write(|tx| tx.enqueue(&[new("new")], t0)).unwrap()[0].id;
+    assert!(next > ids[4] + 2, "{next}");
+    let again = std::process::Command::new(crate::common::JOBCTL)
+        .arg("--db")
+        .arg(sandbox.db())
+        .args(["copy", "--to", &to])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds"));
+}
