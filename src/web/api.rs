@@ -37,6 +37,7 @@ pub async fn overview(State(state): State<Arc<WebState>>) -> ApiResult {
         "incomplete_folder_sets": data.pending,
         "recent_actions": data.actions,
         "paused_queues": data.paused,
+        "destinations": data.destinations,
     })))
 }
 

@@ -825,3 +825,58 @@ fn the_overview_shows_each_pipelines_next_run() {
         "two scheduled pipelines show a time: {overview}"
     );
 }
+
+#[test]
+fn the_overview_shows_destinations_and_a_hold_with_its_reason() {
+    let web = WebDaemon::start(false, false, "");
+    let out = web.sandbox.jobctl(&[
+        "hold",
+        "usage",
+        "--for",
+        "10m",
+        "--reason",
+        "maintenance window",
+    ]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let api = web.json("/api/overview");
+    let usage = api["destinations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no destinations: {api}"))
+        .iter()
+        .find(|d| d["destination"] == "usage")
+        .unwrap_or_else(|| panic!("no usage destination: {api}"))
+        .clone();
+    let now = api["now"].as_i64().unwrap();
+    let until = usage["held_until"].as_i64().unwrap();
+    assert!(
+        (now + 9 * 60_000..=now + 10 * 60_000).contains(&until),
+        "held for 10 minutes: {usage}"
+    );
+    let overview = web.body("/", 200);
+    let table = overview
+        .split("id=\"destinations\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no destinations table: {overview}"));
+    let row = table
+        .split("</tr>")
+        .find(|r| r.contains("<td>usage</td>"))
+        .unwrap();
+    assert!(
+        row.contains("held") && row.contains("maintenance window"),
+        "{row}"
+    );
+    // Released by hand, the row says so.
+    let out = web.sandbox.jobctl(&["release", "usage"]);
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let api = web.json("/api/overview");
+    assert!(
+        api["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["destination"] != "usage"
+                || d["held_until"].is_null()
+                || d["held_until"].as_i64() <= api["now"].as_i64()),
+        "{api}"
+    );
+}

@@ -1,7 +1,8 @@
-//! The Overview page: totals by state, throughput, pipelines, folders waiting for
-//! their file set, paused queues and recent web actions.
+//! The Overview page: totals by state, throughput, destinations and their holds,
+//! pipelines, folders waiting for their file set, paused queues and recent web actions.
 
 use super::{age, count, layout, live, state_badge, when, when_opt, Nav};
+use crate::flow::DestinationView;
 use crate::job::{JobState, UnixMillis};
 use crate::store::web::{Overview, WebAction};
 use crate::store::{PendingFolder, QueuePause, SyncState};
@@ -21,11 +22,14 @@ pub struct OverviewData {
     pub actions: Vec<WebAction>,
     /// Queues an operator paused (`jobctl pause` or this page).
     pub paused: Vec<QueuePause>,
+    /// Each destination (and key) with limits, jobs or a hold, as `jobctl destinations`.
+    pub destinations: Vec<DestinationView>,
 }
 
 pub async fn overview_data(state: &Arc<WebState>) -> Result<OverviewData, WebError> {
     let now = state.clock.now_ms();
     let base = state.succeeded_base().await?;
+    let limits = state.config().destination_limits();
     state
         .read(move |db| {
             Ok(OverviewData {
@@ -35,6 +39,7 @@ pub async fn overview_data(state: &Arc<WebState>) -> Result<OverviewData, WebErr
                 pending: db.pending_folders()?,
                 actions: db.web_actions(10)?,
                 paused: db.paused_queues()?,
+                destinations: db.destinations(&limits, now)?,
             })
         })
         .await
@@ -143,6 +148,10 @@ fn overview_body(state: &WebState, data: &OverviewData) -> Markup {
                         @if o.running.is_empty() { tr { td colspan="6" { "Nothing is running." } } }
                     }
                 }
+            }
+            section {
+                h2 { "Destinations" }
+                (destinations_table(&data.destinations, now))
             }
             section {
                 h2 { "Pipelines" }
@@ -296,5 +305,48 @@ fn throughput_chart(o: &Overview) -> Markup {
             text x="2" y="11" { "peak " (peak) "/min" }
         }
         p.legend { span.ok { "■" } " succeeded " (count(total_ok)) "  " span.dead { "■" } " dead " (count(total_dead)) " (minute by minute, oldest left)" }
+    }
+}
+
+/// Each destination (and key): its limits, what is in flight and waiting, and a hold with
+/// the answer that set it.
+fn destinations_table(views: &[DestinationView], now: UnixMillis) -> Markup {
+    let limits = |v: &DestinationView| -> String {
+        let mut parts = Vec::new();
+        if let Some(rate) = v.rate_per_second {
+            parts.push(format!("{rate}/s"));
+        }
+        if let Some(burst) = v.burst {
+            parts.push(format!("burst {burst}"));
+        }
+        if let Some(max) = v.max_in_flight {
+            parts.push(format!("at most {max} at once"));
+        }
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(", ")
+        }
+    };
+    html! {
+        @if views.is_empty() { p { "No destination has limits, jobs or a hold." } } @else {
+            table id="destinations" {
+                thead { tr { th { "destination" } th { "limits" } th.num { "in flight" } th.num { "waiting" } th { "held" } } }
+                tbody { @for v in views {
+                    tr {
+                        td { (v.label()) }
+                        td { (limits(v)) }
+                        td.num { (count(v.in_flight)) }
+                        td.num { (count(v.waiting)) }
+                        td {
+                            @if v.is_held(now) {
+                                span.state.dead { "held" } " until " (when_opt(v.held_until, now))
+                                @if let Some(reason) = &v.hold_reason { ": " (reason) }
+                            } @else { "-" }
+                        }
+                    }
+                } }
+            }
+        }
     }
 }
