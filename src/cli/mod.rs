@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 mod admin;
 mod args;
+mod bulk;
 mod destinations;
 mod enqueue;
 mod jobs;
