@@ -306,6 +306,119 @@ impl DestinationView {
     }
 }
 
+/// The hold part of a destination's stored state, as a driver reads it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredHold {
+    pub until: Option<UnixMillis>,
+    pub at: Option<UnixMillis>,
+    pub status: Option<u16>,
+    pub reason: Option<String>,
+}
+
+/// Assembles [`DestinationView`]s from what a driver reads (limits from the config, the
+/// stored state, counts of waiting and running jobs), so every driver shows them alike:
+/// every limited destination appears, a hold shows only while it stands, and a rated
+/// destination never claimed from shows a full bucket.
+pub struct DestinationViews<'a> {
+    limits: &'a [DestinationLimit],
+    now: UnixMillis,
+    views: std::collections::BTreeMap<(String, String), DestinationView>,
+}
+
+impl<'a> DestinationViews<'a> {
+    pub fn new(limits: &'a [DestinationLimit], now: UnixMillis) -> DestinationViews<'a> {
+        let mut views = DestinationViews {
+            limits,
+            now,
+            views: Default::default(),
+        };
+        for limit in limits {
+            views.entry(&limit.destination, "");
+        }
+        views
+    }
+
+    fn limit(&self, destination: &str) -> Option<&'a DestinationLimit> {
+        self.limits.iter().find(|l| l.destination == destination)
+    }
+
+    fn entry(&mut self, destination: &str, key: &str) -> &mut DestinationView {
+        let limit = self.limit(destination);
+        self.views
+            .entry((destination.to_string(), key.to_string()))
+            .or_insert_with(|| DestinationView {
+                destination: destination.to_string(),
+                key: key.to_string(),
+                rate_per_second: limit.and_then(|l| l.rate_per_second),
+                burst: limit
+                    .filter(|l| l.rate_per_second.is_some())
+                    .map(|l| l.burst),
+                max_in_flight: limit.and_then(|l| l.max_in_flight),
+                tokens: None,
+                in_flight: 0,
+                waiting: 0,
+                held_until: None,
+                hold_status: None,
+                hold_reason: None,
+                held_at: None,
+            })
+    }
+
+    /// A destination's stored state: its hold (shown while it stands) and its bucket
+    /// (refilled to now, for a destination with a rate).
+    pub fn stored(
+        &mut self,
+        destination: &str,
+        key: &str,
+        hold: StoredHold,
+        bucket: Option<Bucket>,
+    ) {
+        let now = self.now;
+        let rate = self
+            .limit(destination)
+            .and_then(|l| l.rate_per_second.map(|rate| (rate, l.burst)));
+        let view = self.entry(destination, key);
+        if hold.until.is_some_and(|until| until > now) {
+            view.held_until = hold.until;
+            view.held_at = hold.at;
+            view.hold_status = hold.status;
+            view.hold_reason = hold.reason;
+        }
+        if let (Some(bucket), Some((rate, burst))) = (bucket, rate) {
+            view.tokens = Some(bucket.refilled(rate, burst, now).tokens);
+        }
+    }
+
+    /// Queued or retrying jobs of a destination and key.
+    pub fn waiting(&mut self, destination: &str, key: &str, jobs: u64) {
+        self.entry(destination, key).waiting = jobs;
+    }
+
+    /// Running jobs of a destination and key.
+    pub fn in_flight(&mut self, destination: &str, key: &str, jobs: u64) {
+        self.entry(destination, key).in_flight = jobs;
+    }
+
+    /// The views, by destination then key.
+    pub fn finish(self) -> Vec<DestinationView> {
+        let limits = self.limits;
+        self.views
+            .into_values()
+            .map(|mut view| {
+                if view.tokens.is_none() {
+                    if let Some(limit) = limits
+                        .iter()
+                        .find(|l| l.destination == view.destination && l.rate_per_second.is_some())
+                    {
+                        view.tokens = Some(f64::from(limit.burst.max(1)));
+                    }
+                }
+                view
+            })
+            .collect()
+    }
+}
+
 /// `NAME` or `NAME/KEY`.
 pub fn label(destination: &str, key: &str) -> String {
     if key.is_empty() {

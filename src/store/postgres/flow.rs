@@ -6,10 +6,13 @@
 
 use super::super::Result;
 use super::{PgStore, PgTx};
-use crate::flow::{merge_hold, Bucket, DestinationLimit, DestinationView, HoldRequest};
+use crate::flow::{
+    merge_hold, Bucket, DestinationLimit, DestinationView, DestinationViews, HoldRequest,
+    StoredHold,
+};
 use crate::job::{JobId, NewJob, UnixMillis};
 use crate::store::DestinationHold;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// A destination and the key splitting it.
 type DestinationKey = (String, String);
@@ -346,32 +349,7 @@ impl PgStore {
         now: UnixMillis,
     ) -> Result<Vec<DestinationView>> {
         let mut conn = self.connection()?;
-        let mut views: BTreeMap<DestinationKey, DestinationView> = BTreeMap::new();
-        let blank = |destination: &str, key: &str| {
-            let limit = limits.iter().find(|l| l.destination == destination);
-            DestinationView {
-                destination: destination.to_string(),
-                key: key.to_string(),
-                rate_per_second: limit.and_then(|l| l.rate_per_second),
-                burst: limit
-                    .filter(|l| l.rate_per_second.is_some())
-                    .map(|l| l.burst),
-                max_in_flight: limit.and_then(|l| l.max_in_flight),
-                tokens: None,
-                in_flight: 0,
-                waiting: 0,
-                held_until: None,
-                hold_status: None,
-                hold_reason: None,
-                held_at: None,
-            }
-        };
-        for limit in limits {
-            views.insert(
-                (limit.destination.clone(), String::new()),
-                blank(&limit.destination, ""),
-            );
-        }
+        let mut views = DestinationViews::new(limits, now);
         let state = conn.query(
             &format!(
                 "SELECT destination, flow_key, {HOLD_COLUMNS}, tokens, refilled_at \
@@ -382,29 +360,19 @@ impl PgStore {
         for row in &state {
             let destination: String = row.get(0);
             let key: String = row.get(1);
-            let view = views
-                .entry((destination.clone(), key.clone()))
-                .or_insert_with(|| blank(&destination, &key));
-            let held_until: Option<UnixMillis> = row.get(2);
-            if held_until.is_some_and(|until| until > now) {
-                view.held_until = held_until;
-                view.held_at = row.get(3);
-                view.hold_status = row.get::<_, Option<i32>>(4).map(|s| s.clamp(0, 999) as u16);
-                view.hold_reason = row.get(5);
-            }
+            let hold = StoredHold {
+                until: row.get(2),
+                at: row.get(3),
+                status: row.get::<_, Option<i32>>(4).map(|s| s.clamp(0, 999) as u16),
+                reason: row.get(5),
+            };
             let tokens: Option<f64> = row.get(6);
             let refilled_at: Option<UnixMillis> = row.get(7);
-            if let (Some(tokens), Some(refilled_at)) = (tokens, refilled_at) {
-                if let Some(limit) = limits.iter().find(|l| l.destination == destination) {
-                    if let Some(rate) = limit.rate_per_second {
-                        let bucket = Bucket {
-                            tokens,
-                            refilled_at,
-                        };
-                        view.tokens = Some(bucket.refilled(rate, limit.burst, now).tokens);
-                    }
-                }
-            }
+            let bucket = tokens.zip(refilled_at).map(|(tokens, refilled_at)| Bucket {
+                tokens,
+                refilled_at,
+            });
+            views.stored(&destination, &key, hold, bucket);
         }
         let counts = conn.query(
             "SELECT destination, flow_key, \
@@ -417,21 +385,9 @@ impl PgStore {
         for row in &counts {
             let destination: String = row.get(0);
             let key: String = row.get(1);
-            let view = views
-                .entry((destination.clone(), key.clone()))
-                .or_insert_with(|| blank(&destination, &key));
-            view.waiting = row.get::<_, i64>(2).max(0) as u64;
-            view.in_flight = row.get::<_, i64>(3).max(0) as u64;
+            views.waiting(&destination, &key, row.get::<_, i64>(2).max(0) as u64);
+            views.in_flight(&destination, &key, row.get::<_, i64>(3).max(0) as u64);
         }
-        for view in views.values_mut() {
-            if view.tokens.is_none() {
-                if let Some(limit) = limits.iter().find(|l| l.destination == view.destination) {
-                    if limit.rate_per_second.is_some() {
-                        view.tokens = Some(f64::from(limit.burst.max(1)));
-                    }
-                }
-            }
-        }
-        Ok(views.into_values().collect())
+        Ok(views.finish())
     }
 }

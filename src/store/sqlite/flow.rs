@@ -3,17 +3,19 @@
 //! the token buckets and in-flight counts a claim draws on ([`FlowBudget`]), and the
 //! operator's view of every destination. The rules themselves are in [`crate::flow`].
 
+use super::guards::with_guards;
 use super::{Result, SqliteStore, SqliteTx};
-use crate::flow::{merge_hold, Bucket, DestinationLimit, DestinationView, HoldRequest};
+use crate::flow::{
+    merge_hold, Bucket, DestinationLimit, DestinationView, DestinationViews, HoldRequest,
+    StoredHold,
+};
 use crate::job::UnixMillis;
 use crate::store::DestinationHold;
 use rusqlite::{params, OptionalExtension};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// A waiting row of a destination: `(destination, flow_key)`.
 type DestinationKey = (String, String);
-
-const WAITING: &str = "(state = 'queued' OR state = 'retrying')";
 
 fn hold_in(
     conn: &rusqlite::Connection,
@@ -71,9 +73,9 @@ impl SqliteTx<'_> {
                 hold.reason
             ])?;
         self.conn()
-            .prepare_cached(&format!(
+            .prepare_cached(with_guards(
                 "UPDATE jobs SET run_at = ?3 WHERE destination = ?1 AND flow_key = ?2 \
-                 AND {WAITING} AND run_at < ?3"
+                 AND {ready} AND run_at < ?3",
             ))?
             .execute(params![hold.destination, hold.flow_key, until])?;
         Ok(Some(until))
@@ -102,9 +104,9 @@ impl SqliteTx<'_> {
         }
         // Rows the hold parked sit exactly at its end; rows due later keep their time.
         self.conn()
-            .prepare_cached(&format!(
+            .prepare_cached(with_guards(
                 "UPDATE jobs SET run_at = ?4 WHERE destination = ?1 AND flow_key = ?2 \
-                 AND {WAITING} AND run_at = ?3"
+                 AND {ready} AND run_at = ?3",
             ))?
             .execute(params![destination, flow_key, hold.until, now])?;
         Ok(true)
@@ -132,10 +134,10 @@ impl SqliteTx<'_> {
 }
 
 fn running_per_destination_in(conn: &rusqlite::Connection) -> Result<HashMap<DestinationKey, u64>> {
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(with_guards(
         "SELECT destination, flow_key, count(*) FROM jobs INDEXED BY jobs_leases \
-         WHERE state = 'running' AND destination IS NOT NULL GROUP BY destination, flow_key",
-    )?;
+         WHERE {running} AND destination IS NOT NULL GROUP BY destination, flow_key",
+    ))?;
     let rows = stmt.query_map([], |row| {
         Ok(((row.get(0)?, row.get(1)?), row.get::<_, i64>(2)? as u64))
     })?;
@@ -303,32 +305,7 @@ impl SqliteStore {
         limits: &[DestinationLimit],
         now: UnixMillis,
     ) -> Result<Vec<DestinationView>> {
-        let mut views: BTreeMap<DestinationKey, DestinationView> = BTreeMap::new();
-        let blank = |destination: &str, key: &str| {
-            let limit = limits.iter().find(|l| l.destination == destination);
-            DestinationView {
-                destination: destination.to_string(),
-                key: key.to_string(),
-                rate_per_second: limit.and_then(|l| l.rate_per_second),
-                burst: limit
-                    .filter(|l| l.rate_per_second.is_some())
-                    .map(|l| l.burst),
-                max_in_flight: limit.and_then(|l| l.max_in_flight),
-                tokens: None,
-                in_flight: 0,
-                waiting: 0,
-                held_until: None,
-                hold_status: None,
-                hold_reason: None,
-                held_at: None,
-            }
-        };
-        for limit in limits {
-            views.insert(
-                (limit.destination.clone(), String::new()),
-                blank(&limit.destination, ""),
-            );
-        }
+        let mut views = DestinationViews::new(limits, now);
         {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT destination, flow_key, held_until, held_at, hold_status, hold_reason, \
@@ -338,64 +315,39 @@ impl SqliteStore {
             while let Some(row) = rows.next()? {
                 let destination: String = row.get(0)?;
                 let key: String = row.get(1)?;
-                let view = views
-                    .entry((destination.clone(), key.clone()))
-                    .or_insert_with(|| blank(&destination, &key));
-                let held_until: Option<UnixMillis> = row.get(2)?;
-                if held_until.is_some_and(|until| until > now) {
-                    view.held_until = held_until;
-                    view.held_at = row.get(3)?;
-                    view.hold_status = row.get(4)?;
-                    view.hold_reason = row.get(5)?;
-                }
+                let hold = StoredHold {
+                    until: row.get(2)?,
+                    at: row.get(3)?,
+                    status: row.get(4)?,
+                    reason: row.get(5)?,
+                };
                 let tokens: Option<f64> = row.get(6)?;
                 let refilled_at: Option<UnixMillis> = row.get(7)?;
-                if let (Some(tokens), Some(refilled_at)) = (tokens, refilled_at) {
-                    if let Some(limit) = limits.iter().find(|l| l.destination == destination) {
-                        if let Some(rate) = limit.rate_per_second {
-                            let bucket = Bucket {
-                                tokens,
-                                refilled_at,
-                            };
-                            view.tokens = Some(bucket.refilled(rate, limit.burst, now).tokens);
-                        }
-                    }
-                }
+                let bucket = tokens.zip(refilled_at).map(|(tokens, refilled_at)| Bucket {
+                    tokens,
+                    refilled_at,
+                });
+                views.stored(&destination, &key, hold, bucket);
             }
         }
         {
-            let mut stmt = self.conn.prepare_cached(&format!(
+            let mut stmt = self.conn.prepare_cached(with_guards(
                 "SELECT destination, flow_key, count(*) FROM jobs \
                  INDEXED BY jobs_destination_waiting \
-                 WHERE {WAITING} AND destination IS NOT NULL GROUP BY destination, flow_key"
+                 WHERE {ready} AND destination IS NOT NULL GROUP BY destination, flow_key",
             ))?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let destination: String = row.get(0)?;
                 let key: String = row.get(1)?;
                 let waiting: i64 = row.get(2)?;
-                views
-                    .entry((destination.clone(), key.clone()))
-                    .or_insert_with(|| blank(&destination, &key))
-                    .waiting = waiting as u64;
+                views.waiting(&destination, &key, waiting as u64);
             }
         }
         for ((destination, key), running) in running_per_destination_in(&self.conn)? {
-            views
-                .entry((destination.clone(), key.clone()))
-                .or_insert_with(|| blank(&destination, &key))
-                .in_flight = running;
+            views.in_flight(&destination, &key, running);
         }
-        for view in views.values_mut() {
-            if view.tokens.is_none() {
-                if let Some(limit) = limits.iter().find(|l| l.destination == view.destination) {
-                    if limit.rate_per_second.is_some() {
-                        view.tokens = Some(f64::from(limit.burst.max(1)));
-                    }
-                }
-            }
-        }
-        Ok(views.into_values().collect())
+        Ok(views.finish())
     }
 }
 
@@ -404,11 +356,10 @@ impl SqliteStore {
     pub fn order_head(&self, order_key: &str) -> Result<Option<crate::job::JobId>> {
         Ok(self
             .conn
-            .prepare_cached(
+            .prepare_cached(with_guards(
                 "SELECT min(id) FROM jobs WHERE order_key = ?1 AND order_blocked = 0 \
-                 AND (state = 'queued' OR state = 'running' OR state = 'retrying' \
-                      OR state = 'waiting')",
-            )?
+                     AND {unfinished}",
+            ))?
             .query_row([order_key], |row| row.get(0))?)
     }
 }

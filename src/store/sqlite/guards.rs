@@ -23,8 +23,8 @@ pub(super) fn states_guard(states: &[JobState]) -> String {
 
 /// `template` with its state guards filled in from `job.rs`, so no state name is typed
 /// into a statement by hand: `{running}`, `{ready}` (what a claim takes), `{waiting}`,
-/// `{dead}`, `{terminal}` and `{active}` (queued, running or retrying: a run in
-/// progress). Built once per statement and kept for the process's life.
+/// `{dead}`, `{terminal}`, `{active}` (queued, running or retrying: a run in
+/// progress) and `{unfinished}` (every state but the terminal ones). Built once per statement and kept for the process's life.
 pub(super) fn with_guards(template: &'static str) -> &'static str {
     static BUILT: LazyLock<Mutex<HashMap<&'static str, &'static str>>> =
         LazyLock::new(Default::default);
@@ -39,6 +39,15 @@ pub(super) fn with_guards(template: &'static str) -> &'static str {
             .replace(
                 "{active}",
                 &states_guard(&[JobState::Queued, JobState::Running, JobState::Retrying]),
+            )
+            .replace(
+                "{unfinished}",
+                &states_guard(
+                    &JobState::ALL
+                        .into_iter()
+                        .filter(|s| !s.is_terminal())
+                        .collect::<Vec<_>>(),
+                ),
             );
         Box::leak(filled.into_boxed_str())
     })
