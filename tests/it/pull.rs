@@ -773,7 +773,8 @@ fn an_ndjson_sink_gets_every_item_as_a_line() {
     let shop = Shop::start(600, None, Duration::ZERO);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("jobs.db");
-    let lines_file = dir.path().join("customers.ndjson");
+    // In a folder that does not exist yet: the daemon makes it, not world-readable.
+    let lines_file = dir.path().join("sinks").join("customers.ndjson");
     let text = config_text(dir.path(), &shop.base, "", &[("customers", "")], "").replace(
         &format!(
             "sink = {{ sqlite = \"{}\" }}",
@@ -798,6 +799,10 @@ fn an_ndjson_sink_gets_every_item_as_a_line() {
         .collect();
     assert_eq!(text.lines().count(), 600);
     assert_eq!(ids.len(), 600, "every customer once");
+    use std::os::unix::fs::PermissionsExt;
+    let mode_of = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode_of(&lines_file), 0o640);
+    assert_eq!(mode_of(&dir.path().join("sinks")), 0o750);
     assert!(
         !dir.path().join("shop.db").exists(),
         "no SQLite sink was made"

@@ -434,6 +434,11 @@ fn a_bad_event_is_reported_while_the_rest_go_through() {
     );
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640);
+    // Nor is the listing of the folders the daemon made for it.
+    for dir in [path.parent().unwrap(), &s.data().join("output")] {
+        let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o750, "{}", dir.display());
+    }
     let lines: Vec<Value> = std::fs::read_to_string(&path)
         .unwrap()
         .lines()

@@ -300,7 +300,7 @@ fn retry_after(fetched: &Fetched, ctx: &JobContext) -> Option<Duration> {
 fn append_ndjson(path: &Path, items: &[Value]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
+        crate::files::create_private_dir_all(parent)?;
     }
     let mut file = std::fs::OpenOptions::new()
         .create(true)

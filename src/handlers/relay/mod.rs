@@ -312,7 +312,7 @@ fn write_errors(ctx: &JobContext, job: &Job, errors: &[Value]) -> Result<PathBuf
         .data_dir
         .join("output")
         .join(now.format("%Y%m%d").to_string());
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::files::create_private_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let path = dir.join(format!("relay-{}.errors.ndjson", job.id));
     let mut text = String::new();
     for entry in errors {

@@ -91,7 +91,7 @@ pub struct SinkDb {
 impl SinkDb {
     pub fn open(path: &Path) -> Result<SinkDb> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
+            crate::files::create_private_dir_all(parent).map_err(|e| {
                 StoreError::CannotOpen(
                     path.to_path_buf(),
                     format!("cannot create {}: {e}", parent.display()),
