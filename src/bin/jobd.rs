@@ -3,8 +3,9 @@
 
 use clap::Parser;
 use jobd::clock::{SharedClock, SystemClock};
-use jobd::config::{Config, ConfigSource, LogFormat};
+use jobd::config::{ConfigSource, LogFormat};
 use jobd::daemon::cluster::DaemonLock;
+use jobd::daemon::config_check::ConfigLoader;
 use jobd::daemon::dispatcher::Exit;
 use jobd::daemon::{Daemon, DaemonOptions};
 use jobd::handlers::notify::DeadLetters;
@@ -43,20 +44,15 @@ enum LogFormatArg {
 fn main() {
     let args = Args::parse();
     let source = ConfigSource::locate(args.config.as_deref());
-    // The daemon also reads every secret now, so a missing one is refused before anything runs.
-    let config = match Config::load_for_daemon(&source) {
+    // The same check as every reload: every secret is read now, and a watch's settings
+    // (which go into every job it makes) are refused now, not at the first file.
+    let config = match ConfigLoader::new(source.clone(), Arc::new(Registry::builtin())).load() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("jobd: {e}");
             std::process::exit(2);
         }
     };
-    let registry = Registry::builtin();
-    // A watch's settings go into every job it makes: refused now, not at the first file.
-    if let Err(e) = registry.check_watches(&config) {
-        eprintln!("jobd: {}: {e}", source.describe());
-        std::process::exit(2);
-    }
     if args.check_config {
         println!("config {}: ok", source.describe());
         return;
@@ -95,7 +91,7 @@ fn main() {
         config.clone(),
         DaemonOptions {
             clock: clock.clone(),
-            registry,
+            registry: Registry::builtin(),
             config_source: source,
             once: args.once,
             handle_signals: true,

@@ -3,6 +3,7 @@
 
 pub mod checkpointer;
 pub mod cluster;
+pub mod config_check;
 pub mod dispatcher;
 pub mod journal;
 pub mod lock;
@@ -378,7 +379,7 @@ impl Daemon {
         let mut dispatcher = Dispatcher::new(
             db,
             shared_config.clone(),
-            options.config_source,
+            config_check::ConfigLoader::new(options.config_source, registry.clone()),
             options.clock.clone(),
             options.hooks,
             command_rx,

@@ -314,6 +314,44 @@ fn a_bad_config_is_refused_before_anything_runs() {
 }
 
 #[test]
+fn a_reload_refuses_a_watch_that_start_and_check_config_refuse() {
+    let sandbox = Sandbox::new("", "");
+    let mut jobd = sandbox.spawn_jobd(&[]);
+    wait_until(Duration::from_secs(20), "start", || {
+        sandbox.log().contains("jobd ready")
+    });
+    // Parses as a config, but its kind would refuse every job the watch makes.
+    sandbox.append_config(&format!(
+        "[[watch]]\npath = \"{}\"\nkind = \"no-such-kind\"\n",
+        sandbox.path("in").display()
+    ));
+    let check = std::process::Command::new(JOBD)
+        .arg("--config")
+        .arg(sandbox.config())
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(2));
+    assert!(
+        stderr(&check).contains("unknown kind 'no-such-kind'"),
+        "{}",
+        stderr(&check)
+    );
+    signal(&jobd, libc::SIGHUP);
+    wait_until(Duration::from_secs(10), "the refusal", || {
+        sandbox.log().contains("reload refused")
+    });
+    let log = sandbox.log();
+    let refusal = log.lines().find(|l| l.contains("reload refused")).unwrap();
+    assert!(
+        refusal.contains("watch[0]") && refusal.contains("unknown kind 'no-such-kind'"),
+        "{refusal}"
+    );
+    signal(&jobd, libc::SIGTERM);
+    assert!(wait_exit(&mut jobd, Duration::from_secs(20)).success());
+}
+
+#[test]
 fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
     let sandbox = Sandbox::new("", "");
     let mut jobd = sandbox.spawn_jobd(&[]);

@@ -29,11 +29,12 @@ mod turn;
 #[cfg(test)]
 mod tests;
 
+use super::config_check::ConfigLoader;
 use super::journal::StartJournal;
 use super::workers::{Assignment, Report};
 use super::{notify::Notifier, ClientError, JobHooks, ReplyTo, SharedConfig};
 use crate::clock::SharedClock;
-use crate::config::{Config, ConfigSource};
+use crate::config::Config;
 use crate::flow::HoldRequest;
 use crate::job::{NewJob, UnixMillis};
 use crate::metrics::{DaemonSnapshot, Histogram};
@@ -112,7 +113,8 @@ struct Settings {
     config: Arc<Config>,
     /// Shared with the rest of the daemon, which reads the same one.
     shared: SharedConfig,
-    source: ConfigSource,
+    /// Where a reload reads the configuration from, checked as at start.
+    source: ConfigLoader,
     /// `--once`: process what is ready, then exit.
     once: bool,
 }
@@ -151,7 +153,7 @@ impl Dispatcher {
     pub(super) fn new(
         db: Box<dyn Store>,
         shared_config: SharedConfig,
-        config_source: ConfigSource,
+        config_source: ConfigLoader,
         clock: SharedClock,
         hooks: Vec<Arc<dyn JobHooks>>,
         commands: Receiver<Command>,

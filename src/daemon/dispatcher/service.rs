@@ -5,7 +5,6 @@
 
 use super::Dispatcher;
 use crate::clock::Moment;
-use crate::config::Config;
 use crate::daemon::journal::{Start, StartJournal};
 use crate::job::JobState;
 use crate::metrics::DaemonSnapshot;
@@ -19,8 +18,9 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 impl Dispatcher {
     pub(super) fn reload(&mut self) {
         self.outlets.notifier.reloading();
-        // load_for_daemon: a reload that names an unreadable secret is refused too.
-        match Config::load_for_daemon(&self.settings.source) {
+        // Checked as at start: an unreadable secret or a watch its kind would refuse
+        // refuses the reload.
+        match self.settings.source.load() {
             Ok(new) => {
                 let old = self.config();
                 if new.daemon.workers != old.daemon.workers

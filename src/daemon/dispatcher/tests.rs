@@ -5,6 +5,7 @@
 use super::{Command, Dispatcher, Exit};
 use crate::clock::{Clock, ManualClock, SharedClock};
 use crate::config::{Config, ConfigSource};
+use crate::daemon::config_check::ConfigLoader;
 use crate::daemon::journal::StartJournal;
 use crate::daemon::notify::Notifier;
 use crate::daemon::workers::{self, Assignment, Report};
@@ -58,7 +59,7 @@ fn harness(daemon: &str) -> Harness {
     let mut dispatcher = Dispatcher::new(
         writer,
         shared,
-        ConfigSource::Defaults,
+        ConfigLoader::new(ConfigSource::Defaults, Arc::new(Registry::builtin())),
         clock.clone(),
         Vec::new(),
         commands,
