@@ -55,8 +55,8 @@ pub enum ClientError {
     #[error("the daemon stopped before answering")]
     StoppedBeforeAnswer,
     /// The job was refused before it reached the queue (unknown kind, bad payload).
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] crate::handlers::Refusal),
     /// The store refused these jobs (the rest of the turn went ahead).
     #[error("{0}")]
     Refused(String),

@@ -301,7 +301,7 @@ async fn perform_on_queue(
     action: QueueAction,
     queue: String,
 ) -> Result<QueueDone, WebError> {
-    crate::job::check_name("queue", &queue).map_err(WebError::BadRequest)?;
+    crate::job::check_name("queue", &queue).map_err(|e| WebError::BadRequest(e.to_string()))?;
     let by = who.0.clone();
     let client = state.client.clone();
     let written = tokio::task::spawn_blocking(move || {
