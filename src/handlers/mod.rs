@@ -69,7 +69,19 @@ impl StopSignal {
 /// records it in the same transaction as the page's completion.
 pub trait SyncStateView: Send + Sync {
     /// The high-water mark of the pipeline's last complete run, if any.
-    fn high_water(&self, pipeline: &str) -> Result<Option<UnixMillis>, String>;
+    fn high_water(&self, pipeline: &str) -> Result<Option<UnixMillis>, SyncStateError>;
+}
+
+/// The sync state could not be read (the database busy or gone): the run may start later.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncStateError {
+    #[error("cannot open {} to read sync_state: {cause}", database.display())]
+    Open {
+        database: PathBuf,
+        cause: crate::store::StoreError,
+    },
+    #[error("cannot read sync_state: {0}")]
+    Read(crate::store::StoreError),
 }
 
 /// No sync state at all: every pull is a full one (tests, tools without a database).
@@ -77,7 +89,7 @@ pub trait SyncStateView: Send + Sync {
 pub struct NoSyncState;
 
 impl SyncStateView for NoSyncState {
-    fn high_water(&self, _pipeline: &str) -> Result<Option<UnixMillis>, String> {
+    fn high_water(&self, _pipeline: &str) -> Result<Option<UnixMillis>, SyncStateError> {
         Ok(None)
     }
 }

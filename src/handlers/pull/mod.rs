@@ -475,7 +475,7 @@ impl Handler for Pull {
                 } else {
                     match ctx.sync_state.high_water(name) {
                         Ok(mark) => mark.map(|m| m - pull.overlap.as_millis() as i64),
-                        Err(e) => return Outcome::retry(e),
+                        Err(e) => return HandlerError::transient(e.to_string()).into(),
                     }
                 };
                 RunState {
