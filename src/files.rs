@@ -13,6 +13,54 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// The mode of every such file: the owner writes, the group (operators) reads.
 pub const PRIVATE_MODE: u32 = 0o640;
 
+/// A file a job writes for its output (or reads back) that could not be: which, doing
+/// what, and the system's reason. Whether that ends the job is its kind's to say.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {action} {}: {cause}", path.display())]
+pub struct FileError {
+    pub action: FileAction,
+    pub path: PathBuf,
+    pub cause: String,
+}
+
+/// What was being done to the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileAction {
+    /// Create a folder (and its parents).
+    Create,
+    Write,
+    /// Make written bytes durable (fsync the file or its folder).
+    Sync,
+    /// Add a file to an archive.
+    Zip,
+}
+
+impl std::fmt::Display for FileAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileAction::Create => "create",
+            FileAction::Write => "write",
+            FileAction::Sync => "sync",
+            FileAction::Zip => "zip",
+        })
+    }
+}
+
+impl FileError {
+    pub fn new(action: FileAction, path: &Path, cause: impl std::fmt::Display) -> FileError {
+        FileError {
+            action,
+            path: path.to_path_buf(),
+            cause: cause.to_string(),
+        }
+    }
+
+    /// `cannot write PATH: cause`.
+    pub fn write(path: &Path, cause: impl std::fmt::Display) -> FileError {
+        FileError::new(FileAction::Write, path, cause)
+    }
+}
+
 /// Creates (or truncates) `path` with mode 0640. The mode is set again after opening
 /// because the umask may have taken the group's read bit away.
 pub fn create_private(path: &Path) -> io::Result<File> {

@@ -373,32 +373,103 @@ impl NewJob {
 
     /// Checks what the schema would refuse, so callers get a sentence instead of a
     /// constraint name.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidJob> {
         check_name("kind", &self.kind)?;
         check_name("queue", &self.queue)?;
         if self.max_attempts == Some(0) {
-            return Err("max_attempts must be at least 1".into());
+            return Err(InvalidJob::new(
+                "max_attempts",
+                "max_attempts must be at least 1",
+            ));
         }
         if matches!(&self.unique_key, Some(k) if k.is_empty()) {
-            return Err("unique_key must not be empty".into());
+            return Err(InvalidJob::new(
+                "unique_key",
+                "unique_key must not be empty",
+            ));
         }
         for (field, value) in [
             ("order_key", &self.order_key),
             ("destination", &self.destination),
         ] {
             match value {
-                Some(k) if k.is_empty() => return Err(format!("{field} must not be empty")),
+                Some(k) if k.is_empty() => {
+                    return Err(InvalidJob::new(field, format!("{field} must not be empty")))
+                }
                 Some(k) if k.len() > crate::flow::MAX_KEY_LEN => {
-                    return Err(format!(
-                        "{field} is {} bytes long; at most {} are kept",
-                        k.len(),
-                        crate::flow::MAX_KEY_LEN
+                    return Err(InvalidJob::new(
+                        field,
+                        format!(
+                            "{field} is {} bytes long; at most {} are kept",
+                            k.len(),
+                            crate::flow::MAX_KEY_LEN
+                        ),
                     ))
                 }
                 _ => {}
             }
         }
         Ok(())
+    }
+}
+
+/// A field of a job (its queue, kind, keys, times) that cannot be accepted: which field,
+/// and the sentence that says why, as the operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidJob {
+    /// The field at fault, as the caller named it (`queue`, `watch[0].queue`, `run_at`).
+    pub field: String,
+    message: String,
+}
+
+impl InvalidJob {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> InvalidJob {
+        InvalidJob {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A payload field a job kind cannot run with, found before the job is enqueued (or when
+/// it runs, for what can change meanwhile: a file replaced by a symlink). Another
+/// attempt would fail the same way, so a job that has it is dead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PayloadError {
+    /// The payload field at fault (`method`, `multipart.file`, `follow_up`); empty when
+    /// the payload as a whole is (it does not parse, or fields conflict).
+    pub field: String,
+    /// The whole sentence, starting with what is checked (`http payload: ...`).
+    message: String,
+}
+
+impl PayloadError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> PayloadError {
+        PayloadError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An error about the payload as a whole (it does not parse, fields conflict).
+    pub fn whole(message: impl Into<String>) -> PayloadError {
+        PayloadError::new("", message)
+    }
+
+    /// The same sentence, naming `field` as the one at fault (a check shared by several
+    /// kinds names the field as its caller labelled it).
+    pub fn for_field(self, field: &str) -> PayloadError {
+        PayloadError::new(field, self.message)
+    }
+
+    /// The same error with `prefix` before its sentence (`http payload: follow_up: `).
+    pub fn within(self, prefix: &str) -> PayloadError {
+        PayloadError {
+            field: self.field,
+            message: format!("{prefix}{}", self.message),
+        }
     }
 }
 
@@ -413,7 +484,7 @@ pub const NAME_RULE: &str = "1-64 characters of A-Z a-z 0-9 _ . : -";
 /// plain. Every entry (socket, jobctl, watch and pipeline config, the store) calls this;
 /// `field` names what is checked (`queue`, `watch[0].queue`, ...). The error shows a
 /// short, escaped preview of the bad value, never the whole of it.
-pub fn check_name(field: &str, value: &str) -> Result<(), String> {
+pub fn check_name(field: &str, value: &str) -> Result<(), InvalidJob> {
     let length = value.chars().count();
     let bad_char = value
         .chars()
@@ -427,9 +498,12 @@ pub fn check_name(field: &str, value: &str) -> Result<(), String> {
     } else {
         return Ok(());
     };
-    Err(format!(
-        "{field} {} {problem}; a name is {NAME_RULE}",
-        preview(value)
+    Err(InvalidJob::new(
+        field,
+        format!(
+            "{field} {} {problem}; a name is {NAME_RULE}",
+            preview(value)
+        ),
     ))
 }
 
@@ -564,10 +638,12 @@ mod tests {
             assert_eq!(check_name("queue", good), Ok(()), "{good}");
         }
         assert_eq!(
-            check_name("queue", "").unwrap_err(),
+            check_name("queue", "").unwrap_err().to_string(),
             "queue \"\" is empty; a name is 1-64 characters of A-Z a-z 0-9 _ . : -"
         );
-        let long = check_name("queue", &"x".repeat(100_000)).unwrap_err();
+        let long = check_name("queue", &"x".repeat(100_000))
+            .unwrap_err()
+            .to_string();
         assert!(
             long.starts_with(&format!(
                 "queue \"{}...\" is 100000 characters long;",
@@ -576,7 +652,9 @@ mod tests {
             "{long}"
         );
         assert!(long.len() < 200, "the whole value is not repeated: {long}");
-        let hostile = check_name("watch[0].queue", "a\u{1b}[2J\nb").unwrap_err();
+        let hostile = check_name("watch[0].queue", "a\u{1b}[2J\nb")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             hostile,
             "watch[0].queue \"a\\u{1b}[2J\\nb\" contains '\\u{1b}'; a name is 1-64 characters of A-Z a-z 0-9 _ . : -"
@@ -584,11 +662,13 @@ mod tests {
         assert!(!hostile.chars().any(char::is_control), "{hostile:?}");
         assert!(check_name("kind", "caf\u{e9}")
             .unwrap_err()
+            .to_string()
             .contains("contains '\u{e9}'"));
         let job = NewJob::new("noop", Value::Null).queue("a b");
-        assert!(job
-            .validate()
-            .unwrap_err()
+        let refused = job.validate().unwrap_err();
+        assert_eq!(refused.field, "queue");
+        assert!(refused
+            .to_string()
             .starts_with("queue \"a b\" contains ' '"));
     }
 
@@ -620,15 +700,18 @@ mod tests {
     #[test]
     fn new_job_validation_names_the_field() {
         assert!(NewJob::new("noop", Value::Null).validate().is_ok());
+        let refused = NewJob::new(" ", Value::Null).validate().unwrap_err();
+        assert_eq!(refused.field, "kind");
         assert_eq!(
-            NewJob::new(" ", Value::Null).validate().unwrap_err(),
+            refused.to_string(),
             "kind \" \" contains ' '; a name is 1-64 characters of A-Z a-z 0-9 _ . : -"
         );
         assert_eq!(
             NewJob::new("noop", Value::Null)
                 .max_attempts(0)
                 .validate()
-                .unwrap_err(),
+                .unwrap_err()
+                .to_string(),
             "max_attempts must be at least 1"
         );
     }

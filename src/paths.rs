@@ -4,6 +4,7 @@
 //! opens the file, since the file may have been replaced by a symlink in between.
 
 use crate::config::Config;
+use crate::job::PayloadError;
 use std::path::{Component, Path, PathBuf};
 
 /// The rule, as errors state it.
@@ -34,10 +35,11 @@ pub fn check(
     data_dir: &Path,
     field: &str,
     path: &Path,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, PayloadError> {
+    let refused = |message: String| PayloadError::new(field, message);
     let shown = crate::job::preview(&path.to_string_lossy());
     if path.as_os_str().is_empty() {
-        return Err(format!("{field}: must not be empty"));
+        return Err(refused(format!("{field}: must not be empty")));
     }
     let full = if path.is_absolute() {
         path.to_path_buf()
@@ -46,21 +48,21 @@ pub fn check(
     };
     let resolved = resolve(&full);
     if resolved.components().any(|c| c == Component::ParentDir) {
-        return Err(format!(
+        return Err(refused(format!(
             "{field}: {shown} has '..' below a folder that does not exist; {RULE}"
-        ));
+        )));
     }
     let database = resolve(&absolute(&config.daemon.database));
     if is_database_file(&resolved, &database) {
-        return Err(format!(
+        return Err(refused(format!(
             "{field}: {shown} is the queue database (or one of its files); {RULE}"
-        ));
+        )));
     }
     let roots = allowed_roots(config, data_dir);
     if roots.iter().any(|root| resolved.starts_with(root)) {
         return Ok(resolved);
     }
-    Err(format!(
+    Err(refused(format!(
         "{field}: {shown} resolves to {}, which is outside the allowed folders ({}); {RULE}",
         crate::job::preview(&resolved.to_string_lossy()),
         roots
@@ -68,7 +70,7 @@ pub fn check(
             .map(|r| r.display().to_string())
             .collect::<Vec<_>>()
             .join(", ")
-    ))
+    )))
 }
 
 /// Checks a path given as a JSON string field, if the field is there.
@@ -77,13 +79,16 @@ pub fn check_field(
     data_dir: &Path,
     field: &str,
     value: Option<&serde_json::Value>,
-) -> Result<Option<PathBuf>, String> {
+) -> Result<Option<PathBuf>, PayloadError> {
     match value {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(text)) => {
             check(config, data_dir, field, Path::new(text)).map(Some)
         }
-        Some(_) => Err(format!("{field}: must be a path (a string)")),
+        Some(_) => Err(PayloadError::new(
+            field,
+            format!("{field}: must be a path (a string)"),
+        )),
     }
 }
 
@@ -171,6 +176,8 @@ mod tests {
         assert!(ok("output/20260101/x.csv").is_ok());
 
         let err = ok("/etc/passwd").unwrap_err();
+        assert_eq!(err.field, "file");
+        let err = err.to_string();
         assert!(
             err.starts_with("file: \"/etc/passwd\" resolves to"),
             "{err}"
@@ -180,7 +187,7 @@ mod tests {
         // `..` out of the data directory.
         assert!(ok("spool/../../elsewhere/d.csv").is_err());
         assert!(ok("../elsewhere/d.csv").is_err());
-        let err = ok("missing/../../../etc/passwd").unwrap_err();
+        let err = ok("missing/../../../etc/passwd").unwrap_err().to_string();
         assert!(err.contains("'..'") || err.contains("outside"), "{err}");
         // A symlink inside an allowed folder that points outside.
         std::os::unix::fs::symlink("/etc/passwd", root.join("in/link.csv")).unwrap();
@@ -188,7 +195,7 @@ mod tests {
         assert!(ok(&format!("{}/in/link.csv", root.display())).is_err());
         assert!(ok("spool/2/d.csv").is_err());
         // The queue database is under the data directory but not for payloads.
-        let err = ok("jobs.db-wal").unwrap_err();
+        let err = ok("jobs.db-wal").unwrap_err().to_string();
         assert!(err.contains("queue database"), "{err}");
         assert!(ok("jobs.db").is_err());
         assert!(ok("").is_err());
@@ -203,6 +210,7 @@ mod tests {
         assert!(
             check_field(&config, &data, "file", Some(&serde_json::json!(3)))
                 .unwrap_err()
+                .to_string()
                 .contains("must be a path")
         );
     }

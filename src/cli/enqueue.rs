@@ -59,7 +59,7 @@ impl Ctl {
         };
         Registry::builtin()
             .validate(&job, &self.config)
-            .map_err(CtlError::Usage)?;
+            .map_err(|e| CtlError::Usage(e.to_string()))?;
         let mut db = self.open_routed()?;
         let now = self.now;
         let enqueued = db.write(|tx| tx.enqueue(std::slice::from_ref(&job), now))?;
@@ -131,6 +131,7 @@ impl Ctl {
                 number += 1;
                 if !line.iter().all(u8::is_ascii_whitespace) {
                     let job = crate::ingest::protocol::parse_job_line(&line, self.now, "jobctl")
+                        .map_err(crate::handlers::Refusal::from)
                         .and_then(|job| registry.validate(&job, &self.config).map(|()| job))
                         .map_err(|e| {
                             CtlError::Usage(format!(

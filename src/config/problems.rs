@@ -91,7 +91,7 @@ impl Problems {
     /// ([`crate::job::check_name`]).
     pub fn check_name(&mut self, key: &str, value: &str) {
         if let Err(e) = crate::job::check_name(key, value) {
-            self.add(Problem::sentence(key, e));
+            self.add(Problem::sentence(key, e.to_string()));
         }
     }
 

@@ -56,8 +56,8 @@ pub enum ClientError {
     #[error("the daemon stopped before answering")]
     StoppedBeforeAnswer,
     /// The job was refused before it reached the queue (unknown kind, bad payload).
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] crate::handlers::Refusal),
     /// The store refused these jobs (the rest of the turn went ahead).
     #[error("{0}")]
     Refused(String),
@@ -225,11 +225,11 @@ impl DaemonClient {
 
     /// Runs `work` inside the dispatcher's next transaction (all or nothing, under a
     /// savepoint) and returns its value once committed; an error of `work`'s own comes
-    /// back as [`ClientError::Work`]. `on_abort` runs if the work
+    /// back as [`ClientError::Work`], in its words. `on_abort` runs if the work
     /// succeeded but the commit failed, to undo what it did outside the database.
-    pub fn write<T: Send + 'static>(
+    pub fn write<T: Send + 'static, E: std::fmt::Display + 'static>(
         &self,
-        work: impl FnOnce(&dyn StoreTx, UnixMillis) -> Result<T, String> + Send + 'static,
+        work: impl FnOnce(&dyn StoreTx, UnixMillis) -> Result<T, E> + Send + 'static,
         on_abort: impl FnOnce(&T) + Send + 'static,
     ) -> Result<T, ClientError> {
         self.write_async(work, on_abort)?
@@ -239,15 +239,15 @@ impl DaemonClient {
 
     /// [`DaemonClient::write`] without waiting: the answer arrives on the returned
     /// channel once the commit is known (or the channel closes if the daemon stopped).
-    pub fn write_async<T: Send + 'static>(
+    pub fn write_async<T: Send + 'static, E: std::fmt::Display + 'static>(
         &self,
-        work: impl FnOnce(&dyn StoreTx, UnixMillis) -> Result<T, String> + Send + 'static,
+        work: impl FnOnce(&dyn StoreTx, UnixMillis) -> Result<T, E> + Send + 'static,
         on_abort: impl FnOnce(&T) + Send + 'static,
     ) -> Result<Receiver<Result<T, ClientError>>, ClientError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         let task: dispatcher::TxTask = Box::new(move |tx, now| {
             let result = tx
-                .atomically(|tx| work(tx, now).map_err(TaskError::Work))
+                .atomically(|tx| work(tx, now).map_err(|e| TaskError::Work(e.to_string())))
                 .map_err(|e| match e {
                     TaskError::Work(e) => ClientError::Work(e),
                     TaskError::Store(e) => ClientError::Work(e.to_string()),

@@ -209,7 +209,7 @@ pub(super) fn run_one(
     let began = clock.monotonic();
     let started_us = clock.now_us();
     let outcome = match registry.get(&job.kind) {
-        None => Outcome::permanent(registry.unknown_kind(&job.kind)),
+        None => Outcome::permanent(registry.unknown_kind(&job.kind).to_string()),
         Some(handler) => {
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.run(&job, &ctx)))
             {

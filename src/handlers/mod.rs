@@ -2,6 +2,7 @@
 //! touches the database. The registry maps a job's `kind` to its handler.
 
 pub mod csv_import;
+mod error;
 pub mod exec;
 pub mod http;
 pub mod noop;
@@ -13,7 +14,8 @@ pub mod relay;
 use crate::clock::SharedClock;
 use crate::config::{Config, Problem, Problems};
 use crate::flow::{HoldReports, HoldRequest, Route, Router};
-use crate::job::{Job, NewJob, Outcome, UnixMillis};
+use crate::job::{Job, NewJob, Outcome, PayloadError, UnixMillis};
+pub use error::{HandlerError, Refusal};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -67,7 +69,19 @@ impl StopSignal {
 /// records it in the same transaction as the page's completion.
 pub trait SyncStateView: Send + Sync {
     /// The high-water mark of the pipeline's last complete run, if any.
-    fn high_water(&self, pipeline: &str) -> Result<Option<UnixMillis>, String>;
+    fn high_water(&self, pipeline: &str) -> Result<Option<UnixMillis>, SyncStateError>;
+}
+
+/// The sync state could not be read (the database busy or gone): the run may start later.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncStateError {
+    #[error("cannot open {} to read sync_state: {cause}", database.display())]
+    Open {
+        database: PathBuf,
+        cause: crate::store::StoreError,
+    },
+    #[error("cannot read sync_state: {0}")]
+    Read(crate::store::StoreError),
 }
 
 /// No sync state at all: every pull is a full one (tests, tools without a database).
@@ -75,7 +89,7 @@ pub trait SyncStateView: Send + Sync {
 pub struct NoSyncState;
 
 impl SyncStateView for NoSyncState {
-    fn high_water(&self, _pipeline: &str) -> Result<Option<UnixMillis>, String> {
+    fn high_water(&self, _pipeline: &str) -> Result<Option<UnixMillis>, SyncStateError> {
         Ok(None)
     }
 }
@@ -141,7 +155,7 @@ impl JobContext {
 
 pub trait Handler: Send + Sync {
     /// Refuses a payload this kind cannot run, before it is enqueued.
-    fn validate(&self, _payload: &Value, _config: &Config) -> Result<(), String> {
+    fn validate(&self, _payload: &Value, _config: &Config) -> Result<(), PayloadError> {
         Ok(())
     }
 
@@ -206,12 +220,12 @@ impl Registry {
     }
 
     /// Checks that a job names a known kind and that its payload suits that kind.
-    pub fn validate(&self, job: &NewJob, config: &Config) -> Result<(), String> {
+    pub fn validate(&self, job: &NewJob, config: &Config) -> Result<(), Refusal> {
         job.validate()?;
         let handler = self
             .get(&job.kind)
             .ok_or_else(|| self.unknown_kind(&job.kind))?;
-        handler.validate(&job.payload, config)
+        Ok(handler.validate(&job.payload, config)?)
     }
 
     /// Checks each `[[watch]]`'s kind and static payload as its jobs will be checked, with
@@ -272,8 +286,11 @@ impl Registry {
         })
     }
 
-    pub fn unknown_kind(&self, kind: &str) -> String {
-        format!("unknown kind '{kind}' (known: {})", self.kinds().join(", "))
+    pub fn unknown_kind(&self, kind: &str) -> Refusal {
+        Refusal::UnknownKind {
+            kind: kind.to_string(),
+            known: self.kinds().join(", "),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! line (see docs/protocol.md). Parsing and the response shapes live here, apart from
 //! the sockets, so they are tested as plain functions.
 
-use crate::job::{NewJob, UnixMillis};
+use crate::job::{InvalidJob, NewJob, UnixMillis};
 use crate::store::Enqueued;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -175,33 +175,42 @@ pub fn parse_request(line: &[u8], max_batch: usize, now: UnixMillis) -> Result<R
     }
 }
 
-fn wire_job(value: Value, now: UnixMillis) -> Result<NewJob, String> {
-    let wire: WireJob = serde_json::from_value(value).map_err(|e| e.to_string())?;
+fn wire_job(value: Value, now: UnixMillis) -> Result<NewJob, InvalidJob> {
+    let wire: WireJob =
+        serde_json::from_value(value).map_err(|e| InvalidJob::new("", e.to_string()))?;
     job_from_wire(wire, now, "socket")
 }
 
 /// Parses one job as the socket's `job` field spells it, from its own line (NDJSON input
 /// to `jobctl enqueue --file`), straight into its fields without a JSON tree. `source`
 /// names where it came from.
-pub fn parse_job_line(line: &[u8], now: UnixMillis, source: &str) -> Result<NewJob, String> {
-    let wire: WireJob = serde_json::from_slice(line).map_err(|e| e.to_string())?;
+pub fn parse_job_line(line: &[u8], now: UnixMillis, source: &str) -> Result<NewJob, InvalidJob> {
+    let wire: WireJob =
+        serde_json::from_slice(line).map_err(|e| InvalidJob::new("", e.to_string()))?;
     job_from_wire(wire, now, source)
 }
 
-fn job_from_wire(wire: WireJob, now: UnixMillis, source: &str) -> Result<NewJob, String> {
+fn job_from_wire(wire: WireJob, now: UnixMillis, source: &str) -> Result<NewJob, InvalidJob> {
     let run_at = match (wire.run_at, wire.delay) {
-        (Some(_), Some(_)) => return Err("give run_at or delay, not both".into()),
-        (Some(at), None) => Some(time(&at).map_err(|e| format!("run_at: {e}"))?),
+        (Some(_), Some(_)) => {
+            return Err(InvalidJob::new("delay", "give run_at or delay, not both"))
+        }
+        (Some(at), None) => {
+            Some(time(&at).map_err(|e| InvalidJob::new("run_at", format!("run_at: {e}")))?)
+        }
         (None, Some(delay)) => {
+            let invalid = |text: String| InvalidJob::new("delay", format!("delay: {text}"));
             let wait = match &delay {
                 Value::Number(n) => n
                     .as_u64()
                     .map(std::time::Duration::from_millis)
-                    .ok_or("delay: milliseconds must be a whole number of at least 0")?,
+                    .ok_or_else(|| {
+                        invalid("milliseconds must be a whole number of at least 0".into())
+                    })?,
                 Value::String(text) => {
-                    crate::config::parse_duration(text).map_err(|e| format!("delay: {e}"))?
+                    crate::config::parse_duration(text).map_err(|e| invalid(e.to_string()))?
                 }
-                _ => return Err("delay: milliseconds, or a duration like \"30s\"".into()),
+                _ => return Err(invalid("milliseconds, or a duration like \"30s\"".into())),
             };
             Some(crate::clock::after(now, wait))
         }
@@ -209,7 +218,7 @@ fn job_from_wire(wire: WireJob, now: UnixMillis, source: &str) -> Result<NewJob,
     };
     let deadline_at = wire
         .deadline_at
-        .map(|t| time(&t).map_err(|e| format!("deadline_at: {e}")))
+        .map(|t| time(&t).map_err(|e| InvalidJob::new("deadline_at", format!("deadline_at: {e}"))))
         .transpose()?;
     let job = NewJob {
         kind: wire.kind,
@@ -232,7 +241,8 @@ fn job_from_wire(wire: WireJob, now: UnixMillis, source: &str) -> Result<NewJob,
     Ok(job)
 }
 
-/// Milliseconds since the epoch, or an RFC 3339 time.
+/// Milliseconds since the epoch, or an RFC 3339 time. The error is the whole of what is
+/// wrong with the value; the caller names the field.
 fn time(value: &Value) -> Result<UnixMillis, String> {
     match value {
         Value::Number(n) => n

@@ -111,6 +111,20 @@ pub enum Taken {
     Already(JobId),
 }
 
+/// Why a staged input was not taken in; its transaction is rolled back, so nothing of it
+/// was written, and it stays staged for the next try.
+#[derive(Debug, thiserror::Error)]
+enum TakeInError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot move staged {name} to {}: {cause}", to.display())]
+    Move {
+        name: String,
+        to: PathBuf,
+        cause: io::Error,
+    },
+}
+
 /// A staged input on its way through the dispatcher.
 pub struct PendingCommit {
     spool: Spool,
@@ -125,11 +139,11 @@ impl PendingCommit {
 
     /// Waits for the commit, then does what follows it (duplicates to done/, dead-born
     /// jobs to failed/).
-    pub fn wait(self) -> Result<Taken, String> {
+    pub fn wait(self) -> Result<Taken, ClientError> {
         let taken = self
             .answer
             .recv()
-            .map_err(|_| "the daemon stopped before answering".to_string())??;
+            .map_err(|_| ClientError::StoppedBeforeAnswer)??;
         Ok(self.spool.after_commit(&self.token, taken))
     }
 }
@@ -219,7 +233,7 @@ impl Spool {
     }
 
     /// Step 2: sends the staged input to the dispatcher and waits for the commit.
-    pub fn commit(&self, client: &DaemonClient, staged: Staged) -> Result<Taken, String> {
+    pub fn commit(&self, client: &DaemonClient, staged: Staged) -> Result<Taken, ClientError> {
         self.commit_async(client, staged)?.wait()
     }
 
@@ -229,7 +243,7 @@ impl Spool {
         &self,
         client: &DaemonClient,
         staged: Staged,
-    ) -> Result<PendingCommit, String> {
+    ) -> Result<PendingCommit, ClientError> {
         let spool = self.clone();
         let abort_spool = self.clone();
         let token = staged.meta.token.clone();
@@ -259,18 +273,14 @@ impl Spool {
         tx: &dyn crate::store::StoreTx,
         staged: &Staged,
         now: i64,
-    ) -> Result<Taken, String> {
+    ) -> Result<Taken, TakeInError> {
         let meta = &staged.meta;
-        let err = |e: crate::store::StoreError| e.to_string();
-        if let Some(existing) = tx.ingested_job(&meta.token).map_err(err)? {
+        if let Some(existing) = tx.ingested_job(&meta.token)? {
             return Ok(Taken::Already(existing.unwrap_or(0)));
         }
         if meta.dead.is_none() {
             let since = now.saturating_sub(meta.dedupe_window_ms);
-            if let Some(of) = tx
-                .recent_copy(&staged.sha256, &meta.name, since)
-                .map_err(err)?
-            {
+            if let Some(of) = tx.recent_copy(&staged.sha256, &meta.name, since)? {
                 return Ok(Taken::Duplicate(of));
             }
         }
@@ -285,18 +295,19 @@ impl Spool {
             },
             size: staged.size,
         };
-        let id = tx
-            .enqueue_ingested(&meta.job, &record, &|id| self.payload(id, staged), now)
-            .map_err(err)?;
+        let id = tx.enqueue_ingested(&meta.job, &record, &|id| self.payload(id, staged), now)?;
         if meta.is_dir {
-            tx.clear_pending(&meta.watch, &meta.name).map_err(err)?;
+            tx.clear_pending(&meta.watch, &meta.name)?;
         }
         if let Some(error) = &meta.dead {
-            tx.bury_unborn(id, error, now).map_err(err)?;
+            tx.bury_unborn(id, error, now)?;
         }
         let to = self.job_dir(id);
-        fs::rename(self.staging_dir(&meta.token), &to)
-            .map_err(|e| format!("cannot move staged {} to {}: {e}", meta.name, to.display()))?;
+        fs::rename(self.staging_dir(&meta.token), &to).map_err(|cause| TakeInError::Move {
+            name: meta.name.clone(),
+            to: to.clone(),
+            cause,
+        })?;
         Ok(if meta.dead.is_some() {
             Taken::Dead(id)
         } else {

@@ -3,7 +3,7 @@
 //! connection is plenty.
 
 use super::{OpenOptions, Store};
-use crate::handlers::SyncStateView;
+use crate::handlers::{SyncStateError, SyncStateView};
 use crate::job::UnixMillis;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -24,18 +24,21 @@ impl SyncStateReader {
 }
 
 impl SyncStateView for SyncStateReader {
-    fn high_water(&self, pipeline: &str) -> std::result::Result<Option<UnixMillis>, String> {
+    fn high_water(
+        &self,
+        pipeline: &str,
+    ) -> std::result::Result<Option<UnixMillis>, SyncStateError> {
         let mut guard = self.conn.lock().expect("sync state reader");
         if guard.is_none() {
             let options = OpenOptions {
                 busy_timeout: Duration::from_secs(10),
                 ..OpenOptions::default()
             };
-            *guard = Some(super::open_read(&self.database, &options).map_err(|e| {
-                format!(
-                    "cannot open {} to read sync_state: {e}",
-                    self.database.display()
-                )
+            *guard = Some(super::open_read(&self.database, &options).map_err(|cause| {
+                SyncStateError::Open {
+                    database: self.database.clone(),
+                    cause,
+                }
             })?);
         }
         let result = guard
@@ -46,6 +49,6 @@ impl SyncStateView for SyncStateReader {
             // A broken connection is opened again next time.
             *guard = None;
         }
-        result.map_err(|e| format!("cannot read sync_state: {e}"))
+        result.map_err(SyncStateError::Read)
     }
 }

@@ -150,17 +150,17 @@ async fn perform(
             move |tx, now| {
                 let ids = match &target {
                     Target::One(id) => vec![*id],
-                    Target::Matching(search, in_state) => tx
-                        .web_ids_matching(search, *in_state, BULK_CAP)
-                        .map_err(|e| e.to_string())?,
+                    Target::Matching(search, in_state) => {
+                        tx.web_ids_matching(search, *in_state, BULK_CAP)?
+                    }
                 };
                 match action {
                     Action::Retry => {
-                        tx.revive(&ids, now).map_err(|e| e.to_string())?;
+                        tx.revive(&ids, now)?;
                     }
                     Action::Cancel => {
                         for id in &ids {
-                            tx.cancel(*id, now).map_err(|e| e.to_string())?;
+                            tx.cancel(*id, now)?;
                         }
                     }
                 }
@@ -173,10 +173,8 @@ async fn perform(
                     "jobs": ids.iter().take(RECORDED_IDS).collect::<Vec<_>>(),
                     "at": now,
                 });
-                let recorded_as = tx
-                    .record_web_action(&record, now)
-                    .map_err(|e| e.to_string())?;
-                Ok(Done {
+                let recorded_as = tx.record_web_action(&record, now)?;
+                Ok::<_, crate::store::StoreError>(Done {
                     action,
                     count: ids.len(),
                     recorded_as,
@@ -301,7 +299,7 @@ async fn perform_on_queue(
     action: QueueAction,
     queue: String,
 ) -> Result<QueueDone, WebError> {
-    crate::job::check_name("queue", &queue).map_err(WebError::BadRequest)?;
+    crate::job::check_name("queue", &queue).map_err(|e| WebError::BadRequest(e.to_string()))?;
     let by = who.0.clone();
     let client = state.client.clone();
     let written = tokio::task::spawn_blocking(move || {

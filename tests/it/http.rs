@@ -600,7 +600,8 @@ fn byte_ranges_of_one_body_file_are_sent_exactly() {
             &s.config,
         )
         .unwrap_err();
-    assert!(err.contains("go with body_file"), "{err}");
+    assert_eq!(err.field, "body_file");
+    assert!(err.to_string().contains("go with body_file"), "{err}");
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1113,7 +1114,8 @@ fn a_secret_base_url_is_checked_without_showing_it() {
             ),
             &plain,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(
         refused.contains("url is refused for endpoint 'hook', whose base URL is a secret"),
         "{refused}"

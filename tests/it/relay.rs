@@ -467,6 +467,11 @@ fn an_ndjson_file_under_the_data_dir_is_relayed_and_a_file_elsewhere_is_refused(
     let refused = jobd::handlers::Registry::builtin()
         .validate(&relay(json!({"file": outside})), &s.config)
         .unwrap_err();
+    assert!(
+        matches!(&refused, jobd::handlers::Refusal::Payload(e) if e.field == "file"),
+        "{refused:?}"
+    );
+    let refused = refused.to_string();
     assert!(refused.contains("outside the allowed folders"), "{refused}");
     // (and checked again when the job runs: tests/it/payload_paths.rs).
     let ids = s.run(vec![relay(json!({"file": spool.join("batch.ndjson")}))]);

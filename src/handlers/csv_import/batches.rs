@@ -3,6 +3,7 @@
 
 use super::template::{Body, Rows};
 use super::{make_dir, Compiled, CsvImportPipeline};
+use crate::files::{FileAction, FileError};
 use crate::job::{Job, NewJob};
 use serde_json::json;
 use std::io::Write;
@@ -34,7 +35,7 @@ pub(super) struct BodiesFile {
 }
 
 impl BodiesFile {
-    pub(super) fn create(data_dir: &Path, rel: &Path) -> Result<BodiesFile, String> {
+    pub(super) fn create(data_dir: &Path, rel: &Path) -> Result<BodiesFile, FileError> {
         let path = data_dir.join(rel);
         make_dir(path.parent().expect("bodies file has a parent"))?;
         let file = std::fs::OpenOptions::new()
@@ -43,7 +44,7 @@ impl BodiesFile {
             .truncate(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| FileError::write(&path, e))?;
         Ok(BodiesFile {
             path,
             rel: rel.to_path_buf(),
@@ -54,7 +55,7 @@ impl BodiesFile {
     }
 
     /// Appends the body `render` writes; returns its offset and length in the file.
-    fn append(&mut self, render: impl FnOnce(&mut Vec<u8>)) -> Result<(u64, u64), String> {
+    fn append(&mut self, render: impl FnOnce(&mut Vec<u8>)) -> Result<(u64, u64), FileError> {
         let start = self.pending.len();
         render(&mut self.pending);
         let offset = self.written + start as u64;
@@ -65,10 +66,10 @@ impl BodiesFile {
         Ok((offset, len))
     }
 
-    fn write_pending(&mut self) -> Result<(), String> {
+    fn write_pending(&mut self) -> Result<(), FileError> {
         self.file
             .write_all(&self.pending)
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+            .map_err(|e| FileError::write(&self.path, e))?;
         let from = self.written;
         self.written += self.pending.len() as u64;
         self.pending.clear();
@@ -95,11 +96,11 @@ impl BodiesFile {
 
     /// Writes what is pending and makes the file durable: its bytes, its size and its
     /// name (the directory), before the jobs that read it are committed.
-    pub(super) fn sync(&mut self) -> Result<(), String> {
+    pub(super) fn sync(&mut self) -> Result<(), FileError> {
         if !self.pending.is_empty() {
             self.write_pending()?;
         }
-        let failed = |e: std::io::Error| format!("cannot sync {}: {e}", self.path.display());
+        let failed = |e: std::io::Error| FileError::new(FileAction::Sync, &self.path, e);
         self.file.sync_data().map_err(failed)?;
         let dir = self.path.parent().expect("bodies file has a parent");
         // The directory too (and its parent, which make_dir may have just created), or a
@@ -107,7 +108,7 @@ impl BodiesFile {
         for d in [dir, dir.parent().unwrap_or(dir)] {
             std::fs::File::open(d)
                 .and_then(|d| d.sync_all())
-                .map_err(|e| format!("cannot sync {}: {e}", d.display()))?;
+                .map_err(|e| FileError::new(FileAction::Sync, d, e))?;
         }
         Ok(())
     }
@@ -154,14 +155,14 @@ impl<'a> Batcher<'a> {
     }
 
     /// A row was appended to `rows`: sends the batch on when it is full.
-    pub(super) fn row_added(&mut self) -> Result<(), String> {
+    pub(super) fn row_added(&mut self) -> Result<(), FileError> {
         if self.rows.len() >= self.p.batch_size {
             self.flush()?;
         }
         Ok(())
     }
 
-    pub(super) fn flush(&mut self) -> Result<(), String> {
+    pub(super) fn flush(&mut self) -> Result<(), FileError> {
         if self.rows.is_empty() {
             return Ok(());
         }

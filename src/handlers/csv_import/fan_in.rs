@@ -2,22 +2,26 @@
 //! and the pipeline's follow-up job, with its placeholders filled, is handed on.
 
 use super::{fmt_time, pipeline, state_path, write_summary, ImportPayload, Summary};
-use crate::handlers::JobContext;
+use crate::handlers::{HandlerError, JobContext};
 use crate::job::{Job, NewJob, Outcome};
 use serde_json::Value;
 
 /// Stage 1: every batch finished; write the summary and hand on the follow-up.
-pub(super) fn fan_in(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
+pub(super) fn fan_in(job: &Job, ctx: &JobContext) -> Result<Outcome, HandlerError> {
     let payload = ImportPayload::parse(&job.payload)?;
     let state = state_path(&ctx.data_dir, job);
     let text = std::fs::read(&state).map_err(|e| {
-        format!(
+        HandlerError::permanent(format!(
             "the state stage 0 left ({}) cannot be read: {e}",
             state.display()
-        )
+        ))
     })?;
-    let mut summary: Summary = serde_json::from_slice(&text)
-        .map_err(|e| format!("the state in {} is not valid: {e}", state.display()))?;
+    let mut summary: Summary = serde_json::from_slice(&text).map_err(|e| {
+        HandlerError::permanent(format!(
+            "the state in {} is not valid: {e}",
+            state.display()
+        ))
+    })?;
     let children = ctx.children.clone().unwrap_or_default();
     let count = |state: &str| children.get(state).copied().unwrap_or(0);
     summary.batches_succeeded = count("succeeded");

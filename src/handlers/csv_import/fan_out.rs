@@ -9,8 +9,8 @@ use super::{
     CsvImportPipeline, ImportPayload, Summary,
 };
 use crate::csvio::CsvReader;
-use crate::files::AtomicFile;
-use crate::handlers::{JobContext, StopReason};
+use crate::files::{AtomicFile, FileError};
+use crate::handlers::{HandlerError, JobContext, StopReason};
 use crate::job::{Job, NewJob, Outcome};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -31,14 +31,14 @@ impl ErrorsFile {
         ErrorsFile { path, writer: None }
     }
 
-    fn add(&mut self, line: u64, errors: &[RowError]) -> Result<(), String> {
+    fn add(&mut self, line: u64, errors: &[RowError]) -> Result<(), FileError> {
         if self.writer.is_none() {
-            let file = AtomicFile::create(&self.path)
-                .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+            let file =
+                AtomicFile::create(&self.path).map_err(|e| FileError::write(&self.path, e))?;
             let mut writer = csv::Writer::from_writer(file);
             writer
                 .write_record(["line", "column", "value", "reason"])
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| FileError::write(&self.path, e))?;
             self.writer = Some(writer);
         }
         let writer = self.writer.as_mut().expect("opened above");
@@ -50,17 +50,17 @@ impl ErrorsFile {
             };
             writer
                 .write_record([line.as_str(), &e.column, value, &e.reason])
-                .map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+                .map_err(|e| FileError::write(&self.path, e))?;
         }
         Ok(())
     }
 
     /// Puts the file in place; returns its path if there were errors.
-    fn finish(self) -> Result<Option<PathBuf>, String> {
+    fn finish(self) -> Result<Option<PathBuf>, FileError> {
         let Some(writer) = self.writer else {
             return Ok(None);
         };
-        let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", self.path.display());
+        let fail = |e: &dyn std::fmt::Display| FileError::write(&self.path, e);
         let file = writer.into_inner().map_err(|e| fail(&e.error()))?;
         file.commit().map_err(|e| fail(&e))?;
         Ok(Some(self.path))
@@ -79,12 +79,12 @@ pub(super) fn stopped(ctx: &JobContext) -> Option<Outcome> {
 }
 
 /// Stage 0: read, check and batch the file; wait for the batches.
-pub(super) fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
+pub(super) fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, HandlerError> {
     let payload = ImportPayload::parse(&job.payload)?;
     let p = pipeline(&ctx.config, &payload.pipeline)?;
     let compiled = p
         .compile(&format!("pipelines.{}", payload.pipeline))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| HandlerError::permanent(e.to_string()))?;
     let started = ctx.clock.now_ms();
     // Checked again now: the file may have been replaced by a symlink since the enqueue.
     let file = crate::paths::check(
@@ -92,7 +92,8 @@ pub(super) fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
         &ctx.data_dir,
         "csv_import payload: file",
         &payload.file,
-    )?;
+    )
+    .map_err(|e| e.for_field("file"))?;
     let name = safe_name(&payload.name.clone().unwrap_or_else(|| {
         file.file_name()
             .unwrap_or_default()
@@ -103,14 +104,17 @@ pub(super) fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
         Some(sha) => sha.to_ascii_lowercase(),
         None => {
             crate::files::sha256_file(&file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?
+                .map_err(|e| {
+                    HandlerError::permanent(format!("cannot read {}: {e}", file.display()))
+                })?
                 .0
         }
     };
-    let mut reader = CsvReader::open(&file, compiled.encoding, &compiled.dialect)
-        .map_err(|e| format!("{name}: {e}"))?;
+    let unreadable = |e: &dyn std::fmt::Display| HandlerError::permanent(format!("{name}: {e}"));
+    let mut reader =
+        CsvReader::open(&file, compiled.encoding, &compiled.dialect).map_err(|e| unreadable(&e))?;
     let bound = schema::bind(&compiled.columns, reader.headers(), p.extra_columns, p.trim)
-        .map_err(|e| format!("{name}: {e}"))?;
+        .map_err(|e| unreadable(&e))?;
 
     let date = chrono::DateTime::from_timestamp_millis(started)
         .unwrap_or_default()
@@ -158,7 +162,7 @@ pub(super) fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
             stopped(ctx)
         },
     )
-    .map_err(|e| format!("{name}: {e}"));
+    .map_err(|e| e.map_message(|text| format!("{name}: {text}")));
     let errors_path = errors_file.finish()?;
     summary.errors_file = errors_path.map(|p| p.display().to_string());
     summary.batches = batcher.children.len() as u64;
@@ -210,11 +214,8 @@ pub(super) fn fan_out(job: &Job, ctx: &JobContext) -> Result<Outcome, String> {
     write_summary(&summary)?;
     let state = state_path(&ctx.data_dir, job);
     make_dir(state.parent().expect("state has a parent"))?;
-    write_atomic(
-        &state,
-        &serde_json::to_vec(&summary).map_err(|e| e.to_string())?,
-        0o600,
-    )?;
+    let bytes = serde_json::to_vec(&summary).map_err(|e| FileError::write(&state, e))?;
+    write_atomic(&state, &bytes, 0o600)?;
     let children = std::mem::take(&mut batcher.children);
     Ok(Outcome::Await {
         children,
@@ -241,9 +242,12 @@ fn scan(
     errors: &mut ErrorsFile,
     summary: &mut Summary,
     stop: impl Fn(&Summary) -> Option<Outcome>,
-) -> Result<Option<Outcome>, String> {
+) -> Result<Option<Outcome>, HandlerError> {
     let mut row_errors = Vec::new();
-    while let Some(record) = reader.next_record().map_err(|e| e.to_string())? {
+    while let Some(record) = reader
+        .next_record()
+        .map_err(|e| HandlerError::permanent(e.to_string()))?
+    {
         summary.rows_read += 1;
         if bound.convert(&record, &mut batcher.rows, &mut row_errors) {
             summary.rows_valid += 1;
@@ -270,11 +274,13 @@ pub fn dry_run(
     p: &CsvImportPipeline,
     file: &Path,
     out_dir: &Path,
-) -> Result<(u64, u64, Vec<NewJob>), String> {
-    let compiled = p.compile("pipeline").map_err(|e| e.to_string())?;
+) -> Result<(u64, u64, Vec<NewJob>), HandlerError> {
+    let failed = |e: &dyn std::fmt::Display| HandlerError::permanent(e.to_string());
+    let compiled = p.compile("pipeline").map_err(|e| failed(&e))?;
     let mut reader =
-        CsvReader::open(file, compiled.encoding, &compiled.dialect).map_err(|e| e.to_string())?;
-    let bound = schema::bind(&compiled.columns, reader.headers(), p.extra_columns, p.trim)?;
+        CsvReader::open(file, compiled.encoding, &compiled.dialect).map_err(|e| failed(&e))?;
+    let bound = schema::bind(&compiled.columns, reader.headers(), p.extra_columns, p.trim)
+        .map_err(|e| failed(&e))?;
     let job = Job {
         id: 0,
         queue: "default".into(),

@@ -48,7 +48,8 @@ use fan_out::fan_out;
 
 use super::{Handler, JobContext};
 use crate::config::Config;
-use crate::job::{Job, Outcome, UnixMillis};
+use crate::files::{FileAction, FileError};
+use crate::job::{Job, Outcome, PayloadError, UnixMillis};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -78,31 +79,43 @@ pub struct ImportPayload {
 }
 
 impl ImportPayload {
-    fn parse(payload: &Value) -> Result<ImportPayload, String> {
-        let p =
-            ImportPayload::deserialize(payload).map_err(|e| format!("csv_import payload: {e}"))?;
+    fn parse(payload: &Value) -> Result<ImportPayload, PayloadError> {
+        let p = ImportPayload::deserialize(payload)
+            .map_err(|e| PayloadError::whole(format!("csv_import payload: {e}")))?;
         if p.file.as_os_str().is_empty() {
-            return Err("csv_import payload: file must not be empty".into());
+            return Err(PayloadError::new(
+                "file",
+                "csv_import payload: file must not be empty",
+            ));
         }
         if p.extra.as_ref().is_some_and(|e| !e.is_object()) {
-            return Err("csv_import payload: extra must be an object".into());
+            return Err(PayloadError::new(
+                "extra",
+                "csv_import payload: extra must be an object",
+            ));
         }
         if let Some(sha) = &p.sha256 {
             // It names directories and keys, so it must be exactly a digest.
             if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err("csv_import payload: sha256 must be 64 hex digits".into());
+                return Err(PayloadError::new(
+                    "sha256",
+                    "csv_import payload: sha256 must be 64 hex digits",
+                ));
             }
         }
         Ok(p)
     }
 }
 
-fn pipeline<'c>(config: &'c Config, name: &str) -> Result<&'c CsvImportPipeline, String> {
+fn pipeline<'c>(config: &'c Config, name: &str) -> Result<&'c CsvImportPipeline, PayloadError> {
+    let refused = |message: String| PayloadError::new("pipeline", message);
     match config.pipelines.get(name) {
         Some(crate::config::PipelineConfig::CsvImport(p)) => Ok(p),
         #[allow(unreachable_patterns)]
-        Some(_) => Err(format!("pipeline '{name}' is not a csv_import pipeline")),
-        None => Err(format!(
+        Some(_) => Err(refused(format!(
+            "pipeline '{name}' is not a csv_import pipeline"
+        ))),
+        None => Err(refused(format!(
             "pipeline '{name}' is not declared (declared: {})",
             if config.pipelines.is_empty() {
                 "none".into()
@@ -114,7 +127,7 @@ fn pipeline<'c>(config: &'c Config, name: &str) -> Result<&'c CsvImportPipeline,
                     .collect::<Vec<_>>()
                     .join(", ")
             }
-        )),
+        ))),
     }
 }
 
@@ -157,7 +170,7 @@ pub struct Summary {
 pub struct CsvImport;
 
 impl Handler for CsvImport {
-    fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
+    fn validate(&self, payload: &Value, config: &Config) -> Result<(), PayloadError> {
         let p = ImportPayload::parse(payload)?;
         pipeline(config, &p.pipeline)?;
         crate::paths::check(
@@ -165,7 +178,8 @@ impl Handler for CsvImport {
             &config.daemon.data_dir,
             "csv_import payload: file",
             &p.file,
-        )?;
+        )
+        .map_err(|e| e.for_field("file"))?;
         Ok(())
     }
 
@@ -175,7 +189,7 @@ impl Handler for CsvImport {
         } else {
             fan_in(job, ctx)
         };
-        result.unwrap_or_else(Outcome::permanent)
+        result.unwrap_or_else(Outcome::from)
     }
 }
 
@@ -200,15 +214,14 @@ fn safe_name(name: &str) -> String {
 }
 
 /// Creates a directory (and parents) the group may read, others not.
-fn make_dir(path: &Path) -> Result<(), String> {
+fn make_dir(path: &Path) -> Result<(), FileError> {
     crate::files::create_private_dir_all(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))
+        .map_err(|e| FileError::new(FileAction::Create, path, e))
 }
 
 /// Writes `bytes` to `path` whole or not at all, with exactly `mode`.
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    crate::files::write_atomic_with_mode(path, bytes, mode)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    crate::files::write_atomic_with_mode(path, bytes, mode).map_err(|e| FileError::write(path, e))
 }
 
 fn state_path(data_dir: &Path, job: &Job) -> PathBuf {
@@ -217,10 +230,11 @@ fn state_path(data_dir: &Path, job: &Job) -> PathBuf {
         .join(format!("{}.json", job.id))
 }
 
-fn write_summary(summary: &Summary) -> Result<(), String> {
-    let mut bytes = serde_json::to_vec_pretty(summary).map_err(|e| e.to_string())?;
+fn write_summary(summary: &Summary) -> Result<(), FileError> {
+    let path = Path::new(&summary.summary_file);
+    let mut bytes = serde_json::to_vec_pretty(summary).map_err(|e| FileError::write(path, e))?;
     bytes.push(b'\n');
-    write_atomic(Path::new(&summary.summary_file), &bytes, 0o640)
+    write_atomic(path, &bytes, 0o640)
 }
 
 #[cfg(test)]
@@ -234,7 +248,8 @@ mod tests {
     #[test]
     fn a_payload_takes_only_known_keys_and_its_own_under_extra() {
         let err = ImportPayload::parse(&json!({"pipeline": "p", "file": "a.csv", "pipline": "q"}))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("csv_import payload: unknown field `pipline`"),
             "{err}"
@@ -245,7 +260,11 @@ mod tests {
         assert_eq!(p.extra.unwrap()["folder"], "input/daily");
         let err = ImportPayload::parse(&json!({"pipeline": "p", "file": "a.csv", "extra": 1}))
             .unwrap_err();
-        assert_eq!(err, "csv_import payload: extra must be an object");
+        assert_eq!(err.field, "extra");
+        assert_eq!(
+            err.to_string(),
+            "csv_import payload: extra must be an object"
+        );
     }
 
     #[test]

@@ -77,6 +77,26 @@ pub struct Column {
     format: Option<String>,
 }
 
+/// Why a cell's value is refused, as the errors file's `reason` column states it ("is
+/// not an integer"): the row report adds the column and the value. Only ever a message
+/// for that report, so it holds one; its own type keeps it from passing for any other.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CellError(String);
+
+impl From<&str> for CellError {
+    fn from(reason: &str) -> CellError {
+        CellError(reason.to_string())
+    }
+}
+
+impl CellError {
+    /// The sentence, for the row report.
+    pub fn into_reason(self) -> String {
+        self.0
+    }
+}
+
 /// One failing value of a row (or the row itself, when `column` is empty).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowError {
@@ -143,7 +163,7 @@ impl Column {
 
     /// The typed value of a cell (an empty optional cell without a default is JSON
     /// null). The bytes [`Column::write`] renders are this value serialised.
-    pub fn value(&self, text: &str) -> Result<Value, String> {
+    pub fn value(&self, text: &str) -> Result<Value, CellError> {
         if text.is_empty() {
             return match &self.default {
                 Some(value) => Ok(value.clone()),
@@ -156,7 +176,7 @@ impl Column {
 
     /// Checks a cell and appends its typed JSON to `out` (on error `out` may hold part
     /// of it; the caller takes the row back).
-    pub fn write(&self, text: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    pub fn write(&self, text: &str, out: &mut Vec<u8>) -> Result<(), CellError> {
         if text.is_empty() {
             return match &self.default_json {
                 Some(json) => {
@@ -185,16 +205,19 @@ impl Column {
 
     /// Checks a non-empty cell and says what it is; no text is copied for the common
     /// types, so a valid row costs its checks and one rendering.
-    fn check<'t>(&self, text: &'t str) -> Result<Typed<'t>, String> {
+    fn check<'t>(&self, text: &'t str) -> Result<Typed<'t>, CellError> {
         if let Some(max) = self.max_len {
             // Counting chars is the slow part of a string column; bytes bound them.
             if text.len() > max && text.chars().count() > max {
-                return Err(format!("longer than max_len {max}"));
+                return Err(CellError(format!("longer than max_len {max}")));
             }
         }
         if let Some(pattern) = &self.pattern {
             if !pattern.is_match(text) {
-                return Err(format!("does not match pattern {}", pattern.as_str()));
+                return Err(CellError(format!(
+                    "does not match pattern {}",
+                    pattern.as_str()
+                )));
             }
         }
         match self.kind {
@@ -222,18 +245,21 @@ impl Column {
                 if self.values.iter().any(|v| v == text) {
                     Ok(Typed::Str(text))
                 } else {
-                    Err(format!("is not one of: {}", self.values.join(", ")))
+                    Err(CellError(format!(
+                        "is not one of: {}",
+                        self.values.join(", ")
+                    )))
                 }
             }
         }
     }
 
     /// A date as `YYYY-MM-DD`, read with `format` or as `YYYY-MM-DD` / `YYYY/MM/DD`.
-    fn date<'t>(&self, text: &'t str) -> Result<Typed<'t>, String> {
+    fn date<'t>(&self, text: &'t str) -> Result<Typed<'t>, CellError> {
         if let Some(f) = &self.format {
             return NaiveDate::parse_from_str(text, f)
                 .map(Typed::Date)
-                .map_err(|_| format!("is not a date ({f})"));
+                .map_err(|_| CellError(format!("is not a date ({f})")));
         }
         // By hand: chrono re-parses its format string on every call, which was a quarter
         // of the time of a file with a date and a datetime column.
@@ -245,11 +271,11 @@ impl Column {
 
     /// A datetime as ISO 8601: RFC 3339 keeps its offset; a local time stays local
     /// (`YYYY-MM-DDTHH:MM:SS`), since the file does not say which zone it meant.
-    fn datetime<'t>(&self, text: &'t str) -> Result<Typed<'t>, String> {
+    fn datetime<'t>(&self, text: &'t str) -> Result<Typed<'t>, CellError> {
         if let Some(f) = &self.format {
             return NaiveDateTime::parse_from_str(text, f)
                 .map(|d| Typed::Owned(d.format("%Y-%m-%dT%H:%M:%S").to_string()))
-                .map_err(|_| format!("is not a datetime ({f})"));
+                .map_err(|_| CellError(format!("is not a datetime ({f})")));
         }
         if let Some((date, rest)) = split_date(text) {
             if let Some(rest) = rest.strip_prefix([' ', 'T']) {
@@ -405,7 +431,7 @@ fn ymd(d: NaiveDate) -> String {
 
 /// A decimal: a JSON number when f64 holds it exactly enough (up to 15 significant
 /// digits), else the canonical text, so no digit is silently lost.
-fn decimal(text: &str) -> Result<Typed<'_>, String> {
+fn decimal(text: &str) -> Result<Typed<'_>, CellError> {
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
     let ok = !(int.is_empty() && frac.is_empty())
@@ -569,7 +595,7 @@ impl Bound {
                 errors.push(RowError {
                     column: column.name.clone(),
                     value: raw.to_string(),
-                    reason,
+                    reason: reason.into_reason(),
                 });
             }
         }
@@ -594,7 +620,11 @@ mod tests {
     fn types_convert_to_typed_json() {
         let int = column("name = \"n\"\ntype = \"integer\"");
         assert_eq!(int.value("42"), Ok(json!(42)));
-        assert!(int.value("4.2").unwrap_err().contains("not an integer"));
+        assert!(int
+            .value("4.2")
+            .unwrap_err()
+            .to_string()
+            .contains("not an integer"));
         let dec = column("name = \"d\"\ntype = \"decimal\"");
         assert_eq!(dec.value("1.50"), Ok(json!(1.5)));
         assert_eq!(
@@ -623,7 +653,11 @@ mod tests {
             assert!(e.value(bad).is_err(), "{bad}");
         }
         let en = column("name = \"s\"\ntype = \"enum\"\nvalues = [\"a\", \"b\"]");
-        assert!(en.value("c").unwrap_err().contains("one of: a, b"));
+        assert!(en
+            .value("c")
+            .unwrap_err()
+            .to_string()
+            .contains("one of: a, b"));
     }
 
     #[test]
@@ -645,9 +679,16 @@ mod tests {
     #[test]
     fn required_default_max_len_and_pattern() {
         let c = column("name = \"k\"\nrequired = true\nmax_len = 3\npattern = \"[A-Z]+\"");
-        assert_eq!(c.value("").unwrap_err(), "required value is empty");
-        assert!(c.value("ABCD").unwrap_err().contains("max_len 3"));
-        assert!(c.value("AB1").unwrap_err().contains("pattern"));
+        assert_eq!(
+            c.value("").unwrap_err().to_string(),
+            "required value is empty"
+        );
+        assert!(c
+            .value("ABCD")
+            .unwrap_err()
+            .to_string()
+            .contains("max_len 3"));
+        assert!(c.value("AB1").unwrap_err().to_string().contains("pattern"));
         // max_len counts characters: three kanji are 9 bytes but 3 characters.
         let j = column("name = \"j\"\nmax_len = 3");
         assert!(j.value("山田太").is_ok());

@@ -7,9 +7,9 @@
 
 pub mod config;
 
-use super::{Handler, JobContext, StopReason};
+use super::{Handler, HandlerError, JobContext, StopReason};
 use crate::config::Config;
-use crate::job::{Job, Outcome};
+use crate::job::{Job, Outcome, PayloadError};
 use config::CommandConfig;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -46,41 +46,50 @@ struct Groups {
     closed: bool,
 }
 
-fn command_name(payload: &Value) -> Result<&str, String> {
+fn command_name(payload: &Value) -> Result<&str, PayloadError> {
     payload
         .get("command")
         .and_then(|c| c.as_str())
         .ok_or_else(|| {
-            "exec payload needs \"command\": the name of a [commands.NAME] entry".to_string()
+            PayloadError::new(
+                "command",
+                "exec payload needs \"command\": the name of a [commands.NAME] entry",
+            )
         })
 }
 
-fn declared<'c>(config: &'c Config, name: &str) -> Result<&'c CommandConfig, String> {
+fn declared<'c>(config: &'c Config, name: &str) -> Result<&'c CommandConfig, PayloadError> {
     config.commands.get(name).ok_or_else(|| {
         let known: Vec<&str> = config.commands.keys().map(String::as_str).collect();
-        format!(
+        let message = format!(
             "command '{name}' is not declared in the config (declared: {})",
             if known.is_empty() {
                 "none".to_string()
             } else {
                 known.join(", ")
             }
-        )
+        );
+        PayloadError::new("command", message)
     })
 }
 
 /// The files a command is handed in its payload (`file`, `dir`: what a watched folder
 /// sets) must be in the allowed folders ([`crate::paths`]), like every kind's.
-fn check_files(payload: &Value, config: &Config, data_dir: &std::path::Path) -> Result<(), String> {
+fn check_files(
+    payload: &Value,
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> Result<(), PayloadError> {
     for key in ["file", "dir"] {
         let field = format!("exec payload: {key}");
-        crate::paths::check_field(config, data_dir, &field, payload.get(key))?;
+        crate::paths::check_field(config, data_dir, &field, payload.get(key))
+            .map_err(|e| e.for_field(key))?;
     }
     Ok(())
 }
 
 impl Handler for Exec {
-    fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
+    fn validate(&self, payload: &Value, config: &Config) -> Result<(), PayloadError> {
         declared(config, command_name(payload)?)?;
         check_files(payload, config, &config.daemon.data_dir)
     }
@@ -91,7 +100,7 @@ impl Handler for Exec {
             .and_then(|c| check_files(&job.payload, &ctx.config, &ctx.data_dir).map(|()| c))
         {
             Ok(command) => command,
-            Err(e) => return Outcome::permanent(e),
+            Err(e) => return HandlerError::from(e).into(),
         };
         let timeout = command.timeout.unwrap_or(ctx.timeout);
         self.run_command(command, job, ctx, timeout)

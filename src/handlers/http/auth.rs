@@ -1,6 +1,7 @@
 //! Endpoint authentication: the header each auth type sends, the OAuth2 token cache
 //! shared by every worker (one fetch however many jobs wait), and masking of secrets.
 
+use crate::handlers::HandlerError;
 use crate::job::UnixMillis;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -160,7 +161,7 @@ struct CacheState {
     fetching: bool,
     /// Counts finished fetches, so a waiter knows whether the one it waited for failed.
     round: u64,
-    last_error: Option<(u64, String)>,
+    last_error: Option<(u64, HandlerError)>,
     fetches: u64,
 }
 
@@ -189,8 +190,8 @@ impl TokenCache {
     pub fn get(
         &self,
         now: impl Fn() -> UnixMillis,
-        fetch: impl FnOnce() -> Result<(String, Option<Duration>), String>,
-    ) -> Result<String, String> {
+        fetch: impl FnOnce() -> Result<(String, Option<Duration>), HandlerError>,
+    ) -> Result<String, HandlerError> {
         let mut state = self.state.lock().expect("token cache");
         let mut waited_for = None;
         loop {
@@ -214,7 +215,7 @@ impl TokenCache {
         drop(state);
         // The fetch runs unlocked: the waiters sleep on the condvar, not on the mutex.
         let fetched = std::panic::catch_unwind(std::panic::AssertUnwindSafe(fetch))
-            .unwrap_or_else(|_| Err("the token fetch panicked".into()));
+            .unwrap_or_else(|_| Err(HandlerError::permanent("the token fetch panicked")));
         let mut state = self.state.lock().expect("token cache");
         state.fetching = false;
         state.round += 1;
@@ -354,8 +355,9 @@ mod tests {
     #[test]
     fn a_failed_fetch_reports_its_error() {
         let cache = TokenCache::default();
-        let err = cache.get(|| 0, || Err("token endpoint said 400".into()));
-        assert_eq!(err.unwrap_err(), "token endpoint said 400");
+        let refused = HandlerError::permanent("token endpoint said 400");
+        let err = cache.get(|| 0, || Err(refused.clone()));
+        assert_eq!(err.unwrap_err(), refused);
         assert!(cache.get(|| 0, || Ok(("t".into(), None))).is_ok());
     }
 }

@@ -3,18 +3,19 @@
 
 #[allow(unused_imports)]
 use super::*;
+use crate::config::secrets::SecretError;
 
 /// What one endpoint keeps between jobs.
 pub(super) struct EndpointState {
     /// The configuration it was built from; a reload that changes it builds a new one.
     pub(super) config: EndpointConfig,
     /// The base URL (read from its secret when `base_url_env`/`base_url_file`).
-    pub(super) base_url: Result<String, String>,
+    pub(super) base_url: Result<String, crate::config::Problem>,
     pub(super) client: Client,
     /// The static secret (bearer token, password, header value, client secret).
-    pub(super) secret: Result<String, String>,
+    pub(super) secret: Result<String, SecretError>,
     /// `query_secrets`: (parameter, value) pairs appended to every request URL.
-    pub(super) query_secrets: Result<Vec<(String, String)>, String>,
+    pub(super) query_secrets: Result<Vec<(String, String)>, SecretError>,
     pub(super) tokens: TokenCache,
     /// The endpoint's rate in this process, per flow key: it spaces the requests of jobs
     /// the claim let through (which kept the rate across workers and daemons, but sees
@@ -30,7 +31,10 @@ pub(super) struct EndpointState {
 }
 
 impl EndpointState {
-    pub(super) fn build(name: &str, config: &EndpointConfig) -> Result<EndpointState, String> {
+    pub(super) fn build(
+        name: &str,
+        config: &EndpointConfig,
+    ) -> Result<EndpointState, HandlerError> {
         let client = Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
@@ -40,24 +44,23 @@ impl EndpointState {
             .tcp_nodelay(true)
             .user_agent(concat!("jobd/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("endpoint {name}: cannot build the HTTP client: {e}"))?;
-        // Kept as text: a request reports it as its own error (the daemon refused it at start).
-        let base_url = config
-            .resolve_base_url(&format!("endpoints.{name}"))
-            .map_err(|e| e.to_string());
+            .map_err(|e| {
+                // Retried: building a client fails for want of resources, not of a setting.
+                HandlerError::transient(format!(
+                    "endpoint {name}: cannot build the HTTP client: {e}"
+                ))
+            })?;
+        // Kept: a request reports it as its own error (the daemon refused it at start).
+        let base_url = config.resolve_base_url(&format!("endpoints.{name}"));
         let secret = match &config.auth {
-            Some(auth) => auth
-                .secret(&format!("endpoints.{name}.auth"))
-                .map_err(|e| e.to_string()),
+            Some(auth) => auth.secret(&format!("endpoints.{name}.auth")),
             None => Ok(String::new()),
         };
         let query_secrets = config
             .query_secrets
             .iter()
             .map(|(param, source)| {
-                let value = source
-                    .read(&format!("endpoints.{name}.query_secrets.{param}"))
-                    .map_err(|e| e.to_string())?;
+                let value = source.read(&format!("endpoints.{name}.query_secrets.{param}"))?;
                 Ok((param.clone(), value))
             })
             .collect();
@@ -136,22 +139,27 @@ impl EndpointState {
         &self,
         spec: &RequestSpec,
         endpoint: &EndpointConfig,
-    ) -> Result<Url, Outcome> {
+    ) -> Result<Url, HandlerError> {
         // An unreadable secret may come back (being rotated): retry rather than kill.
         let base = self
             .base_url
             .as_ref()
-            .map_err(|e| Outcome::retry(e.clone()))?;
+            .map_err(|e| HandlerError::transient(e.to_string()))?;
         spec.url_on(endpoint, base).map_err(|e| {
             let secrets = self.secrets();
             let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            Outcome::permanent(mask(&e, &secrets))
+            HandlerError::from(e).map_message(|text| mask(text, &secrets))
         })
     }
 
     /// `url` with the query secrets appended: only ever built for sending, never stored.
-    pub(super) fn with_query_secrets(&self, url: &Url) -> Result<Url, String> {
-        let pairs = self.query_secrets.as_ref().map_err(Clone::clone)?;
+    /// A secret that became unreadable since the config loaded may come back (a
+    /// credential being rotated): retry rather than kill.
+    pub(super) fn with_query_secrets(&self, url: &Url) -> Result<Url, HandlerError> {
+        let pairs = self
+            .query_secrets
+            .as_ref()
+            .map_err(|e| HandlerError::transient(e.to_string()))?;
         let mut url = url.clone();
         if !pairs.is_empty() {
             let mut query = url.query_pairs_mut();

@@ -18,11 +18,11 @@ mod request;
 use endpoint::*;
 pub use request::*;
 
-use super::{Handler, JobContext, StopReason};
+use super::{Handler, HandlerError, JobContext, StopReason};
 use crate::clock::Moment;
 use crate::config::Config;
 use crate::flow::{HoldRequest, Route};
-use crate::job::{Job, NewJob, Outcome};
+use crate::job::{Job, NewJob, Outcome, PayloadError};
 use auth::{header_secrets, is_sensitive_header, mask, mask_value, secret_forms, TokenCache};
 use classify::{body_excerpt, classify, retry_after_header, Class};
 use config::{AuthConfig, EndpointConfig, TokenRequestFormat};
@@ -100,7 +100,11 @@ impl Http {
         map.get(endpoint).map_or(0, |s| s.tokens.fetches())
     }
 
-    fn state(&self, name: &str, config: &EndpointConfig) -> Result<Arc<EndpointState>, String> {
+    fn state(
+        &self,
+        name: &str,
+        config: &EndpointConfig,
+    ) -> Result<Arc<EndpointState>, HandlerError> {
         let mut map = self.endpoints.lock().expect("endpoints");
         if let Some(state) = map.get(name) {
             if state.config == *config {
@@ -117,22 +121,19 @@ impl Http {
         let started = Instant::now();
         let endpoint = match spec.check(&ctx.config) {
             Ok(endpoint) => endpoint,
-            Err(e) => return Outcome::permanent(e),
+            Err(e) => return HandlerError::from(e).into(),
         };
         let state = match self.state(&spec.endpoint, endpoint) {
             Ok(state) => state,
-            Err(e) => return Outcome::retry(e),
+            Err(e) => return e.into(),
         };
         let method = spec.method().unwrap_or(Method::POST);
-        let url = match state.url(spec, endpoint) {
+        let url = match state
+            .url(spec, endpoint)
+            .and_then(|url| state.with_query_secrets(&url))
+        {
             Ok(url) => url,
-            Err(outcome) => return outcome,
-        };
-        // A secret that became unreadable since the config loaded may come back (a
-        // credential being rotated): retry rather than kill.
-        let url = match state.with_query_secrets(&url) {
-            Ok(url) => url,
-            Err(e) => return Outcome::retry(e),
+            Err(e) => return e.into(),
         };
         let key = idempotency_key(job, spec);
         if let Err(outcome) = self.wait_for_rate(&state, job, ctx) {
@@ -197,10 +198,10 @@ impl Http {
         max_body: u64,
     ) -> Result<Fetched, Outcome> {
         let started = Instant::now();
-        let endpoint = spec.check(&ctx.config).map_err(Outcome::permanent)?;
-        let state = self
-            .state(&spec.endpoint, endpoint)
-            .map_err(Outcome::retry)?;
+        let endpoint = spec
+            .check(&ctx.config)
+            .map_err(|e| Outcome::from(HandlerError::from(e)))?;
+        let state = self.state(&spec.endpoint, endpoint)?;
         let method = spec.method().unwrap_or(Method::GET);
         let url = state.url(spec, endpoint)?;
         let key = idempotency_key(job, spec);
@@ -393,10 +394,14 @@ impl Http {
         key: &str,
         ctx: &JobContext,
     ) -> Result<(u16, Response, bool), Exchange> {
-        let failed = |class: Class, error: String| Exchange {
+        let failed = |error: HandlerError| Exchange {
             status: None,
-            class,
-            error: Some(error),
+            class: if error.is_permanent() {
+                Class::Permanent
+            } else {
+                Class::Retry
+            },
+            error: Some(error.to_string()),
             retry_after: None,
             token_refreshed: false,
             body: Vec::new(),
@@ -410,15 +415,18 @@ impl Http {
         loop {
             let auth = match self.auth_header(state, ctx) {
                 Ok(auth) => auth,
-                Err((class, e)) => return Err(failed(class, e)),
+                Err(e) => return Err(failed(e)),
             };
             let request = match build_request(state, spec, method, url, key, auth.clone(), ctx) {
                 Ok(request) => request,
-                Err(e) => return Err(failed(Class::Permanent, e)),
+                Err(e) => return Err(failed(e)),
             };
             let response = match request.send() {
                 Ok(response) => response,
-                Err(e) => return Err(failed(Class::Retry, describe_send_error(method, url, &e))),
+                Err(e) => {
+                    let error = describe_send_error(method, url, &e);
+                    return Err(failed(HandlerError::transient(error)));
+                }
             };
             let status = response.status().as_u16();
             if status == 401 && oauth && !refreshed {
@@ -439,18 +447,20 @@ impl Http {
     }
 
     /// The auth header for a request, fetching an OAuth2 token if needed.
-    #[allow(clippy::type_complexity)]
     fn auth_header(
         &self,
         state: &EndpointState,
         ctx: &JobContext,
-    ) -> Result<Option<(HeaderName, HeaderValue)>, (Class, String)> {
+    ) -> Result<Option<(HeaderName, HeaderValue)>, HandlerError> {
         let Some(auth) = &state.config.auth else {
             return Ok(None);
         };
         // A secret that became unreadable since the config loaded may come back (a
         // credential being rotated): retry rather than kill.
-        let secret = state.secret.clone().map_err(|e| (Class::Retry, e))?;
+        let secret = state
+            .secret
+            .clone()
+            .map_err(|e| HandlerError::transient(e.to_string()))?;
         let (name, value) = match auth {
             AuthConfig::Bearer { .. } => (AUTHORIZATION, format!("Bearer {secret}")),
             AuthConfig::Basic { username, .. } => (
@@ -459,44 +469,33 @@ impl Http {
             ),
             AuthConfig::Header { name, .. } => (
                 HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|e| (Class::Permanent, e.to_string()))?,
+                    .map_err(|e| HandlerError::permanent(e.to_string()))?,
                 secret,
             ),
             AuthConfig::OAuth2ClientCredentials { .. } => {
                 let clock = ctx.clock.clone();
                 let token = state
                     .tokens
-                    .get(|| clock.now_ms(), || fetch_token(state, auth, &secret, ctx))
-                    .map_err(|e| {
-                        let class = if e.starts_with("retry:") {
-                            Class::Retry
-                        } else {
-                            Class::Permanent
-                        };
-                        (class, e.trim_start_matches("retry:").to_string())
-                    })?;
+                    .get(|| clock.now_ms(), || fetch_token(state, auth, &secret, ctx))?;
                 (AUTHORIZATION, format!("Bearer {token}"))
             }
         };
-        let mut value = HeaderValue::from_str(&value).map_err(|_| {
-            (
-                Class::Permanent,
-                "the credential is not a valid header value".to_string(),
-            )
-        })?;
+        let mut value = HeaderValue::from_str(&value)
+            .map_err(|_| HandlerError::permanent("the credential is not a valid header value"))?;
         // Marked sensitive so no Debug output (ours, reqwest's or hyper's) shows it.
         value.set_sensitive(true);
         Ok(Some((name, value)))
     }
 }
 
-/// Fetches an OAuth2 client-credentials token. Errors that may pass start with `retry:`.
+/// Fetches an OAuth2 client-credentials token; a failure that may pass (no connection, a
+/// status the endpoint retries, an answer cut short) is transient.
 fn fetch_token(
     state: &EndpointState,
     auth: &AuthConfig,
     secret: &str,
     ctx: &JobContext,
-) -> Result<(String, Option<Duration>), String> {
+) -> Result<(String, Option<Duration>), HandlerError> {
     let AuthConfig::OAuth2ClientCredentials {
         token_url,
         client_id,
@@ -505,7 +504,7 @@ fn fetch_token(
         ..
     } = auth
     else {
-        return Err("not an oauth2 endpoint".into());
+        return Err(HandlerError::permanent("not an oauth2 endpoint"));
     };
     let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
     fields.insert("grant_type", "client_credentials");
@@ -526,31 +525,32 @@ fn fetch_token(
     };
     let masked = |text: String| mask(&text, &[secret]);
     let response = request.send().map_err(|e| {
-        masked(format!(
-            "retry:cannot fetch the OAuth2 token: {}",
+        HandlerError::transient(masked(format!(
+            "cannot fetch the OAuth2 token: {}",
             error_chain(&e)
-        ))
+        )))
     })?;
     let status = response.status().as_u16();
     let mut body = Vec::new();
     let _ = response.take(DRAIN_LIMIT).read_to_end(&mut body);
     if !(200..300).contains(&status) {
-        let retry = if state.config.retry.contains(&status) {
-            "retry:"
-        } else {
-            ""
-        };
-        return Err(masked(format!(
-            "{retry}the OAuth2 token endpoint answered {status}: {}",
+        let error = masked(format!(
+            "the OAuth2 token endpoint answered {status}: {}",
             body_excerpt(&body)
-        )));
+        ));
+        return Err(if state.config.retry.contains(&status) {
+            HandlerError::transient(error)
+        } else {
+            HandlerError::permanent(error)
+        });
     }
-    let answer: Value = serde_json::from_slice(&body)
-        .map_err(|e| format!("retry:the OAuth2 token answer is not JSON: {e}"))?;
+    let answer: Value = serde_json::from_slice(&body).map_err(|e| {
+        HandlerError::transient(format!("the OAuth2 token answer is not JSON: {e}"))
+    })?;
     let token = answer
         .get("access_token")
         .and_then(Value::as_str)
-        .ok_or("the OAuth2 token answer has no access_token")?
+        .ok_or_else(|| HandlerError::permanent("the OAuth2 token answer has no access_token"))?
         .to_string();
     let expires_in = match answer.get("expires_in") {
         Some(Value::Number(n)) => n.as_f64(),
@@ -753,14 +753,14 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl Handler for Http {
-    fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
+    fn validate(&self, payload: &Value, config: &Config) -> Result<(), PayloadError> {
         RequestSpec::parse(payload)?.check(config).map(|_| ())
     }
 
     fn run(&self, job: &Job, ctx: &JobContext) -> Outcome {
         match RequestSpec::parse(&job.payload) {
             Ok(spec) => self.deliver(job, &spec, ctx),
-            Err(e) => Outcome::permanent(e),
+            Err(e) => HandlerError::from(e).into(),
         }
     }
 

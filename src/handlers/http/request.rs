@@ -80,30 +80,34 @@ pub struct PartSpec {
 }
 
 impl RequestSpec {
-    pub fn parse(payload: &Value) -> Result<RequestSpec, String> {
-        let mut spec =
-            RequestSpec::deserialize(payload).map_err(|e| format!("http payload: {e}"))?;
+    pub fn parse(payload: &Value) -> Result<RequestSpec, PayloadError> {
+        let mut spec = RequestSpec::deserialize(payload)
+            .map_err(|e| PayloadError::whole(format!("http payload: {e}")))?;
         if spec.json.is_none() && spec.body_file.is_none() && spec.multipart.is_none() {
             spec.body_file = spec.file.clone();
         }
         Ok(spec)
     }
 
-    pub(super) fn method(&self) -> Result<Method, String> {
+    pub(super) fn method(&self) -> Result<Method, PayloadError> {
         let text = self
             .method
             .as_deref()
             .unwrap_or("POST")
             .to_ascii_uppercase();
-        Method::from_bytes(text.as_bytes())
-            .map_err(|_| format!("http payload: method '{text}' is not valid"))
+        Method::from_bytes(text.as_bytes()).map_err(|_| {
+            PayloadError::new(
+                "method",
+                format!("http payload: method '{text}' is not valid"),
+            )
+        })
     }
 
     /// Checks everything that does not need the network, the files or the secrets.
-    pub(super) fn check<'c>(&self, config: &'c Config) -> Result<&'c EndpointConfig, String> {
+    pub(super) fn check<'c>(&self, config: &'c Config) -> Result<&'c EndpointConfig, PayloadError> {
         let endpoint = config.endpoints.get(&self.endpoint).ok_or_else(|| {
             let known: Vec<&str> = config.endpoints.keys().map(String::as_str).collect();
-            format!(
+            let message = format!(
                 "endpoint '{}' is not declared in the config (declared: {})",
                 self.endpoint,
                 if known.is_empty() {
@@ -111,16 +115,20 @@ impl RequestSpec {
                 } else {
                     known.join(", ")
                 }
-            )
+            );
+            PayloadError::new("endpoint", message)
         })?;
         self.method()?;
         if endpoint.base_url_is_secret() {
             // The URL is a secret: a payload must not hold it, and it is not known here
             // (jobctl has no secrets), so the path is checked on a stand-in.
             if self.url.is_some() {
-                return Err(format!(
-                    "http payload: url is refused for endpoint '{}', whose base URL is a secret (base_url_env/base_url_file); give path",
-                    self.endpoint
+                return Err(PayloadError::new(
+                    "url",
+                    format!(
+                        "http payload: url is refused for endpoint '{}', whose base URL is a secret (base_url_env/base_url_file); give path",
+                        self.endpoint
+                    ),
                 ));
             }
             self.url_on(endpoint, SECRET_BASE_STAND_IN)?;
@@ -133,10 +141,15 @@ impl RequestSpec {
             self.multipart.is_some(),
         ];
         if bodies.iter().filter(|b| **b).count() > 1 {
-            return Err("http payload: give at most one of json, body_file and multipart".into());
+            return Err(PayloadError::whole(
+                "http payload: give at most one of json, body_file and multipart",
+            ));
         }
         if (self.body_offset.is_some() || self.body_len.is_some()) && self.body_file.is_none() {
-            return Err("http payload: body_offset and body_len go with body_file".into());
+            return Err(PayloadError::new(
+                "body_file",
+                "http payload: body_offset and body_len go with body_file",
+            ));
         }
         for part in self.multipart.iter().flatten() {
             let sources = [
@@ -145,59 +158,84 @@ impl RequestSpec {
                 part.text.is_some(),
             ];
             if sources.iter().filter(|b| **b).count() != 1 {
-                return Err(format!(
-                    "http payload: multipart part '{}' needs exactly one of file, json and text",
-                    part.name
+                return Err(PayloadError::new(
+                    "multipart",
+                    format!(
+                        "http payload: multipart part '{}' needs exactly one of file, json and text",
+                        part.name
+                    ),
                 ));
             }
         }
         let data_dir = &config.daemon.data_dir;
-        for (field, path) in [
-            ("http payload: body_file", &self.body_file),
-            ("http payload: file", &self.file),
-        ] {
+        for (field, path) in [("body_file", &self.body_file), ("file", &self.file)] {
             if let Some(path) = path {
-                crate::paths::check(config, data_dir, field, path)?;
+                let shown = format!("http payload: {field}");
+                crate::paths::check(config, data_dir, &shown, path)
+                    .map_err(|e| e.for_field(field))?;
             }
         }
         for part in self.multipart.iter().flatten() {
             if let Some(path) = &part.file {
                 let field = format!("http payload: multipart part '{}': file", part.name);
-                crate::paths::check(config, data_dir, &field, path)?;
+                crate::paths::check(config, data_dir, &field, path)
+                    .map_err(|e| e.for_field("multipart"))?;
             }
         }
         if self.record.iter().any(|name| name.is_empty()) {
-            return Err("http payload: record: a field name is empty".into());
+            return Err(PayloadError::new(
+                "record",
+                "http payload: record: a field name is empty",
+            ));
         }
         if let Some(next) = &self.follow_up {
             if self.record.is_empty() {
-                return Err("http payload: follow_up needs record (the fields it gets)".into());
+                return Err(PayloadError::new(
+                    "follow_up",
+                    "http payload: follow_up needs record (the fields it gets)",
+                ));
             }
-            next.validate()
-                .map_err(|e| format!("http payload: follow_up: {e}"))?;
+            next.validate().map_err(|e| {
+                PayloadError::new("follow_up", format!("http payload: follow_up: {e}"))
+            })?;
         }
         for (name, value) in &self.headers {
+            let refused = |message: String| PayloadError::new("headers", message);
             HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("http payload: '{name}' is not a header name"))?;
-            HeaderValue::from_str(value)
-                .map_err(|_| format!("http payload: header {name} has an invalid value"))?;
+                .map_err(|_| refused(format!("http payload: '{name}' is not a header name")))?;
+            HeaderValue::from_str(value).map_err(|_| {
+                refused(format!("http payload: header {name} has an invalid value"))
+            })?;
         }
         Ok(endpoint)
     }
 
     /// The request URL: `base` (the endpoint's base URL) + path + query, or the payload's
     /// own same-origin URL.
-    pub(super) fn url_on(&self, endpoint: &EndpointConfig, base_url: &str) -> Result<Url, String> {
-        let base = Url::parse(base_url).map_err(|e| format!("base_url: {e}"))?;
+    pub(super) fn url_on(
+        &self,
+        endpoint: &EndpointConfig,
+        base_url: &str,
+    ) -> Result<Url, PayloadError> {
+        let base = Url::parse(base_url)
+            .map_err(|e| PayloadError::new("endpoint", format!("base_url: {e}")))?;
         let mut url = match (&self.url, &self.path) {
-            (Some(_), Some(_)) => return Err("http payload: give url or path, not both".into()),
+            (Some(_), Some(_)) => {
+                return Err(PayloadError::whole(
+                    "http payload: give url or path, not both",
+                ))
+            }
             (Some(text), None) => {
-                let url =
-                    Url::parse(text).map_err(|e| format!("http payload: url '{text}': {e}"))?;
+                let url = Url::parse(text).map_err(|e| {
+                    PayloadError::new("url", format!("http payload: url '{text}': {e}"))
+                })?;
                 if url.origin() != base.origin() {
-                    return Err(format!(
-                        "http payload: url must be on the endpoint's origin {}",
-                        base.origin().ascii_serialization()
+                    return Err(PayloadError::new(
+                        "url",
+                        format!(
+                            "http payload: url must be on the endpoint's origin {}",
+                            base.origin().ascii_serialization()
+                        ),
                     ));
                 }
                 url
@@ -208,7 +246,8 @@ impl RequestSpec {
                     text.push('/');
                     text.push_str(path.trim_start_matches('/'));
                 }
-                Url::parse(&text).map_err(|e| format!("http payload: path: {e}"))?
+                Url::parse(&text)
+                    .map_err(|e| PayloadError::new("path", format!("http payload: path: {e}")))?
             }
         };
         if !self.query.is_empty() {
@@ -227,9 +266,10 @@ impl RequestSpec {
             }
         }
         if !endpoint.allows_http_to(&url) {
-            return Err(
-                "http payload: http:// to a non-loopback host is refused (require_https)".into(),
-            );
+            return Err(PayloadError::new(
+                "url",
+                "http payload: http:// to a non-loopback host is refused (require_https)",
+            ));
         }
         Ok(url)
     }
@@ -292,7 +332,10 @@ pub(super) fn build_request(
     key: &str,
     auth: Option<(HeaderName, HeaderValue)>,
     ctx: &JobContext,
-) -> Result<RequestBuilder, String> {
+) -> Result<RequestBuilder, HandlerError> {
+    let unreadable = |path: &Path, e: std::io::Error| {
+        HandlerError::permanent(format!("body_file {}: {e}", path.display()))
+    };
     let mut request = state
         .client
         .request(method.clone(), url.clone())
@@ -309,11 +352,10 @@ pub(super) fn build_request(
     if let Some(body) = &spec.json {
         request = request
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(serde_json::to_vec(body).map_err(|e| e.to_string())?);
+            .body(serde_json::to_vec(body).map_err(|e| HandlerError::permanent(e.to_string()))?);
     } else if let Some(path) = &spec.body_file {
         let path = data_path(ctx, "http payload: body_file", path)?;
-        let file =
-            std::fs::File::open(&path).map_err(|e| format!("body_file {}: {e}", path.display()))?;
+        let file = std::fs::File::open(&path).map_err(|e| unreadable(&path, e))?;
         let length = file.metadata().map(|m| m.len()).ok();
         let content_type = spec
             .content_type
@@ -329,7 +371,7 @@ pub(super) fn build_request(
                 use std::io::{Seek, SeekFrom};
                 let mut file = file;
                 file.seek(SeekFrom::Start(offset))
-                    .map_err(|e| format!("body_file {}: {e}", path.display()))?;
+                    .map_err(|e| unreadable(&path, e))?;
                 reqwest::blocking::Body::sized(file.take(len), len)
             }
         };
@@ -354,31 +396,38 @@ pub(super) fn body_range(
     size: Option<u64>,
     offset: Option<u64>,
     len: Option<u64>,
-) -> Result<(u64, u64), String> {
-    let size = size.ok_or_else(|| format!("body_file {}: its size is unknown", path.display()))?;
+) -> Result<(u64, u64), HandlerError> {
+    let size = size.ok_or_else(|| {
+        HandlerError::permanent(format!("body_file {}: its size is unknown", path.display()))
+    })?;
     let offset = offset.unwrap_or(0);
     let len = len.unwrap_or(size.saturating_sub(offset));
     match offset.checked_add(len) {
         Some(end) if end <= size => Ok((offset, len)),
-        _ => Err(format!(
+        _ => Err(HandlerError::permanent(format!(
             "body_file {}: bytes {offset}..{} are past its end ({size} bytes)",
             path.display(),
             offset.saturating_add(len)
-        )),
+        ))),
     }
 }
 
 pub(super) fn build_part(
     part: &PartSpec,
     ctx: &JobContext,
-) -> Result<reqwest::blocking::multipart::Part, String> {
+) -> Result<reqwest::blocking::multipart::Part, HandlerError> {
     use reqwest::blocking::multipart::Part;
+    let failed =
+        |text: String| HandlerError::permanent(format!("multipart part '{}': {text}", part.name));
     let (built, default_type) = if let Some(file) = &part.file {
         let path = data_path(ctx, "http payload: multipart file", file)?;
         let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let handle = std::fs::File::open(&path)
-            .map_err(|e| format!("multipart part '{}': {}: {e}", part.name, path.display()))?;
-        let length = handle.metadata().map_err(|e| e.to_string())?.len();
+        let handle =
+            std::fs::File::open(&path).map_err(|e| failed(format!("{}: {e}", path.display())))?;
+        let length = handle
+            .metadata()
+            .map_err(|e| HandlerError::permanent(e.to_string()))?
+            .len();
         let mut built = Part::reader_with_length(handle, length);
         if let Some(name) = part.filename.clone().or(file_name) {
             built = built.file_name(name);
@@ -386,7 +435,9 @@ pub(super) fn build_part(
         (built, "application/octet-stream")
     } else if let Some(value) = &part.json {
         (
-            Part::bytes(serde_json::to_vec(value).map_err(|e| e.to_string())?),
+            Part::bytes(
+                serde_json::to_vec(value).map_err(|e| HandlerError::permanent(e.to_string()))?,
+            ),
             "application/json",
         )
     } else {
@@ -401,12 +452,12 @@ pub(super) fn build_part(
     };
     built
         .mime_str(part.content_type.as_deref().unwrap_or(default_type))
-        .map_err(|e| format!("multipart part '{}': content_type: {e}", part.name))
+        .map_err(|e| failed(format!("content_type: {e}")))
 }
 
 /// Resolves a payload's file path, refusing anything outside the allowed folders
 /// ([`crate::paths`]): a job may send what the daemon spooled or produced, or what sits
 /// in a declared folder, not any file the daemon can read.
-pub fn data_path(ctx: &JobContext, field: &str, path: &Path) -> Result<PathBuf, String> {
+pub fn data_path(ctx: &JobContext, field: &str, path: &Path) -> Result<PathBuf, PayloadError> {
     crate::paths::check(&ctx.config, &ctx.data_dir, field, path)
 }

@@ -5,10 +5,10 @@
 pub mod config;
 
 use super::http::{Http, RequestSpec};
-use super::{Handler, JobContext};
+use super::{Handler, HandlerError, JobContext};
 use crate::config::Config;
 use crate::daemon::JobHooks;
-use crate::job::{Job, NewJob, Outcome};
+use crate::job::{Job, NewJob, Outcome, PayloadError};
 use serde_json::{json, Value};
 
 pub const KIND: &str = "notify";
@@ -112,9 +112,12 @@ pub fn message(facts: &Value) -> Value {
 }
 
 impl Handler for Notify {
-    fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
+    fn validate(&self, payload: &Value, config: &Config) -> Result<(), PayloadError> {
         if payload.get(DEAD_LETTER_KEY).is_none() {
-            return Err(format!("notify payload needs \"{DEAD_LETTER_KEY}\""));
+            return Err(PayloadError::new(
+                DEAD_LETTER_KEY,
+                format!("notify payload needs \"{DEAD_LETTER_KEY}\""),
+            ));
         }
         self.http.validate(&request(payload, &Value::Null), config)
     }
@@ -133,7 +136,7 @@ impl Handler for Notify {
         let payload = request(&job.payload, &body);
         match RequestSpec::parse(&payload) {
             Ok(spec) => self.http.deliver(job, &spec, ctx),
-            Err(e) => Outcome::permanent(e),
+            Err(e) => HandlerError::from(e).into(),
         }
     }
 }

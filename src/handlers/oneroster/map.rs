@@ -1,6 +1,7 @@
 //! Reading and validating the SDS v1 CSVs, and mapping them to OneRoster 1.2 rows.
 
 use crate::csvio::{encoding_for_label, CsvReader, Dialect, EncodingChoice, Record};
+use crate::files::FileError;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
@@ -81,7 +82,7 @@ pub fn for_each_row(
     required: bool,
     required_cols: &[&str],
     errors: &mut Vec<SdsError>,
-    mut f: impl FnMut(&RowView<'_>, &mut Check<'_>) -> Result<(), String>,
+    mut f: impl FnMut(&RowView<'_>, &mut Check<'_>) -> Result<(), FileError>,
 ) -> Result<(), Fatal> {
     let file = disk_name(path);
     let fatal = |line: u64, reason: String| Fatal {
@@ -124,7 +125,7 @@ pub fn for_each_row(
             cols: &cols,
             rec: &record,
         };
-        f(&view, &mut check).map_err(Fatal::output)?;
+        f(&view, &mut check).map_err(|e| Fatal::output(e.to_string()))?;
     }
     Ok(())
 }
@@ -153,7 +154,7 @@ pub enum Out {
 
 /// Receives the rows of each output file, in input order.
 pub trait Sink {
-    fn row(&mut self, out: Out, fields: &[&str]) -> Result<(), String>;
+    fn row(&mut self, out: Out, fields: &[&str]) -> Result<(), FileError>;
 }
 
 pub const ORGS: &[&str] = &[

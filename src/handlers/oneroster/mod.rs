@@ -19,8 +19,9 @@ use output::{write_errors, write_set, write_zip, Files};
 
 use crate::clock::format_millis;
 use crate::config::Config;
-use crate::handlers::{Handler, JobContext};
-use crate::job::{Job, NewJob, Outcome};
+use crate::files::{FileAction, FileError};
+use crate::handlers::{Handler, HandlerError, JobContext};
+use crate::job::{Job, NewJob, Outcome, PayloadError};
 use map::{EnrollmentIds, Fatal, Inputs, SdsError};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -98,64 +99,81 @@ pub enum OnError {
 }
 
 impl Payload {
-    pub fn parse(payload: &Value) -> Result<Payload, String> {
-        let p = Payload::deserialize(payload).map_err(|e| format!("oneroster payload: {e}"))?;
+    pub fn parse(payload: &Value) -> Result<Payload, PayloadError> {
+        let p = Payload::deserialize(payload)
+            .map_err(|e| PayloadError::whole(format!("oneroster payload: {e}")))?;
         p.namespace()?;
         p.zip()?;
         p.on_error()?;
         p.enrollment_ids()?;
-        status::parse_interval(p.poll_interval.as_deref())
-            .map_err(|e| format!("oneroster payload: poll_interval: {e}"))?;
+        status::parse_interval(p.poll_interval.as_deref()).map_err(|e| {
+            PayloadError::new(
+                "poll_interval",
+                format!("oneroster payload: poll_interval: {e}"),
+            )
+        })?;
         if p.max_polls == Some(0) {
-            return Err("oneroster payload: max_polls must be at least 1".into());
+            return Err(PayloadError::new(
+                "max_polls",
+                "oneroster payload: max_polls must be at least 1",
+            ));
         }
         if p.status_poll && p.endpoint.is_none() {
-            return Err(
+            return Err(PayloadError::new(
+                "status_poll",
                 "oneroster payload: status_poll needs endpoint (nothing is uploaded \
-                        without it)"
-                    .into(),
-            );
+                        without it)",
+            ));
         }
         Ok(p)
     }
 
     /// Whether `archive = "zip"`.
-    pub fn zip(&self) -> Result<bool, String> {
+    pub fn zip(&self) -> Result<bool, PayloadError> {
         match self.archive.as_deref() {
             None => Ok(false),
             Some("zip") => Ok(true),
-            Some(other) => Err(format!(
-                "oneroster payload: archive: '{other}' is not supported (only \"zip\")"
+            Some(other) => Err(PayloadError::new(
+                "archive",
+                format!("oneroster payload: archive: '{other}' is not supported (only \"zip\")"),
             )),
         }
     }
 
-    pub fn on_error(&self) -> Result<OnError, String> {
+    pub fn on_error(&self) -> Result<OnError, PayloadError> {
         match self.on_error.as_deref() {
             None | Some("required") => Ok(OnError::Required),
             Some("skip") => Ok(OnError::Skip),
             Some("fail") => Ok(OnError::Fail),
-            Some(other) => Err(format!(
-                "oneroster payload: on_error: '{other}' is not one of required, skip, fail"
+            Some(other) => Err(PayloadError::new(
+                "on_error",
+                format!(
+                    "oneroster payload: on_error: '{other}' is not one of required, skip, fail"
+                ),
             )),
         }
     }
 
-    pub fn enrollment_ids(&self) -> Result<EnrollmentIds, String> {
+    pub fn enrollment_ids(&self) -> Result<EnrollmentIds, PayloadError> {
         match self.enrollment_ids.as_deref() {
             None | Some("role") => Ok(EnrollmentIds::Role),
             Some("seed") => Ok(EnrollmentIds::Seed),
-            Some(other) => Err(format!(
-                "oneroster payload: enrollment_ids: '{other}' is not one of role, seed"
+            Some(other) => Err(PayloadError::new(
+                "enrollment_ids",
+                format!("oneroster payload: enrollment_ids: '{other}' is not one of role, seed"),
             )),
         }
     }
 
-    pub fn namespace(&self) -> Result<Uuid, String> {
+    pub fn namespace(&self) -> Result<Uuid, PayloadError> {
         match &self.namespace {
             None => Ok(DEFAULT_NAMESPACE),
-            Some(s) => Uuid::parse_str(s)
-                .map_err(|e| format!("oneroster payload: namespace: not a UUID ({e})")),
+            Some(s) => Uuid::parse_str(s).map_err(|e| {
+                PayloadError::new(
+                    "namespace",
+                    format!("oneroster payload: namespace: not a UUID ({e})"),
+                )
+            }),
         }
     }
 }
@@ -191,18 +209,20 @@ const MANIFEST_FILES: &[&str] = &[
 pub struct OneRoster;
 
 impl Handler for OneRoster {
-    fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
+    fn validate(&self, payload: &Value, config: &Config) -> Result<(), PayloadError> {
         let p = Payload::parse(payload)?;
         crate::paths::check(
             config,
             &config.daemon.data_dir,
             "oneroster payload: dir",
             &p.dir,
-        )?;
+        )
+        .map_err(|e| e.for_field("dir"))?;
         if let Some(endpoint) = &p.endpoint {
             if !config.endpoints.contains_key(endpoint) {
-                return Err(format!(
-                    "oneroster payload: endpoint: no [endpoints.{endpoint}] in the config"
+                return Err(PayloadError::new(
+                    "endpoint",
+                    format!("oneroster payload: endpoint: no [endpoints.{endpoint}] in the config"),
                 ));
             }
         }
@@ -216,10 +236,7 @@ impl Handler for OneRoster {
 
 /// Runs one conversion for a job payload; the upload job goes to `queue`.
 pub fn convert_payload(payload: &Value, queue: &str, ctx: &JobContext) -> Outcome {
-    match run(payload, queue, ctx) {
-        Ok(outcome) => outcome,
-        Err(e) => Outcome::permanent(e),
-    }
+    run(payload, queue, ctx).unwrap_or_else(Outcome::from)
 }
 
 /// What one run wrote.
@@ -252,12 +269,13 @@ fn folder_name(p: &Payload, dir: &Path) -> String {
     }
 }
 
-fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String> {
+fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, HandlerError> {
     let p = Payload::parse(payload)?;
     let ns = p.namespace()?;
     let on_error = p.on_error()?;
     // Checked again now: the folder may have been replaced by a symlink since the enqueue.
-    let dir = crate::paths::check(&ctx.config, &ctx.data_dir, "oneroster payload: dir", &p.dir)?;
+    let dir = crate::paths::check(&ctx.config, &ctx.data_dir, "oneroster payload: dir", &p.dir)
+        .map_err(|e| e.for_field("dir"))?;
     let name = folder_name(&p, &dir);
 
     let now_ms = ctx.clock.now_ms();
@@ -273,7 +291,7 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
         .join(&name);
     let out_dir = ctx.data_dir.join(&out_rel);
     crate::files::create_private_dir_all(&out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", out_dir.display()))?;
+        .map_err(|e| FileError::new(FileAction::Create, &out_dir, e))?;
     let errors_path = out_dir.join("errors.csv");
     let mut errors: Vec<SdsError> = Vec::new();
     // A conversion that cannot go on is dead and always leaves errors.csv, with what was
@@ -364,7 +382,7 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
 
     let mut files = match Files::create(&out_dir) {
         Ok(files) => files,
-        Err(e) => return stop(&mut errors, Fatal::output(e.clone()), e),
+        Err(e) => return stop(&mut errors, Fatal::output(e.to_string()), e.to_string()),
     };
     ctx.progress("input_files", found.len() as u64);
     let converted = map::convert(&inputs, &ns, p.enrollment_ids()?, &mut errors, &mut files);
@@ -411,7 +429,7 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
 
     let written = match write_set(&out_dir, files, &p, &now) {
         Ok(written) => written,
-        Err(e) => return stop(&mut errors, Fatal::output(e.clone()), e),
+        Err(e) => return stop(&mut errors, Fatal::output(e.to_string()), e.to_string()),
     };
     ctx.progress("files_written", written.len() as u64);
     ctx.progress("records_written", written.iter().map(|w| w.records).sum());
@@ -432,7 +450,7 @@ fn run(payload: &Value, queue: &str, ctx: &JobContext) -> Result<Outcome, String
     if p.zip()? {
         let zip_path = out_dir.with_file_name(format!("{name}.zip"));
         if let Err(e) = write_zip(&zip_path, &out_dir, &set) {
-            return stop(&mut errors, Fatal::output(e.clone()), e);
+            return stop(&mut errors, Fatal::output(e.to_string()), e.to_string());
         }
         detail["archive"] = json!(zip_path.display().to_string());
     }
@@ -502,10 +520,12 @@ mod tests {
         assert!(interval <= config.policy_for(status::KIND).cap);
         payload["endpoint"] = json!("nowhere");
         let err = OneRoster.validate(&payload, &config).unwrap_err();
-        assert!(err.contains("endpoint"), "{err}");
+        assert_eq!(err.field, "endpoint");
+        assert!(err.to_string().contains("endpoint"), "{err}");
         payload["namespace"] = json!("not-a-uuid");
         let err = Payload::parse(&payload).unwrap_err();
-        assert!(err.contains("namespace"), "{err}");
+        assert_eq!(err.field, "namespace");
+        assert!(err.to_string().contains("namespace"), "{err}");
     }
 
     #[test]
@@ -514,7 +534,7 @@ mod tests {
         let refused = |key: &str, value: Value| {
             let mut payload = base.clone();
             payload[key] = value;
-            Payload::parse(&payload).unwrap_err()
+            Payload::parse(&payload).unwrap_err().to_string()
         };
         assert_eq!(
             refused("archive", json!("tar")),
@@ -538,7 +558,9 @@ mod tests {
             refused("max_polls", json!(0)),
             "oneroster payload: max_polls must be at least 1"
         );
-        let err = Payload::parse(&json!({"dir": "in/1", "status_poll": true})).unwrap_err();
+        let err = Payload::parse(&json!({"dir": "in/1", "status_poll": true}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("status_poll needs endpoint"), "{err}");
         let p =
             Payload::parse(&json!({"dir": "in/1", "archive": "zip", "on_error": "skip"})).unwrap();

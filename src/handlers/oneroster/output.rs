@@ -4,7 +4,7 @@
 
 use super::map::{self, Out, SdsError, Sink};
 use super::{sha_hex, Payload, Written, MANIFEST_FILES};
-use crate::files::AtomicFile;
+use crate::files::{AtomicFile, FileAction, FileError};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// errors.csv: `file,line,field,value,reason`; `file` as it is named on disk, `line`
 /// empty for an error about the file as a whole.
-pub(super) fn write_errors(path: &Path, errors: &[SdsError]) -> Result<(), String> {
+pub(super) fn write_errors(path: &Path, errors: &[SdsError]) -> Result<(), FileError> {
     let rows: Vec<Vec<String>> = errors
         .iter()
         .map(|e| {
@@ -30,23 +30,23 @@ pub(super) fn write_errors(path: &Path, errors: &[SdsError]) -> Result<(), Strin
             ]
         })
         .collect();
-    let bytes = csv_bytes(&["file", "line", "field", "value", "reason"], &rows)?;
+    let bytes = csv_bytes(&["file", "line", "field", "value", "reason"], &rows)
+        .map_err(|e| FileError::write(path, e))?;
     write_atomic(path, &bytes)
 }
 
 /// Writes `bytes` to `path` (0640) whole or not at all.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    crate::files::write_atomic(path, bytes)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    crate::files::write_atomic(path, bytes).map_err(|e| FileError::write(path, e))
 }
 
 /// Writes `files` of `dir` into one zip at `path`, at its root, under a temporary name
 /// first. The same files give the same bytes: fixed order, fixed entry times
 /// (1980-01-01, the zip epoch) and modes, deflate (RFC 1951, as the spec asks).
-pub(super) fn write_zip(path: &Path, dir: &Path, files: &[String]) -> Result<(), String> {
+pub(super) fn write_zip(path: &Path, dir: &Path, files: &[String]) -> Result<(), FileError> {
     use zip::write::SimpleFileOptions;
-    let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", path.display());
-    let write = || -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| FileError::write(path, e);
+    let write = || -> Result<(), FileError> {
         let file = AtomicFile::create(path).map_err(|e| fail(&e))?;
         let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
         let options = SimpleFileOptions::DEFAULT
@@ -58,7 +58,7 @@ pub(super) fn write_zip(path: &Path, dir: &Path, files: &[String]) -> Result<(),
             let source = dir.join(name);
             std::fs::File::open(&source)
                 .and_then(|mut f| std::io::copy(&mut f, &mut zip))
-                .map_err(|e| format!("cannot zip {}: {e}", source.display()))?;
+                .map_err(|e| FileError::new(FileAction::Zip, &source, e))?;
         }
         let file = zip
             .finish()
@@ -71,22 +71,22 @@ pub(super) fn write_zip(path: &Path, dir: &Path, files: &[String]) -> Result<(),
 }
 
 /// RFC 4180 with LF line ends, quoting only where needed, UTF-8 without BOM.
-fn csv_bytes(header: &[&str], rows: &[Vec<String>]) -> Result<Vec<u8>, String> {
+fn csv_bytes(header: &[&str], rows: &[Vec<String>]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))
         .quote_style(csv::QuoteStyle::Necessary)
         .from_writer(Vec::new());
-    w.write_record(header).map_err(|e| e.to_string())?;
+    w.write_record(header)?;
     for row in rows {
         // No carriage returns inside a field (OneRoster §3).
         if row.iter().any(|f| f.contains(['\r', '\n'])) {
             let cleaned: Vec<String> = row.iter().map(|f| f.replace(['\r', '\n'], " ")).collect();
-            w.write_record(&cleaned).map_err(|e| e.to_string())?;
+            w.write_record(&cleaned)?;
         } else {
-            w.write_record(row).map_err(|e| e.to_string())?;
+            w.write_record(row)?;
         }
     }
-    w.into_inner().map_err(|e| e.to_string())
+    w.into_inner().map_err(|e| e.into_error().into())
 }
 
 /// A writer that hashes what passes through it.
@@ -116,11 +116,10 @@ struct OutCsv {
 }
 
 impl OutCsv {
-    fn create(dir: &Path, entity: &str, header: &[&str]) -> Result<OutCsv, String> {
+    fn create(dir: &Path, entity: &str, header: &[&str]) -> Result<OutCsv, FileError> {
         let name = format!("{entity}.csv");
         let path = dir.join(&name);
-        let file = AtomicFile::create(&path)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let file = AtomicFile::create(&path).map_err(|e| FileError::write(&path, e))?;
         let mut writer = csv::WriterBuilder::new()
             .terminator(csv::Terminator::Any(b'\n'))
             .quote_style(csv::QuoteStyle::Necessary)
@@ -130,7 +129,7 @@ impl OutCsv {
             });
         writer
             .write_record(header)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            .map_err(|e| FileError::write(&path, e))?;
         Ok(OutCsv {
             name,
             path,
@@ -139,7 +138,7 @@ impl OutCsv {
         })
     }
 
-    fn row(&mut self, fields: &[&str]) -> Result<(), String> {
+    fn row(&mut self, fields: &[&str]) -> Result<(), FileError> {
         let written = if fields.iter().any(|f| f.contains(['\r', '\n'])) {
             // No carriage returns inside a field (OneRoster §3).
             let cleaned: Vec<String> = fields
@@ -150,14 +149,14 @@ impl OutCsv {
         } else {
             self.writer.write_record(fields)
         };
-        written.map_err(|e| format!("cannot write {}: {e}", self.path.display()))?;
+        written.map_err(|e| FileError::write(&self.path, e))?;
         self.records += 1;
         Ok(())
     }
 
     /// Flushes, syncs and renames into place.
-    fn finish(self) -> Result<Written, String> {
-        let fail = |e: &dyn std::fmt::Display| format!("cannot write {}: {e}", self.path.display());
+    fn finish(self) -> Result<Written, FileError> {
+        let fail = |e: &dyn std::fmt::Display| FileError::write(&self.path, e);
         let hashing = self.writer.into_inner().map_err(|e| fail(&e.to_string()))?;
         let file = hashing
             .inner
@@ -178,7 +177,7 @@ pub(super) struct Files {
 }
 
 impl Files {
-    pub(super) fn create(dir: &Path) -> Result<Files, String> {
+    pub(super) fn create(dir: &Path) -> Result<Files, FileError> {
         let specs: [(Option<Out>, &str, &[&str]); 8] = [
             (Some(Out::Orgs), "orgs", map::ORGS),
             (Some(Out::Users), "users", map::USERS),
@@ -206,7 +205,7 @@ impl Files {
 }
 
 impl Sink for Files {
-    fn row(&mut self, out: Out, fields: &[&str]) -> Result<(), String> {
+    fn row(&mut self, out: Out, fields: &[&str]) -> Result<(), FileError> {
         let (_, file) = self
             .files
             .iter_mut()
@@ -223,7 +222,7 @@ pub(super) fn write_set(
     files: Files,
     p: &Payload,
     now: &str,
-) -> Result<Vec<Written>, String> {
+) -> Result<Vec<Written>, FileError> {
     let mut written = Vec::new();
     let mut rest = files.files.into_iter();
     // A file dropped unfinished (no rows, or after an error) takes its temporary name
@@ -253,8 +252,10 @@ pub(super) fn write_set(
     if let Some(system) = &p.source_system_name {
         manifest.push(vec!["source.systemName".into(), system.clone()]);
     }
-    let bytes = csv_bytes(&["propertyName", "value"], &manifest)?;
-    write_atomic(&out_dir.join("manifest.csv"), &bytes)?;
+    let manifest_path = out_dir.join("manifest.csv");
+    let bytes = csv_bytes(&["propertyName", "value"], &manifest)
+        .map_err(|e| FileError::write(&manifest_path, e))?;
+    write_atomic(&manifest_path, &bytes)?;
     written.insert(
         0,
         Written {
@@ -270,7 +271,9 @@ pub(super) fn write_set(
         "recordCounts": written.iter().map(|w| (w.name.clone(), w.records)).collect::<BTreeMap<_, _>>(),
         "checksums": written.iter().map(|w| (w.name.clone(), w.sha256.clone())).collect::<BTreeMap<_, _>>(),
     });
-    let bytes = serde_json::to_vec_pretty(&metadata).map_err(|e| e.to_string())?;
-    write_atomic(&out_dir.join("metadata.json"), &bytes)?;
+    let metadata_path = out_dir.join("metadata.json");
+    let bytes =
+        serde_json::to_vec_pretty(&metadata).map_err(|e| FileError::write(&metadata_path, e))?;
+    write_atomic(&metadata_path, &bytes)?;
     Ok(written)
 }

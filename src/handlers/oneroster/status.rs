@@ -9,8 +9,8 @@
 use crate::config::Config;
 use crate::handlers::http::classify::Class;
 use crate::handlers::http::{Http, RequestSpec};
-use crate::handlers::{Handler, JobContext};
-use crate::job::{Job, Outcome};
+use crate::handlers::{Handler, HandlerError, JobContext};
+use crate::job::{Job, Outcome, PayloadError};
 use reqwest::Url;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -48,43 +48,60 @@ pub struct StatusPayload {
 }
 
 impl StatusPayload {
-    pub fn parse(payload: &Value) -> Result<StatusPayload, String> {
-        let p = StatusPayload::deserialize(payload).map_err(|e| format!("{KIND} payload: {e}"))?;
+    pub fn parse(payload: &Value) -> Result<StatusPayload, PayloadError> {
+        let p = StatusPayload::deserialize(payload)
+            .map_err(|e| PayloadError::whole(format!("{KIND} payload: {e}")))?;
         p.interval()?;
         p.upload_id()?;
         Ok(p)
     }
 
-    pub fn interval(&self) -> Result<Duration, String> {
-        parse_interval(self.poll_interval.as_deref())
-            .map_err(|e| format!("{KIND} payload: poll_interval: {e}"))
+    pub fn interval(&self) -> Result<Duration, PayloadError> {
+        parse_interval(self.poll_interval.as_deref()).map_err(|e| {
+            PayloadError::new(
+                "poll_interval",
+                format!("{KIND} payload: poll_interval: {e}"),
+            )
+        })
     }
 
-    fn upload_id(&self) -> Result<String, String> {
+    fn upload_id(&self) -> Result<String, PayloadError> {
+        let refused = |message: String| PayloadError::new("recorded.uploadId", message);
         match self.recorded.get("uploadId") {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
             Some(Value::Number(n)) => Ok(n.to_string()),
-            Some(other) => Err(format!(
+            Some(other) => Err(refused(format!(
                 "{KIND} payload: recorded.uploadId must be a string or a number, not {other}"
-            )),
-            None => Err(format!(
+            ))),
+            None => Err(refused(format!(
                 "{KIND} payload: recorded.uploadId is missing (the upload's answer fills it)"
-            )),
+            ))),
         }
     }
 }
 
 /// A poll interval (`"30s"`, `"2m"`); none is [`DEFAULT_POLL_INTERVAL`].
-pub fn parse_interval(text: Option<&str>) -> Result<Duration, String> {
+pub fn parse_interval(text: Option<&str>) -> Result<Duration, IntervalError> {
     let Some(text) = text else {
         return Ok(DEFAULT_POLL_INTERVAL);
     };
-    let interval =
-        humantime::parse_duration(text).map_err(|e| format!("'{text}' is not a duration ({e})"))?;
+    let interval = humantime::parse_duration(text).map_err(|e| IntervalError::NotADuration {
+        text: text.to_string(),
+        cause: e.to_string(),
+    })?;
     if interval.is_zero() {
-        return Err(format!("'{text}' must be more than zero"));
+        return Err(IntervalError::Zero(text.to_string()));
     }
     Ok(interval)
+}
+
+/// Why a poll interval is refused; the caller names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntervalError {
+    #[error("'{text}' is not a duration ({cause})")]
+    NotADuration { text: String, cause: String },
+    #[error("'{0}' must be more than zero")]
+    Zero(String),
 }
 
 /// `id` as one URL path segment (a `/` or `?` in it is escaped, not followed).
@@ -108,12 +125,15 @@ impl Handler for UploadStatus {
         super::super::http::endpoint_route(job, config)
     }
 
-    fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
+    fn validate(&self, payload: &Value, config: &Config) -> Result<(), PayloadError> {
         let p = StatusPayload::parse(payload)?;
         if !config.endpoints.contains_key(&p.endpoint) {
-            return Err(format!(
-                "{KIND} payload: endpoint: no [endpoints.{}] in the config",
-                p.endpoint
+            return Err(PayloadError::new(
+                "endpoint",
+                format!(
+                    "{KIND} payload: endpoint: no [endpoints.{}] in the config",
+                    p.endpoint
+                ),
             ));
         }
         Ok(())
@@ -122,7 +142,7 @@ impl Handler for UploadStatus {
     fn run(&self, job: &Job, ctx: &JobContext) -> Outcome {
         match StatusPayload::parse(&job.payload) {
             Ok(p) => self.poll(job, &p, ctx),
-            Err(e) => Outcome::permanent(e),
+            Err(e) => HandlerError::from(e).into(),
         }
     }
 }
@@ -256,10 +276,12 @@ mod tests {
             DEFAULT_POLL_INTERVAL
         );
         let err = StatusPayload::parse(&json!({"endpoint": "roster"})).unwrap_err();
+        assert_eq!(err.field, "recorded.uploadId");
+        let err = err.to_string();
         assert!(err.contains("recorded.uploadId is missing"), "{err}");
         let mut bad = ok.clone();
         bad["poll_interval"] = json!("soon");
-        let err = StatusPayload::parse(&bad).unwrap_err();
+        let err = StatusPayload::parse(&bad).unwrap_err().to_string();
         assert!(
             err.contains("poll_interval: 'soon' is not a duration"),
             "{err}"

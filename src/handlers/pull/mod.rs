@@ -9,9 +9,9 @@ pub mod paging;
 
 use super::http::classify::{retry_after_header, Class};
 use super::http::{Fetched, Http, RequestSpec};
-use super::{Handler, JobContext};
+use super::{Handler, HandlerError, JobContext};
 use crate::config::{Config, PipelineConfig};
-use crate::job::{Job, NewJob, Outcome, SyncMark, UnixMillis};
+use crate::job::{Job, NewJob, Outcome, PayloadError, SyncMark, UnixMillis};
 use crate::store::sink::{field, SinkDb, SinkTable, Upserted};
 use config::{HttpPullConfig, Pagination};
 use serde::{Deserialize, Serialize};
@@ -91,20 +91,22 @@ pub enum Next {
 }
 
 impl PullPayload {
-    pub fn parse(payload: &Value) -> Result<PullPayload, String> {
-        PullPayload::deserialize(payload).map_err(|e| format!("http_pull payload: {e}"))
+    pub fn parse(payload: &Value) -> Result<PullPayload, PayloadError> {
+        PullPayload::deserialize(payload)
+            .map_err(|e| PayloadError::whole(format!("http_pull payload: {e}")))
     }
 
-    fn pipeline<'c>(&self, config: &'c Config) -> Result<&'c HttpPullConfig, String> {
+    fn pipeline<'c>(&self, config: &'c Config) -> Result<&'c HttpPullConfig, PayloadError> {
+        let refused = |message: String| PayloadError::new("pipeline", message);
         match config.pipelines.get(&self.pipeline) {
             Some(PipelineConfig::HttpPull(pull)) => Ok(pull),
             // Reachable once other pipeline kinds (csv_import, relay) exist.
             #[allow(unreachable_patterns)]
-            Some(other) => Err(format!(
+            Some(other) => Err(refused(format!(
                 "pipeline '{}' is of kind {}, not http_pull",
                 self.pipeline,
                 other.job_kind()
-            )),
+            ))),
             None => {
                 let known: Vec<&str> = config
                     .pipelines
@@ -112,7 +114,7 @@ impl PullPayload {
                     .filter(|(_, p)| matches!(p, PipelineConfig::HttpPull(_)))
                     .map(|(n, _)| n.as_str())
                     .collect();
-                Err(format!(
+                Err(refused(format!(
                     "pipeline '{}' is not declared in the config (http_pull pipelines: {})",
                     self.pipeline,
                     if known.is_empty() {
@@ -120,7 +122,7 @@ impl PullPayload {
                     } else {
                         known.join(", ")
                     }
-                ))
+                )))
             }
         }
     }
@@ -141,12 +143,12 @@ impl Pull {
         }
     }
 
-    fn sink(&self, path: &Path) -> Result<Arc<Mutex<SinkDb>>, String> {
+    fn sink(&self, path: &Path) -> Result<Arc<Mutex<SinkDb>>, crate::store::StoreError> {
         let mut sinks = self.sinks.lock().expect("sinks");
         if let Some(sink) = sinks.get(path) {
             return Ok(sink.clone());
         }
-        let sink = Arc::new(Mutex::new(SinkDb::open(path).map_err(|e| e.to_string())?));
+        let sink = Arc::new(Mutex::new(SinkDb::open(path)?));
         sinks.insert(path.to_path_buf(), sink.clone());
         Ok(sink)
     }
@@ -253,7 +255,11 @@ impl Pull {
         pull: &HttpPullConfig,
         items: &[Value],
         now: UnixMillis,
-    ) -> Result<Upserted, String> {
+    ) -> Result<Upserted, HandlerError> {
+        // The sink is a file of ours: a failure to write it (busy, disk full) may pass.
+        let failed = |path: &Path, e: &dyn std::fmt::Display| {
+            HandlerError::transient(format!("sink {}: {e}", path.display()))
+        };
         if let Some(path) = &pull.sink.sqlite {
             let table = SinkTable {
                 name: pull.table_name(name),
@@ -265,20 +271,24 @@ impl Pull {
                     .map(|(c, p)| (c.clone(), p.clone()))
                     .collect(),
             };
-            let sink = self.sink(path)?;
+            let sink = self
+                .sink(path)
+                .map_err(|e| HandlerError::transient(e.to_string()))?;
             let mut sink = sink.lock().expect("sink");
             return sink
                 .upsert_items(&table, items, now)
-                .map_err(|e| format!("sink {}: {e}", path.display()));
+                .map_err(|e| failed(path, &e));
         }
         if let Some(path) = &pull.sink.ndjson {
-            append_ndjson(path, items).map_err(|e| format!("sink {}: {e}", path.display()))?;
+            append_ndjson(path, items).map_err(|e| failed(path, &e))?;
             return Ok(Upserted {
                 written: items.len(),
                 ..Upserted::default()
             });
         }
-        Err(format!("pipeline {name} has no sink"))
+        Err(HandlerError::transient(format!(
+            "pipeline {name} has no sink"
+        )))
     }
 }
 
@@ -355,6 +365,18 @@ fn request_spec(pull: &HttpPullConfig, run: &RunState, first: bool) -> RequestSp
     spec
 }
 
+/// The other side named the page just fetched as the next one: following it would loop,
+/// and would again, so the run ends dead.
+#[derive(Debug, thiserror::Error)]
+enum PagingLoop {
+    #[error(
+        "the Link header's next page is the page just fetched ({0}): stopping rather than looping"
+    )]
+    Link(String),
+    #[error("the next cursor is the one just used ({0}): stopping rather than looping")]
+    Cursor(String),
+}
+
 /// Where the page after this one is, if there is one.
 fn next_page(
     pull: &HttpPullConfig,
@@ -362,7 +384,7 @@ fn next_page(
     fetched: &Fetched,
     body: &Value,
     count: usize,
-) -> Result<Option<Next>, String> {
+) -> Result<Option<Next>, PagingLoop> {
     match pull.pagination {
         Pagination::LinkHeader => {
             let values = fetched
@@ -371,9 +393,7 @@ fn next_page(
                 .iter()
                 .filter_map(|v| v.to_str().ok());
             match paging::next_link(values) {
-                Some(url) if Some(&url) == current_url(run) => Err(format!(
-                    "the Link header's next page is the page just fetched ({url}): stopping rather than looping"
-                )),
+                Some(url) if Some(&url) == current_url(run) => Err(PagingLoop::Link(url)),
                 Some(url) => Ok(Some(Next::Url { url })),
                 None => Ok(None),
             }
@@ -393,9 +413,7 @@ fn next_page(
                     Ok(None)
                 }
                 Some(c) if matches!(&run.next, Next::Cursor { cursor } if *cursor == c) => {
-                    Err(format!(
-                        "the next cursor is the one just used ({c}): stopping rather than looping"
-                    ))
+                    Err(PagingLoop::Cursor(c))
                 }
                 Some(cursor) => Ok(Some(Next::Cursor { cursor })),
                 None => Ok(None),
@@ -419,7 +437,7 @@ fn current_url(run: &RunState) -> Option<&String> {
 }
 
 impl Handler for Pull {
-    fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
+    fn validate(&self, payload: &Value, config: &Config) -> Result<(), PayloadError> {
         PullPayload::parse(payload)?.pipeline(config).map(|_| ())
     }
 
@@ -439,13 +457,11 @@ impl Handler for Pull {
     }
 
     fn run(&self, job: &Job, ctx: &JobContext) -> Outcome {
-        let payload = match PullPayload::parse(&job.payload) {
-            Ok(payload) => payload,
-            Err(e) => return Outcome::permanent(e),
-        };
-        let pull = match payload.pipeline(&ctx.config) {
-            Ok(pull) => pull,
-            Err(e) => return Outcome::permanent(e),
+        let (payload, pull) = match PullPayload::parse(&job.payload)
+            .and_then(|payload| Ok((payload.pipeline(&ctx.config)?, payload)))
+        {
+            Ok((pull, payload)) => (payload, pull),
+            Err(e) => return HandlerError::from(e).into(),
         };
         let name = payload.pipeline.as_str();
         let first = payload.run.is_none();
@@ -459,7 +475,7 @@ impl Handler for Pull {
                 } else {
                     match ctx.sync_state.high_water(name) {
                         Ok(mark) => mark.map(|m| m - pull.overlap.as_millis() as i64),
-                        Err(e) => return Outcome::retry(e),
+                        Err(e) => return HandlerError::transient(e.to_string()).into(),
                     }
                 };
                 RunState {
@@ -522,7 +538,7 @@ impl Handler for Pull {
         let now = ctx.clock.now_ms();
         let upserted = match self.store(name, pull, items, now) {
             Ok(upserted) => upserted,
-            Err(e) => return Outcome::retry(e),
+            Err(e) => return e.into(),
         };
         if upserted.skipped > 0 {
             tracing::warn!(
@@ -535,7 +551,7 @@ impl Handler for Pull {
         }
         let next = match next_page(pull, &run, &fetched, &body, items.len()) {
             Ok(next) => next,
-            Err(e) => return Outcome::permanent(failure(e)),
+            Err(e) => return Outcome::permanent(failure(e.to_string())),
         };
         let items_so_far = run.items + items.len() as u64;
         // The run so far: this page is one job of a chain, the run's counts travel on.

@@ -14,9 +14,10 @@ pub mod shape;
 
 pub use config::{DestinationConfig, RelayConfig, Shape, StorefrontConfig};
 
-use super::{Handler, JobContext};
+use super::{Handler, HandlerError, JobContext};
 use crate::config::Config;
-use crate::job::{Job, NewJob, Outcome};
+use crate::files::{FileAction, FileError};
+use crate::job::{Job, NewJob, Outcome, PayloadError};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -55,16 +56,22 @@ pub const PAYLOAD_KEYS: &[&str] = &[
     "extra",
 ];
 
-fn input(payload: &Value) -> Result<Input<'_>, String> {
+fn input(payload: &Value) -> Result<Input<'_>, PayloadError> {
     if let Value::Object(map) = payload {
         if let Some(unknown) = map.keys().find(|k| !PAYLOAD_KEYS.contains(&k.as_str())) {
-            return Err(format!(
-                "relay payload: unknown field '{unknown}' (known: {}; put your own fields under extra)",
-                PAYLOAD_KEYS.join(", ")
+            return Err(PayloadError::new(
+                unknown.as_str(),
+                format!(
+                    "relay payload: unknown field '{unknown}' (known: {}; put your own fields under extra)",
+                    PAYLOAD_KEYS.join(", ")
+                ),
             ));
         }
         if map.get("extra").is_some_and(|e| !e.is_object()) {
-            return Err("relay payload: extra must be an object".into());
+            return Err(PayloadError::new(
+                "extra",
+                "relay payload: extra must be an object",
+            ));
         }
     }
     match payload {
@@ -72,24 +79,34 @@ fn input(payload: &Value) -> Result<Input<'_>, String> {
         Value::Object(map) => match (map.get("data"), map.get("file")) {
             (Some(Value::Array(events)), None) => Ok(Input::Inline(events)),
             (None, Some(Value::String(file))) => Ok(Input::File(PathBuf::from(file))),
-            (Some(_), Some(_)) => Err("relay payload: give data or file, not both".into()),
-            (Some(_), None) => Err("relay payload: data must be an array of events".into()),
-            (None, Some(_)) => Err("relay payload: file must be a path".into()),
-            (None, None) => Err(
-                "relay payload: expected {\"data\": [events...]} (the OMS batch), an array of events, or {\"file\": PATH}"
-                    .into(),
-            ),
+            (Some(_), Some(_)) => Err(PayloadError::whole(
+                "relay payload: give data or file, not both",
+            )),
+            (Some(_), None) => Err(PayloadError::new(
+                "data",
+                "relay payload: data must be an array of events",
+            )),
+            (None, Some(_)) => Err(PayloadError::new(
+                "file",
+                "relay payload: file must be a path",
+            )),
+            (None, None) => Err(PayloadError::whole(
+                "relay payload: expected {\"data\": [events...]} (the OMS batch), an array of events, or {\"file\": PATH}",
+            )),
         },
-        _ => Err("relay payload: expected an object or an array".into()),
+        _ => Err(PayloadError::whole(
+            "relay payload: expected an object or an array",
+        )),
     }
 }
 
 /// Reads the events of a JSON file (an OMS batch, an array or one event) or an NDJSON
 /// file (one event, or one OMS batch, per line). A line that is not JSON becomes a
 /// per-event error, not the end of the batch.
-pub fn read_events(path: &Path) -> Result<(Vec<Value>, Vec<Value>), String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("relay file {}: {e}", path.display()))?;
+/// A file that cannot be read is dead: it was spooled for this job and will not come back.
+pub fn read_events(path: &Path) -> Result<(Vec<Value>, Vec<Value>), HandlerError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| HandlerError::permanent(format!("relay file {}: {e}", path.display())))?;
     if let Ok(whole) = serde_json::from_str::<Value>(&text) {
         return Ok((flatten(whole), Vec::new()));
     }
@@ -306,33 +323,34 @@ fn error_entry(index: usize, event: &Value, errors: Vec<String>) -> Value {
 
 /// `output/YYYYMMDD/relay-<job id>.errors.ndjson` under the data directory, one line per
 /// bad event, written atomically with mode 0640 (events may carry personal data).
-fn write_errors(ctx: &JobContext, job: &Job, errors: &[Value]) -> Result<PathBuf, String> {
+fn write_errors(ctx: &JobContext, job: &Job, errors: &[Value]) -> Result<PathBuf, FileError> {
     let now = chrono::DateTime::from_timestamp_millis(ctx.clock.now_ms()).unwrap_or_default();
     let dir = ctx
         .data_dir
         .join("output")
         .join(now.format("%Y%m%d").to_string());
-    crate::files::create_private_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    crate::files::create_private_dir_all(&dir)
+        .map_err(|e| FileError::new(FileAction::Create, &dir, e))?;
     let path = dir.join(format!("relay-{}.errors.ndjson", job.id));
     let mut text = String::new();
     for entry in errors {
         text.push_str(&entry.to_string());
         text.push('\n');
     }
-    crate::metrics::write_textfile(&path, &text)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    crate::metrics::write_textfile(&path, &text).map_err(|e| FileError::write(&path, e))?;
     Ok(path)
 }
 
 impl Handler for Relay {
-    fn validate(&self, payload: &Value, config: &Config) -> Result<(), String> {
+    fn validate(&self, payload: &Value, config: &Config) -> Result<(), PayloadError> {
         if let Input::File(path) = input(payload)? {
             crate::paths::check(
                 config,
                 &config.daemon.data_dir,
                 "relay payload: file",
                 &path,
-            )?;
+            )
+            .map_err(|e| e.for_field("file"))?;
         }
         Ok(())
     }
@@ -346,15 +364,15 @@ impl Handler for Relay {
                 // them), checked again now in case the file became a symlink since.
                 let path = match super::http::data_path(ctx, "relay payload: file", &path) {
                     Ok(path) => path,
-                    Err(e) => return Outcome::permanent(e),
+                    Err(e) => return HandlerError::from(e).into(),
                 };
                 read = match read_events(&path) {
                     Ok(read) => read,
-                    Err(e) => return Outcome::permanent(e),
+                    Err(e) => return e.into(),
                 };
                 (&read.0, read.1.clone())
             }
-            Err(e) => return Outcome::permanent(e),
+            Err(e) => return HandlerError::from(e).into(),
         };
         let routed = route(events, &ctx.config.relay, &format!("relay job {}", job.id));
         errors.extend(routed.errors);
@@ -410,6 +428,8 @@ mod tests {
             .validate(&json!({"data": [], "nxt_index": 5}), &Config::default())
             .err()
             .unwrap();
+        assert_eq!(err.field, "nxt_index");
+        let err = err.to_string();
         assert!(
             err.starts_with("relay payload: unknown field 'nxt_index' (known: data, count,"),
             "{err}"

@@ -181,7 +181,8 @@ impl<'a> PgTx<'a> {
         now: UnixMillis,
     ) -> Result<Vec<Enqueued>> {
         for job in jobs {
-            job.validate().map_err(StoreError::InvalidJob)?;
+            job.validate()
+                .map_err(|e| StoreError::InvalidJob(e.to_string()))?;
         }
         let routed = self.routed(jobs, now)?;
         let jobs = routed.as_deref().unwrap_or(jobs);
