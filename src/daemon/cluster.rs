@@ -16,11 +16,25 @@ use std::time::Duration;
 pub const NODE_LEASE: Duration = Duration::from_secs(15);
 
 static LEADER: AtomicBool = AtomicBool::new(true);
+/// This process runs among several daemons (a [`NodeHold`] is live).
+static CLUSTERED: AtomicBool = AtomicBool::new(false);
+/// The daemon is stopping: it gives leadership up at once and no longer stands.
+static STEPPING_DOWN: AtomicBool = AtomicBool::new(false);
 
 /// Whether this process leads: always on SQLite; on PostgreSQL while it holds the
 /// leader lease.
 pub fn is_leader() -> bool {
-    LEADER.load(Ordering::Relaxed)
+    !CLUSTERED.load(Ordering::SeqCst) || LEADER.load(Ordering::Relaxed)
+}
+
+/// The daemon is stopping: on PostgreSQL it stops leading now and its cluster thread
+/// deletes the lease row at its next look, so another node takes the schedules over
+/// at its next election instead of after this one's drain and lease. No-op on SQLite.
+pub fn step_down() {
+    if CLUSTERED.load(Ordering::SeqCst) {
+        STEPPING_DOWN.store(true, Ordering::SeqCst);
+        LEADER.store(false, Ordering::SeqCst);
+    }
 }
 
 /// This daemon's hold on its node name and its part in the election, for as long as it
@@ -62,6 +76,8 @@ impl NodeHold {
             .register_node(NODE_LEASE, clock.now_ms())
             .map_err(|e| e.to_string())?;
         LEADER.store(false, Ordering::Relaxed);
+        STEPPING_DOWN.store(false, Ordering::SeqCst);
+        CLUSTERED.store(true, Ordering::SeqCst);
         let stop = Arc::new(AtomicBool::new(false));
         let (thread_store, thread_stop, held) = (store.clone(), stop.clone(), lease.clone());
         let tick = (leader_ttl / 3)
@@ -72,12 +88,26 @@ impl NodeHold {
             .spawn(move || {
                 let mut held = held;
                 let mut leading = false;
+                let mut resigned = false;
                 while !thread_stop.load(Ordering::Relaxed) {
                     let now = clock.now_ms();
                     match thread_store.renew_node(&held, NODE_LEASE, now) {
                         Ok(renewed) => held = renewed,
                         Err(e) => tracing::error!(node = %node, "{e}"),
                     }
+                    if STEPPING_DOWN.load(Ordering::SeqCst) {
+                        // Stopping: the lease row goes now (the node's name stays held
+                        // while the drain finishes its jobs).
+                        if !resigned {
+                            match thread_store.resign() {
+                                Ok(true) => tracing::info!(node = %node, "stopping: leadership given up"),
+                                Ok(false) => {}
+                                Err(e) => tracing::warn!(node = %node, "cannot resign leadership: {e}"),
+                            }
+                            resigned = true;
+                        }
+                        LEADER.store(false, Ordering::SeqCst);
+                    } else {
                     match thread_store.elect(leader_ttl, now) {
                         Ok(leadership) => {
                             if leadership.mine != leading {
@@ -96,8 +126,12 @@ impl NodeHold {
                         }
                     }
                     LEADER.store(leading, Ordering::Relaxed);
+                    }
                     let mut slept = Duration::ZERO;
-                    while slept < tick && !thread_stop.load(Ordering::Relaxed) {
+                    while slept < tick
+                        && !thread_stop.load(Ordering::Relaxed)
+                        && (resigned || !STEPPING_DOWN.load(Ordering::SeqCst))
+                    {
                         std::thread::sleep(Duration::from_millis(50));
                         slept += Duration::from_millis(50);
                     }
@@ -130,6 +164,7 @@ impl Drop for NodeHold {
         if let Err(e) = self.store.release_node(&self.lease) {
             tracing::warn!("cannot give the node name back: {e}");
         }
+        CLUSTERED.store(false, Ordering::SeqCst);
     }
 }
 

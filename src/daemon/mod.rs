@@ -284,6 +284,8 @@ impl DaemonClient {
     }
 
     pub fn shutdown(&self) {
+        // Schedules and purges go to another daemon now, not after this one's drain.
+        cluster::step_down();
         let _ = self.commands.send(Command::Shutdown);
     }
 

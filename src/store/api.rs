@@ -148,6 +148,10 @@ pub trait Store: Send {
     fn sync_high_water(&self, pipeline: &str) -> Result<Option<UnixMillis>>;
     /// Unfinished jobs of this kind for this pipeline.
     fn live_pipeline_jobs(&self, kind: &str, pipeline: &str) -> Result<u64>;
+    /// The greatest unique key that starts with `prefix`, compared byte by byte: keys
+    /// ending in a time (`http_pull:NAME:<period start>`) name the latest, so the
+    /// scheduler reads a pipeline's last scheduled period from its run's row.
+    fn greatest_unique_key(&self, prefix: &str) -> Result<Option<String>>;
 
     // --- the web page ---
 

@@ -78,6 +78,24 @@ pub enum StoreError {
 }
 
 /// "database PATH is", or "the database is" where the path is not known.
+/// The least string greater than every string that starts with `prefix`, byte by byte
+/// (`"a:"` → `"a;"`): the end of a range scan over a prefix.
+pub(crate) fn prefix_end(prefix: &str) -> String {
+    let mut end: Vec<char> = prefix.chars().collect();
+    while let Some(last) = end.pop() {
+        let next = match last {
+            '\u{D7FF}' => Some('\u{E000}'),
+            _ => char::from_u32(last as u32 + 1),
+        };
+        if let Some(next) = next {
+            end.push(next);
+            return end.into_iter().collect();
+        }
+    }
+    // Empty (or only the last code point): every string is in range.
+    char::MAX.to_string().repeat(prefix.len().max(1))
+}
+
 fn read_only_subject(path: &Path) -> String {
     if path.as_os_str().is_empty() {
         "the database is".into()

@@ -148,6 +148,9 @@ impl Store for PgStore {
     fn live_pipeline_jobs(&self, kind: &str, pipeline: &str) -> Result<u64> {
         PgStore::live_pipeline_jobs(self, kind, pipeline)
     }
+    fn greatest_unique_key(&self, prefix: &str) -> Result<Option<String>> {
+        PgStore::greatest_unique_key(self, prefix)
+    }
 
     fn web_overview(
         &self,

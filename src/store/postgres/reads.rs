@@ -501,6 +501,21 @@ impl PgStore {
         ))
     }
 
+    /// See [`crate::store::Store::greatest_unique_key`]. `starts_with` and the "C"
+    /// collation, not a range on the index: a database collated by a language may sort
+    /// punctuation apart from bytes. It is read once per pipeline when a daemon starts
+    /// leading, so the scan is rare.
+    pub fn greatest_unique_key(&self, prefix: &str) -> Result<Option<String>> {
+        Ok(self
+            .read(
+                "SELECT unique_key FROM jobs WHERE starts_with(unique_key, $1) \
+                 ORDER BY unique_key COLLATE \"C\" DESC LIMIT 1",
+                &[&prefix],
+            )?
+            .first()
+            .map(|r| r.get(0)))
+    }
+
     /// Actions taken from the web page, newest first.
     pub fn web_actions(&self, limit: usize) -> Result<Vec<crate::store::web::WebAction>> {
         use super::operator::{ACTION_KEY_END, ACTION_KEY_PREFIX};

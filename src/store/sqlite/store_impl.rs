@@ -82,6 +82,7 @@ impl Store for SqliteStore {
         fn sync_states(&self) -> Result<Vec<SyncState>>;
         fn sync_high_water(&self, pipeline: &str) -> Result<Option<UnixMillis>>;
         fn live_pipeline_jobs(&self, kind: &str, pipeline: &str) -> Result<u64>;
+        fn greatest_unique_key(&self, prefix: &str) -> Result<Option<String>>;
         fn web_overview(&self, now: UnixMillis, succeeded: Option<&SucceededBase>) -> Result<Overview>;
         fn web_count_finished(&self, state: JobState, after: Option<UnixMillis>) -> Result<u64>;
         fn web_succeeded_base(&self, now: UnixMillis, margin: Duration) -> Result<SucceededBase>;

@@ -84,6 +84,19 @@ impl SqliteStore {
             .query_row(params![kind, pipeline], |row| row.get(0))?;
         Ok(n as u64)
     }
+
+    /// See [`crate::store::Store::greatest_unique_key`]: a range on the unique key's
+    /// index (BINARY collation compares bytes).
+    pub fn greatest_unique_key(&self, prefix: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT max(unique_key) FROM jobs WHERE unique_key >= ?1 AND unique_key < ?2",
+            )?
+            .query_row(params![prefix, crate::store::prefix_end(prefix)], |row| {
+                row.get(0)
+            })?)
+    }
 }
 
 impl SqliteStore {

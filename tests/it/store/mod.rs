@@ -25,7 +25,7 @@ macro_rules! conformance {
         conformance!($make, if || true);
     };
     ($make:path, if $available:expr) => {
-        conformance!(@cases $make, $available; every_transition_is_allowed_from_its_states_and_refused_from_the_others, claims_follow_priority_then_run_at_then_id_and_skip_future_jobs, claims_take_at_most_the_limit_and_respect_queue_limits, completion_with_follow_ups_is_atomic_and_links_children, a_stale_completion_changes_nothing_and_other_rows_are_untouched, every_attempt_is_recorded_with_outcome_error_and_duration, release_gives_the_attempt_back, expired_leases_are_rescued_and_charged_and_exhausted_ones_die, heartbeats_extend_only_this_workers_current_attempts, unique_keys_return_the_existing_job, a_refused_batch_enqueues_nothing, operators_revive_dead_jobs_and_cancel_waiting_ones, cancelling_a_running_job_asks_it_to_stop, purge_deletes_only_old_finished_jobs_of_the_state_with_their_attempts, stats_count_per_queue_and_state_and_the_oldest_ready_age, claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows, next_due_names_the_first_later_row_even_behind_rows_already_due, a_waiting_parent_resumes_when_its_last_child_finishes, awaiting_no_children_resumes_at_once_and_cancelling_a_waiting_job_is_allowed, a_long_batch_returns_each_jobs_own_id_with_unique_keys_among_them, a_run_of_keyed_jobs_dedupes_against_the_table_and_within_the_batch, a_claimed_job_that_never_started_goes_back_uncharged_and_a_started_one_is_charged, concurrent_claims_on_two_connections_get_disjoint_jobs, a_parent_whose_last_two_children_finish_at_once_resumes_exactly_once, a_batch_of_completions_applies_each_and_reports_the_stale_one, recorded_starts_name_only_the_current_attempt_of_this_worker, reviving_the_dead_of_one_kind_leaves_other_rows_alone, a_hold_parks_waiting_jobs_new_ones_too_and_a_release_brings_them_back, claims_draw_tokens_by_the_clock_and_keep_in_flight_bounds, an_order_keys_next_job_goes_when_its_head_finishes_however_it_finishes);
+        conformance!(@cases $make, $available; every_transition_is_allowed_from_its_states_and_refused_from_the_others, claims_follow_priority_then_run_at_then_id_and_skip_future_jobs, claims_take_at_most_the_limit_and_respect_queue_limits, completion_with_follow_ups_is_atomic_and_links_children, a_stale_completion_changes_nothing_and_other_rows_are_untouched, every_attempt_is_recorded_with_outcome_error_and_duration, release_gives_the_attempt_back, expired_leases_are_rescued_and_charged_and_exhausted_ones_die, heartbeats_extend_only_this_workers_current_attempts, unique_keys_return_the_existing_job, the_greatest_unique_key_under_a_prefix_is_found_byte_by_byte, a_refused_batch_enqueues_nothing, operators_revive_dead_jobs_and_cancel_waiting_ones, cancelling_a_running_job_asks_it_to_stop, purge_deletes_only_old_finished_jobs_of_the_state_with_their_attempts, stats_count_per_queue_and_state_and_the_oldest_ready_age, claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows, next_due_names_the_first_later_row_even_behind_rows_already_due, a_waiting_parent_resumes_when_its_last_child_finishes, awaiting_no_children_resumes_at_once_and_cancelling_a_waiting_job_is_allowed, a_long_batch_returns_each_jobs_own_id_with_unique_keys_among_them, a_run_of_keyed_jobs_dedupes_against_the_table_and_within_the_batch, a_claimed_job_that_never_started_goes_back_uncharged_and_a_started_one_is_charged, concurrent_claims_on_two_connections_get_disjoint_jobs, a_parent_whose_last_two_children_finish_at_once_resumes_exactly_once, a_batch_of_completions_applies_each_and_reports_the_stale_one, recorded_starts_name_only_the_current_attempt_of_this_worker, reviving_the_dead_of_one_kind_leaves_other_rows_alone, a_hold_parks_waiting_jobs_new_ones_too_and_a_release_brings_them_back, claims_draw_tokens_by_the_clock_and_keep_in_flight_bounds, an_order_keys_next_job_goes_when_its_head_finishes_however_it_finishes);
     };
     (@cases $make:path, $available:expr; $($case:ident),* $(,)?) => {
         $(
@@ -590,6 +590,34 @@ pub fn unique_keys_return_the_existing_job(make: MakeDb) {
     assert_eq!(again[0].id, first[0].id);
     assert!(again[0].duplicate);
     assert!(!again[1].duplicate);
+}
+
+pub fn the_greatest_unique_key_under_a_prefix_is_found_byte_by_byte(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    assert_eq!(db.greatest_unique_key("http_pull:a:").unwrap(), None);
+    let keys = [
+        "http_pull:a:2026-11-23T05:00:02.000Z",
+        "http_pull:a:2026-11-23T05:00:10.000Z",
+        "http_pull:a:2026-11-23T04:59:58.000Z",
+        // Other pipelines whose names sort next to it, and a key without the prefix.
+        "http_pull:a;z",
+        "http_pull:ab:2030-01-01T00:00:00.000Z",
+        "http_pull:a",
+    ];
+    for key in keys {
+        enqueue(db, noop().unique_key(key), T0);
+    }
+    assert_eq!(
+        db.greatest_unique_key("http_pull:a:").unwrap().as_deref(),
+        Some("http_pull:a:2026-11-23T05:00:10.000Z")
+    );
+    assert_eq!(
+        db.greatest_unique_key("http_pull:ab:").unwrap().as_deref(),
+        Some("http_pull:ab:2030-01-01T00:00:00.000Z")
+    );
+    assert_eq!(db.greatest_unique_key("http_pull:b:").unwrap(), None);
 }
 
 pub fn a_refused_batch_enqueues_nothing(make: MakeDb) {
