@@ -5,8 +5,7 @@
 //! (`sqlite/web.rs`, `postgres/web.rs`).
 
 use super::{OpenOptions, Result, Store};
-use crate::job::JobState;
-use crate::job::{JobId, UnixMillis};
+use crate::job::{JobId, JobState, UnixMillis};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -185,10 +184,10 @@ pub trait WebReads: Store {
     fn web_source_file(&self, job: JobId) -> Result<Option<SourceFile>>;
     /// Actions taken from the web page, newest first.
     fn web_actions(&self, limit: usize) -> Result<Vec<WebAction>>;
-    /// Changes after a commit that changed what a page shows (jobs, pauses, holds,
-    /// pipelines, folder sets); compare two values for equality only. SQLite: `PRAGMA
-    /// data_version`; PostgreSQL: a counter its triggers move (see
-    /// `migrations/postgres/0003_web.sql`).
+    /// Changes after each commit that may have changed what a page shows (jobs, pauses,
+    /// holds, pipelines, folder sets); compare two values for equality only. SQLite:
+    /// `PRAGMA data_version` (any other connection's commit); PostgreSQL: a counter its
+    /// triggers move (`migrations/postgres/0003_web.sql`).
     fn web_change_token(&self) -> Result<i64>;
 }
 
