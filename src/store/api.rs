@@ -153,27 +153,6 @@ pub trait Store: Send {
     /// scheduler reads a pipeline's last scheduled period from its run's row.
     fn greatest_unique_key(&self, prefix: &str) -> Result<Option<String>>;
 
-    // --- the web page ---
-
-    fn web_overview(
-        &self,
-        now: UnixMillis,
-        succeeded: Option<&super::web::SucceededBase>,
-    ) -> Result<super::web::Overview>;
-    fn web_count_finished(&self, state: JobState, after: Option<UnixMillis>) -> Result<u64>;
-    fn web_succeeded_base(
-        &self,
-        now: UnixMillis,
-        margin: Duration,
-    ) -> Result<super::web::SucceededBase>;
-    fn web_search(&self, search: &super::web::JobSearch) -> Result<super::web::JobPage>;
-    fn web_search_plan(&self, search: &super::web::JobSearch) -> Result<Vec<String>>;
-    fn web_count_matching(&self, search: &super::web::JobSearch, state: JobState) -> Result<u64>;
-    fn web_dead_groups(&self, limit: usize) -> Result<Vec<super::web::DeadGroup>>;
-    fn web_child_progress(&self, parent: JobId) -> Result<super::web::ChildProgress>;
-    fn web_source_file(&self, job: JobId) -> Result<Option<super::web::SourceFile>>;
-    fn web_actions(&self, limit: usize) -> Result<Vec<super::web::WebAction>>;
-
     // --- flow control ---
 
     /// Every job this connection enqueues without a destination of its own gets the

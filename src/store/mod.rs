@@ -1,7 +1,8 @@
 //! The only place with SQL. The [`Store`] trait (`api.rs`) is the queue in domain types:
-//! its transitions, the operator's queries and controls, the web page's reads. Drivers
-//! implement it (`sqlite/`: one file, one daemon); [`open`] is the one place that picks
-//! the driver for the configured database.
+//! its transitions, the operator's queries and controls; [`web::WebReads`] adds the web
+//! page's reads. Drivers implement both (`sqlite/`: one file, one daemon; `postgres/`:
+//! several daemons on one database); [`open`] and its read-only siblings are the one
+//! place that picks the driver for the configured database.
 
 mod api;
 pub mod postgres;
@@ -156,6 +157,11 @@ pub fn open(database: &Path, options: &OpenOptions) -> Result<Box<dyn Store>> {
 /// Opens a connection that only reads (the daemon's reader, metrics, the web page): it
 /// never takes the write lock and never migrates; an outdated schema is refused.
 pub fn open_read(database: &Path, options: &OpenOptions) -> Result<Box<dyn Store>> {
+    Ok(open_web_reads(database, options)?)
+}
+
+/// [`open_read`] with the web page's own reads ([`web::WebReads`]) on the connection.
+pub fn open_web_reads(database: &Path, options: &OpenOptions) -> Result<Box<dyn web::WebReads>> {
     if let Some(url) = crate::dburl::postgres_url_of(database) {
         let url = url.map_err(|e| StoreError::CannotOpen(database.to_path_buf(), e))?;
         return Ok(Box::new(postgres::PgStore::open(

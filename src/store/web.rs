@@ -1,7 +1,8 @@
-//! What the web page reads and records, in domain types: the overview, job search with
-//! keyset paging, dead-letter groups, fan-out progress, the audit rows of page actions,
-//! and a small pool of read connections (so a page never waits on the writer). The
-//! queries are each driver's (`sqlite/web.rs`).
+//! What the web page reads and records, in domain types: the [`WebReads`] trait (the
+//! overview, job search with keyset paging, dead-letter groups, fan-out progress, the
+//! audit rows of page actions, the live change token), and a small pool of read
+//! connections (so a page never waits on the writer). The queries are each driver's
+//! (`sqlite/web.rs`, `postgres/web.rs`).
 
 use super::{OpenOptions, Result, Store};
 use crate::job::{JobId, JobState, UnixMillis};
@@ -150,6 +151,46 @@ pub struct WebAction {
     pub detail: serde_json::Value,
 }
 
+/// The web page's reads, on one connection: what [`Store`] reads for everyone (a job,
+/// its attempts, pipelines, folder sets, pauses, destinations) and what only the page
+/// reads, below. Object safe, like [`Store`]: the page holds `Box<dyn WebReads>` from
+/// [`open_read_only`], whatever the driver.
+pub trait WebReads: Store {
+    /// The overview's numbers at `now`; `succeeded`: a recent full count of succeeded
+    /// jobs to add the rows finished since to (see [`SucceededBase`]), else a full count.
+    fn web_overview(&self, now: UnixMillis, succeeded: Option<&SucceededBase>) -> Result<Overview>;
+    /// Jobs in a finished state, all of them or those that finished after `after`.
+    fn web_count_finished(&self, state: JobState, after: Option<UnixMillis>) -> Result<u64>;
+    /// A full count of succeeded jobs that finished up to `now - margin`, both counts
+    /// from one snapshot.
+    fn web_succeeded_base(&self, now: UnixMillis, margin: Duration) -> Result<SucceededBase>;
+    /// One page of jobs matching `search`, newest first: an index bounds the search, or
+    /// it reads a window of at most [`SEARCH_WINDOW`] ids.
+    fn web_search(&self, search: &JobSearch) -> Result<JobPage>;
+    /// How the driver runs [`WebReads::web_search`] (its query plan), for tests and
+    /// `EXPLAIN`-minded operators.
+    fn web_search_plan(&self, search: &JobSearch) -> Result<Vec<String>>;
+    /// How many jobs in `state` match `search` (its own state is ignored): the count a
+    /// bulk action's confirmation shows. Only `dead`, `cancelled`, `queued` and
+    /// `retrying` are accepted.
+    fn web_count_matching(&self, search: &JobSearch, state: JobState) -> Result<u64>;
+    /// Dead jobs grouped by kind and the first 120 characters of their error, largest
+    /// groups first.
+    fn web_dead_groups(&self, limit: usize) -> Result<Vec<DeadGroup>>;
+    /// A fan-out job's children per state, and when the first was made and the last
+    /// finished.
+    fn web_child_progress(&self, parent: JobId) -> Result<ChildProgress>;
+    /// The file a watched folder took in for `job`, if any.
+    fn web_source_file(&self, job: JobId) -> Result<Option<SourceFile>>;
+    /// Actions taken from the web page, newest first.
+    fn web_actions(&self, limit: usize) -> Result<Vec<WebAction>>;
+    /// Changes after each commit that may have changed what a page shows (jobs, pauses,
+    /// holds, pipelines, folder sets); compare two values for equality only. SQLite:
+    /// `PRAGMA data_version` (any other connection's commit); PostgreSQL: a counter its
+    /// triggers move (`migrations/postgres/0003_web.sql`).
+    fn web_change_token(&self) -> Result<i64>;
+}
+
 /// A few read connections, opened on demand and reused.
 pub struct ReadPool {
     database: PathBuf,
@@ -160,7 +201,7 @@ pub struct ReadPool {
 }
 
 struct PoolState {
-    idle: Vec<Box<dyn Store>>,
+    idle: Vec<Box<dyn WebReads>>,
     open: usize,
 }
 
@@ -180,7 +221,7 @@ impl ReadPool {
 
     /// Runs `read` on an idle connection, opening one if fewer than `size` are open, or
     /// waiting for one to come back.
-    pub fn with<T>(&self, read: impl FnOnce(&dyn Store) -> Result<T>) -> Result<T> {
+    pub fn with<T>(&self, read: impl FnOnce(&dyn WebReads) -> Result<T>) -> Result<T> {
         let db = {
             let mut state = self.state.lock().expect("pool lock");
             loop {
@@ -213,8 +254,8 @@ impl ReadPool {
 }
 
 /// A connection that cannot write: the web page's reads and its change watcher.
-pub fn open_read_only(database: &Path, busy_timeout: Duration) -> Result<Box<dyn Store>> {
-    super::open_read(
+pub fn open_read_only(database: &Path, busy_timeout: Duration) -> Result<Box<dyn WebReads>> {
+    super::open_web_reads(
         database,
         &OpenOptions {
             busy_timeout,

@@ -1,10 +1,12 @@
-//! Tells open pages what changed: one watcher asks SQLite's `PRAGMA data_version` (which
-//! moves whenever another connection, the dispatcher above all, commits) a few times a
-//! second, only while some page holds an event stream open; each stream sends at most
-//! one `change` event per [`DEBOUNCE`]. With no page open, nothing runs.
+//! Tells open pages what changed: one watcher reads the store's change token
+//! ([`WebReads::web_change_token`]: SQLite's `PRAGMA data_version`, which moves whenever
+//! another connection, the dispatcher above all, commits; PostgreSQL's `jobd_changes`
+//! counter) a few times a second, only while some page holds an event stream open; each
+//! stream sends at most one `change` event per [`DEBOUNCE`]. With no page open, nothing
+//! runs.
 
 use super::WebState;
-use crate::store::web::open_read_only;
+use crate::store::web::{open_read_only, WebReads};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
@@ -41,13 +43,13 @@ impl Live {
     }
 }
 
-/// The watcher: reads `data_version` once at start, then sleeps until a stream opens and
+/// The watcher: reads the change token once at start, then sleeps until a stream opens and
 /// polls on a connection of its own until the last stream closes. The version seen last
 /// is kept while nobody listens, so a commit made just before a page subscribed still
 /// reaches it (at worst one refresh too many).
 pub async fn watch_changes(state: Arc<WebState>) {
     let live = &state.live;
-    let mut db: Option<Arc<Mutex<Box<dyn crate::store::Store>>>> = None;
+    let mut db: Option<Arc<Mutex<Box<dyn WebReads>>>> = None;
     let mut last: Option<i64> = None;
     let mut first = true;
     loop {
@@ -73,7 +75,7 @@ pub async fn watch_changes(state: Arc<WebState>) {
         }
         let conn = db.clone().expect("opened above");
         let version = tokio::task::spawn_blocking(move || {
-            conn.lock().expect("watcher connection").change_token()
+            conn.lock().expect("watcher connection").web_change_token()
         })
         .await;
         match version {
@@ -84,7 +86,7 @@ pub async fn watch_changes(state: Arc<WebState>) {
                 last = Some(version);
             }
             Ok(Err(e)) => {
-                tracing::warn!("web: the change watcher cannot read data_version: {e}");
+                tracing::warn!("web: the change watcher cannot read the change token: {e}");
                 db = None;
                 last = None;
             }

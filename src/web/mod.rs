@@ -22,7 +22,7 @@ pub use config::WebConfig;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::daemon::DaemonClient;
-use crate::store::web::{ReadPool, SucceededBase};
+use crate::store::web::{ReadPool, SucceededBase, WebReads};
 use crate::store::StoreError;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -79,7 +79,7 @@ impl WebState {
     /// Runs a read on the pool, off the async threads.
     pub async fn read<T: Send + 'static>(
         self: &Arc<Self>,
-        read: impl FnOnce(&dyn crate::store::Store) -> Result<T, StoreError> + Send + 'static,
+        read: impl FnOnce(&dyn WebReads) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, WebError> {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || pool.with(read))

@@ -18,6 +18,8 @@ pub const JOBCTL: &str = env!("CARGO_BIN_EXE_jobctl");
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
     spawned: std::cell::RefCell<Vec<u32>>,
+    /// The configured database when it is not `jobs.db` in the dir (a PostgreSQL URL).
+    database: Option<PathBuf>,
 }
 
 impl Drop for Sandbox {
@@ -33,10 +35,17 @@ impl Sandbox {
     /// `extra` is TOML appended after the `[daemon]` paths (it may add `[daemon]` keys by
     /// starting with them, since they come right after the paths).
     pub fn new(daemon_keys: &str, extra: &str) -> Sandbox {
+        Sandbox::on_database(None, daemon_keys, extra)
+    }
+
+    /// [`Sandbox::new`] with `database` (a PostgreSQL URL) as the configured database;
+    /// `open`, `migrate`, jobd and jobctl all use it.
+    pub fn on_database(database: Option<&str>, daemon_keys: &str, extra: &str) -> Sandbox {
         let dir = tempfile::tempdir().expect("tempdir");
         let sandbox = Sandbox {
             dir,
             spawned: Default::default(),
+            database: database.map(PathBuf::from),
         };
         let text = format!(
             "[daemon]\ndatabase = \"{db}\"\ndata_dir = \"{data}\"\nsocket = \"{data}/run/jobd.sock\"\n{daemon_keys}\n{extra}\n",
@@ -52,7 +61,10 @@ impl Sandbox {
     }
 
     pub fn db(&self) -> PathBuf {
-        self.path("jobs.db")
+        match &self.database {
+            Some(database) => database.clone(),
+            None => self.path("jobs.db"),
+        }
     }
 
     pub fn config(&self) -> PathBuf {

@@ -32,3 +32,4 @@ mod usage_sender;
 mod watch_edges;
 mod web;
 mod web_browser;
+mod web_pg;

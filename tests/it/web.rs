@@ -1,6 +1,8 @@
 //! The web page through the real jobd binary over HTTP: every page and API route for a
 //! database with jobs in every state, auth, the actions switch, same-origin and CSRF
-//! checks, and a retry that is recorded where `jobctl show` finds it.
+//! checks, and a retry that is recorded where `jobctl show` finds it. The checks that
+//! hold for every driver are functions of a [`WebDaemon`]; `web_pg.rs` runs them on
+//! PostgreSQL.
 
 use crate::common::{stdout, wait_until, Sandbox};
 use jobd::job::{Completion, JobId, NewJob, Resolution};
@@ -35,6 +37,9 @@ pub struct WebDaemon {
     pub ids: Seeded,
     /// Whether requests carry the bearer token.
     pub auth: bool,
+    /// The PostgreSQL database the daemon uses, if not the sandbox's SQLite file;
+    /// dropped after the sandbox (and its daemon).
+    _postgres: Option<crate::pg::TestDb>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,8 +57,33 @@ pub struct Seeded {
 impl WebDaemon {
     /// `actions`: `[web] actions`; `auth`: a token file (else loopback without auth).
     pub fn start(actions: bool, auth: bool, extra: &str) -> WebDaemon {
+        WebDaemon::start_on(None, actions, auth, extra)
+    }
+
+    /// [`WebDaemon::start`] on a PostgreSQL database of its own, or None (printed) when
+    /// no server answers outside CI.
+    pub fn start_on_postgres(
+        test: &str,
+        actions: bool,
+        auth: bool,
+        extra: &str,
+    ) -> Option<WebDaemon> {
+        let db = crate::pg::TestDb::create(test)?;
+        Some(WebDaemon::start_on(Some(db), actions, auth, extra))
+    }
+
+    fn start_on(
+        postgres: Option<crate::pg::TestDb>,
+        actions: bool,
+        auth: bool,
+        extra: &str,
+    ) -> WebDaemon {
         let port = free_port();
-        let sandbox = Sandbox::new("workers = 4\nshutdown_grace = \"1s\"", "");
+        let sandbox = Sandbox::on_database(
+            postgres.as_ref().map(|db| db.url.secret_text()),
+            "workers = 4\nshutdown_grace = \"1s\"",
+            "",
+        );
         let token = if auth {
             format!("token_file = \"{}\"\n", sandbox.path("web-token").display())
         } else {
@@ -83,6 +113,7 @@ impl WebDaemon {
                 .unwrap(),
             ids,
             auth,
+            _postgres: postgres,
         };
         wait_until(Duration::from_secs(20), "the web page to answer", || {
             daemon.get("/api/session").is_ok_and(|r| r.status() == 200)
@@ -221,7 +252,12 @@ fn seed(sandbox: &Sandbox) -> Seeded {
 
 #[test]
 fn every_page_and_api_route_answers_for_jobs_in_every_state() {
-    let web = WebDaemon::start(false, true, "");
+    every_page_and_api_route_answers(WebDaemon::start(false, true, ""));
+}
+
+/// Every page, fragment, asset and API route for jobs in every state; auth; actions off
+/// (a daemon with auth and actions off).
+pub fn every_page_and_api_route_answers(web: WebDaemon) {
     web.wait_for_states();
     let ids = web.ids;
 
@@ -463,7 +499,12 @@ fn every_page_and_api_route_answers_for_jobs_in_every_state() {
 
 #[test]
 fn a_retry_with_actions_on_moves_a_dead_job_to_queued_and_is_recorded() {
-    let web = WebDaemon::start(true, false, "");
+    a_retry_moves_a_dead_job_to_queued_and_is_recorded(WebDaemon::start(true, false, ""));
+}
+
+/// A retry and a bulk cancel from the page, both recorded; an event stream hears of a
+/// commit (a daemon with actions on).
+pub fn a_retry_moves_a_dead_job_to_queued_and_is_recorded(web: WebDaemon) {
     web.wait_for_states();
     let ids = web.ids;
     let csrf = web.csrf();
@@ -594,7 +635,11 @@ fn a_retry_with_actions_on_moves_a_dead_job_to_queued_and_is_recorded() {
 
 #[test]
 fn a_queue_paused_from_the_page_is_not_claimed_until_resumed_and_both_are_recorded() {
-    let web = WebDaemon::start(true, false, "");
+    a_paused_queue_is_not_claimed_until_resumed(WebDaemon::start(true, false, ""));
+}
+
+/// Pause and resume from the page, recorded (a daemon with actions on).
+pub fn a_paused_queue_is_not_claimed_until_resumed(web: WebDaemon) {
     let csrf = web.csrf();
     let queues = web.body("/queues", 200);
     assert!(
@@ -780,19 +825,24 @@ fn a_public_address_without_a_token_is_refused_at_start_and_by_check_config() {
 
 #[test]
 fn the_overview_shows_each_pipelines_next_run() {
+    the_overview_shows_the_next_runs(WebDaemon::start(false, false, &three_pipelines()));
+}
+
+/// An hourly, a nightly (cron) and an on-demand pipeline.
+pub fn three_pipelines() -> String {
     let sink = "sink = { ndjson = \"pulled.ndjson\" }";
-    let web = WebDaemon::start(
-        false,
-        false,
-        &format!(
-            "[pipelines.hourly]\nkind = \"http_pull\"\nendpoint = \"usage\"\npath = \"/items\"\n\
+    format!(
+        "[pipelines.hourly]\nkind = \"http_pull\"\nendpoint = \"usage\"\npath = \"/items\"\n\
              items_key = \"items\"\nevery = \"1h\"\n{sink}\n\
              [pipelines.nightly]\nkind = \"http_pull\"\nendpoint = \"usage\"\npath = \"/items\"\n\
              items_key = \"items\"\ncron = \"30 2 * * *\"\n{sink}\n\
              [pipelines.by-hand]\nkind = \"http_pull\"\nendpoint = \"usage\"\npath = \"/items\"\n\
              items_key = \"items\"\n{sink}\n"
-        ),
-    );
+    )
+}
+
+/// The pipelines of [`three_pipelines`] on the overview, with their next runs.
+pub fn the_overview_shows_the_next_runs(web: WebDaemon) {
     let api = web.json("/api/overview");
     let now = api["now"].as_i64().unwrap();
     let row = |name: &str| -> Value {
@@ -828,7 +878,11 @@ fn the_overview_shows_each_pipelines_next_run() {
 
 #[test]
 fn the_overview_shows_destinations_and_a_hold_with_its_reason() {
-    let web = WebDaemon::start(false, false, "");
+    the_overview_shows_a_hold(WebDaemon::start(false, false, ""));
+}
+
+/// A hold set and released with jobctl, on the overview.
+pub fn the_overview_shows_a_hold(web: WebDaemon) {
     let out = web.sandbox.jobctl(&[
         "hold",
         "usage",

@@ -1,10 +1,11 @@
-//! [`Store`] and [`StoreTx`] for PostgreSQL: each method hands over to the driver's own
-//! reads (`reads.rs`) and transaction (`queue.rs`, `operator.rs`). The web page's
-//! searches are SQLite-shaped (FTS-free but dialect-bound) and not ported yet: they say so.
+//! [`Store`], [`WebReads`] and [`StoreTx`] for PostgreSQL: each method hands over to the driver's own
+//! reads (`reads.rs`, the web page's in `web.rs`) and transaction (`queue.rs`,
+//! `operator.rs`, `web.rs`).
 
 use super::super::api::{Finished, Store, StoreTx};
 use super::super::web::{
     ChildProgress, DeadGroup, JobPage, JobSearch, Overview, SourceFile, SucceededBase, WebAction,
+    WebReads,
 };
 use super::super::{
     Applied, Attempt, AttemptProgress, ChildrenSummary, ClaimSpec, Death, Enqueued, HeldClaim,
@@ -19,12 +20,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn not_ported(what: &str) -> StoreError {
-    StoreError::Postgres(format!(
-        "{what} is not available on PostgreSQL yet (the SQLite driver has it)"
-    ))
-}
 
 impl Store for PgStore {
     fn path(&self) -> &Path {
@@ -152,41 +147,6 @@ impl Store for PgStore {
         PgStore::greatest_unique_key(self, prefix)
     }
 
-    fn web_overview(
-        &self,
-        _now: UnixMillis,
-        _succeeded: Option<&SucceededBase>,
-    ) -> Result<Overview> {
-        Err(not_ported("the web page's overview"))
-    }
-    fn web_count_finished(&self, _state: JobState, _after: Option<UnixMillis>) -> Result<u64> {
-        Err(not_ported("the web page's counts"))
-    }
-    fn web_succeeded_base(&self, _now: UnixMillis, _margin: Duration) -> Result<SucceededBase> {
-        Err(not_ported("the web page's counts"))
-    }
-    fn web_search(&self, _search: &JobSearch) -> Result<JobPage> {
-        Err(not_ported("the web page's search"))
-    }
-    fn web_search_plan(&self, _search: &JobSearch) -> Result<Vec<String>> {
-        Err(not_ported("the web page's search"))
-    }
-    fn web_count_matching(&self, _search: &JobSearch, _state: JobState) -> Result<u64> {
-        Err(not_ported("the web page's search"))
-    }
-    fn web_dead_groups(&self, _limit: usize) -> Result<Vec<DeadGroup>> {
-        Err(not_ported("the web page's dead-letter groups"))
-    }
-    fn web_child_progress(&self, _parent: JobId) -> Result<ChildProgress> {
-        Err(not_ported("the web page's child progress"))
-    }
-    fn web_source_file(&self, _job: JobId) -> Result<Option<SourceFile>> {
-        Err(not_ported("the web page's source files"))
-    }
-    fn web_actions(&self, limit: usize) -> Result<Vec<WebAction>> {
-        PgStore::web_actions(self, limit)
-    }
-
     fn set_router(&mut self, router: Arc<dyn Router>) {
         PgStore::set_router(self, router)
     }
@@ -206,6 +166,44 @@ impl Store for PgStore {
     }
     fn order_head(&self, order_key: &str) -> Result<Option<JobId>> {
         PgStore::order_head(self, order_key)
+    }
+}
+
+impl WebReads for PgStore {
+    fn web_overview(&self, now: UnixMillis, succeeded: Option<&SucceededBase>) -> Result<Overview> {
+        PgStore::web_overview(self, now, succeeded)
+    }
+    fn web_count_finished(&self, state: JobState, after: Option<UnixMillis>) -> Result<u64> {
+        PgStore::web_count_finished(self, state, after)
+    }
+    fn web_succeeded_base(&self, now: UnixMillis, margin: Duration) -> Result<SucceededBase> {
+        PgStore::web_succeeded_base(self, now, margin)
+    }
+    fn web_search(&self, search: &JobSearch) -> Result<JobPage> {
+        PgStore::web_search(self, search)
+    }
+    fn web_search_plan(&self, search: &JobSearch) -> Result<Vec<String>> {
+        PgStore::web_search_plan(self, search)
+    }
+    fn web_count_matching(&self, search: &JobSearch, state: JobState) -> Result<u64> {
+        PgStore::web_count_matching(self, search, state)
+    }
+    fn web_dead_groups(&self, limit: usize) -> Result<Vec<DeadGroup>> {
+        PgStore::web_dead_groups(self, limit)
+    }
+    fn web_child_progress(&self, parent: JobId) -> Result<ChildProgress> {
+        PgStore::web_child_progress(self, parent)
+    }
+    fn web_source_file(&self, job: JobId) -> Result<Option<SourceFile>> {
+        PgStore::web_source_file(self, job)
+    }
+    fn web_actions(&self, limit: usize) -> Result<Vec<WebAction>> {
+        PgStore::web_actions(self, limit)
+    }
+    /// Not [`Store::change_token`] (the dispatcher's LISTEN wake-ups, which also move on
+    /// a timer): the counter that moves only when a page's rows changed.
+    fn web_change_token(&self) -> Result<i64> {
+        PgStore::web_change_token(self)
     }
 }
 
@@ -363,11 +361,11 @@ impl StoreTx for PgTx<'_> {
     }
     fn web_ids_matching(
         &self,
-        _search: &JobSearch,
-        _state: JobState,
-        _cap: usize,
+        search: &JobSearch,
+        state: JobState,
+        cap: usize,
     ) -> Result<Vec<JobId>> {
-        Err(not_ported("the web page's bulk actions"))
+        PgTx::web_ids_matching(self, search, state, cap)
     }
     fn record_web_action(&self, detail: &serde_json::Value, now: UnixMillis) -> Result<JobId> {
         PgTx::record_web_action(self, detail, now)

@@ -1,7 +1,8 @@
 //! The PostgreSQL driver: several daemons on several machines share one queue database.
 //! Owns the connection pool, the migrations under `migrations/postgres/`, the queue's
 //! transitions with `FOR UPDATE SKIP LOCKED` claims (`queue.rs`), nodes and leadership by
-//! lease rows (`cluster.rs`) and the LISTEN connection for wake-ups (`listen.rs`).
+//! lease rows (`cluster.rs`), the LISTEN connection for wake-ups (`listen.rs`) and the
+//! web page's reads (`web.rs`).
 //!
 //! The rust-postgres client is synchronous: the dispatcher, the workers and jobctl run on
 //! plain threads, so no async runtime sits in the queue's path.
@@ -17,6 +18,7 @@ mod operator;
 mod queue;
 mod reads;
 pub mod schema;
+mod web;
 
 pub use cluster::{Leadership, NodeLease, LEADER_TTL};
 pub use copy::CopyReport;

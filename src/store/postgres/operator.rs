@@ -6,10 +6,6 @@ use super::super::{IngestRecord, Result, StoreError};
 use super::queue::{state_guard, PgTx};
 use crate::job::{JobId, JobState, NewJob, Transition, UnixMillis};
 
-/// The unique keys of web action rows: `web-action:` then the time.
-pub(super) const ACTION_KEY_PREFIX: &str = "web-action:";
-pub(super) const ACTION_KEY_END: &str = "web-action;";
-
 /// RFC 7396 merge patch, as SQLite's `json_patch` applies it.
 fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
     use serde_json::Value;
@@ -203,29 +199,6 @@ impl PgTx<'_> {
 
     pub fn reset_sync_state(&self, pipeline: &str) -> Result<bool> {
         Ok(self.run("DELETE FROM sync_state WHERE pipeline = $1", &[&pipeline])? == 1)
-    }
-
-    /// Records a web page action as a finished row of its own (see the SQLite driver).
-    pub fn record_web_action(&self, detail: &serde_json::Value, now: UnixMillis) -> Result<JobId> {
-        // The same keys as the SQLite driver's (src/store/web.rs).
-        let (prefix, end) = (ACTION_KEY_PREFIX, ACTION_KEY_END);
-        let seq: i64 = self.rows(
-            "SELECT count(*) FROM jobs WHERE unique_key >= $1 AND unique_key < $2",
-            &[&prefix, &end],
-        )?[0]
-            .get(0);
-        let key = format!("{prefix}{now:015}:{seq:09}");
-        let (queue, kind) = (
-            super::super::web::ACTION_QUEUE,
-            super::super::web::ACTION_KIND,
-        );
-        Ok(self.rows(
-            "INSERT INTO jobs (queue, kind, payload, state, attempts, run_at, unique_key, \
-             created_at, updated_at, finished_at) \
-             VALUES ($1, $2, $3, 'succeeded', 0, $4, $5, $4, $4, $4) RETURNING id",
-            &[&queue, &kind, detail, &now, &key],
-        )?[0]
-            .get(0))
     }
 }
 

@@ -90,7 +90,7 @@ fn list_sql(filter: &JobFilter) -> (String, Terms) {
     )
 }
 
-fn count(n: i64) -> u64 {
+pub(super) fn count(n: i64) -> u64 {
     n.max(0) as u64
 }
 
@@ -514,23 +514,5 @@ impl PgStore {
             )?
             .first()
             .map(|r| r.get(0)))
-    }
-
-    /// Actions taken from the web page, newest first.
-    pub fn web_actions(&self, limit: usize) -> Result<Vec<crate::store::web::WebAction>> {
-        use super::operator::{ACTION_KEY_END, ACTION_KEY_PREFIX};
-        Ok(self
-            .read(
-                "SELECT id, created_at, payload FROM jobs \
-                 WHERE unique_key >= $1 AND unique_key < $2 ORDER BY unique_key DESC LIMIT $3",
-                &[&ACTION_KEY_PREFIX, &ACTION_KEY_END, &(limit as i64)],
-            )?
-            .iter()
-            .map(|r| crate::store::web::WebAction {
-                record_id: r.get(0),
-                at: r.get(1),
-                detail: r.get(2),
-            })
-            .collect())
     }
 }

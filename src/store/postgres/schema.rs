@@ -16,6 +16,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_flow_control",
         include_str!("../../../migrations/postgres/0002_flow_control.sql"),
     ),
+    (
+        "0003_web",
+        include_str!("../../../migrations/postgres/0003_web.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations hold (`pg_advisory_xact_lock`): "jobd" and 1.

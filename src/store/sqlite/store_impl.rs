@@ -8,6 +8,7 @@ use crate::flow::{DestinationLimit, DestinationView, HoldRequest, Router};
 use crate::job::{Completion, Job, JobId, JobState, NewJob, SyncMark, UnixMillis};
 use crate::store::web::{
     ChildProgress, DeadGroup, JobPage, JobSearch, Overview, SourceFile, SucceededBase, WebAction,
+    WebReads,
 };
 use crate::store::{
     Applied, Attempt, AttemptProgress, BackupInfo, Checkpoint, CheckpointMode, ChildrenSummary,
@@ -83,6 +84,23 @@ impl Store for SqliteStore {
         fn sync_high_water(&self, pipeline: &str) -> Result<Option<UnixMillis>>;
         fn live_pipeline_jobs(&self, kind: &str, pipeline: &str) -> Result<u64>;
         fn greatest_unique_key(&self, prefix: &str) -> Result<Option<String>>;
+        fn destinations(&self, limits: &[DestinationLimit], now: UnixMillis) -> Result<Vec<DestinationView>>;
+        fn destination_hold(&self, destination: &str, flow_key: &str) -> Result<Option<DestinationHold>>;
+        fn order_head(&self, order_key: &str) -> Result<Option<JobId>>;
+    }
+
+    fn set_router(&mut self, router: Arc<dyn Router>) {
+        <Self>::set_router(self, router)
+    }
+}
+
+impl WebReads for SqliteStore {
+    /// Any commit by another connection: the page shows nearly every table.
+    fn web_change_token(&self) -> Result<i64> {
+        self.data_version()
+    }
+
+    forward! {
         fn web_overview(&self, now: UnixMillis, succeeded: Option<&SucceededBase>) -> Result<Overview>;
         fn web_count_finished(&self, state: JobState, after: Option<UnixMillis>) -> Result<u64>;
         fn web_succeeded_base(&self, now: UnixMillis, margin: Duration) -> Result<SucceededBase>;
@@ -93,13 +111,6 @@ impl Store for SqliteStore {
         fn web_child_progress(&self, parent: JobId) -> Result<ChildProgress>;
         fn web_source_file(&self, job: JobId) -> Result<Option<SourceFile>>;
         fn web_actions(&self, limit: usize) -> Result<Vec<WebAction>>;
-        fn destinations(&self, limits: &[DestinationLimit], now: UnixMillis) -> Result<Vec<DestinationView>>;
-        fn destination_hold(&self, destination: &str, flow_key: &str) -> Result<Option<DestinationHold>>;
-        fn order_head(&self, order_key: &str) -> Result<Option<JobId>>;
-    }
-
-    fn set_router(&mut self, router: Arc<dyn Router>) {
-        <Self>::set_router(self, router)
     }
 }
 
