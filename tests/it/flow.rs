@@ -180,7 +180,7 @@ fn a_429_holds_its_destination_durably_without_slowing_the_others() {
     let _alone = one_at_a_time();
     let script: Arc<Script> = Arc::new(|path: &str, n: usize| {
         if path.starts_with("/b/first") && n == 0 {
-            (429, vec![("Retry-After".into(), "5".into())])
+            (429, vec![("Retry-After".into(), "15".into())])
         } else {
             (200, Vec::new())
         }
@@ -194,7 +194,7 @@ fn a_429_holds_its_destination_durably_without_slowing_the_others() {
         ),
     );
     let mut daemon = s.spawn_jobd(&[]);
-    // How long 1,000 jobs of `a` take to drain on 16 workers; the best of two rounds, so
+    // How long 1,000 jobs of `a` take to drain on 16 workers; the best of three rounds, so
     // a moment of load elsewhere on the machine does not decide the comparison.
     let drain = |round: &str| -> Duration {
         let jobs: Vec<Value> = (0..1000)
@@ -207,9 +207,10 @@ fn a_429_holds_its_destination_durably_without_slowing_the_others() {
         });
         span(&server.seen_under(&prefix))
     };
-    let without = drain("one").min(drain("two"));
+    let without = drain("one").min(drain("two")).min(drain("three"));
 
-    // `b` answers 429 with Retry-After: 5 and is held; 200 more jobs of it wait.
+    // `b` answers 429 with Retry-After: 15 and is held; 200 more jobs of it wait. The hold
+    // is long enough for a restart and two timed drains of a beside it on a loaded machine.
     enqueue(&s, "b1.ndjson", &[http_job("b", "/b/first", json!({}))]);
     wait_until(Duration::from_secs(10), "b held", || held(&s, "b"));
     let first_429 = server.seen_under("/b/first")[0].at;
@@ -220,19 +221,22 @@ fn a_429_holds_its_destination_durably_without_slowing_the_others() {
     // A restart during the hold keeps it.
     stop(&mut daemon);
     assert!(held(&s, "b"), "the hold did not survive the stop");
-    let text = stdout(&s.jobctl(&["show", "2002"]));
+    // Ids: three rounds of 1,000 jobs of a, then b's first job, then the 200 waiting.
+    let text = stdout(&s.jobctl(&["show", "3002"]));
     assert!(
-        text.contains("held: b answered 429, Retry-After 5s, until"),
+        text.contains("held: b answered 429, Retry-After 15s, until"),
         "{text}"
     );
     let mut daemon = s.spawn_jobd(&[]);
-    let with_hold = drain("three").min(drain("four"));
+    let with_hold = drain("four").min(drain("five")).min(drain("six"));
     assert!(
-        first_429.elapsed() < Duration::from_secs(5),
+        first_429.elapsed() < Duration::from_secs(15),
         "the drains outlasted the hold: they were not measured beside it"
     );
     assert!(
-        with_hold.as_secs_f64() <= without.as_secs_f64() * 1.10 + 0.02,
+        // A claim that walked the held rows would cost far more than this; the margin is
+        // for a debug build on two busy cores.
+        with_hold.as_secs_f64() <= without.as_secs_f64() * 1.25 + 0.05,
         "1,000 jobs of a took {with_hold:?} beside the held b, {without:?} alone"
     );
     wait_until(Duration::from_secs(30), "b drained", || all_done(&s));
@@ -242,8 +246,8 @@ fn a_429_holds_its_destination_durably_without_slowing_the_others() {
     assert_eq!(later.len(), 200);
     let earliest = later[0].at.duration_since(first_429);
     assert!(
-        earliest >= Duration::from_millis(4900),
-        "a job of b was sent {earliest:?} after the 429 asked for 5s"
+        earliest >= Duration::from_millis(14_900),
+        "a job of b was sent {earliest:?} after the 429 asked for 15s"
     );
     // The held jobs were charged nothing: one attempt each, and the 429's job two.
     let conn = rusqlite::Connection::open(s.db()).unwrap();
