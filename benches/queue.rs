@@ -7,6 +7,7 @@
 //!                               [--isolation-waiting N] [--isolation-samples N] [--isolation-drain N]
 //!                               [--scale-queued N] [--scale-history N]
 //!                               [--only socket|pickup] [--seconds S] (issue 15: enqueue_paths)
+//!                               [--drain-runs raw1,raw64,jobd]
 //!
 //! `drain` also runs raw rusqlite loops (claim + complete, 1 and 64 jobs per transaction,
 //! WAL, the same synchronous) in the same run and prints jobd's drain as a ratio to them.
@@ -63,6 +64,10 @@ struct Args {
     /// How long each socket and pickup measurement runs (issue 15: enqueue_paths).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Which of `drain`'s runs to make (comma-separated: raw1, raw64, jobd), e.g. one at
+    /// a time under callgrind (scripts/drain-callgrind.sh).
+    #[arg(long, default_value = "raw1,raw64,jobd")]
+    drain_runs: String,
     /// Ignored: cargo bench passes it.
     #[arg(long, hide = true)]
     bench: bool,
@@ -93,21 +98,27 @@ fn main() {
         bench_enqueue(args.jobs);
     }
     if runs("drain") {
+        let drain_runs = |name: &str| args.drain_runs.split(',').any(|r| r == name);
         for mode in &modes {
-            let raw_one = raw_drain(args.jobs.min(20_000), *mode, 1);
-            let raw_many = raw_drain(args.jobs, *mode, 64);
+            let raw_one = drain_runs("raw1").then(|| raw_drain(args.jobs.min(20_000), *mode, 1));
+            let raw_many = drain_runs("raw64").then(|| raw_drain(args.jobs, *mode, 64));
+            if !drain_runs("jobd") {
+                continue;
+            }
             let dir = tempfile::tempdir().unwrap();
             let rate = drain(dir.path(), &args, *mode, 0);
             println!(
                 "drain: {} noop jobs, {} workers, synchronous={:?}: {rate:.0} jobs/s",
                 args.jobs, args.workers, mode
             );
-            println!(
-                "drain ratio, synchronous={mode:?}: jobd {rate:.0} / raw 64/txn {raw_many:.0} = {:.2} \
-                 (raw 1/txn {raw_one:.0}: jobd is {:.1}x it)",
-                rate / raw_many,
-                rate / raw_one
-            );
+            if let (Some(raw_one), Some(raw_many)) = (raw_one, raw_many) {
+                println!(
+                    "drain ratio, synchronous={mode:?}: jobd {rate:.0} / raw 64/txn {raw_many:.0} = {:.2} \
+                     (raw 1/txn {raw_one:.0}: jobd is {:.1}x it)",
+                    rate / raw_many,
+                    rate / raw_one
+                );
+            }
         }
     }
     if runs("latency") {
@@ -435,6 +446,19 @@ fn raw_drain(n: usize, synchronous: Synchronous, per_txn: usize) -> f64 {
         tx.commit().unwrap();
     }
     let start = Instant::now();
+    raw_claim_loop(&mut conn, n, per_txn);
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "raw rusqlite loop: {n} jobs, {per_txn} per transaction, synchronous={synchronous:?}: {rate:.0} jobs/s"
+    );
+    rate
+}
+
+/// The raw loop's timed part: claim `per_txn` jobs and complete them, a transaction at a
+/// time, until `n` are done. Not inlined, so callgrind can count it alone
+/// (`--toggle-collect=*raw_claim_loop*`, see scripts/drain-callgrind.sh).
+#[inline(never)]
+fn raw_claim_loop(conn: &mut rusqlite::Connection, n: usize, per_txn: usize) {
     let mut done = 0;
     while done < n {
         let tx = conn
@@ -476,11 +500,6 @@ fn raw_drain(n: usize, synchronous: Synchronous, per_txn: usize) -> f64 {
         assert!(!ids.is_empty(), "the raw queue ran dry early");
         done += ids.len();
     }
-    let rate = n as f64 / start.elapsed().as_secs_f64();
-    println!(
-        "raw rusqlite loop: {n} jobs, {per_txn} per transaction, synchronous={synchronous:?}: {rate:.0} jobs/s"
-    );
-    rate
 }
 
 /// Adds `n` rows to `jobs` with plain SQL in one transaction: `queue`, `state` and

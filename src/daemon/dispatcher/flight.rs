@@ -167,14 +167,26 @@ impl InFlightTable {
         heartbeat_due: bool,
         finishing: &[Report],
     ) -> Vec<ProgressToWrite> {
-        let ending = |id: &JobId| finishing.iter().any(|r| r.job_id == *id && r.started);
-        self.jobs
+        let changed = |(id, f): (&JobId, &InFlight)| {
+            let (version, value) = f.ticket.progress.changed_since(f.progress_written)?;
+            Some((*id, f.job.attempts, version, value))
+        };
+        if heartbeat_due {
+            return self.jobs.iter().filter_map(changed).collect();
+        }
+        // Only the attempts ending now: looked up by their reports, not by walking every
+        // job in flight (hundreds, with claim-ahead) for each report.
+        let mut ending: Vec<JobId> = finishing
             .iter()
-            .filter(|(id, _)| heartbeat_due || ending(id))
-            .filter_map(|(id, f)| {
-                let (version, value) = f.ticket.progress.changed_since(f.progress_written)?;
-                Some((*id, f.job.attempts, version, value))
-            })
+            .filter(|r| r.started)
+            .map(|r| r.job_id)
+            .collect();
+        ending.sort_unstable();
+        ending.dedup();
+        ending
+            .iter()
+            .filter_map(|id| self.jobs.get_key_value(id))
+            .filter_map(changed)
             .collect()
     }
 

@@ -420,16 +420,24 @@ impl<'a> PgTx<'a> {
                      updated_at = $4, last_error = NULL, started_at = NULL, claim = NULL \
                      FROM unnest($1::bigint[], $2::int[], $3::text[]) AS d(id, attempt, worker) \
                      WHERE j.id = d.id AND j.attempts = d.attempt AND j.worker = d.worker \
-                     AND j.{} RETURNING j.id",
+                     AND j.{} RETURNING j.id, j.attempts, j.worker",
                     state_guard(Transition::Complete)
                 ),
                 &[&ids, &attempts, &workers, &now],
             )?;
-            let moved: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+            let mut moved: std::collections::HashSet<(i64, i32, String)> = rows
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            // The first completion of a moved attempt is the one applied; a second one
+            // for it in the same batch is stale, as it would be one at a time.
             let written: Vec<usize> = plain
                 .iter()
                 .copied()
-                .filter(|&i| moved.contains(&done[i].0.job_id))
+                .filter(|&i| {
+                    let c = done[i].0;
+                    moved.remove(&(c.job_id, c.attempt as i32, c.worker.clone()))
+                })
                 .collect();
             self.record_attempts(
                 &written
@@ -438,11 +446,10 @@ impl<'a> PgTx<'a> {
                     .collect::<Vec<_>>(),
             )?;
             for &i in &plain {
-                answers[i] = Some(if moved.contains(&done[i].0.job_id) {
-                    Applied::Moved(JobState::Succeeded)
-                } else {
-                    Applied::Stale
-                });
+                answers[i] = Some(Applied::Stale);
+            }
+            for &i in &written {
+                answers[i] = Some(Applied::Moved(JobState::Succeeded));
             }
         }
         for (i, (completion, started_us)) in done.iter().enumerate() {

@@ -6,12 +6,67 @@
 
 use super::flow::FlowBudget;
 use super::guards::state_guard;
-use super::queue::{job_from_row, SqliteTx, JOB_COLUMNS};
+use super::queue::SqliteTx;
 use super::{Result, StoreError};
-use crate::job::{Job, JobId, Transition, UnixMillis};
+use crate::job::{Job, JobId, JobState, Transition, UnixMillis};
 use crate::store::{ClaimSpec, Claimed};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, Row};
 use std::sync::LazyLock;
+
+/// The columns a claim reads back. A claimed row's state, lease, worker and updated_at
+/// are what the claim itself just wrote, its finished_at is NULL (the schema ties it to
+/// the finished states) and its order_blocked 0 (the claim takes no blocked row): those
+/// are filled in by [`claimed_from_row`], not returned.
+const CLAIMED_COLUMNS: &str = "id, queue, kind, payload, priority, attempts, max_attempts, \
+     run_at, unique_key, parent_id, last_error, deadline_at, created_at, source, \
+     cancel_requested, stage, destination, flow_key, order_key";
+
+/// What the claim's update wrote into every row it claimed.
+#[derive(Clone, Copy)]
+struct ClaimWrite<'a> {
+    worker: &'a str,
+    lease_until: UnixMillis,
+    now: UnixMillis,
+}
+
+/// A claimed job from its [`CLAIMED_COLUMNS`] and what the claim wrote.
+fn claimed_from_row(row: &Row<'_>, wrote: ClaimWrite<'_>) -> rusqlite::Result<Job> {
+    // Parsed from the row's own text, without copying it into a String first.
+    let text = rusqlite::types::Type::Text;
+    let payload = row
+        .get_ref(3)?
+        .as_str()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, text, Box::new(e)))?;
+    let payload = serde_json::from_str(payload)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, text, Box::new(e)))?;
+    Ok(Job {
+        id: row.get(0)?,
+        queue: row.get(1)?,
+        kind: row.get(2)?,
+        payload,
+        state: JobState::Running,
+        priority: row.get(4)?,
+        attempts: row.get(5)?,
+        max_attempts: row.get(6)?,
+        run_at: row.get(7)?,
+        lease_until: Some(wrote.lease_until),
+        worker: Some(wrote.worker.to_string()),
+        unique_key: row.get(8)?,
+        parent_id: row.get(9)?,
+        last_error: row.get(10)?,
+        deadline_at: row.get(11)?,
+        created_at: row.get(12)?,
+        updated_at: wrote.now,
+        finished_at: None,
+        source: row.get(13)?,
+        cancel_requested: row.get(14)?,
+        stage: row.get(15)?,
+        destination: row.get(16)?,
+        flow_key: row.get(17)?,
+        order_key: row.get(18)?,
+        order_blocked: false,
+    })
+}
 
 /// The statements of a claim. Every one seeks `jobs_queue_ready` (queue, priority DESC,
 /// run_at, id): a queue the claim may not take from costs the one seek that steps over
@@ -63,7 +118,7 @@ static CLAIM: LazyLock<ClaimSql> = LazyLock::new(|| {
              worker = ?2, updated_at = ?3, claim = ?5, started_at = NULL \
              WHERE id IN (SELECT id {ready} AND queue = ?6 AND priority = ?7 AND run_at <= ?3 \
                           ORDER BY run_at, id LIMIT ?4) \
-             RETURNING {JOB_COLUMNS}"
+             RETURNING {CLAIMED_COLUMNS}"
         ),
         group_destinations: format!(
             "SELECT run_at, id, destination, flow_key {ready} AND queue = ?1 AND priority = ?2 \
@@ -72,7 +127,7 @@ static CLAIM: LazyLock<ClaimSql> = LazyLock::new(|| {
         claim_one: format!(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?1, \
              worker = ?2, updated_at = ?3, claim = ?4, started_at = NULL \
-             WHERE id = ?5 AND {guard} RETURNING {JOB_COLUMNS}"
+             WHERE id = ?5 AND {guard} RETURNING {CLAIMED_COLUMNS}"
         ),
     }
 });
@@ -145,6 +200,11 @@ impl SqliteTx<'_> {
                 );
             }
             let mut stmt = self.tx.prepare_cached(&CLAIM.claim_group)?;
+            let wrote = ClaimWrite {
+                worker,
+                lease_until,
+                now,
+            };
             let rows = stmt.query_map(
                 params![
                     lease_until,
@@ -155,7 +215,7 @@ impl SqliteTx<'_> {
                     queue,
                     priority
                 ],
-                job_from_row,
+                |row| claimed_from_row(row, wrote),
             )?;
             let before = into.len();
             for job in rows {
@@ -279,8 +339,14 @@ impl SqliteTx<'_> {
         let mut stmt = self.tx.prepare_cached(&CLAIM.claim_one)?;
         let before = into.len();
         for id in chosen {
-            let mut rows =
-                stmt.query_map(params![lease_until, worker, now, claim, id], job_from_row)?;
+            let wrote = ClaimWrite {
+                worker,
+                lease_until,
+                now,
+            };
+            let mut rows = stmt.query_map(params![lease_until, worker, now, claim, id], |row| {
+                claimed_from_row(row, wrote)
+            })?;
             if let Some(job) = rows.next() {
                 into.push(job?);
             }

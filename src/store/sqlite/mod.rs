@@ -7,6 +7,7 @@
 
 mod admin;
 mod claim;
+mod complete;
 pub mod example;
 mod flow;
 mod guards;

@@ -38,6 +38,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0008_flow_control",
         include_str!("../../../migrations/0008_flow_control.sql"),
     ),
+    (
+        "0009_one_ready_index",
+        include_str!("../../../migrations/0009_one_ready_index.sql"),
+    ),
 ];
 
 /// The version whose CHECK constraints bound queue and kind names.

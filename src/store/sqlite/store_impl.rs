@@ -12,8 +12,8 @@ use crate::store::web::{
 };
 use crate::store::{
     Applied, Attempt, AttemptProgress, BackupInfo, Checkpoint, CheckpointMode, ChildrenSummary,
-    ClaimSpec, Death, Enqueued, HeldClaim, IngestRecord, JobFilter, PendingFolder, QueuePause,
-    Result, RunningJob, SqliteFile, Stats, Store, StoreTx, SyncState,
+    ClaimSpec, Death, Enqueued, Finished, HeldClaim, IngestRecord, JobFilter, PendingFolder,
+    QueuePause, Result, RunningJob, SqliteFile, Stats, Store, StoreTx, SyncState,
 };
 use crate::store::{Claimed, DestinationHold};
 use std::collections::{BTreeMap, HashMap};
@@ -157,6 +157,7 @@ impl StoreTx for SqliteTx<'_> {
             started_us: Option<i64>,
             now: UnixMillis,
         ) -> Result<Applied>;
+        fn complete_many(&self, done: &[Finished<'_>], now: UnixMillis) -> Result<Vec<Applied>>;
         fn extend_leases(
             &self,
             jobs: &[(JobId, u32)],

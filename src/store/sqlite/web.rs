@@ -98,7 +98,8 @@ fn search_sql(search: &JobSearch) -> SearchSql {
         );
         if sql.index.is_none() {
             sql.index = match state {
-                JobState::Queued | JobState::Retrying => Some("jobs_ready"),
+                // Every ready row, blocked behind its order key or not (0009).
+                JobState::Queued | JobState::Retrying => Some("jobs_due"),
                 JobState::Running => Some("jobs_leases"),
                 JobState::Dead | JobState::Cancelled => Some("jobs_finished"),
                 JobState::Succeeded | JobState::Waiting => None,

@@ -25,7 +25,7 @@ macro_rules! conformance {
         conformance!($make, if || true);
     };
     ($make:path, if $available:expr) => {
-        conformance!(@cases $make, $available; every_transition_is_allowed_from_its_states_and_refused_from_the_others, claims_follow_priority_then_run_at_then_id_and_skip_future_jobs, claims_take_at_most_the_limit_and_respect_queue_limits, completion_with_follow_ups_is_atomic_and_links_children, a_stale_completion_changes_nothing_and_other_rows_are_untouched, every_attempt_is_recorded_with_outcome_error_and_duration, release_gives_the_attempt_back, expired_leases_are_rescued_and_charged_and_exhausted_ones_die, heartbeats_extend_only_this_workers_current_attempts, unique_keys_return_the_existing_job, the_greatest_unique_key_under_a_prefix_is_found_byte_by_byte, a_refused_batch_enqueues_nothing, operators_revive_dead_jobs_and_cancel_waiting_ones, cancelling_a_running_job_asks_it_to_stop, purge_deletes_only_old_finished_jobs_of_the_state_with_their_attempts, stats_count_per_queue_and_state_and_the_oldest_ready_age, claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows, next_due_names_the_first_later_row_even_behind_rows_already_due, a_waiting_parent_resumes_when_its_last_child_finishes, awaiting_no_children_resumes_at_once_and_cancelling_a_waiting_job_is_allowed, a_long_batch_returns_each_jobs_own_id_with_unique_keys_among_them, a_run_of_keyed_jobs_dedupes_against_the_table_and_within_the_batch, a_claimed_job_that_never_started_goes_back_uncharged_and_a_started_one_is_charged, concurrent_claims_on_two_connections_get_disjoint_jobs, a_parent_whose_last_two_children_finish_at_once_resumes_exactly_once, a_batch_of_completions_applies_each_and_reports_the_stale_one, recorded_starts_name_only_the_current_attempt_of_this_worker, reviving_the_dead_of_one_kind_leaves_other_rows_alone, a_hold_parks_waiting_jobs_new_ones_too_and_a_release_brings_them_back, claims_draw_tokens_by_the_clock_and_keep_in_flight_bounds, an_order_keys_next_job_goes_when_its_head_finishes_however_it_finishes);
+        conformance!(@cases $make, $available; every_transition_is_allowed_from_its_states_and_refused_from_the_others, claims_follow_priority_then_run_at_then_id_and_skip_future_jobs, claims_take_at_most_the_limit_and_respect_queue_limits, completion_with_follow_ups_is_atomic_and_links_children, a_stale_completion_changes_nothing_and_other_rows_are_untouched, every_attempt_is_recorded_with_outcome_error_and_duration, release_gives_the_attempt_back, expired_leases_are_rescued_and_charged_and_exhausted_ones_die, heartbeats_extend_only_this_workers_current_attempts, unique_keys_return_the_existing_job, the_greatest_unique_key_under_a_prefix_is_found_byte_by_byte, a_refused_batch_enqueues_nothing, operators_revive_dead_jobs_and_cancel_waiting_ones, cancelling_a_running_job_asks_it_to_stop, purge_deletes_only_old_finished_jobs_of_the_state_with_their_attempts, stats_count_per_queue_and_state_and_the_oldest_ready_age, claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows, next_due_names_the_first_later_row_even_behind_rows_already_due, a_waiting_parent_resumes_when_its_last_child_finishes, awaiting_no_children_resumes_at_once_and_cancelling_a_waiting_job_is_allowed, a_long_batch_returns_each_jobs_own_id_with_unique_keys_among_them, a_run_of_keyed_jobs_dedupes_against_the_table_and_within_the_batch, a_claimed_job_that_never_started_goes_back_uncharged_and_a_started_one_is_charged, concurrent_claims_on_two_connections_get_disjoint_jobs, a_parent_whose_last_two_children_finish_at_once_resumes_exactly_once, a_batch_of_completions_applies_each_and_reports_the_stale_one, a_long_batch_of_successes_moves_each_held_attempt_once, recorded_starts_name_only_the_current_attempt_of_this_worker, reviving_the_dead_of_one_kind_leaves_other_rows_alone, a_hold_parks_waiting_jobs_new_ones_too_and_a_release_brings_them_back, claims_draw_tokens_by_the_clock_and_keep_in_flight_bounds, an_order_keys_next_job_goes_when_its_head_finishes_however_it_finishes);
     };
     (@cases $make:path, $available:expr; $($case:ident),* $(,)?) => {
         $(
@@ -1220,6 +1220,72 @@ pub fn a_batch_of_completions_applies_each_and_reports_the_stale_one(make: MakeD
         assert_eq!(db.attempts(id).unwrap().len(), 1, "job {id}");
     }
     assert_eq!(db.get(bystander).unwrap(), before, "a neighbour changed");
+}
+
+pub fn a_long_batch_of_successes_moves_each_held_attempt_once(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let jobs: Vec<NewJob> = (0..101).map(|_| noop()).collect();
+    let ids: Vec<JobId> = db
+        .write(|tx| tx.enqueue(&jobs, T0))
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(claim(db, 101, T0).len(), 101);
+    let ok = Resolution::Succeeded {
+        follow_ups: vec![],
+        sync_marks: vec![],
+    };
+    // More successes than one statement takes; one of them from another worker, one
+    // for an attempt that does not hold its job, and one job's completion twice.
+    let mut completions: Vec<Completion> = ids
+        .iter()
+        .map(|id| completion(*id, 1, ok.clone(), T0 + 1))
+        .collect();
+    completions[7].worker = "someone-else:2".into();
+    completions[9].attempt = 2;
+    completions.push(completion(ids[3], 1, ok.clone(), T0 + 1));
+    let batch: Vec<Finished<'_>> = completions
+        .iter()
+        .map(|completion| Finished {
+            completion,
+            started_us: Some(T0 * 1_000),
+        })
+        .collect();
+    let applied = db.write(|tx| tx.complete_many(&batch, T0 + 2)).unwrap();
+    let stale = [7, 9, 101];
+    for (i, applied) in applied.iter().enumerate() {
+        let want = if stale.contains(&i) {
+            Applied::Stale
+        } else {
+            Applied::Moved(JobState::Succeeded)
+        };
+        assert_eq!(*applied, want, "completion {i}");
+    }
+    for (i, id) in ids.iter().enumerate() {
+        let job = db.get(*id).unwrap();
+        let attempts = db.attempts(*id).unwrap();
+        if stale.contains(&i) {
+            assert_eq!(job.state, JobState::Running, "job {i}");
+            assert!(attempts.is_empty(), "job {i}");
+            continue;
+        }
+        assert_eq!(job.state, JobState::Succeeded, "job {i}");
+        assert_eq!((job.finished_at, job.lease_until), (Some(T0 + 2), None));
+        assert_eq!(attempts.len(), 1, "job {i}");
+        let attempt = &attempts[0];
+        assert_eq!(
+            (
+                attempt.outcome.as_str(),
+                attempt.started_at,
+                attempt.finished_at
+            ),
+            ("succeeded", T0 + 1, T0 + 6)
+        );
+        assert_eq!(attempt.detail, Some(json!({"status": 200})));
+    }
 }
 
 pub fn recorded_starts_name_only_the_current_attempt_of_this_worker(make: MakeDb) {

@@ -1,0 +1,212 @@
+//! A turn's completions in few statements: its plain successes (no follow-ups, sync marks
+//! or parent to resume) move by one `UPDATE ... FROM (VALUES ...)` per chunk and get
+//! their attempt rows from one multi-row `INSERT` per chunk; every other completion goes
+//! through [`SqliteTx::complete_started`] on its own. The PostgreSQL driver splits a
+//! batch the same way.
+
+use super::guards::state_guard;
+use super::queue::SqliteTx;
+use super::Result;
+use crate::job::{Completion, JobId, JobState, Resolution, Transition, UnixMillis};
+use crate::store::{Applied, Finished};
+use rusqlite::types::Value;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+/// Rows per statement, largest first. A batch is cut into these sizes, so whatever its
+/// length only a few statements are ever prepared (and kept in the statement cache).
+const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// Each statement of [`CHUNKS`]' sizes, built once: (rows, success update, attempt insert).
+static STATEMENTS: LazyLock<Vec<(usize, String, String)>> = LazyLock::new(|| {
+    CHUNKS
+        .into_iter()
+        .map(|rows| (rows, succeed_sql(rows), attempts_sql(rows)))
+        .collect()
+});
+
+/// The success update and the attempt insert for a chunk of `rows`.
+fn statements(rows: usize) -> (&'static str, &'static str) {
+    let (_, succeed, attempts) = STATEMENTS
+        .iter()
+        .find(|(size, _, _)| *size == rows)
+        .expect("a chunk has one of the CHUNKS sizes");
+    (succeed, attempts)
+}
+
+/// A success that moves its job and writes its attempt row and nothing else.
+fn is_plain(done: &Completion) -> bool {
+    done.parent_id.is_none()
+        && matches!(&done.resolution, Resolution::Succeeded { follow_ups, sync_marks }
+            if follow_ups.is_empty() && sync_marks.is_empty())
+}
+
+/// ?1 now, then (id, attempt, worker) per row: each row still held by that attempt
+/// becomes `succeeded`, with the same columns as the single completion's update sets.
+fn succeed_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| format!("(?{}, ?{}, ?{})", 3 * r + 2, 3 * r + 3, 3 * r + 4))
+        .collect();
+    format!(
+        "UPDATE jobs SET state = 'succeeded', lease_until = NULL, finished_at = ?1, \
+         updated_at = ?1, last_error = NULL, started_at = NULL, claim = NULL \
+         FROM (VALUES {}) AS done \
+         WHERE jobs.id = done.column1 AND jobs.attempts = done.column2 \
+         AND jobs.worker IS done.column3 AND {} \
+         RETURNING jobs.id, jobs.attempts, jobs.worker",
+        values.join(", "),
+        state_guard(Transition::Complete)
+    )
+}
+
+/// Per row (job, attempt, worker, started_at, finished_at, detail, started_us): the
+/// attempt rows of successes.
+fn attempts_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let n = 7 * r;
+            format!(
+                "(?{}, ?{}, ?{}, ?{}, ?{}, 'succeeded', NULL, ?{}, ?{})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, \
+         error, detail, started_us) VALUES {}",
+        values.join(", ")
+    )
+}
+
+/// `items` in chunks of the [`CHUNKS`] sizes.
+fn chunked<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = CHUNKS.into_iter().find(|size| *size <= items.len())?;
+        let (chunk, rest) = items.split_at(size);
+        items = rest;
+        Some(chunk)
+    })
+}
+
+impl SqliteTx<'_> {
+    /// Records finished attempts, all in this transaction: the plain successes first, a
+    /// chunk at a time, then every other completion in order. A completion for an
+    /// attempt that no longer holds its job changes nothing and says so (as does the
+    /// second of two for the same attempt).
+    pub fn complete_many(&self, done: &[Finished<'_>], now: UnixMillis) -> Result<Vec<Applied>> {
+        let plain: Vec<&Finished<'_>> = done.iter().filter(|f| is_plain(f.completion)).collect();
+        // (job, attempt) -> the worker whose attempt was moved.
+        let mut moved: HashMap<(JobId, u32), String> = HashMap::with_capacity(plain.len());
+        for chunk in chunked(&plain) {
+            let mut params = Vec::with_capacity(1 + 3 * chunk.len());
+            params.push(Value::Integer(now));
+            for f in chunk {
+                let c = f.completion;
+                params.extend([
+                    Value::Integer(c.job_id),
+                    Value::Integer(c.attempt.into()),
+                    Value::Text(c.worker.clone()),
+                ]);
+            }
+            let mut update = self.tx.prepare_cached(statements(chunk.len()).0)?;
+            let rows = update.query_map(rusqlite::params_from_iter(params), |row| {
+                Ok(((row.get(0)?, row.get(1)?), row.get(2)?))
+            })?;
+            for row in rows {
+                let (attempt, worker) = row?;
+                moved.insert(attempt, worker);
+            }
+        }
+        // In batch order, the first completion of each moved attempt is the one applied.
+        let mut applied = Vec::with_capacity(plain.len());
+        for f in &plain {
+            let c = f.completion;
+            let attempt = (c.job_id, c.attempt);
+            let held = moved
+                .get(&attempt)
+                .is_some_and(|worker| *worker == c.worker);
+            if held {
+                moved.remove(&attempt);
+            }
+            applied.push(held.then_some(*f));
+        }
+        let written: Vec<&Finished<'_>> = applied.iter().flatten().copied().collect();
+        for chunk in chunked(&written) {
+            let mut params = Vec::with_capacity(7 * chunk.len());
+            for f in chunk {
+                let c = f.completion;
+                params.extend([
+                    Value::Integer(c.job_id),
+                    Value::Integer(c.attempt.into()),
+                    Value::Text(c.worker.clone()),
+                    Value::Integer(c.started_at),
+                    Value::Integer(c.finished_at.max(c.started_at)),
+                    c.detail
+                        .as_ref()
+                        .map_or(Value::Null, |d| Value::Text(d.to_string())),
+                    f.started_us.map_or(Value::Null, Value::Integer),
+                ]);
+            }
+            self.tx
+                .prepare_cached(statements(chunk.len()).1)?
+                .execute(rusqlite::params_from_iter(params))?;
+        }
+        let mut plain_answers = applied.into_iter();
+        done.iter()
+            .map(|f| {
+                if is_plain(f.completion) {
+                    Ok(match plain_answers.next().flatten() {
+                        Some(_) => Applied::Moved(JobState::Succeeded),
+                        None => Applied::Stale,
+                    })
+                } else {
+                    self.complete_started(f.completion, f.started_us, now)
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::OpenOptions;
+
+    #[test]
+    fn a_chunk_of_successes_seeks_each_job_by_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = SqliteStore::open(
+            &dir.path().join("jobs.db"),
+            &OpenOptions {
+                create: true,
+                migrate: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for rows in CHUNKS {
+            let (succeed, _) = statements(rows);
+            let plan: Vec<String> = db
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {succeed}"))
+                .unwrap()
+                .raw_query()
+                .mapped(|row| row.get::<_, String>(3))
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let plan = plan.join(" | ");
+            assert!(
+                plan.contains("SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)"),
+                "{rows} rows: {plan}"
+            );
+            assert!(!plan.contains("SCAN jobs"), "{rows} rows: {plan}");
+        }
+    }
+}
