@@ -28,7 +28,10 @@
 //!   whether the parent's last child is done, so of two children finishing at once
 //!   exactly one resumes the parent (SQLite: the write lock serialises them).
 //! - **Change notices.** [`Store::change_token`] changes when another connection commits
-//!   (SQLite: `PRAGMA data_version`; PostgreSQL: LISTEN/NOTIFY or a counter).
+//!   (SQLite: `PRAGMA data_version`; PostgreSQL: LISTEN/NOTIFY or a counter). A driver
+//!   that hears of new rows as they commit calls the hook given to
+//!   [`Store::wake_on_new_work`] at once (PostgreSQL: each NOTIFY); polling the token stays
+//!   the fallback for the rest (SQLite has no such hook).
 //! - **Flow control** ([`StoreTx::claim_flow`], holds, order keys). A held destination's
 //!   waiting rows are parked (`run_at` moved to the hold's end), at the hold and at
 //!   enqueue, so claims never walk them. A destination's tokens are drawn inside the
@@ -51,6 +54,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// What a driver calls when it hears of new work ([`Store::wake_on_new_work`]), with the
+/// queue's name or "". Called from the driver's own thread: it must be quick.
+pub type WakeHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// One finished attempt to record: the completion and, when known, when its handler
 /// started in microseconds (for the attempt row). A batch of these is one
@@ -85,6 +92,16 @@ pub trait Store: Send {
     /// inserted by jobctl or a plain `INSERT` without scanning the table. Compare two
     /// values for equality only.
     fn change_token(&self) -> Result<i64>;
+
+    /// Asks the driver to call `wake` as soon as it hears that another process added
+    /// work (the queue's name, or "" when it cannot say which), so the daemon need not
+    /// wait for its next poll of [`Store::change_token`]. Returns false, dropping `wake`,
+    /// when the driver hears of nothing between polls (SQLite): the caller keeps polling
+    /// either way, for what the hook may miss.
+    fn wake_on_new_work(&mut self, wake: WakeHook) -> bool {
+        drop(wake);
+        false
+    }
 
     /// The SQLite-only capabilities (checkpoints, WAL policy, backup, vacuum, integrity
     /// check, file sizes), or None for a driver without a database file.

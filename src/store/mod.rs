@@ -11,7 +11,9 @@ mod sync;
 mod types;
 pub mod web;
 
-pub use api::{BackupInfo, Checkpoint, CheckpointMode, Finished, SqliteFile, Store, StoreTx};
+pub use api::{
+    BackupInfo, Checkpoint, CheckpointMode, Finished, SqliteFile, Store, StoreTx, WakeHook,
+};
 pub use sqlite::{example, schema, sink};
 pub use sync::SyncStateReader;
 pub use types::{

@@ -1,8 +1,9 @@
 //! Several real jobd processes against one PostgreSQL database: a drain where every job
-//! succeeds exactly once, a daemon killed with SIGKILL mid-drain whose jobs the others
-//! rescue after its leases, a pipeline schedule run once per period across daemons while
-//! the leader is killed, a queue limit and an endpoint's rate limit held across daemons,
-//! and a watched folder's jobs run on the node that holds the files.
+//! succeeds exactly once, a plain INSERT picked up at its NOTIFY (not at the next poll),
+//! a daemon killed with SIGKILL mid-drain whose jobs the others rescue after its leases,
+//! a pipeline schedule run once per period across daemons while the leader is killed, a
+//! queue limit and an endpoint's rate limit held across daemons, and a watched folder's
+//! jobs run on the node that holds the files.
 
 use crate::common::JOBD;
 use crate::http_server::{HttpServer, Request, Response};
@@ -181,6 +182,65 @@ fn three_daemons_drain_100000_jobs_each_exactly_once() {
     // Clean shutdowns give the node names and the leadership back.
     assert_eq!(cluster.count("SELECT count(*) FROM jobd_nodes"), 0);
     assert_eq!(cluster.count("SELECT count(*) FROM jobd_leader"), 0);
+}
+
+#[test]
+fn a_plain_insert_is_picked_up_at_once_even_with_a_10s_poll_interval() {
+    let Some(mut cluster) = Cluster::new("pg wake", 1, "poll_interval = \"10s\"", "") else {
+        return;
+    };
+    cluster.start_all();
+    let mut client = cluster.db.client();
+    let mut insert = |tag: &str| {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO jobs (kind, payload) VALUES ('noop', '{{\"tag\": \"{tag}\"}}')"
+            ))
+            .unwrap();
+        Instant::now()
+    };
+    let succeeded = |tags: &[&str]| {
+        let tags: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+        cluster
+            .db
+            .client()
+            .query_one(
+                "SELECT count(*) FROM jobs WHERE state = 'succeeded' \
+                 AND payload->>'tag' = ANY($1)",
+                &[&tags],
+            )
+            .unwrap()
+            .get::<_, i64>(0) as usize
+            == tags.len()
+    };
+    // Each insert after the previous job is done: the dispatcher claimed for the last
+    // time when that job finished, and its next poll is 10 s away. Only the NOTIFY can
+    // bring the job in within 2 s.
+    for round in ["first", "second", "third"] {
+        let inserted = insert(round);
+        wait(
+            Duration::from_secs(2),
+            &format!("the {round} job done"),
+            || succeeded(&[round]),
+        );
+        eprintln!("{round} job done {:?} after its INSERT", inserted.elapsed());
+    }
+    // Two inserts inside the trigger's 100 ms debounce: the second sends no notice of its
+    // own; the listener's follow-up look after the window finds it.
+    insert("burst 1");
+    insert("burst 2");
+    wait(
+        Duration::from_secs(2),
+        "both jobs of the burst done",
+        || succeeded(&["burst 1", "burst 2"]),
+    );
+    drop(client);
+    cluster.nodes[0].stop();
+    assert!(
+        !cluster.logs().contains("ERROR"),
+        "no errors:\n{}",
+        cluster.logs()
+    );
 }
 
 #[test]

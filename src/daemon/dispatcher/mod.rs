@@ -7,7 +7,8 @@
 //! A turn ([`Dispatcher::run_once`]) is a sequence of named phases (see `turn.rs`), each
 //! decided from the clock it is given: tests call them with a manual clock and a real
 //! database instead of sleeping. [`Dispatcher::run`] is the thin loop around it: wait for
-//! a command or the next timer, run a turn.
+//! a command, the store's word of new work (a NOTIFY on PostgreSQL) or the next timer,
+//! run a turn.
 //!
 //! - `turn.rs`: the turn and its phases (completions and enqueues, destination holds,
 //!   heartbeat, rescue, purge, claim, next due), and what happens when the write fails
@@ -40,7 +41,7 @@ use crate::job::{NewJob, UnixMillis};
 use crate::metrics::{DaemonSnapshot, Histogram};
 use crate::store::{Store, StoreError};
 use claim::ClaimState;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use drain::Drain;
 use flight::InFlightTable;
 use std::sync::Arc;
@@ -134,6 +135,9 @@ pub struct Dispatcher {
     /// This daemon's name in `jobs.worker`: host and pid.
     name: String,
     commands: Receiver<Command>,
+    /// The store's word that another process added work (PostgreSQL's NOTIFY): a claim
+    /// at once instead of at the next poll. None where the store has no such word.
+    wakes: Option<Receiver<()>>,
     outlets: Outlets,
     flights: InFlightTable,
     /// Where workers note each handler start; opened by [`Dispatcher::recover`].
@@ -165,6 +169,14 @@ impl Dispatcher {
         let config = shared_config.read().expect("config lock").clone();
         let timers = Timers::starting_at(clock.monotonic(), notifier.watchdog_interval());
         let started_at = clock.now_ms();
+        let mut db = db;
+        // Bounded(1): a wake-up already waiting covers the next ones.
+        let (wake, wakes) = crossbeam_channel::bounded(1);
+        let wakes = db
+            .wake_on_new_work(Box::new(move |_queue| {
+                let _ = wake.try_send(());
+            }))
+            .then_some(wakes);
         Dispatcher {
             db,
             settings: Settings {
@@ -177,6 +189,7 @@ impl Dispatcher {
             hooks,
             name: format!("{}:{}", hostname(), std::process::id()),
             commands,
+            wakes,
             outlets: Outlets {
                 work,
                 notifier,
@@ -204,18 +217,27 @@ impl Dispatcher {
     /// Runs until drained. Returns how it ended.
     pub fn run(mut self) -> Result<(Exit, Counters), StoreError> {
         self.claims.data_version = self.db.change_token()?;
+        let commands = self.commands.clone();
+        let mut wakes = self.wakes.take().unwrap_or_else(crossbeam_channel::never);
         loop {
             let wait = self.time_to_wait();
             let mut batch = Vec::new();
-            match self.commands.recv_timeout(wait) {
-                Ok(command) => batch.push(command),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    // Nobody can talk to us any more: drain as if told to stop.
-                    if self.draining.is_none() {
-                        self.begin_drain();
+            crossbeam_channel::select! {
+                recv(commands) -> command => match command {
+                    Ok(command) => batch.push(command),
+                    Err(_) => {
+                        // Nobody can talk to us any more: drain as if told to stop.
+                        if self.draining.is_none() {
+                            self.begin_drain();
+                        }
                     }
-                }
+                },
+                recv(wakes) -> woken => match woken {
+                    Ok(()) => self.claims.look_for_work = true,
+                    // The store stopped hearing: polling alone from now on.
+                    Err(_) => wakes = crossbeam_channel::never(),
+                },
+                default(wait) => {}
             }
             while batch.len() < MAX_BATCH {
                 match self.commands.try_recv() {

@@ -98,12 +98,18 @@ impl PgTx<'_> {
                 None => rooms.push((queue.clone(), room)),
             }
         }
-        let bounded: Vec<&str> = rooms.iter().map(|(q, _)| q.as_str()).collect();
         let ready = "state IN ('queued', 'retrying') AND run_at <= $1 \
                      AND (home_node IS NULL OR home_node = $2) AND NOT order_blocked \
                      AND (destination IS NULL OR NOT EXISTS (SELECT 1 FROM destination_state ds \
                           WHERE ds.destination = jobs.destination \
                           AND ds.flow_key = jobs.flow_key AND ds.held_until > $1))";
+        if !flow && rooms.is_empty() {
+            return Ok(Claimed {
+                jobs: self.claim_plain(ready, spec.limit, claim, worker, lease_until, now)?,
+                wake_at: None,
+            });
+        }
+        let bounded: Vec<&str> = rooms.iter().map(|(q, _)| q.as_str()).collect();
         // Candidates: the free queues' best rows, and each bounded queue's within its
         // room; all locked, the best `limit` of them claimed.
         let candidate =
@@ -176,16 +182,55 @@ impl PgTx<'_> {
             ),
             &[&lease_until, &worker, &now, &claim, &node, &ids],
         )?;
-        let mut claimed = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-        claimed.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then(a.run_at.cmp(&b.run_at))
-                .then(a.id.cmp(&b.id))
-        });
         Ok(Claimed {
-            jobs: claimed,
+            jobs: in_claim_order(&rows)?,
             wake_at,
         })
     }
+
+    /// The claim without limits of any kind (no limited queue, no destination limit):
+    /// the best `limit` ready rows locked and moved to `running` by one statement, so the
+    /// claim is one round trip.
+    fn claim_plain(
+        &self,
+        ready: &str,
+        limit: usize,
+        claim: Option<i64>,
+        worker: &str,
+        lease_until: UnixMillis,
+        now: UnixMillis,
+    ) -> Result<Vec<Job>> {
+        let rows = self.rows(
+            &format!(
+                "WITH picked AS (SELECT id FROM jobs WHERE {ready} \
+                   ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 UPDATE jobs j SET state = 'running', attempts = attempts + 1, \
+                 lease_until = $4, worker = $5, updated_at = $1, claim = $6, started_at = NULL, \
+                 node = $2 FROM picked WHERE j.id = picked.id AND j.{} RETURNING {}",
+                state_guard(Transition::Claim),
+                job_columns_of_j()
+            ),
+            &[
+                &now,
+                &self.options.node,
+                &(limit as i64),
+                &lease_until,
+                &worker,
+                &claim,
+            ],
+        )?;
+        in_claim_order(&rows)
+    }
+}
+
+/// Claimed rows as jobs, in priority DESC, run_at, id order (RETURNING keeps none).
+fn in_claim_order(rows: &[postgres::Row]) -> Result<Vec<Job>> {
+    let mut claimed = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+    claimed.sort_by(|a, b| {
+        b.priority
+            .cmp(&a.priority)
+            .then(a.run_at.cmp(&b.run_at))
+            .then(a.id.cmp(&b.id))
+    });
+    Ok(claimed)
 }

@@ -65,6 +65,11 @@ impl Store for PgStore {
         Ok(self.notice_token())
     }
 
+    fn wake_on_new_work(&mut self, wake: crate::store::WakeHook) -> bool {
+        self.wake_on_notice(wake);
+        true
+    }
+
     fn get(&self, id: JobId) -> Result<Job> {
         PgStore::get(self, id)
     }

@@ -1,8 +1,9 @@
 //! Wake-ups from PostgreSQL: a thread with its own connection (not from the pool) that
 //! LISTENs on [`NOTIFY_CHANNEL`] and hands each notice (the queue's name) to the
-//! dispatcher. Notices are hints: the trigger sends at most one per queue per 100 ms and a
-//! dropped connection loses some, so the dispatcher polls too; while the listener is
-//! down ([`Listener::is_up`] false) it reconnects with a growing pause.
+//! dispatcher's wake-up at once. Notices are hints: the trigger sends at most one per
+//! queue per 100 ms (the listener calls once more after that window) and a dropped
+//! connection loses some, so the dispatcher polls too; while the listener is down
+//! ([`Listener::is_up`] false) it reconnects with a growing pause.
 
 use crate::dburl::PostgresUrl;
 use postgres::fallible_iterator::FallibleIterator;
@@ -10,13 +11,19 @@ use postgres::NoTls;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The channel the `jobs_notify` trigger announces new rows on; the payload is the queue.
 pub const NOTIFY_CHANNEL: &str = "jobd_jobs";
 
 /// How long one wait for notices lasts before the stop flag is looked at.
 const WAIT: Duration = Duration::from_millis(250);
+/// The trigger's debounce: after a notice for a queue, rows inserted into it within this
+/// window send none (migration 0001, `jobd_notify_insert`).
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// When, after the last notice, the follow-up call comes: past the debounce window,
+/// with a margin for the inserting transactions' commits.
+const FOLLOW_UP: Duration = Duration::from_millis(DEBOUNCE.as_millis() as u64 + 20);
 /// The longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -99,26 +106,34 @@ impl Drop for Listener {
     }
 }
 
-/// Hands notices on until the connection breaks or the stop flag is set.
+/// Hands notices on until the connection breaks or the stop flag is set. After a notice
+/// the trigger stays silent for its queue for [`DEBOUNCE`]; one more call when that
+/// window has passed ([`FOLLOW_UP`] after the last notice) finds the rows inserted inside
+/// it, without waiting for the daemon's poll.
 fn listen(client: &mut postgres::Client, stop: &AtomicBool, on_notice: &dyn Fn(&str), shown: &str) {
+    let mut follow_up: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
-        {
-            let mut notifications = client.notifications();
-            let mut iter = notifications.timeout_iter(WAIT);
-            loop {
-                match iter.next() {
-                    Ok(Some(notice)) => on_notice(notice.payload()),
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!("{shown}: the LISTEN connection broke: {e}; reconnecting");
-                        return;
-                    }
+        let wait = follow_up.map_or(WAIT, |at| at.saturating_duration_since(Instant::now()));
+        let next = client.notifications().timeout_iter(wait.min(WAIT)).next();
+        match next {
+            Ok(Some(notice)) => {
+                on_notice(notice.payload());
+                follow_up = Some(Instant::now() + FOLLOW_UP);
+            }
+            Ok(None) => {
+                if client.is_closed() {
+                    tracing::warn!("{shown}: the LISTEN connection closed; reconnecting");
+                    return;
                 }
             }
+            Err(e) => {
+                tracing::warn!("{shown}: the LISTEN connection broke: {e}; reconnecting");
+                return;
+            }
         }
-        if client.is_closed() {
-            tracing::warn!("{shown}: the LISTEN connection closed; reconnecting");
-            return;
+        if follow_up.is_some_and(|at| Instant::now() >= at) {
+            follow_up = None;
+            on_notice("");
         }
     }
 }

@@ -18,6 +18,7 @@ mod operator;
 mod queue;
 mod reads;
 pub mod schema;
+mod statements;
 mod web;
 
 pub use cluster::{Leadership, NodeLease, LEADER_TTL};
@@ -32,8 +33,8 @@ use r2d2_postgres::PostgresConnectionManager;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// A pooled connection.
-pub type PgConnection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+/// A pooled connection (with its prepared statements; it derefs to the client).
+pub type PgConnection = r2d2::PooledConnection<statements::CachingManager>;
 
 /// How long opening a connection may take before the server is reported unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -147,15 +148,18 @@ pub fn process_options(migrate: bool) -> PgOptions {
 
 /// A PostgreSQL queue database, through a small pool of connections.
 pub struct PgStore {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    pool: r2d2::Pool<statements::CachingManager>,
     url: PostgresUrl,
     options: PgOptions,
     /// What [`crate::store::Store::path`] names: the files this node keeps beside the
     /// queue (its start journal) go by it.
     local_path: std::path::PathBuf,
-    /// The LISTEN thread, started by the first [`PgStore::notice_token`].
+    /// The LISTEN thread, started by the first [`PgStore::notice_token`] or
+    /// [`PgStore::wake_on_notice`].
     listener: std::sync::OnceLock<Option<Listener>>,
     notices: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Called by the LISTEN thread at each notice (the dispatcher's wake-up).
+    wake: std::sync::Arc<std::sync::RwLock<Option<crate::store::WakeHook>>>,
     opened: std::time::Instant,
     polls: std::sync::atomic::AtomicI64,
     /// Routes each job enqueued through this store ([`crate::store::Store::set_router`]).
@@ -178,7 +182,8 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name(&format!("jobd {}", options.node));
         }
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let manager =
+            statements::CachingManager(PostgresConnectionManager::new(config.clone(), NoTls));
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(0))
@@ -196,6 +201,7 @@ impl PgStore {
             local_path,
             listener: std::sync::OnceLock::new(),
             notices: Default::default(),
+            wake: Default::default(),
             opened: std::time::Instant::now(),
             polls: Default::default(),
             router: None,
@@ -256,8 +262,9 @@ impl PgStore {
     /// `FOR UPDATE SKIP LOCKED`, limited queues by an advisory lock).
     pub fn write<T>(&self, work: impl FnOnce(&PgTx<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.connection()?;
-        let tx = conn.transaction()?;
-        let wrapped = PgTx::new(tx, &self.options).routed_by(self.router.as_deref());
+        let statements::CachedClient { client, statements } = &mut *conn;
+        let tx = client.transaction()?;
+        let wrapped = PgTx::new(tx, statements, &self.options).routed_by(self.router.as_deref());
         let value = work(&wrapped)?;
         wrapped.commit()?;
         Ok(value)
@@ -268,15 +275,7 @@ impl PgStore {
     /// is down it changes at every call, so every poll of the dispatcher claims.
     pub fn notice_token(&self) -> i64 {
         use std::sync::atomic::Ordering;
-        let listener = self.listener.get_or_init(|| {
-            let notices = self.notices.clone();
-            Listener::spawn(&self.url, move |_queue| {
-                notices.fetch_add(1, Ordering::Relaxed);
-            })
-            .map_err(|e| tracing::warn!("cannot start the LISTEN thread: {e}; polling"))
-            .ok()
-        });
-        let up = listener.as_ref().is_some_and(|l| l.is_up());
+        let up = self.listener().as_ref().is_some_and(|l| l.is_up());
         let slot = if up {
             (self.opened.elapsed().as_millis() / FALLBACK_POLL.as_millis()) as i64
         } else {
@@ -285,7 +284,31 @@ impl PgStore {
         (self.notices.load(Ordering::Relaxed) << 32) ^ slot ^ if up { 0 } else { 1 << 62 }
     }
 
+    /// Has `wake` called at every notice (and at the listener's follow-up look after
+    /// the trigger's debounce window), from the LISTEN thread, which starts now.
+    pub fn wake_on_notice(&self, wake: crate::store::WakeHook) {
+        *self.wake.write().expect("wake hook") = Some(wake);
+        self.listener();
+    }
+
+    /// The LISTEN thread, started on first use; None if it could not start (polling).
+    fn listener(&self) -> &Option<Listener> {
+        use std::sync::atomic::Ordering;
+        self.listener.get_or_init(|| {
+            let notices = self.notices.clone();
+            let wake = self.wake.clone();
+            Listener::spawn(&self.url, move |queue| {
+                notices.fetch_add(1, Ordering::Relaxed);
+                if let Some(wake) = wake.read().expect("wake hook").as_ref() {
+                    wake(queue);
+                }
+            })
+            .map_err(|e| tracing::warn!("cannot start the LISTEN thread: {e}; polling"))
+            .ok()
+        })
+    }
+
     pub fn schema_version(&self) -> Result<i64> {
-        schema::version(&mut *self.connection()?)
+        schema::version(&mut self.connection()?.client)
     }
 }

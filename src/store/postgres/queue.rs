@@ -5,12 +5,13 @@
 
 use super::super::{Applied, Enqueued};
 use super::super::{Result, StoreError};
+use super::statements::StatementCache;
 use super::PgOptions;
 use crate::job::{
     Completion, Job, JobId, JobState, NewJob, Resolution, SyncMark, Transition, UnixMillis,
 };
 use postgres::types::ToSql;
-use postgres::{Row, Transaction};
+use postgres::{Row, Statement, Transaction};
 use std::cell::RefCell;
 use std::path::Path;
 
@@ -109,15 +110,22 @@ pub fn names_local_file(payload: &serde_json::Value, roots: &[std::path::PathBuf
 /// One PostgreSQL transaction, offering the queue's transitions.
 pub struct PgTx<'a> {
     tx: RefCell<Option<Transaction<'a>>>,
+    /// The connection's prepared statements, for [`PgTx::rows`] and [`PgTx::run`].
+    statements: RefCell<&'a mut StatementCache>,
     pub(super) options: &'a PgOptions,
     /// Gives each job enqueued without a destination its route ([`crate::flow`]).
     pub(super) router: Option<&'a dyn crate::flow::Router>,
 }
 
 impl<'a> PgTx<'a> {
-    pub(super) fn new(tx: Transaction<'a>, options: &'a PgOptions) -> PgTx<'a> {
+    pub(super) fn new(
+        tx: Transaction<'a>,
+        statements: &'a mut StatementCache,
+        options: &'a PgOptions,
+    ) -> PgTx<'a> {
         PgTx {
             tx: RefCell::new(Some(tx)),
+            statements: RefCell::new(statements),
             options,
             router: None,
         }
@@ -144,12 +152,35 @@ impl<'a> PgTx<'a> {
         Ok(work(tx.as_mut().expect("open"))?)
     }
 
+    /// Runs a query through the connection's prepared statement for `sql`.
     pub(super) fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
-        self.with(|tx| tx.query(sql, params))
+        self.prepared(sql, |tx, statement| tx.query(statement, params))
     }
 
+    /// Runs a statement through the connection's prepared statement for `sql`; returns
+    /// how many rows it changed.
     pub(super) fn run(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        self.with(|tx| tx.execute(sql, params))
+        self.prepared(sql, |tx, statement| tx.execute(statement, params))
+    }
+
+    fn prepared<T>(
+        &self,
+        sql: &str,
+        work: impl FnOnce(&mut Transaction<'a>, &Statement) -> Result<T, postgres::Error>,
+    ) -> Result<T> {
+        let mut statements = self.statements.borrow_mut();
+        let mut tx = self.tx.borrow_mut();
+        let tx = tx.as_mut().expect("open");
+        let result = statements
+            .get_or_prepare(sql, |sql| tx.prepare(sql))
+            .and_then(|statement| work(tx, &statement));
+        if result
+            .as_ref()
+            .is_err_and(|e| e.code() == Some(&postgres::error::SqlState::FEATURE_NOT_SUPPORTED))
+        {
+            statements.clear();
+        }
+        Ok(result?)
     }
 
     pub fn node(&self) -> &str {
