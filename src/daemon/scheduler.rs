@@ -692,17 +692,16 @@ mod tests {
             }
         }
 
+        /// The unique keys of every job, oldest first, read through the store.
         fn keys(&self) -> Vec<String> {
-            let conn = rusqlite::Connection::open(&self.config.daemon.database).unwrap();
-            let mut stmt = conn
-                .prepare("SELECT unique_key FROM jobs WHERE unique_key IS NOT NULL ORDER BY id")
-                .unwrap();
-            let keys = stmt
-                .query_map([], |r| r.get(0))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-            keys
+            let db = crate::store::open(&self.config.daemon.database, &Self::options()).unwrap();
+            let filter = crate::store::JobFilter {
+                limit: 10_000,
+                ..Default::default()
+            };
+            let mut jobs = db.list(&filter).unwrap();
+            jobs.sort_by_key(|j| j.id);
+            jobs.into_iter().filter_map(|j| j.unique_key).collect()
         }
     }
 
@@ -763,11 +762,20 @@ mod tests {
         assert!(next.behind, "looked at again soon");
         assert_eq!(next.sleep_after(&h.config, t + 6_100), CATCH_UP_RECHECK);
         // Once the run is over the rest follow, still oldest first.
-        let conn = rusqlite::Connection::open(&h.config.daemon.database).unwrap();
-        conn.execute(
-            "UPDATE jobs SET state = 'cancelled', finished_at = created_at WHERE state = 'queued'",
-            [],
-        )
+        let mut db = crate::store::open(&h.config.daemon.database, &Harness::options()).unwrap();
+        let queued = db
+            .list(&crate::store::JobFilter {
+                state: Some(crate::job::JobState::Queued),
+                limit: 10_000,
+                ..Default::default()
+            })
+            .unwrap();
+        db.write(|tx| {
+            for job in &queued {
+                tx.cancel(job.id, t)?;
+            }
+            Ok(())
+        })
         .unwrap();
         h.runs_end.store(true, Ordering::SeqCst);
         assert_eq!(h.look(&mut next), [t + 4_000, t + 6_000]);
