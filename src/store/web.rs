@@ -22,14 +22,71 @@ pub const SEARCH_WINDOW: i64 = 100_000;
 pub const ACTION_QUEUE: &str = "jobd-web";
 pub const ACTION_KIND: &str = "web_action";
 
-/// How many succeeded jobs finished up to `after`: counting a million index entries
-/// takes longer than a page may, and a succeeded row only ever leaves by a purge, so
-/// the overview adds the (few) rows finished since to a count it redoes now and then.
-/// Between two full counts a purge can make the figure too high, never too low.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// How many succeeded jobs finished up to `after`, and how many jobs finished in each
+/// minute of the hour up to it: counting a million index entries takes longer than a
+/// page may, and a finished row only ever leaves by a purge, so the overview adds the
+/// (few) rows finished since to counts it redoes now and then. Between two full counts a
+/// purge can make a figure too high, never too low.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SucceededBase {
     pub count: u64,
     pub after: UnixMillis,
+    /// Per state of [`THROUGHPUT_STATES`], per minute (`finished_at / 60 000`), the jobs
+    /// that finished from [`throughput_since`]`(after)` up to `after`.
+    pub minutes: MinuteCounts,
+}
+
+/// Finished jobs per state name, per minute (`finished_at / 60 000`).
+pub type MinuteCounts = BTreeMap<String, BTreeMap<i64, u64>>;
+
+/// The finished states the overview's throughput chart shows.
+pub const THROUGHPUT_STATES: [JobState; 2] = [JobState::Succeeded, JobState::Dead];
+
+/// The start of the first of the 60 minutes the overview's chart shows at `now`.
+pub fn throughput_since(now: UnixMillis) -> UnixMillis {
+    (now / 60_000 - 59) * 60_000
+}
+
+/// From when the overview counts finished rows itself: after the base's, if the base
+/// reaches into the chart's hour, else from the hour's start.
+pub fn live_minutes_from(now: UnixMillis, base: Option<&SucceededBase>) -> UnixMillis {
+    let since = throughput_since(now);
+    match base {
+        Some(base) if base.after >= since => base.after + 1,
+        _ => since,
+    }
+}
+
+/// The chart's 60 per-minute counts of `state`, oldest first: the base's minutes within
+/// the hour (when [`live_minutes_from`] used the base) plus `live`, the rows counted from
+/// [`live_minutes_from`] on.
+pub fn throughput_slots(
+    now: UnixMillis,
+    base: Option<&SucceededBase>,
+    state: JobState,
+    live: &BTreeMap<i64, u64>,
+) -> Vec<u64> {
+    let first = throughput_since(now) / 60_000;
+    let mut slots = vec![0u64; 60];
+    let mut add = |minute: i64, n: u64| {
+        if let Some(slot) = usize::try_from(minute - first)
+            .ok()
+            .and_then(|m| slots.get_mut(m))
+        {
+            *slot += n;
+        }
+    };
+    // The same test as live_minutes_from: a base that ends before the hour is not used.
+    let base_counts = base.filter(|b| b.after >= throughput_since(now));
+    if let Some(minutes) = base_counts.and_then(|b| b.minutes.get(state.as_str())) {
+        for (minute, n) in minutes {
+            add(*minute, *n);
+        }
+    }
+    for (minute, n) in live {
+        add(*minute, *n);
+    }
+    slots
 }
 
 /// What the overview shows.
@@ -262,4 +319,44 @@ pub fn open_read_only(database: &Path, busy_timeout: Duration) -> Result<Box<dyn
             ..OpenOptions::default()
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(after: UnixMillis, succeeded: &[(i64, u64)]) -> SucceededBase {
+        SucceededBase {
+            count: 0,
+            after,
+            minutes: MinuteCounts::from([(
+                "succeeded".to_string(),
+                succeeded.iter().copied().collect(),
+            )]),
+        }
+    }
+
+    #[test]
+    fn the_chart_adds_the_bases_minutes_to_the_rows_counted_since() {
+        let now = 100 * 60_000 + 30_000; // minute 100; the chart shows minutes 41..=100
+        assert_eq!(throughput_since(now), 41 * 60_000);
+        // A base 20 s old: its minutes count, and the live count starts right after it.
+        let recent = base(now - 20_000, &[(40, 7), (41, 1), (100, 2)]);
+        assert_eq!(live_minutes_from(now, Some(&recent)), now - 20_000 + 1);
+        let live = BTreeMap::from([(100, 3)]);
+        let slots = throughput_slots(now, Some(&recent), JobState::Succeeded, &live);
+        assert_eq!(slots.len(), 60);
+        assert_eq!(
+            (slots[0], slots[59]),
+            (1, 5),
+            "minute 40 is outside the hour"
+        );
+        assert_eq!(slots.iter().sum::<u64>(), 6);
+        // A base from before the hour is not used: everything is counted live.
+        let old = base(throughput_since(now) - 1, &[(41, 9)]);
+        assert_eq!(live_minutes_from(now, Some(&old)), throughput_since(now));
+        let slots = throughput_slots(now, Some(&old), JobState::Succeeded, &live);
+        assert_eq!(slots.iter().sum::<u64>(), 3);
+        assert_eq!(live_minutes_from(now, None), throughput_since(now));
+    }
 }

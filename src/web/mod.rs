@@ -97,11 +97,11 @@ const RECOUNT_EVERY: Duration = Duration::from_secs(30);
 const RECOUNT_MARGIN: Duration = Duration::from_secs(60);
 
 impl WebState {
-    /// The succeeded count's base: made now the first time, renewed in the background
+    /// The succeeded count's and the throughput chart's base: made now the first time, renewed in the background
     /// once it is older than [`RECOUNT_EVERY`].
     pub async fn succeeded_base(self: &Arc<Self>) -> Result<SucceededBase, WebError> {
         use std::sync::atomic::Ordering;
-        let cached = *self.succeeded.lock().expect("count lock");
+        let cached = self.succeeded.lock().expect("count lock").clone();
         let recount = |state: Arc<Self>| {
             let now = state.clock.now_ms();
             let pool = state.pool.clone();
@@ -112,7 +112,7 @@ impl WebState {
                 .await
                 .map_err(|e| WebError::Internal(format!("a read failed: {e}")))??;
                 *state.succeeded.lock().expect("count lock") =
-                    Some((base, std::time::Instant::now()));
+                    Some((base.clone(), std::time::Instant::now()));
                 Ok::<_, WebError>(base)
             }
         };

@@ -14,6 +14,9 @@ use super::reads::{count, Terms};
 use super::{PgStore, PgTx};
 use crate::job::{JobId, JobState, UnixMillis};
 use crate::store::web::{
+    live_minutes_from, throughput_since, throughput_slots, MinuteCounts, THROUGHPUT_STATES,
+};
+use crate::store::web::{
     ChildProgress, DeadGroup, JobPage, JobRow, JobSearch, Overview, RunningJob, SourceFile,
     SucceededBase, WebAction, ACTION_KIND, SEARCH_WINDOW,
 };
@@ -134,6 +137,7 @@ impl PgStore {
         now: UnixMillis,
         succeeded: Option<&SucceededBase>,
     ) -> Result<Overview> {
+        let base = succeeded;
         let mut overview = Overview::default();
         let mut conn = self.connection()?;
         let mut add = |queue: String, state: String, n: i64| {
@@ -191,26 +195,15 @@ impl PgStore {
             JobState::Succeeded.as_str().to_string(),
             succeeded.saturating_sub(count(records)),
         );
-        let since = (now / 60_000 - 59) * 60_000;
-        overview.throughput_since = since;
-        for state in [JobState::Succeeded, JobState::Dead] {
-            let mut minutes = vec![0u64; 60];
-            for row in conn.query(
-                "SELECT (finished_at - $2) / 60000, count(*) FROM jobs \
-                 WHERE state = $1 AND finished_at IS NOT NULL AND finished_at >= $2 GROUP BY 1",
-                &[&state.as_str(), &since],
-            )? {
-                let minute: i64 = row.get(0);
-                if let Some(slot) = usize::try_from(minute)
-                    .ok()
-                    .and_then(|m| minutes.get_mut(m))
-                {
-                    *slot += count(row.get(1));
-                }
-            }
-            overview
-                .throughput
-                .insert(state.as_str().to_string(), minutes);
+        // The hour's chart: the base's minutes plus the rows finished since the base.
+        overview.throughput_since = throughput_since(now);
+        let from = live_minutes_from(now, base);
+        for state in THROUGHPUT_STATES {
+            let live = finished_per_minute(&mut conn, state, from, UnixMillis::MAX)?;
+            overview.throughput.insert(
+                state.as_str().to_string(),
+                throughput_slots(now, base, state, &live),
+            );
         }
         let running = format!(
             "SELECT id, queue, kind, worker, attempts, updated_at, lease_until FROM jobs \
@@ -251,17 +244,23 @@ impl PgStore {
     /// snapshot.
     pub fn web_succeeded_base(&self, now: UnixMillis, margin: Duration) -> Result<SucceededBase> {
         let after = now - margin.as_millis() as i64;
-        let n: i64 = self
-            .connection()?
+        let mut conn = self.connection()?;
+        let n: i64 = conn
             .query_one(
                 "SELECT count(*) FROM jobs WHERE state = $1 AND finished_at IS NOT NULL \
                  AND finished_at <= $2",
                 &[&JobState::Succeeded.as_str(), &after],
             )?
             .get(0);
+        let mut minutes = MinuteCounts::new();
+        for state in THROUGHPUT_STATES {
+            let counts = finished_per_minute(&mut conn, state, throughput_since(after), after)?;
+            minutes.insert(state.as_str().to_string(), counts);
+        }
         Ok(SucceededBase {
             count: count(n),
             after,
+            minutes,
         })
     }
 
@@ -455,4 +454,23 @@ impl PgTx<'_> {
         )?[0]
             .get(0))
     }
+}
+
+/// Jobs of a finished state per minute (`finished_at / 60 000`) that finished from `from`
+/// up to `until`, both included.
+fn finished_per_minute(
+    conn: &mut postgres::Client,
+    state: JobState,
+    from: UnixMillis,
+    until: UnixMillis,
+) -> Result<BTreeMap<i64, u64>> {
+    Ok(conn
+        .query(
+            "SELECT finished_at / 60000, count(*) FROM jobs WHERE state = $1 \
+             AND finished_at IS NOT NULL AND finished_at >= $2 AND finished_at <= $3 GROUP BY 1",
+            &[&state.as_str(), &from, &until],
+        )?
+        .iter()
+        .map(|row| (row.get::<_, i64>(0), count(row.get(1))))
+        .collect())
 }

@@ -10,6 +10,9 @@ use super::guards::with_guards;
 use super::{Result, SqliteStore, SqliteTx, StoreError};
 use crate::job::{JobId, JobState, UnixMillis};
 use crate::store::web::{
+    live_minutes_from, throughput_since, throughput_slots, MinuteCounts, THROUGHPUT_STATES,
+};
+use crate::store::web::{
     ChildProgress, DeadGroup, JobPage, JobRow, JobSearch, Overview, RunningJob, SourceFile,
     SucceededBase, WebAction, ACTION_KIND, ACTION_QUEUE, SEARCH_WINDOW,
 };
@@ -135,6 +138,7 @@ impl SqliteStore {
         now: UnixMillis,
         succeeded: Option<&SucceededBase>,
     ) -> Result<Overview> {
+        let base = succeeded;
         let mut overview = Overview::default();
         let mut add = |queue: String, state: String, count: u64| {
             overview.live.entry(queue).or_default().insert(state, count);
@@ -201,28 +205,15 @@ impl SqliteStore {
             JobState::Succeeded.as_str().to_string(),
             succeeded.saturating_sub(records),
         );
-        let since = (now / 60_000 - 59) * 60_000;
-        overview.throughput_since = since;
-        let mut per_minute = self.conn.prepare_cached(
-            "SELECT (finished_at - ?2) / 60000, count(*) FROM jobs \
-             WHERE state = ?1 AND finished_at >= ?2 GROUP BY 1",
-        )?;
-        for state in [JobState::Succeeded, JobState::Dead] {
-            let mut minutes = vec![0u64; 60];
-            for row in per_minute.query_map(params![state.as_str(), since], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, u64>(1)?))
-            })? {
-                let (minute, count) = row?;
-                if let Some(slot) = usize::try_from(minute)
-                    .ok()
-                    .and_then(|m| minutes.get_mut(m))
-                {
-                    *slot += count;
-                }
-            }
-            overview
-                .throughput
-                .insert(state.as_str().to_string(), minutes);
+        // The hour's chart: the base's minutes plus the rows finished since the base.
+        overview.throughput_since = throughput_since(now);
+        let from = live_minutes_from(now, base);
+        for state in THROUGHPUT_STATES {
+            let live = self.finished_per_minute(state, from, UnixMillis::MAX)?;
+            overview.throughput.insert(
+                state.as_str().to_string(),
+                throughput_slots(now, base, state, &live),
+            );
         }
         let mut running_jobs = self.conn.prepare_cached(with_guards(
             // Named: for `ORDER BY id` the planner would rather read every id.
@@ -243,6 +234,26 @@ impl SqliteStore {
             })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(overview)
+    }
+
+    /// Jobs of a finished state per minute (`finished_at / 60 000`) that finished from
+    /// `from` up to `until`, both included: a covering range of `jobs_finished`.
+    fn finished_per_minute(
+        &self,
+        state: JobState,
+        from: UnixMillis,
+        until: UnixMillis,
+    ) -> Result<BTreeMap<i64, u64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT finished_at / 60000, count(*) FROM jobs INDEXED BY jobs_finished \
+             WHERE state = ?1 AND finished_at >= ?2 AND finished_at <= ?3 GROUP BY 1",
+        )?;
+        let counts = stmt
+            .query_map(params![state.as_str(), from, until], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, u64>(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(counts)
     }
 
     /// Jobs in a finished state, all of them or those that finished after `after`: a
@@ -268,9 +279,15 @@ impl SqliteStore {
         let counted = (|| {
             let all = self.web_count_finished(JobState::Succeeded, None)?;
             let recent = self.web_count_finished(JobState::Succeeded, Some(after))?;
+            let mut minutes = MinuteCounts::new();
+            for state in THROUGHPUT_STATES {
+                let counts = self.finished_per_minute(state, throughput_since(after), after)?;
+                minutes.insert(state.as_str().to_string(), counts);
+            }
             Ok(SucceededBase {
                 count: all - recent,
                 after,
+                minutes,
             })
         })();
         self.conn.execute_batch("COMMIT")?;
@@ -632,13 +649,10 @@ mod tests {
         let base = db
             .web_succeeded_base(10_000, Duration::from_secs(1))
             .unwrap();
-        assert_eq!(
-            base,
-            SucceededBase {
-                count: 2,
-                after: 9_000
-            }
-        );
+        assert_eq!((base.count, base.after), (2, 9_000));
+        // The minutes of the hour up to the base: all three rows finished in minute 0.
+        assert_eq!(base.minutes["succeeded"], BTreeMap::from([(0, 2)]));
+        assert_eq!(base.minutes["dead"], BTreeMap::from([(0, 1)]));
         db.write(|tx| {
             let id = tx.enqueue(&[NewJob::new("noop", serde_json::json!({}))], 9_000)?[0].id;
             tx.conn().execute(
@@ -659,6 +673,12 @@ mod tests {
         );
         // The chart counts every row finished in the last hour (here all, the record too).
         assert_eq!(overview.throughput["succeeded"].iter().sum::<u64>(), 4);
+        assert_eq!(overview.throughput["dead"].iter().sum::<u64>(), 1);
+        assert_eq!(
+            db.web_overview(10_000, None).unwrap().throughput,
+            overview.throughput,
+            "the same chart with or without the base"
+        );
     }
 
     #[test]
