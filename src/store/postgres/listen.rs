@@ -24,6 +24,10 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// When, after the last notice, the follow-up call comes: past the debounce window,
 /// with a margin for the inserting transactions' commits.
 const FOLLOW_UP: Duration = Duration::from_millis(DEBOUNCE.as_millis() as u64 + 20);
+/// A second follow-up, for a row whose trigger ran inside the debounce window but whose
+/// transaction committed after the first follow-up (a slow commit on a busy server), and
+/// for a first follow-up whose claim ran before that commit was visible.
+const LATE_FOLLOW_UP: Duration = Duration::from_secs(1);
 /// The longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -107,18 +111,22 @@ impl Drop for Listener {
 }
 
 /// Hands notices on until the connection breaks or the stop flag is set. After a notice
-/// the trigger stays silent for its queue for [`DEBOUNCE`]; one more call when that
-/// window has passed ([`FOLLOW_UP`] after the last notice) finds the rows inserted inside
-/// it, without waiting for the daemon's poll.
+/// the trigger stays silent for its queue for [`DEBOUNCE`]; two more calls after the last
+/// notice ([`FOLLOW_UP`], past that window, and [`LATE_FOLLOW_UP`]) find the rows
+/// inserted inside it, without waiting for the daemon's poll.
 fn listen(client: &mut postgres::Client, stop: &AtomicBool, on_notice: &dyn Fn(&str), shown: &str) {
-    let mut follow_up: Option<Instant> = None;
+    // The follow-up calls still to make, earliest first.
+    let mut follow_ups: Vec<Instant> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let wait = follow_up.map_or(WAIT, |at| at.saturating_duration_since(Instant::now()));
+        let wait = follow_ups
+            .first()
+            .map_or(WAIT, |at| at.saturating_duration_since(Instant::now()));
         let next = client.notifications().timeout_iter(wait.min(WAIT)).next();
         match next {
             Ok(Some(notice)) => {
                 on_notice(notice.payload());
-                follow_up = Some(Instant::now() + FOLLOW_UP);
+                let now = Instant::now();
+                follow_ups = vec![now + FOLLOW_UP, now + LATE_FOLLOW_UP];
             }
             Ok(None) => {
                 if client.is_closed() {
@@ -131,8 +139,9 @@ fn listen(client: &mut postgres::Client, stop: &AtomicBool, on_notice: &dyn Fn(&
                 return;
             }
         }
-        if follow_up.is_some_and(|at| Instant::now() >= at) {
-            follow_up = None;
+        let now = Instant::now();
+        if follow_ups.first().is_some_and(|at| now >= *at) {
+            follow_ups.retain(|at| now < *at);
             on_notice("");
         }
     }
