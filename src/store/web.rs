@@ -170,6 +170,26 @@ pub struct JobPage {
     pub searched_down_to: Option<JobId>,
 }
 
+impl JobPage {
+    /// The page from a search's rows, newest first, read with `LIMIT limit + 1`: a row
+    /// beyond `limit` says there is more; else a search that read only a window of ids
+    /// (`floor`) goes on below it.
+    pub fn from_rows(mut jobs: Vec<JobRow>, limit: usize, floor: Option<JobId>) -> JobPage {
+        let more = jobs.len() > limit;
+        jobs.truncate(limit);
+        let next_before = if more {
+            jobs.last().map(|j| j.id)
+        } else {
+            floor.filter(|f| *f > 1)
+        };
+        JobPage {
+            jobs,
+            next_before,
+            searched_down_to: floor,
+        }
+    }
+}
+
 /// Dead jobs with the same kind and the same start of their error.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadGroup {

@@ -268,24 +268,13 @@ impl PgStore {
         let (sql, terms, floor) = self.search_query(search)?;
         let limit = search.limit.clamp(1, 1000);
         let sql = format!("{sql} ORDER BY id DESC LIMIT {}", limit + 1);
-        let mut jobs = self
+        let jobs = self
             .connection()?
             .query(&sql, &terms.params())?
             .iter()
             .map(job_row)
             .collect::<Result<Vec<_>>>()?;
-        let more = jobs.len() > limit;
-        jobs.truncate(limit);
-        let next_before = if more {
-            jobs.last().map(|j| j.id)
-        } else {
-            floor.filter(|f| *f > 1)
-        };
-        Ok(JobPage {
-            jobs,
-            next_before,
-            searched_down_to: floor,
-        })
+        Ok(JobPage::from_rows(jobs, limit, floor))
     }
 
     /// The search's `SELECT ... FROM jobs WHERE ...`, its parameters, and the lowest id

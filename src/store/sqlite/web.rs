@@ -300,21 +300,10 @@ impl SqliteStore {
         let limit = search.limit.clamp(1, 1000);
         let sql = format!("{sql} ORDER BY id DESC LIMIT {}", limit + 1);
         let mut stmt = self.conn.prepare_cached(&sql)?;
-        let mut jobs = stmt
+        let jobs = stmt
             .query_map(params_from_iter(params), job_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let more = jobs.len() > limit;
-        jobs.truncate(limit);
-        let next_before = if more {
-            jobs.last().map(|j| j.id)
-        } else {
-            floor.filter(|f| *f > 1)
-        };
-        Ok(JobPage {
-            jobs,
-            next_before,
-            searched_down_to: floor,
-        })
+        Ok(JobPage::from_rows(jobs, limit, floor))
     }
 
     /// The search's SQL: `SELECT columns FROM jobs WHERE ...`, its parameters, and the
