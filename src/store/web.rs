@@ -89,11 +89,24 @@ pub fn throughput_slots(
     slots
 }
 
+/// The live jobs per queue and state, and how long each queue's oldest ready job has
+/// been due, as counted at `counted_at`. Counting them reads every live row, so with a
+/// million jobs waiting the page reuses a recent count (see `web::plan_live_counts`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveCounts {
+    pub live: BTreeMap<String, BTreeMap<String, u64>>,
+    pub oldest_ready_age_ms: BTreeMap<String, i64>,
+    pub counted_at: UnixMillis,
+}
+
 /// What the overview shows.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Overview {
     /// Live jobs per queue and state (queued, retrying, running, waiting).
     pub live: BTreeMap<String, BTreeMap<String, u64>>,
+    /// How old `live` and `oldest_ready_age_ms` are: 0 when counted for this read, else
+    /// the age of the recent count reused (a big queue's count is not redone per page).
+    pub live_age_ms: i64,
     /// Finished jobs per state, all queues.
     pub finished: BTreeMap<String, u64>,
     /// How long the longest-waiting ready job has been due, per queue, in milliseconds.
@@ -109,6 +122,19 @@ pub struct Overview {
 impl Overview {
     pub fn live_total(&self, state: &str) -> u64 {
         self.live.values().filter_map(|s| s.get(state)).sum()
+    }
+
+    /// Takes in live counts made at or before `now`; the ready jobs' ages grow by the
+    /// time since the count.
+    pub fn set_live(&mut self, counts: &LiveCounts, now: UnixMillis) {
+        let age = (now - counts.counted_at).max(0);
+        self.live = counts.live.clone();
+        self.live_age_ms = age;
+        self.oldest_ready_age_ms = counts
+            .oldest_ready_age_ms
+            .iter()
+            .map(|(queue, due_for)| (queue.clone(), due_for + age))
+            .collect();
     }
 }
 
@@ -234,8 +260,17 @@ pub struct WebAction {
 /// [`open_read_only`], whatever the driver.
 pub trait WebReads: Store {
     /// The overview's numbers at `now`; `succeeded`: a recent full count of succeeded
-    /// jobs to add the rows finished since to (see [`SucceededBase`]), else a full count.
-    fn web_overview(&self, now: UnixMillis, succeeded: Option<&SucceededBase>) -> Result<Overview>;
+    /// jobs to add the rows finished since to (see [`SucceededBase`]), else a full count;
+    /// `live`: recent live counts to show, else they are counted now.
+    fn web_overview(
+        &self,
+        now: UnixMillis,
+        succeeded: Option<&SucceededBase>,
+        live: Option<&LiveCounts>,
+    ) -> Result<Overview>;
+    /// The live jobs per queue and state and the oldest ready job's age per queue, at
+    /// `now`: reads every live row (index ranges of the partial indexes).
+    fn web_live_counts(&self, now: UnixMillis) -> Result<LiveCounts>;
     /// Jobs in a finished state, all of them or those that finished after `after`.
     fn web_count_finished(&self, state: JobState, after: Option<UnixMillis>) -> Result<u64>;
     /// A full count of succeeded jobs that finished up to `now - margin`, both counts

@@ -22,7 +22,7 @@ pub use config::WebConfig;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::daemon::DaemonClient;
-use crate::store::web::{ReadPool, SucceededBase, WebReads};
+use crate::store::web::{LiveCounts, ReadPool, SucceededBase, WebReads};
 use crate::store::StoreError;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -59,6 +59,54 @@ pub struct WebState {
     /// The overview's recent full count of succeeded jobs, and when it was made.
     succeeded: std::sync::Mutex<Option<(SucceededBase, std::time::Instant)>>,
     recounting: std::sync::atomic::AtomicBool,
+    /// The last count of live jobs, when it was made and what it cost.
+    live_counts: std::sync::Mutex<Option<LiveCountsMade>>,
+    recounting_live: std::sync::atomic::AtomicBool,
+}
+
+/// A count of live jobs the overview and the queues page may reuse.
+#[derive(Clone)]
+struct LiveCountsMade {
+    counts: LiveCounts,
+    at: crate::clock::Moment,
+    cost: Duration,
+}
+
+/// A live count that took no longer than this is redone for every page, so a small
+/// queue's page is always exact.
+const CHEAP_LIVE_COUNT: Duration = Duration::from_millis(10);
+/// The least time between two counts of a big queue's live jobs; a count that costs more
+/// waits [`LIVE_RECOUNT_FACTOR`] times its cost, so counting takes at most 5% of a core.
+const LIVE_RECOUNT_EVERY: Duration = Duration::from_secs(2);
+const LIVE_RECOUNT_FACTOR: u32 = 20;
+
+/// How a page gets the live counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveCountsPlan {
+    /// Count now, in the page's read.
+    CountNow,
+    /// Show the last count.
+    Reuse,
+    /// Show the last count, and count again in the background.
+    ReuseAndRecount,
+}
+
+/// The rule: given the last count's cost and age (none yet: count now) and whether a
+/// background count is under way. Counting a million waiting jobs reads a million rows
+/// (about 350 ms); redone for every refresh of every open page it would slow the queue
+/// it shows.
+pub fn plan_live_counts(last: Option<(Duration, Duration)>, recounting: bool) -> LiveCountsPlan {
+    match last {
+        None => LiveCountsPlan::CountNow,
+        Some((cost, _)) if cost <= CHEAP_LIVE_COUNT => LiveCountsPlan::CountNow,
+        Some((cost, age)) => {
+            if !recounting && age >= LIVE_RECOUNT_EVERY.max(cost * LIVE_RECOUNT_FACTOR) {
+                LiveCountsPlan::ReuseAndRecount
+            } else {
+                LiveCountsPlan::Reuse
+            }
+        }
+    }
 }
 
 impl WebState {
@@ -129,6 +177,49 @@ impl WebState {
                     });
                 }
                 Ok(base)
+            }
+        }
+    }
+}
+
+impl WebState {
+    /// The live counts for a page: counted now while that is cheap, else the last count
+    /// (see [`plan_live_counts`]).
+    pub async fn live_counts(self: &Arc<Self>) -> Result<LiveCounts, WebError> {
+        use std::sync::atomic::Ordering;
+        let last = self.live_counts.lock().expect("count lock").clone();
+        let now = self.clock.monotonic();
+        let plan = plan_live_counts(
+            last.as_ref()
+                .map(|made| (made.cost, now.saturating_duration_since(made.at))),
+            self.recounting_live.load(Ordering::SeqCst),
+        );
+        let count = |state: Arc<Self>| async move {
+            let started = state.clock.monotonic();
+            let at = state.clock.now_ms();
+            let counts = state.read(move |db| db.web_live_counts(at)).await?;
+            let made = LiveCountsMade {
+                counts: counts.clone(),
+                at: started,
+                cost: state.clock.monotonic().saturating_duration_since(started),
+            };
+            *state.live_counts.lock().expect("count lock") = Some(made);
+            Ok::<_, WebError>(counts)
+        };
+        match (plan, last) {
+            (LiveCountsPlan::CountNow, _) | (_, None) => count(self.clone()).await,
+            (LiveCountsPlan::Reuse, Some(last)) => Ok(last.counts),
+            (LiveCountsPlan::ReuseAndRecount, Some(last)) => {
+                if !self.recounting_live.swap(true, Ordering::SeqCst) {
+                    let state = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = count(state.clone()).await {
+                            tracing::warn!("web: counting live jobs: {}", e.message());
+                        }
+                        state.recounting_live.store(false, Ordering::SeqCst);
+                    });
+                }
+                Ok(last.counts)
             }
         }
     }
@@ -231,6 +322,8 @@ impl WebServer {
             live,
             succeeded: std::sync::Mutex::new(None),
             recounting: std::sync::atomic::AtomicBool::new(false),
+            live_counts: std::sync::Mutex::new(None),
+            recounting_live: std::sync::atomic::AtomicBool::new(false),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -459,5 +552,43 @@ mod tests {
             format!("Basic {wrong}").parse().unwrap(),
         );
         assert_eq!(who_is(&headers, "t0ken-xyz"), None);
+    }
+
+    #[test]
+    fn a_cheap_live_count_is_redone_for_every_page_and_a_costly_one_is_reused() {
+        let ms = Duration::from_millis;
+        assert_eq!(plan_live_counts(None, false), LiveCountsPlan::CountNow);
+        // A small queue: exact on every page, however recent the last count.
+        assert_eq!(
+            plan_live_counts(Some((ms(3), ms(0))), false),
+            LiveCountsPlan::CountNow
+        );
+        assert_eq!(
+            plan_live_counts(Some((CHEAP_LIVE_COUNT, ms(0))), true),
+            LiveCountsPlan::CountNow
+        );
+        // 30 ms (100,000 waiting): reused, and recounted every 2 s.
+        assert_eq!(
+            plan_live_counts(Some((ms(30), ms(1_999))), false),
+            LiveCountsPlan::Reuse
+        );
+        assert_eq!(
+            plan_live_counts(Some((ms(30), ms(2_000))), false),
+            LiveCountsPlan::ReuseAndRecount
+        );
+        // One background count at a time.
+        assert_eq!(
+            plan_live_counts(Some((ms(30), ms(60_000))), true),
+            LiveCountsPlan::Reuse
+        );
+        // 400 ms (a million waiting): at most every 20 x 400 ms, 5% of a core.
+        assert_eq!(
+            plan_live_counts(Some((ms(400), ms(7_999))), false),
+            LiveCountsPlan::Reuse
+        );
+        assert_eq!(
+            plan_live_counts(Some((ms(400), ms(8_000))), false),
+            LiveCountsPlan::ReuseAndRecount
+        );
     }
 }

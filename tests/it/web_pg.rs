@@ -147,12 +147,12 @@ fn on_postgres_the_succeeded_count_adds_rows_finished_since_its_base() {
             tx.record_web_action(&serde_json::json!({"action": "cancel"}), 2_400)
         })
         .unwrap();
-    let overview = store.web_overview(2_500, Some(&base)).unwrap();
+    let overview = store.web_overview(2_500, Some(&base), None).unwrap();
     // The action records are succeeded rows in form only.
     assert_eq!(overview.finished["succeeded"], 1_000);
     assert_eq!(overview.finished["dead"], 3);
     assert_eq!(
-        store.web_overview(2_500, None).unwrap().finished,
+        store.web_overview(2_500, None, None).unwrap().finished,
         overview.finished
     );
     assert_eq!(overview.live["default"]["queued"], 2);

@@ -4,8 +4,8 @@
 
 use super::super::api::{Finished, Store, StoreTx};
 use super::super::web::{
-    ChildProgress, DeadGroup, JobPage, JobSearch, Overview, SourceFile, SucceededBase, WebAction,
-    WebReads,
+    ChildProgress, DeadGroup, JobPage, JobSearch, LiveCounts, Overview, SourceFile, SucceededBase,
+    WebAction, WebReads,
 };
 use super::super::{
     Applied, Attempt, AttemptProgress, ChildrenSummary, ClaimSpec, Death, Enqueued, HeldClaim,
@@ -175,8 +175,16 @@ impl Store for PgStore {
 }
 
 impl WebReads for PgStore {
-    fn web_overview(&self, now: UnixMillis, succeeded: Option<&SucceededBase>) -> Result<Overview> {
-        PgStore::web_overview(self, now, succeeded)
+    fn web_overview(
+        &self,
+        now: UnixMillis,
+        succeeded: Option<&SucceededBase>,
+        live: Option<&LiveCounts>,
+    ) -> Result<Overview> {
+        PgStore::web_overview(self, now, succeeded, live)
+    }
+    fn web_live_counts(&self, now: UnixMillis) -> Result<LiveCounts> {
+        PgStore::web_live_counts(self, now)
     }
     fn web_count_finished(&self, state: JobState, after: Option<UnixMillis>) -> Result<u64> {
         PgStore::web_count_finished(self, state, after)

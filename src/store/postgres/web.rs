@@ -17,8 +17,8 @@ use crate::store::web::{
     live_minutes_from, throughput_since, throughput_slots, MinuteCounts, THROUGHPUT_STATES,
 };
 use crate::store::web::{
-    ChildProgress, DeadGroup, JobPage, JobRow, JobSearch, Overview, RunningJob, SourceFile,
-    SucceededBase, WebAction, ACTION_KIND, SEARCH_WINDOW,
+    ChildProgress, DeadGroup, JobPage, JobRow, JobSearch, LiveCounts, Overview, RunningJob,
+    SourceFile, SucceededBase, WebAction, ACTION_KIND, SEARCH_WINDOW,
 };
 use crate::store::{Result, StoreError};
 use std::collections::BTreeMap;
@@ -136,43 +136,14 @@ impl PgStore {
         &self,
         now: UnixMillis,
         succeeded: Option<&SucceededBase>,
+        live: Option<&LiveCounts>,
     ) -> Result<Overview> {
         let base = succeeded;
         let mut overview = Overview::default();
-        let mut conn = self.connection()?;
-        let mut add = |queue: String, state: String, n: i64| {
-            overview
-                .live
-                .entry(queue)
-                .or_default()
-                .insert(state, count(n));
-        };
-        let mut oldest = BTreeMap::new();
-        let ready = format!(
-            "SELECT queue, state, count(*), min(run_at) FILTER (WHERE run_at <= $1) FROM jobs \
-             WHERE ({} OR {}) GROUP BY queue, state",
-            state_is(JobState::Queued),
-            state_is(JobState::Retrying)
-        );
-        for row in conn.query(&ready, &[&now])? {
-            let queue: String = row.get(0);
-            if let Some(due) = row.get::<_, Option<i64>>(3) {
-                let entry = oldest.entry(queue.clone()).or_insert(now - due);
-                *entry = (*entry).max(now - due);
-            }
-            add(queue, row.get(1), row.get(2));
+        match live {
+            Some(counts) => overview.set_live(counts, now),
+            None => overview.set_live(&self.web_live_counts(now)?, now),
         }
-        overview.oldest_ready_age_ms = oldest;
-        for state in [JobState::Running, JobState::Waiting] {
-            let sql = format!(
-                "SELECT queue, count(*) FROM jobs WHERE {} GROUP BY queue",
-                state_is(state)
-            );
-            for row in conn.query(&sql, &[])? {
-                add(row.get(0), state.as_str().to_string(), row.get(1));
-            }
-        }
-        drop(conn);
         for state in [JobState::Dead, JobState::Cancelled] {
             let n = self.web_count_finished(state, None)?;
             overview.finished.insert(state.as_str().to_string(), n);
@@ -224,6 +195,48 @@ impl PgStore {
             })
             .collect();
         Ok(overview)
+    }
+
+    /// The live jobs per queue and state, and the oldest ready job's age per queue.
+    pub fn web_live_counts(&self, now: UnixMillis) -> Result<LiveCounts> {
+        let mut counts = LiveCounts {
+            counted_at: now,
+            ..LiveCounts::default()
+        };
+        let mut conn = self.connection()?;
+        let mut add = |queue: String, state: String, n: i64| {
+            counts
+                .live
+                .entry(queue)
+                .or_default()
+                .insert(state, count(n));
+        };
+        let mut oldest = BTreeMap::new();
+        let ready = format!(
+            "SELECT queue, state, count(*), min(run_at) FILTER (WHERE run_at <= $1) FROM jobs \
+             WHERE ({} OR {}) GROUP BY queue, state",
+            state_is(JobState::Queued),
+            state_is(JobState::Retrying)
+        );
+        for row in conn.query(&ready, &[&now])? {
+            let queue: String = row.get(0);
+            if let Some(due) = row.get::<_, Option<i64>>(3) {
+                let entry = oldest.entry(queue.clone()).or_insert(now - due);
+                *entry = (*entry).max(now - due);
+            }
+            add(queue, row.get(1), row.get(2));
+        }
+        for state in [JobState::Running, JobState::Waiting] {
+            let sql = format!(
+                "SELECT queue, count(*) FROM jobs WHERE {} GROUP BY queue",
+                state_is(state)
+            );
+            for row in conn.query(&sql, &[])? {
+                add(row.get(0), state.as_str().to_string(), row.get(1));
+            }
+        }
+        counts.oldest_ready_age_ms = oldest;
+        Ok(counts)
     }
 
     /// Jobs in a finished state, all of them or those that finished after `after`: a

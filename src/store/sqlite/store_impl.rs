@@ -7,8 +7,8 @@ use super::{SqliteStore, SqliteTx};
 use crate::flow::{DestinationLimit, DestinationView, HoldRequest, Router};
 use crate::job::{Completion, Job, JobId, JobState, NewJob, SyncMark, UnixMillis};
 use crate::store::web::{
-    ChildProgress, DeadGroup, JobPage, JobSearch, Overview, SourceFile, SucceededBase, WebAction,
-    WebReads,
+    ChildProgress, DeadGroup, JobPage, JobSearch, LiveCounts, Overview, SourceFile, SucceededBase,
+    WebAction, WebReads,
 };
 use crate::store::{
     Applied, Attempt, AttemptProgress, BackupInfo, Checkpoint, CheckpointMode, ChildrenSummary,
@@ -101,7 +101,8 @@ impl WebReads for SqliteStore {
     }
 
     forward! {
-        fn web_overview(&self, now: UnixMillis, succeeded: Option<&SucceededBase>) -> Result<Overview>;
+        fn web_overview(&self, now: UnixMillis, succeeded: Option<&SucceededBase>, live: Option<&LiveCounts>) -> Result<Overview>;
+        fn web_live_counts(&self, now: UnixMillis) -> Result<LiveCounts>;
         fn web_count_finished(&self, state: JobState, after: Option<UnixMillis>) -> Result<u64>;
         fn web_succeeded_base(&self, now: UnixMillis, margin: Duration) -> Result<SucceededBase>;
         fn web_search(&self, search: &JobSearch) -> Result<JobPage>;

@@ -13,8 +13,8 @@ use crate::store::web::{
     live_minutes_from, throughput_since, throughput_slots, MinuteCounts, THROUGHPUT_STATES,
 };
 use crate::store::web::{
-    ChildProgress, DeadGroup, JobPage, JobRow, JobSearch, Overview, RunningJob, SourceFile,
-    SucceededBase, WebAction, ACTION_KIND, ACTION_QUEUE, SEARCH_WINDOW,
+    ChildProgress, DeadGroup, JobPage, JobRow, JobSearch, LiveCounts, Overview, RunningJob,
+    SourceFile, SucceededBase, WebAction, ACTION_KIND, ACTION_QUEUE, SEARCH_WINDOW,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, OptionalExtension};
@@ -55,22 +55,31 @@ struct SearchSql {
     /// The index that bounds the search, named so the planner cannot prefer reading
     /// every id downwards for the sake of `ORDER BY id` (it has no statistics).
     index: Option<&'static str>,
+    /// Read ids downwards and use no index (so none is read whole and sorted by id).
+    not_indexed: bool,
 }
 
 impl SearchSql {
     fn from(&self) -> String {
         match self.index {
             Some(index) => format!("jobs INDEXED BY {index}"),
+            None if self.not_indexed => "jobs NOT INDEXED".to_string(),
             None => "jobs".to_string(),
         }
     }
 }
+
+/// Up to this many ready jobs, a search by a ready state reads them all from their index
+/// and sorts them by id (a few milliseconds); with more (a million waiting took 310 ms) it
+/// reads a window of ids downwards instead, where they are dense enough to fill a page.
+const READY_SORT_LIMIT: i64 = 10_000;
 
 fn search_sql(search: &JobSearch) -> SearchSql {
     let mut sql = SearchSql {
         conditions: Vec::new(),
         params: Vec::new(),
         index: None,
+        not_indexed: false,
     };
     let bind = |sql: &mut SearchSql, condition: &str, value: SqlValue| {
         sql.params.push(value);
@@ -132,58 +141,19 @@ fn search_sql(search: &JobSearch) -> SearchSql {
 }
 
 impl SqliteStore {
-    /// The overview's numbers at `now`.
+    /// The overview's numbers at `now`, with `live` counts if given, else counted now.
     pub fn web_overview(
         &self,
         now: UnixMillis,
         succeeded: Option<&SucceededBase>,
+        live: Option<&LiveCounts>,
     ) -> Result<Overview> {
         let base = succeeded;
         let mut overview = Overview::default();
-        let mut add = |queue: String, state: String, count: u64| {
-            overview.live.entry(queue).or_default().insert(state, count);
-        };
-        let mut ready = self.conn.prepare_cached(with_guards(
-            "SELECT queue, state, count(*), min(CASE WHEN run_at <= ?1 THEN run_at END) \
-             FROM jobs WHERE {ready} GROUP BY queue, state",
-        ))?;
-        let mut oldest = BTreeMap::new();
-        for row in ready.query_map([now], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, u64>(2)?,
-                row.get::<_, Option<i64>>(3)?,
-            ))
-        })? {
-            let (queue, state, count, due) = row?;
-            if let Some(due) = due {
-                let age = now - due;
-                let entry = oldest.entry(queue.clone()).or_insert(age);
-                *entry = (*entry).max(age);
-            }
-            add(queue, state, count);
+        match live {
+            Some(counts) => overview.set_live(counts, now),
+            None => overview.set_live(&self.web_live_counts(now)?, now),
         }
-        let mut running = self.conn.prepare_cached(with_guards(
-            "SELECT queue, count(*) FROM jobs WHERE {running} GROUP BY queue",
-        ))?;
-        for row in running.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))? {
-            let (queue, count) = row?;
-            add(queue, "running".into(), count);
-        }
-        // A waiting job always has a live child (the transaction that finishes its last
-        // child resumes it), so the children index finds them without a table scan.
-        let mut waiting = self.conn.prepare_cached(with_guards(
-            "SELECT queue, count(*) FROM jobs WHERE {waiting} AND id IN \
-             (SELECT parent_id FROM jobs INDEXED BY jobs_parent WHERE parent_id IS NOT NULL \
-              AND NOT {terminal}) \
-             GROUP BY queue",
-        ))?;
-        for row in waiting.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))? {
-            let (queue, count) = row?;
-            add(queue, "waiting".into(), count);
-        }
-        overview.oldest_ready_age_ms = oldest;
         for state in [JobState::Dead, JobState::Cancelled] {
             let count = self.web_count_finished(state, None)?;
             overview.finished.insert(state.as_str().to_string(), count);
@@ -234,6 +204,59 @@ impl SqliteStore {
             })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(overview)
+    }
+
+    /// The live jobs per queue and state, and the oldest ready job's age per queue.
+    pub fn web_live_counts(&self, now: UnixMillis) -> Result<LiveCounts> {
+        let mut counts = LiveCounts {
+            counted_at: now,
+            ..LiveCounts::default()
+        };
+        let mut add = |queue: String, state: String, count: u64| {
+            counts.live.entry(queue).or_default().insert(state, count);
+        };
+        let mut ready = self.conn.prepare_cached(with_guards(
+            "SELECT queue, state, count(*), min(CASE WHEN run_at <= ?1 THEN run_at END) \
+             FROM jobs WHERE {ready} GROUP BY queue, state",
+        ))?;
+        let mut oldest = BTreeMap::new();
+        for row in ready.query_map([now], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, u64>(2)?,
+                row.get::<_, Option<i64>>(3)?,
+            ))
+        })? {
+            let (queue, state, count, due) = row?;
+            if let Some(due) = due {
+                let age = now - due;
+                let entry = oldest.entry(queue.clone()).or_insert(age);
+                *entry = (*entry).max(age);
+            }
+            add(queue, state, count);
+        }
+        let mut running = self.conn.prepare_cached(with_guards(
+            "SELECT queue, count(*) FROM jobs WHERE {running} GROUP BY queue",
+        ))?;
+        for row in running.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))? {
+            let (queue, count) = row?;
+            add(queue, "running".into(), count);
+        }
+        // A waiting job always has a live child (the transaction that finishes its last
+        // child resumes it), so the children index finds them without a table scan.
+        let mut waiting = self.conn.prepare_cached(with_guards(
+            "SELECT queue, count(*) FROM jobs WHERE {waiting} AND id IN \
+             (SELECT parent_id FROM jobs INDEXED BY jobs_parent WHERE parent_id IS NOT NULL \
+              AND NOT {terminal}) \
+             GROUP BY queue",
+        ))?;
+        for row in waiting.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))? {
+            let (queue, count) = row?;
+            add(queue, "waiting".into(), count);
+        }
+        counts.oldest_ready_age_ms = oldest;
+        Ok(counts)
     }
 
     /// Jobs of a finished state per minute (`finished_at / 60 000`) that finished from
@@ -314,6 +337,10 @@ impl SqliteStore {
         columns: &str,
     ) -> Result<(String, Vec<SqlValue>, Option<JobId>)> {
         let mut where_sql = search_sql(search);
+        if where_sql.index == Some("jobs_due") && self.ready_jobs_exceed(READY_SORT_LIMIT)? {
+            where_sql.index = None;
+            where_sql.not_indexed = true;
+        }
         let top = match search.before {
             Some(before) => before,
             None => self
@@ -344,6 +371,19 @@ impl SqliteStore {
             where_sql.params,
             floor,
         ))
+    }
+
+    /// Whether more than `limit` jobs are ready (queued or retrying): reads at most
+    /// `limit + 1` entries of their index.
+    fn ready_jobs_exceed(&self, limit: i64) -> Result<bool> {
+        let ready: i64 = self
+            .conn
+            .prepare_cached(with_guards(
+                "SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_due WHERE {ready} \
+                 LIMIT ?1)",
+            ))?
+            .query_row([limit + 1], |row| row.get(0))?;
+        Ok(ready > limit)
     }
 
     /// The plan SQLite picks for a search, for tests and `EXPLAIN`-minded operators.
@@ -629,6 +669,33 @@ mod tests {
     }
 
     #[test]
+    fn a_search_by_a_ready_state_reads_ids_downwards_once_many_jobs_wait() {
+        let (_dir, mut db) = db_with(&[("noop", "dead", "x")]);
+        let queued = JobSearch {
+            state: Some(JobState::Queued),
+            limit: 5,
+            ..Default::default()
+        };
+        let plan = db.web_search_plan(&queued).unwrap().join("; ");
+        assert!(plan.contains("jobs_due"), "few waiting: {plan}");
+        let jobs: Vec<NewJob> = (0..=READY_SORT_LIMIT)
+            .map(|i| NewJob::new("noop", serde_json::json!({ "n": i })))
+            .collect();
+        db.write(|tx| tx.enqueue(&jobs, 1_000).map(drop)).unwrap();
+        let plan = db.web_search_plan(&queued).unwrap().join("; ");
+        assert!(
+            plan.contains("INTEGER PRIMARY KEY") && !plan.contains("jobs_due"),
+            "many waiting: {plan}"
+        );
+        let page = db.web_search(&queued).unwrap();
+        let ids: Vec<JobId> = page.jobs.iter().map(|j| j.id).collect();
+        let top = READY_SORT_LIMIT + 2;
+        assert_eq!(ids, (top - 4..=top).rev().collect::<Vec<_>>());
+        assert_eq!(page.next_before, Some(top - 4));
+        assert!(page.jobs.iter().all(|j| j.state == JobState::Queued));
+    }
+
+    #[test]
     fn the_succeeded_count_adds_rows_finished_since_its_base() {
         let (_dir, mut db) = db_with(&[
             ("noop", "succeeded", ""),
@@ -652,19 +719,19 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let overview = db.web_overview(10_000, Some(&base)).unwrap();
+        let overview = db.web_overview(10_000, Some(&base), None).unwrap();
         // Two before the base, one since; the action's record is not a succeeded job.
         assert_eq!(overview.finished["succeeded"], 3);
         assert_eq!(overview.finished["dead"], 1);
         assert_eq!(
-            db.web_overview(10_000, None).unwrap().finished,
+            db.web_overview(10_000, None, None).unwrap().finished,
             overview.finished
         );
         // The chart counts every row finished in the last hour (here all, the record too).
         assert_eq!(overview.throughput["succeeded"].iter().sum::<u64>(), 4);
         assert_eq!(overview.throughput["dead"].iter().sum::<u64>(), 1);
         assert_eq!(
-            db.web_overview(10_000, None).unwrap().throughput,
+            db.web_overview(10_000, None, None).unwrap().throughput,
             overview.throughput,
             "the same chart with or without the base"
         );

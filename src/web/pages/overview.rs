@@ -29,12 +29,13 @@ pub struct OverviewData {
 pub async fn overview_data(state: &Arc<WebState>) -> Result<OverviewData, WebError> {
     let now = state.clock.now_ms();
     let base = state.succeeded_base().await?;
+    let live = state.live_counts().await?;
     let limits = state.config().destination_limits();
     state
         .read(move |db| {
             Ok(OverviewData {
                 now,
-                overview: db.web_overview(now, Some(&base))?,
+                overview: db.web_overview(now, Some(&base), Some(&live))?,
                 sync: db.sync_states()?,
                 pending: db.pending_folders()?,
                 actions: db.web_actions(10)?,
@@ -128,6 +129,11 @@ fn overview_body(state: &WebState, data: &OverviewData) -> Markup {
                             }
                         }
                         @if o.live.is_empty() { tr { td colspan="6" { "No live jobs." } } }
+                    }
+                }
+                @if o.live_age_ms >= 1000 {
+                    p.note id="live-age" {
+                        "Counted " (age(o.live_age_ms)) " ago: with this many live jobs the count is redone every few seconds, not for every refresh."
                     }
                 }
             }

@@ -24,11 +24,8 @@ pub struct QueueRow {
 }
 
 pub async fn queue_rows(state: &Arc<WebState>) -> Result<(Vec<QueueRow>, usize), WebError> {
-    let now = state.clock.now_ms();
-    let base = state.succeeded_base().await?;
-    let (overview, paused) = state
-        .read(move |db| Ok((db.web_overview(now, Some(&base))?, db.paused_queues()?)))
-        .await?;
+    let live = state.live_counts().await?;
+    let paused = state.read(|db| db.paused_queues()).await?;
     let paused: BTreeMap<String, QueuePause> =
         paused.into_iter().map(|p| (p.queue.clone(), p)).collect();
     let config = state.config();
@@ -36,7 +33,7 @@ pub async fn queue_rows(state: &Arc<WebState>) -> Result<(Vec<QueueRow>, usize),
         .queues
         .keys()
         .cloned()
-        .chain(overview.live.keys().cloned())
+        .chain(live.live.keys().cloned())
         .chain(paused.keys().cloned())
         .chain(std::iter::once("default".to_string()))
         .collect();
@@ -44,7 +41,7 @@ pub async fn queue_rows(state: &Arc<WebState>) -> Result<(Vec<QueueRow>, usize),
         .into_iter()
         .map(|name| QueueRow {
             concurrency: config.queues.get(&name).map(|q| q.concurrency),
-            live: overview.live.get(&name).cloned().unwrap_or_default(),
+            live: live.live.get(&name).cloned().unwrap_or_default(),
             paused: paused.contains_key(&name),
             paused_at: paused.get(&name).map(|p| p.paused_at),
             pause_reason: paused.get(&name).and_then(|p| p.reason.clone()),
