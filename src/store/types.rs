@@ -2,7 +2,7 @@
 //! completions return, the operator's filters and counts, ingest records, pauses,
 //! progress and sync state. Driver-neutral: no driver's row types appear here.
 
-use crate::job::{JobId, JobState, UnixMillis};
+use crate::job::{JobId, JobState, NewJob, UnixMillis};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -245,4 +245,26 @@ pub struct SyncState {
     pub last_run_pages: u32,
     pub last_run_job: Option<JobId>,
     pub updated_at: UnixMillis,
+}
+
+/// Whose follow-ups are being inserted, so a child's `parent_id` is set without copying
+/// the job (a relay batch's thousands of deliveries would otherwise be cloned).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ParentLink {
+    /// Plain enqueue: the job's own `parent_id`.
+    AsGiven,
+    /// A follow-up: the parent it names, else this one.
+    Default(JobId),
+    /// A child its parent waits for: always this parent.
+    Always(JobId),
+}
+
+impl ParentLink {
+    pub(crate) fn parent_of(self, job: &NewJob) -> Option<JobId> {
+        match self {
+            ParentLink::AsGiven => job.parent_id,
+            ParentLink::Default(parent) => job.parent_id.or(Some(parent)),
+            ParentLink::Always(parent) => Some(parent),
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod claim;
 mod cluster;
 mod copy;
 mod driver;
+mod enqueue;
 mod flow;
 mod listen;
 mod moves;

@@ -7,7 +7,7 @@ use super::guards::{running_guard, state_guard, states_guard, terminal_guard, wi
 use super::{Result, StoreError};
 use crate::flow::Router;
 use crate::job::{Completion, Job, JobId, JobState, NewJob, Resolution, Transition, UnixMillis};
-use crate::store::{Applied, Enqueued};
+use crate::store::{Applied, Enqueued, ParentLink};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use std::sync::LazyLock;
 
@@ -84,28 +84,6 @@ fn insert_sql(rows: usize, on_conflict: bool) -> String {
             ""
         }
     )
-}
-
-/// Whose follow-ups are being inserted, so a child's `parent_id` is set without copying
-/// the job (a relay batch's thousands of deliveries would otherwise be cloned).
-#[derive(Clone, Copy)]
-enum ParentLink {
-    /// Plain enqueue: the job's own `parent_id`.
-    AsGiven,
-    /// A follow-up: the parent it names, else this one.
-    Default(JobId),
-    /// A child its parent waits for: always this parent.
-    Always(JobId),
-}
-
-impl ParentLink {
-    fn parent_of(self, job: &NewJob) -> Option<JobId> {
-        match self {
-            ParentLink::AsGiven => job.parent_id,
-            ParentLink::Default(parent) => job.parent_id.or(Some(parent)),
-            ParentLink::Always(parent) => Some(parent),
-        }
-    }
 }
 
 /// The [`INSERT_VALUES`] values of one job's row, in [`insert_sql`]'s order.
