@@ -17,6 +17,7 @@ mod ingest;
 mod jobctl;
 mod jobctl_file;
 mod jobctl_ops;
+mod jobctl_pg;
 mod jobctl_top;
 mod oneroster;
 mod outside_sql;
