@@ -72,6 +72,11 @@ fn claimed_from_row(row: &Row<'_>, wrote: ClaimWrite<'_>) -> rusqlite::Result<Jo
 /// run_at, id): a queue the claim may not take from costs the one seek that steps over
 /// it, and inside a queue each priority's due rows (`run_at <= now`) are one range, so
 /// neither rows waiting in an excluded queue nor rows due later are ever walked.
+///
+/// Their limits are written `LIMIT +?N`, not `LIMIT ?N`: the bundled SQLite reads the value
+/// bound to a bare `LIMIT ?N` while planning, and so marks the statement to be prepared
+/// again whenever that parameter is bound, i.e. at every claim; the unary plus leaves
+/// the limit an expression it evaluates when run, and the cached statement is reused.
 struct ClaimSql {
     /// ?1 a queue name: the next queue after it with ready rows, and its top priority.
     next_queue: String,
@@ -111,18 +116,18 @@ static CLAIM: LazyLock<ClaimSql> = LazyLock::new(|| {
         ),
         group_keys: format!(
             "SELECT run_at, id {ready} AND queue = ?1 AND priority = ?2 AND run_at <= ?3 \
-             ORDER BY run_at, id LIMIT ?4"
+             ORDER BY run_at, id LIMIT +?4"
         ),
         claim_group: format!(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?1, \
              worker = ?2, updated_at = ?3, claim = ?5, started_at = NULL \
              WHERE id IN (SELECT id {ready} AND queue = ?6 AND priority = ?7 AND run_at <= ?3 \
-                          ORDER BY run_at, id LIMIT ?4) \
+                          ORDER BY run_at, id LIMIT +?4) \
              RETURNING {CLAIMED_COLUMNS}"
         ),
         group_destinations: format!(
             "SELECT run_at, id, destination, flow_key {ready} AND queue = ?1 AND priority = ?2 \
-             AND run_at <= ?3 AND (run_at, id) > (?4, ?5) ORDER BY run_at, id LIMIT ?6"
+             AND run_at <= ?3 AND (run_at, id) > (?4, ?5) ORDER BY run_at, id LIMIT +?6"
         ),
         claim_one: format!(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?1, \
