@@ -9,7 +9,7 @@ use super::queue::SqliteTx;
 use super::Result;
 use crate::job::{Completion, JobId, JobState, Resolution, Transition, UnixMillis};
 use crate::store::{Applied, Finished};
-use rusqlite::types::Value;
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
@@ -105,6 +105,16 @@ fn attempts_sql(rows: usize) -> String {
     )
 }
 
+/// A parameter bound from the completion's own text, not from a copy of it.
+fn text(s: &str) -> ToSqlOutput<'_> {
+    ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
+}
+
+/// An integer parameter.
+fn int(i: i64) -> ToSqlOutput<'static> {
+    ToSqlOutput::Owned(Value::Integer(i))
+}
+
 /// `items` in chunks of the [`CHUNKS`] sizes.
 fn chunked<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
@@ -126,14 +136,10 @@ impl SqliteTx<'_> {
         let mut held = Vec::with_capacity(plain.len());
         for chunk in chunked(&plain) {
             let mut params = Vec::with_capacity(1 + 3 * chunk.len());
-            params.push(Value::Integer(now));
+            params.push(int(now));
             for f in chunk {
                 let c = f.completion;
-                params.extend([
-                    Value::Integer(c.job_id),
-                    Value::Integer(c.attempt.into()),
-                    Value::Text(c.worker.clone()),
-                ]);
+                params.extend([int(c.job_id), int(c.attempt.into()), text(&c.worker)]);
             }
             if self.succeed_chunk_whole(chunk, &params)? {
                 held.extend(std::iter::repeat_n(true, chunk.len()));
@@ -144,7 +150,7 @@ impl SqliteTx<'_> {
             let mut update = self
                 .tx
                 .prepare_cached(&statements(chunk.len()).succeed_returning)?;
-            let rows = update.query_map(rusqlite::params_from_iter(params), |row| {
+            let rows = update.query_map(rusqlite::params_from_iter(&params), |row| {
                 Ok(((row.get(0)?, row.get(1)?), row.get(2)?))
             })?;
             for row in rows {
@@ -177,15 +183,17 @@ impl SqliteTx<'_> {
             for f in chunk {
                 let c = f.completion;
                 params.extend([
-                    Value::Integer(c.job_id),
-                    Value::Integer(c.attempt.into()),
-                    Value::Text(c.worker.clone()),
-                    Value::Integer(c.started_at),
-                    Value::Integer(c.finished_at.max(c.started_at)),
+                    int(c.job_id),
+                    int(c.attempt.into()),
+                    text(&c.worker),
+                    int(c.started_at),
+                    int(c.finished_at.max(c.started_at)),
                     c.detail
                         .as_ref()
-                        .map_or(Value::Null, |d| Value::Text(d.to_string())),
-                    f.started_us.map_or(Value::Null, Value::Integer),
+                        .map_or(ToSqlOutput::Owned(Value::Null), |d| {
+                            ToSqlOutput::Owned(Value::Text(d.to_string()))
+                        }),
+                    f.started_us.map_or(ToSqlOutput::Owned(Value::Null), int),
                 ]);
             }
             self.tx
@@ -215,7 +223,11 @@ impl SqliteTx<'_> {
     /// completion among them) the update is undone, to be run again with RETURNING, and
     /// this says false. RETURNING's rows cost about a tenth of the update itself, paid
     /// only where the count does not already say which rows moved.
-    fn succeed_chunk_whole(&self, chunk: &[&Finished<'_>], params: &[Value]) -> Result<bool> {
+    fn succeed_chunk_whole(
+        &self,
+        chunk: &[&Finished<'_>],
+        params: &[ToSqlOutput<'_>],
+    ) -> Result<bool> {
         let mut ids: Vec<JobId> = chunk.iter().map(|f| f.completion.job_id).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|pair| pair[0] == pair[1]) {
