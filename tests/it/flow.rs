@@ -521,6 +521,49 @@ fn a_plain_insert_with_an_order_key_waits_behind_its_keys_head() {
     assert_eq!(claim(&mut *store, &spec, now), vec![2]);
 }
 
+#[test]
+fn an_update_by_hand_that_finishes_or_revives_a_head_keeps_its_key_in_line() {
+    // The triggers watch finished_at (0010), which the schema ties to the finished
+    // states: an UPDATE by hand must name it to move a row in or out of them.
+    let s = Sandbox::new("", "");
+    drop(s.migrate());
+    let conn = rusqlite::Connection::open(s.db()).unwrap();
+    for _ in 0..2 {
+        conn.execute(
+            "INSERT INTO jobs (kind, payload, order_key) VALUES ('noop', '{}', 'k')",
+            [],
+        )
+        .unwrap();
+    }
+    let blocked = |conn: &rusqlite::Connection| -> Vec<bool> {
+        conn.prepare("SELECT order_blocked FROM jobs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(blocked(&conn), [false, true]);
+    // The head cancelled by hand: the next one in line goes.
+    conn.execute(
+        "UPDATE jobs SET state = 'cancelled', finished_at = 1 WHERE id = 1",
+        [],
+    )
+    .unwrap();
+    assert_eq!(blocked(&conn), [false, false]);
+    // Sent round again by hand: it waits behind the key's new head.
+    conn.execute(
+        "UPDATE jobs SET state = 'queued', finished_at = NULL WHERE id = 1",
+        [],
+    )
+    .unwrap();
+    assert_eq!(blocked(&conn), [true, false]);
+    // A move between unfinished states leaves the flags alone.
+    conn.execute("UPDATE jobs SET state = 'waiting' WHERE id = 2", [])
+        .unwrap();
+    assert_eq!(blocked(&conn), [true, false]);
+}
+
 // ---- the claim with 100,000 order keys (SQLite: it reads the query plans too) ----
 
 fn claim(db: &mut dyn Store, spec: &ClaimSpec, now: i64) -> Vec<i64> {

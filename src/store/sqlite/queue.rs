@@ -675,8 +675,10 @@ impl<'a> SqliteTx<'a> {
         let deleted = self
             .tx
             .prepare_cached(
+                // `LIMIT +?3`: a bare `LIMIT ?3` is prepared again at every bind (see
+                // the claim's statements in claim.rs).
                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE state = ?1 \
-                 AND finished_at < ?2 LIMIT ?3)",
+                 AND finished_at < ?2 LIMIT +?3)",
             )?
             .execute(params![state.as_str(), before, chunk as i64])?;
         Ok(deleted)

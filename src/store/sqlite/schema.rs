@@ -42,6 +42,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0009_one_ready_index",
         include_str!("../../../migrations/0009_one_ready_index.sql"),
     ),
+    (
+        "0010_order_triggers_on_finish",
+        include_str!("../../../migrations/0010_order_triggers_on_finish.sql"),
+    ),
 ];
 
 /// The version whose CHECK constraints bound queue and kind names.

@@ -104,15 +104,16 @@ fn every_claim_statement_seeks_the_queue_led_index_and_never_scans_or_sorts() {
             "next_queue",
             "next_priority",
             "group_keys",
+            "group_rows",
             "claim_group",
             "group_destinations",
             "claim_one"
         ]
     );
     // A claim under destination limits takes each chosen row by its id.
-    let (_, claim_one) = &plans[5];
+    let (_, claim_one) = &plans[6];
     assert!(claim_one.contains("INTEGER PRIMARY KEY"), "{claim_one}");
-    for (name, plan) in &plans[..5] {
+    for (name, plan) in &plans[..6] {
         assert!(plan.contains("INDEX jobs_queue_ready ("), "{name}: {plan}");
         assert!(
             !plan.contains("SCAN"),
