@@ -20,6 +20,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_web",
         include_str!("../../../migrations/postgres/0003_web.sql"),
     ),
+    (
+        "0004_drain_work",
+        include_str!("../../../migrations/postgres/0004_drain_work.sql"),
+    ),
 ];
 
 /// The advisory lock key migrations hold (`pg_advisory_xact_lock`): "jobd" and 1.

@@ -321,6 +321,63 @@ fn claims_are_in_priority_run_at_id_order_and_respect_the_spec() {
         .all(|j| j.state == JobState::Running && j.attempts == 1));
 }
 
+/// The claim's plan depends neither on when it was cached nor on the table's statistics:
+/// a store that claimed at every poll while the table was empty (so its prepared claim
+/// keeps a generic plan made then) claims from a 20,000-row backlog, never analyzed,
+/// without scanning any index but the ready one it reads in order. Counted by the server
+/// (`pg_stat_user_indexes`), so the machine's load does not move it. The plan cached on
+/// the empty table used to look each claimed row up through a bitmap scan of every
+/// ready row (`jobs_due`: 500 scans and 123 ms for a 500-row claim).
+#[test]
+fn a_claim_planned_on_the_empty_table_stays_cheap_per_row_with_a_large_backlog() {
+    let Some(db) = TestDb::create("pg claim plan") else {
+        return;
+    };
+    let store = db.store("n1");
+    for _ in 0..10 {
+        let claimed = store
+            .write(|tx| tx.claim(&spec(500), "w", T0 + LEASE, T0))
+            .unwrap();
+        assert!(claimed.is_empty());
+    }
+    let mut client = db.client();
+    client
+        .batch_execute(
+            "INSERT INTO jobs (kind, payload, run_at) \
+             SELECT 'noop', '{}', 0 FROM generate_series(1, 20000); \
+             SELECT pg_stat_force_next_flush()",
+        )
+        .unwrap();
+    // Index scans of the table's indexes other than its primary key and the ready
+    // index the claim reads in order.
+    let scans = |client: &mut postgres::Client| -> i64 {
+        client
+            .query_one(
+                "SELECT coalesce(sum(idx_scan), 0)::bigint FROM pg_stat_user_indexes \
+                 WHERE relname = 'jobs' AND indexrelname NOT IN ('jobs_pkey', 'jobs_ready')",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let before = scans(&mut client);
+    // Flushed when the claim's transaction ends, before its commit returns.
+    let claimed = store
+        .write(|tx| {
+            let jobs = tx.claim(&spec(500), "w", T0 + LEASE, T0)?;
+            tx.with(|t| t.batch_execute("SELECT pg_stat_force_next_flush()"))?;
+            Ok(jobs)
+        })
+        .unwrap();
+    assert_eq!(claimed.len(), 500);
+    let scanned = scans(&mut client) - before;
+    assert!(
+        scanned <= 1,
+        "{scanned} scans of other indexes for a 500-row claim (from {before}): the claim's \
+         plan looks rows up through a scan of the backlog"
+    );
+}
+
 #[test]
 fn a_queue_limit_holds_across_daemons() {
     let Some(db) = TestDb::create("pg queue limit") else {
