@@ -57,6 +57,17 @@ pub fn live_minutes_from(now: UnixMillis, base: Option<&SucceededBase>) -> UnixM
     }
 }
 
+/// The succeeded jobs finished since `base`, from the chart's own per-minute counts of
+/// them when those cover the same rows (the base lies within the chart's hour, so the
+/// chart counts from just after it): a page then reads those rows once, not twice.
+pub fn succeeded_since_base(
+    now: UnixMillis,
+    base: &SucceededBase,
+    live_succeeded: &BTreeMap<i64, u64>,
+) -> Option<u64> {
+    (live_minutes_from(now, Some(base)) == base.after + 1).then(|| live_succeeded.values().sum())
+}
+
 /// The chart's 60 per-minute counts of `state`, oldest first: the base's minutes within
 /// the hour (when [`live_minutes_from`] used the base) plus `live`, the rows counted from
 /// [`live_minutes_from`] on.
@@ -389,6 +400,19 @@ mod tests {
                 succeeded.iter().copied().collect(),
             )]),
         }
+    }
+
+    #[test]
+    fn the_succeeded_rows_since_a_recent_base_come_from_the_charts_own_count() {
+        let now = 100 * 60_000 + 30_000;
+        let live = BTreeMap::from([(99, 4), (100, 3)]);
+        // Within the hour: the chart counted exactly the rows since the base.
+        let recent = base(now - 20_000, &[]);
+        assert_eq!(succeeded_since_base(now, &recent, &live), Some(7));
+        // Older than the hour: the chart starts at the hour, so the rows between the
+        // base and the hour's start must be counted apart.
+        let old = base(now - 2 * 3_600_000, &[]);
+        assert_eq!(succeeded_since_base(now, &old, &live), None);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use super::reads::{count, Terms};
 use super::{PgStore, PgTx};
 use crate::job::{JobId, JobState, UnixMillis};
 use crate::store::web::{
-    live_minutes_from, throughput_since, throughput_slots, MinuteCounts, THROUGHPUT_STATES,
+    live_minutes_from, succeeded_since_base, throughput_since, throughput_slots, MinuteCounts,
+    THROUGHPUT_STATES,
 };
 use crate::store::web::{
     ChildProgress, DeadGroup, JobPage, JobRow, JobSearch, LiveCounts, Overview, RunningJob,
@@ -148,9 +149,30 @@ impl PgStore {
             let n = self.web_count_finished(state, None)?;
             overview.finished.insert(state.as_str().to_string(), n);
         }
+        let mut conn = self.connection()?;
+        // The hour's chart: the base's minutes plus the rows finished since the base.
+        overview.throughput_since = throughput_since(now);
+        let from = live_minutes_from(now, base);
+        let mut succeeded_minutes = BTreeMap::new();
+        for state in THROUGHPUT_STATES {
+            let live = finished_per_minute(&mut conn, state, from, UnixMillis::MAX)?;
+            overview.throughput.insert(
+                state.as_str().to_string(),
+                throughput_slots(now, base, state, &live),
+            );
+            if state == JobState::Succeeded {
+                succeeded_minutes = live;
+            }
+        }
+        // The counts below take a connection of their own.
+        drop(conn);
         let succeeded = match succeeded {
             Some(base) => {
-                base.count + self.web_count_finished(JobState::Succeeded, Some(base.after))?
+                base.count
+                    + match succeeded_since_base(now, base, &succeeded_minutes) {
+                        Some(since) => since,
+                        None => self.web_count_finished(JobState::Succeeded, Some(base.after))?,
+                    }
             }
             None => self.web_count_finished(JobState::Succeeded, None)?,
         };
@@ -166,16 +188,6 @@ impl PgStore {
             JobState::Succeeded.as_str().to_string(),
             succeeded.saturating_sub(count(records)),
         );
-        // The hour's chart: the base's minutes plus the rows finished since the base.
-        overview.throughput_since = throughput_since(now);
-        let from = live_minutes_from(now, base);
-        for state in THROUGHPUT_STATES {
-            let live = finished_per_minute(&mut conn, state, from, UnixMillis::MAX)?;
-            overview.throughput.insert(
-                state.as_str().to_string(),
-                throughput_slots(now, base, state, &live),
-            );
-        }
         let running = format!(
             "SELECT id, queue, kind, worker, attempts, updated_at, lease_until FROM jobs \
              WHERE {} ORDER BY id LIMIT 200",

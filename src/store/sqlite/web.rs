@@ -10,7 +10,8 @@ use super::guards::with_guards;
 use super::{Result, SqliteStore, SqliteTx, StoreError};
 use crate::job::{JobId, JobState, UnixMillis};
 use crate::store::web::{
-    live_minutes_from, throughput_since, throughput_slots, MinuteCounts, THROUGHPUT_STATES,
+    live_minutes_from, succeeded_since_base, throughput_since, throughput_slots, MinuteCounts,
+    THROUGHPUT_STATES,
 };
 use crate::store::web::{
     ChildProgress, DeadGroup, JobPage, JobRow, JobSearch, LiveCounts, Overview, RunningJob,
@@ -158,11 +159,29 @@ impl SqliteStore {
             let count = self.web_count_finished(state, None)?;
             overview.finished.insert(state.as_str().to_string(), count);
         }
+        // The hour's chart: the base's minutes plus the rows finished since the base.
+        overview.throughput_since = throughput_since(now);
+        let from = live_minutes_from(now, base);
+        let mut succeeded_minutes = BTreeMap::new();
+        for state in THROUGHPUT_STATES {
+            let live = self.finished_per_minute(state, from, UnixMillis::MAX)?;
+            overview.throughput.insert(
+                state.as_str().to_string(),
+                throughput_slots(now, base, state, &live),
+            );
+            if state == JobState::Succeeded {
+                succeeded_minutes = live;
+            }
+        }
         // Succeeded rows are most of a big table: counted from a recent full count plus
         // those finished since (an index range), see [`SucceededBase`].
         let succeeded = match succeeded {
             Some(base) => {
-                base.count + self.web_count_finished(JobState::Succeeded, Some(base.after))?
+                base.count
+                    + match succeeded_since_base(now, base, &succeeded_minutes) {
+                        Some(since) => since,
+                        None => self.web_count_finished(JobState::Succeeded, Some(base.after))?,
+                    }
             }
             None => self.web_count_finished(JobState::Succeeded, None)?,
         };
@@ -175,16 +194,6 @@ impl SqliteStore {
             JobState::Succeeded.as_str().to_string(),
             succeeded.saturating_sub(records),
         );
-        // The hour's chart: the base's minutes plus the rows finished since the base.
-        overview.throughput_since = throughput_since(now);
-        let from = live_minutes_from(now, base);
-        for state in THROUGHPUT_STATES {
-            let live = self.finished_per_minute(state, from, UnixMillis::MAX)?;
-            overview.throughput.insert(
-                state.as_str().to_string(),
-                throughput_slots(now, base, state, &live),
-            );
-        }
         let mut running_jobs = self.conn.prepare_cached(with_guards(
             // Named: for `ORDER BY id` the planner would rather read every id.
             "SELECT id, queue, kind, worker, attempts, updated_at, lease_until \
