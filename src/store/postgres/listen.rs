@@ -113,10 +113,15 @@ impl Drop for Listener {
 /// Hands notices on until the connection breaks or the stop flag is set. After a notice
 /// the trigger stays silent for its queue for [`DEBOUNCE`]; two more calls after the last
 /// notice ([`FOLLOW_UP`], past that window, and [`LATE_FOLLOW_UP`]) find the rows
-/// inserted inside it, without waiting for the daemon's poll.
+/// inserted inside it, without waiting for the daemon's poll. The same two calls follow
+/// the start of listening, for a window opened by a notice nobody heard.
 fn listen(client: &mut postgres::Client, stop: &AtomicBool, on_notice: &dyn Fn(&str), shown: &str) {
-    // The follow-up calls still to make, earliest first.
-    let mut follow_ups: Vec<Instant> = Vec::new();
+    // The follow-up calls still to make, earliest first. The first ones come from the
+    // moment of listening: a notice sent before it (while the daemon started, or while
+    // this connection was down) silenced the trigger for its queue for a debounce window
+    // that nobody here heard open, so rows inserted inside it announce nothing.
+    let listening = Instant::now();
+    let mut follow_ups: Vec<Instant> = vec![listening + FOLLOW_UP, listening + LATE_FOLLOW_UP];
     while !stop.load(Ordering::Relaxed) {
         let wait = follow_ups
             .first()

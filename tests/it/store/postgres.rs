@@ -240,6 +240,48 @@ fn the_trigger_notifies_a_new_row_at_once_and_at_most_once_per_queue_per_100ms()
 }
 
 #[test]
+fn a_row_inserted_inside_the_window_of_a_notice_sent_before_listening_is_still_announced() {
+    let Some(db) = TestDb::create("pg notify before listen") else {
+        return;
+    };
+    let _store = db.store("n1");
+    let mut client = db.client();
+    // A notice nobody heard (sent while the daemon was starting): the trigger is silent
+    // for its queue for the debounce window, held open here for 10 s.
+    client
+        .batch_execute(
+            "INSERT INTO jobs(kind) VALUES ('noop'); \
+             UPDATE jobd_notify SET notified_at = clock_timestamp() + interval '10 seconds'",
+        )
+        .unwrap();
+    let wakes = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    let sink = wakes.clone();
+    let listener =
+        Listener::spawn(&db.url, move |_| sink.lock().unwrap().push(Instant::now())).unwrap();
+    let start = Instant::now();
+    // Up, and its first look (for rows inserted while it was not listening) made.
+    while !listener.is_up() || wakes.lock().unwrap().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "listener up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    client
+        .batch_execute("INSERT INTO jobs(kind) VALUES ('noop')")
+        .unwrap();
+    let committed = Instant::now();
+    // Silent (inside the window), but a look follows it anyway, well before any poll.
+    let start = Instant::now();
+    while !wakes.lock().unwrap().iter().any(|at| *at > committed) {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "no look after a silent insert: {:?}",
+            wakes.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    listener.stop();
+}
+
+#[test]
 fn claims_from_many_daemons_at_once_never_take_a_row_twice() {
     let Some(db) = TestDb::create("pg disjoint claims") else {
         return;
