@@ -103,7 +103,8 @@ fn by_attempt_and_worker<'a>(plain: &[&'a Finished<'_>]) -> Vec<(u32, &'a str, V
     let mut groups: Vec<(u32, &'a str, Vec<usize>)> = Vec::new();
     for (p, f) in plain.iter().enumerate() {
         let c: &'a Completion = f.completion;
-        // A turn's completions come from a few workers, so a scan beats a map.
+        // A scan: a turn's completions come from a few workers, so there are few
+        // groups (many workers or attempt numbers in one turn make more, smaller chunks).
         match groups
             .iter_mut()
             .find(|(attempt, worker, _)| *attempt == c.attempt && *worker == c.worker)
