@@ -1,8 +1,9 @@
 //! A turn's completions in few statements: its plain successes (no follow-ups, sync marks
-//! or parent to resume) move by one `UPDATE ... FROM (VALUES ...)` per chunk and get
-//! their attempt rows from one multi-row `INSERT` per chunk; every other completion goes
-//! through [`SqliteTx::complete_started`] on its own. The PostgreSQL driver splits a
-//! batch the same way.
+//! or parent to resume) move by one `UPDATE ... WHERE id IN (...)` per chunk of one
+//! (attempt, worker)'s successes and get their attempt rows from one multi-row `INSERT`
+//! per chunk; every other completion goes through [`SqliteTx::complete_started`] on its
+//! own. The PostgreSQL driver splits a batch into plain successes and the rest the same
+//! way.
 
 use super::guards::state_guard;
 use super::queue::SqliteTx;
@@ -10,7 +11,7 @@ use super::Result;
 use crate::job::{Completion, JobId, JobState, Resolution, Transition, UnixMillis};
 use crate::store::{Applied, Finished};
 use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
 /// Rows per statement, largest first. A batch is cut into these sizes, so whatever its
@@ -23,7 +24,7 @@ struct ChunkSql {
     /// The success update, saying nothing of the rows it moved: the common case, where
     /// every attempt of the chunk still holds its job, needs only its count.
     succeed: String,
-    /// The same update returning each moved row's (id, attempt, worker).
+    /// The same update returning each moved row's id.
     succeed_returning: String,
     /// The attempt rows' insert.
     attempts: String,
@@ -57,51 +58,31 @@ fn is_plain(done: &Completion) -> bool {
             if follow_ups.is_empty() && sync_marks.is_empty())
 }
 
-/// ?1 now, then (id, attempt, worker) per row: each row still held by that attempt
-/// becomes `succeeded`, with the same columns as the single completion's update sets;
-/// with `returning`, the statement returns each moved row's (id, attempt, worker).
+/// ?1 now, ?2 attempt, ?3 worker, then one job id per row: each of those jobs still held
+/// by that attempt of that worker becomes `succeeded`, with the same columns as the
+/// single completion's update sets; with `returning`, the statement returns each moved
+/// row's id. An IN-list of rowids with anonymous `?`s: shorter to parse, bind and (at
+/// every use) for the statement cache to hash and compare than a `VALUES` list joined
+/// to `jobs`, and its plan is one rowid seek per id.
 fn succeed_sql(rows: usize, returning: bool) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|r| format!("(?{}, ?{}, ?{})", 3 * r + 2, 3 * r + 3, 3 * r + 4))
-        .collect();
     format!(
-        "UPDATE jobs SET state = 'succeeded', lease_until = NULL, finished_at = ?1, \
-         updated_at = ?1, last_error = NULL, started_at = NULL, claim = NULL \
-         FROM (VALUES {}) AS done \
-         WHERE jobs.id = done.column1 AND jobs.attempts = done.column2 \
-         AND jobs.worker IS done.column3 AND {}{}",
-        values.join(", "),
+        "UPDATE jobs SET state='succeeded',lease_until=NULL,finished_at=?1,updated_at=?1,\
+         last_error=NULL,started_at=NULL,claim=NULL \
+         WHERE attempts=?2 AND worker IS ?3 AND {} AND id IN({}){}",
         state_guard(Transition::Complete),
-        if returning {
-            " RETURNING jobs.id, jobs.attempts, jobs.worker"
-        } else {
-            ""
-        }
+        vec!["?"; rows].join(","),
+        if returning { " RETURNING id" } else { "" }
     )
 }
 
 /// Per row (job, attempt, worker, started_at, finished_at, detail, started_us): the
-/// attempt rows of successes.
+/// attempt rows of successes. Anonymous `?`s and no spaces: the statement cache hashes and
+/// compares the whole text at every use, and this is the longest statement of a turn.
 fn attempts_sql(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|r| {
-            let n = 7 * r;
-            format!(
-                "(?{}, ?{}, ?{}, ?{}, ?{}, 'succeeded', NULL, ?{}, ?{})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4,
-                n + 5,
-                n + 6,
-                n + 7
-            )
-        })
-        .collect();
     format!(
-        "INSERT INTO job_attempts (job_id, attempt, worker, started_at, finished_at, outcome, \
-         error, detail, started_us) VALUES {}",
-        values.join(", ")
+        "INSERT INTO job_attempts(job_id,attempt,worker,started_at,finished_at,outcome,\
+         error,detail,started_us)VALUES{}",
+        vec!["(?,?,?,?,?,'succeeded',NULL,?,?)"; rows].join(",")
     )
 }
 
@@ -113,6 +94,26 @@ fn text(s: &str) -> ToSqlOutput<'_> {
 /// An integer parameter.
 fn int(i: i64) -> ToSqlOutput<'static> {
     ToSqlOutput::Owned(Value::Integer(i))
+}
+
+/// The positions in `plain` of each (attempt, worker)'s successes, in batch order, the
+/// groups in the order of their first success: one success update moves a group's jobs
+/// by their ids alone.
+fn by_attempt_and_worker<'a>(plain: &[&'a Finished<'_>]) -> Vec<(u32, &'a str, Vec<usize>)> {
+    let mut groups: Vec<(u32, &'a str, Vec<usize>)> = Vec::new();
+    for (p, f) in plain.iter().enumerate() {
+        let c: &'a Completion = f.completion;
+        // A scan: a turn's completions come from a few workers, so there are few
+        // groups (many workers or attempt numbers in one turn make more, smaller chunks).
+        match groups
+            .iter_mut()
+            .find(|(attempt, worker, _)| *attempt == c.attempt && *worker == c.worker)
+        {
+            Some((_, _, positions)) => positions.push(p),
+            None => groups.push((c.attempt, &c.worker, vec![p])),
+        }
+    }
+    groups
 }
 
 /// `items` in chunks of the [`CHUNKS`] sizes.
@@ -133,43 +134,31 @@ impl SqliteTx<'_> {
     pub fn complete_many(&self, done: &[Finished<'_>], now: UnixMillis) -> Result<Vec<Applied>> {
         let plain: Vec<&Finished<'_>> = done.iter().filter(|f| is_plain(f.completion)).collect();
         // Per plain success, in batch order: whether it is the one applied.
-        let mut held = Vec::with_capacity(plain.len());
-        for chunk in chunked(&plain) {
-            let mut params = Vec::with_capacity(1 + 3 * chunk.len());
-            params.push(int(now));
-            for f in chunk {
-                let c = f.completion;
-                params.extend([int(c.job_id), int(c.attempt.into()), text(&c.worker)]);
-            }
-            if self.succeed_chunk_whole(chunk, &params)? {
-                held.extend(std::iter::repeat_n(true, chunk.len()));
-                continue;
-            }
-            // (job, attempt) -> the worker whose attempt was moved.
-            let mut moved: HashMap<(JobId, u32), String> = HashMap::with_capacity(chunk.len());
-            let mut update = self
-                .tx
-                .prepare_cached(&statements(chunk.len()).succeed_returning)?;
-            let rows = update.query_map(rusqlite::params_from_iter(&params), |row| {
-                Ok(((row.get(0)?, row.get(1)?), row.get(2)?))
-            })?;
-            for row in rows {
-                let (attempt, worker) = row?;
-                moved.insert(attempt, worker);
-            }
-            // In batch order, the first completion of each moved attempt is the one
-            // applied (a chunk never moves an attempt an earlier chunk moved: its row
-            // is no longer running).
-            for f in chunk {
-                let c = f.completion;
-                let attempt = (c.job_id, c.attempt);
-                let this = moved
-                    .get(&attempt)
-                    .is_some_and(|worker| *worker == c.worker);
-                if this {
-                    moved.remove(&attempt);
+        let mut held = vec![false; plain.len()];
+        for (attempt, worker, positions) in by_attempt_and_worker(&plain) {
+            for chunk in chunked(&positions) {
+                let mut params = Vec::with_capacity(3 + chunk.len());
+                params.extend([int(now), int(attempt.into()), text(worker)]);
+                params.extend(chunk.iter().map(|&p| int(plain[p].completion.job_id)));
+                if self.succeed_chunk_whole(chunk.iter().map(|&p| plain[p]), &params)? {
+                    for &p in chunk {
+                        held[p] = true;
+                    }
+                    continue;
                 }
-                held.push(this);
+                let mut update = self
+                    .tx
+                    .prepare_cached(&statements(chunk.len()).succeed_returning)?;
+                let mut moved: HashSet<JobId> = update
+                    .query_map(rusqlite::params_from_iter(&params), |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                // In batch order, the first completion of each moved job is the one
+                // applied (a chunk never moves a job an earlier chunk moved: its row is no
+                // longer running; and a job's row holds one attempt of one worker, so no
+                // other group moves it).
+                for &p in chunk {
+                    held[p] = moved.remove(&plain[p].completion.job_id);
+                }
             }
         }
         let applied: Vec<Option<&Finished<'_>>> = plain
@@ -224,12 +213,13 @@ impl SqliteTx<'_> {
     /// this says false. RETURNING's rows (a temporary table of them, read back, and a
     /// map of the moved attempts) cost about 5,000 instructions per job, counted by
     /// scripts/drain-callgrind.sh: paid only where the count does not say which moved.
-    fn succeed_chunk_whole(
+    fn succeed_chunk_whole<'f>(
         &self,
-        chunk: &[&Finished<'_>],
+        chunk: impl ExactSizeIterator<Item = &'f Finished<'f>>,
         params: &[ToSqlOutput<'_>],
     ) -> Result<bool> {
-        let mut ids: Vec<JobId> = chunk.iter().map(|f| f.completion.job_id).collect();
+        let rows = chunk.len();
+        let mut ids: Vec<JobId> = chunk.map(|f| f.completion.job_id).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|pair| pair[0] == pair[1]) {
             return Ok(false);
@@ -239,9 +229,9 @@ impl SqliteTx<'_> {
             .execute([])?;
         let moved = self
             .tx
-            .prepare_cached(&statements(chunk.len()).succeed)?
+            .prepare_cached(&statements(rows).succeed)?
             .execute(rusqlite::params_from_iter(params))?;
-        let whole = moved == chunk.len();
+        let whole = moved == rows;
         if !whole {
             self.tx
                 .prepare_cached("ROLLBACK TO complete_chunk")?

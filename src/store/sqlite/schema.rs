@@ -46,6 +46,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0010_order_triggers_on_finish",
         include_str!("../../../migrations/0010_order_triggers_on_finish.sql"),
     ),
+    (
+        "0011_one_order_finish_trigger",
+        include_str!("../../../migrations/0011_one_order_finish_trigger.sql"),
+    ),
 ];
 
 /// The version whose CHECK constraints bound queue and kind names.
