@@ -6,6 +6,8 @@
 #
 #   scripts/enqueue-callgrind.sh [BATCHES [SYNC]]   # default 20 normal
 #   KEEP=dir scripts/enqueue-callgrind.sh           # keep the callgrind files in dir
+#   JOBD=path scripts/enqueue-callgrind.sh          # count that jobd binary instead of
+#                                                   # the one built here (a before figure)
 #
 # The bench (`--only socket-batch`) starts the real jobd binary under callgrind
 # (JOBD_BENCH_DAEMON_WRAP), sends the batches from its own, uncounted process and stops
@@ -25,7 +27,7 @@ bench=$(echo "$built" | sed -n 's/.*"target":{[^}]*"kind":\["bench"\].*"executab
 jobd=$(echo "$built" | sed -n 's/.*"target":{[^}]*"kind":\["bin"\][^}]*"name":"jobd".*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$bench" ] && [ -x "$jobd" ] || { echo "no bench or jobd binary found" >&2; exit 1; }
 cp "$bench" "$out/queue-bench"
-cp "$jobd" "$out/jobd"
+cp "${JOBD:-$jobd}" "$out/jobd"
 bin=$out/queue-bench
 export JOBD_BENCH_JOBD=$out/jobd
 # The figure callgrind writes as "totals:" (or "summary:") in each file.
