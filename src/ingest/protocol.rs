@@ -304,17 +304,35 @@ pub fn enqueued_line(enqueued: &[Enqueued], single: bool) -> String {
             json!({"ok": true, "id": first.id}).to_string()
         }
     } else {
-        let ids: Vec<_> = enqueued.iter().map(|e| e.id).collect();
-        let duplicates: Vec<_> = enqueued
+        // Written out directly: a JSON tree of a thousand ids, then its text, cost more
+        // than the line. Keys in the order `json!` prints them (sorted).
+        use std::fmt::Write;
+        let mut line = String::with_capacity(16 + enqueued.len() * 8);
+        let list = |line: &mut String, ids: &mut dyn Iterator<Item = crate::job::JobId>| {
+            line.push('[');
+            for (i, id) in ids.enumerate() {
+                if i > 0 {
+                    line.push(',');
+                }
+                let _ = write!(line, "{id}");
+            }
+            line.push(']');
+        };
+        let mut duplicates = enqueued
             .iter()
             .filter(|e| e.duplicate)
             .map(|e| e.id)
-            .collect();
-        if duplicates.is_empty() {
-            json!({"ok": true, "ids": ids}).to_string()
-        } else {
-            json!({"ok": true, "ids": ids, "duplicates": duplicates}).to_string()
+            .peekable();
+        line.push('{');
+        if duplicates.peek().is_some() {
+            line.push_str("\"duplicates\":");
+            list(&mut line, &mut duplicates);
+            line.push(',');
         }
+        line.push_str("\"ids\":");
+        list(&mut line, &mut enqueued.iter().map(|e| e.id));
+        line.push_str(",\"ok\":true}");
+        line
     }
 }
 
@@ -456,6 +474,18 @@ mod tests {
             r#"{"duplicate":true,"id":7,"ok":true}"#
         );
         assert_eq!(enqueued_line(&one, false), r#"{"ids":[7],"ok":true}"#);
+        let batch = [
+            one[0],
+            dup[0],
+            Enqueued {
+                id: 9,
+                duplicate: true,
+            },
+        ];
+        assert_eq!(
+            enqueued_line(&batch, false),
+            r#"{"duplicates":[7,9],"ids":[7,7,9],"ok":true}"#
+        );
         assert_eq!(
             Refusal::new(codes::UNKNOWN_OP, "x").to_line(),
             r#"{"error":{"code":"unknown_op","message":"x"},"ok":false}"#
