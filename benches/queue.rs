@@ -7,6 +7,7 @@
 //!                               [--isolation-waiting N] [--isolation-samples N] [--isolation-drain N]
 //!                               [--scale-queued N] [--scale-history N]
 //!                               [--only socket|pickup] [--seconds S] (issue 15: enqueue_paths)
+//!                               [--only socket-batch] [--batches N] (scripts/enqueue-callgrind.sh)
 //!                               [--drain-runs raw1,raw64,jobd]
 //!
 //! `drain` also runs raw rusqlite loops (claim + complete, 1 and 64 jobs per transaction,
@@ -64,6 +65,9 @@ struct Args {
     /// How long each socket and pickup measurement runs (issue 15: enqueue_paths).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// `--only socket-batch`: how many requests of 1,000 jobs to send.
+    #[arg(long, default_value_t = 20)]
+    batches: usize,
     /// Which of `drain`'s runs to make (comma-separated: raw1, raw64, jobd), e.g. one at
     /// a time under callgrind (scripts/drain-callgrind.sh).
     #[arg(long, default_value = "raw1,raw64,jobd")]
@@ -132,9 +136,10 @@ fn main() {
     if runs("scale") {
         bench_scale(&args);
     }
-    for what in ["socket", "pickup"] {
-        if runs(what) {
-            enqueue_paths::run(what, &modes, args.seconds);
+    for what in ["socket", "pickup", "socket-batch"] {
+        // socket-batch is a callgrind mode: only when asked for.
+        if runs(what) && (what != "socket-batch" || args.only.is_some()) {
+            enqueue_paths::run(what, &modes, args.seconds, args.batches);
         }
     }
     if runs("history") {

@@ -23,6 +23,16 @@ struct Daemon {
     db: PathBuf,
 }
 
+impl Daemon {
+    /// SIGTERM and wait: the daemon exits cleanly, so a wrapping callgrind writes its
+    /// counts (a SIGKILL from `drop` would lose them).
+    fn stop(mut self) {
+        // SAFETY: kill only sends a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -34,6 +44,25 @@ fn mode_name(mode: Synchronous) -> &'static str {
     match mode {
         Synchronous::Full => "full",
         _ => "normal",
+    }
+}
+
+/// The daemon's command: the `jobd` binary, or, when JOBD_BENCH_DAEMON_WRAP is set (e.g.
+/// to "valgrind --tool=callgrind ..."), that command line with the binary appended, so
+/// scripts/enqueue-callgrind.sh counts the daemon's instructions. JOBD_BENCH_JOBD names
+/// another binary (the script's copy, which a later build into a shared target directory
+/// cannot replace mid-measure).
+fn daemon_command() -> (Command, bool) {
+    let binary =
+        std::env::var("JOBD_BENCH_JOBD").unwrap_or_else(|_| env!("CARGO_BIN_EXE_jobd").into());
+    match std::env::var("JOBD_BENCH_DAEMON_WRAP") {
+        Ok(wrap) if !wrap.trim().is_empty() => {
+            let mut words = wrap.split_whitespace();
+            let mut command = Command::new(words.next().unwrap());
+            command.args(words).arg(binary);
+            (command, true)
+        }
+        _ => (Command::new(binary), false),
     }
 }
 
@@ -50,14 +79,17 @@ fn start(dir: &Path, mode: Synchronous) -> Daemon {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_jobd"))
+    let (mut command, wrapped) = daemon_command();
+    let child = command
         .arg("--config")
         .arg(&config)
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let socket = dir.join("jobd.sock");
-    for _ in 0..500 {
+    // Under valgrind the start-up takes far longer.
+    let tries = if wrapped { 30_000 } else { 500 };
+    for _ in 0..tries {
         if UnixStream::connect(&socket).is_ok() {
             break;
         }
@@ -286,14 +318,34 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// `--only socket`: targets 2 and 3 (throughput); `--only pickup`: target 6.
-pub fn run(what: &str, modes: &[Synchronous], seconds: f64) {
+/// Sends `count` batches of `size` jobs, one request at a time, ack awaited.
+fn fixed_batches(daemon: &Daemon, size: usize, count: usize) -> Duration {
+    let request = batch_line(size);
+    let mut client = Client::connect(daemon);
+    let started = Instant::now();
+    for _ in 0..count {
+        client.call(&request);
+    }
+    started.elapsed()
+}
+
+/// `--only socket`: targets 2 and 3 (throughput); `--only pickup`: target 6;
+/// `--only socket-batch`: only `batches` batches of 1,000 (target 3), for
+/// scripts/enqueue-callgrind.sh, then a clean stop of the daemon.
+pub fn run(what: &str, modes: &[Synchronous], seconds: f64, batch_count: usize) {
     let dir = tempfile::tempdir().unwrap();
     for &mode in modes {
         let m = mode_name(mode);
         let root = dir.path().join(m);
         let daemon = start(&root.join("daemon"), mode);
-        if what == "socket" {
+        if what == "socket-batch" {
+            let elapsed = fixed_batches(&daemon, 1_000, batch_count);
+            println!(
+                "socket batch enqueue, {batch_count} requests of 1,000 jobs, synchronous={m}: {:.0} jobs/s",
+                (batch_count * 1_000) as f64 / elapsed.as_secs_f64()
+            );
+            daemon.stop();
+        } else if what == "socket" {
             let raw = raw_single_inserts(&root.join("raw"), mode, seconds);
             println!(
                 "raw rusqlite loop, 1 INSERT per transaction, synchronous={m}: {raw:.0} jobs/s"
