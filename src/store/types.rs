@@ -268,3 +268,13 @@ impl ParentLink {
         }
     }
 }
+
+/// Checks every job of an enqueue before any is written, so a refused batch names the
+/// job's field, the same in every driver.
+pub(crate) fn validate_all(jobs: &[NewJob]) -> Result<(), super::StoreError> {
+    for job in jobs {
+        job.validate()
+            .map_err(|e| super::StoreError::InvalidJob(e.to_string()))?;
+    }
+    Ok(())
+}

@@ -214,10 +214,7 @@ impl<'a> SqliteTx<'a> {
         link: ParentLink,
         now: UnixMillis,
     ) -> Result<Vec<Enqueued>> {
-        for job in jobs {
-            job.validate()
-                .map_err(|e| StoreError::InvalidJob(e.to_string()))?;
-        }
+        crate::store::validate_all(jobs)?;
         let routed = self.routed(jobs, now)?;
         let jobs = routed.as_deref().unwrap_or(jobs);
         // A savepoint, so a refused batch leaves the rest of a group commit standing.
