@@ -110,6 +110,13 @@ pub struct LiveCounts {
     pub counted_at: UnixMillis,
 }
 
+impl LiveCounts {
+    /// How many live jobs were counted, all queues and states.
+    pub fn jobs(&self) -> u64 {
+        self.live.values().flat_map(|states| states.values()).sum()
+    }
+}
+
 /// What the overview shows.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Overview {

@@ -72,9 +72,23 @@ struct LiveCountsMade {
     cost: Duration,
 }
 
+/// What the rule needs to know of the last live count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastLiveCount {
+    /// What it took, from asking a pooled connection to the answer.
+    pub cost: Duration,
+    pub age: Duration,
+    /// How many live jobs it counted.
+    pub jobs: u64,
+}
+
 /// A live count that took no longer than this is redone for every page, so a small
 /// queue's page is always exact.
 const CHEAP_LIVE_COUNT: Duration = Duration::from_millis(10);
+/// Nor is a count of this many live jobs or fewer ever reused, however long it took: its
+/// cost then is a busy pool or a cold cache, not rows, and an operator looking at a
+/// handful of jobs expects the page to match them.
+const SMALL_LIVE_COUNT: u64 = 10_000;
 /// The least time between two counts of a big queue's live jobs; a count that costs more
 /// waits [`LIVE_RECOUNT_FACTOR`] times its cost, so counting takes at most 5% of a core.
 const LIVE_RECOUNT_EVERY: Duration = Duration::from_secs(2);
@@ -91,15 +105,16 @@ pub enum LiveCountsPlan {
     ReuseAndRecount,
 }
 
-/// The rule: given the last count's cost and age (none yet: count now) and whether a
-/// background count is under way. Counting a million waiting jobs reads a million rows
-/// (about 350 ms); redone for every refresh of every open page it would slow the queue
-/// it shows.
-pub fn plan_live_counts(last: Option<(Duration, Duration)>, recounting: bool) -> LiveCountsPlan {
+/// The rule: given the last count (none yet: count now) and whether a background count
+/// is under way. Counting a million waiting jobs reads a million rows (about 350 ms);
+/// redone for every refresh of every open page it would slow the queue it shows.
+pub fn plan_live_counts(last: Option<LastLiveCount>, recounting: bool) -> LiveCountsPlan {
     match last {
         None => LiveCountsPlan::CountNow,
-        Some((cost, _)) if cost <= CHEAP_LIVE_COUNT => LiveCountsPlan::CountNow,
-        Some((cost, age)) => {
+        Some(last) if last.cost <= CHEAP_LIVE_COUNT || last.jobs <= SMALL_LIVE_COUNT => {
+            LiveCountsPlan::CountNow
+        }
+        Some(LastLiveCount { cost, age, .. }) => {
             if !recounting && age >= LIVE_RECOUNT_EVERY.max(cost * LIVE_RECOUNT_FACTOR) {
                 LiveCountsPlan::ReuseAndRecount
             } else {
@@ -190,8 +205,11 @@ impl WebState {
         let last = self.live_counts.lock().expect("count lock").clone();
         let now = self.clock.monotonic();
         let plan = plan_live_counts(
-            last.as_ref()
-                .map(|made| (made.cost, now.saturating_duration_since(made.at))),
+            last.as_ref().map(|made| LastLiveCount {
+                cost: made.cost,
+                age: now.saturating_duration_since(made.at),
+                jobs: made.counts.jobs(),
+            }),
             self.recounting_live.load(Ordering::SeqCst),
         );
         let count = |state: Arc<Self>| async move {
@@ -564,37 +582,61 @@ mod tests {
     #[test]
     fn a_cheap_live_count_is_redone_for_every_page_and_a_costly_one_is_reused() {
         let ms = Duration::from_millis;
+        let big = |cost, age| {
+            Some(LastLiveCount {
+                cost: ms(cost),
+                age: ms(age),
+                jobs: 100_000,
+            })
+        };
         assert_eq!(plan_live_counts(None, false), LiveCountsPlan::CountNow);
-        // A small queue: exact on every page, however recent the last count.
+        // Cheap: exact on every page, however recent the last count.
+        assert_eq!(plan_live_counts(big(3, 0), false), LiveCountsPlan::CountNow);
         assert_eq!(
-            plan_live_counts(Some((ms(3), ms(0))), false),
+            plan_live_counts(big(CHEAP_LIVE_COUNT.as_millis() as u64, 0), true),
+            LiveCountsPlan::CountNow
+        );
+        // A handful of jobs whose count was slow (a busy machine): still exact.
+        let small_but_slow = LastLiveCount {
+            cost: ms(400),
+            age: ms(0),
+            jobs: SMALL_LIVE_COUNT,
+        };
+        assert_eq!(
+            plan_live_counts(Some(small_but_slow), false),
             LiveCountsPlan::CountNow
         );
         assert_eq!(
-            plan_live_counts(Some((CHEAP_LIVE_COUNT, ms(0))), true),
-            LiveCountsPlan::CountNow
+            plan_live_counts(
+                Some(LastLiveCount {
+                    jobs: SMALL_LIVE_COUNT + 1,
+                    ..small_but_slow
+                }),
+                false
+            ),
+            LiveCountsPlan::Reuse
         );
         // 30 ms (100,000 waiting): reused, and recounted every 2 s.
         assert_eq!(
-            plan_live_counts(Some((ms(30), ms(1_999))), false),
+            plan_live_counts(big(30, 1_999), false),
             LiveCountsPlan::Reuse
         );
         assert_eq!(
-            plan_live_counts(Some((ms(30), ms(2_000))), false),
+            plan_live_counts(big(30, 2_000), false),
             LiveCountsPlan::ReuseAndRecount
         );
         // One background count at a time.
         assert_eq!(
-            plan_live_counts(Some((ms(30), ms(60_000))), true),
+            plan_live_counts(big(30, 60_000), true),
             LiveCountsPlan::Reuse
         );
         // 400 ms (a million waiting): at most every 20 x 400 ms, 5% of a core.
         assert_eq!(
-            plan_live_counts(Some((ms(400), ms(7_999))), false),
+            plan_live_counts(big(400, 7_999), false),
             LiveCountsPlan::Reuse
         );
         assert_eq!(
-            plan_live_counts(Some((ms(400), ms(8_000))), false),
+            plan_live_counts(big(400, 8_000), false),
             LiveCountsPlan::ReuseAndRecount
         );
     }
