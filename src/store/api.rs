@@ -462,6 +462,8 @@ pub trait SqliteFile {
     fn wal_path(&self) -> PathBuf;
     /// Bytes in the WAL file (0 if there is none).
     fn wal_size(&self) -> u64;
+    /// Bytes one WAL frame takes: a page and its 24-byte header.
+    fn wal_frame_size(&self) -> Result<u64>;
     /// Bytes in the database file.
     fn file_size(&self) -> u64;
     /// An online backup to `dest` (replacing it only with `replace`).

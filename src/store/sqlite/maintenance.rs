@@ -25,6 +25,12 @@ impl SqliteStore {
     /// busy timeout is restored afterwards). A checkpoint that cannot finish is reported
     /// as `busy`, not as an error.
     pub fn checkpoint(&self, mode: CheckpointMode, wait: Duration) -> Result<Checkpoint> {
+        // Every mode but PASSIVE takes the write lock: wait for this process's writers
+        // on the gate, not in the busy handler's sleeps.
+        let _turn = match mode {
+            CheckpointMode::Passive => None,
+            _ => self.gate.as_ref().and_then(|g| g.enter(wait)),
+        };
         self.conn.busy_timeout(wait)?;
         let result = self.conn.query_row(mode.sql(), [], |row| {
             Ok(Checkpoint {
@@ -80,6 +86,14 @@ impl SqliteStore {
     /// The WAL file's size in bytes (0 when there is none).
     pub fn wal_size(&self) -> u64 {
         file_size(&self.wal_path())
+    }
+
+    /// Bytes one WAL frame takes: a page and its 24-byte header.
+    pub fn wal_frame_size(&self) -> Result<u64> {
+        let page: i64 = self
+            .conn
+            .query_row("PRAGMA page_size", [], |row| row.get(0))?;
+        Ok(page.max(0) as u64 + 24)
     }
 
     /// The database file's size in bytes, WAL not included.

@@ -10,6 +10,7 @@ mod claim;
 mod complete;
 pub mod example;
 mod flow;
+mod gate;
 mod guards;
 mod ingest;
 mod leases;
@@ -60,6 +61,8 @@ pub struct SqliteStore {
     busy_timeout: Duration,
     /// Routes each job enqueued through this connection ([`SqliteStore::set_router`]).
     router: Option<Arc<dyn Router>>,
+    /// This process's turn to write the file (none for a read-only connection).
+    gate: Option<Arc<gate::WriteGate>>,
 }
 
 impl SqliteStore {
@@ -82,6 +85,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             busy_timeout,
             router: None,
+            gate: None,
         })
     }
 
@@ -114,6 +118,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             busy_timeout: options.busy_timeout,
             router: None,
+            gate: Some(gate::WriteGate::for_file(path)),
         };
         db.configure(options)?;
         if options.migrate {
@@ -189,6 +194,7 @@ impl SqliteStore {
             }
             other => other,
         };
+        let _turn = self.gate.as_ref().and_then(|g| g.enter(self.busy_timeout));
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

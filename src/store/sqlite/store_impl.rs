@@ -211,6 +211,7 @@ impl SqliteFile for SqliteStore {
         fn set_journal_size_limit(&self, bytes: u64) -> Result<()>;
         fn wal_path(&self) -> PathBuf;
         fn wal_size(&self) -> u64;
+        fn wal_frame_size(&self) -> Result<u64>;
         fn file_size(&self) -> u64;
         fn backup_to(&self, dest: &Path, replace: bool) -> Result<BackupInfo>;
         fn integrity_check(&self) -> Result<Vec<String>>;
