@@ -124,8 +124,14 @@ mod tests {
                 gate.enter(Duration::from_secs(60)).is_some()
             })
         };
-        assert!(tried_rx.recv().unwrap(), "had the turn while another held it");
+        assert!(
+            tried_rx.recv().unwrap(),
+            "had the turn while another held it"
+        );
         drop(turn);
-        assert!(waiter.join().unwrap(), "never had the turn once it was free");
+        assert!(
+            waiter.join().unwrap(),
+            "never had the turn once it was free"
+        );
     }
 }
