@@ -165,8 +165,13 @@ fn restart(file: &dyn SqliteFile, mut last: Checkpoint) {
             }
         }
     }
-    if let Err(e) = file.checkpoint(CheckpointMode::Restart, RESTART_WAIT) {
-        tracing::debug!("checkpoint (Restart) failed: {e}");
+    match file.checkpoint(CheckpointMode::Restart, RESTART_WAIT) {
+        Ok(done) if !done.busy => tracing::debug!(
+            "the WAL starts over: all {} frames are copied back",
+            done.checkpointed_frames
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::debug!("checkpoint (Restart) failed: {e}"),
     }
 }
 

@@ -95,6 +95,11 @@ impl Sandbox {
 
     /// Starts the real daemon; its stderr goes to `jobd.log` in the sandbox.
     pub fn spawn_jobd(&self, args: &[&str]) -> Child {
+        self.spawn_jobd_logging(args, "info")
+    }
+
+    /// [`Sandbox::spawn_jobd`] with `RUST_LOG` set to `filter`.
+    pub fn spawn_jobd_logging(&self, args: &[&str], filter: &str) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -105,7 +110,7 @@ impl Sandbox {
             .arg(self.config())
             .args(args)
             .env_remove("NOTIFY_SOCKET")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -411,6 +411,66 @@ fn a_truncate_checkpoint_reports_a_reader_in_the_way_and_then_empties_the_wal() 
     assert_eq!(count_state(&sandbox.db(), "queued"), 501);
 }
 
+#[test]
+fn under_a_steady_load_the_wal_starts_over_without_waiting_for_its_limit() {
+    // No reader in the way, and a limit the load would pass within seconds: the
+    // checkpointer lets the WAL start over once half of it is in use (PASSIVE rounds
+    // alone never get there while commits go on), instead of growing to the limit and
+    // cutting it with a TRUNCATE that holds writes back.
+    let sandbox = Sandbox::new(
+        "workers = 4\nsynchronous = \"normal\"\nwal_limit = \"4MiB\"",
+        "",
+    );
+    sandbox.migrate();
+    // The checkpointer says each restart at debug level.
+    let mut jobd = sandbox.spawn_jobd_logging(&[], "info,jobd::daemon::checkpointer=debug");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let db = sandbox.db();
+        std::thread::spawn(move || {
+            let mut conn = connect(&db);
+            let payload = json!({"pad": "x".repeat(400)}).to_string();
+            while !stop.load(Ordering::SeqCst) {
+                let tx = conn.transaction().unwrap();
+                for _ in 0..50 {
+                    tx.execute(
+                        "INSERT INTO jobs(kind, payload) VALUES ('noop', ?1)",
+                        [&payload],
+                    )
+                    .unwrap();
+                }
+                tx.commit().unwrap();
+                // An outside writer's pace: the load under test, not a wait.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    wait_for_explained(
+        Duration::from_secs(60),
+        "the checkpointer to let the WAL start over under load",
+        || sandbox.log().contains("the WAL starts over").then_some(()),
+        || {
+            format!(
+                "the WAL is {} bytes; log:\n{}",
+                std::fs::metadata(format!("{}-wal", sandbox.db().display()))
+                    .map(|m| m.len())
+                    .unwrap_or(0),
+                sandbox.log()
+            )
+        },
+    );
+    stop.store(true, Ordering::SeqCst);
+    writer.join().unwrap();
+    assert!(
+        jobd.try_wait().unwrap().is_none(),
+        "jobd died: {}",
+        sandbox.log()
+    );
+    signal(&jobd, libc::SIGTERM);
+    assert!(wait_exit(&mut jobd, Duration::from_secs(60)).success());
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / (1 << 20) as f64)
 }
