@@ -56,6 +56,11 @@ struct Args {
     /// Isolation: jobs in the timed drain of the other queue.
     #[arg(long, default_value_t = 20_000)]
     isolation_drain: usize,
+    /// Isolation: with more than 1, each scenario runs this many pairs with a baseline
+    /// of its own, in alternating order, and the median of the pairs' changes is printed
+    /// (one baseline against one run moves as much as the bounds).
+    #[arg(long, default_value_t = 1)]
+    isolation_pairs: usize,
     /// Scale: queued jobs drained, against `--jobs`.
     #[arg(long, default_value_t = 1_000_000)]
     scale_queued: usize,
@@ -665,6 +670,10 @@ fn bench_isolation(args: &Args) {
             args.isolation_waiting,
         ),
     ] {
+        if args.isolation_pairs > 1 {
+            isolation_pairs(args, label, waiting, future);
+            continue;
+        }
         let with = isolation_run(args, waiting, future);
         println!(
             "isolation, {} jobs {label}: ack p50 {:.3} ms ({:+.1}%), pickup p50 {:.3} ms \
@@ -678,6 +687,57 @@ fn bench_isolation(args: &Args) {
             change(with.drain, base.drain)
         );
     }
+}
+
+/// `--isolation-pairs N`: N baselines and N runs of one scenario, alternating which goes
+/// first; prints each pair's changes and their medians.
+fn isolation_pairs(args: &Args, label: &str, waiting: usize, future: usize) {
+    let change = |with: f64, without: f64| (with / without - 1.0) * 100.0;
+    let mut changes: [Vec<f64>; 3] = Default::default();
+    for pair in 0..args.isolation_pairs {
+        let (base, with) = if pair % 2 == 0 {
+            let base = isolation_run(args, 0, 0);
+            (base, isolation_run(args, waiting, future))
+        } else {
+            let with = isolation_run(args, waiting, future);
+            (isolation_run(args, 0, 0), with)
+        };
+        let pair_changes = [
+            change(with.ack_p50.as_secs_f64(), base.ack_p50.as_secs_f64()),
+            change(with.pickup_p50.as_secs_f64(), base.pickup_p50.as_secs_f64()),
+            change(with.drain, base.drain),
+        ];
+        println!(
+            "  pair {}: ack {:+.1}%, pickup {:+.1}%, drain {:+.1}% ({:.0} against {:.0} jobs/s)",
+            pair + 1,
+            pair_changes[0],
+            pair_changes[1],
+            pair_changes[2],
+            with.drain,
+            base.drain
+        );
+        for (all, one) in changes.iter_mut().zip(pair_changes) {
+            all.push(one);
+        }
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        }
+    };
+    println!(
+        "isolation, {} jobs {label}, median of {} pairs: ack p50 {:+.1}%, pickup p50 {:+.1}%, \
+         drain {:+.1}% (bounds: +-20%, +-20%, -10%)",
+        args.isolation_waiting,
+        args.isolation_pairs,
+        median(&mut changes[0]),
+        median(&mut changes[1]),
+        median(&mut changes[2])
+    );
 }
 
 /// Drains `queued` noop jobs seeded with plain SQL over `history` succeeded rows, with
