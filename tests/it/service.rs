@@ -290,6 +290,32 @@ fn vacuum_shrinks_the_file_after_a_purge_and_keeps_the_jobs() {
 
 // ---------------------------------------------------------------- WAL policy
 
+/// An outside process's load: 50 jobs with a 400-byte payload per transaction, with
+/// `pause` between transactions, until `stop`.
+fn outside_writer(
+    db: PathBuf,
+    stop: Arc<AtomicBool>,
+    pause: Duration,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut conn = connect(&db);
+        let payload = json!({"pad": "x".repeat(400)}).to_string();
+        while !stop.load(Ordering::SeqCst) {
+            let tx = conn.transaction().unwrap();
+            for _ in 0..50 {
+                tx.execute(
+                    "INSERT INTO jobs(kind, payload) VALUES ('noop', ?1)",
+                    [&payload],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+            // An outside writer's pace: the load under test, not a wait.
+            std::thread::sleep(pause);
+        }
+    })
+}
+
 /// Continuous load (an outside writer plus the daemon's completions) with a reader that
 /// holds a read transaction for `hold`, lets go briefly, and starts again. Returns the WAL
 /// size sampled every 250 ms.
@@ -301,27 +327,7 @@ fn wal_under_load(wal_limit: &str, hold: Duration, run_for: Duration) -> (Vec<u6
     sandbox.migrate();
     let mut jobd = sandbox.spawn_jobd(&[]);
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let db = sandbox.db();
-        std::thread::spawn(move || {
-            let mut conn = connect(&db);
-            let payload = json!({"pad": "x".repeat(400)}).to_string();
-            while !stop.load(Ordering::SeqCst) {
-                let tx = conn.transaction().unwrap();
-                for _ in 0..50 {
-                    tx.execute(
-                        "INSERT INTO jobs(kind, payload) VALUES ('noop', ?1)",
-                        [&payload],
-                    )
-                    .unwrap();
-                }
-                tx.commit().unwrap();
-                // An outside writer's pace: the load under test, not a wait.
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    let writer = outside_writer(sandbox.db(), stop.clone(), Duration::from_millis(10));
     let reader = {
         let stop = stop.clone();
         let db = sandbox.db();
@@ -425,27 +431,7 @@ fn under_a_steady_load_the_wal_starts_over_without_waiting_for_its_limit() {
     // The checkpointer says each restart at debug level.
     let mut jobd = sandbox.spawn_jobd_logging(&[], "info,jobd::daemon::checkpointer=debug");
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let stop = stop.clone();
-        let db = sandbox.db();
-        std::thread::spawn(move || {
-            let mut conn = connect(&db);
-            let payload = json!({"pad": "x".repeat(400)}).to_string();
-            while !stop.load(Ordering::SeqCst) {
-                let tx = conn.transaction().unwrap();
-                for _ in 0..50 {
-                    tx.execute(
-                        "INSERT INTO jobs(kind, payload) VALUES ('noop', ?1)",
-                        [&payload],
-                    )
-                    .unwrap();
-                }
-                tx.commit().unwrap();
-                // An outside writer's pace: the load under test, not a wait.
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
+    let writer = outside_writer(sandbox.db(), stop.clone(), Duration::from_millis(5));
     wait_for_explained(
         Duration::from_secs(60),
         "the checkpointer to let the WAL start over under load",
