@@ -9,6 +9,7 @@ pub mod journal;
 pub mod lock;
 pub mod notify;
 pub mod scheduler;
+pub mod status;
 pub mod workers;
 
 use crate::clock::SharedClock;
@@ -375,6 +376,23 @@ impl Daemon {
             metrics_rx,
         )
         .map_err(|e| DaemonError::Setup(format!("cannot start the metrics writer: {e}")))?;
+        // Bounded(1) as well: a count still running skips a refresh.
+        let status_tx = if notifier.enabled() {
+            let (status_tx, status_rx) = crossbeam_channel::bounded(1);
+            let status_notifier = notifier
+                .try_clone()
+                .map_err(|e| DaemonError::Setup(format!("cannot reach NOTIFY_SOCKET: {e}")))?;
+            status::spawn_status_writer(
+                database.clone(),
+                config.daemon.busy_timeout,
+                status_notifier,
+                status_rx,
+            )
+            .map_err(|e| DaemonError::Setup(format!("cannot start the status writer: {e}")))?;
+            Some(status_tx)
+        } else {
+            None
+        };
         let checkpointer =
             checkpointer::Checkpointer::spawn(checkpointer_db, shared_config.clone())
                 .map_err(|e| DaemonError::Setup(format!("cannot start the checkpointer: {e}")))?;
@@ -389,6 +407,7 @@ impl Daemon {
             options.once,
             notifier,
             metrics_tx,
+            status_tx,
         );
         let journal = dispatcher.recover()?;
         let workers = workers::spawn(

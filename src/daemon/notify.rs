@@ -27,6 +27,18 @@ impl Notifier {
         Notifier { socket, watchdog }
     }
 
+    /// A second notifier to the same socket, for another thread.
+    pub fn try_clone(&self) -> std::io::Result<Notifier> {
+        let socket = match &self.socket {
+            Some((socket, target)) => Some((socket.try_clone()?, target.clone())),
+            None => None,
+        };
+        Ok(Notifier {
+            socket,
+            watchdog: self.watchdog,
+        })
+    }
+
     pub fn enabled(&self) -> bool {
         self.socket.is_some()
     }

@@ -405,6 +405,18 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
 #[test]
 fn sd_notify_reports_ready_watchdog_status_and_stopping() {
     let sandbox = Sandbox::new("", "");
+    // Two jobs due in a day: the status thread's count must find them.
+    let in_a_day = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 86_400_000;
+    enqueue_many(
+        &sandbox,
+        (0..2)
+            .map(|_| NewJob::new("noop", json!({})).run_at(in_a_day))
+            .collect(),
+    );
     let socket_path = sandbox.path("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
@@ -420,10 +432,16 @@ fn sd_notify_reports_ready_watchdog_status_and_stopping() {
         .unwrap();
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
+    // Watchdog pings keep coming, so the wait for the rest needs a deadline of its own.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !(seen.contains("READY=1")
         && seen.contains("WATCHDOG=1")
-        && seen.contains("STATUS=ready"))
+        && seen.contains("STATUS=ready 2, running 0; since start: 0 succeeded"))
     {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no READY=1, WATCHDOG=1 and a STATUS= line counting the 2 jobs within 20 s: {seen}"
+        );
         let n = socket.recv(&mut buf).expect("a notification");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         seen.push('\n');

@@ -125,6 +125,8 @@ struct Outlets {
     work: Sender<Assignment>,
     notifier: Notifier,
     metrics: Sender<DaemonSnapshot>,
+    /// The status thread, which counts the jobs for `STATUS=`; None when not under systemd.
+    status: Option<Sender<Counters>>,
 }
 
 pub struct Dispatcher {
@@ -165,6 +167,7 @@ impl Dispatcher {
         once: bool,
         notifier: Notifier,
         metrics: Sender<DaemonSnapshot>,
+        status: Option<Sender<Counters>>,
     ) -> Dispatcher {
         let config = shared_config.read().expect("config lock").clone();
         let timers = Timers::starting_at(clock.monotonic(), notifier.watchdog_interval());
@@ -194,6 +197,7 @@ impl Dispatcher {
                 work,
                 notifier,
                 metrics,
+                status,
             },
             flights: InFlightTable::default(),
             journal: None,

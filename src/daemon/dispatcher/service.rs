@@ -55,18 +55,12 @@ impl Dispatcher {
                 self.timers.watchdog = Some(at + interval);
             }
         }
-        if notifier.enabled() && at >= self.timers.status {
-            self.timers.status = at + STATUS_INTERVAL;
-            let live = self.db.live_counts().unwrap_or_default();
-            let counters = &self.stats.counters;
-            notifier.status(&format!(
-                "ready {}, running {}; since start: {} succeeded, {} retried, {} dead",
-                live.get("ready").unwrap_or(&0),
-                live.get("running").unwrap_or(&0),
-                counters.succeeded,
-                counters.retried,
-                counters.dead
-            ));
+        if let Some(status) = &self.outlets.status {
+            if at >= self.timers.status {
+                self.timers.status = at + STATUS_INTERVAL;
+                // The status thread counts; a count still running skips this refresh.
+                let _ = status.try_send(self.stats.counters);
+            }
         }
     }
 

@@ -67,6 +67,7 @@ fn harness(daemon: &str) -> Harness {
         false,
         Notifier::default(),
         metrics,
+        None,
     );
     let journal = dispatcher.recover().unwrap();
     let db = crate::store::open(&database, &OpenOptions::default()).unwrap();
