@@ -111,7 +111,10 @@ struct Client {
 
 impl Client {
     fn connect(daemon: &Daemon) -> Client {
-        let stream = UnixStream::connect(&daemon.socket).unwrap();
+        Client::over(UnixStream::connect(&daemon.socket).unwrap())
+    }
+
+    fn over(stream: UnixStream) -> Client {
         Client {
             writer: stream.try_clone().unwrap(),
             reader: BufReader::new(stream),
@@ -198,6 +201,34 @@ fn pings(daemon: &Daemon, seconds: f64) -> Duration {
         n += 1;
     }
     started.elapsed() / n
+}
+
+/// The floor under the ping: the same line protocol over a Unix socket to a thread that
+/// only reads a line and answers it, with no daemon behind it. Both ends block in
+/// `read`, as jobd's reading thread and the bench's client do, so each round trip is two
+/// wake-ups of a sleeping thread; what a ping costs beyond this is jobd's own.
+fn raw_echo_round_trip(seconds: f64) -> Duration {
+    let (client_end, server_end) = UnixStream::pair().unwrap();
+    let server = std::thread::spawn(move || {
+        let mut writer = server_end.try_clone().unwrap();
+        let mut reader = BufReader::new(server_end);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            writer.write_all(b"{\"ok\":true}\n").unwrap();
+            line.clear();
+        }
+    });
+    let mut client = Client::over(client_end);
+    let started = Instant::now();
+    let mut n = 0u32;
+    while started.elapsed().as_secs_f64() < seconds {
+        client.call("{\"op\":\"ping\"}\n");
+        n += 1;
+    }
+    let took = started.elapsed() / n;
+    drop(client);
+    server.join().unwrap();
+    took
 }
 
 fn batch_line(size: usize) -> String {
@@ -377,10 +408,16 @@ pub fn run(what: &str, modes: &[Synchronous], seconds: f64, batch_count: usize) 
             println!(
                 "raw rusqlite loop, 1 INSERT per transaction, synchronous={m}: {raw:.0} jobs/s"
             );
+            let echo = raw_echo_round_trip(seconds);
+            println!(
+                "raw Unix-socket echo round trip (a thread answering each line): {:.1} us",
+                echo.as_secs_f64() * 1e6
+            );
             let ping = pings(&daemon, seconds);
             println!(
-                "socket ping round trip, synchronous={m}: {:.1} us (target <= 15 us)",
-                ping.as_secs_f64() * 1e6
+                "socket ping round trip, synchronous={m}: {:.1} us, {:.2}x the raw echo (target <= 15 us)",
+                ping.as_secs_f64() * 1e6,
+                ping.as_secs_f64() / echo.as_secs_f64()
             );
             let one = single_enqueues(&daemon, 1, seconds);
             println!(
