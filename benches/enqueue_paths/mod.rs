@@ -133,6 +133,12 @@ impl Client {
 
 /// One INSERT per transaction with rusqlite on the schema jobd made: the ceiling.
 fn raw_single_inserts(dir: &Path, mode: Synchronous, seconds: f64) -> f64 {
+    raw_inserts(dir, mode, seconds, 1)
+}
+
+/// `per_transaction` INSERTs of one prepared statement per transaction, with rusqlite
+/// on the schema jobd made, for `seconds`: jobs per second.
+fn raw_inserts(dir: &Path, mode: Synchronous, seconds: f64, per_transaction: usize) -> f64 {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("raw.db");
     drop(
@@ -156,15 +162,20 @@ fn raw_single_inserts(dir: &Path, mode: Synchronous, seconds: f64) -> f64 {
     let mut n = 0u64;
     while started.elapsed().as_secs_f64() < seconds {
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        conn.prepare_cached(
-            "INSERT INTO jobs (queue, kind, payload, run_at, created_at, updated_at) \
-             VALUES ('default', 'noop', ?1, ?2, ?2, ?2)",
-        )
-        .unwrap()
-        .execute(rusqlite::params![payload, 1_000_000_000_000i64 + n as i64])
-        .unwrap();
+        let mut insert = conn
+            .prepare_cached(
+                "INSERT INTO jobs (queue, kind, payload, run_at, created_at, updated_at) \
+                 VALUES ('default', 'noop', ?1, ?2, ?2, ?2)",
+            )
+            .unwrap();
+        for _ in 0..per_transaction {
+            insert
+                .execute(rusqlite::params![payload, 1_000_000_000_000i64 + n as i64])
+                .unwrap();
+            n += 1;
+        }
+        drop(insert);
         conn.execute_batch("COMMIT").unwrap();
-        n += 1;
     }
     n as f64 / started.elapsed().as_secs_f64()
 }
@@ -430,10 +441,15 @@ pub fn run(what: &str, modes: &[Synchronous], seconds: f64, batch_count: usize) 
                 "socket single enqueue, ack awaited, 16 clients, synchronous={m}: {many:.0} jobs/s, {:.2}x raw 1/txn (target full >= 40,000/s)",
                 many / raw
             );
+            let raw_batch = raw_inserts(&root.join("raw-batch"), mode, seconds, 1_000);
+            println!(
+                "raw rusqlite loop, 1,000 INSERTs per transaction, synchronous={m}: {raw_batch:.0} jobs/s"
+            );
             let batched = batches(&daemon, 1_000, seconds);
             println!(
-                "socket batch enqueue, 1,000 jobs a request, synchronous={m}: {batched:.0} jobs/s, {:.1}x raw 1/txn (targets: normal >= 250,000; full >= 200,000)",
-                batched / raw
+                "socket batch enqueue, 1,000 jobs a request, synchronous={m}: {batched:.0} jobs/s, {:.1}x raw 1/txn, {:.2}x raw 1,000/txn (targets: normal >= 250,000; full >= 200,000)",
+                batched / raw,
+                batched / raw_batch
             );
             let file = jobctl_file(&daemon, &root, 200_000);
             println!(
