@@ -61,6 +61,10 @@ struct Args {
     /// (one baseline against one run moves as much as the bounds).
     #[arg(long, default_value_t = 1)]
     isolation_pairs: usize,
+    /// Isolation: run only this scenario once, with no warm-up and no baseline (base,
+    /// held or future), e.g. one at a time under callgrind.
+    #[arg(long)]
+    isolation_scenario: Option<String>,
     /// Scale: queued jobs drained, against `--jobs`.
     #[arg(long, default_value_t = 1_000_000)]
     scale_queued: usize,
@@ -651,6 +655,24 @@ fn isolation_run(args: &Args, waiting: usize, future: usize) -> IsolationFigures
 fn bench_isolation(args: &Args) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let change = |with: f64, without: f64| (with / without - 1.0) * 100.0;
+    if let Some(scenario) = &args.isolation_scenario {
+        let n = args.isolation_waiting;
+        let (waiting, future) = match scenario.as_str() {
+            "base" => (0, 0),
+            "held" => (n, 0),
+            "future" => (0, n),
+            other => panic!("--isolation-scenario {other}: base, held or future"),
+        };
+        let run = isolation_run(args, waiting, future);
+        println!(
+            "isolation, scenario {scenario} alone: ack p50 {:.3} ms, pickup p50 {:.3} ms, \
+             drain {:.0} jobs/s",
+            ms(run.ack_p50),
+            ms(run.pickup_p50),
+            run.drain
+        );
+        return;
+    }
     // A first run warms the page cache and the allocator; its figures are not kept.
     isolation_run(args, 0, 0);
     let base = isolation_run(args, 0, 0);
