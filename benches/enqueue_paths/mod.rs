@@ -122,6 +122,17 @@ impl Client {
         }
     }
 
+    /// Pings, one after another, for `seconds`: the mean round trip.
+    fn mean_ping(mut self, seconds: f64) -> Duration {
+        let started = Instant::now();
+        let mut n = 0u32;
+        while started.elapsed().as_secs_f64() < seconds {
+            self.call("{\"op\":\"ping\"}\n");
+            n += 1;
+        }
+        started.elapsed() / n
+    }
+
     fn call(&mut self, request: &str) -> &str {
         self.writer.write_all(request.as_bytes()).unwrap();
         self.line.clear();
@@ -204,14 +215,7 @@ fn single_enqueues(daemon: &Daemon, clients: usize, seconds: f64) -> f64 {
 }
 
 fn pings(daemon: &Daemon, seconds: f64) -> Duration {
-    let mut client = Client::connect(daemon);
-    let started = Instant::now();
-    let mut n = 0u32;
-    while started.elapsed().as_secs_f64() < seconds {
-        client.call("{\"op\":\"ping\"}\n");
-        n += 1;
-    }
-    started.elapsed() / n
+    Client::connect(daemon).mean_ping(seconds)
 }
 
 /// The floor under the ping: the same line protocol over a Unix socket to a thread that
@@ -229,15 +233,7 @@ fn raw_echo_round_trip(seconds: f64) -> Duration {
             line.clear();
         }
     });
-    let mut client = Client::over(client_end);
-    let started = Instant::now();
-    let mut n = 0u32;
-    while started.elapsed().as_secs_f64() < seconds {
-        client.call("{\"op\":\"ping\"}\n");
-        n += 1;
-    }
-    let took = started.elapsed() / n;
-    drop(client);
+    let took = Client::over(client_end).mean_ping(seconds);
     server.join().unwrap();
     took
 }
