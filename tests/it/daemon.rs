@@ -432,32 +432,31 @@ fn sd_notify_reports_ready_watchdog_status_and_stopping() {
         .unwrap();
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
-    // Watchdog pings keep coming, so the wait for the rest needs a deadline of its own.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !(seen.contains("READY=1")
-        && seen.contains("WATCHDOG=1")
-        && seen.contains("STATUS=ready 2, running 0; since start: 0 succeeded"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no READY=1, WATCHDOG=1 and a STATUS= line counting the 2 jobs within 20 s: {seen}"
-        );
-        let n = socket.recv(&mut buf).expect("a notification");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        seen.push('\n');
-    }
+    // Watchdog pings keep coming, so each wait needs a deadline of its own.
+    let mut wait_for = |what: &str, arrived: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !arrived(&seen) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what} within 20 s: {seen}"
+            );
+            let n = socket.recv(&mut buf).expect("a notification");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+            seen.push('\n');
+        }
+    };
+    wait_for(
+        "READY=1, WATCHDOG=1 and a STATUS= line counting the 2 jobs",
+        &|seen| {
+            seen.contains("READY=1")
+                && seen.contains("WATCHDOG=1")
+                && seen.contains("STATUS=ready 2, running 0; since start: 0 succeeded")
+        },
+    );
     signal(&jobd, libc::SIGHUP);
-    while !seen.contains("RELOADING=1") {
-        let n = socket.recv(&mut buf).expect("RELOADING=1");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        seen.push('\n');
-    }
+    wait_for("RELOADING=1", &|seen| seen.contains("RELOADING=1"));
     signal(&jobd, libc::SIGTERM);
-    while !seen.contains("STOPPING=1") {
-        let n = socket.recv(&mut buf).expect("STOPPING=1");
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        seen.push('\n');
-    }
+    wait_for("STOPPING=1", &|seen| seen.contains("STOPPING=1"));
     assert!(wait_exit(&mut jobd, Duration::from_secs(20)).success());
     assert!(
         seen.contains("RELOADING=1") && seen.contains("MONOTONIC_USEC="),
