@@ -5,7 +5,8 @@
 //! cargo bench --bench queue -- [--jobs N] [--workers W] [--synchronous normal|full]
 //!                               [--history N] [--only enqueue|drain|latency|history|isolation|scale]
 //!                               [--isolation-waiting N] [--isolation-samples N] [--isolation-drain N]
-//!                               [--scale-queued N] [--scale-history N]
+//!                               [--isolation-pairs N] [--isolation-scenario base|held|future]
+//!                               [--scale-queued N] [--scale-history N] [--scale-pairs N]
 //!                               [--only socket|pickup] [--seconds S] (issue 15: enqueue_paths)
 //!                               [--only socket-batch] [--batches N] (scripts/enqueue-callgrind.sh)
 //!                               [--drain-runs raw1,raw64,jobd]
@@ -71,6 +72,10 @@ struct Args {
     /// Scale: succeeded rows in the table under a drain of `--jobs`, against none.
     #[arg(long, default_value_t = 10_000_000)]
     scale_history: usize,
+    /// Scale: with more than 1, each comparison runs this many pairs, in alternating
+    /// order, and the median of the pairs' changes is printed.
+    #[arg(long, default_value_t = 1)]
+    scale_pairs: usize,
     /// How long each socket and pickup measurement runs (issue 15: enqueue_paths).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -711,6 +716,17 @@ fn bench_isolation(args: &Args) {
     }
 }
 
+/// The median of the values (the mean of the middle two for an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
 /// `--isolation-pairs N`: N baselines and N runs of one scenario, alternating which goes
 /// first; prints each pair's changes and their medians.
 fn isolation_pairs(args: &Args, label: &str, waiting: usize, future: usize) {
@@ -742,15 +758,6 @@ fn isolation_pairs(args: &Args, label: &str, waiting: usize, future: usize) {
             all.push(one);
         }
     }
-    let median = |values: &mut Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        let n = values.len();
-        if n % 2 == 1 {
-            values[n / 2]
-        } else {
-            (values[n / 2 - 1] + values[n / 2]) / 2.0
-        }
-    };
     println!(
         "isolation, {} jobs {label}, median of {} pairs: ack p50 {:+.1}%, pickup p50 {:+.1}%, \
          drain {:+.1}% (bounds: +-20%, +-20%, -10%)",
@@ -798,6 +805,27 @@ fn scale_drain(args: &Args, queued: usize, history: usize) -> f64 {
 fn bench_scale(args: &Args) {
     // A first drain warms the page cache and the allocator; its figure is not kept.
     scale_drain(args, args.jobs, 0);
+    if args.scale_pairs > 1 {
+        scale_pairs(
+            args,
+            &format!(
+                "drain of {} queued against {}",
+                args.scale_queued, args.jobs
+            ),
+            (args.jobs, 0),
+            (args.scale_queued, 0),
+        );
+        scale_pairs(
+            args,
+            &format!(
+                "drain of {} over {} succeeded rows against an empty table",
+                args.jobs, args.scale_history
+            ),
+            (args.jobs, 0),
+            (args.jobs, args.scale_history),
+        );
+        return;
+    }
     let small = scale_drain(args, args.jobs, 0);
     let big = scale_drain(args, args.scale_queued, 0);
     println!(
@@ -813,5 +841,31 @@ fn bench_scale(args: &Args) {
         args.jobs,
         args.scale_history,
         (full / empty - 1.0) * 100.0
+    );
+}
+
+/// `--scale-pairs N`: N drains of each side, `(queued, history)`, alternating which goes
+/// first; prints each pair's change and their median (bound: within 10%).
+fn scale_pairs(args: &Args, label: &str, base: (usize, usize), with: (usize, usize)) {
+    let mut changes = Vec::with_capacity(args.scale_pairs);
+    for pair in 0..args.scale_pairs {
+        let (base_rate, with_rate) = if pair % 2 == 0 {
+            let b = scale_drain(args, base.0, base.1);
+            (b, scale_drain(args, with.0, with.1))
+        } else {
+            let w = scale_drain(args, with.0, with.1);
+            (scale_drain(args, base.0, base.1), w)
+        };
+        let change = (with_rate / base_rate - 1.0) * 100.0;
+        println!(
+            "  pair {}: {change:+.1}% ({with_rate:.0} against {base_rate:.0} jobs/s)",
+            pair + 1
+        );
+        changes.push(change);
+    }
+    println!(
+        "scale, {label}, median of {} pairs: {:+.1}% (bound: within 10%)",
+        args.scale_pairs,
+        median(&mut changes)
     );
 }
