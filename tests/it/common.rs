@@ -119,6 +119,11 @@ impl Sandbox {
         child
     }
 
+    /// Has a daemon the test spawned with its own `Command` killed with the sandbox too.
+    pub fn track(&self, child: &Child) {
+        self.spawned.borrow_mut().push(child.id());
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("jobd.log")).unwrap_or_default()
     }

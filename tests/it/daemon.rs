@@ -430,6 +430,7 @@ fn sd_notify_reports_ready_watchdog_status_and_stopping() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    sandbox.track(&jobd);
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
     // Watchdog pings keep coming, so each wait needs a deadline of its own.

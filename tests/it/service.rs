@@ -68,6 +68,7 @@ fn journald_run(journal_stream: impl Fn(&Path) -> String) -> String {
         )
         .spawn()
         .unwrap();
+    sandbox.track(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
     sandbox.log()
 }
