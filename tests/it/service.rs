@@ -371,13 +371,7 @@ fn wal_under_load(wal_limit: &str, hold: Duration, run_for: Duration) -> (Vec<u6
         || format!("the WAL is {} bytes, the limit {limit}", size()),
     );
     let after = size();
-    assert!(
-        jobd.try_wait().unwrap().is_none(),
-        "jobd died: {}",
-        sandbox.log()
-    );
-    signal(&jobd, libc::SIGTERM);
-    assert!(wait_exit(&mut jobd, Duration::from_secs(60)).success());
+    stop_the_daemon_still_running(&mut jobd, &sandbox);
     let done = count_state(&sandbox.db(), "succeeded");
     println!("jobs succeeded during the run: {done}");
     (samples, after)
@@ -449,13 +443,19 @@ fn under_a_steady_load_the_wal_starts_over_without_waiting_for_its_limit() {
     );
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
+    stop_the_daemon_still_running(&mut jobd, &sandbox);
+}
+
+/// Checks the daemon lived through the test, then stops it with SIGTERM and waits for a
+/// clean exit.
+fn stop_the_daemon_still_running(jobd: &mut std::process::Child, sandbox: &Sandbox) {
     assert!(
         jobd.try_wait().unwrap().is_none(),
         "jobd died: {}",
         sandbox.log()
     );
-    signal(&jobd, libc::SIGTERM);
-    assert!(wait_exit(&mut jobd, Duration::from_secs(60)).success());
+    signal(jobd, libc::SIGTERM);
+    assert!(wait_exit(jobd, Duration::from_secs(60)).success());
 }
 
 fn mib(bytes: u64) -> String {
