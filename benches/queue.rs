@@ -9,10 +9,12 @@
 //!                               [--scale-queued N] [--scale-history N] [--scale-pairs N]
 //!                               [--only socket|pickup] [--seconds S] (issue 15: enqueue_paths)
 //!                               [--only socket-batch] [--batches N] (scripts/enqueue-callgrind.sh)
-//!                               [--drain-runs raw1,raw64,jobd]
+//!                               [--drain-runs raw1,raw64,rawschema,jobd]
 //!
 //! `drain` also runs raw rusqlite loops (claim + complete, 1 and 64 jobs per transaction,
-//! WAL, the same synchronous) in the same run and prints jobd's drain as a ratio to them.
+//! WAL, the same synchronous) in the same run and prints jobd's drain as a ratio to them,
+//! and the 64/txn loop on jobd's own schema (`rawschema`), which splits the gap into what
+//! the schema costs and what the daemon costs.
 
 mod enqueue_paths;
 
@@ -82,9 +84,9 @@ struct Args {
     /// `--only socket-batch`: how many requests of 1,000 jobs to send.
     #[arg(long, default_value_t = 20)]
     batches: usize,
-    /// Which of `drain`'s runs to make (comma-separated: raw1, raw64, jobd), e.g. one at
+    /// Which of `drain`'s runs to make (comma-separated: raw1, raw64, rawschema, jobd), e.g. one at
     /// a time under callgrind (scripts/drain-callgrind.sh).
-    #[arg(long, default_value = "raw1,raw64,jobd")]
+    #[arg(long, default_value = "raw1,raw64,rawschema,jobd")]
     drain_runs: String,
     /// Ignored: cargo bench passes it.
     #[arg(long, hide = true)]
@@ -120,6 +122,14 @@ fn main() {
         for mode in &modes {
             let raw_one = drain_runs("raw1").then(|| raw_drain(args.jobs.min(20_000), *mode, 1));
             let raw_many = drain_runs("raw64").then(|| raw_drain(args.jobs, *mode, 64));
+            let raw_schema = drain_runs("rawschema").then(|| raw_schema_drain(args.jobs, *mode));
+            if let (Some(raw_schema), Some(raw_many)) = (raw_schema, raw_many) {
+                println!(
+                    "schema floor, synchronous={mode:?}: raw loop on jobd's schema {raw_schema:.0} \
+                     / raw 64/txn {raw_many:.0} = {:.2}",
+                    raw_schema / raw_many
+                );
+            }
             if !drain_runs("jobd") {
                 continue;
             }
@@ -129,6 +139,13 @@ fn main() {
                 "drain: {} noop jobs, {} workers, synchronous={:?}: {rate:.0} jobs/s",
                 args.jobs, args.workers, mode
             );
+            if let Some(raw_schema) = raw_schema {
+                println!(
+                    "daemon share, synchronous={mode:?}: jobd {rate:.0} / raw loop on jobd's schema \
+                     {raw_schema:.0} = {:.2}",
+                    rate / raw_schema
+                );
+            }
             if let (Some(raw_one), Some(raw_many)) = (raw_one, raw_many) {
                 println!(
                     "drain ratio, synchronous={mode:?}: jobd {rate:.0} / raw 64/txn {raw_many:.0} = {:.2} \
@@ -518,6 +535,132 @@ fn raw_claim_loop(conn: &mut rusqlite::Connection, n: usize, per_txn: usize) {
         tx.commit().unwrap();
         assert!(!ids.is_empty(), "the raw queue ran dry early");
         done += ids.len();
+    }
+}
+
+/// The raw 64/txn loop on jobd's own schema (every migration applied): the jobs are
+/// enqueued by the store, as for jobd's drain, and then claimed and completed by plain
+/// SQL that writes what jobd's claim and completion write per job (the claim's columns,
+/// the success's columns, an attempt row), 64 per transaction, with no daemon around it.
+/// The gap between the raw 64/txn loop and this one is what the schema costs per job;
+/// the gap between this one and jobd's drain is what the daemon costs.
+fn raw_schema_drain(n: usize, synchronous: Synchronous) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    {
+        let mut db = open(&path, synchronous);
+        let now = SystemClock.now_ms();
+        for chunk in noop_jobs(n).chunks(10_000) {
+            db.write(|tx| tx.enqueue(chunk, now)).unwrap();
+        }
+    }
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    let sync = match synchronous {
+        Synchronous::Full => "FULL",
+        _ => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
+    ))
+    .unwrap();
+    let start = Instant::now();
+    raw_schema_claim_loop(&mut conn, n);
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "raw loop on jobd's schema: {n} jobs, 64 per transaction, synchronous={synchronous:?}: {rate:.0} jobs/s"
+    );
+    rate
+}
+
+/// [`raw_schema_drain`]'s timed part, one transaction per 64 jobs: read the group's rows
+/// and claim them, complete them by one `UPDATE ... WHERE id IN (...)`, write their
+/// attempt rows by one multi-row `INSERT`: the statements jobd's claim and completion
+/// run (src/store/sqlite/claim.rs, complete.rs). Not inlined, so callgrind can count it
+/// alone (`--toggle-collect=*raw_schema_claim_loop*`).
+#[inline(never)]
+fn raw_schema_claim_loop(conn: &mut rusqlite::Connection, n: usize) {
+    const READY: &str = "FROM jobs INDEXED BY jobs_queue_ready \
+         WHERE (state = 'queued' OR state = 'retrying') AND order_blocked = 0 \
+         AND queue = 'default' AND priority = 0 AND run_at <= ?1 ORDER BY run_at, id LIMIT +64";
+    let ids = vec!["?"; 64].join(",");
+    let rows = vec!["(?,1,'raw',?,?,'succeeded',NULL,NULL,?)"; 64].join(",");
+    let read = format!(
+        "SELECT id, queue, kind, payload, priority, attempts, max_attempts, run_at, \
+         unique_key, parent_id, last_error, deadline_at, created_at, source, cancel_requested, \
+         stage, destination, flow_key, order_key {READY}"
+    );
+    let claim = format!(
+        "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?2, \
+         worker = 'raw', updated_at = ?1, claim = ?3, started_at = NULL \
+         WHERE id IN (SELECT id {READY})"
+    );
+    let succeed = format!(
+        "UPDATE jobs SET state='succeeded',lease_until=NULL,finished_at=?1,updated_at=?1,\
+         last_error=NULL,started_at=NULL,claim=NULL \
+         WHERE attempts=1 AND worker IS 'raw' AND (state = 'running') AND id IN({ids})"
+    );
+    let attempts = format!(
+        "INSERT INTO job_attempts(job_id,attempt,worker,started_at,finished_at,outcome,\
+         error,detail,started_us)VALUES{rows}"
+    );
+    let mut done = 0;
+    let mut claim_number = 0;
+    while done < n {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        let now = SystemClock.now_ms();
+        claim_number += 1;
+        let claimed: Vec<i64> = tx
+            .prepare_cached(&read)
+            .unwrap()
+            .query_map([now], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let moved = tx
+            .prepare_cached(&claim)
+            .unwrap()
+            .execute(rusqlite::params![now, now + 60_000, claim_number])
+            .unwrap();
+        assert_eq!(moved, claimed.len());
+        if claimed.len() == 64 {
+            let mut params: Vec<i64> = vec![now];
+            params.extend(&claimed);
+            let moved = tx
+                .prepare_cached(&succeed)
+                .unwrap()
+                .execute(rusqlite::params_from_iter(&params))
+                .unwrap();
+            assert_eq!(moved, 64);
+            let mut params: Vec<i64> = Vec::with_capacity(4 * 64);
+            for id in &claimed {
+                params.extend([*id, now, now, now * 1000]);
+            }
+            tx.prepare_cached(&attempts)
+                .unwrap()
+                .execute(rusqlite::params_from_iter(&params))
+                .unwrap();
+        } else {
+            // The last few, one by one, writing the same columns.
+            for id in &claimed {
+                tx.execute(
+                    "UPDATE jobs SET state='succeeded',lease_until=NULL,finished_at=?1,\
+                     updated_at=?1,last_error=NULL,started_at=NULL,claim=NULL WHERE id=?2",
+                    rusqlite::params![now, id],
+                )
+                .unwrap();
+                tx.execute(
+                    "INSERT INTO job_attempts(job_id,attempt,worker,started_at,finished_at,\
+                     outcome,started_us) VALUES (?1,1,'raw',?2,?2,'succeeded',?3)",
+                    rusqlite::params![id, now, now * 1000],
+                )
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        assert!(!claimed.is_empty(), "the raw queue ran dry early");
+        done += claimed.len();
     }
 }
 
