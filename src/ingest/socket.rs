@@ -352,6 +352,9 @@ struct OutState {
     broken: bool,
     /// The reading side is done: the writer thread ends once everything is written.
     closing: bool,
+    /// The reading thread waits on `changed` for room for more answers (while it
+    /// closes, `closing` has every write wake it).
+    reader_waits: bool,
 }
 
 impl OutState {
@@ -423,8 +426,16 @@ impl Output {
                 state.bytes = bytes;
             }
         }
+        // Wake only a thread that waits for what this write may have changed: the
+        // writer thread when it is asked to help or must end, the reading thread when it
+        // waits. Waking the writer thread after every answer cost every acknowledgement a
+        // wake-up of a thread that found nothing to do, which on two cores the clients'
+        // own wake-ups wait behind (docs/benchmarks.md: a few per cent of single enqueues).
+        let wake = state.help || state.broken || state.closing || state.reader_waits;
         drop(state);
-        self.changed.notify_all();
+        if wake {
+            self.changed.notify_all();
+        }
     }
 }
 
@@ -541,11 +552,13 @@ impl Connection {
             let mut state = output.lock();
             // A client that never reads its answers stops being read from.
             while state.slots.len() >= MAX_IN_FLIGHT && !state.broken {
+                state.reader_waits = true;
                 state = output
                     .changed
                     .wait(state)
                     .unwrap_or_else(|e| e.into_inner());
             }
+            state.reader_waits = false;
             if state.broken {
                 break Ok(()); // the peer is gone
             }

@@ -111,6 +111,61 @@ fn a_hundred_clients_each_pipelining_a_thousand_enqueues_are_all_acknowledged_an
 }
 
 #[test]
+fn a_client_that_stops_reading_holds_up_no_other_and_gets_every_answer_when_it_reads() {
+    let daemon = TestDaemon::start(SOCKET);
+    // 20,000 enqueues in four bursts, whose answers (about 23 bytes each) are twice what
+    // the socket's buffer holds. The dispatcher writes what the socket takes and asks
+    // the connection's writer thread to write the rest; between bursts the reading
+    // thread waits for the next line, and must not be the one stuck writing answers
+    // nobody reads, or the next burst is never read.
+    let stalled = UnixStream::connect(&daemon.socket).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut writer = stalled.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut other = Client::connect(&daemon);
+    let mut other_sent = 0;
+    for burst in 1..=4 {
+        let mut requests = String::new();
+        for n in 0..5_000 {
+            requests.push_str(&format!(
+                "{{\"op\":\"enqueue\",\"job\":{{\"kind\":\"noop\",\"payload\":{{\"b\":{burst},\"n\":{n}}},\"delay\":\"1h\"}}}}\n"
+            ));
+        }
+        if let Err(e) = writer.write_all(requests.as_bytes()) {
+            panic!("burst {burst} was not read in 60 s ({e}): the reading thread is stuck");
+        }
+        // Meanwhile another client is answered as usual, until one of its jobs is the
+        // newest after every job of the burst (ids follow the commits in a fresh
+        // database): the stalled client's requests were read and committed.
+        wait_for(
+            Duration::from_secs(60),
+            &format!("burst {burst} of the client that does not read to be committed"),
+            || {
+                let answer = other.ask(r#"{"op":"enqueue","job":{"kind":"noop","delay":"1h"}}"#);
+                assert_eq!(answer["ok"], true, "{answer}");
+                other_sent += 1;
+                (answer["id"].as_i64() == Some(burst * 5_000 + other_sent)).then_some(())
+            },
+        );
+    }
+    let mut reader = BufReader::new(stalled);
+    let mut ids = BTreeSet::new();
+    for _ in 0..20_000 {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let answer: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(answer["ok"], true, "{answer}");
+        assert!(ids.insert(answer["id"].as_i64().unwrap()), "{answer} twice");
+    }
+    let stored: BTreeSet<i64> = daemon.jobs().iter().map(|j| j.id).collect();
+    assert!(ids.is_subset(&stored), "an acknowledged job is not stored");
+}
+
+#[test]
 fn every_kind_of_bad_line_gets_its_error_and_the_connection_stays_usable() {
     let daemon = TestDaemon::start(SOCKET);
     let mut client = Client::connect(&daemon);
