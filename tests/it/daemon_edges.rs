@@ -142,10 +142,13 @@ fn a_second_daemon_through_a_symlink_or_a_hard_link_is_refused() {
 
 #[test]
 fn the_default_var_and_its_run_folder_are_0750() {
-    let dir = tempfile::tempdir().unwrap();
-    // An empty config is the built-in defaults: ./var, ./var/jobs.db, ./var/run/jobd.sock.
+    // The sandbox only holds the files and kills the daemon if the test fails: its own
+    // config names other paths, and this daemon runs on an empty one, which is the
+    // built-in defaults: ./var, ./var/jobs.db, ./var/run/jobd.sock.
+    let sandbox = Sandbox::new("", "");
+    let dir = &sandbox.dir;
     std::fs::write(dir.path().join("empty.toml"), "").unwrap();
-    let log_file = std::fs::File::create(dir.path().join("jobd.log")).unwrap();
+    let log_file = std::fs::File::create(sandbox.path("jobd.log")).unwrap();
     let mut jobd = Command::new(JOBD)
         .args(["--config", "empty.toml"])
         .current_dir(dir.path())
@@ -155,9 +158,9 @@ fn the_default_var_and_its_run_folder_are_0750() {
         .stderr(log_file)
         .spawn()
         .unwrap();
-    let log = dir.path().join("jobd.log");
+    sandbox.track(&jobd);
     wait_until(Duration::from_secs(20), "the daemon", || {
-        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("jobd ready"))
+        sandbox.log().contains("jobd ready")
     });
     signal(&jobd, libc::SIGTERM);
     assert!(wait_exit(&mut jobd, Duration::from_secs(20)).success());

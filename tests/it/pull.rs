@@ -486,6 +486,7 @@ fn kill_9_mid_sync_resumes_from_the_page_it_was_on() {
     std::fs::write(sandbox.config(), text).unwrap();
     let log = sandbox.path("jobd.log");
     let mut jobd = spawn_jobd(&sandbox.config(), &log);
+    sandbox.track(&jobd);
     wait_until(
         Duration::from_secs(10),
         "jobd to create its database",
@@ -515,6 +516,7 @@ fn kill_9_mid_sync_resumes_from_the_page_it_was_on() {
     );
 
     let mut jobd = spawn_jobd(&sandbox.config(), &log);
+    sandbox.track(&jobd);
     let state = wait_for_runs(&sandbox.db(), "customers", 1, Duration::from_secs(60));
     signal(&jobd, libc::SIGTERM);
     wait_exit(&mut jobd, Duration::from_secs(30));
