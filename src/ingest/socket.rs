@@ -25,9 +25,13 @@ use std::time::Duration;
 
 /// The first file descriptor systemd passes (SD_LISTEN_FDS_START).
 const LISTEN_FDS_START: i32 = 3;
-/// Answers waiting to be written per connection; a client that never reads its answers
-/// stops being read from.
+/// Answers waiting for their commit per connection; past it, the connection's next line
+/// waits.
 const MAX_IN_FLIGHT: usize = 8192;
+/// Answered bytes the client has not read yet, per connection; past them, a client that
+/// stops reading its answers stops being read from, so it cannot make the daemon hold
+/// more than this for it (its own writes block instead).
+const MAX_UNSENT_BYTES: usize = 1 << 20;
 
 /// A listening socket, bound by us (and removed when dropped) or passed by systemd.
 pub struct Listener {
@@ -346,6 +350,8 @@ struct OutState {
     bytes: Vec<u8>,
     /// Someone is writing (outside the lock): others only append.
     writing: bool,
+    /// The bytes that writer took out of `bytes` and is sending.
+    sending: usize,
     /// The dispatcher could not write everything without blocking: the writer's turn.
     help: bool,
     /// The peer is gone (a write failed): answers are dropped.
@@ -386,6 +392,11 @@ impl OutState {
         }
     }
 
+    /// Answered bytes not sent yet: appended, or being sent.
+    fn unsent(&self) -> usize {
+        self.bytes.len() + self.sending
+    }
+
     fn done(&self) -> bool {
         self.broken || (self.slots.is_empty() && self.bytes.is_empty() && !self.writing)
     }
@@ -403,10 +414,12 @@ impl Output {
         while !state.writing && !state.broken && !state.bytes.is_empty() {
             state.writing = true;
             let mut bytes = std::mem::take(&mut state.bytes);
+            state.sending = bytes.len();
             drop(state);
             let (sent, failed) = send(&self.stream, &bytes, blocking);
             state = self.lock();
             state.writing = false;
+            state.sending = 0;
             if failed {
                 state.broken = true;
                 state.bytes.clear();
@@ -550,8 +563,18 @@ impl Connection {
                 Err(e) => break Err(e),
             };
             let mut state = output.lock();
-            // A client that never reads its answers stops being read from.
-            while state.slots.len() >= MAX_IN_FLIGHT && !state.broken {
+            // Too many answers owed, or too many bytes the client has not read: the next
+            // line waits. With nobody writing, this thread writes (and blocks in the
+            // write while the client does not read).
+            while !state.broken
+                && (state.slots.len() >= MAX_IN_FLIGHT || state.unsent() >= MAX_UNSENT_BYTES)
+            {
+                if state.unsent() >= MAX_UNSENT_BYTES && !state.writing {
+                    drop(state);
+                    output.write_ready(true);
+                    state = output.lock();
+                    continue;
+                }
                 state.reader_waits = true;
                 state = output
                     .changed

@@ -166,6 +166,79 @@ fn a_client_that_stops_reading_holds_up_no_other_and_gets_every_answer_when_it_r
 }
 
 #[test]
+fn a_client_that_never_reads_its_answers_stops_being_read_from_and_loses_nothing() {
+    let daemon = TestDaemon::start(SOCKET);
+    // 100,000 enqueues: their answers (about 2.3 MB) are more than the daemon keeps for a
+    // client that does not read them (1 MiB beyond what the socket holds), so it stops
+    // reading this connection and the client's writes block. A blocked write shows only
+    // by not finishing: the sender gives it 2 s at a time, says when one timed out, and
+    // goes on from where it was.
+    let stream = UnixStream::connect(&daemon.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let (blocked_tx, blocked) = std::sync::mpsc::channel::<Option<usize>>();
+    let sender = std::thread::spawn(move || {
+        let mut requests = String::new();
+        for n in 0..100_000 {
+            requests.push_str(&format!(
+                "{{\"op\":\"enqueue\",\"job\":{{\"kind\":\"noop\",\"payload\":{{\"n\":{n}}},\"delay\":\"1h\"}}}}\n"
+            ));
+        }
+        let bytes = requests.as_bytes();
+        let mut sent = 0;
+        let mut said = false;
+        while sent < bytes.len() {
+            match writer.write(&bytes[sent..]) {
+                Ok(n) => sent += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if !said {
+                        said = true;
+                        let _ = blocked_tx.send(Some(sent));
+                    }
+                }
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        if !said {
+            let _ = blocked_tx.send(None);
+        }
+    });
+    let blocked_at = blocked
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the sender neither finished nor blocked");
+    let blocked_at =
+        blocked_at.expect("the daemon read all 100,000 requests of a client that read no answer");
+    assert!(blocked_at < 8_000_000, "blocked only at byte {blocked_at}");
+    // Meanwhile other clients are served.
+    let mut other = Client::connect(&daemon);
+    let answer = other.ask(r#"{"op":"enqueue","job":{"kind":"noop","delay":"1h"}}"#);
+    assert_eq!(answer["ok"], true, "{answer}");
+    // Once the client reads, the rest is read and every request answered, in order.
+    let mut reader = BufReader::new(stream);
+    let mut ids = Vec::with_capacity(100_000);
+    for _ in 0..100_000 {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let answer: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(answer["ok"], true, "{answer}");
+        ids.push(answer["id"].as_i64().unwrap());
+    }
+    sender.join().unwrap();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "answers out of order");
+    assert_eq!(daemon.jobs().len(), 100_001);
+}
+
+#[test]
 fn every_kind_of_bad_line_gets_its_error_and_the_connection_stays_usable() {
     let daemon = TestDaemon::start(SOCKET);
     let mut client = Client::connect(&daemon);
