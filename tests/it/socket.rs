@@ -110,6 +110,44 @@ fn a_hundred_clients_each_pipelining_a_thousand_enqueues_are_all_acknowledged_an
     assert_eq!(stored, all, "acknowledged ids and stored rows differ");
 }
 
+/// A raw connection to the daemon's socket that reads with a 60 s timeout, and a clone
+/// of it that writes with `write_timeout`.
+fn connection_and_writer(daemon: &TestDaemon, write_timeout: Duration) -> (UnixStream, UnixStream) {
+    let stream = UnixStream::connect(&daemon.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let writer = stream.try_clone().unwrap();
+    writer.set_write_timeout(Some(write_timeout)).unwrap();
+    (stream, writer)
+}
+
+/// `count` enqueue lines of noop jobs due in an hour (so no worker takes them), each
+/// payload naming `tag` and its number.
+fn delayed_enqueue_lines(tag: i64, count: usize) -> String {
+    let mut lines = String::new();
+    for n in 0..count {
+        lines.push_str(&format!(
+            "{{\"op\":\"enqueue\",\"job\":{{\"kind\":\"noop\",\"payload\":{{\"t\":{tag},\"n\":{n}}},\"delay\":\"1h\"}}}}\n"
+        ));
+    }
+    lines
+}
+
+/// Reads `count` answers, each an accepted enqueue, and returns their ids in order.
+fn read_enqueue_ids(stream: UnixStream, count: usize) -> Vec<i64> {
+    let mut reader = BufReader::new(stream);
+    (0..count)
+        .map(|_| {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let answer: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(answer["ok"], true, "{answer}");
+            answer["id"].as_i64().unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn a_client_that_stops_reading_holds_up_no_other_and_gets_every_answer_when_it_reads() {
     let daemon = TestDaemon::start(SOCKET);
@@ -118,23 +156,11 @@ fn a_client_that_stops_reading_holds_up_no_other_and_gets_every_answer_when_it_r
     // the connection's writer thread to write the rest; between bursts the reading
     // thread waits for the next line, and must not be the one stuck writing answers
     // nobody reads, or the next burst is never read.
-    let stalled = UnixStream::connect(&daemon.socket).unwrap();
-    stalled
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut writer = stalled.try_clone().unwrap();
-    writer
-        .set_write_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    let (stalled, mut writer) = connection_and_writer(&daemon, Duration::from_secs(60));
     let mut other = Client::connect(&daemon);
     let mut other_sent = 0;
     for burst in 1..=4 {
-        let mut requests = String::new();
-        for n in 0..5_000 {
-            requests.push_str(&format!(
-                "{{\"op\":\"enqueue\",\"job\":{{\"kind\":\"noop\",\"payload\":{{\"b\":{burst},\"n\":{n}}},\"delay\":\"1h\"}}}}\n"
-            ));
-        }
+        let requests = delayed_enqueue_lines(burst, 5_000);
         if let Err(e) = writer.write_all(requests.as_bytes()) {
             panic!("burst {burst} was not read in 60 s ({e}): the reading thread is stuck");
         }
@@ -152,15 +178,8 @@ fn a_client_that_stops_reading_holds_up_no_other_and_gets_every_answer_when_it_r
             },
         );
     }
-    let mut reader = BufReader::new(stalled);
-    let mut ids = BTreeSet::new();
-    for _ in 0..20_000 {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let answer: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(answer["ok"], true, "{answer}");
-        assert!(ids.insert(answer["id"].as_i64().unwrap()), "{answer} twice");
-    }
+    let ids: BTreeSet<i64> = read_enqueue_ids(stalled, 20_000).into_iter().collect();
+    assert_eq!(ids.len(), 20_000, "an id acknowledged twice");
     let stored: BTreeSet<i64> = daemon.jobs().iter().map(|j| j.id).collect();
     assert!(ids.is_subset(&stored), "an acknowledged job is not stored");
 }
@@ -173,22 +192,10 @@ fn a_client_that_never_reads_its_answers_stops_being_read_from_and_loses_nothing
     // reading this connection and the client's writes block. A blocked write shows only
     // by not finishing: the sender gives it 2 s at a time, says when one timed out, and
     // goes on from where it was.
-    let stream = UnixStream::connect(&daemon.socket).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    writer
-        .set_write_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
+    let (stream, mut writer) = connection_and_writer(&daemon, Duration::from_secs(2));
     let (blocked_tx, blocked) = std::sync::mpsc::channel::<Option<usize>>();
     let sender = std::thread::spawn(move || {
-        let mut requests = String::new();
-        for n in 0..100_000 {
-            requests.push_str(&format!(
-                "{{\"op\":\"enqueue\",\"job\":{{\"kind\":\"noop\",\"payload\":{{\"n\":{n}}},\"delay\":\"1h\"}}}}\n"
-            ));
-        }
+        let requests = delayed_enqueue_lines(0, 100_000);
         let bytes = requests.as_bytes();
         let mut sent = 0;
         let mut said = false;
@@ -224,15 +231,7 @@ fn a_client_that_never_reads_its_answers_stops_being_read_from_and_loses_nothing
     let answer = other.ask(r#"{"op":"enqueue","job":{"kind":"noop","delay":"1h"}}"#);
     assert_eq!(answer["ok"], true, "{answer}");
     // Once the client reads, the rest is read and every request answered, in order.
-    let mut reader = BufReader::new(stream);
-    let mut ids = Vec::with_capacity(100_000);
-    for _ in 0..100_000 {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let answer: Value = serde_json::from_str(&line).unwrap();
-        assert_eq!(answer["ok"], true, "{answer}");
-        ids.push(answer["id"].as_i64().unwrap());
-    }
+    let ids = read_enqueue_ids(stream, 100_000);
     sender.join().unwrap();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "answers out of order");
     assert_eq!(daemon.jobs().len(), 100_001);
