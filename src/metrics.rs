@@ -12,7 +12,7 @@
 use crate::daemon::dispatcher::Counters;
 use crate::flow::{DestinationLimit, DestinationView};
 use crate::job::{JobState, UnixMillis};
-use crate::store::{OpenOptions, Stats, Store, StoreError};
+use crate::store::{ReadOnFirstUse, Stats, Store, StoreError};
 use crossbeam_channel::Receiver;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -381,24 +381,12 @@ pub fn spawn_textfile_writer(
     std::thread::Builder::new()
         .name("jobd-metrics".into())
         .spawn(move || {
-            let mut db: Option<Box<dyn Store>> = None;
+            let mut reader = ReadOnFirstUse::new(database, busy_timeout);
             let mut failing = false;
             for snapshot in snapshots.iter() {
                 let result = (|| -> Result<(), String> {
-                    if db.is_none() {
-                        db = Some(
-                            crate::store::open_read(
-                                &database,
-                                &OpenOptions {
-                                    busy_timeout,
-                                    ..OpenOptions::default()
-                                },
-                            )
-                            .map_err(|e| e.to_string())?,
-                        );
-                    }
                     let gauges = DbMetrics::read(
-                        db.as_deref().expect("opened"),
+                        reader.get().map_err(|e| e.to_string())?,
                         &data_dir,
                         &snapshot.destination_limits,
                         snapshot.now,

@@ -5,7 +5,7 @@
 
 use super::dispatcher::Counters;
 use super::notify::Notifier;
-use crate::store::{OpenOptions, Store};
+use crate::store::ReadOnFirstUse;
 use crossbeam_channel::Receiver;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,25 +41,21 @@ pub fn spawn_status_writer(
     std::thread::Builder::new()
         .name("jobd-status".into())
         .spawn(move || {
-            let mut db: Option<Box<dyn Store>> = None;
+            let mut reader = ReadOnFirstUse::new(database, busy_timeout);
             for counters in counters.iter() {
-                if db.is_none() {
-                    let options = OpenOptions {
-                        busy_timeout,
-                        ..OpenOptions::default()
-                    };
-                    match crate::store::open_read(&database, &options) {
-                        Ok(opened) => db = Some(opened),
-                        Err(e) => tracing::debug!("status: cannot open the database: {e}"),
-                    }
-                }
-                let live = db.as_deref().and_then(|db| match db.live_counts() {
-                    Ok(live) => Some(live),
+                let live = match reader.get() {
+                    Ok(db) => match db.live_counts() {
+                        Ok(live) => Some(live),
+                        Err(e) => {
+                            tracing::debug!("status: cannot count the jobs: {e}");
+                            None
+                        }
+                    },
                     Err(e) => {
-                        tracing::debug!("status: cannot count the jobs: {e}");
+                        tracing::debug!("status: cannot open the database: {e}");
                         None
                     }
-                });
+                };
                 notifier.status(&status_line(live.as_ref(), &counters));
             }
         })

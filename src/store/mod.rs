@@ -163,6 +163,37 @@ pub fn open_read(database: &Path, options: &OpenOptions) -> Result<Box<dyn Store
     Ok(open_web_reads(database, options)?)
 }
 
+/// A read connection ([`open_read`]) opened when first asked for and kept, for the
+/// daemon's helper threads (STATUS=, the metrics textfile): a database that cannot be
+/// opened yet costs them one refresh, not their start. After a failure the next call
+/// tries again.
+pub struct ReadOnFirstUse {
+    database: PathBuf,
+    options: OpenOptions,
+    db: Option<Box<dyn Store>>,
+}
+
+impl ReadOnFirstUse {
+    pub fn new(database: PathBuf, busy_timeout: Duration) -> ReadOnFirstUse {
+        ReadOnFirstUse {
+            database,
+            options: OpenOptions {
+                busy_timeout,
+                ..OpenOptions::default()
+            },
+            db: None,
+        }
+    }
+
+    /// The connection, opening it if it is not open yet.
+    pub fn get(&mut self) -> Result<&dyn Store> {
+        if self.db.is_none() {
+            self.db = Some(open_read(&self.database, &self.options)?);
+        }
+        Ok(self.db.as_deref().expect("opened above"))
+    }
+}
+
 /// [`open_read`] with the web page's own reads ([`web::WebReads`]) on the connection.
 pub fn open_web_reads(database: &Path, options: &OpenOptions) -> Result<Box<dyn web::WebReads>> {
     if let Some(url) = crate::dburl::postgres_url_of(database) {
