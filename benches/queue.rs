@@ -3,6 +3,7 @@
 //! docs/benchmarks.md).
 //!
 //! cargo bench --bench queue -- [--jobs N] [--workers W] [--synchronous normal|full]
+//!                               [--drain-pairs N] (target 1 as a median of paired ratios)
 //!                               [--history N] [--only enqueue|drain|latency|history|isolation|scale]
 //!                               [--isolation-waiting N] [--isolation-samples N] [--isolation-drain N]
 //!                               [--isolation-pairs N] [--isolation-scenario base|held|future]
@@ -78,6 +79,11 @@ struct Args {
     /// order, and the median of the pairs' changes is printed.
     #[arg(long, default_value_t = 1)]
     scale_pairs: usize,
+    /// Drain: with more than 1, after the runs above, this many pairs of the raw 64/txn
+    /// loop and jobd's drain, in alternating order, and the median of the pairs' drain
+    /// ratios (target 1 is a ratio, and one pair's moves by ±0.1 between reruns).
+    #[arg(long, default_value_t = 1)]
+    drain_pairs: usize,
     /// How long each socket and pickup measurement runs (issue 15: enqueue_paths).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
@@ -153,6 +159,9 @@ fn main() {
                     rate / raw_many,
                     rate / raw_one
                 );
+            }
+            if args.drain_pairs > 1 {
+                drain_pairs(&args, *mode);
             }
         }
     }
@@ -857,6 +866,36 @@ fn bench_isolation(args: &Args) {
             change(with.drain, base.drain)
         );
     }
+}
+
+/// `--drain-pairs`: the raw 64/txn loop and jobd's drain, pair after pair, which goes
+/// first alternating, each pair's ratio printed, then their median.
+fn drain_pairs(args: &Args, mode: Synchronous) {
+    let mut ratios = Vec::with_capacity(args.drain_pairs);
+    for pair in 0..args.drain_pairs {
+        let jobd = || {
+            let dir = tempfile::tempdir().unwrap();
+            drain(dir.path(), args, mode, 0)
+        };
+        let (raw, rate) = if pair % 2 == 0 {
+            let raw = raw_drain(args.jobs, mode, 64);
+            (raw, jobd())
+        } else {
+            let rate = jobd();
+            (raw_drain(args.jobs, mode, 64), rate)
+        };
+        println!(
+            "  drain pair {}, synchronous={mode:?}: jobd {rate:.0} / raw 64/txn {raw:.0} = {:.2}",
+            pair + 1,
+            rate / raw
+        );
+        ratios.push(rate / raw);
+    }
+    println!(
+        "drain ratio, synchronous={mode:?}, median of {} pairs: {:.2} (target >= 0.6)",
+        args.drain_pairs,
+        median(&mut ratios)
+    );
 }
 
 /// The median of the values (the mean of the middle two for an even count).
