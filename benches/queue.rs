@@ -9,7 +9,8 @@
 //!                               [--isolation-pairs N] [--isolation-scenario base|held|future]
 //!                               [--scale-queued N] [--scale-history N] [--scale-pairs N]
 //!                               [--only socket|pickup] [--seconds S] (issue 15: enqueue_paths)
-//!                               [--only socket-batch] [--batches N] (scripts/enqueue-callgrind.sh)
+//!                               [--only socket-batch|socket-singles] [--batches N]
+//!                               (scripts/enqueue-callgrind.sh)
 //!                               [--drain-runs raw1,raw64,rawschema,jobd]
 //!
 //! `drain` also runs raw rusqlite loops (claim + complete, 1 and 64 jobs per transaction,
@@ -87,7 +88,8 @@ struct Args {
     /// How long each socket and pickup measurement runs (issue 15: enqueue_paths).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
-    /// `--only socket-batch`: how many requests of 1,000 jobs to send.
+    /// `--only socket-batch`: how many requests of 1,000 jobs to send; `--only
+    /// socket-singles`: how many single enqueues each of 16 clients sends.
     #[arg(long, default_value_t = 20)]
     batches: usize,
     /// Which of `drain`'s runs to make (comma-separated: raw1, raw64, rawschema, jobd), e.g. one at
@@ -176,9 +178,10 @@ fn main() {
     if runs("scale") {
         bench_scale(&args);
     }
-    for what in ["socket", "pickup", "socket-batch"] {
-        // socket-batch is a callgrind mode: only when asked for.
-        if runs(what) && (what != "socket-batch" || args.only.is_some()) {
+    for what in ["socket", "pickup", "socket-batch", "socket-singles"] {
+        // socket-batch and socket-singles are callgrind modes: only when asked for.
+        let callgrind_mode = what.starts_with("socket-");
+        if runs(what) && (!callgrind_mode || args.only.is_some()) {
             enqueue_paths::run(what, &modes, args.seconds, args.batches);
         }
     }

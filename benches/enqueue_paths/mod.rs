@@ -21,6 +21,7 @@ struct Daemon {
     socket: PathBuf,
     config: PathBuf,
     db: PathBuf,
+    metrics: PathBuf,
 }
 
 impl Daemon {
@@ -66,14 +67,25 @@ fn daemon_command() -> (Command, bool) {
     }
 }
 
-fn start(dir: &Path, mode: Synchronous) -> Daemon {
+/// Starts the daemon; `with_metrics`: with a metrics textfile rewritten every second, for
+/// [`Daemon::commits_after`] (its thread counts rows each time, so the callgrind modes,
+/// which count every thread's instructions, go without).
+fn start(dir: &Path, mode: Synchronous, with_metrics: bool) -> Daemon {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("jobd.toml");
+    let metrics = if with_metrics {
+        format!(
+            "[metrics]\ntextfile = \"{}/jobd.prom\"\ninterval = \"1s\"\n",
+            dir.display()
+        )
+    } else {
+        String::new()
+    };
     std::fs::write(
         &config,
         format!(
             "[daemon]\ndatabase = \"{d}/jobs.db\"\ndata_dir = \"{d}/var\"\nsocket = \"{d}/jobd.sock\"\n\
-             synchronous = \"{s}\"\n[log]\nlevel = \"warn\"\n",
+             synchronous = \"{s}\"\n[log]\nlevel = \"warn\"\n{metrics}",
             d = dir.display(),
             s = mode_name(mode)
         ),
@@ -100,6 +112,29 @@ fn start(dir: &Path, mode: Synchronous) -> Daemon {
         socket,
         config,
         db: dir.join("jobs.db"),
+        metrics: dir.join("jobd.prom"),
+    }
+}
+
+impl Daemon {
+    /// The dispatcher's commits since start, from the metrics file the daemon rewrites
+    /// every second: read after the file has been rewritten at least once since `since`.
+    fn commits_after(&self, since: std::time::SystemTime) -> u64 {
+        loop {
+            let fresh = std::fs::metadata(&self.metrics)
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| modified > since);
+            if fresh {
+                let text = std::fs::read_to_string(&self.metrics).unwrap();
+                if let Some(n) = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("jobd_commits_total "))
+                {
+                    return n.trim().parse().unwrap();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -394,20 +429,46 @@ fn fixed_batches(daemon: &Daemon, size: usize, count: usize) -> Duration {
     started.elapsed()
 }
 
+/// 16 clients, each sending `count` single enqueues one after another, ack awaited.
+fn fixed_singles(daemon: &Daemon, count: usize) -> Duration {
+    let request = format!("{{\"op\":\"enqueue\",\"job\":{JOB}}}\n");
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            let request = request.as_str();
+            scope.spawn(move || {
+                let mut client = Client::connect(daemon);
+                for _ in 0..count {
+                    client.call(request);
+                }
+            });
+        }
+    });
+    started.elapsed()
+}
+
 /// `--only socket`: targets 2 and 3 (throughput); `--only pickup`: target 6;
-/// `--only socket-batch`: only `batches` batches of 1,000 (target 3), for
+/// `--only socket-batch`: only `batches` batches of 1,000 (target 3), and `--only
+/// socket-singles`: 16 clients sending `batches` single enqueues each (target 2), for
 /// scripts/enqueue-callgrind.sh, then a clean stop of the daemon.
 pub fn run(what: &str, modes: &[Synchronous], seconds: f64, batch_count: usize) {
     let dir = tempfile::tempdir().unwrap();
     for &mode in modes {
         let m = mode_name(mode);
         let root = dir.path().join(m);
-        let daemon = start(&root.join("daemon"), mode);
+        let daemon = start(&root.join("daemon"), mode, what == "socket");
         if what == "socket-batch" {
             let elapsed = fixed_batches(&daemon, 1_000, batch_count);
             println!(
                 "socket batch enqueue, {batch_count} requests of 1,000 jobs, synchronous={m}: {:.0} jobs/s",
                 (batch_count * 1_000) as f64 / elapsed.as_secs_f64()
+            );
+            daemon.stop();
+        } else if what == "socket-singles" {
+            let elapsed = fixed_singles(&daemon, batch_count);
+            println!(
+                "socket single enqueue, 16 clients, {batch_count} each, synchronous={m}: {:.0} jobs/s",
+                (batch_count * 16) as f64 / elapsed.as_secs_f64()
             );
             daemon.stop();
         } else if what == "socket" {
@@ -432,10 +493,17 @@ pub fn run(what: &str, modes: &[Synchronous], seconds: f64, batch_count: usize) 
                 1e6 / one,
                 one / raw
             );
+            // The commits counted around the run say how well the enqueues group: 16
+            // per commit is every client in each one.
+            let before = daemon.commits_after(std::time::SystemTime::now());
+            let started = std::time::SystemTime::now();
             let many = single_enqueues(&daemon, 16, seconds);
+            let took = started.elapsed().unwrap().as_secs_f64();
+            let commits = daemon.commits_after(std::time::SystemTime::now()) - before;
             println!(
-                "socket single enqueue, ack awaited, 16 clients, synchronous={m}: {many:.0} jobs/s, {:.2}x raw 1/txn (target full >= 40,000/s)",
-                many / raw
+                "socket single enqueue, ack awaited, 16 clients, synchronous={m}: {many:.0} jobs/s, {:.2}x raw 1/txn (target full >= 40,000/s); {commits} commits, {:.1} enqueues per commit",
+                many / raw,
+                many * took / commits as f64
             );
             let raw_batch = raw_inserts(&root.join("raw-batch"), mode, seconds, 1_000);
             println!(
