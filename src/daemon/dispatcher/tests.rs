@@ -639,3 +639,77 @@ fn a_hold_a_running_handler_asks_for_is_written_next_turn_and_its_destination_wa
         "claimed once the clock passes the hold"
     );
 }
+
+#[test]
+fn the_enqueues_of_one_turn_keep_their_order_and_a_refused_one_is_refused_alone() {
+    let mut h = harness("");
+    let noop = || NewJob::new("noop", json!({})).run_at(T0 + 60_000);
+    let requests: Vec<Vec<NewJob>> = vec![
+        // Small requests side by side: one group, all taken.
+        vec![noop()],
+        vec![noop().unique_key("k")],
+        vec![noop(), noop()],
+        vec![noop().unique_key("k")],
+        // A large one goes alone, between two groups.
+        vec![noop(); 40],
+        // Small again, with two the store refuses: a parent that does not exist (the
+        // database's foreign key, after rows of the group went in) and a bad queue name.
+        vec![noop()],
+        vec![NewJob {
+            parent_id: Some(999_999),
+            ..noop()
+        }],
+        vec![noop().unique_key("k")],
+        vec![noop().queue("bad queue")],
+        vec![noop()],
+    ];
+    let mut answers = Vec::new();
+    let commands = requests
+        .iter()
+        .map(|jobs| {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            answers.push(answer);
+            Command::Enqueue {
+                jobs: jobs.clone(),
+                reply: ReplyTo::Channel(reply),
+            }
+        })
+        .collect();
+    assert_eq!(h.turn(commands), None);
+    let replies: Vec<_> = answers.iter().map(|a| a.try_recv().unwrap()).collect();
+
+    for (i, reply) in replies.iter().enumerate() {
+        match i {
+            6 => assert!(
+                matches!(reply, Err(ClientError::Refused(e)) if e.contains("FOREIGN KEY")),
+                "{reply:?}"
+            ),
+            8 => assert!(
+                matches!(reply, Err(ClientError::Refused(e)) if e.contains("queue")),
+                "{reply:?}"
+            ),
+            _ => assert_eq!(reply.as_ref().unwrap().len(), requests[i].len(), "{i}"),
+        }
+    }
+    let ok = |i: usize| replies[i].as_ref().unwrap();
+    // The unique key: the first holder's id, in the group and after it.
+    let holder = ok(1)[0];
+    assert!(!holder.duplicate);
+    for i in [3, 7] {
+        assert_eq!(ok(i)[0].id, holder.id, "{i}");
+        assert!(ok(i)[0].duplicate, "{i}");
+    }
+    // New ids rise in the order the requests came, across groups and the large one.
+    let new_ids: Vec<JobId> = [0, 1, 2, 4, 5, 9]
+        .iter()
+        .flat_map(|&i| ok(i).iter().map(|e| e.id))
+        .collect();
+    assert!(new_ids.windows(2).all(|w| w[0] < w[1]), "{new_ids:?}");
+    for &id in &new_ids {
+        assert_eq!(h.job(id).state, JobState::Queued);
+    }
+    // Nothing of the refused ones stayed: every row is one of those answered.
+    let stats = h.db.stats(T0).unwrap();
+    let rows: u64 = stats.queues.values().flat_map(|q| q.states.values()).sum();
+    assert_eq!(rows, new_ids.len() as u64);
+}

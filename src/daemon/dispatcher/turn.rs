@@ -476,18 +476,64 @@ pub(super) fn write_holds(
 }
 
 /// Phase: inserts each enqueue all or nothing; one that fails is refused alone.
+///
+/// Small requests that follow one another in a turn (single enqueues from many clients,
+/// which group commit brings together) go in as one enqueue: one savepoint and
+/// multi-row inserts for all of them instead of a savepoint and a statement each (about
+/// 16,000 of a single enqueue's 81,000 instructions, 16 clients; `MODE=singles
+/// scripts/enqueue-callgrind.sh`). Ids, duplicates and order are what one enqueue after
+/// another gives. If the group is refused, nothing of it stays and its requests are
+/// tried one by one, so only the one at fault is refused.
 pub(super) fn apply_enqueues(
     tx: &dyn StoreTx,
     enqueues: &[(Vec<NewJob>, ReplyTo)],
     now: UnixMillis,
 ) -> Vec<EnqueueReply> {
-    enqueues
+    let mut replies = Vec::with_capacity(enqueues.len());
+    let mut rest = enqueues;
+    while !rest.is_empty() {
+        let small = rest
+            .iter()
+            .take_while(|(jobs, _)| jobs.len() <= GROUPED_REQUEST_MAX)
+            .count();
+        let run = &rest[..small.max(1)];
+        match enqueue_grouped(tx, run, now) {
+            Some(grouped) => replies.extend(grouped),
+            None => replies.extend(run.iter().map(|(jobs, _)| {
+                tx.enqueue(jobs, now)
+                    .map_err(|e| ClientError::Refused(e.to_string()))
+            })),
+        }
+        rest = &rest[run.len()..];
+    }
+    replies
+}
+
+/// The largest request [`apply_enqueues`] groups. A savepoint costs a request about
+/// 10,000 instructions and copying a job into the group a few hundred: beyond this a
+/// request pays for its own savepoint and is not copied.
+const GROUPED_REQUEST_MAX: usize = 16;
+
+/// [`apply_enqueues`]'s one enqueue for a run of small requests, its ids split back per
+/// request; None for a run of one, or when the group was refused.
+fn enqueue_grouped(
+    tx: &dyn StoreTx,
+    run: &[(Vec<NewJob>, ReplyTo)],
+    now: UnixMillis,
+) -> Option<Vec<EnqueueReply>> {
+    if run.len() < 2 {
+        return None;
+    }
+    let all: Vec<NewJob> = run
         .iter()
-        .map(|(jobs, _)| {
-            tx.enqueue(jobs, now)
-                .map_err(|e| ClientError::Refused(e.to_string()))
-        })
-        .collect()
+        .flat_map(|(jobs, _)| jobs.iter().cloned())
+        .collect();
+    let mut ids = tx.enqueue(&all, now).ok()?.into_iter();
+    Some(
+        run.iter()
+            .map(|(jobs, _)| Ok(ids.by_ref().take(jobs.len()).collect()))
+            .collect(),
+    )
 }
 
 /// Phase: extends the leases of the jobs in flight to `lease_until`.
