@@ -509,9 +509,10 @@ pub(super) fn apply_enqueues(
     replies
 }
 
-/// The largest request [`apply_enqueues`] groups. A savepoint costs a request about
-/// 10,000 instructions and copying a job into the group a few hundred: beyond this a
-/// request pays for its own savepoint and is not copied.
+/// The largest request [`apply_enqueues`] groups. A request's own savepoint costs about
+/// 16,000 instructions (its statements and the pages it copies again), a job copied into
+/// the group perhaps a few hundred: beyond this size a request pays for its own
+/// savepoint rather than being copied.
 const GROUPED_REQUEST_MAX: usize = 16;
 
 /// [`apply_enqueues`]'s one enqueue for a run of small requests, its ids split back per
