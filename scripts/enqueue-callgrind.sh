@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Instructions per job of socket batch enqueue (1,000 jobs a request, ack awaited) in the
 # jobd daemon, counted by callgrind (issue 15, target 3); with MODE=singles, of single
-# enqueues from 16 clients, each waiting for its ack (target 2), BATCHES per client. Instruction counts do not move
-# with the machine's load, unlike the jobs/s `cargo bench --bench queue -- --only socket`
-# prints; they leave out the kernel's share (read, write, fsync) and what waiting costs.
+# enqueues from 16 clients, each waiting for its ack (target 2), BATCHES per client.
+# Instruction counts do not move with the machine's load, unlike the jobs/s `cargo bench
+# --bench queue -- --only socket` prints; they leave out the kernel's share (read, write,
+# fsync) and what waiting costs.
 #
 #   scripts/enqueue-callgrind.sh [BATCHES [SYNC]]   # default 20 normal
 #   KEEP=dir scripts/enqueue-callgrind.sh           # keep the callgrind files in dir

@@ -120,7 +120,13 @@ impl Daemon {
     /// The dispatcher's commits since start, from the metrics file the daemon rewrites
     /// every second: read after the file has been rewritten at least once since `since`.
     fn commits_after(&self, since: std::time::SystemTime) -> u64 {
+        let waited = Instant::now();
         loop {
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "{} was not rewritten with jobd_commits_total within 30 s",
+                self.metrics.display()
+            );
             let fresh = std::fs::metadata(&self.metrics)
                 .and_then(|m| m.modified())
                 .is_ok_and(|modified| modified > since);
@@ -227,7 +233,7 @@ fn raw_inserts(dir: &Path, mode: Synchronous, seconds: f64, per_transaction: usi
 }
 
 fn single_enqueues(daemon: &Daemon, clients: usize, seconds: f64) -> f64 {
-    let request = format!("{{\"op\":\"enqueue\",\"job\":{JOB}}}\n");
+    let request = single_line();
     let started = Instant::now();
     let total: u64 = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..clients)
@@ -271,6 +277,11 @@ fn raw_echo_round_trip(seconds: f64) -> Duration {
     let took = Client::over(client_end).mean_ping(seconds);
     server.join().unwrap();
     took
+}
+
+/// One job's enqueue request.
+fn single_line() -> String {
+    format!("{{\"op\":\"enqueue\",\"job\":{JOB}}}\n")
 }
 
 fn batch_line(size: usize) -> String {
@@ -431,7 +442,7 @@ fn fixed_batches(daemon: &Daemon, size: usize, count: usize) -> Duration {
 
 /// 16 clients, each sending `count` single enqueues one after another, ack awaited.
 fn fixed_singles(daemon: &Daemon, count: usize) -> Duration {
-    let request = format!("{{\"op\":\"enqueue\",\"job\":{JOB}}}\n");
+    let request = single_line();
     let started = Instant::now();
     std::thread::scope(|scope| {
         for _ in 0..16 {
