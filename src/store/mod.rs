@@ -69,6 +69,10 @@ pub enum StoreError {
     Forbidden(#[from] ForbiddenTransition),
     #[error("invalid job: {0}")]
     InvalidJob(String),
+    /// SQLite rolled back a whole write transaction after an error inside it (a full
+    /// disk, an I/O error); nothing of it was written.
+    #[error("the database rolled back the whole write after {0}; nothing of it was written")]
+    RolledBack(String),
     /// A file operation around the database (a backup's copy, its rename).
     #[error("{0}")]
     Io(String),

@@ -29,6 +29,7 @@ use crate::flow::Router;
 pub(crate) use queue::SqliteTx;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +64,8 @@ pub struct SqliteStore {
     router: Option<Arc<dyn Router>>,
     /// This process's turn to write the file (none for a read-only connection).
     gate: Option<Arc<gate::WriteGate>>,
+    /// What the connection's hooks saw of the open [`SqliteStore::write`].
+    watch: Arc<WriteWatch>,
 }
 
 impl SqliteStore {
@@ -86,6 +89,7 @@ impl SqliteStore {
             busy_timeout,
             router: None,
             gate: None,
+            watch: Arc::default(),
         })
     }
 
@@ -119,7 +123,9 @@ impl SqliteStore {
             busy_timeout: options.busy_timeout,
             router: None,
             gate: Some(gate::WriteGate::for_file(path)),
+            watch: Arc::default(),
         };
+        db.refuse_stray_commits();
         db.configure(options)?;
         if options.migrate {
             schema::migrate(&db.conn)?;
@@ -127,6 +133,25 @@ impl SqliteStore {
             schema::check_version(&db.conn)?;
         }
         Ok(db)
+    }
+
+    /// SQLite rolls a whole transaction back on some errors inside it (a full disk, an
+    /// I/O error, an interrupt) and goes on in autocommit mode: every later statement of
+    /// the same [`SqliteStore::write`] would then commit on its own, and its caller
+    /// would hear that nothing was written (the COMMIT fails) for rows that were. While
+    /// a write is open, the commit hook refuses such commits, so each of those
+    /// statements fails and leaves nothing, and the rollback hook notes the loss for
+    /// `write` to report; a flag read per commit or rollback.
+    fn refuse_stray_commits(&self) {
+        let watch = Arc::clone(&self.watch);
+        self.conn
+            .commit_hook(Some(move || watch.open.load(Ordering::Relaxed)));
+        let watch = Arc::clone(&self.watch);
+        self.conn.rollback_hook(Some(move || {
+            if watch.open.load(Ordering::Relaxed) {
+                watch.rolled_back.store(true, Ordering::Relaxed);
+            }
+        }));
     }
 
     fn configure(&self, options: &OpenOptions) -> Result<()> {
@@ -200,9 +225,19 @@ impl SqliteStore {
         // of a single enqueue's turn). The guard rolls back whatever did not commit,
         // a panic in `work` included.
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        let open = OpenTransaction(&self.conn);
+        let open = OpenTransaction::begun(&self.conn, &self.watch);
         let wrapped = SqliteTx::new(&self.conn, self.router.as_deref());
-        let value = work(&wrapped).map_err(&name_disk_full)?;
+        let value = work(&wrapped);
+        if self.watch.rolled_back.load(Ordering::Relaxed) {
+            // SQLite ended the transaction itself: whatever `work` wrote is gone, even
+            // where `work` carried on and says it succeeded.
+            return Err(StoreError::RolledBack(match value {
+                Ok(_) => "an error inside it".into(),
+                Err(e) => name_disk_full(e).to_string(),
+            }));
+        }
+        let value = value.map_err(&name_disk_full)?;
+        open.committing();
         self.conn
             .prepare_cached("COMMIT")
             .and_then(|mut commit| commit.execute([]))
@@ -239,13 +274,41 @@ fn restrict_permissions(path: &Path) {
 
 /// A write transaction [`SqliteStore::write`] opened: rolled back when dropped before its
 /// COMMIT took (an error, a failed COMMIT, a panic), so the connection is never left
-/// inside a transaction that holds the write lock.
-struct OpenTransaction<'a>(&'a Connection);
+/// inside a transaction that holds the write lock. Until its COMMIT, no other commit
+/// takes on the connection ([`SqliteStore::refuse_stray_commits`]).
+struct OpenTransaction<'a> {
+    conn: &'a Connection,
+    watch: &'a WriteWatch,
+}
+
+/// Shared with the connection's commit and rollback hooks, which SQLite calls with no
+/// way back to the store.
+#[derive(Default)]
+struct WriteWatch {
+    /// A write's transaction is open and its COMMIT not yet under way.
+    open: AtomicBool,
+    /// SQLite rolled back the open write's transaction (or a stray one after it).
+    rolled_back: AtomicBool,
+}
+
+impl<'a> OpenTransaction<'a> {
+    fn begun(conn: &'a Connection, watch: &'a WriteWatch) -> Self {
+        watch.rolled_back.store(false, Ordering::Relaxed);
+        watch.open.store(true, Ordering::Relaxed);
+        OpenTransaction { conn, watch }
+    }
+
+    /// The transaction's own COMMIT comes next: the commit hook lets it through.
+    fn committing(&self) {
+        self.watch.open.store(false, Ordering::Relaxed);
+    }
+}
 
 impl Drop for OpenTransaction<'_> {
     fn drop(&mut self) {
-        if !self.0.is_autocommit() {
-            if let Err(e) = self.0.execute_batch("ROLLBACK") {
+        self.watch.open.store(false, Ordering::Relaxed);
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
                 tracing::warn!("cannot roll back a failed write: {e}");
             }
         }
@@ -317,5 +380,47 @@ mod tests {
             2,
             "committed for other connections too"
         );
+    }
+
+    #[test]
+    fn a_write_sqlite_rolled_back_midway_commits_none_of_what_came_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = store(dir.path());
+        let lost = db.write(|tx| {
+            enqueue_one(tx)?;
+            // An interrupted write inside a transaction makes SQLite roll back the
+            // whole transaction, as an I/O error does.
+            tx.conn().progress_handler(1, Some(|| true));
+            let interrupted = tx.conn().execute("UPDATE jobs SET attempts = attempts", []);
+            tx.conn().progress_handler(1, None::<fn() -> bool>);
+            assert!(
+                interrupted.is_err(),
+                "the interrupt did not fail the update"
+            );
+            assert!(tx.conn().is_autocommit(), "SQLite kept the transaction");
+            // A caller that takes the refusal as one job's and goes on, as the
+            // dispatcher does for a turn's other enqueues.
+            let after = enqueue_one(tx);
+            assert!(after.is_err(), "a statement after the loss committed alone");
+            Ok(())
+        });
+        let e = lost.expect_err("a lost transaction was reported as written");
+        assert!(
+            matches!(e, StoreError::RolledBack(_)),
+            "not reported as rolled back: {e}"
+        );
+        assert!(db.conn.is_autocommit());
+        assert_eq!(jobs(&db), 0, "rows of the lost write stayed");
+
+        // A refused enqueue of a live transaction rolls back to its savepoint only:
+        // the write is not lost.
+        db.write(|tx| {
+            enqueue_one(tx)?;
+            let refused = tx.enqueue(&[NewJob::new("", json!({}))], 1);
+            assert!(refused.is_err(), "a job with no kind was enqueued");
+            enqueue_one(tx)
+        })
+        .unwrap();
+        assert_eq!(jobs(&db), 2);
     }
 }
