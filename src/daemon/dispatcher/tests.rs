@@ -713,3 +713,70 @@ fn the_enqueues_of_one_turn_keep_their_order_and_a_refused_one_is_refused_alone(
     let rows: u64 = stats.queues.values().flat_map(|q| q.states.values()).sum();
     assert_eq!(rows, new_ids.len() as u64);
 }
+
+/// A socket client's answer slot, as the enqueue socket's: filled on the dispatcher
+/// thread, with a flush to call once the turn's answers are in.
+struct SocketClient {
+    answered: Arc<std::sync::Mutex<Option<crate::daemon::EnqueueReply>>>,
+    flushed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct Flushed(Arc<std::sync::atomic::AtomicBool>);
+
+impl crate::daemon::Flush for Flushed {
+    fn flush(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl crate::daemon::DirectReply for SocketClient {
+    fn answer(
+        self: Box<Self>,
+        reply: crate::daemon::EnqueueReply,
+    ) -> Option<Arc<dyn crate::daemon::Flush>> {
+        *self.answered.lock().unwrap() = Some(reply);
+        Some(Arc::new(Flushed(self.flushed.clone())))
+    }
+}
+
+#[test]
+fn the_dispatcher_looks_for_the_next_request_awake_only_once_after_answering_a_socket_client() {
+    let mut h = harness("");
+    let (commands_tx, commands) = crossbeam_channel::unbounded();
+    h.dispatcher.commands = commands;
+    let noop = || vec![NewJob::new("noop", json!({}))];
+
+    // Answered over a channel (jobctl, ingest): no socket client waits on this thread.
+    h.enqueue(noop());
+    commands_tx.send(Command::Reload).unwrap();
+    assert!(
+        h.dispatcher.next_command_soon().is_none(),
+        "looked for a request awake after answering no socket client"
+    );
+    assert!(matches!(
+        h.dispatcher.commands.try_recv(),
+        Ok(Command::Reload)
+    ));
+
+    let answered = Arc::new(std::sync::Mutex::new(None));
+    let flushed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = SocketClient {
+        answered: answered.clone(),
+        flushed: flushed.clone(),
+    };
+    h.turn(vec![Command::Enqueue {
+        jobs: noop(),
+        reply: ReplyTo::Direct(Box::new(client)),
+    }]);
+    assert!(matches!(*answered.lock().unwrap(), Some(Ok(ref ids)) if ids.len() == 1));
+    assert!(flushed.load(Ordering::SeqCst), "the answer was not flushed");
+    // The client's next request, already on its way, is taken without sleeping.
+    commands_tx.send(Command::Reload).unwrap();
+    assert!(matches!(
+        h.dispatcher.next_command_soon(),
+        Some(Command::Reload)
+    ));
+    // Once per answer: the next wait sleeps.
+    commands_tx.send(Command::Reload).unwrap();
+    assert!(h.dispatcher.next_command_soon().is_none());
+}

@@ -353,6 +353,7 @@ impl Dispatcher {
             answer(reply, result, &mut flushes);
         }
         flushes.iter().for_each(|f| f.flush());
+        self.answered_directly = !flushes.is_empty();
         for done in after_tasks {
             done(Ok(()));
         }
@@ -434,6 +435,8 @@ impl Dispatcher {
             );
         }
         flushes.iter().for_each(|f| f.flush());
+        // A failing database is no time to spin for the next request.
+        self.answered_directly = false;
         // Tasks that ran inside the rolled-back transaction hear so here; tasks that
         // never ran (the error came first) get the same answer when dropped.
         for done in after_tasks {
