@@ -9,7 +9,7 @@
 //!                               [--isolation-pairs N] [--isolation-scenario base|held|future]
 //!                               [--scale-queued N] [--scale-history N] [--scale-pairs N]
 //!                               [--only socket|pickup] [--seconds S] (issue 15: enqueue_paths)
-//!                               [--only socket-batch|socket-singles] [--batches N]
+//!                               [--only socket-batch|socket-singles|socket-single] [--batches N]
 //!                               (scripts/enqueue-callgrind.sh)
 //!                               [--drain-runs raw1,raw64,rawschema,jobd]
 //!
@@ -89,7 +89,8 @@ struct Args {
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
     /// `--only socket-batch`: how many requests of 1,000 jobs to send; `--only
-    /// socket-singles`: how many single enqueues each of 16 clients sends.
+    /// socket-singles` / `socket-single`: how many single enqueues each of 16 clients /
+    /// the one client sends.
     #[arg(long, default_value_t = 20)]
     batches: usize,
     /// Which of `drain`'s runs to make (comma-separated: raw1, raw64, rawschema, jobd), e.g. one at
@@ -178,8 +179,14 @@ fn main() {
     if runs("scale") {
         bench_scale(&args);
     }
-    for what in ["socket", "pickup", "socket-batch", "socket-singles"] {
-        // socket-batch and socket-singles are callgrind modes: only when asked for.
+    for what in [
+        "socket",
+        "pickup",
+        "socket-batch",
+        "socket-singles",
+        "socket-single",
+    ] {
+        // socket-batch and socket-single(s) are callgrind modes: only when asked for.
         let callgrind_mode = what.starts_with("socket-");
         if runs(what) && (!callgrind_mode || args.only.is_some()) {
             enqueue_paths::run(what, &modes, args.seconds, args.batches);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per job of socket batch enqueue (1,000 jobs a request, ack awaited) in the
 # jobd daemon, counted by callgrind (issue 15, target 3); with MODE=singles, of single
-# enqueues from 16 clients, each waiting for its ack (target 2), BATCHES per client.
+# enqueues from 16 clients, each waiting for its ack (target 2), BATCHES per client; with
+# MODE=single, the same from one client.
 # Instruction counts do not move with the machine's load, unlike the jobs/s `cargo bench
 # --bench queue -- --only socket` prints; they leave out the kernel's share (read, write,
 # fsync) and what waiting costs.
@@ -11,13 +12,15 @@
 #   JOBD=path scripts/enqueue-callgrind.sh          # count that jobd binary instead of
 #                                                   # the one built here (a before figure)
 #   MODE=singles scripts/enqueue-callgrind.sh 500   # 16 clients, 500 single enqueues each
+#   MODE=single scripts/enqueue-callgrind.sh 2000   # 1 client, 2000 single enqueues
 #
 # The bench (`--only socket-batch`) starts the real jobd binary under callgrind
 # (JOBD_BENCH_DAEMON_WRAP), sends the batches from its own, uncounted process and stops
 # the daemon with SIGTERM. Every daemon thread is summed. Start-up and shutdown are taken
 # out by a second run of 2 batches: per job = (I(BATCHES) - I(2)) / ((BATCHES - 2) * 1000)
-# (* 16 for singles). Under callgrind the daemon runs slowly, so 16 clients' enqueues meet
-# in larger group commits than at full speed; the figure is the cost in such a turn.
+# (* 16 for singles, * 1 for single). Under callgrind the daemon runs slowly, so 16
+# clients' enqueues meet in larger group commits than at full speed; the figure is the
+# cost in such a turn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 batches=${1:-20}
@@ -26,7 +29,8 @@ small=2
 case ${MODE:-batch} in
 batch) only=socket-batch per=1000 what="socket batch enqueue" ;;
 singles) only=socket-singles per=16 what="socket single enqueue, 16 clients" ;;
-*) echo "MODE is batch or singles, not ${MODE}" >&2; exit 2 ;;
+single) only=socket-single per=1 what="socket single enqueue, 1 client" ;;
+*) echo "MODE is batch, singles or single, not ${MODE}" >&2; exit 2 ;;
 esac
 out=${KEEP:-$(mktemp -d)}
 mkdir -p "$out"

@@ -440,12 +440,12 @@ fn fixed_batches(daemon: &Daemon, size: usize, count: usize) -> Duration {
     started.elapsed()
 }
 
-/// 16 clients, each sending `count` single enqueues one after another, ack awaited.
-fn fixed_singles(daemon: &Daemon, count: usize) -> Duration {
+/// `clients` clients, each sending `count` single enqueues one after another, ack awaited.
+fn fixed_singles(daemon: &Daemon, clients: usize, count: usize) -> Duration {
     let request = single_line();
     let started = Instant::now();
     std::thread::scope(|scope| {
-        for _ in 0..16 {
+        for _ in 0..clients {
             let request = request.as_str();
             scope.spawn(move || {
                 let mut client = Client::connect(daemon);
@@ -460,8 +460,9 @@ fn fixed_singles(daemon: &Daemon, count: usize) -> Duration {
 
 /// `--only socket`: targets 2 and 3 (throughput); `--only pickup`: target 6;
 /// `--only socket-batch`: only `batches` batches of 1,000 (target 3), and `--only
-/// socket-singles`: 16 clients sending `batches` single enqueues each (target 2), for
-/// scripts/enqueue-callgrind.sh, then a clean stop of the daemon.
+/// socket-singles`: 16 clients sending `batches` single enqueues each (target 2), `--only
+/// socket-single` one client, for scripts/enqueue-callgrind.sh, then a clean stop of the
+/// daemon.
 pub fn run(what: &str, modes: &[Synchronous], seconds: f64, batch_count: usize) {
     let dir = tempfile::tempdir().unwrap();
     for &mode in modes {
@@ -475,11 +476,15 @@ pub fn run(what: &str, modes: &[Synchronous], seconds: f64, batch_count: usize) 
                 (batch_count * 1_000) as f64 / elapsed.as_secs_f64()
             );
             daemon.stop();
-        } else if what == "socket-singles" {
-            let elapsed = fixed_singles(&daemon, batch_count);
+        } else if let Some(clients) = match what {
+            "socket-singles" => Some(16),
+            "socket-single" => Some(1),
+            _ => None,
+        } {
+            let elapsed = fixed_singles(&daemon, clients, batch_count);
             println!(
-                "socket single enqueue, 16 clients, {batch_count} each, synchronous={m}: {:.0} jobs/s",
-                (batch_count * 16) as f64 / elapsed.as_secs_f64()
+                "socket single enqueue, {clients} client(s), {batch_count} each, synchronous={m}: {:.0} jobs/s",
+                (batch_count * clients) as f64 / elapsed.as_secs_f64()
             );
             daemon.stop();
         } else if what == "socket" {
