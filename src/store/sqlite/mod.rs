@@ -411,13 +411,24 @@ mod tests {
         );
         assert!(db.conn.is_autocommit());
         assert_eq!(jobs(&db), 0, "rows of the lost write stayed");
+    }
 
-        // A refused enqueue of a live transaction rolls back to its savepoint only:
-        // the write is not lost.
+    #[test]
+    fn an_enqueue_the_database_refuses_takes_back_only_its_own_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = store(dir.path());
+        // An enqueue the database refuses (a parent that does not exist) takes back
+        // only its own statement, or batch: the write is not lost.
+        let orphan = || NewJob {
+            parent_id: Some(999),
+            ..NewJob::new("noop", json!({}))
+        };
         db.write(|tx| {
             enqueue_one(tx)?;
-            let refused = tx.enqueue(&[NewJob::new("", json!({}))], 1);
-            assert!(refused.is_err(), "a job with no kind was enqueued");
+            let refused = tx.enqueue(&[orphan()], 1);
+            assert!(refused.is_err(), "a job with no parent was enqueued");
+            let refused = tx.enqueue(&[NewJob::new("noop", json!({})), orphan()], 1);
+            assert!(refused.is_err(), "a batch with an orphan was enqueued");
             enqueue_one(tx)
         })
         .unwrap();
