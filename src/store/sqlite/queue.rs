@@ -218,10 +218,10 @@ impl<'a> SqliteTx<'a> {
         crate::store::validate_all(jobs)?;
         let routed = self.routed(jobs, now)?;
         let jobs = routed.as_deref().unwrap_or(jobs);
-        if let [job] = jobs {
+        if jobs.len() == 1 {
             // One job is one INSERT (and a read for a duplicate), and a statement that
             // fails leaves nothing of itself, its triggers' writes included: no savepoint.
-            return self.insert_all(std::slice::from_ref(job), link, now);
+            return self.insert_all(jobs, link, now);
         }
         // A savepoint, so a refused batch leaves the rest of a group commit standing.
         // Prepared once: parsing these two for every request was a tenth of a single
