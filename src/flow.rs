@@ -246,6 +246,33 @@ impl HoldRequest {
             reason,
         }
     }
+
+    /// Checks what the schema would refuse: a destination of 1 to [`MAX_KEY_LEN`]
+    /// bytes and a key of at most that many.
+    pub fn validate(&self) -> Result<(), crate::job::InvalidJob> {
+        use crate::job::InvalidJob;
+        if self.destination.is_empty() {
+            return Err(InvalidJob::new(
+                "destination",
+                "destination must not be empty",
+            ));
+        }
+        for (field, value) in [
+            ("destination", &self.destination),
+            ("flow_key", &self.flow_key),
+        ] {
+            if value.len() > MAX_KEY_LEN {
+                return Err(InvalidJob::new(
+                    field,
+                    format!(
+                        "{field} is {} bytes long; at most {MAX_KEY_LEN} are kept",
+                        value.len()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The holds a running handler asked for, collected for the dispatcher, which writes

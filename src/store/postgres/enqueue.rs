@@ -49,6 +49,10 @@ impl PgTx<'_> {
     ) -> Result<Vec<Enqueued>> {
         crate::store::validate_all(jobs)?;
         let routed = self.routed(jobs, now)?;
+        if let Some(routed) = &routed {
+            // What the route added is refused in the same words as in SQLite.
+            crate::store::validate_all(routed)?;
+        }
         let jobs = routed.as_deref().unwrap_or(jobs);
         // A savepoint, so a refused batch leaves the rest of a group commit standing.
         self.with(|tx| tx.batch_execute("SAVEPOINT enqueue"))?;

@@ -11,7 +11,7 @@ use crate::flow::{
     StoredHold,
 };
 use crate::job::{JobId, NewJob, UnixMillis};
-use crate::store::DestinationHold;
+use crate::store::{DestinationHold, StoreError};
 use std::collections::HashMap;
 
 /// A destination and the key splitting it.
@@ -39,6 +39,8 @@ impl PgTx<'_> {
         hold: &HoldRequest,
         now: UnixMillis,
     ) -> Result<Option<UnixMillis>> {
+        hold.validate()
+            .map_err(|e| StoreError::InvalidJob(e.to_string()))?;
         self.lock_state_row(&hold.destination, &hold.flow_key, now)?;
         let current = self
             .rows(

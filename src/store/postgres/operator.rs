@@ -141,6 +141,8 @@ impl PgTx<'_> {
     }
 
     pub fn pause_queue(&self, queue: &str, reason: Option<&str>, now: UnixMillis) -> Result<bool> {
+        crate::job::check_name("queue", queue)
+            .map_err(|e| StoreError::InvalidJob(e.to_string()))?;
         Ok(self.run(
             "INSERT INTO queue_pauses (queue, paused_at, reason) VALUES ($1, $2, $3) \
              ON CONFLICT (queue) DO NOTHING",

@@ -10,7 +10,7 @@ use crate::flow::{
     StoredHold,
 };
 use crate::job::UnixMillis;
-use crate::store::DestinationHold;
+use crate::store::{DestinationHold, StoreError};
 use rusqlite::{params, OptionalExtension};
 use std::collections::HashMap;
 
@@ -51,6 +51,8 @@ impl SqliteTx<'_> {
         hold: &HoldRequest,
         now: UnixMillis,
     ) -> Result<Option<UnixMillis>> {
+        hold.validate()
+            .map_err(|e| StoreError::InvalidJob(e.to_string()))?;
         let current = hold_in(self.conn(), &hold.destination, &hold.flow_key)?
             .map(|h| h.until)
             .filter(|until| *until > now);

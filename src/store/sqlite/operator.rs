@@ -143,6 +143,8 @@ impl SqliteTx<'_> {
     /// Pauses a queue: no daemon claims from it until it is resumed. Returns false if it
     /// was paused already (the first pause's time is kept).
     pub fn pause_queue(&self, queue: &str, reason: Option<&str>, now: UnixMillis) -> Result<bool> {
+        crate::job::check_name("queue", queue)
+            .map_err(|e| StoreError::InvalidJob(e.to_string()))?;
         Ok(self
             .conn()
             .prepare_cached(

@@ -217,6 +217,11 @@ impl<'a> SqliteTx<'a> {
     ) -> Result<Vec<Enqueued>> {
         crate::store::validate_all(jobs)?;
         let routed = self.routed(jobs, now)?;
+        if let Some(routed) = &routed {
+            // What the route added (an order key read from the payload may be empty)
+            // is checked like the rest: this connection skips the schema's CHECKs.
+            crate::store::validate_all(routed)?;
+        }
         let jobs = routed.as_deref().unwrap_or(jobs);
         if jobs.len() == 1 {
             // One job is one INSERT (and a read for a duplicate), and a statement that
