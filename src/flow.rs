@@ -250,29 +250,31 @@ impl HoldRequest {
     /// Checks what the schema would refuse: a destination of 1 to [`MAX_KEY_LEN`]
     /// bytes and a key of at most that many.
     pub fn validate(&self) -> Result<(), crate::job::InvalidJob> {
-        use crate::job::InvalidJob;
-        if self.destination.is_empty() {
-            return Err(InvalidJob::new(
-                "destination",
-                "destination must not be empty",
-            ));
+        check_key("destination", &self.destination)?;
+        if self.flow_key.is_empty() {
+            return Ok(());
         }
-        for (field, value) in [
-            ("destination", &self.destination),
-            ("flow_key", &self.flow_key),
-        ] {
-            if value.len() > MAX_KEY_LEN {
-                return Err(InvalidJob::new(
-                    field,
-                    format!(
-                        "{field} is {} bytes long; at most {MAX_KEY_LEN} are kept",
-                        value.len()
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        check_key("flow_key", &self.flow_key)
     }
+}
+
+/// Checks a destination, flow or order key as the schema bounds it: 1 to
+/// [`MAX_KEY_LEN`] bytes. `field` names it in the sentence.
+pub fn check_key(field: &str, value: &str) -> Result<(), crate::job::InvalidJob> {
+    use crate::job::InvalidJob;
+    if value.is_empty() {
+        return Err(InvalidJob::new(field, format!("{field} must not be empty")));
+    }
+    if value.len() > MAX_KEY_LEN {
+        return Err(InvalidJob::new(
+            field,
+            format!(
+                "{field} is {} bytes long; at most {MAX_KEY_LEN} are kept",
+                value.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The holds a running handler asked for, collected for the dispatcher, which writes

@@ -392,21 +392,8 @@ impl NewJob {
             ("order_key", &self.order_key),
             ("destination", &self.destination),
         ] {
-            match value {
-                Some(k) if k.is_empty() => {
-                    return Err(InvalidJob::new(field, format!("{field} must not be empty")))
-                }
-                Some(k) if k.len() > crate::flow::MAX_KEY_LEN => {
-                    return Err(InvalidJob::new(
-                        field,
-                        format!(
-                            "{field} is {} bytes long; at most {} are kept",
-                            k.len(),
-                            crate::flow::MAX_KEY_LEN
-                        ),
-                    ))
-                }
-                _ => {}
+            if let Some(key) = value {
+                crate::flow::check_key(field, key)?;
             }
         }
         Ok(())

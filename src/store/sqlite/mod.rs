@@ -140,8 +140,8 @@ impl SqliteStore {
     /// `sqlite3`, scripts, other programs. What jobd writes itself is checked in Rust
     /// before it is written (the store refuses a job, a queue name or a hold the CHECKs
     /// would, with a sentence naming the field), and its updates set fixed states from
-    /// statements the tests run against the CHECKs (the suites check every database
-    /// they leave behind with `integrity_check`). So this connection does not evaluate
+    /// statements the tests run against the CHECKs (the suites `quick_check` every
+    /// database they leave behind). So this connection does not evaluate
     /// them again: they were a ninth of the drain's instructions per job and a seventh
     /// of a batch enqueue's (scripts/drain-callgrind.sh, scripts/enqueue-callgrind.sh).
     /// Set after migrating, so a migration that copies rows still has them checked.
