@@ -29,18 +29,19 @@ impl Drop for Sandbox {
             unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
         }
         if self.database.is_none() && !std::thread::panicking() {
-            assert_rows_keep_the_checks(&self.path("jobs.db"));
+            assert_rows_keep_the_schemas_rules(&self.path("jobs.db"));
         }
     }
 }
 
-/// Fails if a row of the SQLite file at `path` breaks one of the schema's CHECKs. jobd's
-/// own connections skip the CHECKs (it checks what it writes before it writes), so every
+/// Fails if a row of the SQLite file at `path` breaks one of the schema's CHECKs, or an
+/// order key's unfinished jobs have other than one head. jobd's own connections skip the
+/// CHECKs (it checks what it writes before it writes), so every
 /// test that leaves a database behind checks this of whatever the binaries wrote there. A
 /// file that is missing, that cannot be opened or is not a database (a test made it so)
 /// is not this check's matter. Opened for writing: a read-only connection cannot open a
 /// WAL file whose `-shm` a clean shutdown removed.
-pub fn assert_rows_keep_the_checks(path: &Path) {
+pub fn assert_rows_keep_the_schemas_rules(path: &Path) {
     let Ok(conn) =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
     else {
@@ -62,6 +63,24 @@ pub fn assert_rows_keep_the_checks(path: &Path) {
         path.display(),
         broken.len(),
         &broken[..broken.len().min(3)]
+    );
+    // And every order key's line has its one head: jobd keeps `order_blocked` on its own
+    // connections too, not only through the schema's triggers.
+    let Ok(mut lines) = conn.prepare(
+        "SELECT order_key, sum(order_blocked = 0) FROM jobs WHERE order_key IS NOT NULL \
+         AND state IN ('queued', 'running', 'retrying', 'waiting') \
+         GROUP BY order_key HAVING sum(order_blocked = 0) <> 1 LIMIT 3",
+    ) else {
+        return;
+    };
+    let broken: Vec<(String, i64)> = lines
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .and_then(|rows| rows.collect())
+        .unwrap_or_default();
+    assert!(
+        broken.is_empty(),
+        "{} has order keys without exactly one head (key, heads): {broken:?}",
+        path.display()
     );
 }
 

@@ -413,3 +413,82 @@ fn jobd_and_jobctl_print_the_bundled_sqlite_version() {
         );
     }
 }
+
+/// Plain SQL that sends `key`'s two jobs through a line: both enqueued (the second waits),
+/// the second cancelled while it waits, the first finished, the second sent round again.
+fn strand_the_second_of(key: &str) -> String {
+    format!(
+        "INSERT INTO jobs (kind, payload, order_key) VALUES ('noop', '{{}}', '{key}'), \
+                                                          ('noop', '{{}}', '{key}'); \
+         UPDATE jobs SET state = 'cancelled', finished_at = 2000 \
+           WHERE order_key = '{key}' AND order_blocked = 1; \
+         UPDATE jobs SET state = 'succeeded', finished_at = 2000 \
+           WHERE order_key = '{key}' AND state = 'queued'; \
+         UPDATE jobs SET state = 'queued', finished_at = NULL \
+           WHERE id = (SELECT max(id) FROM jobs WHERE order_key = '{key}');"
+    )
+}
+
+#[test]
+fn a_job_sent_round_again_by_plain_sql_heads_its_empty_line_and_migration_12_frees_stranded_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    // Schema 11's trigger left such a job waiting for a head that no longer existed.
+    let conn = Connection::open(&path).unwrap();
+    for (_, sql) in &MIGRATIONS[..11] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.execute_batch("PRAGMA user_version = 11").unwrap();
+    conn.execute_batch(&strand_the_second_of("old")).unwrap();
+    let blocked: bool = conn
+        .query_row(
+            "SELECT order_blocked FROM jobs WHERE order_key = 'old' AND state = 'queued'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(blocked, "schema 11 strands the job (what 0012 repairs)");
+    drop(conn);
+
+    let options = OpenOptions {
+        migrate: true,
+        ..Default::default()
+    };
+    let store = jobd::store::open(&path, &options).unwrap();
+    let stranded = store.order_head("old").unwrap();
+    assert!(
+        stranded.is_some(),
+        "the migration made the stranded job its key's head"
+    );
+    assert_eq!(
+        store.sqlite().unwrap().integrity_check().unwrap(),
+        vec!["ok".to_string()]
+    );
+
+    // The system's sqlite3, writing by plain SQL through the new trigger.
+    let (ok, err) = system_sqlite3(&path, &strand_the_second_of("new"));
+    assert!(ok, "{err}");
+    let revived = store.order_head("new").unwrap();
+    assert!(
+        revived.is_some(),
+        "the job sent round again heads its empty line"
+    );
+    assert_eq!(
+        store.sqlite().unwrap().integrity_check().unwrap(),
+        vec!["ok".to_string()]
+    );
+
+    // And the check names a line without a head.
+    let (ok, err) = system_sqlite3(
+        &path,
+        "UPDATE jobs SET order_blocked = 1 WHERE order_key = 'new'",
+    );
+    assert!(ok, "{err}");
+    let found = store.sqlite().unwrap().integrity_check().unwrap();
+    assert!(
+        found
+            .iter()
+            .any(|f| f.contains("order key \"new\" has 0 heads")),
+        "{found:?}"
+    );
+}

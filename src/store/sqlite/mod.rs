@@ -17,6 +17,7 @@ mod leases;
 mod live;
 mod maintenance;
 mod operator;
+mod order;
 mod queue;
 pub mod schema;
 pub mod sink;
@@ -272,7 +273,7 @@ impl SqliteStore {
 
     /// `PRAGMA integrity_check`: "ok", or what is wrong, every row's CHECKs included
     /// (this connection skips them when it writes, and the pragma skips them too unless
-    /// they are on).
+    /// they are on); then every order key's line, which must have one head.
     pub fn integrity_check(&self) -> Result<Vec<String>> {
         self.conn
             .execute_batch("PRAGMA ignore_check_constraints = OFF;")?;
@@ -284,7 +285,12 @@ impl SqliteStore {
                     .collect::<rusqlite::Result<Vec<_>>>()
             });
         self.trust_own_writes()?;
-        Ok(found?)
+        let mut found: Vec<String> = found?.into_iter().filter(|l| l != "ok").collect();
+        found.extend(order::broken_lines(&self.conn, 10)?);
+        if found.is_empty() {
+            found.push("ok".into());
+        }
+        Ok(found)
     }
 
     pub fn schema_version(&self) -> Result<i64> {

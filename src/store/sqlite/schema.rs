@@ -50,6 +50,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0011_one_order_finish_trigger",
         include_str!("../../../migrations/0011_one_order_finish_trigger.sql"),
     ),
+    (
+        "0012_revived_order_heads",
+        include_str!("../../../migrations/0012_revived_order_heads.sql"),
+    ),
 ];
 
 /// The version whose CHECK constraints bound queue and kind names.

@@ -5,7 +5,7 @@
 
 use super::{complete, MakeDb, WORKER};
 use jobd::flow::{DestinationLimit, HoldRequest};
-use jobd::job::{NewJob, Resolution};
+use jobd::job::{JobState, NewJob, Resolution};
 use jobd::store::{ClaimSpec, Store};
 use serde_json::json;
 use std::time::Duration;
@@ -187,4 +187,174 @@ pub fn an_order_keys_next_job_goes_when_its_head_finishes_however_it_finishes(ma
     assert_eq!(claim(db, &any(10), t0 + 30).0, vec![ids[0]]);
     complete(db, ids[0], 1, done, t0 + 40);
     assert_eq!(claim(db, &any(10), t0 + 40).0, vec![ids[3]]);
+}
+
+/// The jobs of `ids` that are their order key's head: unfinished and not blocked.
+fn heads(db: &mut dyn Store, ids: &[i64]) -> Vec<i64> {
+    ids.iter()
+        .copied()
+        // A deleted job is nobody's head.
+        .filter(|id| {
+            db.get(*id)
+                .is_ok_and(|job| !job.state.is_terminal() && !job.order_blocked)
+        })
+        .collect()
+}
+
+/// Every way a job joins or leaves its order key's line (an enqueue, in a batch or as a
+/// follow-up; a success among a batch of completions; a death by lease; a burial; a
+/// cancel; a delete; each way back) keeps exactly one head per key that has unfinished
+/// jobs, the first in id order where a line forms anew.
+pub fn every_way_into_and_out_of_an_order_keys_line_keeps_one_head(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    let t0 = 9_000_000;
+    let keyed = |key: &str| NewJob::new("noop", json!({})).order_key(key);
+    // A batch lines up in id order, keys interleaved with each other and with free jobs.
+    let batch = vec![
+        keyed("a"),
+        keyed("b"),
+        NewJob::new("noop", json!({})),
+        keyed("a"),
+        keyed("c"),
+        keyed("a"),
+        keyed("b"),
+        keyed("c"),
+    ];
+    let ids: Vec<i64> = db
+        .write(|tx| tx.enqueue(&batch, t0))
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let (a1, b1, free, a2, c1, a3, b2, c2) = (
+        ids[0], ids[1], ids[2], ids[3], ids[4], ids[5], ids[6], ids[7],
+    );
+    assert_eq!(heads(db, &[a1, a2, a3]), vec![a1]);
+    assert_eq!(heads(db, &[b1, b2]), vec![b1]);
+    assert_eq!(heads(db, &[c1, c2]), vec![c1]);
+    let (claimed, _) = claim(db, &any(10), t0);
+    assert_eq!(claimed, vec![a1, b1, free, c1]);
+
+    // b2 is cancelled while it waits behind b1: b1 stays the head.
+    db.write(|tx| tx.cancel(b2, t0 + 1)).unwrap();
+    assert_eq!(heads(db, &[b1, b2]), vec![b1]);
+
+    // a1 succeeds in one batch of completions with the free job; b1's and c1's leases
+    // run out with their attempts spent.
+    let done = Resolution::Succeeded {
+        follow_ups: vec![],
+        sync_marks: vec![],
+    };
+    let successes: Vec<jobd::job::Completion> = [a1, free]
+        .iter()
+        .map(|id| super::completion(*id, 1, done.clone(), t0 + 5))
+        .collect();
+    let finished: Vec<jobd::store::Finished<'_>> = successes
+        .iter()
+        .map(|completion| jobd::store::Finished {
+            completion,
+            started_us: None,
+        })
+        .collect();
+    db.write(|tx| tx.complete_many(&finished, t0 + 5)).unwrap();
+    assert_eq!(
+        heads(db, &[a1, a2, a3]),
+        vec![a2],
+        "a success lets the next go"
+    );
+    let rescued = db
+        .write(|tx| tx.rescue_expired(t0 + 60_001, false, &|_| 1, &|_| true))
+        .unwrap();
+    assert_eq!(rescued, vec![(b1, JobState::Dead), (c1, JobState::Dead)]);
+    assert_eq!(
+        heads(db, &[c1, c2]),
+        vec![c2],
+        "a death by lease lets the next go"
+    );
+    assert!(
+        heads(db, &[b1, b2]).is_empty(),
+        "line b has no unfinished job"
+    );
+
+    // Deleting a job behind the head changes nothing; deleting the head lets the next go.
+    assert_eq!(db.write(|tx| tx.delete_where_allowed(&[a3])).unwrap(), 1);
+    assert_eq!(heads(db, &[a2, a3]), vec![a2]);
+    let a4 = db.write(|tx| tx.enqueue(&[keyed("a")], t0 + 6)).unwrap()[0].id;
+    assert_eq!(
+        heads(db, &[a2, a4]),
+        vec![a2],
+        "a new job waits behind the head"
+    );
+    assert_eq!(db.write(|tx| tx.delete_where_allowed(&[a2])).unwrap(), 1);
+    assert_eq!(
+        heads(db, &[a2, a4]),
+        vec![a4],
+        "a deleted head lets the next go"
+    );
+
+    // b2, cancelled while it waited, sent round again once its key has no other
+    // unfinished job: it is the head, and runs.
+    db.write(|tx| tx.revive(&[b2], t0 + 8)).unwrap();
+    assert_eq!(
+        heads(db, &[b1, b2]),
+        vec![b2],
+        "a revived job heads an empty line"
+    );
+    // Sent round again while its key has a head: it waits.
+    db.write(|tx| tx.revive_where_allowed(&[b1], t0 + 8))
+        .unwrap();
+    assert_eq!(heads(db, &[b1, b2]), vec![b2]);
+    let (claimed, _) = claim(db, &any(10), t0 + 8);
+    assert_eq!(claimed, vec![c2, a4, b2]);
+
+    // A follow-up with a key waits behind that key's head; a job buried unborn lets
+    // nobody through but the next of its key.
+    let with_follow_up = Resolution::Succeeded {
+        follow_ups: vec![keyed("b")],
+        sync_marks: vec![],
+    };
+    complete(db, b2, 1, with_follow_up, t0 + 9);
+    let b3 = db
+        .list(&jobd::store::JobFilter::default())
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .max()
+        .unwrap();
+    assert_eq!(
+        heads(db, &[b1, b2, b3]),
+        vec![b1],
+        "the revived b1 heads its line"
+    );
+    assert!(db.get(b3).unwrap().order_blocked);
+    let a5 = db
+        .write(|tx| {
+            let id = tx.enqueue(&[keyed("a")], t0 + 10)?[0].id;
+            tx.bury_unborn(id, "never complete", t0 + 10)?;
+            Ok(id)
+        })
+        .unwrap();
+    assert_eq!(heads(db, &[a4, a5]), vec![a4]);
+    complete(db, a4, 1, done.clone(), t0 + 11);
+    assert!(heads(db, &[a4, a5]).is_empty(), "line a is empty");
+
+    // Every dead job sent round again at once: one head per key.
+    let dead = Resolution::Dead {
+        error: "boom".into(),
+        follow_ups: vec![],
+    };
+    let (claimed, _) = claim(db, &any(10), t0 + 12);
+    assert_eq!(claimed, vec![b1]);
+    complete(db, b1, 1, dead, t0 + 13);
+    assert_eq!(heads(db, &[b1, b3]), vec![b3]);
+    db.write(|tx| tx.revive_dead(None, t0 + 14)).unwrap();
+    assert_eq!(heads(db, &[b1, b3]), vec![b3], "b1 waits behind b3 now");
+    assert_eq!(
+        heads(db, &[c1, c2]),
+        vec![c2],
+        "c1 waits behind the running c2"
+    );
+    assert_eq!(heads(db, &[a5]), vec![a5], "a5 heads the empty line a");
 }

@@ -30,7 +30,7 @@ impl Drop for SqliteDb {
     fn drop(&mut self) {
         // Every case leaves a file whose rows keep the CHECKs the store's connection skips.
         if !std::thread::panicking() {
-            crate::common::assert_rows_keep_the_checks(&self.dir.path().join("jobs.db"));
+            crate::common::assert_rows_keep_the_schemas_rules(&self.dir.path().join("jobs.db"));
         }
     }
 }
