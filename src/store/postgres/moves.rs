@@ -121,8 +121,12 @@ impl PgTx<'_> {
     }
 
     /// An operator sends dead or cancelled jobs round again: queued now, attempts reset.
+    /// In id order, so of several of one order key sent into an empty line the first
+    /// heads it (the trigger of each update sees the ones before it).
     pub fn revive(&self, ids: &[JobId], now: UnixMillis) -> Result<Vec<JobId>> {
-        for id in ids {
+        let mut in_id_order = ids.to_vec();
+        in_id_order.sort_unstable();
+        for id in &in_id_order {
             let state = self.state_of(*id)?;
             Transition::Revive.check(*id, state)?;
             let changed = self.run(

@@ -60,15 +60,16 @@ fn is_plain(done: &Completion) -> bool {
 
 /// ?1 now, ?2 attempt, ?3 worker, then one job id per row: each of those jobs still held
 /// by that attempt of that worker becomes `succeeded`, with the same columns as the
-/// single completion's update sets; with `returning`, the statement returns each moved
-/// row's id. An IN-list of rowids with anonymous `?`s: shorter to parse, bind and (at
+/// single completion's update sets, unless it has an order key (whose line the single
+/// completion moves on: see `order.rs`); with `returning`, the statement returns each
+/// moved row's id. An IN-list of rowids with anonymous `?`s: shorter to parse, bind and (at
 /// every use) for the statement cache to hash and compare than a `VALUES` list joined
 /// to `jobs`, and its plan is one rowid seek per id.
 fn succeed_sql(rows: usize, returning: bool) -> String {
     format!(
         "UPDATE jobs SET state='succeeded',lease_until=NULL,finished_at=?1,updated_at=?1,\
          last_error=NULL,started_at=NULL,claim=NULL \
-         WHERE attempts=?2 AND worker IS ?3 AND {} AND id IN({}){}",
+         WHERE attempts=?2 AND worker IS ?3 AND order_key IS NULL AND {} AND id IN({}){}",
         state_guard(Transition::Complete),
         vec!["?"; rows].join(","),
         if returning { " RETURNING id" } else { "" }
@@ -128,9 +129,10 @@ fn chunked<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
 
 impl SqliteTx<'_> {
     /// Records finished attempts, all in this transaction: the plain successes first, a
-    /// chunk at a time, then every other completion in order. A completion for an
-    /// attempt that no longer holds its job changes nothing and says so (as does the
-    /// second of two for the same attempt).
+    /// chunk at a time, then every other completion in order (a plain success of a job
+    /// with an order key among them). A completion for an attempt that no longer holds
+    /// its job changes nothing and says so (as does the second of two for the same
+    /// attempt).
     pub fn complete_many(&self, done: &[Finished<'_>], now: UnixMillis) -> Result<Vec<Applied>> {
         let plain: Vec<&Finished<'_>> = done.iter().filter(|f| is_plain(f.completion)).collect();
         // Per plain success, in batch order: whether it is the one applied.
@@ -140,11 +142,15 @@ impl SqliteTx<'_> {
                 let mut params = Vec::with_capacity(3 + chunk.len());
                 params.extend([int(now), int(attempt.into()), text(worker)]);
                 params.extend(chunk.iter().map(|&p| int(plain[p].completion.job_id)));
-                if self.succeed_chunk_whole(chunk.iter().map(|&p| plain[p]), &params)? {
-                    for &p in chunk {
-                        held[p] = true;
+                match self.succeed_chunk_whole(chunk.iter().map(|&p| plain[p]), &params)? {
+                    ChunkMoved::All => {
+                        for &p in chunk {
+                            held[p] = true;
+                        }
+                        continue;
                     }
-                    continue;
+                    ChunkMoved::None => continue,
+                    ChunkMoved::Some => {}
                 }
                 let mut update = self
                     .tx
@@ -192,37 +198,48 @@ impl SqliteTx<'_> {
         let mut plain_answers = applied.into_iter();
         done.iter()
             .map(|f| {
-                if is_plain(f.completion) {
-                    Ok(match plain_answers.next().flatten() {
-                        Some(_) => Applied::Moved(JobState::Succeeded),
-                        None => Applied::Stale,
-                    })
-                } else {
-                    self.complete_started(f.completion, f.started_us, now)
+                if is_plain(f.completion) && plain_answers.next().flatten().is_some() {
+                    return Ok(Applied::Moved(JobState::Succeeded));
                 }
+                // A plain success its chunk did not move (its attempt no longer holds
+                // the job, it came twice, or the job has an order key) goes the single
+                // way, which says which.
+                self.complete_started(f.completion, f.started_us, now)
             })
             .collect()
     }
 }
 
+/// What a chunk's success update without RETURNING settled.
+#[derive(Debug, PartialEq, Eq)]
+enum ChunkMoved {
+    /// It moved every job of the chunk: each completion held its job.
+    All,
+    /// It moved none (all stale, or all with an order key): nothing to undo.
+    None,
+    /// It moved some, or the chunk names a job twice: undone, to be run with RETURNING.
+    Some,
+}
+
 impl SqliteTx<'_> {
     /// Moves a chunk of successes by the update without RETURNING when that settles it:
     /// when the chunk names each job once and the update moves as many rows as it has
-    /// completions, every one of them held its job. Otherwise (a stale or repeated
-    /// completion among them) the update is undone, to be run again with RETURNING, and
-    /// this says false. RETURNING's rows (a temporary table of them, read back, and a
+    /// completions, every one of them held its job; when it moves none, none did (or
+    /// each job has an order key). Otherwise (a stale or repeated completion, or a job
+    /// with an order key, among others) the update is undone, to be run again with
+    /// RETURNING. RETURNING's rows (a temporary table of them, read back, and a
     /// map of the moved attempts) cost about 5,000 instructions per job, counted by
     /// scripts/drain-callgrind.sh: paid only where the count does not say which moved.
     fn succeed_chunk_whole<'f>(
         &self,
         chunk: impl ExactSizeIterator<Item = &'f Finished<'f>>,
         params: &[ToSqlOutput<'_>],
-    ) -> Result<bool> {
+    ) -> Result<ChunkMoved> {
         let rows = chunk.len();
         let mut ids: Vec<JobId> = chunk.map(|f| f.completion.job_id).collect();
         ids.sort_unstable();
         if ids.windows(2).any(|pair| pair[0] == pair[1]) {
-            return Ok(false);
+            return Ok(ChunkMoved::Some);
         }
         self.tx
             .prepare_cached("SAVEPOINT complete_chunk")?
@@ -231,8 +248,12 @@ impl SqliteTx<'_> {
             .tx
             .prepare_cached(&statements(rows).succeed)?
             .execute(rusqlite::params_from_iter(params))?;
-        let whole = moved == rows;
-        if !whole {
+        let whole = match moved {
+            0 => ChunkMoved::None,
+            moved if moved == rows => ChunkMoved::All,
+            _ => ChunkMoved::Some,
+        };
+        if whole == ChunkMoved::Some {
             self.tx
                 .prepare_cached("ROLLBACK TO complete_chunk")?
                 .execute([])?;

@@ -107,19 +107,21 @@ impl SqliteTx<'_> {
         static SQL: LazyLock<String> = LazyLock::new(|| {
             format!(
                 "UPDATE jobs SET state = '{dead}', finished_at = ?2, updated_at = ?2, \
-                 last_error = ?3 WHERE id = ?1 AND {guard} AND attempts = 0",
+                 last_error = ?3 WHERE id = ?1 AND {guard} AND attempts = 0 RETURNING order_key",
                 dead = Transition::BuryUnborn.to_state().as_str(),
                 guard = state_guard(Transition::BuryUnborn)
             )
         });
-        let changed = self
+        let buried: Option<Option<String>> = self
             .tx
             .prepare_cached(&SQL)?
-            .execute(params![id, now, error])?;
-        if changed != 1 {
-            return Err(self.refusal(id, Transition::BuryUnborn, "bury", changed));
+            .query_row(params![id, now, error], |row| row.get(0))
+            .optional()?;
+        match buried {
+            None => Err(self.refusal(id, Transition::BuryUnborn, "bury", 0)),
+            Some(Some(key)) => self.order_left(&key),
+            Some(None) => Ok(()),
         }
-        Ok(())
     }
 
     /// Records (or updates) a folder set that is still incomplete. The first sighting is

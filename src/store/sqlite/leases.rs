@@ -7,7 +7,7 @@ use super::queue::SqliteTx;
 use super::Result;
 use crate::job::{JobId, JobState, Transition, UnixMillis};
 use crate::store::HeldClaim;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use std::sync::LazyLock;
 
 /// A running job whose lease ran out: id, kind, attempts, own max_attempts, worker,
@@ -152,13 +152,19 @@ impl SqliteTx<'_> {
                 if let Some(parent) = self.parent_of(id)? {
                     resumes.push(parent);
                 }
-                self.tx
+                let died: Option<Option<String>> = self
+                    .tx
                     .prepare_cached(&format!(
                         "UPDATE jobs SET state = 'dead', lease_until = NULL, finished_at = ?2, \
                      updated_at = ?2, last_error = ?3, started_at = NULL, claim = NULL \
-                     WHERE id = ?1 AND {guard}"
+                     WHERE id = ?1 AND {guard} RETURNING order_key"
                     ))?
-                    .execute(params![id, now, error])?
+                    .query_row(params![id, now, error], |row| row.get(0))
+                    .optional()?;
+                if let Some(Some(key)) = &died {
+                    self.order_left(key)?;
+                }
+                usize::from(died.is_some())
             } else {
                 self.tx
                     .prepare_cached(&format!(

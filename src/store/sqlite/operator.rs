@@ -7,7 +7,7 @@ use super::queue::{job_from_row, SqliteTx, JOB_COLUMNS};
 use super::{Result, SqliteStore, StoreError};
 use crate::job::{Job, JobId, JobState, Transition, UnixMillis};
 use crate::store::{AttemptProgress, ChildrenSummary, JobFilter, QueuePause};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use std::collections::{BTreeMap, HashMap};
 
 fn paused_queues_in(conn: &rusqlite::Connection) -> Result<Vec<QueuePause>> {
@@ -179,15 +179,22 @@ impl SqliteTx<'_> {
     pub fn revive_where_allowed(&self, ids: &[JobId], now: UnixMillis) -> Result<Vec<JobId>> {
         let mut stmt = self.conn().prepare_cached(&format!(
             "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?2, finished_at = NULL, \
-             cancel_requested = 0, worker = NULL, updated_at = ?2 WHERE id = ?1 AND {}",
+             cancel_requested = 0, worker = NULL, updated_at = ?2 WHERE id = ?1 AND {} \
+             RETURNING order_key",
             state_guard(Transition::Revive)
         ))?;
         let mut revived = Vec::new();
+        let mut keyed = Vec::new();
         for id in ids {
-            if stmt.execute(params![id, now])? == 1 {
+            let key: Option<Option<String>> = stmt
+                .query_row(params![id, now], |row| row.get(0))
+                .optional()?;
+            if let Some(key) = key {
                 revived.push(*id);
+                keyed.extend(key.map(|key| (*id, key)));
             }
         }
+        self.order_rejoined(&mut keyed)?;
         Ok(revived)
     }
 
@@ -195,12 +202,21 @@ impl SqliteTx<'_> {
     /// their attempts and progress. Returns how many went.
     pub fn delete_where_allowed(&self, ids: &[JobId]) -> Result<usize> {
         let mut stmt = self.conn().prepare_cached(&format!(
-            "DELETE FROM jobs WHERE id = ?1 AND {}",
+            "DELETE FROM jobs WHERE id = ?1 AND {} RETURNING order_key",
             states_guard(&JobState::DELETABLE)
         ))?;
         let mut deleted = 0;
+        let mut keys = Vec::new();
         for id in ids {
-            deleted += stmt.execute([id])?;
+            let key: Option<Option<String>> = stmt.query_row([id], |row| row.get(0)).optional()?;
+            if let Some(key) = key {
+                deleted += 1;
+                keys.extend(key);
+            }
+        }
+        // A deleted job that was unfinished may have been its key's head.
+        for key in &keys {
+            self.order_left(key)?;
         }
         Ok(deleted)
     }

@@ -136,7 +136,8 @@ pub struct SqliteTx<'a> {
 }
 
 /// The update that records a completion, per transition: ?1 id, ?2 attempt, ?3 worker,
-/// ?4 now, then the transition's own values. Only the attempt that holds the job may
+/// ?4 now, then the transition's own values; it returns the job's order key (whose
+/// line moves on when the job finishes). Only the attempt that holds the job may
 /// finish it; the guard from `job.rs` comes on top.
 fn completion_sql(transition: Transition) -> &'static str {
     static SQL: LazyLock<Vec<(Transition, String)>> = LazyLock::new(|| {
@@ -180,7 +181,7 @@ fn completion_sql(transition: Transition) -> &'static str {
             (
                 t,
                 format!(
-                    "UPDATE jobs SET {set}, {left} WHERE {fence} AND {}",
+                    "UPDATE jobs SET {set}, {left} WHERE {fence} AND {} RETURNING order_key",
                     state_guard(t)
                 ),
             )
@@ -223,16 +224,25 @@ impl<'a> SqliteTx<'a> {
             crate::store::validate_all(routed)?;
         }
         let jobs = routed.as_deref().unwrap_or(jobs);
-        if jobs.len() == 1 {
-            // One job is one INSERT (and a read for a duplicate), and a statement that
-            // fails leaves nothing of itself, its triggers' writes included: no savepoint.
+        if jobs.len() == 1 && jobs[0].order_key.is_none() {
+            // One job without an order key is one INSERT (and a read for a duplicate),
+            // and a statement that fails leaves nothing of itself: no savepoint.
             return self.insert_all(jobs, link, now);
         }
         // A savepoint, so a refused batch leaves the rest of a group commit standing.
         // Prepared once: parsing these two for every request was a tenth of a single
         // enqueue's turn.
         self.tx.prepare_cached("SAVEPOINT enqueue")?.execute([])?;
-        let result = self.insert_all(jobs, link, now);
+        let result = self.insert_all(jobs, link, now).and_then(|ids| {
+            let keyed: Vec<(JobId, &str)> = jobs
+                .iter()
+                .zip(&ids)
+                .filter(|(_, enqueued)| !enqueued.duplicate)
+                .filter_map(|(job, enqueued)| Some((enqueued.id, job.order_key.as_deref()?)))
+                .collect();
+            self.order_enqueued(&keyed)?;
+            Ok(ids)
+        });
         match result {
             Ok(ids) => {
                 self.tx.prepare_cached("RELEASE enqueue")?.execute([])?;
@@ -416,34 +426,34 @@ impl<'a> SqliteTx<'a> {
     ) -> Result<Applied> {
         let sql = completion_sql(done.resolution.transition());
         let mut update = self.tx.prepare_cached(sql)?;
-        let changed = match &done.resolution {
+        let order_key = |row: &Row<'_>| row.get::<_, Option<String>>(0);
+        let moved = match &done.resolution {
             Resolution::Succeeded { .. }
             | Resolution::Released { .. }
-            | Resolution::Await { .. } => {
-                update.execute(params![done.job_id, done.attempt, done.worker, now])?
-            }
-            Resolution::RetryAt { run_at, error } => update.execute(params![
-                done.job_id,
-                done.attempt,
-                done.worker,
-                now,
-                run_at,
-                error
-            ])?,
+            | Resolution::Await { .. } => update.query_row(
+                params![done.job_id, done.attempt, done.worker, now],
+                order_key,
+            ),
+            Resolution::RetryAt { run_at, error } => update.query_row(
+                params![done.job_id, done.attempt, done.worker, now, run_at, error],
+                order_key,
+            ),
             Resolution::Dead { error: message, .. } | Resolution::Cancelled { reason: message } => {
                 let target = done.resolution.transition().to_state().as_str();
-                update.execute(params![
-                    done.job_id,
-                    done.attempt,
-                    done.worker,
-                    now,
-                    target,
-                    message
-                ])?
+                update.query_row(
+                    params![done.job_id, done.attempt, done.worker, now, target, message],
+                    order_key,
+                )
             }
-        };
-        if changed == 0 {
+        }
+        .optional()?;
+        let Some(order_key) = moved else {
             return Ok(Applied::Stale);
+        };
+        if let Some(key) = &order_key {
+            if done.resolution.transition().to_state().is_terminal() {
+                self.order_left(key)?;
+            }
         }
         let (outcome, error) = match &done.resolution {
             Resolution::Succeeded { .. } => ("succeeded", None),
@@ -574,18 +584,23 @@ impl<'a> SqliteTx<'a> {
             format!(
                 "UPDATE jobs SET state = '{queued}', attempts = 0, run_at = ?2, \
                  finished_at = NULL, cancel_requested = 0, worker = NULL, updated_at = ?2 \
-                 WHERE id = ?1 AND {guard}",
+                 WHERE id = ?1 AND {guard} RETURNING order_key",
                 queued = Transition::Revive.to_state().as_str(),
                 guard = state_guard(Transition::Revive)
             )
         });
         let mut stmt = self.tx.prepare_cached(&SQL)?;
+        let mut keyed = Vec::new();
         for id in ids {
-            let changed = stmt.execute(params![id, now])?;
-            if changed != 1 {
-                return Err(self.refusal(*id, Transition::Revive, "retry", changed));
+            let revived: Option<Option<String>> = stmt
+                .query_row(params![id, now], |row| row.get(0))
+                .optional()?;
+            match revived {
+                Some(key) => keyed.extend(key.map(|key| (*id, key))),
+                None => return Err(self.refusal(*id, Transition::Revive, "retry", 0)),
             }
         }
+        self.order_rejoined(&mut keyed)?;
         Ok(ids.to_vec())
     }
 
@@ -596,14 +611,23 @@ impl<'a> SqliteTx<'a> {
             format!(
                 "UPDATE jobs SET state = '{queued}', attempts = 0, run_at = ?1, \
                  finished_at = NULL, cancel_requested = 0, worker = NULL, updated_at = ?1 \
-                 WHERE {dead} AND (?2 IS NULL OR kind = ?2) RETURNING id",
+                 WHERE {dead} AND (?2 IS NULL OR kind = ?2) RETURNING id, order_key",
                 queued = Transition::Revive.to_state().as_str(),
                 dead = states_guard(&[JobState::Dead])
             )
         });
         let mut stmt = self.tx.prepare_cached(&SQL)?;
-        let ids = stmt.query_map(params![now, kind], |row| row.get(0))?;
-        Ok(ids.collect::<rusqlite::Result<Vec<JobId>>>()?)
+        let revived = stmt
+            .query_map(params![now, kind], |row| {
+                Ok((row.get::<_, JobId>(0)?, row.get::<_, Option<String>>(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut keyed: Vec<(JobId, String)> = revived
+            .iter()
+            .filter_map(|(id, key)| Some((*id, key.clone()?)))
+            .collect();
+        self.order_rejoined(&mut keyed)?;
+        Ok(revived.into_iter().map(|(id, _)| id).collect())
     }
 
     /// An operator cancels a job: a waiting one is cancelled at once; a running one is
@@ -624,7 +648,7 @@ impl<'a> SqliteTx<'a> {
             format!(
                 "UPDATE jobs SET state = '{cancelled}', finished_at = ?2, updated_at = ?2, \
                  last_error = 'cancelled by an operator' WHERE id = ?1 AND {guard} \
-                 RETURNING parent_id",
+                 RETURNING parent_id, order_key",
                 cancelled = Transition::Cancel.to_state().as_str(),
                 guard = states_guard(&waiting)
             )
@@ -635,12 +659,15 @@ impl<'a> SqliteTx<'a> {
                 running_guard()
             )
         });
-        let cancelled: Option<Option<JobId>> = self
+        let cancelled: Option<(Option<JobId>, Option<String>)> = self
             .tx
             .prepare_cached(&CANCEL_WAITING)?
-            .query_row(params![id, now], |row| row.get(0))
+            .query_row(params![id, now], |row| Ok((row.get(0)?, row.get(1)?)))
             .optional()?;
-        if let Some(parent) = cancelled {
+        if let Some((parent, order_key)) = cancelled {
+            if let Some(key) = order_key {
+                self.order_left(&key)?;
+            }
             if let Some(parent) = parent {
                 self.resume_if_children_done(parent, now)?;
             }

@@ -6,7 +6,7 @@
 use super::{complete, MakeDb, WORKER};
 use jobd::flow::{DestinationLimit, HoldRequest};
 use jobd::job::{JobState, NewJob, Resolution};
-use jobd::store::{ClaimSpec, Store};
+use jobd::store::{Applied, ClaimSpec, Store};
 use serde_json::json;
 use std::time::Duration;
 
@@ -221,6 +221,8 @@ pub fn every_way_into_and_out_of_an_order_keys_line_keeps_one_head(make: MakeDb)
         keyed("a"),
         keyed("b"),
         keyed("c"),
+        NewJob::new("noop", json!({})),
+        NewJob::new("noop", json!({})),
     ];
     let ids: Vec<i64> = db
         .write(|tx| tx.enqueue(&batch, t0))
@@ -231,23 +233,24 @@ pub fn every_way_into_and_out_of_an_order_keys_line_keeps_one_head(make: MakeDb)
     let (a1, b1, free, a2, c1, a3, b2, c2) = (
         ids[0], ids[1], ids[2], ids[3], ids[4], ids[5], ids[6], ids[7],
     );
+    let (free2, free3) = (ids[8], ids[9]);
     assert_eq!(heads(db, &[a1, a2, a3]), vec![a1]);
     assert_eq!(heads(db, &[b1, b2]), vec![b1]);
     assert_eq!(heads(db, &[c1, c2]), vec![c1]);
     let (claimed, _) = claim(db, &any(10), t0);
-    assert_eq!(claimed, vec![a1, b1, free, c1]);
+    assert_eq!(claimed, vec![a1, b1, free, c1, free2, free3]);
 
     // b2 is cancelled while it waits behind b1: b1 stays the head.
     db.write(|tx| tx.cancel(b2, t0 + 1)).unwrap();
     assert_eq!(heads(db, &[b1, b2]), vec![b1]);
 
-    // a1 succeeds in one batch of completions with the free job; b1's and c1's leases
-    // run out with their attempts spent.
+    // a1 succeeds in one batch of completions with the free jobs (one chunk of four);
+    // b1's and c1's leases run out with their attempts spent.
     let done = Resolution::Succeeded {
         follow_ups: vec![],
         sync_marks: vec![],
     };
-    let successes: Vec<jobd::job::Completion> = [a1, free]
+    let successes: Vec<jobd::job::Completion> = [free, a1, free2, free3]
         .iter()
         .map(|id| super::completion(*id, 1, done.clone(), t0 + 5))
         .collect();
@@ -258,7 +261,8 @@ pub fn every_way_into_and_out_of_an_order_keys_line_keeps_one_head(make: MakeDb)
             started_us: None,
         })
         .collect();
-    db.write(|tx| tx.complete_many(&finished, t0 + 5)).unwrap();
+    let applied = db.write(|tx| tx.complete_many(&finished, t0 + 5)).unwrap();
+    assert_eq!(applied, vec![Applied::Moved(JobState::Succeeded); 4]);
     assert_eq!(
         heads(db, &[a1, a2, a3]),
         vec![a2],
@@ -357,4 +361,48 @@ pub fn every_way_into_and_out_of_an_order_keys_line_keeps_one_head(make: MakeDb)
         "c1 waits behind the running c2"
     );
     assert_eq!(heads(db, &[a5]), vec![a5], "a5 heads the empty line a");
+
+    // A head that has not started (due later) cancelled lets the next go; so does a
+    // head buried unborn in the transaction that enqueued it.
+    let later = db
+        .write(|tx| tx.enqueue(&[keyed("d").run_at(t0 + 86_400_000), keyed("d")], t0 + 15))
+        .unwrap();
+    let (d1, d2) = (later[0].id, later[1].id);
+    db.write(|tx| tx.cancel(d1, t0 + 16)).unwrap();
+    assert_eq!(
+        heads(db, &[d1, d2]),
+        vec![d2],
+        "a cancelled head lets the next go"
+    );
+    let (e1, e2) = db
+        .write(|tx| {
+            let ids = tx.enqueue(&[keyed("e"), keyed("e")], t0 + 17)?;
+            tx.bury_unborn(ids[0].id, "never complete", t0 + 17)?;
+            Ok((ids[0].id, ids[1].id))
+        })
+        .unwrap();
+    assert_eq!(
+        heads(db, &[e1, e2]),
+        vec![e2],
+        "a buried head lets the next go"
+    );
+
+    // Two finished jobs sent round together into an empty line go in id order, whatever
+    // flags they finished with: f2 was cancelled waiting, f3 as the head.
+    let f: Vec<i64> = db
+        .write(|tx| tx.enqueue(&[keyed("f"), keyed("f"), keyed("f")], t0 + 18))
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    db.write(|tx| tx.cancel(f[1], t0 + 18)).unwrap();
+    db.write(|tx| tx.cancel(f[0], t0 + 18)).unwrap();
+    assert_eq!(heads(db, &f), vec![f[2]]);
+    db.write(|tx| tx.cancel(f[2], t0 + 18)).unwrap();
+    db.write(|tx| tx.revive(&[f[2], f[1]], t0 + 19)).unwrap();
+    assert_eq!(
+        heads(db, &f),
+        vec![f[1]],
+        "the first in id order heads the line"
+    );
 }
