@@ -16,7 +16,7 @@ pub use api::{
 };
 pub use sqlite::{example, schema, sink};
 pub use sync::SyncStateReader;
-pub(crate) use types::{validate_all, ParentLink};
+pub(crate) use types::{stored_items, validate_all, ParentLink};
 pub use types::{
     Applied, Attempt, AttemptProgress, ChildrenSummary, ClaimSpec, Claimed, Death, DestinationHold,
     Enqueued, HeldClaim, IngestRecord, JobFilter, PendingFolder, QueuePause, QueueStats,

@@ -2,7 +2,7 @@
 //! completions return, the operator's filters and counts, ingest records, pauses,
 //! progress and sync state. Driver-neutral: no driver's row types appear here.
 
-use crate::job::{JobId, JobState, NewJob, UnixMillis};
+use crate::job::{JobId, JobState, NewJob, SyncMark, UnixMillis};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -277,4 +277,23 @@ pub(crate) fn validate_all(jobs: &[NewJob]) -> Result<(), super::StoreError> {
             .map_err(|e| super::StoreError::InvalidJob(e.to_string()))?;
     }
     Ok(())
+}
+
+/// A sync mark's item count as the database keeps it (a signed 64-bit integer), after
+/// checking the mark names its pipeline: refused in words otherwise, the same in every
+/// driver, rather than wrapped round to a negative count.
+pub(crate) fn stored_items(mark: &SyncMark) -> Result<i64, super::StoreError> {
+    if mark.pipeline.is_empty() {
+        return Err(super::StoreError::InvalidJob(
+            "a sync mark needs a pipeline".into(),
+        ));
+    }
+    i64::try_from(mark.items).map_err(|_| {
+        super::StoreError::InvalidJob(format!(
+            "the sync mark of pipeline {:?} counts {} items, more than the store keeps ({})",
+            mark.pipeline,
+            mark.items,
+            i64::MAX
+        ))
+    })
 }

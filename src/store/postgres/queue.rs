@@ -519,11 +519,7 @@ impl<'a> PgTx<'a> {
 
     /// Records the end of a complete pipeline run; the mark never moves back.
     pub fn record_sync_mark(&self, mark: &SyncMark, job: JobId, now: UnixMillis) -> Result<()> {
-        if mark.pipeline.is_empty() {
-            return Err(StoreError::InvalidJob(
-                "a sync mark needs a pipeline".into(),
-            ));
-        }
+        let items = crate::store::stored_items(mark)?;
         self.run(
             "INSERT INTO sync_state (pipeline, high_water, runs, last_run_items, \
              last_run_pages, last_run_job, updated_at) VALUES ($1, $2, 1, $3, $4, $5, $6) \
@@ -535,7 +531,7 @@ impl<'a> PgTx<'a> {
             &[
                 &mark.pipeline,
                 &mark.high_water,
-                &(mark.items as i64),
+                &items,
                 &i64::from(mark.pages),
                 &job,
                 &now,

@@ -4,7 +4,7 @@
 
 use super::guards::with_guards;
 use super::queue::SqliteTx;
-use super::{Result, SqliteStore, StoreError};
+use super::{Result, SqliteStore};
 use crate::job::{JobId, SyncMark, UnixMillis};
 use crate::store::SyncState;
 use rusqlite::{params, OptionalExtension};
@@ -14,11 +14,7 @@ impl SqliteTx<'_> {
     /// (a manual one beside a scheduled one), the later start wins whichever ends last,
     /// since each fetched everything changed up to its own start.
     pub fn record_sync_mark(&self, mark: &SyncMark, job: JobId, now: UnixMillis) -> Result<()> {
-        if mark.pipeline.is_empty() {
-            return Err(StoreError::InvalidJob(
-                "a sync mark needs a pipeline".into(),
-            ));
-        }
+        let items = crate::store::stored_items(mark)?;
         self.conn()
             .prepare_cached(
                 "INSERT INTO sync_state (pipeline, high_water, runs, last_run_items, \
@@ -32,7 +28,7 @@ impl SqliteTx<'_> {
             .execute(params![
                 mark.pipeline,
                 mark.high_water,
-                mark.items as i64,
+                items,
                 mark.pages,
                 job,
                 now
