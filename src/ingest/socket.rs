@@ -332,8 +332,9 @@ pub fn read_line_bounded(
 /// A connection's answers, kept in request order. Whoever has an answer (the reading
 /// thread for pings and refusals, the dispatcher for commits) puts it in its slot; the
 /// answers at the front that are ready move to `bytes`, and whoever flushes writes them.
-/// The dispatcher only writes what the socket takes without blocking; the rest is left
-/// to this connection's writer thread, so a client that stops reading never stalls it.
+/// The dispatcher and the reading thread only write what the socket takes without
+/// blocking; the rest is left to this connection's writer thread, so a client that stops
+/// reading stalls neither (the reading thread waits only past `MAX_UNSENT_BYTES`).
 struct Output {
     stream: UnixStream,
     state: Mutex<OutState>,
@@ -542,8 +543,11 @@ impl Connection {
         let max = self.settings.max_line_bytes;
         let result = loop {
             if reader.buffer().is_empty() {
-                // About to wait for the client: what is answered goes out first.
-                output.write_ready(true);
+                // About to wait for the client: what is answered goes out first, as far
+                // as the socket takes it; the writer thread sends the rest. Blocking
+                // here on a client that does not read would stop this thread reading
+                // long before the connection's MAX_UNSENT_BYTES.
+                output.write_ready(false);
             }
             let answer = match read_line_bounded(&mut reader, &mut line, max) {
                 Ok(Line::End) => break Ok(()),

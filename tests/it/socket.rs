@@ -185,6 +185,31 @@ fn a_client_that_stops_reading_holds_up_no_other_and_gets_every_answer_when_it_r
 }
 
 #[test]
+fn the_reading_thread_answers_pings_without_waiting_for_a_client_that_does_not_read() {
+    let daemon = TestDaemon::start(SOCKET);
+    // 20,000 pings, each padded to 200 bytes: 4 MB of requests, far more than the socket
+    // buffers hold, so the client's write finishes only if the daemon reads them all.
+    // Their answers (about 840 KB) are more than the socket takes while the client does
+    // not read (about 230 KB here), and the rest is less than the 1 MiB the daemon keeps
+    // for it: the reading thread, which answers pings itself, must hand what the socket
+    // does not take to the connection's writer thread, not block writing it and stop
+    // reading (it did, and the next burst of a client that read later waited for ever).
+    let (stream, mut writer) = connection_and_writer(&daemon, Duration::from_secs(20));
+    let ping = format!("{:<199}\n", r#"{"op":"ping"}"#);
+    let pings = ping.repeat(20_000);
+    if let Err(e) = writer.write_all(pings.as_bytes()) {
+        panic!("the daemon stopped reading before the 20,000th ping ({e})");
+    }
+    let mut reader = BufReader::new(stream);
+    for n in 0..20_000 {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let answer: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(answer["pong"], true, "answer {n}: {answer}");
+    }
+}
+
+#[test]
 fn a_client_that_never_reads_its_answers_stops_being_read_from_and_loses_nothing() {
     let daemon = TestDaemon::start(SOCKET);
     // 100,000 enqueues: their answers (about 2.3 MB) are more than the daemon keeps for a
