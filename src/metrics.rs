@@ -231,6 +231,13 @@ pub fn render(db: &DbMetrics, daemon: Option<&DaemonSnapshot>) -> String {
     let _ = writeln!(out, "jobd_commits_total {}", d.counters.commits);
     header(
         &mut out,
+        "jobd_wal_syncs_total",
+        "counter",
+        "Syncs of the WAL that made the dispatcher's commits durable since start (synchronous=full; one covers every commit made while the last ran).",
+    );
+    let _ = writeln!(out, "jobd_wal_syncs_total {}", d.counters.wal_syncs);
+    header(
+        &mut out,
         "jobd_held_outcomes",
         "gauge",
         "Outcomes kept in memory because the database could not be written (e.g. disk full).",

@@ -13,7 +13,7 @@ pub mod status;
 pub mod workers;
 
 use crate::clock::SharedClock;
-use crate::config::{Config, ConfigSource};
+use crate::config::{Config, ConfigSource, Synchronous};
 use crate::handlers::Registry;
 use crate::job::{Job, JobState, NewJob, UnixMillis};
 use crate::store::{Enqueued, OpenOptions, StoreError, StoreTx};
@@ -348,6 +348,12 @@ impl Daemon {
             // on the dispatcher's connection never stop to do it inline.
             file.disable_auto_checkpoint()?;
         }
+        // At `full`, the dispatcher's commits are synced by a thread of their own, which
+        // answers only after the sync: the next turn is written while the disk works.
+        let wal_sync = match (config.daemon.synchronous, db.sqlite()) {
+            (Synchronous::Full, Some(file)) => Some(file.sync_commits_elsewhere()?),
+            _ => None,
+        };
         let checkpointer_db = crate::store::open(
             &database,
             &OpenOptions {
@@ -409,6 +415,11 @@ impl Daemon {
             metrics_tx,
             status_tx,
         );
+        if let Some(wal_sync) = wal_sync {
+            dispatcher
+                .sync_commits_with(wal_sync)
+                .map_err(|e| DaemonError::Setup(format!("cannot start the syncer: {e}")))?;
+        }
         let journal = dispatcher.recover()?;
         let workers = workers::spawn(
             config.daemon.workers,

@@ -473,4 +473,7 @@ pub trait SqliteFile {
     fn integrity_check(&self) -> Result<Vec<String>>;
     /// `EXPLAIN QUERY PLAN` of each statement the claim runs, by name.
     fn claim_query_plans(&self) -> Result<Vec<(&'static str, String)>>;
+    /// This connection's commits stop waiting for the disk; the handle makes them
+    /// durable (see [`super::WalSync`]).
+    fn sync_commits_elsewhere(&self) -> Result<super::WalSync>;
 }

@@ -14,6 +14,7 @@ pub mod web;
 pub use api::{
     BackupInfo, Checkpoint, CheckpointMode, Finished, SqliteFile, Store, StoreTx, WakeHook,
 };
+pub use sqlite::wal_sync::WalSync;
 pub use sqlite::{example, schema, sink};
 pub use sync::SyncStateReader;
 pub(crate) use types::{stored_items, validate_all, ParentLink};

@@ -688,6 +688,59 @@ fn the_daemon_writes_the_metrics_textfile_atomically() {
     assert!(wait_exit(&mut jobd, Duration::from_secs(30)).success());
 }
 
+/// At `synchronous = "full"` the dispatcher's commits are made durable by a sync of the
+/// WAL outside the commit, which the metrics count; at `normal` there is none.
+#[test]
+fn at_full_the_dispatchers_commits_are_synced_by_the_syncer_and_at_normal_not_at_all() {
+    for (synchronous, synced) in [("full", true), ("normal", false)] {
+        let sandbox = Sandbox::new(&format!("synchronous = \"{synchronous}\""), "");
+        let textfile = sandbox.path("textfile/jobd.prom");
+        std::fs::create_dir_all(textfile.parent().unwrap()).unwrap();
+        let text = format!(
+            "{}\n[metrics]\ntextfile = \"{}\"\ninterval = \"1s\"\n",
+            std::fs::read_to_string(sandbox.config()).unwrap(),
+            textfile.display()
+        );
+        std::fs::write(sandbox.config(), text).unwrap();
+        let mut db = sandbox.migrate();
+        let jobs: Vec<NewJob> = (0..20).map(|_| NewJob::new("noop", json!({}))).collect();
+        db.write(|tx| tx.enqueue(&jobs, 1)).unwrap();
+        let mut jobd = sandbox.spawn_jobd(&[]);
+        let mut samples = BTreeMap::new();
+        wait_until(Duration::from_secs(30), "metrics for all 20 jobs", || {
+            let Ok(text) = std::fs::read_to_string(&textfile) else {
+                return false;
+            };
+            samples = parse_prometheus(&text);
+            samples.get("jobd_processed_total{result=\"succeeded\"}") == Some(&20.0)
+        });
+        let syncs = samples["jobd_wal_syncs_total"];
+        let commits = samples["jobd_commits_total"];
+        if synced {
+            assert!(
+                syncs >= 1.0,
+                "{synchronous}: {syncs} syncs for {commits} commits"
+            );
+            assert!(
+                syncs <= commits + 1.0,
+                "{synchronous}: {syncs} syncs for {commits} commits"
+            );
+        } else {
+            assert_eq!(syncs, 0.0, "{synchronous}: the commits sync themselves");
+        }
+        signal(&jobd, libc::SIGTERM);
+        assert!(wait_exit(&mut jobd, Duration::from_secs(30)).success());
+        let succeeded: i64 = connect(&sandbox.db())
+            .query_row(
+                "SELECT count(*) FROM jobs WHERE state = 'succeeded'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(succeeded, 20, "{synchronous}");
+    }
+}
+
 // ---------------------------------------------------------------- disk full
 
 /// A size-limited tmpfs, unmounted on drop.

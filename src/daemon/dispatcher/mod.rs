@@ -18,12 +18,15 @@
 //! - `drain.rs`: stopping: the grace period, interrupting handlers, releasing the rest
 //! - `outcome.rs`: a worker's report turned into one store transition, and its aftermath
 //! - `service.rs`: reloads, start-up recovery, watchdog, STATUS= and metrics
+//! - `syncer.rs`: at `synchronous=full`, the WAL's sync outside the commit, and the
+//!   answers that wait for it
 
 mod claim;
 mod drain;
 mod flight;
 mod outcome;
 mod service;
+mod syncer;
 mod timers;
 mod turn;
 
@@ -103,6 +106,9 @@ pub struct Counters {
     pub cancelled: u64,
     /// Write transactions committed: jobs per commit is what group commit buys.
     pub commits: u64,
+    /// Syncs of the WAL that made those commits durable, where the syncer does it
+    /// (`synchronous=full`); 0 where each commit syncs itself.
+    pub wal_syncs: u64,
 }
 
 /// What the dispatcher tells about itself: counters, handler times, its start.
@@ -160,6 +166,9 @@ pub struct Dispatcher {
     /// The last turn answered a socket client on this thread: its next request is likely
     /// within a round trip ([`Dispatcher::next_command_soon`]).
     answered_directly: bool,
+    /// At `synchronous=full`: what makes each commit durable before its answers go out.
+    /// None where the commit itself waits for the disk (PostgreSQL, `normal`, `extra`).
+    syncer: Option<syncer::Syncer>,
 }
 
 impl Dispatcher {
@@ -220,6 +229,54 @@ impl Dispatcher {
             },
             pending_holds: Vec::new(),
             answered_directly: false,
+            syncer: None,
+        }
+    }
+
+    /// From now on this dispatcher's commits are made durable by `wal`, outside the
+    /// commit ([`syncer`]); the store's connection must have stopped syncing its own.
+    pub(super) fn sync_commits_with(&mut self, wal: crate::store::WalSync) -> std::io::Result<()> {
+        self.syncer = Some(syncer::Syncer::spawn(wal)?);
+        Ok(())
+    }
+
+    /// What a commit lets the daemon say, said once the commit is durable: at once where
+    /// the commit synced itself; else synced here when the syncer has nothing waiting
+    /// and neither does the channel, or handed to the syncer so the next turn can go
+    /// on while the disk works.
+    fn after_commit(&mut self, after: syncer::AfterCommit) {
+        let direct = after.answers_directly();
+        match &self.syncer {
+            None => {
+                after.deliver();
+                self.answered_directly = direct;
+            }
+            Some(syncer) if syncer.idle() && self.commands.is_empty() => {
+                syncer.sync_here(after);
+                self.answered_directly = direct;
+            }
+            Some(syncer) => {
+                syncer.hand_over(after);
+                // Its client hears after the sync: too late for the awake poll.
+                self.answered_directly = false;
+            }
+        }
+    }
+
+    /// A sync that failed stops the daemon (see [`syncer`]).
+    fn sync_failure(&self) -> Result<(), StoreError> {
+        match self.syncer.as_ref().and_then(|s| s.failure()) {
+            Some(why) => Err(StoreError::Io(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// The last sync before the dispatcher returns: every answer handed over is out and
+    /// every commit, a drain's releases included, is durable.
+    fn finish_syncs(&mut self) -> Result<(), StoreError> {
+        match self.syncer.as_mut() {
+            Some(syncer) => syncer.finish().map_err(StoreError::Io),
+            None => Ok(()),
         }
     }
 
@@ -263,8 +320,10 @@ impl Dispatcher {
                 }
             }
             if let Some(exit) = self.run_once(batch)? {
+                self.finish_syncs()?;
                 return Ok((exit, self.stats.counters));
             }
+            self.sync_failure()?;
         }
     }
 

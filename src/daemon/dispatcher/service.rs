@@ -74,6 +74,9 @@ impl Dispatcher {
             return;
         }
         self.timers.metrics = at + self.settings.config.metrics.interval;
+        if let Some(syncer) = &self.syncer {
+            self.stats.counters.wal_syncs = syncer.syncs();
+        }
         let _ = self.outlets.metrics.try_send(DaemonSnapshot {
             textfile: textfile.clone(),
             counters: self.stats.counters,

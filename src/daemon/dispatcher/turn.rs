@@ -8,18 +8,18 @@
 //! when the write failed, to try again).
 
 use super::flight::{Lease, ProgressToWrite, StartToRecord};
+use super::syncer::AfterCommit;
 use super::{Command, Dispatcher, Exit, TxTask};
 use crate::clock::{after, Moment};
 use crate::config::Config;
 use crate::daemon::workers::Report;
-use crate::daemon::{ClientError, EnqueueReply, Flush, ReplyTo};
+use crate::daemon::{ClientError, EnqueueReply, ReplyTo};
 use crate::flow::HoldRequest;
 use crate::handlers::StopReason;
 use crate::job::{Completion, Job, JobId, JobState, NewJob, UnixMillis};
 use crate::store::{Applied, ClaimSpec, Claimed, Finished, StoreError, StoreTx};
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a failed write waits before it is tried again (disk full, database busy).
@@ -99,7 +99,7 @@ pub(super) struct Written {
 }
 
 /// What to tell each task that ran inside the transaction once its fate is known.
-type AfterTask = Box<dyn FnOnce(Result<(), ClientError>) + Send>;
+pub(super) type AfterTask = Box<dyn FnOnce(Result<(), ClientError>) + Send>;
 
 impl Dispatcher {
     /// One turn: everything waiting, in one transaction. Returns an exit when done.
@@ -348,15 +348,15 @@ impl Dispatcher {
         for (completion, applied) in plan.completions.iter().zip(&written.applied) {
             self.finish(completion, applied);
         }
-        let mut flushes = Vec::new();
-        for ((_, reply), result) in intake.enqueues.into_iter().zip(written.enqueued) {
-            answer(reply, result, &mut flushes);
-        }
-        flushes.iter().for_each(|f| f.flush());
-        self.answered_directly = !flushes.is_empty();
-        for done in after_tasks {
-            done(Ok(()));
-        }
+        self.after_commit(AfterCommit {
+            answers: intake
+                .enqueues
+                .into_iter()
+                .map(|(_, reply)| reply)
+                .zip(written.enqueued)
+                .collect(),
+            tasks: after_tasks.into_iter().map(|done| (done, Ok(()))).collect(),
+        });
         for (id, _, _) in &plan.starts {
             if let Some(flight) = self.flights.get_mut(*id) {
                 flight.start_recorded = true;
@@ -426,22 +426,21 @@ impl Dispatcher {
             }
             Some(_) => tracing::debug!("cannot write to the queue database: {e}"),
         }
-        let mut flushes = Vec::new();
-        for (_, reply) in intake.enqueues {
-            answer(
-                reply,
-                Err(ClientError::NotEnqueued(e.to_string())),
-                &mut flushes,
-            );
-        }
-        flushes.iter().for_each(|f| f.flush());
-        // A failing database is no time to spin for the next request.
-        self.answered_directly = false;
         // Tasks that ran inside the rolled-back transaction hear so here; tasks that
         // never ran (the error came first) get the same answer when dropped.
-        for done in after_tasks {
-            done(Err(ClientError::NotWritten(e.to_string())));
-        }
+        self.after_commit(AfterCommit {
+            answers: intake
+                .enqueues
+                .into_iter()
+                .map(|(_, reply)| (reply, Err(ClientError::NotEnqueued(e.to_string()))))
+                .collect(),
+            tasks: after_tasks
+                .into_iter()
+                .map(|done| (done, Err(ClientError::NotWritten(e.to_string()))))
+                .collect(),
+        });
+        // A failing database is no time to spin for the next request.
+        self.answered_directly = false;
         self.held.reports = intake.reports;
         self.held.retry_at = Some(at + WRITE_RETRY);
         self.housekeeping(at);
@@ -616,21 +615,4 @@ pub(super) fn claim(
         None
     };
     Ok((jobs, next_due))
-}
-
-/// Sends an enqueue's answer; a direct answer's flush is noted once per run of answers
-/// to the same asker, to be called when the turn's answers are all in.
-fn answer(reply: ReplyTo, result: EnqueueReply, flushes: &mut Vec<Arc<dyn Flush>>) {
-    match reply {
-        ReplyTo::Channel(reply) => {
-            let _ = reply.send(result);
-        }
-        ReplyTo::Direct(reply) => {
-            if let Some(flush) = reply.answer(result) {
-                if !flushes.last().is_some_and(|last| Arc::ptr_eq(last, &flush)) {
-                    flushes.push(flush);
-                }
-            }
-        }
-    }
 }

@@ -23,6 +23,7 @@ pub mod schema;
 pub mod sink;
 mod store_impl;
 mod sync;
+pub mod wal_sync;
 mod web;
 
 use super::{OpenOptions, Result, StoreError};

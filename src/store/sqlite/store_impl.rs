@@ -215,5 +215,6 @@ impl SqliteFile for SqliteStore {
         fn file_size(&self) -> u64;
         fn backup_to(&self, dest: &Path, replace: bool) -> Result<BackupInfo>;
         fn integrity_check(&self) -> Result<Vec<String>>;
+        fn sync_commits_elsewhere(&self) -> Result<crate::store::WalSync>;
     }
 }
