@@ -630,9 +630,8 @@ fn stats_in_prometheus_format_parse_and_match_the_database() {
     }
 }
 
-#[test]
-fn the_daemon_writes_the_metrics_textfile_atomically() {
-    let sandbox = Sandbox::new("", "");
+/// Adds a `[metrics]` textfile rewritten every second to the sandbox's config; its path.
+fn write_metrics_every_second(sandbox: &Sandbox) -> PathBuf {
     let textfile = sandbox.path("textfile/jobd.prom");
     std::fs::create_dir_all(textfile.parent().unwrap()).unwrap();
     let text = format!(
@@ -641,6 +640,13 @@ fn the_daemon_writes_the_metrics_textfile_atomically() {
         textfile.display()
     );
     std::fs::write(sandbox.config(), text).unwrap();
+    textfile
+}
+
+#[test]
+fn the_daemon_writes_the_metrics_textfile_atomically() {
+    let sandbox = Sandbox::new("", "");
+    let textfile = write_metrics_every_second(&sandbox);
     let mut db = sandbox.migrate();
     let mut jobs: Vec<NewJob> = (0..40).map(|_| NewJob::new("noop", json!({}))).collect();
     jobs.push(NewJob::new("noop", json!({"fail": "permanent"})));
@@ -694,14 +700,7 @@ fn the_daemon_writes_the_metrics_textfile_atomically() {
 fn at_full_the_dispatchers_commits_are_synced_by_the_syncer_and_at_normal_not_at_all() {
     for (synchronous, synced) in [("full", true), ("normal", false)] {
         let sandbox = Sandbox::new(&format!("synchronous = \"{synchronous}\""), "");
-        let textfile = sandbox.path("textfile/jobd.prom");
-        std::fs::create_dir_all(textfile.parent().unwrap()).unwrap();
-        let text = format!(
-            "{}\n[metrics]\ntextfile = \"{}\"\ninterval = \"1s\"\n",
-            std::fs::read_to_string(sandbox.config()).unwrap(),
-            textfile.display()
-        );
-        std::fs::write(sandbox.config(), text).unwrap();
+        let textfile = write_metrics_every_second(&sandbox);
         let mut db = sandbox.migrate();
         let jobs: Vec<NewJob> = (0..20).map(|_| NewJob::new("noop", json!({}))).collect();
         db.write(|tx| tx.enqueue(&jobs, 1)).unwrap();
