@@ -351,6 +351,38 @@ fn a_reload_refuses_a_watch_that_start_and_check_config_refuse() {
     assert!(wait_exit(&mut jobd, Duration::from_secs(20)).success());
 }
 
+/// The settings fixed when the daemon opened its database and started its threads are
+/// named when a reload changes them, not silently ignored.
+#[test]
+fn a_reload_that_changes_synchronous_or_workers_says_they_take_effect_at_the_next_start() {
+    let sandbox = Sandbox::new("synchronous = \"full\"\nworkers = 2", "");
+    let mut jobd = sandbox.spawn_jobd(&[]);
+    wait_until(Duration::from_secs(20), "start", || {
+        sandbox.log().contains("jobd ready")
+    });
+    let text = std::fs::read_to_string(sandbox.config()).unwrap();
+    let changed = text
+        .replace("synchronous = \"full\"", "synchronous = \"normal\"")
+        .replace("workers = 2", "workers = 3");
+    assert_ne!(changed, text);
+    std::fs::write(sandbox.config(), changed).unwrap();
+    signal(&jobd, libc::SIGHUP);
+    wait_until(Duration::from_secs(10), "the reload", || {
+        sandbox.log().contains("reloaded the configuration")
+    });
+    let log = sandbox.log();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("take(s) effect at the next start"))
+        .unwrap_or_else(|| panic!("no warning in:\n{log}"));
+    assert!(
+        warning.contains("daemon.workers, daemon.synchronous") && !warning.contains("database"),
+        "{warning}"
+    );
+    signal(&jobd, libc::SIGTERM);
+    assert!(wait_exit(&mut jobd, Duration::from_secs(20)).success());
+}
+
 #[test]
 fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
     let sandbox = Sandbox::new("", "");

@@ -23,11 +23,25 @@ impl Dispatcher {
         match self.settings.source.load() {
             Ok(new) => {
                 let old = self.config();
-                if new.daemon.workers != old.daemon.workers
-                    || new.daemon.database != old.daemon.database
-                {
+                // Fixed when the daemon opened its database and started its threads.
+                let at_next_start: Vec<&str> = [
+                    ("daemon.workers", new.daemon.workers != old.daemon.workers),
+                    (
+                        "daemon.database",
+                        new.daemon.database != old.daemon.database,
+                    ),
+                    (
+                        "daemon.synchronous",
+                        new.daemon.synchronous != old.daemon.synchronous,
+                    ),
+                ]
+                .into_iter()
+                .filter_map(|(key, changed)| changed.then_some(key))
+                .collect();
+                if !at_next_start.is_empty() {
                     tracing::warn!(
-                        "reload: daemon.workers and daemon.database take effect at the next start"
+                        "reload: {} changed and take(s) effect at the next start",
+                        at_next_start.join(", ")
                     );
                 }
                 let new = Arc::new(new);
