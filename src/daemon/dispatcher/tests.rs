@@ -780,3 +780,42 @@ fn the_dispatcher_looks_for_the_next_request_awake_only_once_after_answering_a_s
     commands_tx.send(Command::Reload).unwrap();
     assert!(h.dispatcher.next_command_soon().is_none());
 }
+
+#[test]
+fn with_the_syncer_an_enqueue_is_answered_after_its_sync_and_a_failed_sync_stops_the_dispatcher() {
+    let mut h = harness("");
+    let wal = h
+        .dispatcher
+        .db
+        .sqlite()
+        .unwrap()
+        .sync_commits_elsewhere()
+        .unwrap();
+    h.dispatcher.sync_commits_with(wal).unwrap();
+    // Nothing else waits: the dispatcher syncs the commit itself, in the same turn.
+    let ids = h.enqueue(vec![NewJob::new("noop", json!({}))]);
+    assert_eq!(h.job(ids[0]).id, ids[0]);
+    let syncer = h.dispatcher.syncer.as_ref().unwrap();
+    assert_eq!(syncer.syncs(), 1, "the answer came after one sync");
+    assert!(h.dispatcher.sync_failure().is_ok());
+
+    // fdatasync(2) of a pipe fails with EINVAL: a disk that cannot sync.
+    let (reader, _writer) = std::io::pipe().unwrap();
+    let failing = crate::store::WalSync::on_file(
+        &h.dir.path().join("jobs.db-wal"),
+        std::fs::File::from(std::os::fd::OwnedFd::from(reader)),
+    );
+    h.dispatcher.sync_commits_with(failing).unwrap();
+    let (reply, answer) = crossbeam_channel::bounded(1);
+    h.turn(vec![Command::Enqueue {
+        jobs: vec![NewJob::new("noop", json!({}))],
+        reply: ReplyTo::Channel(reply),
+    }]);
+    let said = answer.try_recv().unwrap().unwrap_err().to_string();
+    assert!(
+        said.contains("fdatasync of") && said.contains("may or may not have been kept"),
+        "{said}"
+    );
+    let stop = h.dispatcher.sync_failure().unwrap_err().to_string();
+    assert!(stop.contains("cannot make the commit durable"), "{stop}");
+}
