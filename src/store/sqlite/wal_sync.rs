@@ -42,8 +42,7 @@ impl WalSync {
 
     /// A handle on an open file named `path`: the WAL, or in tests a file whose sync
     /// fails (`fdatasync` of a pipe fails with EINVAL).
-    #[doc(hidden)]
-    pub fn on_file(path: &Path, file: File) -> WalSync {
+    pub(crate) fn on_file(path: &Path, file: File) -> WalSync {
         WalSync {
             path: path.to_path_buf(),
             file,
