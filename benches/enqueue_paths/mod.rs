@@ -117,9 +117,10 @@ fn start(dir: &Path, mode: Synchronous, with_metrics: bool) -> Daemon {
 }
 
 impl Daemon {
-    /// The dispatcher's commits since start, from the metrics file the daemon rewrites
-    /// every second: read after the file has been rewritten at least once since `since`.
-    fn commits_after(&self, since: std::time::SystemTime) -> u64 {
+    /// The dispatcher's commits and the WAL syncs of its syncer thread since start (0
+    /// without one), from the metrics file the daemon rewrites every second: read after
+    /// the file has been rewritten at least once since `since`.
+    fn commits_after(&self, since: std::time::SystemTime) -> (u64, u64) {
         let waited = Instant::now();
         loop {
             assert!(
@@ -132,11 +133,13 @@ impl Daemon {
                 .is_ok_and(|modified| modified > since);
             if fresh {
                 let text = std::fs::read_to_string(&self.metrics).unwrap();
-                if let Some(n) = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("jobd_commits_total "))
-                {
-                    return n.trim().parse().unwrap();
+                let counter = |name: &str| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(name))
+                        .map(|n| n.trim().parse::<u64>().unwrap())
+                };
+                if let Some(commits) = counter("jobd_commits_total ") {
+                    return (commits, counter("jobd_wal_syncs_total ").unwrap_or(0));
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -515,9 +518,10 @@ pub fn run(what: &str, modes: &[Synchronous], seconds: f64, batch_count: usize) 
             let started = std::time::SystemTime::now();
             let many = single_enqueues(&daemon, 16, seconds);
             let took = started.elapsed().unwrap().as_secs_f64();
-            let commits = daemon.commits_after(std::time::SystemTime::now()) - before;
+            let after = daemon.commits_after(std::time::SystemTime::now());
+            let (commits, syncs) = (after.0 - before.0, after.1 - before.1);
             println!(
-                "socket single enqueue, ack awaited, 16 clients, synchronous={m}: {many:.0} jobs/s, {:.2}x raw 1/txn (target full >= 40,000/s); {commits} commits, {:.1} enqueues per commit",
+                "socket single enqueue, ack awaited, 16 clients, synchronous={m}: {many:.0} jobs/s, {:.2}x raw 1/txn (target full >= 40,000/s); {commits} commits, {:.1} enqueues per commit; {syncs} syncs by the syncer thread",
                 many / raw,
                 many * took / commits as f64
             );
