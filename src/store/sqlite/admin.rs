@@ -1,13 +1,14 @@
 //! The operator's reads: one job with its attempts and children, filtered lists, and the
 //! counts behind `jobctl stats`.
 
-use super::guards::with_guards;
+use super::guards::{ready_rows, with_guards};
 use super::queue::{job_from_row, JOB_COLUMNS};
 use super::{Result, SqliteStore, StoreError};
 use crate::job::{Job, JobId, JobState, UnixMillis};
 use crate::store::{Attempt, JobFilter, Stats};
 use rusqlite::{params, OptionalExtension};
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 impl JobFilter {
     /// The WHERE terms and their values. Only the terms set are written, so the planner
@@ -187,9 +188,13 @@ impl SqliteStore {
                 q.states.remove(JobState::Running.as_str());
             }
         }
-        let mut oldest = self.conn.prepare_cached(with_guards(
-            "SELECT queue, min(run_at) FROM jobs WHERE {ready} AND run_at <= ?1 GROUP BY queue",
-        ))?;
+        static OLDEST: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT queue, min(run_at) FROM ({}) WHERE run_at <= ?1 GROUP BY queue",
+                ready_rows("queue, run_at")
+            )
+        });
+        let mut oldest = self.conn.prepare_cached(&OLDEST)?;
         let rows = oldest.query_map([now], |row| {
             Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
         })?;
@@ -231,12 +236,11 @@ impl SqliteStore {
 
     /// Jobs in live states per state, cheap enough to ask often (partial indexes only).
     pub fn live_counts(&self) -> Result<BTreeMap<String, u64>> {
+        static READY: LazyLock<String> =
+            LazyLock::new(|| format!("SELECT count(*) FROM ({})", ready_rows("1")));
         let mut out = BTreeMap::new();
         for (state, sql) in [
-            (
-                "ready",
-                with_guards("SELECT count(*) FROM jobs WHERE {ready}"),
-            ),
+            ("ready", READY.as_str()),
             (
                 "running",
                 with_guards("SELECT count(*) FROM jobs WHERE {running}"),

@@ -105,6 +105,8 @@ struct ClaimSql {
     /// ?1 lease_until, ?2 worker, ?3 now, ?4 claim number, ?5 id: claims one row chosen
     /// by its destination's limits.
     claim_one: String,
+    /// ?1 queue, ?2 priority, ?3 now: when the group's first row not yet due becomes due.
+    group_next_due: String,
 }
 
 /// The most rows one claim steps over because their destination is at its limit; rows
@@ -147,6 +149,10 @@ static CLAIM: LazyLock<ClaimSql> = LazyLock::new(|| {
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?1, \
              worker = ?2, updated_at = ?3, claim = ?4, started_at = NULL \
              WHERE id = ?5 AND {guard} RETURNING {CLAIMED_COLUMNS}"
+        ),
+        group_next_due: format!(
+            "SELECT run_at {ready} AND queue = ?1 AND priority = ?2 AND run_at > ?3 \
+             ORDER BY run_at LIMIT 1"
         ),
     }
 });
@@ -415,6 +421,36 @@ impl SqliteTx<'_> {
         Ok(queues)
     }
 
+    /// When the next waiting job not yet due at `now` becomes due, if any: the first such
+    /// row of every (queue, priority) group, one seek each into `jobs_queue_ready`, the
+    /// walk the claim itself makes. Rows already due are left out: those a claim skipped
+    /// (their queue paused or at its limit) would otherwise hide a later row of another
+    /// queue, which then waited for unrelated news. Rows behind their order key's head
+    /// are left out too: they wait for the head, not for a time.
+    pub fn next_due(&self, now: UnixMillis) -> Result<Option<UnixMillis>> {
+        let mut queues = self.tx.prepare_cached(&CLAIM.next_queue)?;
+        let mut first_later = self.tx.prepare_cached(&CLAIM.group_next_due)?;
+        let mut after = String::new();
+        let mut due: Option<UnixMillis> = None;
+        while let Some((queue, top)) = queues
+            .query_row([&after], |row| Ok((row.get::<_, String>(0)?, row.get(1)?)))
+            .optional()?
+        {
+            let mut priority = Some(top);
+            while let Some(p) = priority {
+                let at: Option<UnixMillis> = first_later
+                    .query_row(params![queue, p, now], |row| row.get(0))
+                    .optional()?;
+                if let Some(at) = at {
+                    due = Some(due.map_or(at, |due| due.min(at)));
+                }
+                priority = self.next_priority(&queue, p)?;
+            }
+            after = queue;
+        }
+        Ok(due)
+    }
+
     /// The next lower priority with ready rows in this queue.
     fn next_priority(&self, queue: &str, priority: i64) -> Result<Option<i64>> {
         Ok(self
@@ -437,6 +473,7 @@ pub(super) fn claim_query_plans(
         ("group_rows", &CLAIM.group_rows),
         ("claim_group", &CLAIM.claim_group),
         ("group_destinations", &CLAIM.group_destinations),
+        ("group_next_due", &CLAIM.group_next_due),
         ("claim_one", &CLAIM.claim_one),
     ]
     .into_iter()

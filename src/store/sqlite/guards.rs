@@ -40,17 +40,35 @@ pub(super) fn with_guards(template: &'static str) -> &'static str {
                 "{active}",
                 &states_guard(&[JobState::Queued, JobState::Running, JobState::Retrying]),
             )
-            .replace(
-                "{unfinished}",
-                &states_guard(
-                    &JobState::ALL
-                        .into_iter()
-                        .filter(|s| !s.is_terminal())
-                        .collect::<Vec<_>>(),
-                ),
-            );
+            .replace("{unfinished}", &unfinished_guard());
         Box::leak(filled.into_boxed_str())
     })
+}
+
+/// Every state but the terminal ones: the text of `jobs_order_live`'s WHERE (0008).
+fn unfinished_guard() -> String {
+    states_guard(
+        &JobState::ALL
+            .into_iter()
+            .filter(|s| !s.is_terminal())
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// `SELECT columns FROM jobs ...` of every ready row (queued or retrying), each part read
+/// from an index: rows a claim may take from `jobs_queue_ready`, rows behind their order
+/// key's head from `jobs_order_live`. Since 0013 no one index holds them all, so every
+/// reader of all ready rows goes through this compound SELECT (in `FROM (...)` or
+/// `IN (...)`) rather than let the planner read the whole table.
+pub(super) fn ready_rows(columns: &str) -> String {
+    let ready = state_guard(Transition::Claim);
+    format!(
+        "SELECT {columns} FROM jobs INDEXED BY jobs_queue_ready \
+         WHERE {ready} AND order_blocked = 0 \
+         UNION ALL SELECT {columns} FROM jobs INDEXED BY jobs_order_live \
+         WHERE order_key IS NOT NULL AND {unfinished} AND {ready} AND order_blocked = 1",
+        unfinished = unfinished_guard()
+    )
 }
 
 /// `(state = 'succeeded' OR ...)`: a finished job, by [`JobState::is_terminal`].

@@ -741,22 +741,6 @@ impl<'a> SqliteTx<'a> {
         Ok(deleted)
     }
 
-    /// When the next waiting job not yet due at `now` becomes due, if any. Rows already
-    /// due are left out: those a claim skipped (their queue paused or at its limit) would
-    /// otherwise hide a later row of another queue, which then waited for unrelated news.
-    pub fn next_due(&self, now: UnixMillis) -> Result<Option<UnixMillis>> {
-        static SQL: LazyLock<String> = LazyLock::new(|| {
-            format!(
-                "SELECT min(run_at) FROM jobs WHERE {} AND run_at > ?1",
-                state_guard(Transition::Claim)
-            )
-        });
-        Ok(self
-            .tx
-            .prepare_cached(&SQL)?
-            .query_row([now], |row| row.get(0))?)
-    }
-
     pub fn get(&self, id: JobId) -> Result<Job> {
         self.tx
             .query_row(

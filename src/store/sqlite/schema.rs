@@ -54,6 +54,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0012_revived_order_heads",
         include_str!("../../../migrations/0012_revived_order_heads.sql"),
     ),
+    (
+        "0013_no_due_index",
+        include_str!("../../../migrations/0013_no_due_index.sql"),
+    ),
 ];
 
 /// The version whose CHECK constraints bound queue and kind names.

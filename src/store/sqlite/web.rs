@@ -6,7 +6,7 @@
 //! from the partial and `jobs_finished` indexes, and a search that no index serves reads
 //! a bounded window of ids per page (see [`SEARCH_WINDOW`]).
 
-use super::guards::with_guards;
+use super::guards::{ready_rows, with_guards};
 use super::{Result, SqliteStore, SqliteTx, StoreError};
 use crate::job::{JobId, JobState, UnixMillis};
 use crate::store::web::{
@@ -20,6 +20,7 @@ use crate::store::web::{
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, OptionalExtension};
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 /// Their unique keys start with this and sort by time, so the `jobs_unique_key` index
@@ -58,7 +59,13 @@ struct SearchSql {
     index: Option<&'static str>,
     /// Read ids downwards and use no index (so none is read whole and sorted by id).
     not_indexed: bool,
+    /// Bounded by the ready rows' ids ([`READY_IDS`]), read from their indexes.
+    ready_ids: bool,
 }
+
+/// `id IN (...)` of every ready row: a search by a ready state reads them from their two
+/// indexes (no one index holds them all since 0013).
+static READY_IDS: LazyLock<String> = LazyLock::new(|| format!("id IN ({})", ready_rows("id")));
 
 impl SearchSql {
     fn from(&self) -> String {
@@ -81,6 +88,7 @@ fn search_sql(search: &JobSearch) -> SearchSql {
         params: Vec::new(),
         index: None,
         not_indexed: false,
+        ready_ids: false,
     };
     let bind = |sql: &mut SearchSql, condition: &str, value: SqlValue| {
         sql.params.push(value);
@@ -95,7 +103,7 @@ fn search_sql(search: &JobSearch) -> SearchSql {
         // Each state's test is written so one of the partial indexes serves it; the
         // text matches the indexes' own WHERE clauses.
         let condition = match state {
-            JobState::Queued | JobState::Retrying => with_guards("{ready} AND state = ?"),
+            JobState::Queued | JobState::Retrying => "state = ?",
             JobState::Running => with_guards("{running} AND state = ?"),
             // Succeeded rows are most of a big table: reading ids downwards finds a
             // page of them at once, so the index is not wanted (`+state`).
@@ -111,12 +119,17 @@ fn search_sql(search: &JobSearch) -> SearchSql {
         );
         if sql.index.is_none() {
             sql.index = match state {
-                // Every ready row, blocked behind its order key or not (0009).
-                JobState::Queued | JobState::Retrying => Some("jobs_due"),
                 JobState::Running => Some("jobs_leases"),
                 JobState::Dead | JobState::Cancelled => Some("jobs_finished"),
-                JobState::Succeeded | JobState::Waiting => None,
+                JobState::Queued | JobState::Retrying | JobState::Succeeded | JobState::Waiting => {
+                    None
+                }
             };
+            if matches!(state, JobState::Queued | JobState::Retrying) && sql.index.is_none() {
+                // Every ready row, blocked behind its order key or not.
+                sql.conditions.push(READY_IDS.clone());
+                sql.ready_ids = true;
+            }
         }
     }
     if let Some(kind) = &search.kind {
@@ -224,10 +237,14 @@ impl SqliteStore {
         let mut add = |queue: String, state: String, count: u64| {
             counts.live.entry(queue).or_default().insert(state, count);
         };
-        let mut ready = self.conn.prepare_cached(with_guards(
-            "SELECT queue, state, count(*), min(CASE WHEN run_at <= ?1 THEN run_at END) \
-             FROM jobs WHERE {ready} GROUP BY queue, state",
-        ))?;
+        static READY: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT queue, state, count(*), min(CASE WHEN run_at <= ?1 THEN run_at END) \
+                 FROM ({}) GROUP BY queue, state",
+                ready_rows("queue, state, run_at")
+            )
+        });
+        let mut ready = self.conn.prepare_cached(&READY)?;
         let mut oldest = BTreeMap::new();
         for row in ready.query_map([now], |row| {
             Ok((
@@ -346,8 +363,9 @@ impl SqliteStore {
         columns: &str,
     ) -> Result<(String, Vec<SqlValue>, Option<JobId>)> {
         let mut where_sql = search_sql(search);
-        if where_sql.index == Some("jobs_due") && self.ready_jobs_exceed(READY_SORT_LIMIT)? {
-            where_sql.index = None;
+        if where_sql.ready_ids && self.ready_jobs_exceed(READY_SORT_LIMIT)? {
+            where_sql.conditions.retain(|c| *c != *READY_IDS);
+            where_sql.ready_ids = false;
             where_sql.not_indexed = true;
         }
         let top = match search.before {
@@ -362,7 +380,7 @@ impl SqliteStore {
             .conditions
             .push(format!("id < ?{}", where_sql.params.len()));
         let mut floor = None;
-        if where_sql.index.is_none() && top - SEARCH_WINDOW > 1 {
+        if where_sql.index.is_none() && !where_sql.ready_ids && top - SEARCH_WINDOW > 1 {
             where_sql
                 .params
                 .push(SqlValue::Integer(top - SEARCH_WINDOW));
@@ -385,12 +403,15 @@ impl SqliteStore {
     /// Whether more than `limit` jobs are ready (queued or retrying): reads at most
     /// `limit + 1` entries of their index.
     fn ready_jobs_exceed(&self, limit: i64) -> Result<bool> {
+        static COUNT: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "SELECT count(*) FROM (SELECT 1 FROM ({}) LIMIT ?1)",
+                ready_rows("1")
+            )
+        });
         let ready: i64 = self
             .conn
-            .prepare_cached(with_guards(
-                "SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY jobs_due WHERE {ready} \
-                 LIMIT ?1)",
-            ))?
+            .prepare_cached(&COUNT)?
             .query_row([limit + 1], |row| row.get(0))?;
         Ok(ready > limit)
     }
@@ -678,6 +699,29 @@ mod tests {
     }
 
     #[test]
+    fn a_search_and_the_live_counts_find_jobs_behind_their_order_keys_head() {
+        let (_dir, mut db) = db_with(&[("noop", "succeeded", "")]);
+        let keyed = |n| NewJob::new("noop", serde_json::json!({ "n": n })).order_key("k");
+        let ids = db
+            .write(|tx| tx.enqueue(&[keyed(1), keyed(2)], 1_000))
+            .unwrap();
+        let behind = db.get(ids[1].id).unwrap();
+        assert!(behind.order_blocked);
+        let page = db
+            .web_search(&JobSearch {
+                state: Some(JobState::Queued),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        let found: Vec<JobId> = page.jobs.iter().map(|j| j.id).collect();
+        assert_eq!(found, [ids[1].id, ids[0].id]);
+        let counts = db.web_live_counts(5_000).unwrap();
+        assert_eq!(counts.live["default"]["queued"], 2);
+        assert_eq!(counts.oldest_ready_age_ms["default"], 4_000);
+    }
+
+    #[test]
     fn a_search_by_a_ready_state_reads_ids_downwards_once_many_jobs_wait() {
         let (_dir, mut db) = db_with(&[("noop", "dead", "x")]);
         let queued = JobSearch {
@@ -686,14 +730,17 @@ mod tests {
             ..Default::default()
         };
         let plan = db.web_search_plan(&queued).unwrap().join("; ");
-        assert!(plan.contains("jobs_due"), "few waiting: {plan}");
+        assert!(
+            plan.contains("jobs_queue_ready") && plan.contains("jobs_order_live"),
+            "few waiting: both ready indexes, {plan}"
+        );
         let jobs: Vec<NewJob> = (0..=READY_SORT_LIMIT)
             .map(|i| NewJob::new("noop", serde_json::json!({ "n": i })))
             .collect();
         db.write(|tx| tx.enqueue(&jobs, 1_000).map(drop)).unwrap();
         let plan = db.web_search_plan(&queued).unwrap().join("; ");
         assert!(
-            plan.contains("INTEGER PRIMARY KEY") && !plan.contains("jobs_due"),
+            plan.contains("INTEGER PRIMARY KEY") && !plan.contains("jobs_queue_ready"),
             "many waiting: {plan}"
         );
         let page = db.web_search(&queued).unwrap();

@@ -25,7 +25,7 @@ macro_rules! conformance {
         conformance!($make, if || true);
     };
     ($make:path, if $available:expr) => {
-        conformance!(@cases $make, $available; every_transition_is_allowed_from_its_states_and_refused_from_the_others, claims_follow_priority_then_run_at_then_id_and_skip_future_jobs, claims_take_at_most_the_limit_and_respect_queue_limits, completion_with_follow_ups_is_atomic_and_links_children, a_stale_completion_changes_nothing_and_other_rows_are_untouched, every_attempt_is_recorded_with_outcome_error_and_duration, release_gives_the_attempt_back, expired_leases_are_rescued_and_charged_and_exhausted_ones_die, heartbeats_extend_only_this_workers_current_attempts, unique_keys_return_the_existing_job, the_greatest_unique_key_under_a_prefix_is_found_byte_by_byte, a_refused_batch_enqueues_nothing, operators_revive_dead_jobs_and_cancel_waiting_ones, cancelling_a_running_job_asks_it_to_stop, purge_deletes_only_old_finished_jobs_of_the_state_with_their_attempts, stats_count_per_queue_and_state_and_the_oldest_ready_age, claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows, next_due_names_the_first_later_row_even_behind_rows_already_due, a_waiting_parent_resumes_when_its_last_child_finishes, awaiting_no_children_resumes_at_once_and_cancelling_a_waiting_job_is_allowed, a_long_batch_returns_each_jobs_own_id_with_unique_keys_among_them, a_run_of_keyed_jobs_dedupes_against_the_table_and_within_the_batch, a_claimed_job_that_never_started_goes_back_uncharged_and_a_started_one_is_charged, concurrent_claims_on_two_connections_get_disjoint_jobs, a_parent_whose_last_two_children_finish_at_once_resumes_exactly_once, a_batch_of_completions_applies_each_and_reports_the_stale_one, a_long_batch_of_successes_moves_each_held_attempt_once, recorded_starts_name_only_the_current_attempt_of_this_worker, reviving_the_dead_of_one_kind_leaves_other_rows_alone, a_hold_parks_waiting_jobs_new_ones_too_and_a_release_brings_them_back, claims_draw_tokens_by_the_clock_and_keep_in_flight_bounds, an_order_keys_next_job_goes_when_its_head_finishes_however_it_finishes, every_way_into_and_out_of_an_order_keys_line_keeps_one_head, a_sync_mark_is_kept_with_its_completion_or_refused_with_it_in_words);
+        conformance!(@cases $make, $available; every_transition_is_allowed_from_its_states_and_refused_from_the_others, claims_follow_priority_then_run_at_then_id_and_skip_future_jobs, claims_take_at_most_the_limit_and_respect_queue_limits, completion_with_follow_ups_is_atomic_and_links_children, a_stale_completion_changes_nothing_and_other_rows_are_untouched, every_attempt_is_recorded_with_outcome_error_and_duration, release_gives_the_attempt_back, expired_leases_are_rescued_and_charged_and_exhausted_ones_die, heartbeats_extend_only_this_workers_current_attempts, unique_keys_return_the_existing_job, the_greatest_unique_key_under_a_prefix_is_found_byte_by_byte, a_refused_batch_enqueues_nothing, operators_revive_dead_jobs_and_cancel_waiting_ones, cancelling_a_running_job_asks_it_to_stop, purge_deletes_only_old_finished_jobs_of_the_state_with_their_attempts, stats_count_per_queue_and_state_and_the_oldest_ready_age, ready_counts_include_jobs_behind_their_order_keys_head, claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows, next_due_names_the_first_later_row_even_behind_rows_already_due, a_waiting_parent_resumes_when_its_last_child_finishes, awaiting_no_children_resumes_at_once_and_cancelling_a_waiting_job_is_allowed, a_long_batch_returns_each_jobs_own_id_with_unique_keys_among_them, a_run_of_keyed_jobs_dedupes_against_the_table_and_within_the_batch, a_claimed_job_that_never_started_goes_back_uncharged_and_a_started_one_is_charged, concurrent_claims_on_two_connections_get_disjoint_jobs, a_parent_whose_last_two_children_finish_at_once_resumes_exactly_once, a_batch_of_completions_applies_each_and_reports_the_stale_one, a_long_batch_of_successes_moves_each_held_attempt_once, recorded_starts_name_only_the_current_attempt_of_this_worker, reviving_the_dead_of_one_kind_leaves_other_rows_alone, a_hold_parks_waiting_jobs_new_ones_too_and_a_release_brings_them_back, claims_draw_tokens_by_the_clock_and_keep_in_flight_bounds, an_order_keys_next_job_goes_when_its_head_finishes_however_it_finishes, every_way_into_and_out_of_an_order_keys_line_keeps_one_head, a_sync_mark_is_kept_with_its_completion_or_refused_with_it_in_words);
     };
     (@cases $make:path, $available:expr; $($case:ident),* $(,)?) => {
         $(
@@ -723,6 +723,25 @@ pub fn stats_count_per_queue_and_state_and_the_oldest_ready_age(make: MakeDb) {
     assert_eq!(stats.total(JobState::Queued), 2);
 }
 
+pub fn ready_counts_include_jobs_behind_their_order_keys_head(make: MakeDb) {
+    let h = make();
+    let mut store = h.connect();
+    let db = &mut *store;
+    enqueue(db, noop().order_key("k").run_at(T0 - 2_000), T0);
+    let behind = enqueue(db, noop().order_key("k").run_at(T0 - 9_000), T0);
+    enqueue(db, noop().run_at(T0 + 60_000), T0);
+    job_in_state(db, JobState::Succeeded);
+    assert!(
+        db.get(behind).unwrap().order_blocked,
+        "the second waits for its head"
+    );
+    assert_eq!(db.live_counts().unwrap()["ready"], 3);
+    let stats = db.stats(T0).unwrap();
+    assert_eq!(stats.queues["default"].states.get("queued"), Some(&3));
+    // The oldest due row is the one behind the head: it waits for a worker all the same.
+    assert_eq!(stats.queues["default"].oldest_ready_age_ms, Some(9_000));
+}
+
 pub fn claims_merge_queues_by_priority_then_run_at_and_skip_excluded_and_later_rows(make: MakeDb) {
     let h = make();
     let mut store = h.connect();
@@ -788,6 +807,18 @@ pub fn next_due_names_the_first_later_row_even_behind_rows_already_due(make: Mak
     assert_eq!(
         db.write(|tx| tx.next_due(T0 + 5_000)).unwrap(),
         Some(T0 + 9_000)
+    );
+    // Every queue and priority counts: a higher priority due later than the queue's
+    // lowest, and a negative priority of the skipped queue due sooner than both.
+    enqueue(db, noop().priority(5).run_at(T0 + 7_000), T0);
+    enqueue(db, noop().queue("held").priority(-3).run_at(T0 + 6_000), T0);
+    assert_eq!(
+        db.write(|tx| tx.next_due(T0 + 5_000)).unwrap(),
+        Some(T0 + 6_000)
+    );
+    assert_eq!(
+        db.write(|tx| tx.next_due(T0 + 6_000)).unwrap(),
+        Some(T0 + 7_000)
     );
 }
 

@@ -116,13 +116,14 @@ fn every_claim_statement_seeks_the_queue_led_index_and_never_scans_or_sorts() {
             "group_rows",
             "claim_group",
             "group_destinations",
+            "group_next_due",
             "claim_one"
         ]
     );
     // A claim under destination limits takes each chosen row by its id.
-    let (_, claim_one) = &plans[6];
+    let (_, claim_one) = &plans[7];
     assert!(claim_one.contains("INTEGER PRIMARY KEY"), "{claim_one}");
-    for (name, plan) in &plans[..6] {
+    for (name, plan) in &plans[..7] {
         assert!(plan.contains("INDEX jobs_queue_ready ("), "{name}: {plan}");
         assert!(
             !plan.contains("SCAN"),
@@ -147,6 +148,12 @@ fn every_claim_statement_seeks_the_queue_led_index_and_never_scans_or_sorts() {
         plan("group_destinations").contains("(queue=? AND priority=? AND run_at>? AND run_at<?)"),
         "{}",
         plan("group_destinations")
+    );
+    // The next due time: each group's first row due later, one seek.
+    assert!(
+        plan("group_next_due").contains("(queue=? AND priority=? AND run_at>?)"),
+        "{}",
+        plan("group_next_due")
     );
     for name in ["group_keys", "claim_group"] {
         assert!(
