@@ -59,7 +59,8 @@ struct SearchSql {
     index: Option<&'static str>,
     /// Read ids downwards and use no index (so none is read whole and sorted by id).
     not_indexed: bool,
-    /// Bounded by the ready rows' ids ([`READY_IDS`]), read from their indexes.
+    /// Bounded by the ready rows' ids ([`READY_IDS`], added by [`Self::where_clause`]),
+    /// read from their indexes.
     ready_ids: bool,
 }
 
@@ -68,6 +69,14 @@ struct SearchSql {
 static READY_IDS: LazyLock<String> = LazyLock::new(|| format!("id IN ({})", ready_rows("id")));
 
 impl SearchSql {
+    fn where_clause(&self) -> String {
+        let mut conditions = self.conditions.clone();
+        if self.ready_ids {
+            conditions.push(READY_IDS.clone());
+        }
+        conditions.join(" AND ")
+    }
+
     fn from(&self) -> String {
         match self.index {
             Some(index) => format!("jobs INDEXED BY {index}"),
@@ -121,15 +130,13 @@ fn search_sql(search: &JobSearch) -> SearchSql {
             sql.index = match state {
                 JobState::Running => Some("jobs_leases"),
                 JobState::Dead | JobState::Cancelled => Some("jobs_finished"),
-                JobState::Queued | JobState::Retrying | JobState::Succeeded | JobState::Waiting => {
+                JobState::Queued | JobState::Retrying => {
+                    // Every ready row, blocked behind its order key or not.
+                    sql.ready_ids = true;
                     None
                 }
+                JobState::Succeeded | JobState::Waiting => None,
             };
-            if matches!(state, JobState::Queued | JobState::Retrying) && sql.index.is_none() {
-                // Every ready row, blocked behind its order key or not.
-                sql.conditions.push(READY_IDS.clone());
-                sql.ready_ids = true;
-            }
         }
     }
     if let Some(kind) = &search.kind {
@@ -364,7 +371,6 @@ impl SqliteStore {
     ) -> Result<(String, Vec<SqlValue>, Option<JobId>)> {
         let mut where_sql = search_sql(search);
         if where_sql.ready_ids && self.ready_jobs_exceed(READY_SORT_LIMIT)? {
-            where_sql.conditions.retain(|c| *c != *READY_IDS);
             where_sql.ready_ids = false;
             where_sql.not_indexed = true;
         }
@@ -393,7 +399,7 @@ impl SqliteStore {
             format!(
                 "SELECT {columns} FROM {} WHERE {}",
                 where_sql.from(),
-                where_sql.conditions.join(" AND ")
+                where_sql.where_clause()
             ),
             where_sql.params,
             floor,
@@ -401,7 +407,7 @@ impl SqliteStore {
     }
 
     /// Whether more than `limit` jobs are ready (queued or retrying): reads at most
-    /// `limit + 1` entries of their index.
+    /// `limit + 1` entries of their indexes.
     fn ready_jobs_exceed(&self, limit: i64) -> Result<bool> {
         static COUNT: LazyLock<String> = LazyLock::new(|| {
             format!(
@@ -539,7 +545,7 @@ fn bulk_sql(search: &JobSearch, state: JobState, columns: &str) -> Result<(Strin
         format!(
             "SELECT {columns} FROM {} WHERE {}",
             where_sql.from(),
-            where_sql.conditions.join(" AND ")
+            where_sql.where_clause()
         ),
         where_sql.params,
     ))
